@@ -1,0 +1,227 @@
+"""The public schema: the one contract every site and the server share.
+
+A schema declares each column's kind, role, public bounds, categories, transform and
+missing-value policy. It is *declared by people*, never silently fitted on private data:
+everything derived from it (transforms, sampling bounds, condition checks) is therefore
+public information and costs no privacy budget.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class SchemaError(ValueError):
+    """A schema file or object is malformed; the message names the field and the fix."""
+
+
+class ColumnKind(StrEnum):
+    CONTINUOUS = "continuous"
+    INTEGER = "integer"
+    BINARY = "binary"
+    CATEGORICAL = "categorical"
+
+
+class ColumnRole(StrEnum):
+    FEATURE = "feature"
+    TIME = "time"
+    EVENT = "event"
+
+
+class TransformKind(StrEnum):
+    IDENTITY = "identity"
+    LOG = "log"
+    BOXCOX = "boxcox"
+
+
+class MissingPolicy(StrEnum):
+    REJECT = "reject"
+    DROP_ROW = "drop_row"
+    FILL = "fill"
+
+
+class Column(BaseModel):
+    """One declared column.
+
+    Numeric columns (continuous, integer) need public ``lower``/``upper`` bounds: they fix
+    the [0, 1] scaling without looking at private data. Binary columns hold 0/1, or two
+    declared labels in ``categories`` (the first maps to 0). Categorical columns list every
+    category. ``offset`` is added before log / Box-Cox so that zeros can be transformed.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
+
+    name: str = Field(min_length=1)
+    kind: ColumnKind
+    role: ColumnRole = ColumnRole.FEATURE
+    lower: float | None = None
+    upper: float | None = None
+    categories: tuple[str, ...] | None = None
+    transform: TransformKind = TransformKind.IDENTITY
+    boxcox_lambda: float | None = None
+    offset: float = 0.0
+    missing: MissingPolicy = MissingPolicy.REJECT
+    fill_value: float | str | None = None
+    description: str = ""
+
+    @field_validator("categories", mode="before")
+    @classmethod
+    def _categories_as_strings(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        return tuple(str(v) for v in value)
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Column:
+        where = f"column '{self.name}'"
+        numeric = self.kind in (ColumnKind.CONTINUOUS, ColumnKind.INTEGER)
+        if numeric:
+            if self.lower is None or self.upper is None:
+                raise ValueError(f"{where}: numeric columns need public 'lower' and 'upper' bounds")
+            if not (math.isfinite(self.lower) and math.isfinite(self.upper)) or self.lower >= self.upper:
+                raise ValueError(f"{where}: need finite lower < upper, got [{self.lower}, {self.upper}]")
+            if self.categories is not None:
+                raise ValueError(f"{where}: 'categories' is only for binary/categorical columns; remove it")
+        else:
+            if self.transform != TransformKind.IDENTITY:
+                raise ValueError(f"{where}: transform '{self.transform}' applies to numeric columns only")
+            if self.lower is not None or self.upper is not None:
+                raise ValueError(f"{where}: bounds apply to numeric columns only; remove lower/upper")
+        if self.kind == ColumnKind.CATEGORICAL:
+            if not self.categories or len(self.categories) < 2:
+                raise ValueError(f"{where}: categorical columns must list at least 2 'categories'")
+        if self.kind == ColumnKind.BINARY and self.categories is not None and len(self.categories) != 2:
+            raise ValueError(f"{where}: binary 'categories' must be exactly two labels (first maps to 0)")
+        if self.categories is not None and len(set(self.categories)) != len(self.categories):
+            raise ValueError(f"{where}: 'categories' has duplicates")
+        if self.transform == TransformKind.BOXCOX and self.boxcox_lambda is None:
+            raise ValueError(f"{where}: transform 'boxcox' needs a declared 'boxcox_lambda'")
+        if self.transform != TransformKind.BOXCOX and self.boxcox_lambda is not None:
+            raise ValueError(f"{where}: 'boxcox_lambda' is set but transform is '{self.transform}'")
+        if self.transform in (TransformKind.LOG, TransformKind.BOXCOX) and self.lower + self.offset <= 0:
+            raise ValueError(
+                f"{where}: {self.transform} needs lower + offset > 0 (lower={self.lower}, "
+                f"offset={self.offset}); set 'offset' so that every value is positive"
+            )
+        if self.role == ColumnRole.TIME and not numeric:
+            raise ValueError(f"{where}: the time column must be continuous or integer")
+        if self.role == ColumnRole.EVENT and self.kind != ColumnKind.BINARY:
+            raise ValueError(f"{where}: the event column must be binary (0 = censored, 1 = event)")
+        if self.missing == MissingPolicy.FILL and self.fill_value is None:
+            raise ValueError(f"{where}: missing = 'fill' needs a declared 'fill_value'")
+        return self
+
+    @property
+    def is_numeric(self) -> bool:
+        return self.kind in (ColumnKind.CONTINUOUS, ColumnKind.INTEGER)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The value labels of a discrete column, in code order (binary defaults to '0', '1')."""
+        if self.kind == ColumnKind.BINARY:
+            return self.categories or ("0", "1")
+        if self.kind == ColumnKind.CATEGORICAL:
+            assert self.categories is not None
+            return self.categories
+        raise TypeError(f"column '{self.name}' is numeric and has no labels")
+
+    @property
+    def width(self) -> int:
+        """Number of [0, 1] model inputs this column occupies (one-hot for categoricals)."""
+        return len(self.labels) if self.kind == ColumnKind.CATEGORICAL else 1
+
+
+class Schema(BaseModel):
+    """An ordered set of declared columns with exactly one time and one event column."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = "dataset"
+    description: str = ""
+    columns: tuple[Column, ...]
+
+    @model_validator(mode="after")
+    def _check_columns(self) -> Schema:
+        names = [c.name for c in self.columns]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"column names must be unique; duplicated: {duplicated}")
+        for role in (ColumnRole.TIME, ColumnRole.EVENT):
+            found = [c.name for c in self.columns if c.role == role]
+            if len(found) != 1:
+                raise ValueError(
+                    f"the schema needs exactly one column with role = '{role}', found {found or 'none'}"
+                )
+        if len(self.columns) < 3:
+            raise ValueError("the schema needs at least one feature besides time and event")
+        return self
+
+    def column(self, name: str) -> Column:
+        for column in self.columns:
+            if column.name == name:
+                return column
+        raise KeyError(f"unknown column '{name}'; the schema declares: {', '.join(self.names)}")
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def time_column(self) -> str:
+        return next(c.name for c in self.columns if c.role == ColumnRole.TIME)
+
+    @property
+    def event_column(self) -> str:
+        return next(c.name for c in self.columns if c.role == ColumnRole.EVENT)
+
+    @property
+    def covariates(self) -> list[str]:
+        return [c.name for c in self.columns if c.role == ColumnRole.FEATURE]
+
+    # -- TOML ---------------------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "schema") -> Schema:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise SchemaError(_format_validation_error(exc, data, source)) from None
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> Schema:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise SchemaError(f"schema file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SchemaError(f"{path}: not valid TOML ({exc}); fix the syntax at that line") from None
+        return cls.from_dict(data, source=str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True, exclude_defaults=False)
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+
+def _format_validation_error(exc: ValidationError, data: dict[str, Any], source: str) -> str:
+    """Name the column (not just its index) so that a custodian finds the line to fix."""
+    lines = [f"{source}: the schema is invalid ({exc.error_count()} problem(s)):"]
+    columns = data.get("columns", []) if isinstance(data, dict) else []
+    for error in exc.errors():
+        loc = list(error["loc"])
+        if len(loc) >= 2 and loc[0] == "columns" and isinstance(loc[1], int) and loc[1] < len(columns):
+            name = columns[loc[1]].get("name", f"#{loc[1]}") if isinstance(columns[loc[1]], dict) else loc[1]
+            loc = [f"columns[{name}]"] + [str(part) for part in loc[2:]]
+        field = ".".join(str(part) for part in loc) or "(top level)"
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"  - {field}: {message}")
+    return "\n".join(lines)
