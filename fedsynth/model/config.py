@@ -1,0 +1,63 @@
+"""Typed configuration of the MCM generator and its training, loadable from TOML."""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class MCMConfig(BaseModel):
+    """Architecture and training settings; defaults follow the MCM papers where they say.
+
+    Attributes
+    ----------
+    hidden : int, default 64
+        Width of the attention-MLP blocks (seed 000/001 use 64).
+    n_bins : int, default 64
+        Bins of the categorical distribution over [0, 1] for each numeric column; the sampler
+        draws uniformly inside a bin, so this is the resolution of model-only samples.
+    mask_min, mask_max : float, default 0.10, 0.95
+        Range of the per-row masking ratio of the papers' dynamic masking (seed 000).
+    order_mask_fraction : float, default 0.5
+        Share of training rows masked as the sampler sees them: a random order with a random
+        number (0 .. d-1) of visible features. The papers never sample from nothing; our
+        model-only sampler does, so it must be trained on those contexts too.
+    epochs : int or None, default None
+        None means enough epochs for ``min_steps`` optimiser steps (small data needs many).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    hidden: int = Field(64, ge=4, le=4096)
+    n_bins: int = Field(64, ge=2, le=1024)
+    mask_min: float = Field(0.10, ge=0.0, le=1.0)
+    mask_max: float = Field(0.95, ge=0.0, le=1.0)
+    order_mask_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    epochs: int | None = Field(None, ge=1, le=100_000)
+    min_steps: int = Field(4000, ge=1)
+    max_auto_epochs: int = Field(2000, ge=1)
+    batch_size: int = Field(64, ge=1)
+    learning_rate: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check_mask_range(self) -> MCMConfig:
+        if self.mask_min > self.mask_max:
+            raise ValueError(f"mask_min ({self.mask_min}) must be <= mask_max ({self.mask_max})")
+        return self
+
+    def resolved_epochs(self, n_rows: int) -> int:
+        """Epochs to run for ``n_rows`` training rows."""
+        if self.epochs is not None:
+            return self.epochs
+        steps_per_epoch = max(1, math.ceil(n_rows / self.batch_size))
+        return max(1, min(self.max_auto_epochs, math.ceil(self.min_steps / steps_per_epoch)))
+
+    @classmethod
+    def from_toml(cls, path: str | Path, section: str = "model") -> MCMConfig:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        return cls.model_validate(data.get(section, {}))

@@ -1,0 +1,55 @@
+"""Training masks: the papers' dynamic masking and the sampler's order masks.
+
+``True`` means masked (to be reconstructed). Both schemes choose positions with random
+ranks so that every column is equally likely to be masked.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _ranks(n_rows: int, n_columns: int, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.rand(n_rows, n_columns, generator=generator).argsort(dim=1).argsort(dim=1)
+
+
+def dynamic_mask(
+    n_rows: int,
+    n_columns: int,
+    low: float = 0.10,
+    high: float = 0.95,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Seed 000's masking: per row a ratio ~ U(low, high) of columns is masked.
+
+    At least one column is masked (the loss needs a target) and at least one stays visible
+    (the attention filter needs something to attend to).
+    """
+    if n_columns < 2:
+        raise ValueError("masking needs at least two columns")
+    ratio = low + (high - low) * torch.rand(n_rows, 1, generator=generator)
+    n_masked = torch.clamp(torch.round(ratio * n_columns), 1, n_columns - 1)
+    return _ranks(n_rows, n_columns, generator) < n_masked
+
+
+def order_mask(n_rows: int, n_columns: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The contexts the sampler meets: a random order, the first k ~ U{0..d-1} columns visible."""
+    n_visible = torch.randint(0, n_columns, (n_rows, 1), generator=generator)
+    return _ranks(n_rows, n_columns, generator) >= n_visible
+
+
+def training_mask(
+    n_rows: int,
+    n_columns: int,
+    low: float,
+    high: float,
+    order_fraction: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Mix of both schemes, row by row."""
+    use_order = torch.rand(n_rows, 1, generator=generator) < order_fraction
+    return torch.where(
+        use_order,
+        order_mask(n_rows, n_columns, generator),
+        dynamic_mask(n_rows, n_columns, low, high, generator),
+    )

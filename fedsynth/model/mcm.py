@@ -1,0 +1,151 @@
+"""The MCM generator as an estimator: ``MCM(config).fit(df, schema).sample(n, conditions, seed)``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import torch
+
+from fedsynth.data.schema import Schema
+from fedsynth.data.transforms import Transformer
+from fedsynth.data.validation import validate_frame
+from fedsynth.model.conditions import Condition, ResolvedCondition, parse_conditions, resolve_conditions
+from fedsynth.model.config import MCMConfig
+from fedsynth.model.layout import Layout
+from fedsynth.model.network import MCMNetwork
+from fedsynth.model.sampler import ConditionalSampler
+from fedsynth.model.training import ProgressCallback, train_plain
+
+
+class NotFittedError(RuntimeError):
+    """The generator was used before ``fit`` or ``load``."""
+
+
+class MCM:
+    """Masked Clinical Modelling generator with model-only conditional sampling.
+
+    Parameters
+    ----------
+    config : MCMConfig, optional
+        Architecture and training settings; keyword overrides are applied on top.
+
+    Attributes (after ``fit``)
+    --------------------------
+    schema_ : Schema
+    network_ : MCMNetwork
+    history_ : list of float, mean training loss per epoch
+    n_train_ : int, training rows
+    differentially_private_ : bool, False for ``fit`` (the sites' DP-SGD sets it True)
+
+    Examples
+    --------
+    >>> from fedsynth.data.datasets import load_dataset
+    >>> frame, schema = load_dataset("whas500")
+    >>> model = MCM(epochs=5).fit(frame, schema)
+    >>> cohort = model.sample(100, conditions=["60<=age<=80", "chf=1"], seed=1)
+    """
+
+    def __init__(self, config: MCMConfig | None = None, **overrides: Any) -> None:
+        base = config or MCMConfig()
+        self.config = base.model_copy(update=overrides) if overrides else base
+        if overrides:
+            self.config = MCMConfig.model_validate(self.config.model_dump())
+        self.schema_: Schema | None = None
+        self.network_: MCMNetwork | None = None
+        self.history_: list[float] = []
+        self.n_train_ = 0
+        self.differentially_private_ = False
+        self.training_info_: dict[str, Any] = {}
+
+    # -- construction ---------------------------------------------------------------------------
+
+    def build(self, schema: Schema) -> MCM:
+        """Create an untrained network for ``schema`` (seeded); used by fit and by the sites."""
+        torch.manual_seed(self.config.seed)
+        self.schema_ = schema
+        self.network_ = MCMNetwork(Layout(schema, self.config.n_bins), hidden=self.config.hidden)
+        return self
+
+    @property
+    def transformer(self) -> Transformer:
+        return Transformer(self._schema())
+
+    def codes_tensor(self, frame: pd.DataFrame) -> torch.Tensor:
+        """Model targets for a canonical frame: (n, n_columns) float32."""
+        return torch.tensor(self.transformer.codes(frame), dtype=torch.float32)
+
+    # -- fit / sample ---------------------------------------------------------------------------
+
+    def fit(self, frame: pd.DataFrame, schema: Schema, progress: ProgressCallback | None = None) -> MCM:
+        """Validate ``frame`` against ``schema`` and train without differential privacy."""
+        canonical, _ = validate_frame(frame, schema)
+        self.build(schema)
+        generator = torch.Generator().manual_seed(self.config.seed)
+        self.history_ = train_plain(self._network(), self.codes_tensor(canonical), self.config, generator, progress)
+        self.n_train_ = len(canonical)
+        self.differentially_private_ = False
+        self.training_info_ = {"mode": "plain", "epochs": len(self.history_), "n_train": self.n_train_}
+        return self
+
+    def resolve(self, conditions: list[str] | list[Condition] | None) -> list[ResolvedCondition]:
+        """Parse (if text) and check conditions against the schema."""
+        parsed = parse_conditions(conditions) if conditions and isinstance(conditions[0], str) else conditions
+        return resolve_conditions(list(parsed or []), self._schema())
+
+    def sample(self, n: int, conditions: list[str] | list[Condition] | None = None, seed: int = 0) -> pd.DataFrame:
+        """Draw ``n`` synthetic rows from the model alone; every row satisfies every condition."""
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        resolved = self.resolve(conditions)
+        sampler = ConditionalSampler(self._network(), self.transformer)
+        return sampler.sample(int(n), resolved, seed)
+
+    def reconstruct_point(self, codes: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+        """Point reconstruction of masked cells (the papers' deterministic output).
+
+        Numeric columns get the mean of their bin distribution, binary columns p >= 0.5,
+        categorical columns their most likely category; visible cells are kept.
+        """
+        network = self._network().eval()
+        layout = network.layout
+        with torch.inference_mode():
+            hidden = network.trunk(layout.encode_codes(codes), masked)
+            out = codes.clone()
+            centres = (torch.arange(layout.n_bins, dtype=torch.float32) + 0.5) / layout.n_bins
+            for head in layout.heads:
+                logits = network.head_logits(hidden, head.index)
+                if head.column.is_numeric:
+                    value = torch.softmax(logits, dim=1) @ centres
+                elif head.out_stop - head.out_start == 1:
+                    value = (torch.sigmoid(logits[:, 0]) >= 0.5).float()
+                else:
+                    value = logits.argmax(dim=1).float()
+                out[:, head.index] = torch.where(masked[:, head.index], value, codes[:, head.index])
+        return out
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _schema(self) -> Schema:
+        if self.schema_ is None:
+            raise NotFittedError("this MCM is not fitted: call fit() or MCM.load() first")
+        return self.schema_
+
+    def _network(self) -> MCMNetwork:
+        if self.network_ is None:
+            raise NotFittedError("this MCM is not fitted: call fit() or MCM.load() first")
+        return self.network_
+
+    def n_parameters(self) -> int:
+        return int(sum(p.numel() for p in self._network().parameters()))
+
+    def save(self, path: Any, overwrite: bool = False) -> Any:
+        from fedsynth.model.persistence import save_model
+
+        return save_model(self, path, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path: Any) -> MCM:
+        from fedsynth.model.persistence import load_model
+
+        return load_model(path)

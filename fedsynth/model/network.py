@@ -1,0 +1,73 @@
+"""The MCM network (seed 000/001): attention filter + MLP blocks with residual, per-column heads.
+
+Design points and why:
+
+* Block 1 is the papers' attention filter: a linear layer scores every input position, masked
+  positions get a large *finite* negative score before the softmax (``-inf`` turns a row
+  with everything masked into NaN), and the softmax weights the visible features, which an
+  MLP then reads. Weights are multiplied by the number of positions so that uniform attention
+  leaves the features at their own scale.
+* Block 2 is attention without masking over the hidden state, an MLP, and a residual.
+* LayerNorm, never BatchNorm: BatchNorm mixes samples in a batch, which breaks per-sample
+  gradients and so DP-SGD (Opacus refuses it).
+* The output is a distribution per column rather than the papers' point reconstruction, so
+  the server can *sample* from the model without copying any real row.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fedsynth.model.layout import Layout
+
+MASKED_SCORE = -1e9
+
+
+class MLP(nn.Module):
+    def __init__(self, width_in: int, hidden: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(width_in, hidden), nn.LayerNorm(hidden), nn.ReLU(), nn.Linear(hidden, hidden))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class MCMNetwork(nn.Module):
+    """Maps (masked encoding, column mask) to per-column output logits."""
+
+    def __init__(self, layout: Layout, hidden: int = 64) -> None:
+        super().__init__()
+        self.layout = layout
+        width = layout.encoded_width
+        self.filter_scores = nn.Linear(layout.input_width, width)
+        self.block1 = MLP(width + layout.n_columns, hidden)
+        self.attention2 = nn.Linear(hidden, hidden)
+        self.block2 = MLP(hidden, hidden)
+        self.out_norm = nn.LayerNorm(hidden)
+        self.heads = nn.Linear(hidden, layout.output_width)
+        self.register_buffer("input_column", layout.input_column.clone(), persistent=False)
+
+    def trunk(self, encoded: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+        """Hidden state (n, hidden) from the encoding and a boolean (n, n_columns) mask."""
+        masked_f = masked.to(encoded.dtype)
+        input_masked = masked[:, self.input_column]
+        visible_input = encoded.masked_fill(input_masked, 0.0)
+        features = torch.cat([visible_input, masked_f], dim=1)
+        scores = self.filter_scores(features).masked_fill(input_masked, MASKED_SCORE)
+        weights = torch.softmax(scores, dim=1) * scores.shape[1]
+        h1 = self.block1(torch.cat([weights * visible_input, masked_f], dim=1))
+        weights2 = torch.softmax(self.attention2(h1), dim=1) * h1.shape[1]
+        h2 = h1 + self.block2(weights2 * h1)
+        return torch.relu(self.out_norm(h2))
+
+    def forward(self, encoded: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+        """All heads' logits, (n, output_width)."""
+        return self.heads(self.trunk(encoded, masked))
+
+    def head_logits(self, hidden: torch.Tensor, head_index: int) -> torch.Tensor:
+        """Logits of one column's head only: the sampler needs one column per step."""
+        head = self.layout.heads[head_index]
+        weight = self.heads.weight[head.out_start : head.out_stop]
+        bias = self.heads.bias[head.out_start : head.out_stop]
+        return torch.nn.functional.linear(hidden, weight, bias)
