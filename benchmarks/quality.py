@@ -63,28 +63,50 @@ def main() -> None:
         for seed in args.seeds:
             row = run(dataset, seed, overrides)
             rows.append(row)
-            print(f"{dataset:8s} seed {seed}: KS {row['mean_ks_vs_train']:.3f} (holdout {row['mean_ks_vs_holdout']:.3f}) "
-                  f"HR-in-CI {row['hr_in_ci_fraction']:.2f} C TRTR {row['cindex_trtr']:.4f} "
-                  f"TSTR {row['cindex_tstr']:.4f} copies {row['exact_copies']} fit {row['fit_seconds']}s", flush=True)
+            print(
+                f"{dataset:8s} seed {seed}: KS {row['mean_ks_vs_train']:.3f} (holdout {row['mean_ks_vs_holdout']:.3f}) "
+                f"HR-in-CI {row['hr_in_ci_fraction']:.2f} C TRTR {row['cindex_trtr']:.4f} "
+                f"TSTR {row['cindex_tstr']:.4f} copies {row['exact_copies']} fit {row['fit_seconds']}s",
+                flush=True,
+            )
     summary = {}
     for dataset in args.datasets:
         sub = [r for r in rows if r["dataset"] == dataset]
         summary[dataset] = {
             key: float(np.mean([r[key] for r in sub]))
-            for key in ("mean_ks_vs_train", "mean_ks_vs_holdout", "hr_in_ci_fraction", "cindex_trtr", "cindex_tstr",
-                        "exact_copies", "fit_seconds")
+            for key in (
+                "mean_ks_vs_train",
+                "mean_ks_vs_holdout",
+                "hr_in_ci_fraction",
+                "cindex_trtr",
+                "cindex_tstr",
+                "exact_copies",
+                "fit_seconds",
+            )
         }
         s = summary[dataset]
-        print(f"{dataset:8s} MEAN: KS {s['mean_ks_vs_train']:.3f} HR-in-CI {s['hr_in_ci_fraction']:.2f} "
-              f"C gap {s['cindex_trtr'] - s['cindex_tstr']:+.4f} copies {s['exact_copies']:.1f}")
+        print(
+            f"{dataset:8s} MEAN: KS {s['mean_ks_vs_train']:.3f} HR-in-CI {s['hr_in_ci_fraction']:.2f} "
+            f"C gap {s['cindex_trtr'] - s['cindex_tstr']:+.4f} copies {s['exact_copies']:.1f}"
+        )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({
-            "command": "python -m benchmarks.quality " + " ".join(
-                ["--datasets", *args.datasets, "--seeds", *map(str, args.seeds)] + (["--set", *args.set] if args.set else [])),
-            "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}",
-            "overrides": overrides, "runs": rows, "summary": summary,
-        }, indent=2))
+        args.out.write_text(
+            json.dumps(
+                {
+                    "command": "python -m benchmarks.quality "
+                    + " ".join(
+                        ["--datasets", *args.datasets, "--seeds", *map(str, args.seeds)]
+                        + (["--set", *args.set] if args.set else [])
+                    ),
+                    "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}",
+                    "overrides": overrides,
+                    "runs": rows,
+                    "summary": summary,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

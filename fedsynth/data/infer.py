@@ -92,13 +92,18 @@ def infer_schema(frame: pd.DataFrame, time: str, event: str, name: str = "datase
     """Draft a schema for ``frame``; ``time`` and ``event`` name the survival columns."""
     for role, column in (("time", time), ("event", event)):
         if column not in frame.columns:
-            raise ValueError(f"--{role} column '{column}' is not in the data; columns: {', '.join(map(str, frame.columns))}")
+            raise ValueError(
+                f"--{role} column '{column}' is not in the data; columns: {', '.join(map(str, frame.columns))}"
+            )
     columns = []
     for column_name in frame.columns:
-        role = ColumnRole.TIME if column_name == time else ColumnRole.EVENT if column_name == event else ColumnRole.FEATURE
+        role = (
+            ColumnRole.TIME if column_name == time else ColumnRole.EVENT if column_name == event else ColumnRole.FEATURE
+        )
         columns.append(_infer_column(str(column_name), frame[column_name], role))
-    return Schema(name=name, description=f"Draft inferred from {len(frame)} rows; review before sharing.",
-                  columns=tuple(columns))
+    return Schema(
+        name=name, description=f"Draft inferred from {len(frame)} rows; review before sharing.", columns=tuple(columns)
+    )
 
 
 def draft_header(source: str, n_rows: int) -> str:

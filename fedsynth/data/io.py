@@ -17,7 +17,8 @@ class TableFormatError(ValueError):
     """A path has a suffix we cannot read or write."""
 
 
-def _suffix(path: Path) -> str:
+def table_suffix(path: Path) -> str:
+    """The table format of ``path`` ('.csv' or '.parquet'); raise for anything else."""
     suffix = path.suffix.lower()
     if suffix not in TABLE_SUFFIXES:
         raise TableFormatError(f"{path}: unsupported file type '{suffix or '(none)'}'; use .csv or .parquet")
@@ -27,7 +28,7 @@ def _suffix(path: Path) -> str:
 def read_table(path: str | Path) -> pd.DataFrame:
     """Read a CSV or Parquet file as a DataFrame (CSV cells keep their text until validated)."""
     path = Path(path)
-    suffix = _suffix(path)
+    suffix = table_suffix(path)
     if not path.exists():
         raise FileNotFoundError(f"data file not found: {path}")
     if suffix == ".csv":
@@ -53,7 +54,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def write_table(frame: pd.DataFrame, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
     """Write ``frame`` atomically as CSV or Parquet; Parquet files also carry ``metadata``."""
     path = Path(path)
-    suffix = _suffix(path)
+    suffix = table_suffix(path)
     with atomic_path(path) as tmp:
         if suffix == ".csv":
             frame.to_csv(tmp, index=False)

@@ -94,9 +94,8 @@ class Column(BaseModel):
                 raise ValueError(f"{where}: transform '{self.transform}' applies to numeric columns only")
             if self.lower is not None or self.upper is not None:
                 raise ValueError(f"{where}: bounds apply to numeric columns only; remove lower/upper")
-        if self.kind == ColumnKind.CATEGORICAL:
-            if not self.categories or len(self.categories) < 2:
-                raise ValueError(f"{where}: categorical columns must list at least 2 'categories'")
+        if self.kind == ColumnKind.CATEGORICAL and (not self.categories or len(self.categories) < 2):
+            raise ValueError(f"{where}: categorical columns must list at least 2 'categories'")
         if self.kind == ColumnKind.BINARY and self.categories is not None and len(self.categories) != 2:
             raise ValueError(f"{where}: binary 'categories' must be exactly two labels (first maps to 0)")
         if self.categories is not None and len(set(self.categories)) != len(self.categories):
@@ -156,9 +155,7 @@ class Schema(BaseModel):
         for role in (ColumnRole.TIME, ColumnRole.EVENT):
             found = [c.name for c in self.columns if c.role == role]
             if len(found) != 1:
-                raise ValueError(
-                    f"the schema needs exactly one column with role = '{role}', found {found or 'none'}"
-                )
+                raise ValueError(f"the schema needs exactly one column with role = '{role}', found {found or 'none'}")
         if len(self.columns) < 3:
             raise ValueError("the schema needs at least one feature besides time and event")
         return self

@@ -34,7 +34,8 @@ def _forward(column: Column, x: np.ndarray) -> np.ndarray:
     shifted = x + column.offset
     if lam == 0.0:
         return np.log(shifted)
-    return (np.power(shifted, lam) - 1.0) / lam
+    # expm1/log1p keep Box-Cox exact for lambda near 0, where (x**lam - 1) / lam cancels.
+    return np.expm1(lam * np.log(shifted)) / lam
 
 
 def _backward(column: Column, y: np.ndarray) -> np.ndarray:
@@ -43,8 +44,7 @@ def _backward(column: Column, y: np.ndarray) -> np.ndarray:
         return y
     if lam == 0.0:
         return np.exp(y) - column.offset
-    base = np.maximum(lam * y + 1.0, 0.0)
-    return np.power(base, 1.0 / lam) - column.offset
+    return np.exp(np.log1p(np.maximum(lam * y, -1.0)) / lam) - column.offset
 
 
 def to_unit(column: Column, values: np.ndarray | float) -> np.ndarray:

@@ -83,24 +83,38 @@ def _check_numeric(column: Column, raw: pd.Series, present: pd.Series, problems:
     not_numeric = present & numbers.isna()
     if not_numeric.any():
         problems.append(
-            _problem(column.name, not_numeric, raw, "values are not numbers",
-                     "replace the text with numbers (or empty cells, if the missing policy allows)")
+            _problem(
+                column.name,
+                not_numeric,
+                raw,
+                "values are not numbers",
+                "replace the text with numbers (or empty cells, if the missing policy allows)",
+            )
         )
     ok = present & ~not_numeric
     if column.kind == ColumnKind.INTEGER:
         fractional = ok & (numbers != np.round(numbers))
         if fractional.any():
             problems.append(
-                _problem(column.name, fractional, raw, "values are not whole numbers but the column is 'integer'",
-                         "round the values, or declare the column kind = 'continuous'")
+                _problem(
+                    column.name,
+                    fractional,
+                    raw,
+                    "values are not whole numbers but the column is 'integer'",
+                    "round the values, or declare the column kind = 'continuous'",
+                )
             )
     out_of_bounds = ok & ((numbers < column.lower) | (numbers > column.upper))
     if out_of_bounds.any():
         problems.append(
-            _problem(column.name, out_of_bounds, raw,
-                     f"values outside the declared public bounds [{column.lower:g}, {column.upper:g}]",
-                     "correct the values, or widen 'lower'/'upper' in the schema (bounds are public: "
-                     "round them outward rather than using the exact data range)")
+            _problem(
+                column.name,
+                out_of_bounds,
+                raw,
+                f"values outside the declared public bounds [{column.lower:g}, {column.upper:g}]",
+                "correct the values, or widen 'lower'/'upper' in the schema (bounds are public: "
+                "round them outward rather than using the exact data range)",
+            )
         )
     return numbers
 
@@ -113,23 +127,31 @@ def _check_discrete(column: Column, raw: pd.Series, present: pd.Series, problems
         bad = present & (codes < 0)
         if bad.any():
             problems.append(
-                _problem(column.name, bad, raw, "values are not binary (0/1, true/false)",
-                         "recode to 0/1, or declare the two labels in 'categories' (the first maps to 0)")
+                _problem(
+                    column.name,
+                    bad,
+                    raw,
+                    "values are not binary (0/1, true/false)",
+                    "recode to 0/1, or declare the two labels in 'categories' (the first maps to 0)",
+                )
             )
         return codes
     allowed = set(column.labels)
     bad = present & ~labels.isin(allowed)
     if bad.any():
         problems.append(
-            _problem(column.name, bad, raw, f"unknown categories (declared: {', '.join(column.labels)})",
-                     "recode the values to a declared category, or add the category to the schema")
+            _problem(
+                column.name,
+                bad,
+                raw,
+                f"unknown categories (declared: {', '.join(column.labels)})",
+                "recode the values to a declared category, or add the category to the schema",
+            )
         )
     return labels
 
 
-def validate_frame(
-    frame: pd.DataFrame, schema: Schema, source: str = "data"
-) -> tuple[pd.DataFrame, ValidationReport]:
+def validate_frame(frame: pd.DataFrame, schema: Schema, source: str = "data") -> tuple[pd.DataFrame, ValidationReport]:
     """Validate ``frame`` against ``schema``; return the canonical frame and what was done.
 
     Raises :class:`DataValidationError` listing every problem found.
@@ -141,8 +163,13 @@ def validate_frame(
     for name in missing_columns:
         near = [c for c in frame.columns if str(c).strip().lower() == name.lower()]
         hint = f" (found '{near[0]}': rename it to '{name}')" if near else ""
-        problems.append(Problem(name, f"column is missing from the data{hint}",
-                                f"add a column named '{name}' or remove it from the schema"))
+        problems.append(
+            Problem(
+                name,
+                f"column is missing from the data{hint}",
+                f"add a column named '{name}' or remove it from the schema",
+            )
+        )
     report.ignored_columns = [str(c) for c in frame.columns if c not in set(schema.names)]
     if len(frame) == 0:
         problems.append(Problem("(all)", "the data has no rows", "provide at least one row"))
@@ -157,10 +184,14 @@ def validate_frame(
         if missing.any():
             if column.missing == MissingPolicy.REJECT:
                 problems.append(
-                    _problem(column.name, missing, raw.astype(object).where(~missing, "<missing>"),
-                             "missing values, and the schema's missing policy is 'reject'",
-                             "fill the values, or set missing = 'drop_row' / 'fill' (with fill_value) "
-                             "for this column in the schema")
+                    _problem(
+                        column.name,
+                        missing,
+                        raw.astype(object).where(~missing, "<missing>"),
+                        "missing values, and the schema's missing policy is 'reject'",
+                        "fill the values, or set missing = 'drop_row' / 'fill' (with fill_value) "
+                        "for this column in the schema",
+                    )
                 )
             elif column.missing == MissingPolicy.DROP_ROW:
                 report.dropped_rows[column.name] = int(missing.sum())
@@ -180,8 +211,15 @@ def validate_frame(
     keep = ~drop
     if not keep.any():
         raise DataValidationError(
-            [Problem("(all)", "every row was dropped by the missing-value policy",
-                     "fill the missing values or use missing = 'fill'")], source)
+            [
+                Problem(
+                    "(all)",
+                    "every row was dropped by the missing-value policy",
+                    "fill the missing values or use missing = 'fill'",
+                )
+            ],
+            source,
+        )
     canonical = {}
     for column in schema.columns:
         values = parsed[column.name][keep].reset_index(drop=True)

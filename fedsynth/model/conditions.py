@@ -114,8 +114,13 @@ def parse_condition(expression: str) -> Condition:
         raise ConditionError(f"empty condition; {SYNTAX_HELP}")
     if match := _RANGE2.match(text):
         column = _unquote(match["col"])
-        return Condition(column, lower=_number(match["lo"], column), upper=_number(match["hi"], column),
-                         lower_strict=match["op1"] == "<", upper_strict=match["op2"] == "<")
+        return Condition(
+            column,
+            lower=_number(match["lo"], column),
+            upper=_number(match["hi"], column),
+            lower_strict=match["op1"] == "<",
+            upper_strict=match["op2"] == "<",
+        )
     if match := _IN.match(text):
         column = _unquote(match["col"])
         inner = match["vals"].strip()
@@ -152,9 +157,7 @@ def parse_conditions(expressions: list[str] | tuple[str, ...] | None) -> list[Co
 def _unknown_column(name: str, schema: Schema) -> ConditionError:
     close = difflib.get_close_matches(name, schema.names, n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
-    return ConditionError(
-        f"condition on unknown column '{name}'.{hint} Columns: {', '.join(schema.names)}", name
-    )
+    return ConditionError(f"condition on unknown column '{name}'.{hint} Columns: {', '.join(schema.names)}", name)
 
 
 def _discrete_codes(column: Column, condition: Condition) -> set[int]:
@@ -164,7 +167,13 @@ def _discrete_codes(column: Column, condition: Condition) -> set[int]:
         value = raw
         if column.kind == ColumnKind.BINARY and column.categories is None:
             lowered = raw.lower()
-            value = "1" if lowered in ("1", "1.0", "true", "yes") else "0" if lowered in ("0", "0.0", "false", "no") else raw
+            value = (
+                "1"
+                if lowered in ("1", "1.0", "true", "yes")
+                else "0"
+                if lowered in ("0", "0.0", "false", "no")
+                else raw
+            )
         if value not in labels:
             raise ConditionError(
                 f"condition on '{column.name}': '{raw}' is not a declared value; allowed: {', '.join(labels)}",
@@ -174,7 +183,9 @@ def _discrete_codes(column: Column, condition: Condition) -> set[int]:
     if condition.values is None:
         raise ConditionError(
             f"condition on '{column.name}': a range does not apply to a {column.kind} column; "
-            f"use '{column.name}=VALUE' or '{column.name} in {{...}}'", column.name)
+            f"use '{column.name}=VALUE' or '{column.name} in {{...}}'",
+            column.name,
+        )
     return codes
 
 
@@ -183,7 +194,9 @@ def _numeric_interval(column: Column, condition: Condition) -> tuple[float, floa
         if len(condition.values) != 1:
             raise ConditionError(
                 f"condition on '{column.name}': a set of values applies to discrete columns; for a numeric "
-                f"column use a range such as '{column.lower:g}<={column.name}<={column.upper:g}'", column.name)
+                f"column use a range such as '{column.lower:g}<={column.name}<={column.upper:g}'",
+                column.name,
+            )
         value = _number(condition.values[0], column.name)
         low, high = value, value
     else:
@@ -203,13 +216,17 @@ def _numeric_interval(column: Column, condition: Condition) -> tuple[float, floa
     if high < column.lower or low > column.upper:
         raise ConditionError(
             f"condition '{condition.describe()}' is outside the schema's bounds for '{column.name}' "
-            f"[{column.lower:g}, {column.upper:g}]; choose values inside them", column.name)
+            f"[{column.lower:g}, {column.upper:g}]; choose values inside them",
+            column.name,
+        )
     if low > high:
         raise ConditionError(f"condition '{condition.describe()}' selects no value (lower > upper)", column.name)
     if condition.values is not None and not column.lower <= low <= column.upper:
         raise ConditionError(
             f"condition on '{column.name}': {low:g} is outside the schema's bounds "
-            f"[{column.lower:g}, {column.upper:g}]", column.name)
+            f"[{column.lower:g}, {column.upper:g}]",
+            column.name,
+        )
     return max(low, column.lower), min(high, column.upper)
 
 
@@ -229,8 +246,8 @@ def resolve_conditions(conditions: list[Condition], schema: Schema) -> list[Reso
             low, high = max(i[0] for i in intervals), min(i[1] for i in intervals)
             if low > high:
                 raise ConditionError(
-                    f"conditions on '{name}' contradict each other: "
-                    f"{' and '.join(c.describe() for c in group)}", name)
+                    f"conditions on '{name}' contradict each other: {' and '.join(c.describe() for c in group)}", name
+                )
             # An integer k is sampled as the interval [k - 0.5, k + 0.5] that rounds to it, so the
             # end points of a range get their full share of probability.
             pad = 0.5 if column.kind == ColumnKind.INTEGER and low < high else 0.0
@@ -240,7 +257,7 @@ def resolve_conditions(conditions: list[Condition], schema: Schema) -> list[Reso
             codes = set.intersection(*(_discrete_codes(column, c) for c in group))
             if not codes:
                 raise ConditionError(
-                    f"conditions on '{name}' contradict each other: "
-                    f"{' and '.join(c.describe() for c in group)}", name)
+                    f"conditions on '{name}' contradict each other: {' and '.join(c.describe() for c in group)}", name
+                )
             resolved.append(ResolvedCondition(column, index, tuple(sorted(codes))))
     return resolved

@@ -40,7 +40,9 @@ def column_nll(layout: Layout, logits: torch.Tensor, codes: torch.Tensor) -> tor
     return nll
 
 
-def masked_nll_per_sample(layout: Layout, logits: torch.Tensor, codes: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+def masked_nll_per_sample(
+    layout: Layout, logits: torch.Tensor, codes: torch.Tensor, masked: torch.Tensor
+) -> torch.Tensor:
     """(n,) mean NLL over each row's masked columns."""
     weights = masked.to(logits.dtype)
     return (column_nll(layout, logits, codes) * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)

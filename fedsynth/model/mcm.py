@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
@@ -16,6 +17,8 @@ from fedsynth.model.layout import Layout
 from fedsynth.model.network import MCMNetwork
 from fedsynth.model.sampler import ConditionalSampler
 from fedsynth.model.training import ProgressCallback, train_plain
+
+ConditionsLike = Sequence[str | Condition | ResolvedCondition] | None
 
 
 class NotFittedError(RuntimeError):
@@ -88,13 +91,21 @@ class MCM:
         self.training_info_ = {"mode": "plain", "epochs": len(self.history_), "n_train": self.n_train_}
         return self
 
-    def resolve(self, conditions: list[str] | list[Condition] | None) -> list[ResolvedCondition]:
-        """Parse (if text) and check conditions against the schema."""
-        parsed = parse_conditions(conditions) if conditions and isinstance(conditions[0], str) else conditions
-        return resolve_conditions(list(parsed or []), self._schema())
+    def resolve(self, conditions: ConditionsLike) -> list[ResolvedCondition]:
+        """Parse (if text) and check conditions against the schema; resolved ones pass through."""
+        items = list(conditions or [])
+        if items and all(isinstance(c, ResolvedCondition) for c in items):
+            return items  # type: ignore[return-value]
+        parsed = [c for c in items if isinstance(c, Condition)]
+        parsed += parse_conditions([c for c in items if isinstance(c, str)])
+        return resolve_conditions(parsed, self._schema())
 
-    def sample(self, n: int, conditions: list[str] | list[Condition] | None = None, seed: int = 0) -> pd.DataFrame:
-        """Draw ``n`` synthetic rows from the model alone; every row satisfies every condition."""
+    def sample(self, n: int, conditions: ConditionsLike = None, seed: int = 0) -> pd.DataFrame:
+        """Draw ``n`` synthetic rows from the model alone; every row satisfies every condition.
+
+        ``conditions`` are expressions such as ``"chf=1"`` or ``"60<=age<=80"`` (see
+        :mod:`fedsynth.model.conditions`), parsed Conditions, or resolved ones.
+        """
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
         resolved = self.resolve(conditions)

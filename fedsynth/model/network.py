@@ -27,7 +27,9 @@ MASKED_SCORE = -1e9
 class MLP(nn.Module):
     def __init__(self, width_in: int, hidden: int) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(width_in, hidden), nn.LayerNorm(hidden), nn.ReLU(), nn.Linear(hidden, hidden))
+        self.net = nn.Sequential(
+            nn.Linear(width_in, hidden), nn.LayerNorm(hidden), nn.ReLU(), nn.Linear(hidden, hidden)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

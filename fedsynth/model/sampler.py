@@ -80,8 +80,9 @@ class ConditionalSampler:
             self._set(head, codes, encoded, masked, value)
         return codes
 
-    def _set(self, head: HeadSpec, codes: torch.Tensor, encoded: torch.Tensor, masked: torch.Tensor,
-             value: torch.Tensor) -> None:
+    def _set(
+        self, head: HeadSpec, codes: torch.Tensor, encoded: torch.Tensor, masked: torch.Tensor, value: torch.Tensor
+    ) -> None:
         codes[:, head.index] = value
         masked[:, head.index] = False
         if head.kind == ColumnKind.CATEGORICAL:
@@ -91,8 +92,9 @@ class ConditionalSampler:
         else:
             encoded[:, head.in_start] = value
 
-    def _draw(self, head: HeadSpec, logits: torch.Tensor, condition: ResolvedCondition | None,
-              generator: torch.Generator) -> torch.Tensor:
+    def _draw(
+        self, head: HeadSpec, logits: torch.Tensor, condition: ResolvedCondition | None, generator: torch.Generator
+    ) -> torch.Tensor:
         n = logits.shape[0]
         if head.kind == ColumnKind.BINARY:
             p_one = torch.sigmoid(logits[:, 0])

@@ -24,8 +24,9 @@ def per_sample_loss(
 ) -> torch.Tensor:
     """Draw fresh masks for the batch and return each row's masked NLL, shape (n,)."""
     layout = network.layout
-    masked = training_mask(codes.shape[0], layout.n_columns, config.mask_min, config.mask_max,
-                           config.order_mask_fraction, generator)
+    masked = training_mask(
+        codes.shape[0], layout.n_columns, config.mask_min, config.mask_max, config.order_mask_fraction, generator
+    )
     logits = network(layout.encode_codes(codes), masked)
     return masked_nll_per_sample(layout, logits, codes, masked)
 
