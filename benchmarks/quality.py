@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.machine import machine_info
 from fedsynth.data.datasets import load_dataset
 from fedsynth.data.split import train_holdout_split
 from fedsynth.evaluation.utility import utility_report
@@ -99,7 +99,7 @@ def main() -> None:
                         ["--datasets", *args.datasets, "--seeds", *map(str, args.seeds)]
                         + (["--set", *args.set] if args.set else [])
                     ),
-                    "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}",
+                    "machine": machine_info(),
                     "overrides": overrides,
                     "runs": rows,
                     "summary": summary,

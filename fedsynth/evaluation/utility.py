@@ -49,14 +49,28 @@ def design_matrix(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
     return design
 
 
-def fit_cox(frame: pd.DataFrame, schema: Schema, penalizer: float = DEFAULT_PENALIZER) -> CoxPHFitter:
-    """Fit lifelines' CoxPHFitter on the schema's covariates; raise CoxFitError on failure."""
+def varying_covariates(design: pd.DataFrame) -> list[str]:
+    """Covariates of a design matrix that take more than one value (Cox can estimate only those)."""
+    return [c for c in design.columns if c not in ("_time", "_event") and design[c].nunique() > 1]
+
+
+def fit_cox(
+    frame: pd.DataFrame, schema: Schema, penalizer: float = DEFAULT_PENALIZER, covariates: list[str] | None = None
+) -> CoxPHFitter:
+    """Fit lifelines' CoxPHFitter on the schema's covariates; raise CoxFitError on failure.
+
+    ``covariates`` restricts the design (e.g. to those that vary in the real data); every one
+    of them must vary in ``frame``.
+    """
     design = design_matrix(frame, schema)
-    constant = [c for c in design.columns if c not in ("_time", "_event") and design[c].nunique() < 2]
+    wanted = covariates if covariates is not None else [c for c in design.columns if c not in ("_time", "_event")]
+    constant = [c for c in wanted if design[c].nunique() < 2]
     if constant:
         raise CoxFitError(f"cannot fit Cox: covariates constant in this sample: {constant}")
     try:
-        return CoxPHFitter(penalizer=penalizer).fit(design, duration_col="_time", event_col="_event")
+        return CoxPHFitter(penalizer=penalizer).fit(
+            design[[*wanted, "_time", "_event"]], duration_col="_time", event_col="_event"
+        )
     except Exception as exc:  # lifelines raises several types for non-convergence
         raise CoxFitError(f"Cox fit failed: {exc}") from exc
 
@@ -82,7 +96,7 @@ class UtilityReport:
 def cindex_on(model: CoxPHFitter, frame: pd.DataFrame, schema: Schema) -> float:
     """Harrell's C-index of ``model`` on ``frame`` (higher partial hazard = shorter survival)."""
     design = design_matrix(frame, schema)
-    risk = model.predict_partial_hazard(design).to_numpy()
+    risk = model.predict_partial_hazard(design[list(model.params_.index)]).to_numpy()
     return float(concordance_index(design["_time"], -risk, design["_event"]))
 
 
@@ -103,8 +117,13 @@ def utility_report(
     penalizer: float = DEFAULT_PENALIZER,
 ) -> UtilityReport:
     """Compare Cox models on real train and synthetic data; C-index on the real holdout."""
-    real_model = fit_cox(train, schema, penalizer)
-    synthetic_model = fit_cox(synthetic, schema, penalizer)
+    # A covariate constant in the real training data (a category absent from this split) has
+    # no real hazard ratio to compare with; one constant in the synthetic data only counts as
+    # a miss (its synthetic HR is missing).
+    covariates = varying_covariates(design_matrix(train, schema))
+    synthetic_covariates = [c for c in covariates if c in varying_covariates(design_matrix(synthetic, schema))]
+    real_model = fit_cox(train, schema, penalizer, covariates)
+    synthetic_model = fit_cox(synthetic, schema, penalizer, synthetic_covariates)
     real = real_model.summary
     synth = synthetic_model.summary.reindex(real.index)
     inside = (synth["coef"] >= real["coef lower 95%"]) & (synth["coef"] <= real["coef upper 95%"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import tomllib
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -25,6 +26,9 @@ class MCMConfig(BaseModel):
         Share of training rows masked as the sampler sees them: a random order with a random
         number (0 .. d-1) of visible features. The papers never sample from nothing; our
         model-only sampler does, so it must be trained on those contexts too.
+    lr_schedule : {"cosine", "constant"}, default "cosine"
+        Cosine decay of the learning rate to zero over training: the last steps refine
+        instead of adding noise to the final weights, which the sampler then amplifies.
     epochs : int or None, default None
         None means enough epochs for ``min_steps`` optimiser steps (small data needs many).
     """
@@ -41,6 +45,7 @@ class MCMConfig(BaseModel):
     max_auto_epochs: int = Field(2000, ge=1)
     batch_size: int = Field(64, ge=1)
     learning_rate: float = Field(2e-3, gt=0)
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
     weight_decay: float = Field(0.0, ge=0)
     seed: int = 0
 

@@ -72,8 +72,12 @@ class ConditionalSampler:
                 constrained.append(condition.index)
         free = [h.index for h in layout.heads if h.index not in by_index]
         order = _shuffled(constrained, generator) + _shuffled(free, generator)
-        for index in order:
-            hidden = self.network.trunk(encoded, masked)
+        for step, index in enumerate(order):
+            if step == 0 and not conditions:
+                # Nothing is visible yet: every row has the same context, so one row suffices.
+                hidden = self.network.trunk(encoded[:1], masked[:1]).expand(n, -1)
+            else:
+                hidden = self.network.trunk(encoded, masked)
             logits = self.network.head_logits(hidden, index)
             head = layout.heads[index]
             value = self._draw(head, logits, by_index.get(index), generator)

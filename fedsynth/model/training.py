@@ -31,6 +31,15 @@ def per_sample_loss(
     return masked_nll_per_sample(layout, logits, codes, masked)
 
 
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, config: MCMConfig, epochs: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """Per-epoch learning-rate schedule from the config (None for a constant rate)."""
+    if config.lr_schedule == "constant":
+        return None
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs))
+
+
 def train_plain(
     network: MCMNetwork,
     codes: torch.Tensor,
@@ -41,6 +50,7 @@ def train_plain(
     """Non-private training with Adam; returns the mean loss of every epoch."""
     optimizer = torch.optim.Adam(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     epochs = config.resolved_epochs(len(codes))
+    scheduler = make_scheduler(optimizer, config, epochs)
     history: list[float] = []
     network.train()
     for epoch in range(epochs):
@@ -54,6 +64,8 @@ def train_plain(
             optimizer.step()
             total += float(loss.detach()) * len(batch)
             count += len(batch)
+        if scheduler is not None:
+            scheduler.step()
         history.append(total / count)
         if progress is not None:
             progress(epoch + 1, epochs, history[-1])

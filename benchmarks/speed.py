@@ -1,0 +1,72 @@
+"""Speed benchmark: MCM fit time per epoch and model-only sampling throughput.
+
+    python -m benchmarks.speed --out benchmarks/results/speed.json
+
+Targets (foundation issue): sampling >= 100k rows/s on the WHAS500 schema on the 2-core
+reference machine. Timings take the best of several repeats to suppress noise from other
+processes; the machine is recorded with the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.machine import machine_info
+from fedsynth.data.datasets import load_dataset
+from fedsynth.model.mcm import MCM
+
+
+def best_of(repeats: int, func) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        func()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="whas500")
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    frame, schema = load_dataset(args.dataset)
+    started = time.perf_counter()
+    model = MCM(epochs=args.epochs, seed=0).fit(frame, schema)
+    epoch_seconds = (time.perf_counter() - started) / args.epochs
+
+    results: dict[str, object] = {
+        "command": "python -m benchmarks.speed " + f"--dataset {args.dataset} --rows {args.rows}",
+        "machine": machine_info(),
+        "dataset": args.dataset,
+        "n_rows_fit": len(frame),
+        "batch_size": model.config.batch_size,
+        "fit_seconds_per_epoch": round(epoch_seconds, 4),
+        "sampling": {},
+    }
+    cases = {"unconditional": [], "chf=1 and 60<=age<=80": ["chf=1", "60<=age<=80"]}
+    if args.dataset != "whas500":
+        cases = {"unconditional": []}
+    for label, conditions in cases.items():
+        model.sample(1000, conditions, seed=0)  # warm-up
+        seconds = best_of(args.repeats, lambda c=conditions: model.sample(args.rows, c, seed=1))
+        results["sampling"][label] = {"rows": args.rows, "seconds": round(seconds, 3),
+                                      "rows_per_second": round(args.rows / seconds)}
+    results["torch_threads"] = torch.get_num_threads()
+    print(json.dumps(results, indent=2))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
