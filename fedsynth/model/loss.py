@@ -14,8 +14,21 @@ import torch.nn.functional as F
 from fedsynth.model.layout import Layout
 
 
-def column_nll(layout: Layout, logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-    """(n, n_columns) NLL of every column's true value under its head."""
+def smoothed_bin_targets(unit: torch.Tensor, n_bins: int, sigma_bins: float) -> torch.Tensor:
+    """Gaussian mass of each bin around ``unit`` values, renormalised to [0, 1]: (..., n_bins)."""
+    edges = torch.linspace(0.0, 1.0, n_bins + 1, dtype=unit.dtype, device=unit.device)
+    sigma = sigma_bins / n_bins
+    cdf = torch.special.ndtr((edges - unit.unsqueeze(-1)) / sigma)
+    mass = cdf[..., 1:] - cdf[..., :-1]
+    return mass / mass.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def column_nll(layout: Layout, logits: torch.Tensor, codes: torch.Tensor, bin_smoothing: float = 0.0) -> torch.Tensor:
+    """(n, n_columns) NLL of every column's true value under its head.
+
+    With ``bin_smoothing`` > 0 a numeric column's target is a Gaussian spread over
+    neighbouring bins (cross-entropy against it), which smooths learned histograms.
+    """
     n = logits.shape[0]
     nll = torch.zeros(n, layout.n_columns, dtype=logits.dtype, device=logits.device)
     if layout.numeric:
@@ -26,9 +39,13 @@ def column_nll(layout: Layout, logits: torch.Tensor, codes: torch.Tensor) -> tor
             block = logits[:, starts : starts + len(idx) * layout.n_bins].reshape(n, len(idx), layout.n_bins)
         else:
             block = torch.stack([logits[:, h.out_start : h.out_stop] for h in layout.numeric], dim=1)
-        target = layout.bin_index(codes[:, idx])
         log_probs = torch.log_softmax(block, dim=2)
-        nll[:, idx] = -log_probs.gather(2, target.unsqueeze(2)).squeeze(2)
+        if bin_smoothing > 0:
+            soft = smoothed_bin_targets(codes[:, idx], layout.n_bins, bin_smoothing)
+            nll[:, idx] = -(soft * log_probs).sum(dim=2)
+        else:
+            target = layout.bin_index(codes[:, idx])
+            nll[:, idx] = -log_probs.gather(2, target.unsqueeze(2)).squeeze(2)
     if layout.binary:
         idx = [h.index for h in layout.binary]
         columns = torch.tensor([h.out_start for h in layout.binary], device=logits.device)
@@ -41,8 +58,8 @@ def column_nll(layout: Layout, logits: torch.Tensor, codes: torch.Tensor) -> tor
 
 
 def masked_nll_per_sample(
-    layout: Layout, logits: torch.Tensor, codes: torch.Tensor, masked: torch.Tensor
+    layout: Layout, logits: torch.Tensor, codes: torch.Tensor, masked: torch.Tensor, bin_smoothing: float = 0.0
 ) -> torch.Tensor:
     """(n,) mean NLL over each row's masked columns."""
     weights = masked.to(logits.dtype)
-    return (column_nll(layout, logits, codes) * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+    return (column_nll(layout, logits, codes, bin_smoothing) * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)

@@ -51,9 +51,8 @@ class MCM:
 
     def __init__(self, config: MCMConfig | None = None, **overrides: Any) -> None:
         base = config or MCMConfig()
-        self.config = base.model_copy(update=overrides) if overrides else base
-        if overrides:
-            self.config = MCMConfig.model_validate(self.config.model_dump())
+        # Validating the merged dict (extra="forbid") rejects misspelt overrides loudly.
+        self.config = MCMConfig.model_validate({**base.model_dump(), **overrides}) if overrides else base
         self.schema_: Schema | None = None
         self.network_: MCMNetwork | None = None
         self.history_: list[float] = []

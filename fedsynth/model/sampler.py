@@ -10,8 +10,10 @@ tabular transformers such as TabMT sample this way). Conditions are honoured exa
   constrained column this is exactly p(x | condition) under the model; with several, each
   is truncated given those drawn before it (an approximation of the joint truncation).
 
-Rows are processed in groups; each group gets its own random order, so orders vary across
-the sample while each step stays one batched forward pass. Given a seed the output is
+Every row gets its own random order, so the errors any one order would make average out
+over a sample instead of shifting all of it; each step is still one batched forward pass
+(the trunk), with each column's head applied to the rows drawing that column. Rows are
+processed in groups of ``GROUP_ROWS`` to bound memory. Given a seed the output is
 deterministic.
 """
 
@@ -27,13 +29,18 @@ from fedsynth.model.conditions import ResolvedCondition
 from fedsynth.model.layout import HeadSpec, Layout
 from fedsynth.model.network import MCMNetwork
 
-ORDER_GROUP_ROWS = 4096
+GROUP_ROWS = 8192
 
 
 class ConditionalSampler:
     """Draw synthetic rows from a trained :class:`MCMNetwork` alone."""
 
-    def __init__(self, network: MCMNetwork, transformer: Transformer, group_rows: int = ORDER_GROUP_ROWS) -> None:
+    def __init__(
+        self,
+        network: MCMNetwork,
+        transformer: Transformer,
+        group_rows: int = GROUP_ROWS,
+    ) -> None:
         self.network = network.eval()
         self.layout: Layout = network.layout
         self.transformer = transformer
@@ -63,38 +70,50 @@ class ConditionalSampler:
         encoded = torch.zeros(n, layout.encoded_width)
         masked = torch.ones(n, layout.n_columns, dtype=torch.bool)
         by_index = {c.index: c for c in conditions}
-        constrained: list[int] = []
+        # Sort key per row and column: constrained columns first, then free ones, each in an
+        # independent random order per row; fixed columns are set now and never drawn.
+        key = torch.rand(n, layout.n_columns, generator=generator) + 1.0
         for condition in conditions:
             if condition.is_fixed:
                 value = float(condition.codes[0]) if condition.codes is not None else condition.unit_lower
-                self._set(layout.heads[condition.index], codes, encoded, masked, torch.full((n,), value))
+                rows = torch.arange(n)
+                self._set(layout.heads[condition.index], rows, codes, encoded, masked, torch.full((n,), value))
+                key[:, condition.index] = 3.0
             else:
-                constrained.append(condition.index)
-        free = [h.index for h in layout.heads if h.index not in by_index]
-        order = _shuffled(constrained, generator) + _shuffled(free, generator)
-        for step, index in enumerate(order):
+                key[:, condition.index] -= 1.0
+        n_steps = layout.n_columns - sum(c.is_fixed for c in conditions)
+        order = key.argsort(dim=1)[:, :n_steps]
+        for step in range(n_steps):
             if step == 0 and not conditions:
                 # Nothing is visible yet: every row has the same context, so one row suffices.
                 hidden = self.network.trunk(encoded[:1], masked[:1]).expand(n, -1)
             else:
                 hidden = self.network.trunk(encoded, masked)
-            logits = self.network.head_logits(hidden, index)
-            head = layout.heads[index]
-            value = self._draw(head, logits, by_index.get(index), generator)
-            self._set(head, codes, encoded, masked, value)
+            columns = order[:, step]
+            for index in columns.unique().tolist():
+                rows = (columns == index).nonzero().squeeze(1)
+                head = layout.heads[index]
+                logits = self.network.head_logits(hidden[rows], index)
+                value = self._draw(head, logits, by_index.get(index), generator)
+                self._set(head, rows, codes, encoded, masked, value)
         return codes
 
     def _set(
-        self, head: HeadSpec, codes: torch.Tensor, encoded: torch.Tensor, masked: torch.Tensor, value: torch.Tensor
+        self,
+        head: HeadSpec,
+        rows: torch.Tensor,
+        codes: torch.Tensor,
+        encoded: torch.Tensor,
+        masked: torch.Tensor,
+        value: torch.Tensor,
     ) -> None:
-        codes[:, head.index] = value
-        masked[:, head.index] = False
+        codes[rows, head.index] = value
+        masked[rows, head.index] = False
         if head.kind == ColumnKind.CATEGORICAL:
-            block = torch.zeros(len(value), head.in_stop - head.in_start)
-            block[torch.arange(len(value)), value.long()] = 1.0
-            encoded[:, head.in_start : head.in_stop] = block
+            width = head.in_stop - head.in_start
+            encoded[rows, head.in_start : head.in_stop] = torch.nn.functional.one_hot(value.long(), width).float()
         else:
-            encoded[:, head.in_start] = value
+            encoded[rows, head.in_start] = value
 
     def _draw(
         self, head: HeadSpec, logits: torch.Tensor, condition: ResolvedCondition | None, generator: torch.Generator
@@ -119,10 +138,6 @@ class ConditionalSampler:
             allowed[list(condition.codes)] = 1.0
             probs = probs * allowed
         return _categorical(probs, generator).float()
-
-
-def _shuffled(items: list[int], generator: torch.Generator) -> list[int]:
-    return [items[i] for i in torch.randperm(len(items), generator=generator).tolist()]
 
 
 def _categorical(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -28,7 +28,7 @@ def per_sample_loss(
         codes.shape[0], layout.n_columns, config.mask_min, config.mask_max, config.order_mask_fraction, generator
     )
     logits = network(layout.encode_codes(codes), masked)
-    return masked_nll_per_sample(layout, logits, codes, masked)
+    return masked_nll_per_sample(layout, logits, codes, masked, config.bin_smoothing)
 
 
 def make_scheduler(

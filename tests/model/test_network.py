@@ -92,3 +92,25 @@ def test_head_logits_match_full_forward() -> None:
     full = network.heads(hidden)
     for head in layout.heads:
         torch.testing.assert_close(network.head_logits(hidden, head.index), full[:, head.out_start : head.out_stop])
+
+
+def test_smoothed_bin_targets_are_distributions_centred_on_the_value() -> None:
+    from fedsynth.model.loss import smoothed_bin_targets
+
+    unit = torch.tensor([0.0, 0.33, 0.999])
+    soft = smoothed_bin_targets(unit, 16, 0.75)
+    torch.testing.assert_close(soft.sum(dim=1), torch.ones(3))
+    assert soft.argmax(dim=1).tolist() == [0, 5, 15]
+    # sigma -> 0 recovers the one-hot bin target
+    sharp = smoothed_bin_targets(unit, 16, 1e-4)
+    assert sharp.max(dim=1).values.min() > 0.999
+
+
+def test_misspelt_config_override_is_rejected() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from fedsynth.model.mcm import MCM
+
+    with pytest.raises(ValidationError, match="epoch"):
+        MCM(epoch=3)
