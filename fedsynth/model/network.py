@@ -52,11 +52,21 @@ class MCMNetwork(nn.Module):
 
     def trunk(self, encoded: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
         """Hidden state (n, hidden) from the encoding and a boolean (n, n_columns) mask."""
-        masked_f = masked.to(encoded.dtype)
-        input_masked = masked[:, self.input_column]
+        input_masked = torch.index_select(masked, 1, self.input_column)
         visible_input = encoded.masked_fill(input_masked, 0.0)
-        features = torch.cat([visible_input, masked_f], dim=1)
-        scores = self.filter_scores(features).masked_fill(input_masked, MASKED_SCORE)
+        score_bias = input_masked.to(encoded.dtype) * MASKED_SCORE
+        return self.trunk_visible(visible_input, masked.to(encoded.dtype), score_bias)
+
+    def trunk_visible(
+        self, visible_input: torch.Tensor, masked_f: torch.Tensor, score_bias: torch.Tensor
+    ) -> torch.Tensor:
+        """The trunk given what a caller (the sampler) can keep up to date incrementally.
+
+        ``visible_input`` is the encoding with masked positions zeroed, ``masked_f`` the column
+        mask as 0/1 floats and ``score_bias`` MASKED_SCORE at masked input positions, 0 elsewhere
+        (adding it to a score of magnitude << 1e9 excludes the position from the softmax).
+        """
+        scores = self.filter_scores(torch.cat([visible_input, masked_f], dim=1)) + score_bias
         weights = torch.softmax(scores, dim=1) * scores.shape[1]
         h1 = self.block1(torch.cat([weights * visible_input, masked_f], dim=1))
         weights2 = torch.softmax(self.attention2(h1), dim=1) * h1.shape[1]

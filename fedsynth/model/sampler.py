@@ -12,12 +12,14 @@ tabular transformers such as TabMT sample this way). Conditions are honoured exa
 
 Every row gets its own random order, so the errors any one order would make average out
 over a sample instead of shifting all of it; each step is still one batched forward pass
-(the trunk), with each column's head applied to the rows drawing that column. Rows are
+in which every row draws its own next column. Rows are
 processed in groups of ``GROUP_ROWS`` to bound memory. Given a seed the output is
 deterministic.
 """
 
 from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -26,37 +28,86 @@ import torch
 from fedsynth.data.schema import ColumnKind
 from fedsynth.data.transforms import Transformer
 from fedsynth.model.conditions import ResolvedCondition
-from fedsynth.model.layout import HeadSpec, Layout
-from fedsynth.model.network import MCMNetwork
+from fedsynth.model.layout import Layout
+from fedsynth.model.network import MASKED_SCORE, MCMNetwork
 
-GROUP_ROWS = 8192
+GROUP_ROWS = 16384
 
 
 class ConditionalSampler:
-    """Draw synthetic rows from a trained :class:`MCMNetwork` alone."""
+    """Draw synthetic rows from a trained :class:`MCMNetwork` alone.
 
-    def __init__(
-        self,
-        network: MCMNetwork,
-        transformer: Transformer,
-        group_rows: int = GROUP_ROWS,
-    ) -> None:
+    All heads are treated alike as categorical distributions over at most ``K`` outcomes
+    (bins, categories, or {0, 1} with the Bernoulli logit against a fixed 0), so that one
+    step draws every row's own column with a handful of batched tensor operations.
+    """
+
+    def __init__(self, network: MCMNetwork, transformer: Transformer, group_rows: int = GROUP_ROWS) -> None:
         self.network = network.eval()
         self.layout: Layout = network.layout
         self.transformer = transformer
         self.group_rows = group_rows
-        edges = torch.linspace(0.0, 1.0, self.layout.n_bins + 1, dtype=torch.float64)
-        self._bin_low = edges[:-1].float()
-        self._bin_high = edges[1:].float()
+        layout = self.layout
+        self.n_outcomes = max(h.n_outcomes for h in layout.heads)
+        self._is_numeric = torch.tensor([h.column.is_numeric for h in layout.heads])
+        self._is_categorical = torch.tensor([h.kind == ColumnKind.CATEGORICAL for h in layout.heads])
+        self._in_start = torch.tensor([h.in_start for h in layout.heads])
+        self._width = torch.tensor([h.in_stop - h.in_start for h in layout.heads])
+        self._max_width = int(self._width.max())
+
+    def _tables(self, conditions: list[ResolvedCondition]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per column and outcome: log prior weight (truncation; -inf excludes), bin bounds [lo, hi]."""
+        layout, k = self.layout, self.n_outcomes
+        by_index = {c.index: c for c in conditions}
+        weight = torch.zeros(layout.n_columns, k)
+        lo = torch.zeros(layout.n_columns, k)
+        hi = torch.zeros(layout.n_columns, k)
+        edges = torch.linspace(0.0, 1.0, layout.n_bins + 1, dtype=torch.float64).float()
+        for head in layout.heads:
+            condition = by_index.get(head.index)
+            if head.column.is_numeric:
+                low, high = (condition.unit_lower, condition.unit_upper) if condition else (0.0, 1.0)
+                bin_lo = torch.clamp(edges[:-1], min=low)
+                bin_hi = torch.clamp(edges[1:], max=high)
+                # share of each bin inside the allowed interval: exact truncation of a histogram
+                weight[head.index, : layout.n_bins] = torch.clamp(bin_hi - bin_lo, min=0.0) * layout.n_bins
+                lo[head.index, : layout.n_bins] = bin_lo
+                hi[head.index, : layout.n_bins] = torch.maximum(bin_hi, bin_lo)
+            else:
+                allowed = list(condition.codes) if condition and condition.codes else range(head.n_outcomes)
+                weight[head.index, list(allowed)] = 1.0
+        return torch.log(weight), lo, hi
 
     @torch.inference_mode()
     def sample_codes(self, n: int, conditions: list[ResolvedCondition], seed: int) -> np.ndarray:
         """(n, n_columns) codes: unit values for numeric columns, integer codes otherwise."""
-        generator = torch.Generator().manual_seed(int(seed))
+        tables = self._tables(conditions)
         out = np.empty((n, self.layout.n_columns), dtype=np.float64)
-        for start in range(0, n, self.group_rows):
+        starts = list(range(0, n, self.group_rows))
+        # One generator per group, derived from the seed: the result does not depend on which
+        # thread runs which group.
+        seeds = np.random.SeedSequence(int(seed)).generate_state(max(1, len(starts)), dtype=np.uint64)
+
+        def run(group: int) -> None:
+            start = starts[group]
             stop = min(n, start + self.group_rows)
-            out[start:stop] = self._sample_group(stop - start, conditions, generator).double().numpy()
+            generator = torch.Generator().manual_seed(int(seeds[group]))
+            out[start:stop] = self._sample_group(stop - start, conditions, tables, generator).double().numpy()
+
+        workers = min(len(starts), torch.get_num_threads())
+        if workers <= 1:
+            for group in range(len(starts)):
+                run(group)
+            return out
+        # Each step is many small tensor operations; groups on separate threads (torch releases
+        # the GIL) keep the cores busier than splitting every small operation across them.
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                list(pool.map(run, range(len(starts))))
+        finally:
+            torch.set_num_threads(previous)
         return out
 
     def sample(self, n: int, conditions: list[ResolvedCondition], seed: int) -> pd.DataFrame:
@@ -64,20 +115,29 @@ class ConditionalSampler:
         frame = self.transformer.from_codes(self.sample_codes(n, conditions, seed))
         return enforce_conditions(frame, conditions)
 
-    def _sample_group(self, n: int, conditions: list[ResolvedCondition], generator: torch.Generator) -> torch.Tensor:
+    def _sample_group(
+        self,
+        n: int,
+        conditions: list[ResolvedCondition],
+        tables: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        generator: torch.Generator,
+    ) -> torch.Tensor:
         layout = self.layout
+        log_weight, lo, hi = tables
+        constrained = {c.index for c in conditions if not c.is_fixed}
         codes = torch.zeros(n, layout.n_columns)
-        encoded = torch.zeros(n, layout.encoded_width)
-        masked = torch.ones(n, layout.n_columns, dtype=torch.bool)
-        by_index = {c.index: c for c in conditions}
+        encoded = torch.zeros(n, layout.encoded_width)  # zero wherever masked
+        masked_f = torch.ones(n, layout.n_columns)
+        score_bias = torch.full((n, layout.encoded_width), MASKED_SCORE)
+        rows = torch.arange(n)
+        state = (codes, encoded, masked_f, score_bias)
         # Sort key per row and column: constrained columns first, then free ones, each in an
         # independent random order per row; fixed columns are set now and never drawn.
         key = torch.rand(n, layout.n_columns, generator=generator) + 1.0
         for condition in conditions:
             if condition.is_fixed:
                 value = float(condition.codes[0]) if condition.codes is not None else condition.unit_lower
-                rows = torch.arange(n)
-                self._set(layout.heads[condition.index], rows, codes, encoded, masked, torch.full((n,), value))
+                self._set(rows, torch.full((n,), condition.index), torch.full((n,), value), state)
                 key[:, condition.index] = 3.0
             else:
                 key[:, condition.index] -= 1.0
@@ -86,65 +146,85 @@ class ConditionalSampler:
         for step in range(n_steps):
             if step == 0 and not conditions:
                 # Nothing is visible yet: every row has the same context, so one row suffices.
-                hidden = self.network.trunk(encoded[:1], masked[:1]).expand(n, -1)
+                hidden = self.network.trunk_visible(encoded[:1], masked_f[:1], score_bias[:1]).expand(n, -1)
             else:
-                hidden = self.network.trunk(encoded, masked)
+                hidden = self.network.trunk_visible(encoded, masked_f, score_bias)
+            # Sort rows by the column they draw now, so each head runs on one contiguous slice.
             columns = order[:, step]
-            for index in columns.unique().tolist():
-                rows = (columns == index).nonzero().squeeze(1)
-                head = layout.heads[index]
-                logits = self.network.head_logits(hidden[rows], index)
-                value = self._draw(head, logits, by_index.get(index), generator)
-                self._set(head, rows, codes, encoded, masked, value)
+            perm = torch.argsort(columns, stable=True)
+            sorted_columns = torch.index_select(columns, 0, perm)
+            value = self._draw_sorted(
+                torch.index_select(hidden, 0, perm), sorted_columns, tables, constrained, generator
+            )
+            self._set(perm, sorted_columns, value, state)
         return codes
 
-    def _set(
+    def _draw_sorted(
         self,
-        head: HeadSpec,
-        rows: torch.Tensor,
-        codes: torch.Tensor,
-        encoded: torch.Tensor,
-        masked: torch.Tensor,
-        value: torch.Tensor,
-    ) -> None:
-        codes[rows, head.index] = value
-        masked[rows, head.index] = False
-        if head.kind == ColumnKind.CATEGORICAL:
-            width = head.in_stop - head.in_start
-            encoded[rows, head.in_start : head.in_stop] = torch.nn.functional.one_hot(value.long(), width).float()
-        else:
-            encoded[rows, head.in_start] = value
-
-    def _draw(
-        self, head: HeadSpec, logits: torch.Tensor, condition: ResolvedCondition | None, generator: torch.Generator
+        hidden: torch.Tensor,
+        sorted_columns: torch.Tensor,
+        tables: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        constrained: set[int],
+        generator: torch.Generator,
     ) -> torch.Tensor:
-        n = logits.shape[0]
-        if head.kind == ColumnKind.BINARY:
-            p_one = torch.sigmoid(logits[:, 0])
-            probs = torch.stack([1.0 - p_one, p_one], dim=1)
-        else:
-            probs = torch.softmax(logits, dim=1)
-        if head.column.is_numeric:
-            low, high = (condition.unit_lower, condition.unit_upper) if condition else (0.0, 1.0)
-            lo = torch.clamp(self._bin_low, min=low)
-            hi = torch.clamp(self._bin_high, max=high)
-            overlap = torch.clamp(hi - lo, min=0.0) * self.layout.n_bins
-            probs = probs * overlap
-            k = _categorical(probs, generator)
-            u = torch.rand(n, generator=generator)
-            return torch.clamp(lo[k] + u * (hi[k] - lo[k]), low, high)
-        if condition is not None and condition.codes is not None:
-            allowed = torch.zeros(probs.shape[1])
-            allowed[list(condition.codes)] = 1.0
-            probs = probs * allowed
-        return _categorical(probs, generator).float()
+        """One draw per row of its own column; rows are sorted by column.
+
+        Binary columns are a Bernoulli draw from the sigmoid; categorical and numeric columns
+        draw an outcome by inverse CDF from the head's (truncated) distribution, and numeric
+        columns then a uniform position inside the drawn bin.
+        """
+        log_weight, lo, hi = tables
+        n = hidden.shape[0]
+        u_outcome = torch.rand(n, generator=generator)
+        u_within = torch.rand(n, generator=generator)
+        value = torch.empty(n)
+        counts = torch.bincount(sorted_columns, minlength=self.layout.n_columns).tolist()
+        start = 0
+        for head, count in zip(self.layout.heads, counts, strict=True):
+            if not count:
+                continue
+            rows = slice(start, start + count)
+            start += count
+            logits = self.network.head_logits(hidden[rows], head.index)
+            if head.kind == ColumnKind.BINARY:
+                value[rows] = (u_outcome[rows] < torch.sigmoid(logits[:, 0])).float()
+                continue
+            if head.index in constrained:
+                logits = logits + log_weight[head.index, : head.n_outcomes]
+            # Unnormalised probabilities suffice: the inverse-CDF draw scales by their sum.
+            k = _inverse_cdf(torch.exp(logits - logits.amax(dim=1, keepdim=True)), u_outcome[rows])
+            if head.column.is_numeric:
+                low, high = lo[head.index, k], hi[head.index, k]
+                value[rows] = low + u_within[rows] * (high - low)
+            else:
+                value[rows] = k.float()
+        return value
+
+    def _set(self, rows: torch.Tensor, columns: torch.Tensor, value: torch.Tensor, state: tuple) -> None:
+        """Record row i's draw of column ``columns[i]`` and make it visible to later steps.
+
+        Writes go through flat indices into contiguous buffers (much cheaper than 2-D
+        advanced indexing for one element per row).
+        """
+        codes, encoded, masked_f, score_bias = state
+        flat_column = rows * codes.shape[1] + columns
+        codes.view(-1).index_copy_(0, flat_column, value)
+        masked_f.view(-1).index_fill_(0, flat_column, 0.0)
+        categorical = self._is_categorical[columns]
+        flat_input = rows * encoded.shape[1] + self._in_start[columns]
+        encoded.view(-1).index_copy_(
+            0, flat_input + torch.where(categorical, value.long(), 0), torch.where(categorical, 1.0, value)
+        )
+        score_bias.view(-1).index_fill_(0, flat_input, 0.0)
+        for offset in range(1, self._max_width):  # the rest of a categorical's one-hot block
+            inside = offset < self._width[columns]
+            score_bias.view(-1).index_fill_(0, flat_input[inside] + offset, 0.0)
 
 
-def _categorical(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """One draw per row from unnormalised probabilities (inverse CDF, batched)."""
+def _inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Index drawn per row from unnormalised probabilities, given uniforms ``u`` in [0, 1)."""
     cdf = probs.cumsum(dim=1)
-    u = torch.rand(probs.shape[0], 1, generator=generator) * cdf[:, -1:]
-    index = torch.searchsorted(cdf, u, right=True).squeeze(1)
+    index = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True).squeeze(1)
     return torch.clamp(index, max=probs.shape[1] - 1)
 
 
