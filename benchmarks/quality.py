@@ -5,13 +5,17 @@ n_train rows from the model alone, then: mean KS of numeric columns vs train, sh
 log-HRs inside the real 95% CI, C-index on the real holdout of Cox trained on synthetic
 (TSTR) vs trained on real (TRTR), and exact copies of training rows.
 
-    python -m benchmarks.quality --datasets whas500 gbsg2 actg320 --seeds 0 1 2 --out benchmarks/results/quality.json
+    OMP_NUM_THREADS=1 python -m benchmarks.quality --seeds 0 1 2 --out benchmarks/results/quality.json
+
+(one thread per process: the models are small, and results then do not depend on the
+machine's core count).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -94,7 +98,7 @@ def main() -> None:
         args.out.write_text(
             json.dumps(
                 {
-                    "command": "python -m benchmarks.quality "
+                    "command": f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} python -m benchmarks.quality "
                     + " ".join(
                         ["--datasets", *args.datasets, "--seeds", *map(str, args.seeds)]
                         + (["--set", *args.set] if args.set else [])

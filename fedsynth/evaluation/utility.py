@@ -54,6 +54,28 @@ def varying_covariates(design: pd.DataFrame) -> list[str]:
     return [c for c in design.columns if c not in ("_time", "_event") and design[c].nunique() > 1]
 
 
+def estimable_covariates(design: pd.DataFrame) -> tuple[list[str], dict[str, str]]:
+    """Covariates whose Cox coefficient has a finite estimate, and why the others have none.
+
+    A constant covariate carries no information; an indicator with no event in one of its
+    levels makes the partial likelihood monotone, so its maximum-likelihood log-HR is
+    infinite (a penalised fit reports an arbitrary large value with a meaningless CI).
+    """
+    keep, excluded = [], {}
+    events = design["_event"] > 0
+    for name in (c for c in design.columns if c not in ("_time", "_event")):
+        values = design[name]
+        if values.nunique() < 2:
+            excluded[name] = "constant in the real data"
+        elif (
+            set(values.unique()) <= {0.0, 1.0} and (events & (values == 1)).sum() * (events & (values == 0)).sum() == 0
+        ):
+            excluded[name] = "no events in one of its levels in the real data (log-HR not estimable)"
+        else:
+            keep.append(name)
+    return keep, excluded
+
+
 def fit_cox(
     frame: pd.DataFrame, schema: Schema, penalizer: float = DEFAULT_PENALIZER, covariates: list[str] | None = None
 ) -> CoxPHFitter:
@@ -87,6 +109,7 @@ class UtilityReport:
     mean_ks: float
     ks: dict[str, float]
     hazard_ratios: pd.DataFrame
+    excluded_covariates: dict[str, str]
 
     @property
     def cindex_gap(self) -> float:
@@ -117,10 +140,9 @@ def utility_report(
     penalizer: float = DEFAULT_PENALIZER,
 ) -> UtilityReport:
     """Compare Cox models on real train and synthetic data; C-index on the real holdout."""
-    # A covariate constant in the real training data (a category absent from this split) has
-    # no real hazard ratio to compare with; one constant in the synthetic data only counts as
-    # a miss (its synthetic HR is missing).
-    covariates = varying_covariates(design_matrix(train, schema))
+    # Only covariates with a finite real log-HR can be compared; one constant in the synthetic
+    # data still counts, as a miss (its synthetic HR is missing).
+    covariates, excluded = estimable_covariates(design_matrix(train, schema))
     synthetic_covariates = [c for c in covariates if c in varying_covariates(design_matrix(synthetic, schema))]
     real_model = fit_cox(train, schema, penalizer, covariates)
     synthetic_model = fit_cox(synthetic, schema, penalizer, synthetic_covariates)
@@ -139,6 +161,7 @@ def utility_report(
     ks = marginal_ks(train, synthetic, schema)
     return UtilityReport(
         hr_in_ci_fraction=float(inside.mean()),
+        excluded_covariates=excluded,
         hr_sign_agreement=float((np.sign(real["coef"]) == np.sign(synth["coef"])).mean()),
         mean_abs_log_hr_diff=float((real["coef"] - synth["coef"]).abs().mean()),
         cindex_trtr=cindex_on(real_model, holdout, schema),
