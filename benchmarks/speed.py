@@ -59,8 +59,11 @@ def main() -> None:
     for label, conditions in cases.items():
         model.sample(1000, conditions, seed=0)  # warm-up
         seconds = best_of(args.repeats, lambda c=conditions: model.sample(args.rows, c, seed=1))
-        results["sampling"][label] = {"rows": args.rows, "seconds": round(seconds, 3),
-                                      "rows_per_second": round(args.rows / seconds)}
+        results["sampling"][label] = {
+            "rows": args.rows,
+            "seconds": round(seconds, 3),
+            "rows_per_second": round(args.rows / seconds),
+        }
     results["torch_threads"] = torch.get_num_threads()
     print(json.dumps(results, indent=2))
     if args.out:

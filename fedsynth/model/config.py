@@ -48,6 +48,7 @@ class MCMConfig(BaseModel):
     mask_max: float = Field(0.95, ge=0.0, le=1.0)
     order_mask_fraction: float = Field(0.5, ge=0.0, le=1.0)
     bin_smoothing: float = Field(0.75, ge=0.0, le=16.0)
+    outcome_last: bool = False
     epochs: int | None = Field(None, ge=1, le=100_000)
     auto_epochs: int = Field(1000, ge=1)
     max_auto_steps: int = Field(10_000, ge=1)

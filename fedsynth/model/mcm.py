@@ -108,7 +108,7 @@ class MCM:
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
         resolved = self.resolve(conditions)
-        sampler = ConditionalSampler(self._network(), self.transformer)
+        sampler = ConditionalSampler(self._network(), self.transformer, outcome_last=self.config.outcome_last)
         return sampler.sample(int(n), resolved, seed)
 
     def reconstruct_point(self, codes: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:

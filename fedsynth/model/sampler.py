@@ -19,6 +19,7 @@ deterministic.
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -42,11 +43,15 @@ class ConditionalSampler:
     step draws every row's own column with a handful of batched tensor operations.
     """
 
-    def __init__(self, network: MCMNetwork, transformer: Transformer, group_rows: int = GROUP_ROWS) -> None:
+    def __init__(
+        self, network: MCMNetwork, transformer: Transformer, group_rows: int = GROUP_ROWS, outcome_last: bool = False
+    ) -> None:
         self.network = network.eval()
         self.layout: Layout = network.layout
         self.transformer = transformer
         self.group_rows = group_rows
+        self.outcome_last = outcome_last
+        self._outcome_columns = [h.index for h in network.layout.heads if h.column.role != "feature"]
         layout = self.layout
         self.n_outcomes = max(h.n_outcomes for h in layout.heads)
         self._is_numeric = torch.tensor([h.column.is_numeric for h in layout.heads])
@@ -131,18 +136,12 @@ class ConditionalSampler:
         score_bias = torch.full((n, layout.encoded_width), MASKED_SCORE)
         rows = torch.arange(n)
         state = (codes, encoded, masked_f, score_bias)
-        # Sort key per row and column: constrained columns first, then free ones, each in an
-        # independent random order per row; fixed columns are set now and never drawn.
-        key = torch.rand(n, layout.n_columns, generator=generator) + 1.0
         for condition in conditions:
             if condition.is_fixed:
                 value = float(condition.codes[0]) if condition.codes is not None else condition.unit_lower
                 self._set(rows, torch.full((n,), condition.index), torch.full((n,), value), state)
-                key[:, condition.index] = 3.0
-            else:
-                key[:, condition.index] -= 1.0
-        n_steps = layout.n_columns - sum(c.is_fixed for c in conditions)
-        order = key.argsort(dim=1)[:, :n_steps]
+        order = self.draw_order(n, conditions, generator)
+        n_steps = order.shape[1]
         for step in range(n_steps):
             if step == 0 and not conditions:
                 # Nothing is visible yet: every row has the same context, so one row suffices.
@@ -158,6 +157,25 @@ class ConditionalSampler:
             )
             self._set(perm, sorted_columns, value, state)
         return codes
+
+    def draw_order(self, n: int, conditions: list[ResolvedCondition], generator: torch.Generator) -> torch.Tensor:
+        """(n, steps) column indices: each row's own random order of the columns to draw.
+
+        Constrained columns (sets, ranges) come first so the rest is drawn given them; with
+        ``outcome_last`` time and event come after every covariate; fixed columns are given
+        and never drawn. Within each tier the order is uniformly random, row by row.
+        """
+        key = torch.rand(n, self.layout.n_columns, generator=generator)
+        if self.outcome_last:
+            key[:, self._outcome_columns] += 1.0
+        n_fixed = 0
+        for condition in conditions:
+            if condition.is_fixed:
+                key[:, condition.index] = math.inf
+                n_fixed += 1
+            else:
+                key[:, condition.index] -= 2.0
+        return key.argsort(dim=1)[:, : self.layout.n_columns - n_fixed]
 
     def _draw_sorted(
         self,

@@ -59,14 +59,16 @@ def test_exact_copy_count(whas_split) -> None:
 def test_non_estimable_covariates_are_excluded_with_reason() -> None:
     from fedsynth.evaluation.utility import estimable_covariates
 
-    design = pd.DataFrame({
-        "age": [50.0, 60, 70, 80, 55, 65],
-        "rare": [1.0, 0, 0, 0, 0, 0],  # its only patient has no event: monotone likelihood
-        "flat": [1.0] * 6,
-        "sex": [0.0, 1, 0, 1, 1, 0],
-        "_time": [5.0, 3, 4, 2, 6, 1],
-        "_event": [0.0, 1, 1, 1, 0, 1],
-    })
+    design = pd.DataFrame(
+        {
+            "age": [50.0, 60, 70, 80, 55, 65],
+            "rare": [1.0, 0, 0, 0, 0, 0],  # its only patient has no event: monotone likelihood
+            "flat": [1.0] * 6,
+            "sex": [0.0, 1, 0, 1, 1, 0],
+            "_time": [5.0, 3, 4, 2, 6, 1],
+            "_event": [0.0, 1, 1, 1, 0, 1],
+        }
+    )
     keep, excluded = estimable_covariates(design)
     assert keep == ["age", "sex"]
     assert set(excluded) == {"rare", "flat"}
