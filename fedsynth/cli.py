@@ -70,6 +70,14 @@ def _refuse_existing(path: Path, force: bool) -> None:
         raise FileExistsError(f"{path} already exists; choose another path or pass --force to replace it")
 
 
+def _check_table_output(path: Path, force: bool) -> None:
+    """Fail before any work if the output has an unknown format or would replace a file."""
+    from fedsynth.data.io import table_suffix
+
+    table_suffix(path)
+    _refuse_existing(path, force)
+
+
 def _load_validated(data: Path, schema: Schema) -> tuple[Any, Schema]:
     frame, report = validate_frame(read_table(data), schema, source=str(data))
     if report.ignored_columns:
@@ -220,13 +228,11 @@ def sample(
     force: Annotated[bool, typer.Option("--force")] = False,
 ) -> None:
     """Draw N synthetic rows from the model alone (no real row is read)."""
-    from fedsynth.data.io import table_suffix
     from fedsynth.model.mcm import MCM
     from fedsynth.model.persistence import model_digest
     from fedsynth.model.provenance import provenance, write_synthetic
 
-    table_suffix(output)
-    _refuse_existing(output, force)
+    _check_table_output(output, force)
     model = MCM.load(model_dir)
     resolved = model.resolve(list(where or []))
     frame = model.sample(n, resolved, seed=seed)
@@ -261,13 +267,11 @@ def augment(
     force: Annotated[bool, typer.Option("--force")] = False,
 ) -> None:
     """Site-local paper mode (copy a real row, mask, reconstruct). NOT differentially private."""
-    from fedsynth.data.io import table_suffix
     from fedsynth.model.mcm import MCM
     from fedsynth.model.paper import NOT_DP_NOTICE, augment_subgroup, copy_and_mask
     from fedsynth.model.provenance import provenance, write_synthetic
 
-    table_suffix(output)
-    _refuse_existing(output, force)
+    _check_table_output(output, force)
     model = MCM.load(model_dir)
     real, _ = _load_validated(data, model._schema())
     if where:
