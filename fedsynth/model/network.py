@@ -28,7 +28,7 @@ class MLP(nn.Module):
     def __init__(self, width_in: int, hidden: int) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(width_in, hidden), nn.LayerNorm(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, hidden)
+            nn.Linear(width_in, hidden), nn.LayerNorm(hidden), nn.ReLU(), nn.Linear(hidden, hidden)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -71,7 +71,7 @@ class MCMNetwork(nn.Module):
         h1 = self.block1(torch.cat([weights * visible_input, masked_f], dim=1))
         weights2 = torch.softmax(self.attention2(h1), dim=1) * h1.shape[1]
         h2 = h1 + self.block2(weights2 * h1)
-        return self.out_norm(h2).relu_()
+        return torch.relu(self.out_norm(h2))
 
     def forward(self, encoded: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
         """All heads' logits, (n, output_width)."""

@@ -23,7 +23,8 @@ def per_sample_loss(
     network: MCMNetwork, codes: torch.Tensor, config: MCMConfig, generator: torch.Generator | None
 ) -> torch.Tensor:
     """Draw fresh masks for the batch and return each row's masked NLL, shape (n,)."""
-    layout = network.layout
+    # Opacus wraps the network in a GradSampleModule, which does not forward plain attributes.
+    layout = getattr(network, "_module", network).layout
     masked = training_mask(
         codes.shape[0], layout.n_columns, config.mask_min, config.mask_max, config.order_mask_fraction, generator
     )
