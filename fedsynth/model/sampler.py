@@ -38,9 +38,9 @@ GROUP_ROWS = 16384
 class ConditionalSampler:
     """Draw synthetic rows from a trained :class:`MCMNetwork` alone.
 
-    All heads are treated alike as categorical distributions over at most ``K`` outcomes
-    (bins, categories, or {0, 1} with the Bernoulli logit against a fixed 0), so that one
-    step draws every row's own column with a handful of batched tensor operations.
+    Each step runs the trunk once for all rows, sorts rows by the column they draw, and
+    applies each column's head to its contiguous slice: Bernoulli draws for binary columns,
+    inverse-CDF draws over (truncated) bins or categories otherwise.
     """
 
     def __init__(
@@ -54,7 +54,6 @@ class ConditionalSampler:
         self._outcome_columns = [h.index for h in network.layout.heads if h.column.role != "feature"]
         layout = self.layout
         self.n_outcomes = max(h.n_outcomes for h in layout.heads)
-        self._is_numeric = torch.tensor([h.column.is_numeric for h in layout.heads])
         self._is_categorical = torch.tensor([h.kind == ColumnKind.CATEGORICAL for h in layout.heads])
         self._in_start = torch.tensor([h.in_start for h in layout.heads])
         self._width = torch.tensor([h.in_stop - h.in_start for h in layout.heads])
@@ -97,7 +96,9 @@ class ConditionalSampler:
             start = starts[group]
             stop = min(n, start + self.group_rows)
             generator = torch.Generator().manual_seed(int(seeds[group]))
-            out[start:stop] = self._sample_group(stop - start, conditions, tables, generator).double().numpy()
+            with torch.inference_mode():  # thread-local: pool threads do not inherit it
+                codes = self._sample_group(stop - start, conditions, tables, generator)
+            out[start:stop] = codes.double().numpy()
 
         workers = min(len(starts), torch.get_num_threads())
         if workers <= 1:
