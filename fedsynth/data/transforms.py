@@ -34,8 +34,10 @@ def _forward(column: Column, x: np.ndarray) -> np.ndarray:
     shifted = x + column.offset
     if lam == 0.0:
         return np.log(shifted)
-    # expm1/log1p keep Box-Cox exact for lambda near 0, where (x**lam - 1) / lam cancels.
-    return np.expm1(lam * np.log(shifted)) / lam
+    # (x**lam - 1) / lam = log(x) * expm1(t) / t with t = lam * log(x): exact for lambda near 0,
+    # where the naive form cancels, and for subnormal lambda, where t underflows to 0.
+    log_x = np.log(shifted)
+    return log_x * _ratio(np.expm1, lam * log_x)
 
 
 def _backward(column: Column, y: np.ndarray) -> np.ndarray:
@@ -44,7 +46,15 @@ def _backward(column: Column, y: np.ndarray) -> np.ndarray:
         return y
     if lam == 0.0:
         return np.exp(y) - column.offset
-    return np.exp(np.log1p(np.maximum(lam * y, -1.0)) / lam) - column.offset
+    return np.exp(y * _ratio(np.log1p, np.maximum(lam * y, -1.0))) - column.offset
+
+
+def _ratio(func, t: np.ndarray) -> np.ndarray:
+    """func(t) / t with its limit 1 at t = 0 (for expm1 and log1p)."""
+    t = np.asarray(t, dtype=np.float64)
+    safe = np.where(t == 0.0, 1.0, t)
+    with np.errstate(divide="ignore"):
+        return np.where(t == 0.0, 1.0, func(safe) / safe)
 
 
 def to_unit(column: Column, values: np.ndarray | float) -> np.ndarray:
