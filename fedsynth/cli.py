@@ -229,22 +229,13 @@ def sample(
 ) -> None:
     """Draw N synthetic rows from the model alone (no real row is read)."""
     from fedsynth.model.mcm import MCM
-    from fedsynth.model.persistence import model_digest
-    from fedsynth.model.provenance import provenance, write_synthetic
+    from fedsynth.model.provenance import model_sample_record, write_synthetic
 
     _check_table_output(output, force)
     model = MCM.load(model_dir)
     resolved = model.resolve(list(where or []))
     frame = model.sample(n, resolved, seed=seed)
-    record = provenance(
-        "model-sample",
-        model.differentially_private_,
-        model=str(model_dir),
-        model_sha256=model_digest(model_dir),
-        n=n,
-        seed=seed,
-        conditions=list(where or []),
-    )
+    record = model_sample_record(model_dir, model.differentially_private_, n, seed, list(where or []))
     write_synthetic(frame, output, record)
     conditions = f" satisfying {len(resolved)} condition(s)" if resolved else ""
     console.print(f"wrote {n} rows{conditions} to {output}")
@@ -310,8 +301,7 @@ def demo(
     from fedsynth.data.split import train_holdout_split
     from fedsynth.evaluation.utility import utility_report
     from fedsynth.model.config import MCMConfig
-    from fedsynth.model.persistence import model_digest
-    from fedsynth.model.provenance import provenance, write_synthetic
+    from fedsynth.model.provenance import model_sample_record, write_synthetic
     from fedsynth.privacy.copies import exact_copy_count
 
     frame, schema = load_dataset(dataset)
@@ -321,14 +311,7 @@ def demo(
     model_dir = output / "model"
     model.save(model_dir, overwrite=True)
     synthetic = model.sample(len(train), seed=seed + 1)
-    record = provenance(
-        "model-sample",
-        model.differentially_private_,
-        model=str(model_dir),
-        model_sha256=model_digest(model_dir),
-        n=len(synthetic),
-        seed=seed + 1,
-    )
+    record = model_sample_record(model_dir, model.differentially_private_, len(synthetic), seed + 1)
     write_synthetic(synthetic, output / "synthetic.csv", record)
     report = utility_report(train, holdout, synthetic, schema)
     copies = exact_copy_count(synthetic, train)

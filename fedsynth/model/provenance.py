@@ -43,6 +43,23 @@ def provenance(mode: str, differentially_private: bool, **details: Any) -> dict[
     }
 
 
+def model_sample_record(
+    model_dir: str | Path, differentially_private: bool, n: int, seed: int, conditions: list[str] | None = None
+) -> dict[str, Any]:
+    """Provenance of rows sampled from a saved model, pinned by the model's manifest hash."""
+    from fedsynth.model.persistence import model_digest
+
+    return provenance(
+        "model-sample",
+        differentially_private,
+        model=str(model_dir),
+        model_sha256=model_digest(model_dir),
+        n=n,
+        seed=seed,
+        conditions=list(conditions or []),
+    )
+
+
 def sidecar_path(path: Path) -> Path:
     return path.with_name(path.name + ".provenance.json")
 
