@@ -29,6 +29,7 @@ import torch
 from fedsynth.data.schema import ColumnKind
 from fedsynth.data.transforms import Transformer
 from fedsynth.model.conditions import ResolvedCondition
+from fedsynth.model.inference import InferenceTrunk
 from fedsynth.model.layout import Layout
 from fedsynth.model.network import MASKED_SCORE, MCMNetwork
 
@@ -87,22 +88,24 @@ class ConditionalSampler:
         """(n, n_columns) codes: unit values for numeric columns, integer codes otherwise."""
         tables = self._tables(conditions)
         out = np.empty((n, self.layout.n_columns), dtype=np.float64)
-        starts = list(range(0, n, self.group_rows))
+        if n == 0:
+            return out
+        starts = self._group_starts(n)
         # One generator per group, derived from the seed: the result does not depend on which
         # thread runs which group.
-        seeds = np.random.SeedSequence(int(seed)).generate_state(max(1, len(starts)), dtype=np.uint64)
+        seeds = np.random.SeedSequence(int(seed)).generate_state(max(1, len(starts) - 1), dtype=np.uint64)
 
         def run(group: int) -> None:
-            start = starts[group]
-            stop = min(n, start + self.group_rows)
+            start, stop = starts[group], starts[group + 1]
             generator = torch.Generator().manual_seed(int(seeds[group]))
             with torch.inference_mode():  # thread-local: pool threads do not inherit it
                 codes = self._sample_group(stop - start, conditions, tables, generator)
             out[start:stop] = codes.double().numpy()
 
-        workers = min(len(starts), torch.get_num_threads())
+        n_groups = len(starts) - 1
+        workers = min(n_groups, torch.get_num_threads())
         if workers <= 1:
-            for group in range(len(starts)):
+            for group in range(n_groups):
                 run(group)
             return out
         # Each step is many small tensor operations; groups on separate threads (torch releases
@@ -111,10 +114,22 @@ class ConditionalSampler:
         torch.set_num_threads(1)
         try:
             with ThreadPoolExecutor(max_workers=workers) as pool:
-                list(pool.map(run, range(len(starts))))
+                list(pool.map(run, range(n_groups)))
         finally:
             torch.set_num_threads(previous)
         return out
+
+    def _group_starts(self, n: int) -> list[int]:
+        """Boundaries of near-equal row groups of at most ``group_rows`` rows.
+
+        More than one group is made an even number so two worker threads finish together
+        (13 groups on 2 threads would leave one idle for a whole group). The split depends on
+        ``n`` only, never on the thread count, so a seed gives the same rows on every machine.
+        """
+        n_groups = max(1, math.ceil(n / self.group_rows))
+        if n_groups > 1 and n_groups % 2:
+            n_groups += 1
+        return [round(i * n / n_groups) for i in range(n_groups + 1)]
 
     def sample(self, n: int, conditions: list[ResolvedCondition], seed: int) -> pd.DataFrame:
         """``n`` rows in canonical form, every one satisfying every condition."""
@@ -142,20 +157,19 @@ class ConditionalSampler:
                 value = float(condition.codes[0]) if condition.codes is not None else condition.unit_lower
                 self._set(rows, torch.full((n,), condition.index), torch.full((n,), value), state)
         order = self.draw_order(n, conditions, generator)
-        n_steps = order.shape[1]
-        for step in range(n_steps):
+        trunk = InferenceTrunk(self.network, n)
+        for step in range(order.shape[1]):
             if step == 0 and not conditions:
                 # Nothing is visible yet: every row has the same context, so one row suffices.
-                hidden = self.network.trunk_visible(encoded[:1], masked_f[:1], score_bias[:1]).expand(n, -1)
+                hidden = trunk(encoded[:1], masked_f[:1], score_bias[:1]).expand(n, -1)
             else:
-                hidden = self.network.trunk_visible(encoded, masked_f, score_bias)
+                hidden = trunk(encoded, masked_f, score_bias)
             # Sort rows by the column they draw now, so each head runs on one contiguous slice.
             columns = order[:, step]
             perm = torch.argsort(columns, stable=True)
             sorted_columns = torch.index_select(columns, 0, perm)
-            value = self._draw_sorted(
-                torch.index_select(hidden, 0, perm), sorted_columns, tables, constrained, generator
-            )
+            sorted_hidden = torch.index_select(hidden, 0, perm, out=trunk.spare)
+            value = self._draw_sorted(sorted_hidden, sorted_columns, tables, constrained, generator)
             self._set(perm, sorted_columns, value, state)
         return codes
 
