@@ -1,0 +1,122 @@
+"""The site's Flower ClientApp: train one DP round on the global weights, reply with aggregates.
+
+The reply is built only by :func:`train_reply`, and its contents are fixed by
+:data:`REPLY_METRICS`: the weights (an ``ArrayRecord`` with exactly the global model's
+parameter names and shapes), the number of training records and scalar privacy figures.
+Tests check every message type against this contract. An over-budget round or a bad site
+set-up raises, and Flower turns the exception into an error reply: no weights leave.
+
+Which site a ClientApp instance is comes from its node config: ``site-dir`` (a directory
+with ``site.toml``, the public ``schema.toml`` and the site's durable state) or, in Flower's
+simulation engine, ``partition-id`` resolved against the run's ``sites/`` directory.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedsynth.client.config import SiteConfig
+from fedsynth.client.site import RoundResult, Site
+from fedsynth.data.schema import Schema
+from fedsynth.model.config import MCMConfig
+
+# Every scalar a site may send, and nothing else.
+REPLY_METRICS = (
+    "num-examples",
+    "epsilon",
+    "target-epsilon",
+    "delta",
+    "noise-multiplier",
+    "sample-rate",
+    "steps",
+    "train-loss",
+)
+SITE_FILE = "site.toml"
+SCHEMA_FILE = "schema.toml"
+
+_sites: dict[Path, Site] = {}
+_sites_lock = threading.Lock()
+
+
+def site_dir_from_context(context: Context, sites_root: Path | None = None) -> Path:
+    """The site directory named by the node config (deployment) or the partition (simulation)."""
+    node_config = context.node_config
+    if "site-dir" in node_config:
+        return Path(str(node_config["site-dir"]))
+    root = sites_root or context.run_config.get("sites-root")
+    if "partition-id" in node_config and root is not None:
+        return Path(str(root)) / f"site-{int(node_config['partition-id'])}"
+    raise ValueError(
+        "this SuperNode has no site: start it with --node-config \"site-dir='/path/to/site'\" "
+        f"(a directory with {SITE_FILE} and {SCHEMA_FILE})"
+    )
+
+
+def open_site(site_dir: Path) -> Site:
+    """The site at ``site_dir``, opened once per process (data validated, ledger opened)."""
+    site_dir = site_dir.resolve()
+    with _sites_lock:
+        if site_dir not in _sites:
+            config = SiteConfig.from_toml(site_dir / SITE_FILE)
+            schema_path = config.schema_path or site_dir / SCHEMA_FILE
+            _sites[site_dir] = Site(config, Schema.from_toml(schema_path), site_dir / "state")
+        return _sites[site_dir]
+
+
+def train_reply(message: Message, result: RoundResult, site_name: str) -> Message:
+    """The only reply a site sends after training: weights, a count and scalar privacy figures."""
+    metrics = MetricRecord(
+        {
+            "num-examples": result.num_examples,
+            "epsilon": result.epsilon_spent,
+            "target-epsilon": result.target_epsilon,
+            "delta": result.target_delta,
+            "noise-multiplier": result.noise_multiplier,
+            "sample-rate": result.sample_rate,
+            "steps": result.steps,
+            "train-loss": result.train_loss,
+        }
+    )
+    assert tuple(metrics.keys()) == REPLY_METRICS
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord(result.state_dict),
+            "metrics": metrics,
+            "site": ConfigRecord({"name": site_name}),
+        }
+    )
+    return Message(content=content, reply_to=message)
+
+
+def handle_train(message: Message, context: Context, sites_root: Path | None = None) -> Message:
+    """Train one DP round at this site on the global weights in ``message``."""
+    site = open_site(site_dir_from_context(context, sites_root))
+    config = message.content["config"]
+    model_config = MCMConfig.model_validate(json.loads(str(config["model-config"])))
+    result = site.train_round(
+        message.content["arrays"].to_torch_state_dict(),
+        model_config,
+        run_id=str(config["run-id"]),
+        server_round=int(config["server-round"]),
+        planned_rounds=int(config["planned-rounds"]),
+    )
+    return train_reply(message, result, site.config.name)
+
+
+def make_client_app(sites_root: Path | None = None) -> ClientApp:
+    """A ClientApp; ``sites_root`` maps simulation partitions to site directories."""
+    client_app = ClientApp()
+
+    @client_app.train()
+    def train(message: Message, context: Context) -> Message:
+        return handle_train(message, context, sites_root)
+
+    return client_app
+
+
+app = make_client_app()

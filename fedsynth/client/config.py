@@ -1,0 +1,105 @@
+"""A site's own configuration: its data, its privacy budget and how it trains.
+
+The site, not the coordinator, owns these numbers: a hospital's privacy officer sets the
+budget in the site's TOML file, and the site enforces it whatever the server asks.
+
+    [site]
+    name = "st-elsewhere"
+    data = "/secure/cohort.csv"
+    schema = "/shared/schema.toml"      # the federation's public schema
+
+    [privacy]
+    target_epsilon = 4.0
+    # target_delta = 1e-4               # default 1/n^1.1 of the site's training rows
+    max_grad_norm = 1.0
+
+    [training]
+    local_epochs = 5
+    batch_size = 64
+    holdout_fraction = 0.2
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class SiteConfigError(ValueError):
+    """The site configuration is invalid; the message names the field and the fix."""
+
+
+class PrivacyConfig(BaseModel):
+    """The site's (epsilon, delta) budget and its DP-SGD clipping."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    target_epsilon: float = Field(4.0, gt=0, le=100, description="total epsilon this site will ever spend on its data")
+    target_delta: float | None = Field(None, gt=0, lt=1, description="None: 1/n^1.1 for n training rows")
+    max_grad_norm: float = Field(1.0, gt=0, description="per-sample gradient clipping norm")
+
+
+class TrainingConfig(BaseModel):
+    """Local DP-SGD settings and the site's persistent train/holdout split."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    local_epochs: int = Field(5, ge=1, le=10_000)
+    batch_size: int = Field(64, ge=1, description="expected Poisson batch size")
+    learning_rate: float = Field(2e-3, gt=0)
+    holdout_fraction: float = Field(0.2, gt=0, lt=1, description="rows kept out of training for audits")
+    split_seed: int = 0
+
+
+class SiteConfig(BaseModel):
+    """Everything a site needs; loaded from the site's TOML, fields overridable per call."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    data: Path | None = Field(None, description="the site's table (CSV or Parquet); never leaves the site")
+    schema_path: Path | None = Field(None, alias="schema", description="the federation's public schema TOML")
+    privacy: PrivacyConfig = PrivacyConfig()
+    training: TrainingConfig = TrainingConfig()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "site config") -> SiteConfig:
+        """Validate, reporting every bad field as ``section.field: problem``."""
+        flat = dict(data.get("site", {}))
+        for section in ("privacy", "training"):
+            if section in data:
+                flat[section] = data[section]
+        unknown = set(data) - {"site", "privacy", "training"}
+        if unknown:
+            raise SiteConfigError(f"{source}: unknown section(s) {sorted(unknown)}; allowed: site, privacy, training")
+        try:
+            return cls.model_validate(flat)
+        except ValidationError as error:
+            lines = []
+            for problem in error.errors():
+                location = ".".join(str(part) for part in problem["loc"])
+                if location in {"name", "data", "schema"}:
+                    location = f"site.{location}"
+                lines.append(f"  {location}: {problem['msg']} (got {problem.get('input')!r})")
+            raise SiteConfigError(f"{source} is invalid:\n" + "\n".join(lines)) from None
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> SiteConfig:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise SiteConfigError(f"site config {path} does not exist") from None
+        except tomllib.TOMLDecodeError as error:
+            raise SiteConfigError(f"{path} is not valid TOML: {error}") from None
+        config = cls.from_dict(data, source=str(path))
+        # Relative paths are relative to the config file, as a custodian would expect.
+        updates = {}
+        for field in ("data", "schema_path"):
+            value = getattr(config, field)
+            if value is not None and not value.is_absolute():
+                updates[field] = (path.parent / value).resolve()
+        return config.model_copy(update=updates)

@@ -1,0 +1,181 @@
+"""DP-SGD for one federated round at a site, with Opacus, and the plan that fixes its noise.
+
+Why a plan: peers derive the noise for *one* round (Flower's Opacus example builds a new
+PrivacyEngine every round, so its epsilon covers one round). Here the noise multiplier is
+derived once, from the site's target (epsilon, delta), Opacus' sample rate and the *planned*
+rounds x local epochs, so the whole run fits the budget; the site's ledger composes every
+round's steps and refuses any that would not fit.
+
+Opacus details that matter: with Poisson sampling its data loader draws each record with
+probability ``1 / len(data_loader)`` (not ``batch_size / n``), so the plan uses that rate;
+``accountant="rdp"`` because the ledger composes RDP (Opacus' default is PRV).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import asdict, dataclass
+
+import torch
+from opacus import PrivacyEngine
+from opacus.accountants import RDPAccountant
+from torch.utils.data import DataLoader, TensorDataset
+
+from fedsynth.model.config import MCMConfig
+from fedsynth.model.network import MCMNetwork
+from fedsynth.model.training import per_sample_loss
+
+ACCOUNTANT = "rdp"
+EPSILON_TOLERANCE = 0.01
+MAX_NOISE_MULTIPLIER = 1e4
+
+
+class DPPlanError(ValueError):
+    """The requested budget cannot be met with these settings; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class DPPlan:
+    """The fixed DP-SGD parameters of one site for one run."""
+
+    noise_multiplier: float
+    sample_rate: float
+    steps_per_round: int
+    planned_rounds: int
+    target_epsilon: float
+    target_delta: float
+    max_grad_norm: float
+    batch_size: int
+    local_epochs: int
+    accountant: str = ACCOUNTANT
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_round * self.planned_rounds
+
+    def to_dict(self) -> dict[str, float | int | str]:
+        return asdict(self)
+
+
+def batches_per_epoch(n_records: int, batch_size: int) -> int:
+    """Length of a ``DataLoader`` over ``n_records`` (what Opacus turns into 1/sample rate)."""
+    return max(1, math.ceil(n_records / batch_size))
+
+
+def composed_epsilon(history: list[tuple[float, float, int]], delta: float) -> float:
+    """Epsilon at ``delta`` of a DP-SGD history, by Opacus' RDP accountant."""
+    accountant = RDPAccountant()
+    accountant.history = list(history)
+    return float(accountant.get_epsilon(delta)) if history else 0.0
+
+
+def plan_dp(
+    *,
+    n_records: int,
+    batch_size: int,
+    local_epochs: int,
+    planned_rounds: int,
+    target_epsilon: float,
+    target_delta: float,
+    max_grad_norm: float,
+    prior_history: list[tuple[float, float, int]] | None = None,
+) -> DPPlan:
+    """Smallest noise (to 0.01 in epsilon) whose epsilon after all planned steps is <= target.
+
+    ``prior_history`` is what the site's ledger already holds from earlier runs: the plan's
+    steps are composed with it (in RDP, as the ledger will), so a site that joins a second
+    run plans for exactly what is left of its budget.
+    """
+    if planned_rounds < 1:
+        raise DPPlanError(f"planned_rounds must be >= 1, got {planned_rounds}")
+    loader_length = batches_per_epoch(n_records, batch_size)
+    sample_rate = 1.0 / loader_length
+    steps_per_round = local_epochs * loader_length
+    prior = list(prior_history or [])
+
+    def epsilon(noise: float) -> float:
+        return composed_epsilon([*prior, (noise, sample_rate, steps_per_round * planned_rounds)], target_delta)
+
+    low, high = 0.0, 1.0
+    while epsilon(high) > target_epsilon:
+        low, high = high, 2.0 * high
+        if high > MAX_NOISE_MULTIPLIER:
+            raise DPPlanError(
+                f"even noise multiplier {MAX_NOISE_MULTIPLIER:g} exceeds epsilon={target_epsilon:g} at "
+                f"delta={target_delta:g} over {planned_rounds} rounds x {steps_per_round} steps"
+                + (f" after {composed_epsilon(prior, target_delta):.3f} already spent" if prior else "")
+                + ". Raise the site's privacy.target_epsilon, or lower training.local_epochs or the rounds."
+            )
+    while epsilon(high) < target_epsilon - EPSILON_TOLERANCE and high - low > 1e-6:
+        middle = (low + high) / 2
+        if epsilon(middle) > target_epsilon:
+            low = middle
+        else:
+            high = middle
+    return DPPlan(
+        noise_multiplier=float(high),
+        sample_rate=sample_rate,
+        steps_per_round=steps_per_round,
+        planned_rounds=planned_rounds,
+        target_epsilon=target_epsilon,
+        target_delta=target_delta,
+        max_grad_norm=max_grad_norm,
+        batch_size=batch_size,
+        local_epochs=local_epochs,
+    )
+
+
+def train_dp_round(
+    network: MCMNetwork,
+    codes: torch.Tensor,
+    model_config: MCMConfig,
+    plan: DPPlan,
+    learning_rate: float,
+    generator: torch.Generator,
+) -> tuple[float, list[tuple[float, float, int]]]:
+    """Train ``network`` in place for one round of ``plan.steps_per_round`` DP-SGD steps.
+
+    Returns the mean training loss and Opacus' own accountant history for the round, which
+    the caller checks against what its ledger reserved: Opacus may count fewer steps (an
+    empty Poisson batch is skipped), never more.
+    """
+    loader = DataLoader(TensorDataset(codes), batch_size=plan.batch_size, generator=generator)
+    optimizer = torch.optim.Adam(network.parameters(), lr=learning_rate)
+    with warnings.catch_warnings():
+        # Opacus warns that secure_mode is off (its CSPRNG needs torchcsprng); recorded in the budget report.
+        warnings.filterwarnings("ignore", message="Secure RNG turned off")
+        engine = PrivacyEngine(accountant=ACCOUNTANT)
+        module, dp_optimizer, dp_loader = engine.make_private(
+            module=network,
+            optimizer=optimizer,
+            data_loader=loader,
+            noise_multiplier=plan.noise_multiplier,
+            max_grad_norm=plan.max_grad_norm,
+            poisson_sampling=True,
+        )
+    if not math.isclose(1.0 / len(dp_loader), plan.sample_rate):
+        raise RuntimeError(f"Opacus sample rate {1 / len(dp_loader)} differs from the plan's {plan.sample_rate}")
+    total, count = 0.0, 0
+    module.train()
+    try:
+        with warnings.catch_warnings():
+            # Opacus' hooks fire on module outputs because the inputs (data) need no gradient: expected.
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            for _ in range(plan.local_epochs):
+                for (batch,) in dp_loader:
+                    if len(batch) == 0:
+                        # An empty Poisson batch (probability (1 - q)^n): skipped. The ledger reserved
+                        # the step anyway, so accounting over-counts, never under-counts.
+                        continue
+                    dp_optimizer.zero_grad(set_to_none=True)
+                    loss = per_sample_loss(module, batch, model_config, generator)
+                    loss.mean().backward()
+                    dp_optimizer.step()
+                    total += float(loss.detach().sum())
+                    count += len(batch)
+    finally:
+        module._close()  # remove Opacus' hooks so the plain network can be sent and reused
+    network.eval()
+    history = [(float(n), float(q), int(s)) for n, q, s in engine.accountant.history]
+    return (total / count if count else float("nan")), history

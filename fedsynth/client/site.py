@@ -1,0 +1,194 @@
+"""One hospital's side of the federation: validated data, a persistent split, DP rounds.
+
+Everything here runs inside the site. What it hands back to the ClientApp is a
+:class:`RoundResult`: the trained weights, the number of training records and scalars about
+the privacy spent. No row, row index or per-record value is in it.
+
+The site directory holds the site's durable state:
+
+* ``split.json``: which input rows are the holdout, with a digest of the data. Re-opening
+  with changed data is refused rather than re-split: a new split could put earlier
+  training rows into the holdout that audits assume was never trained on.
+* ``ledger.sqlite``: the append-only privacy ledger (see :mod:`fedsynth.client.ledger`).
+* ``runs/<run id>/dp_plan.json``: the noise multiplier fixed for a run at its first round.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from fedsynth.client.config import SiteConfig
+from fedsynth.client.dp_training import DPPlan, plan_dp, train_dp_round
+from fedsynth.client.ledger import PrivacyLedger, check_delta, default_delta
+from fedsynth.data.io import read_table, write_text
+from fedsynth.data.schema import Schema
+from fedsynth.data.validation import validate_frame
+from fedsynth.model.config import MCMConfig
+from fedsynth.model.mcm import MCM
+
+
+class SiteError(ValueError):
+    """The site cannot take part as configured; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """What one training round produces at a site (weights and aggregates only)."""
+
+    state_dict: dict[str, torch.Tensor]
+    num_examples: int
+    epsilon_spent: float
+    target_epsilon: float
+    target_delta: float
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+    train_loss: float
+
+
+def frame_digest(frame: pd.DataFrame) -> str:
+    """SHA-256 of a frame's values and column names (row order matters)."""
+    hasher = hashlib.sha256(json.dumps(list(map(str, frame.columns))).encode())
+    hasher.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return hasher.hexdigest()
+
+
+class Site:
+    """A site's data, split, ledger and DP-SGD rounds, rooted at ``site_dir``."""
+
+    def __init__(self, config: SiteConfig, schema: Schema, site_dir: str | Path, frame: pd.DataFrame | None = None):
+        self.config = config
+        self.schema = schema
+        self.dir = Path(site_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if frame is None:
+            if config.data is None:
+                raise SiteError(f"site '{config.name}': no data given; set site.data in the site config")
+            frame = read_table(config.data)
+        canonical, _ = validate_frame(frame, schema, source=str(config.data or f"site {config.name} data"))
+        self.train, self.holdout = self._split(canonical)
+        n = len(self.train)
+        delta = config.privacy.target_delta if config.privacy.target_delta is not None else default_delta(n)
+        check_delta(delta, n)
+        self.ledger = PrivacyLedger(
+            self.dir / "ledger.sqlite", target_epsilon=config.privacy.target_epsilon, target_delta=delta
+        )
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train)
+
+    def _split(self, canonical: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Seeded split, persisted on first use and verified against the data afterwards."""
+        training = self.config.training
+        digest = frame_digest(canonical)
+        path = self.dir / "split.json"
+        if path.exists():
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            if saved["data_sha256"] != digest:
+                raise SiteError(
+                    f"site '{self.config.name}': the data differ from those split on {saved['created']} "
+                    f"({path}). Re-splitting could move trained rows into the holdout. Restore the original "
+                    "data, or start a new site directory (and a new privacy ledger) for new data."
+                )
+            holdout_rows = saved["holdout_rows"]
+        else:
+            n_holdout = int(round(len(canonical) * training.holdout_fraction))
+            if not 0 < n_holdout < len(canonical):
+                raise SiteError(
+                    f"site '{self.config.name}': {len(canonical)} rows cannot be split with "
+                    f"training.holdout_fraction = {training.holdout_fraction}"
+                )
+            order = torch.randperm(len(canonical), generator=torch.Generator().manual_seed(training.split_seed))
+            holdout_rows = sorted(order[:n_holdout].tolist())
+            record = {
+                "created": pd.Timestamp.now(tz="UTC").isoformat(),
+                "data_sha256": digest,
+                "n_rows": len(canonical),
+                "holdout_fraction": training.holdout_fraction,
+                "split_seed": training.split_seed,
+                "holdout_rows": holdout_rows,
+            }
+            write_text(path, json.dumps(record, indent=1) + "\n")
+        is_holdout = pd.Series(False, index=canonical.index)
+        is_holdout.iloc[holdout_rows] = True
+        return canonical[~is_holdout].reset_index(drop=True), canonical[is_holdout].reset_index(drop=True)
+
+    def plan(self, run_id: str, planned_rounds: int) -> DPPlan:
+        """The run's DP plan: made at the run's first round, then read back unchanged."""
+        path = self.dir / "runs" / run_id / "dp_plan.json"
+        if path.exists():
+            return DPPlan(**json.loads(path.read_text(encoding="utf-8")))
+        privacy, training = self.config.privacy, self.config.training
+        remaining = self.ledger.remaining_epsilon
+        if remaining <= 0:
+            raise SiteError(
+                f"site '{self.config.name}' has spent its whole budget (epsilon {self.ledger.epsilon():.4f} of "
+                f"{privacy.target_epsilon:g}); it cannot join run '{run_id}'"
+            )
+        plan = plan_dp(
+            n_records=self.n_train,
+            batch_size=training.batch_size,
+            local_epochs=training.local_epochs,
+            planned_rounds=planned_rounds,
+            target_epsilon=privacy.target_epsilon,
+            target_delta=self.ledger.target_delta,
+            max_grad_norm=privacy.max_grad_norm,
+            prior_history=self.ledger.history(),  # earlier runs compose with this one
+        )
+        write_text(path, json.dumps(plan.to_dict(), indent=1) + "\n")
+        return plan
+
+    def train_round(
+        self,
+        global_state: dict[str, torch.Tensor],
+        model_config: MCMConfig,
+        *,
+        run_id: str,
+        server_round: int,
+        planned_rounds: int,
+    ) -> RoundResult:
+        """Reserve the round's privacy spend, then run it; refuses (BudgetExceededError) past the budget."""
+        plan = self.plan(run_id, planned_rounds)
+        # Spend is on disk before the first step: a kill from here on can only over-count.
+        epsilon_after = self.ledger.reserve(
+            run_id=run_id,
+            round=server_round,
+            noise_multiplier=plan.noise_multiplier,
+            sample_rate=plan.sample_rate,
+            steps=plan.steps_per_round,
+        )
+        model = MCM(model_config).build(self.schema)
+        network = model.network_
+        network.load_state_dict(global_state)
+        seed_text = f"{self.config.training.split_seed}:{run_id}:{server_round}".encode()
+        generator = torch.Generator().manual_seed(int(hashlib.sha256(seed_text).hexdigest()[:15], 16))
+        loss, history = train_dp_round(
+            network, model.codes_tensor(self.train), model_config, plan, self.config.training.learning_rate, generator
+        )
+        ((noise, rate, steps),) = history
+        if not (math.isclose(noise, plan.noise_multiplier) and math.isclose(rate, plan.sample_rate)):
+            raise RuntimeError(f"Opacus used (noise {noise}, rate {rate}); the ledger reserved {plan}")
+        if steps > plan.steps_per_round:
+            raise RuntimeError(f"Opacus took {steps} steps; the ledger reserved only {plan.steps_per_round}")
+        return RoundResult(
+            state_dict={k: v.detach().clone() for k, v in network.state_dict().items()},
+            num_examples=self.n_train,
+            epsilon_spent=epsilon_after,
+            target_epsilon=self.ledger.target_epsilon,
+            target_delta=self.ledger.target_delta,
+            noise_multiplier=plan.noise_multiplier,
+            sample_rate=plan.sample_rate,
+            steps=plan.steps_per_round,
+            train_loss=loss,
+        )
+
+    def close(self) -> None:
+        self.ledger.close()

@@ -1,0 +1,93 @@
+"""The coordinator's Flower ServerApp: FedAvg rounds over the sites, checkpoints, final model.
+
+``make_server_app(config, schema)`` builds the app for ``fedsynth train``; the module-level
+``app`` is the same app for ``flwr run``, reading the federation config path from the run
+config key ``federation-config``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from logging import INFO
+from pathlib import Path
+
+from flwr.app import ArrayRecord, ConfigRecord, Context
+from flwr.serverapp import Grid, ServerApp
+from flwr.supercore import log
+
+from fedsynth.data.schema import Schema
+from fedsynth.model.mcm import MCM
+from fedsynth.server.config import FederationConfig
+from fedsynth.server.run import RunDirectory
+from fedsynth.server.strategy import MCMFedAvg
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("run-%Y%m%dT%H%M%SZ")
+
+
+def run_federation(grid: Grid, config: FederationConfig, schema: Schema) -> Path | None:
+    """Run (or resume) the configured rounds; return the published final model's directory."""
+    run = RunDirectory(config.run_dir)
+    existing = (config.run_dir / "run.json").exists()
+    run_id = run.info()["run_id"] if existing else (config.run_id or new_run_id())
+    run.initialise(run_id, schema, config.model_dump(mode="json", by_alias=True))
+
+    checkpoint = run.latest_checkpoint()
+    if checkpoint is not None:
+        model = run.load_checkpoint(checkpoint)  # verifies the manifest hashes
+        done = checkpoint.round
+        log(INFO, "Resuming run %s after round %s (checkpoint sha256 %s)", run_id, done, checkpoint.sha256[:12])
+    else:
+        model = MCM(config.model).build(schema)
+        done = 0
+    if done >= config.rounds:
+        log(INFO, "Run %s already completed its %s rounds", run_id, config.rounds)
+        return run.publish_model(checkpoint) if checkpoint else None
+    state = model.network_.state_dict()
+    strategy = MCMFedAvg(
+        run=run,
+        schema=schema,
+        model_config=config.model,
+        expected_arrays={name: tuple(t.shape) for name, t in state.items()},
+        round_offset=done,
+        min_sites=config.min_sites,
+    )
+    train_config = ConfigRecord(
+        {
+            "run-id": run_id,
+            "planned-rounds": config.rounds,
+            "model-config": json.dumps(config.model.model_dump(mode="json")),
+        }
+    )
+    strategy.start(
+        grid=grid,
+        initial_arrays=ArrayRecord(state),
+        num_rounds=config.rounds - done,
+        timeout=config.round_timeout,
+        train_config=train_config,
+    )
+    final = strategy.last_checkpoint or checkpoint
+    return run.publish_model(final) if final else None
+
+
+def make_server_app(config: FederationConfig, schema: Schema) -> ServerApp:
+    server_app = ServerApp()
+
+    @server_app.main()
+    def main(grid: Grid, context: Context) -> None:
+        run_federation(grid, config, schema)
+
+    return server_app
+
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    config = FederationConfig.from_toml(str(context.run_config["federation-config"]))
+    if config.schema_path is None:
+        raise ValueError("federation.schema (the public schema TOML) is required for the deployment engine")
+    run_federation(grid, config, Schema.from_toml(config.schema_path))

@@ -1,0 +1,125 @@
+"""The coordinator's federation config: engine, rounds, sites and model, from one TOML file.
+
+[federation]
+engine = "simulation"          # or "deployment"
+rounds = 3
+min_sites = 2                  # sites sampled per round (and needed to start one)
+round_timeout = 600            # seconds; a site that has not replied by then is left out
+run_dir = "runs/whas500-dp"
+
+[simulation]                   # virtual sites partitioned from one table (engine = "simulation")
+dataset = "whas500"            # a bundled dataset, or data = "x.csv" with schema = "s.toml"
+sites = 3
+partition = "iid"              # or "column:<name>" for non-IID sites split by a column
+
+[site]                         # defaults for every simulated site (see fedsynth.client.config)
+privacy = { target_epsilon = 4.0 }
+training = { local_epochs = 5 }
+
+[model]                        # MCMConfig fields
+hidden = 64
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fedsynth.model.config import MCMConfig
+
+
+class FederationConfigError(ValueError):
+    """The federation config is invalid; the message names the field and the fix."""
+
+
+class SimulationConfig(BaseModel):
+    """Virtual sites for Flower's simulation engine, partitioned from one table."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    dataset: str | None = Field("whas500", description="a bundled dataset name")
+    data: Path | None = None
+    schema_path: Path | None = Field(None, alias="schema")
+    sites: int = Field(3, ge=1, le=1000)
+    partition: str = Field("iid", pattern=r"^(iid|column:.+)$")
+    seed: int = 0
+    cpus_per_site: float = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SimulationConfig:
+        if self.data is not None and self.schema_path is None:
+            raise ValueError("simulation.data needs simulation.schema (the public schema TOML)")
+        return self
+
+
+class FederationConfig(BaseModel):
+    """Everything the coordinator decides; each site's budget stays in the site's own config."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    engine: Literal["simulation", "deployment"] = "simulation"
+    rounds: int = Field(3, ge=1, le=10_000)
+    min_sites: int = Field(2, ge=1)
+    round_timeout: float = Field(600.0, gt=0)
+    run_dir: Path = Path("runs/fedsynth")
+    run_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
+    schema_path: Path | None = Field(None, alias="schema", description="public schema (deployment engine)")
+    simulation: SimulationConfig = SimulationConfig()
+    site: dict[str, Any] = Field(default_factory=dict, description="[site] defaults for simulated sites")
+    model: MCMConfig = MCMConfig()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "federation config") -> FederationConfig:
+        flat = dict(data.get("federation", {}))
+        for section in ("simulation", "site", "model"):
+            if section in data:
+                flat[section] = data[section]
+        unknown = set(data) - {"federation", "simulation", "site", "model"}
+        if unknown:
+            raise FederationConfigError(
+                f"{source}: unknown section(s) {sorted(unknown)}; allowed: federation, simulation, site, model"
+            )
+        try:
+            return cls.model_validate(flat)
+        except ValidationError as error:
+            lines = []
+            for problem in error.errors():
+                parts = [str(p) for p in problem["loc"]]
+                if parts and parts[0] not in {"simulation", "site", "model"}:
+                    parts.insert(0, "federation")
+                lines.append(f"  {'.'.join(parts)}: {problem['msg']} (got {problem.get('input')!r})")
+            raise FederationConfigError(f"{source} is invalid:\n" + "\n".join(lines)) from None
+
+    @classmethod
+    def from_toml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> FederationConfig:
+        """Load ``path``; ``overrides`` ({"federation.rounds": 5, ...}) win over the file (CLI flags)."""
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise FederationConfigError(f"federation config {path} does not exist") from None
+        except tomllib.TOMLDecodeError as error:
+            raise FederationConfigError(f"{path} is not valid TOML: {error}") from None
+        for dotted, value in (overrides or {}).items():
+            node = data
+            *parents, leaf = dotted.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+        config = cls.from_dict(data, source=str(path))
+        updates: dict[str, Any] = {}
+        if not config.run_dir.is_absolute():
+            updates["run_dir"] = (path.parent / config.run_dir).resolve()
+        if config.schema_path is not None and not config.schema_path.is_absolute():
+            updates["schema_path"] = (path.parent / config.schema_path).resolve()
+        sim_updates = {}
+        for field in ("data", "schema_path"):
+            value = getattr(config.simulation, field)
+            if value is not None and not value.is_absolute():
+                sim_updates[field] = (path.parent / value).resolve()
+        if sim_updates:
+            updates["simulation"] = config.simulation.model_copy(update=sim_updates)
+        return config.model_copy(update=updates)

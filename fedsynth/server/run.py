@@ -1,0 +1,118 @@
+"""A federated run's directory: config, per-round checkpoints and the budget record.
+
+    RUN_DIR/
+      run.json                  run id, config, planned rounds, created
+      schema.toml               the public schema
+      checkpoints/round-0003/   a saved MCM (weights + SHA-256 manifest), one per round
+      checkpoints/LATEST        the last complete checkpoint's round (written after it)
+      budget.jsonl              one line per site per round: the scalars the site replied
+      model -> the final global model (a copy of the last checkpoint)
+
+Checkpoints are written atomically and LATEST only after, so a coordinator killed at any
+moment resumes from a complete, hash-verified checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fedsynth.data.io import write_text
+from fedsynth.data.schema import Schema
+from fedsynth.model.config import MCMConfig
+from fedsynth.model.mcm import MCM
+from fedsynth.model.persistence import load_model, model_digest, save_model
+
+CHECKPOINTS = "checkpoints"
+BUDGET = "budget.jsonl"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    round: int
+    path: Path
+    sha256: str
+
+
+class RunDirectory:
+    """Reads and writes one run's files."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    # -- set-up -----------------------------------------------------------------------------------
+
+    def initialise(self, run_id: str, schema: Schema, config: dict[str, Any]) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        if not (self.path / "run.json").exists():
+            record = {"run_id": run_id, "created": datetime.now(UTC).isoformat(), "config": config}
+            write_text(self.path / "run.json", json.dumps(record, indent=2, default=str) + "\n")
+            write_text(self.path / "schema.toml", schema.to_toml())
+
+    def info(self) -> dict[str, Any]:
+        path = self.path / "run.json"
+        if not path.exists():
+            raise FileNotFoundError(f"{self.path} is not a fedsynth run directory (no run.json)")
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    # -- checkpoints ------------------------------------------------------------------------------
+
+    def save_checkpoint(
+        self, server_round: int, state_dict: dict[str, torch.Tensor], schema: Schema, config: MCMConfig, info: dict
+    ) -> Checkpoint:
+        model = MCM(config).build(schema)
+        model.network_.load_state_dict(state_dict)
+        model.differentially_private_ = True
+        model.training_info_ = info
+        target = self.path / CHECKPOINTS / f"round-{server_round:04d}"
+        save_model(model, target, overwrite=True)
+        write_text(self.path / CHECKPOINTS / "LATEST", f"{server_round}\n")
+        return Checkpoint(server_round, target, model_digest(target))
+
+    def latest_checkpoint(self) -> Checkpoint | None:
+        pointer = self.path / CHECKPOINTS / "LATEST"
+        if not pointer.exists():
+            return None
+        server_round = int(pointer.read_text(encoding="utf-8").strip())
+        target = self.path / CHECKPOINTS / f"round-{server_round:04d}"
+        return Checkpoint(server_round, target, model_digest(target))
+
+    def load_checkpoint(self, checkpoint: Checkpoint) -> MCM:
+        """The checkpoint's model; its manifest hashes are verified on load."""
+        return load_model(checkpoint.path)
+
+    def publish_model(self, checkpoint: Checkpoint) -> Path:
+        """Copy the final checkpoint to RUN_DIR/model, the model the server samples from."""
+        target = self.path / "model"
+        staging = self.path / ".model.tmp"
+        if staging.exists():
+            shutil.rmtree(staging)
+        shutil.copytree(checkpoint.path, staging)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+        return target
+
+    # -- budget record ----------------------------------------------------------------------------
+
+    def append_budget(self, records: list[dict[str, Any]]) -> None:
+        """Append site records (one JSON line each) and fsync: the record outlives a crash."""
+        path = self.path / BUDGET
+        with path.open("a", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps(record, sort_keys=True) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def budget_records(self) -> list[dict[str, Any]]:
+        path = self.path / BUDGET
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

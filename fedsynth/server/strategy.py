@@ -1,0 +1,115 @@
+"""FedAvg for the MCM generator, extended through Flower's strategy hooks only.
+
+What FedAvg (``flwr.serverapp.strategy.FedAvg``) lacks and this adds:
+
+* **Round offset** for resuming: Flower's ``start`` counts rounds from 1; a resumed run's
+  rounds keep their global numbers (sites key their ledger entries by them).
+* **Per-round checkpoints** with SHA-256 manifests, written in ``aggregate_train``.
+* **The budget record**: every reply's privacy scalars (or its error, e.g. a site that
+  refused an over-budget round) is appended to the run's ``budget.jsonl``.
+* **Strict reply checking**: a reply with anything beyond the site contract
+  (:data:`fedsynth.client.app.REPLY_METRICS`) is rejected, not averaged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from logging import WARNING
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+from flwr.supercore import log
+
+from fedsynth.client.app import REPLY_METRICS
+from fedsynth.data.schema import Schema
+from fedsynth.model.config import MCMConfig
+from fedsynth.server.run import RunDirectory
+
+
+def check_reply(message: Message, expected_arrays: dict[str, tuple[int, ...]]) -> str | None:
+    """Why a training reply breaks the site contract, or None if it keeps to it."""
+    content = message.content
+    if set(content.keys()) != {"arrays", "metrics", "site"}:
+        return f"unexpected records {sorted(content.keys())}"
+    metrics = content["metrics"]
+    if tuple(sorted(metrics.keys())) != tuple(sorted(REPLY_METRICS)):
+        return f"unexpected metrics {sorted(metrics.keys())}"
+    if any(not isinstance(value, int | float) for value in metrics.values()):
+        return "metrics must be scalars"
+    shapes = {name: tuple(array.shape) for name, array in content["arrays"].items()}
+    if shapes != expected_arrays:
+        return "arrays differ from the global model's parameters"
+    if set(content["site"].keys()) != {"name"}:
+        return f"unexpected site fields {sorted(content['site'].keys())}"
+    return None
+
+
+class MCMFedAvg(FedAvg):
+    """FedAvg weighted by each site's number of training records, with checkpoints and budget record."""
+
+    def __init__(
+        self,
+        run: RunDirectory,
+        schema: Schema,
+        model_config: MCMConfig,
+        expected_arrays: dict[str, tuple[int, ...]],
+        round_offset: int = 0,
+        min_sites: int = 2,
+    ) -> None:
+        super().__init__(
+            fraction_train=1.0,
+            fraction_evaluate=0.0,  # evaluation with real rows is a separate, audited protocol
+            min_train_nodes=min_sites,
+            min_available_nodes=min_sites,
+            weighted_by_key="num-examples",
+        )
+        self.run = run
+        self.schema = schema
+        self.model_config = model_config
+        self.expected_arrays = expected_arrays
+        self.round_offset = round_offset
+        self.last_checkpoint = None
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        return super().configure_train(self.round_offset + server_round, arrays, config, grid)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        global_round = self.round_offset + server_round
+        replies = list(replies)
+        accepted: list[Message] = []
+        records: list[dict[str, Any]] = []
+        now = datetime.now(UTC).isoformat()
+        for message in replies:
+            base = {"round": global_round, "node_id": message.metadata.src_node_id, "time": now}
+            if message.has_error():
+                records.append({**base, "status": "error", "reason": message.error.reason})
+                continue
+            problem = check_reply(message, self.expected_arrays)
+            if problem is not None:
+                log(WARNING, "Rejected reply from node %s: %s", message.metadata.src_node_id, problem)
+                records.append({**base, "status": "rejected", "reason": problem})
+                continue
+            metrics = dict(message.content["metrics"])
+            records.append({**base, "status": "ok", "site": str(message.content["site"]["name"]), **metrics})
+            accepted.append(message)
+        self.run.append_budget(records)
+        arrays, metrics = super().aggregate_train(global_round, accepted)
+        if arrays is not None:
+            info = {
+                "round": global_round,
+                "sites": [r["site"] for r in records if r["status"] == "ok"],
+                "epsilon_per_site": {r["site"]: r["epsilon"] for r in records if r["status"] == "ok"},
+            }
+            self.last_checkpoint = self.run.save_checkpoint(
+                global_round, arrays.to_torch_state_dict(), self.schema, self.model_config, info
+            )
+        else:
+            log(WARNING, "Round %s: no site returned weights; the global model is unchanged", global_round)
+        return arrays, metrics
