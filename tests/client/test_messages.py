@@ -1,0 +1,106 @@
+"""Only weights, counts and scalar metrics leave a site: every message type a site sends.
+
+A site sends two kinds of message: the reply to a train instruction, and an error reply
+(built by Flower from the exception, e.g. an over-budget refusal). The train reply is
+checked field by field against the global model's parameters and the scalar whitelist,
+and the server's own check rejects anything more.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
+
+from fedsynth.client.app import REPLY_METRICS, SCHEMA_FILE, SITE_FILE, _sites, handle_train
+from fedsynth.client.ledger import BudgetExceededError
+from fedsynth.data.io import write_table
+from fedsynth.model.config import MCMConfig
+from fedsynth.model.mcm import MCM
+from fedsynth.server.strategy import check_reply
+
+
+@pytest.fixture()
+def site_dir(whas500, tmp_path):
+    frame, schema = whas500
+    write_table(frame.iloc[:250], tmp_path / "data.csv")
+    (tmp_path / SCHEMA_FILE).write_text(schema.to_toml())
+    (tmp_path / SITE_FILE).write_text(
+        '[site]\nname = "hospital-a"\ndata = "data.csv"\nschema = "schema.toml"\n'
+        "[privacy]\ntarget_epsilon = 2.0\n[training]\nlocal_epochs = 1\n"
+    )
+    yield tmp_path
+    _sites.clear()
+
+
+@pytest.fixture(autouse=True)
+def server_identity():
+    """The identity Flower's runtime gives a ServerApp before it builds messages."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+
+
+def _instruction(schema, server_round: int, planned_rounds: int = 2) -> tuple[Message, dict]:
+    config = MCMConfig(hidden=16, n_bins=16)
+    state = MCM(config).build(schema).network_.state_dict()
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord(state),
+            "config": ConfigRecord(
+                {
+                    "run-id": "test-run",
+                    "server-round": server_round,
+                    "planned-rounds": planned_rounds,
+                    "model-config": json.dumps(config.model_dump(mode="json")),
+                }
+            ),
+        }
+    )
+    message = Message(content=content, dst_node_id=1, message_type=MessageType.TRAIN)
+    return message, {name: tuple(t.shape) for name, t in state.items()}
+
+
+def _context(site_dir) -> Context:
+    return Context(run_id=1, node_id=1, node_config={"site-dir": str(site_dir)}, state=RecordDict(), run_config={})
+
+
+def test_train_reply_holds_only_weights_a_count_and_scalars(whas500, site_dir) -> None:
+    message, shapes = _instruction(whas500[1], server_round=1)
+    reply = handle_train(message, _context(site_dir))
+    content = reply.content
+    assert set(content.keys()) == {"arrays", "metrics", "site"}
+    arrays = content["arrays"]
+    assert {name: tuple(a.shape) for name, a in arrays.items()} == shapes  # exactly the model's parameters
+    assert isinstance(content["metrics"], MetricRecord)
+    assert tuple(content["metrics"].keys()) == REPLY_METRICS
+    assert all(isinstance(v, int | float) for v in content["metrics"].values())
+    assert dict(content["site"]) == {"name": "hospital-a"}  # the custodian's label, not data
+    assert content["metrics"]["num-examples"] == 200  # a count: 250 rows minus the 20% holdout
+    # no parameter tensor has a dimension that grows with the site's records
+    assert all(200 not in a.shape and 250 not in a.shape for a in arrays.values())
+    assert check_reply(reply, shapes) is None
+
+
+def test_the_server_rejects_a_reply_carrying_anything_more(whas500, site_dir) -> None:
+    message, shapes = _instruction(whas500[1], server_round=1)
+    reply = handle_train(message, _context(site_dir))
+    leaky = RecordDict(dict(reply.content.items()))
+    leaky["rows"] = ArrayRecord({"x": torch.zeros(5, 3)})
+    assert "unexpected records" in check_reply(Message(content=leaky, reply_to=message), shapes)
+    extra_metric = RecordDict(dict(reply.content.items()))
+    extra_metric["metrics"] = MetricRecord({**dict(reply.content["metrics"]), "age-of-patient-1": 71.0})
+    assert "unexpected metrics" in check_reply(Message(content=extra_metric, reply_to=message), shapes)
+
+
+def test_an_over_budget_round_raises_so_only_an_error_leaves(whas500, site_dir) -> None:
+    rounds = []
+    with pytest.raises(BudgetExceededError) as refused:
+        for server_round in range(1, 10):  # planned for 2 rounds: the third must be refused
+            message, _ = _instruction(whas500[1], server_round=server_round, planned_rounds=2)
+            rounds.append(handle_train(message, _context(site_dir)))
+    assert len(rounds) == 2
+    # the error text carries only budget figures: no record, no data value
+    assert "refused: round 3" in str(refused.value)

@@ -1,0 +1,48 @@
+"""Flower's real simulation engine (Ray): 3 virtual sites, DP rounds, checkpoints, resume, refusal."""
+
+from __future__ import annotations
+
+import pytest
+
+from fedsynth.model.mcm import MCM
+from fedsynth.server.config import FederationConfig
+from fedsynth.server.run import RunDirectory
+from fedsynth.server.simulation import simulate
+
+pytestmark = pytest.mark.integration
+
+
+def _config(run_dir, rounds: int) -> FederationConfig:
+    return FederationConfig.from_dict(
+        {
+            "federation": {"rounds": rounds, "min_sites": 3, "run_dir": str(run_dir), "round_timeout": 300},
+            "simulation": {"dataset": "whas500", "sites": 3},
+            "site": {"privacy": {"target_epsilon": 2.0}, "training": {"local_epochs": 1}},
+            "model": {"hidden": 16, "n_bins": 16},
+        }
+    )
+
+
+def test_federated_rounds_then_resume_past_the_budget_is_refused(tmp_path) -> None:
+    run_dir = tmp_path / "run"
+    simulate(_config(run_dir, rounds=2))
+    run = RunDirectory(run_dir)
+    assert run.latest_checkpoint().round == 2
+    records = run.budget_records()
+    assert [r["status"] for r in records] == ["ok"] * 6
+    assert sorted({r["site"] for r in records}) == ["site-0", "site-1", "site-2"]
+    for site in ("site-0", "site-1", "site-2"):
+        spent = [r["epsilon"] for r in records if r["site"] == site]
+        assert spent[0] < spent[1] <= 2.0  # planned for 2 rounds: the second reaches the target
+        assert spent[1] > 2.0 - 0.05
+    model = MCM.load(run_dir / "model")
+    assert model.differentially_private_ and len(model.sample(50, seed=1)) == 50
+
+    # The coordinator asks for a third round: it resumes after round 2, every site refuses
+    # (its plan was for 2 rounds and its budget is spent), and the run ends without a crash.
+    simulate(_config(run_dir, rounds=3))
+    records = run.budget_records()
+    third = [r for r in records if r["round"] == 3]
+    assert len(third) == 3 and all(r["status"] == "error" for r in third)
+    assert all("refused: round 3" in r["reason"] for r in third)
+    assert run.latest_checkpoint().round == 2  # no site returned weights: no new checkpoint
