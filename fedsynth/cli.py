@@ -290,6 +290,75 @@ def augment(
 
 @app.command()
 @user_errors
+def train(
+    config: Annotated[
+        Path, typer.Option("--config", help="Federation TOML ([federation], [simulation], [site], [model]).")
+    ],
+    rounds: Annotated[int | None, typer.Option(help="Override federation.rounds.")] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Override federation.run_dir.")] = None,
+    sites: Annotated[int | None, typer.Option(help="Override simulation.sites.")] = None,
+) -> None:
+    """Federated DP training of the MCM generator; resumes RUN_DIR from its last checkpoint."""
+    from fedsynth.privacy.budget import write_budget_report
+    from fedsynth.server.config import FederationConfig
+
+    overrides = {
+        key: value
+        for key, value in {
+            "federation.rounds": rounds,
+            "federation.run_dir": str(run_dir.resolve()) if run_dir else None,
+            "simulation.sites": sites,
+        }.items()
+        if value is not None
+    }
+    federation = FederationConfig.from_toml(config, overrides)
+    if federation.engine != "simulation":
+        raise ValueError(
+            "federation.engine = 'deployment' is run by Flower's own processes: start flower-superlink and one "
+            "flower-supernode per site, then `flwr run .` (see deploy/README.md); `fedsynth train` runs the "
+            "simulation engine"
+        )
+    from fedsynth.server.simulation import simulate
+
+    simulate(federation)
+    _report_budget(federation.run_dir, write_budget_report)
+
+
+def _report_budget(run_dir: Path, writer: Callable[[Path], Any]) -> None:
+    report, json_path, png_path = writer(run_dir)
+    table = Table(title=f"Privacy budget, run {report['run_id']}")
+    for header in ("site", "records", "target eps", "spent eps", "remaining", "delta", "noise", "q", "steps"):
+        table.add_column(header, justify="right" if header != "site" else "left")
+    for site in report["sites"]:
+        table.add_row(
+            site["site"],
+            str(site["records"]),
+            f"{site['target_epsilon']:g}",
+            f"{site['epsilon_spent']:.3f}",
+            f"{site['remaining_epsilon']:.3f}",
+            f"{site['delta']:.2e}",
+            f"{site['noise_multiplier']:.3f}",
+            f"{site['sample_rate']:.3f}",
+            str(site["steps"]),
+        )
+    console.print(table)
+    for refusal in report["refusals"]:
+        console.print(f"[yellow]round {refusal['round']}: {refusal['status']}: {refusal['reason']}[/]")
+    console.print(f"accountant: {report['sites'][0]['accountant'] if report['sites'] else '-'}")
+    console.print(f"budget report: {json_path} and {png_path}; global model: {run_dir / 'model'}")
+
+
+@app.command()
+@user_errors
+def budget(run_dir: Annotated[Path, typer.Argument(help="A run directory made by `fedsynth train`.")]) -> None:
+    """Print and write (budget.json, budget.png) the privacy budget report of a run."""
+    from fedsynth.privacy.budget import write_budget_report
+
+    _report_budget(run_dir, write_budget_report)
+
+
+@app.command()
+@user_errors
 def demo(
     dataset: Annotated[str, typer.Option(help="Bundled dataset.")] = "whas500",
     output: Annotated[Path, typer.Option("-o", "--output", help="Run directory.")] = Path("runs/demo"),
