@@ -421,7 +421,8 @@ def demo(
         )
     console.print(f"model: {model_dir}\nsynthetic data: {output / 'synthetic.csv'}\nsummary: {output / 'summary.json'}")
     console.print(
-        "[yellow]This demo trains without differential privacy; federated DP training comes with `fedsynth train`.[/]"
+        "[yellow]This demo trains without differential privacy; for federated DP training run "
+        "`fedsynth train --config examples/federation.toml`.[/]"
     )
 
 
