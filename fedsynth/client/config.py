@@ -21,11 +21,12 @@ budget in the site's TOML file, and the site enforces it whatever the server ask
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
+
+from fedsynth.config_files import read_toml, validate_sections
 
 
 class SiteConfigError(ValueError):
@@ -68,33 +69,14 @@ class SiteConfig(BaseModel):
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "site config") -> SiteConfig:
         """Validate, reporting every bad field as ``section.field: problem``."""
-        flat = dict(data.get("site", {}))
-        for section in ("privacy", "training"):
-            if section in data:
-                flat[section] = data[section]
-        unknown = set(data) - {"site", "privacy", "training"}
-        if unknown:
-            raise SiteConfigError(f"{source}: unknown section(s) {sorted(unknown)}; allowed: site, privacy, training")
-        try:
-            return cls.model_validate(flat)
-        except ValidationError as error:
-            lines = []
-            for problem in error.errors():
-                location = ".".join(str(part) for part in problem["loc"])
-                if location in {"name", "data", "schema"}:
-                    location = f"site.{location}"
-                lines.append(f"  {location}: {problem['msg']} (got {problem.get('input')!r})")
-            raise SiteConfigError(f"{source} is invalid:\n" + "\n".join(lines)) from None
+        return validate_sections(
+            cls, data, main="site", sections=("privacy", "training"), error_type=SiteConfigError, source=source
+        )
 
     @classmethod
     def from_toml(cls, path: str | Path) -> SiteConfig:
         path = Path(path)
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise SiteConfigError(f"site config {path} does not exist") from None
-        except tomllib.TOMLDecodeError as error:
-            raise SiteConfigError(f"{path} is not valid TOML: {error}") from None
+        data = read_toml(path, SiteConfigError, "site config")
         config = cls.from_dict(data, source=str(path))
         # Relative paths are relative to the config file, as a custodian would expect.
         updates = {}

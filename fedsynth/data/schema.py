@@ -9,13 +9,14 @@ public information and costs no privacy budget.
 from __future__ import annotations
 
 import math
-import tomllib
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fedsynth.config_files import read_toml
 
 
 class SchemaError(ValueError):
@@ -193,14 +194,7 @@ class Schema(BaseModel):
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Schema:
-        path = Path(path)
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise SchemaError(f"schema file not found: {path}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise SchemaError(f"{path}: not valid TOML ({exc}); fix the syntax at that line") from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_toml(path, SchemaError, "schema file"), source=str(path))
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True, exclude_defaults=False)

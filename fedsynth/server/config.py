@@ -22,12 +22,12 @@ hidden = 64
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from fedsynth.config_files import read_toml, validate_sections
 from fedsynth.model.config import MCMConfig
 
 
@@ -73,36 +73,20 @@ class FederationConfig(BaseModel):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "federation config") -> FederationConfig:
-        flat = dict(data.get("federation", {}))
-        for section in ("simulation", "site", "model"):
-            if section in data:
-                flat[section] = data[section]
-        unknown = set(data) - {"federation", "simulation", "site", "model"}
-        if unknown:
-            raise FederationConfigError(
-                f"{source}: unknown section(s) {sorted(unknown)}; allowed: federation, simulation, site, model"
-            )
-        try:
-            return cls.model_validate(flat)
-        except ValidationError as error:
-            lines = []
-            for problem in error.errors():
-                parts = [str(p) for p in problem["loc"]]
-                if parts and parts[0] not in {"simulation", "site", "model"}:
-                    parts.insert(0, "federation")
-                lines.append(f"  {'.'.join(parts)}: {problem['msg']} (got {problem.get('input')!r})")
-            raise FederationConfigError(f"{source} is invalid:\n" + "\n".join(lines)) from None
+        return validate_sections(
+            cls,
+            data,
+            main="federation",
+            sections=("simulation", "site", "model"),
+            error_type=FederationConfigError,
+            source=source,
+        )
 
     @classmethod
     def from_toml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> FederationConfig:
         """Load ``path``; ``overrides`` ({"federation.rounds": 5, ...}) win over the file (CLI flags)."""
         path = Path(path)
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FederationConfigError(f"federation config {path} does not exist") from None
-        except tomllib.TOMLDecodeError as error:
-            raise FederationConfigError(f"{path} is not valid TOML: {error}") from None
+        data = read_toml(path, FederationConfigError, "federation config")
         for dotted, value in (overrides or {}).items():
             node = data
             *parents, leaf = dotted.split(".")
