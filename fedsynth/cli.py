@@ -299,7 +299,6 @@ def train(
     sites: Annotated[int | None, typer.Option(help="Override simulation.sites.")] = None,
 ) -> None:
     """Federated DP training of the MCM generator; resumes RUN_DIR from its last checkpoint."""
-    from fedsynth.privacy.budget import write_budget_report
     from fedsynth.server.config import FederationConfig
 
     overrides = {
@@ -321,11 +320,13 @@ def train(
     from fedsynth.server.simulation import simulate
 
     simulate(federation)
-    _report_budget(federation.run_dir, write_budget_report)
+    _report_budget(federation.run_dir)
 
 
-def _report_budget(run_dir: Path, writer: Callable[[Path], Any]) -> None:
-    report, json_path, png_path = writer(run_dir)
+def _report_budget(run_dir: Path) -> None:
+    from fedsynth.privacy.budget import write_budget_report
+
+    report, json_path, png_path = write_budget_report(run_dir)
     table = Table(title=f"Privacy budget, run {report['run_id']}")
     for header in ("site", "records", "target eps", "spent eps", "remaining", "delta", "noise", "q", "steps"):
         table.add_column(header, justify="right" if header != "site" else "left")
@@ -352,9 +353,7 @@ def _report_budget(run_dir: Path, writer: Callable[[Path], Any]) -> None:
 @user_errors
 def budget(run_dir: Annotated[Path, typer.Argument(help="A run directory made by `fedsynth train`.")]) -> None:
     """Print and write (budget.json, budget.png) the privacy budget report of a run."""
-    from fedsynth.privacy.budget import write_budget_report
-
-    _report_budget(run_dir, write_budget_report)
+    _report_budget(run_dir)
 
 
 @app.command()

@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 from opacus import PrivacyEngine
-from opacus.accountants import RDPAccountant
 from torch.utils.data import DataLoader, TensorDataset
 
+from fedsynth.client.ledger import rdp_epsilon
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.network import MCMNetwork
 from fedsynth.model.training import per_sample_loss
@@ -63,13 +63,6 @@ def batches_per_epoch(n_records: int, batch_size: int) -> int:
     return max(1, math.ceil(n_records / batch_size))
 
 
-def composed_epsilon(history: list[tuple[float, float, int]], delta: float) -> float:
-    """Epsilon at ``delta`` of a DP-SGD history, by Opacus' RDP accountant."""
-    accountant = RDPAccountant()
-    accountant.history = list(history)
-    return float(accountant.get_epsilon(delta)) if history else 0.0
-
-
 def plan_dp(
     *,
     n_records: int,
@@ -95,7 +88,7 @@ def plan_dp(
     prior = list(prior_history or [])
 
     def epsilon(noise: float) -> float:
-        return composed_epsilon([*prior, (noise, sample_rate, steps_per_round * planned_rounds)], target_delta)
+        return rdp_epsilon([*prior, (noise, sample_rate, steps_per_round * planned_rounds)], target_delta)
 
     low, high = 0.0, 1.0
     while epsilon(high) > target_epsilon:
@@ -104,7 +97,7 @@ def plan_dp(
             raise DPPlanError(
                 f"even noise multiplier {MAX_NOISE_MULTIPLIER:g} exceeds epsilon={target_epsilon:g} at "
                 f"delta={target_delta:g} over {planned_rounds} rounds x {steps_per_round} steps"
-                + (f" after {composed_epsilon(prior, target_delta):.3f} already spent" if prior else "")
+                + (f" after {rdp_epsilon(prior, target_delta):.3f} already spent" if prior else "")
                 + ". Raise the site's privacy.target_epsilon, or lower training.local_epochs or the rounds."
             )
     while epsilon(high) < target_epsilon - EPSILON_TOLERANCE and high - low > 1e-6:

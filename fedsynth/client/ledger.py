@@ -60,6 +60,13 @@ class LedgerError(ValueError):
     """The ledger file or its parameters are inconsistent; the message says how to fix it."""
 
 
+def rdp_epsilon(history: list[tuple[float, float, int]], delta: float) -> float:
+    """Epsilon at ``delta`` of a DP-SGD history [(noise multiplier, sample rate, steps)], by Opacus' RDP accountant."""
+    accountant = RDPAccountant()
+    accountant.history = list(history)
+    return float(accountant.get_epsilon(delta)) if history else 0.0
+
+
 def default_delta(n_records: int) -> float:
     """delta = 1 / n^1.1: below 1/n, the largest delta that still protects every record."""
     if n_records < 2:
@@ -147,9 +154,7 @@ class PrivacyLedger:
 
     def epsilon(self, history: list[tuple[float, float, int]] | None = None) -> float:
         """Epsilon spent at the site's delta, by Opacus' RDP accountant."""
-        accountant = RDPAccountant()
-        accountant.history = self.history() if history is None else history
-        return float(accountant.get_epsilon(self.target_delta)) if accountant.history else 0.0
+        return rdp_epsilon(self.history() if history is None else history, self.target_delta)
 
     @property
     def remaining_epsilon(self) -> float:

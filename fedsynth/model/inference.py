@@ -58,7 +58,6 @@ class InferenceTrunk:
         self.out_norm_weight = network.out_norm.weight.detach().clone()
         self.out_norm_bias = network.out_norm.bias.detach().clone()
         self.out_norm_eps = network.out_norm.eps
-        self.rows = rows
         self._scores = torch.empty(rows, width)
         self._weights = torch.empty(rows, width)
         self._h = [torch.empty(rows, hidden) for _ in range(3)]

@@ -91,9 +91,10 @@ class ConditionalSampler:
         if n == 0:
             return out
         starts = self._group_starts(n)
+        n_groups = len(starts) - 1
         # One generator per group, derived from the seed: the result does not depend on which
         # thread runs which group.
-        seeds = np.random.SeedSequence(int(seed)).generate_state(max(1, len(starts) - 1), dtype=np.uint64)
+        seeds = np.random.SeedSequence(int(seed)).generate_state(n_groups, dtype=np.uint64)
 
         def run(group: int) -> None:
             start, stop = starts[group], starts[group + 1]
@@ -102,7 +103,6 @@ class ConditionalSampler:
                 codes = self._sample_group(stop - start, conditions, tables, generator)
             out[start:stop] = codes.double().numpy()
 
-        n_groups = len(starts) - 1
         workers = min(n_groups, torch.get_num_threads())
         if workers <= 1:
             for group in range(n_groups):

@@ -7,12 +7,11 @@ then run exactly the ClientApp code the deployment engine runs.
 
 from __future__ import annotations
 
-import json
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import tomli_w
 from flwr.simulation import run_simulation
 
 from fedsynth.client.app import SCHEMA_FILE, SITE_FILE, make_client_app
@@ -68,22 +67,9 @@ def prepare_sites(config: FederationConfig) -> tuple[Schema, Path]:
             write_table(part, data_path)
         document = {"site": {"name": f"site-{index}", "data": "data.parquet", "schema": SCHEMA_FILE}, **defaults}
         SiteConfig.from_dict(document, source=f"[site] of the federation config for site-{index}")
-        write_text(site_dir / SITE_FILE, _to_toml(document))
+        write_text(site_dir / SITE_FILE, tomli_w.dumps(document))
         write_text(site_dir / SCHEMA_FILE, schema.to_toml())
     return schema, root
-
-
-def _to_toml(document: dict) -> str:
-    """Minimal TOML writer for the two-level site document (values are JSON-compatible scalars)."""
-    lines: list[str] = []
-    for section, values in document.items():
-        lines.append(f"[{section}]")
-        for key, value in values.items():
-            lines.append(f"{key} = {json.dumps(value)}")
-        lines.append("")
-    text = "\n".join(lines)
-    tomllib.loads(text)  # the written file must read back
-    return text
 
 
 def simulate(config: FederationConfig) -> Path:
