@@ -25,7 +25,7 @@ def budget_report(run_dir: str | Path) -> dict[str, Any]:
     refusals: list[dict[str, Any]] = []
     for record in run.budget_records():
         if record["status"] != "ok":
-            refusals.append({k: record[k] for k in ("round", "node_id", "status", "reason")})
+            refusals.append({k: record[k] for k in ("round", "site", "node_id", "status", "reason") if k in record})
             continue
         site = sites.setdefault(
             record["site"],

@@ -72,11 +72,23 @@ class MCMFedAvg(FedAvg):
         self.expected_arrays = expected_arrays
         self.round_offset = round_offset
         self.last_checkpoint = None
+        self._sent: list[Message] = []
+        # Which site each node is, learnt from its replies (earlier rounds of this run included),
+        # so that an error the SuperLink writes on a dead node's behalf still names the site.
+        self._site_names: dict[int, str] = {
+            int(r["node_id"]): str(r["site"]) for r in run.budget_records() if "site" in r and "node_id" in r
+        }
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        return super().configure_train(self.round_offset + server_round, arrays, config, grid)
+        # Kept: the grid gives each message its id when it sends it, and replies (errors the
+        # SuperLink makes for an unreachable node included) point back to that id.
+        self._sent = list(super().configure_train(self.round_offset + server_round, arrays, config, grid))
+        return self._sent
+
+    def _destinations(self) -> dict[str, int]:
+        return {m.metadata.message_id: m.metadata.dst_node_id for m in self._sent if m.metadata.message_id}
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -86,8 +98,12 @@ class MCMFedAvg(FedAvg):
         accepted: list[Message] = []
         records: list[dict[str, Any]] = []
         now = datetime.now(UTC).isoformat()
+        destinations = self._destinations()
         for message in replies:
-            base = {"round": global_round, "node_id": message.metadata.src_node_id, "time": now}
+            node_id = destinations.get(message.metadata.reply_to_message_id, message.metadata.src_node_id)
+            base: dict[str, Any] = {"round": global_round, "node_id": node_id, "time": now}
+            if node_id in self._site_names:
+                base["site"] = self._site_names[node_id]
             if message.has_error():
                 records.append({**base, "status": "error", "reason": message.error.reason})
                 continue
@@ -97,8 +113,16 @@ class MCMFedAvg(FedAvg):
                 records.append({**base, "status": "rejected", "reason": problem})
                 continue
             metrics = dict(message.content["metrics"])
-            records.append({**base, "status": "ok", "site": str(message.content["site"]["name"]), **metrics})
+            self._site_names[node_id] = str(message.content["site"]["name"])
+            records.append({**base, "status": "ok", "site": self._site_names[node_id], **metrics})
             accepted.append(message)
+        answered = {m.metadata.reply_to_message_id for m in replies}
+        for message_id, node_id in destinations.items():
+            if message_id not in answered:  # no reply at all within the round timeout
+                missing: dict[str, Any] = {"round": global_round, "node_id": node_id, "time": now}
+                if node_id in self._site_names:
+                    missing["site"] = self._site_names[node_id]
+                records.append({**missing, "status": "error", "reason": "no reply within the round timeout"})
         self.run.append_budget(records)
         arrays, metrics = super().aggregate_train(global_round, accepted)
         if arrays is not None:

@@ -45,4 +45,5 @@ def test_federated_rounds_then_resume_past_the_budget_is_refused(tmp_path) -> No
     third = [r for r in records if r["round"] == 3]
     assert len(third) == 3 and all(r["status"] == "error" for r in third)
     assert all("refused: round 3" in r["reason"] for r in third)
+    assert sorted(r["site"] for r in third) == ["site-0", "site-1", "site-2"]  # errors name the site
     assert run.latest_checkpoint().round == 2  # no site returned weights: no new checkpoint

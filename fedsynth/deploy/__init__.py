@@ -1,0 +1,7 @@
+"""Flower's deployment engine for fedsynth: TLS certificates, SuperNode keys, loopback federations.
+
+A real federation runs one ``flower-superlink`` at the coordinator and one ``flower-supernode``
+per hospital (see ``deploy/README.md``). This package makes the credentials they need
+(:mod:`fedsynth.deploy.certs`) and starts a complete federation on one machine's loopback
+(:mod:`fedsynth.deploy.local`) for tests, benchmarks and rehearsals.
+"""

@@ -1,0 +1,359 @@
+"""A whole Flower deployment on one machine's loopback: SuperLink, SuperNodes, ``flwr run``.
+
+Why: the deployment engine is what hospitals run, and its failure modes (TLS, node
+authentication, a site that crashes mid-round) only show with the real processes. This starts
+exactly those processes (``flower-superlink``, one ``flower-supernode`` per site, the ``flwr``
+CLI) on 127.0.0.1, as a site's IT team would start them on separate machines:
+
+* TLS everywhere a site talks to the coordinator: the SuperLink serves the certificate made by
+  :func:`fedsynth.deploy.certs.make_credentials`; SuperNodes and the ``flwr`` CLI verify it
+  against the federation's CA.
+* SuperNode authentication (``--enable-supernode-auth``): a node joins only if its public key
+  was registered (``flwr supernode register``) first; any other node is refused.
+* No runtime dependency installation (``--disable-runtime-dependency-installation``): the apps
+  run in the environment fedsynth is installed in; the SuperLink never ``uv sync``s a CUDA torch.
+
+Every process is started in its own session and stopped (with everything it spawned) by
+:meth:`LoopbackFederation.stop`, which the context manager always calls.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from fedsynth import __version__
+from fedsynth.deploy.certs import TLSFiles, add_node_key, make_credentials
+
+CONNECTION = "fedsynth-loopback"
+HOST = "127.0.0.1"
+FINISHED = "finished"
+
+
+class DeploymentError(RuntimeError):
+    """A deployment process failed; the message says which, and where its log is."""
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def _children(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (Linux /proc), so that nothing a SuperNode spawned survives it."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        parents.setdefault(ppid, []).append(int(entry.name))
+    found, stack = [], [pid]
+    while stack:
+        for child in parents.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def is_running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie, already dead but not yet reaped, is not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def _signal_tree(process: subprocess.Popen[bytes], sig: int) -> None:
+    for pid in [process.pid, *_children(process.pid)]:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+@dataclass
+class NodeProcess:
+    """One running SuperNode: the site it serves and its process."""
+
+    name: str
+    site_dir: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    node_id: int | None = None
+
+
+@dataclass
+class LoopbackFederation:
+    """A SuperLink with TLS and node authentication plus SuperNodes, all on 127.0.0.1.
+
+    ``workdir`` receives the credentials (unless ``credentials`` names an existing set), the
+    SuperLink's state database, the ``flwr`` CLI home, a minimal Flower app directory and one
+    log per process.
+    """
+
+    workdir: Path
+    credentials: Path | None = None
+    startup_timeout: float = 90.0
+    port: int = field(default_factory=free_port)
+    nodes: dict[str, NodeProcess] = field(default_factory=dict)
+    _superlink: subprocess.Popen[bytes] | None = None
+    _processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    # ------------------------------------------------------------------ set-up
+    def __post_init__(self) -> None:
+        self.workdir = Path(self.workdir).resolve()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "logs").mkdir(exist_ok=True)
+        if self.credentials is None:
+            self.credentials = self.workdir / "certs"
+        self.tls = TLSFiles(Path(self.credentials))
+        if not self.tls.ca_cert.exists():
+            make_credentials(self.tls.directory)
+        self.flwr_home = self.workdir / "flwr-home"
+        self.app_dir = self.workdir / "app"
+
+    @property
+    def address(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        bin_dir = str(Path(sys.executable).parent)  # flower-superexec etc. must be on PATH
+        env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+        env["FLWR_HOME"] = str(self.flwr_home)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    def _write_cli_config(self) -> None:
+        """The ``flwr`` CLI's connection to this SuperLink, verified against the federation CA."""
+        self.flwr_home.mkdir(parents=True, exist_ok=True)
+        config = {
+            "superlink": {
+                "default": CONNECTION,
+                CONNECTION: {"address": self.address, "root-certificates": str(self.tls.ca_cert)},
+            }
+        }
+        (self.flwr_home / "config.toml").write_text(tomli_w.dumps(config))
+
+    def _write_app(self) -> None:
+        """A Flower app directory naming fedsynth's installed ServerApp and ClientApp.
+
+        Generated rather than taken from a source checkout so that it works wherever fedsynth
+        is installed; the FAB carries only this pyproject, the code comes from the installation.
+        """
+        self.app_dir.mkdir(parents=True, exist_ok=True)
+        document = {
+            "project": {
+                "name": "fedsynth",
+                "version": __version__,
+                "description": "fedsynth federated DP training",
+                "license": "Apache-2.0",
+            },
+            "tool": {
+                "flwr": {
+                    "app": {
+                        "publisher": "fedsynth",
+                        "components": {
+                            "serverapp": "fedsynth.server.app:app",
+                            "clientapp": "fedsynth.client.app:app",
+                        },
+                        "config": {"federation-config": ""},
+                    }
+                }
+            },
+        }
+        (self.app_dir / "pyproject.toml").write_text(tomli_w.dumps(document))
+
+    def _spawn(self, args: list[str], log_name: str) -> tuple[subprocess.Popen[bytes], Path]:
+        log_path = self.workdir / "logs" / f"{log_name}.log"
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, env=self._env(), cwd=self.workdir, start_new_session=True
+            )
+        self._processes.append(process)
+        return process, log_path
+
+    def flwr(self, *args: str, timeout: float = 60.0) -> dict[str, Any]:
+        """Run one ``flwr`` CLI command against this SuperLink; its JSON answer."""
+        command = [str(Path(sys.executable).parent / "flwr"), *args, "--format", "json"]
+        done = subprocess.run(command, capture_output=True, env=self._env(), cwd=self.workdir, timeout=timeout)
+        text = done.stdout.decode(errors="replace")
+        try:
+            answer = json.loads(text[text.index("{") :]) if "{" in text else {}
+        except json.JSONDecodeError:
+            answer = {}
+        if done.returncode != 0 or not answer.get("success", False):
+            raise DeploymentError(
+                f"`flwr {' '.join(args)}` failed (exit {done.returncode}): {text.strip()} {done.stderr.decode()[-2000:]}"
+            )
+        return answer
+
+    def start(self) -> LoopbackFederation:
+        """Start the SuperLink and wait until it answers over TLS."""
+        self._write_cli_config()
+        self._write_app()
+        tls = self.tls
+        self._superlink, log_path = self._spawn(
+            [
+                str(Path(sys.executable).parent / "flower-superlink"),
+                "--ssl-certfile", str(tls.server_cert),
+                "--ssl-keyfile", str(tls.server_key),
+                "--ssl-ca-certfile", str(tls.ca_cert),
+                "--enable-supernode-auth",
+                "--disable-runtime-dependency-installation",
+                "--database", str(self.workdir / "superlink.db"),
+                "--host", HOST,
+                "--port", str(self.port),
+            ],
+            "superlink",
+        )  # fmt: skip
+        self._wait_for_tls(log_path)
+        return self
+
+    def _wait_for_tls(self, log_path: Path) -> None:
+        context = ssl.create_default_context(cafile=str(self.tls.ca_cert))
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            assert self._superlink is not None
+            if self._superlink.poll() is not None:
+                raise DeploymentError(f"flower-superlink exited with {self._superlink.returncode}; see {log_path}")
+            try:
+                with (
+                    socket.create_connection((HOST, self.port), timeout=2) as raw,
+                    context.wrap_socket(raw, server_hostname=HOST),
+                ):
+                    return
+            except (ConnectionRefusedError, TimeoutError, ssl.SSLError, OSError):
+                time.sleep(0.3)
+        raise DeploymentError(f"flower-superlink did not answer on {self.address} within {self.startup_timeout}s")
+
+    # ------------------------------------------------------------------ nodes
+    def register(self, name: str) -> int:
+        """Register ``name``'s public key at the SuperLink (made if missing); its node id."""
+        if not self.tls.node_public_key(name).exists():
+            add_node_key(self.tls.directory, name)
+        answer = self.flwr("supernode", "register", str(self.tls.node_public_key(name)), CONNECTION, "--name", name)
+        return int(answer["node-id"])
+
+    def start_node(self, name: str, site_dir: Path, register: bool = True, max_retries: int | None = None) -> NodeProcess:
+        """Start a SuperNode for the site at ``site_dir`` with ``name``'s key (registered first)."""
+        node_id = self.register(name) if register else None
+        if not self.tls.node_key(name).exists():
+            add_node_key(self.tls.directory, name)
+        args = [
+            str(Path(sys.executable).parent / "flower-supernode"),
+            "--superlink", self.address,
+            "--root-certificates", str(self.tls.ca_cert),
+            "--auth-supernode-private-key", str(self.tls.node_key(name)),
+            "--node-config", f"site-dir={json.dumps(str(Path(site_dir).resolve()))}",
+            "--host", HOST,
+            "--port", str(free_port()),
+        ]  # fmt: skip
+        if max_retries is not None:
+            args += ["--max-retries", str(max_retries)]
+        process, log_path = self._spawn(args, f"supernode-{name}")
+        node = NodeProcess(name, Path(site_dir), process, log_path, node_id)
+        self.nodes[name] = node
+        return node
+
+    def online_nodes(self) -> set[int]:
+        answer = self.flwr("supernode", "list", CONNECTION)
+        return {int(n["node-id"]) for n in answer.get("nodes", []) if n.get("status") == "online"}
+
+    def wait_online(self, names: list[str] | None = None, timeout: float | None = None) -> None:
+        """Wait until the named (default: all started) nodes are online at the SuperLink."""
+        wanted = {self.nodes[n].node_id for n in (names or list(self.nodes))}
+        deadline = time.monotonic() + (timeout or self.startup_timeout)
+        while time.monotonic() < deadline:
+            for node in self.nodes.values():
+                if node.node_id in wanted and node.process.poll() is not None:
+                    raise DeploymentError(f"SuperNode {node.name} exited with {node.process.returncode}; see {node.log_path}")
+            if wanted <= self.online_nodes():
+                return
+            time.sleep(0.5)
+        raise DeploymentError(f"SuperNodes {sorted(wanted - self.online_nodes())} not online after {timeout}s")
+
+    def kill_node(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Kill a SuperNode and everything it spawned (its ClientApp mid-round included)."""
+        node = self.nodes[name]
+        _signal_tree(node.process, sig)
+        node.process.wait(timeout=30)
+
+    # ------------------------------------------------------------------ runs
+    def submit(self, federation_config: Path, app_dir: Path | None = None) -> int:
+        """``flwr run`` the fedsynth app with this federation config; the Flower run id."""
+        override = f"federation-config={json.dumps(str(Path(federation_config).resolve()))}"
+        answer = self.flwr("run", str(app_dir or self.app_dir), CONNECTION, "--run-config", override, timeout=120)
+        return int(answer["run-id"])
+
+    def run_status(self, run_id: int) -> dict[str, Any]:
+        answer = self.flwr("list", CONNECTION, "--run-id", str(run_id))
+        return dict(answer["runs"][0])
+
+    def wait(self, run_id: int, timeout: float = 600.0, poll: float = 2.0) -> dict[str, Any]:
+        """Wait for the run to finish; its final status (``finished:completed`` on success)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.run_status(run_id)
+            if str(status["status"]).startswith(FINISHED):
+                return status
+            time.sleep(poll)
+        raise DeploymentError(f"run {run_id} did not finish within {timeout}s; logs in {self.workdir / 'logs'}")
+
+    def logs(self, run_id: int) -> str:
+        """The ServerApp's log of one run, as the SuperLink recorded it."""
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "flwr"), "log", str(run_id), CONNECTION, "--show"],
+            capture_output=True, env=self._env(), cwd=self.workdir, timeout=60,
+        )  # fmt: skip
+        return done.stdout.decode(errors="replace")
+
+    # ------------------------------------------------------------------ shutdown
+    def stop(self, grace: float = 10.0) -> None:
+        """Stop every process started here, and everything they spawned."""
+        processes = [p for p in self._processes if p.poll() is None]
+        trees = {p.pid: _children(p.pid) for p in processes}
+        for process in processes:
+            _signal_tree(process, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for process in processes:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for process in processes:
+            for pid in [process.pid, *trees[process.pid], *_children(process.pid)]:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            process.wait(timeout=30)
+        self._processes.clear()
+
+    def __enter__(self) -> LoopbackFederation:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,103 @@
+"""Flower's real deployment engine on loopback: flower-superlink + 3 flower-supernodes over TLS
+with SuperNode authentication, `flwr run`, a site killed with SIGKILL in the middle of a round.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+import tomli_w
+
+from fedsynth.deploy.local import LoopbackFederation, _children, is_running
+from fedsynth.model.mcm import MCM
+from fedsynth.server.config import FederationConfig
+from fedsynth.server.run import RunDirectory
+from fedsynth.server.simulation import prepare_sites
+
+pytestmark = pytest.mark.integration
+
+ROUNDS = 3
+
+
+def _ledger_rounds(site_dir: Path) -> list[int]:
+    path = site_dir / "state" / "ledger.sqlite"
+    if not path.exists():
+        return []
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        try:
+            return [r[0] for r in db.execute("SELECT round FROM spend ORDER BY id")]
+        except sqlite3.OperationalError:  # the site has not created its tables yet
+            return []
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def federation_config(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("deployment")
+    document = {
+        "federation": {
+            "engine": "deployment",
+            "rounds": ROUNDS,
+            "min_sites": 2,
+            "round_timeout": 120,
+            "run_dir": "run",
+            "schema": "run/sites/site-0/schema.toml",
+        },
+        "simulation": {"dataset": "whas500", "sites": 3},
+        "site": {"privacy": {"target_epsilon": 3.0}, "training": {"local_epochs": 1}},
+        "model": {"hidden": 16, "n_bins": 16},
+    }
+    path = root / "federation.toml"
+    path.write_text(tomli_w.dumps(document))
+    prepare_sites(FederationConfig.from_toml(path))  # three site directories, one per SuperNode
+    return path
+
+
+def test_tls_node_auth_and_a_site_killed_mid_round(federation_config, tmp_path) -> None:
+    config = FederationConfig.from_toml(federation_config)
+    sites = config.run_dir / "sites"
+    with LoopbackFederation(tmp_path / "deployment") as federation:
+        for i in range(3):
+            federation.start_node(f"site-{i}", sites / f"site-{i}")
+        # A node whose key was never registered is refused and exits; it never comes online.
+        intruder = federation.start_node("intruder", sites / "site-0", register=False, max_retries=1)
+        federation.wait_online(["site-0", "site-1", "site-2"])
+        assert intruder.process.wait(timeout=60) != 0
+        assert "Failed to activate SuperNode" in intruder.log_path.read_text()
+        assert len(federation.online_nodes()) == 3
+
+        run_id = federation.submit(federation_config)
+        # Kill site-2 with SIGKILL once it has reserved its round-2 spend, i.e. mid-round.
+        _wait_for(lambda: _ledger_rounds(sites / "site-2") == [1, 2], 300, "site-2 to start round 2")
+        federation.kill_node("site-2")
+        status = federation.wait(run_id, timeout=600)
+        assert status["status"] == "finished:completed", federation.logs(run_id)
+        spawned = [p for node in federation.nodes.values() for p in _children(node.process.pid)]
+        assert spawned, "the SuperNodes' SuperExec and ClientApp processes were not found"
+    assert not [pid for pid in spawned if is_running(pid)], "a process outlived the federation"
+    assert all(node.process.poll() is not None for node in federation.nodes.values())
+
+    run = RunDirectory(config.run_dir)
+    assert run.latest_checkpoint().round == ROUNDS
+    records = run.budget_records()
+    by_round = {r: {x["site"]: x["status"] for x in records if x["round"] == r} for r in range(1, ROUNDS + 1)}
+    assert by_round[1] == {"site-0": "ok", "site-1": "ok", "site-2": "ok"}
+    for later in range(2, ROUNDS + 1):  # the run went on with the two live sites
+        assert by_round[later].get("site-0") == "ok" and by_round[later].get("site-1") == "ok"
+        assert by_round[later].get("site-2") != "ok"
+    # The killed site's ledger still holds its round-2 reservation: spend is never under-counted.
+    assert _ledger_rounds(sites / "site-2") == [1, 2]
+    assert _ledger_rounds(sites / "site-0") == list(range(1, ROUNDS + 1))
+    model = MCM.load(config.run_dir / "model")
+    assert model.differentially_private_ and len(model.sample(20, seed=3)) == 20
