@@ -19,6 +19,7 @@ Every process is started in its own session and stopped (with everything it spaw
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -83,10 +84,8 @@ def is_running(pid: int) -> bool:
 
 def _signal_tree(process: subprocess.Popen[bytes], sig: int) -> None:
     for pid in [process.pid, *_children(process.pid)]:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 @dataclass
@@ -201,9 +200,8 @@ class LoopbackFederation:
         except json.JSONDecodeError:
             answer = {}
         if done.returncode != 0 or not answer.get("success", False):
-            raise DeploymentError(
-                f"`flwr {' '.join(args)}` failed (exit {done.returncode}): {text.strip()} {done.stderr.decode()[-2000:]}"
-            )
+            stderr = done.stderr.decode(errors="replace")[-2000:]
+            raise DeploymentError(f"`flwr {' '.join(args)}` failed (exit {done.returncode}): {text.strip()} {stderr}")
         return answer
 
     def start(self) -> LoopbackFederation:
@@ -253,7 +251,9 @@ class LoopbackFederation:
         answer = self.flwr("supernode", "register", str(self.tls.node_public_key(name)), CONNECTION, "--name", name)
         return int(answer["node-id"])
 
-    def start_node(self, name: str, site_dir: Path, register: bool = True, max_retries: int | None = None) -> NodeProcess:
+    def start_node(
+        self, name: str, site_dir: Path, register: bool = True, max_retries: int | None = None
+    ) -> NodeProcess:
         """Start a SuperNode for the site at ``site_dir`` with ``name``'s key (registered first)."""
         node_id = self.register(name) if register else None
         if not self.tls.node_key(name).exists():
@@ -285,7 +285,9 @@ class LoopbackFederation:
         while time.monotonic() < deadline:
             for node in self.nodes.values():
                 if node.node_id in wanted and node.process.poll() is not None:
-                    raise DeploymentError(f"SuperNode {node.name} exited with {node.process.returncode}; see {node.log_path}")
+                    raise DeploymentError(
+                        f"SuperNode {node.name} exited with {node.process.returncode}; see {node.log_path}"
+                    )
             if wanted <= self.online_nodes():
                 return
             time.sleep(0.5)
@@ -335,16 +337,12 @@ class LoopbackFederation:
             _signal_tree(process, signal.SIGTERM)
         deadline = time.monotonic() + grace
         for process in processes:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
         for process in processes:
             for pid in [process.pid, *trees[process.pid], *_children(process.pid)]:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             process.wait(timeout=30)
         self._processes.clear()
 
