@@ -21,6 +21,7 @@ from rich.table import Table
 from fedsynth.data.io import TableFormatError, read_table, write_text
 from fedsynth.data.schema import Schema, SchemaError
 from fedsynth.data.validation import DataValidationError, validate_frame
+from fedsynth.deploy import DeploymentError
 from fedsynth.model.conditions import ConditionError
 from fedsynth.model.persistence import ModelFileError
 
@@ -33,6 +34,8 @@ schema_app = typer.Typer(help="Draft and check the public schema.", no_args_is_h
 dataset_app = typer.Typer(help="Bundled public survival datasets.", no_args_is_help=True)
 app.add_typer(schema_app, name="schema")
 app.add_typer(dataset_app, name="dataset")
+deploy_app = typer.Typer(help="Credentials for Flower's deployment engine (TLS, SuperNode keys).", no_args_is_help=True)
+app.add_typer(deploy_app, name="deploy")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -46,6 +49,7 @@ USER_ERRORS = (
     FileNotFoundError,
     KeyError,
     ValueError,
+    DeploymentError,
 )
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -311,16 +315,57 @@ def train(
         if value is not None
     }
     federation = FederationConfig.from_toml(config, overrides)
-    if federation.engine != "simulation":
-        raise ValueError(
-            "federation.engine = 'deployment' is run by Flower's own processes: start flower-superlink and one "
-            "flower-supernode per site, then `flwr run .` (see deploy/README.md); `fedsynth train` runs the "
-            "simulation engine"
-        )
-    from fedsynth.server.simulation import simulate
+    if federation.engine == "deployment":
+        from fedsynth.deploy.local import run_on_loopback
 
-    simulate(federation)
+        with console.status("deployment engine on loopback: flower-superlink + one flower-supernode per site"):
+            status = run_on_loopback(federation)
+        console.print(f"Flower run {status['run-id']}: {status['status']} in {float(status['elapsed']):.0f} s")
+    else:
+        from fedsynth.server.simulation import simulate
+
+        simulate(federation)
     _report_budget(federation.run_dir)
+
+
+@deploy_app.command("certs")
+@user_errors
+def deploy_certs(
+    directory: Annotated[Path, typer.Argument(help="Where to write ca.crt, server.pem/.key and nodes/*.key/.pub.")],
+    host: Annotated[
+        list[str] | None, typer.Option("--host", help="SuperLink host name or IP (repeat); default loopback.")
+    ] = None,
+    node: Annotated[
+        list[str] | None, typer.Option("--node", help="A SuperNode to make a key pair for (repeat).")
+    ] = None,
+    days: Annotated[int, typer.Option(help="Validity of the certificates in days.")] = 365,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing credential set.")] = False,
+) -> None:
+    """Make a federation CA, the SuperLink's TLS certificate and SuperNode authentication keys."""
+    from fedsynth.deploy.certs import DEFAULT_HOSTS, make_credentials
+
+    files = make_credentials(directory, nodes=tuple(node or ()), hosts=tuple(host or DEFAULT_HOSTS), days=days,
+                             overwrite=force)  # fmt: skip
+    console.print(f"CA certificate (give to every site and `flwr` user): {files.ca_cert}")
+    console.print(f"SuperLink certificate and key: {files.server_cert}, {files.server_key}  (key is private)")
+    for name in node or ():
+        console.print(f"SuperNode {name}: private key {files.node_key(name)} (stays at the site), "
+                      f"public key {files.node_public_key(name)} (register: flwr supernode register)")  # fmt: skip
+    console.print(f"[bold]{files.ca_key} signs certificates: keep it offline, never copy it to a site.[/]")
+
+
+@deploy_app.command("node-key")
+@user_errors
+def deploy_node_key(
+    directory: Annotated[Path, typer.Argument(help="A credential directory made by `fedsynth deploy certs`.")],
+    name: Annotated[str, typer.Argument(help="The SuperNode's name, e.g. site-4.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing key pair.")] = False,
+) -> None:
+    """Make one more SuperNode authentication key pair (for a site joining later)."""
+    from fedsynth.deploy.certs import add_node_key
+
+    private, public = add_node_key(directory, name, overwrite=force)
+    console.print(f"private key {private} (stays at the site); public key {public} (register it at the SuperLink)")
 
 
 def _report_budget(run_dir: Path) -> None:

@@ -5,3 +5,7 @@ per hospital (see ``deploy/README.md``). This package makes the credentials they
 (:mod:`fedsynth.deploy.certs`) and starts a complete federation on one machine's loopback
 (:mod:`fedsynth.deploy.local`) for tests, benchmarks and rehearsals.
 """
+
+
+class DeploymentError(RuntimeError):
+    """A deployment process failed; the message says which, and where its log is."""

@@ -186,7 +186,7 @@ def make_credentials(
     if files.ca_cert.exists() and not overwrite:
         raise CredentialsError(
             f"{files.ca_cert} already exists: pass overwrite (--force) to replace the whole set, "
-            "or use add_node_keys (fedsynth deploy node-key) to add SuperNode keys to it"
+            "or add SuperNode keys to it with `fedsynth deploy node-key DIR NAME`"
         )
     now = dt.datetime.now(dt.UTC)
     ca_key, ca_cert = _certificate_authority(days, now)

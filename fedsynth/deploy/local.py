@@ -35,15 +35,14 @@ from typing import Any
 import tomli_w
 
 from fedsynth import __version__
+from fedsynth.data.io import write_text
+from fedsynth.deploy import DeploymentError
 from fedsynth.deploy.certs import TLSFiles, add_node_key, make_credentials
+from fedsynth.server.config import FederationConfig
 
 CONNECTION = "fedsynth-loopback"
 HOST = "127.0.0.1"
 FINISHED = "finished"
-
-
-class DeploymentError(RuntimeError):
-    """A deployment process failed; the message says which, and where its log is."""
 
 
 def free_port() -> int:
@@ -355,3 +354,32 @@ class LoopbackFederation:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def run_on_loopback(config: FederationConfig, timeout: float = 3600.0) -> dict[str, Any]:
+    """Rehearse a deployment: the [simulation] partition becomes real sites, one SuperNode each.
+
+    Every site gets a registered key and its own SuperNode; the coordinator's run goes through
+    ``flwr run`` exactly as on separate machines (the effective config, CLI overrides included,
+    is written to ``RUN_DIR/deployment/federation.toml`` for the ServerApp to read). Returns
+    the Flower run's final status.
+    """
+    from fedsynth.server.simulation import prepare_sites
+
+    _, sites_root = prepare_sites(config)
+    workdir = config.run_dir / "deployment"
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_path = workdir / "federation.toml"
+    write_text(config_path, tomli_w.dumps(config.to_document()))
+    with LoopbackFederation(workdir) as federation:
+        for index in range(config.simulation.sites):
+            federation.start_node(f"site-{index}", sites_root / f"site-{index}")
+        federation.wait_online()
+        run_id = federation.submit(config_path)
+        status = federation.wait(run_id, timeout=timeout)
+        if status["status"] != f"{FINISHED}:completed":
+            raise DeploymentError(
+                f"Flower run {run_id} ended {status['status']}: {status.get('status-details')}\n"
+                f"{federation.logs(run_id)[-4000:]}"
+            )
+        return status

@@ -16,6 +16,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 from flwr.supercore import log
 
+from fedsynth.data.datasets import bundled_schema
 from fedsynth.data.schema import Schema
 from fedsynth.model.mcm import MCM
 from fedsynth.server.config import FederationConfig
@@ -85,9 +86,24 @@ def make_server_app(config: FederationConfig, schema: Schema) -> ServerApp:
 app = ServerApp()
 
 
+def federation_schema(config: FederationConfig) -> Schema:
+    """The public schema the sites declare: ``federation.schema``, else the simulated table's."""
+    if config.schema_path is not None:
+        return Schema.from_toml(config.schema_path)
+    if config.simulation.schema_path is not None:
+        return Schema.from_toml(config.simulation.schema_path)
+    if config.simulation.dataset is not None:
+        return bundled_schema(config.simulation.dataset)
+    raise ValueError("federation.schema is missing: name the public schema TOML every site declares")
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    config = FederationConfig.from_toml(str(context.run_config["federation-config"]))
-    if config.schema_path is None:
-        raise ValueError("federation.schema (the public schema TOML) is required for the deployment engine")
-    run_federation(grid, config, Schema.from_toml(config.schema_path))
+    path = str(context.run_config.get("federation-config", ""))
+    if not path:
+        raise ValueError(
+            "run config 'federation-config' is empty: `flwr run . <superlink> --run-config "
+            "'federation-config=\"/abs/path/federation.toml\"'`"
+        )
+    config = FederationConfig.from_toml(path)
+    run_federation(grid, config, federation_schema(config))

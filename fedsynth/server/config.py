@@ -82,6 +82,18 @@ class FederationConfig(BaseModel):
             source=source,
         )
 
+    def to_document(self) -> dict[str, Any]:
+        """The sectioned TOML document that :meth:`from_dict` reads back to this config."""
+
+        def drop_none(value: Any) -> Any:
+            if isinstance(value, dict):
+                return {k: drop_none(v) for k, v in value.items() if v is not None}
+            return value
+
+        flat = drop_none(self.model_dump(mode="json", by_alias=True))
+        sections = {name: flat.pop(name) for name in ("simulation", "site", "model")}
+        return {"federation": flat, **sections}
+
     @classmethod
     def from_toml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> FederationConfig:
         """Load ``path``; ``overrides`` ({"federation.rounds": 5, ...}) win over the file (CLI flags)."""

@@ -1,0 +1,31 @@
+"""`fedsynth deploy certs` / `deploy node-key`: files where promised, clear errors, exit 2."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from fedsynth.cli import app
+
+runner = CliRunner()
+
+
+def test_deploy_certs_then_node_key(tmp_path) -> None:
+    target = tmp_path / "certs"
+    result = runner.invoke(app, ["deploy", "certs", str(target), "--node", "site-0", "--host", "10.1.2.3"])
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in target.iterdir()} == {"ca.crt", "ca.key", "server.pem", "server.key", "nodes"}
+    assert "keep it offline" in result.output
+    result = runner.invoke(app, ["deploy", "node-key", str(target), "site-1"])
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in (target / "nodes").iterdir())
+    assert names == ["site-0.key", "site-0.pub", "site-1.key", "site-1.pub"]
+
+
+def test_deploy_certs_refuses_to_replace_a_set(tmp_path) -> None:
+    target = tmp_path / "certs"
+    assert runner.invoke(app, ["deploy", "certs", str(target)]).exit_code == 0
+    result = runner.invoke(app, ["deploy", "certs", str(target)])
+    assert result.exit_code == 2
+    assert "already exists" in result.output and "--force" in result.output
+    result = runner.invoke(app, ["deploy", "node-key", str(target), "bad name"])
+    assert result.exit_code == 2 and "not a safe file name" in result.output

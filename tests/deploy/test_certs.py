@@ -1,0 +1,70 @@
+"""Credentials for the deployment engine: a CA-signed SuperLink certificate, SuperNode SSH keys."""
+
+from __future__ import annotations
+
+import ipaddress
+import ssl
+import stat
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_ssh_private_key, load_ssh_public_key
+
+from fedsynth.deploy.certs import CredentialsError, add_node_key, make_credentials
+
+
+def test_server_certificate_verifies_against_the_ca_for_each_host(tmp_path) -> None:
+    files = make_credentials(tmp_path / "certs", nodes=["site-0"], hosts=("127.0.0.1", "fed.example.org"))
+    ca = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
+    server = x509.load_pem_x509_certificate(files.server_cert.read_bytes())
+    server.verify_directly_issued_by(ca)  # raises if the signature or issuer is wrong
+    san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
+    assert san.get_values_for_type(x509.DNSName) == ["fed.example.org"]
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert not server.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    # The standard library's TLS stack accepts the pair (what uvicorn serves with).
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(files.server_cert, files.server_key)
+    ssl.create_default_context(cafile=str(files.ca_cert))
+
+
+def test_private_keys_are_owner_only_and_node_keys_are_flower_format(tmp_path) -> None:
+    files = make_credentials(tmp_path / "certs", nodes=["site-0", "site-1"])
+    for private in (files.ca_key, files.server_key, files.node_key("site-0"), files.node_key("site-1")):
+        assert stat.S_IMODE(private.stat().st_mode) == 0o600, private
+    key = load_ssh_private_key(files.node_key("site-0").read_bytes(), None)
+    public = load_ssh_public_key(files.node_public_key("site-0").read_bytes())
+    assert isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP384R1)
+    assert key.public_key().public_numbers() == public.public_numbers()
+    other = load_ssh_public_key(files.node_public_key("site-1").read_bytes())
+    assert other.public_numbers() != public.public_numbers()
+
+
+def test_existing_set_is_not_replaced_and_bad_input_writes_nothing(tmp_path) -> None:
+    files = make_credentials(tmp_path / "certs")
+    before = files.ca_cert.read_bytes()
+    with pytest.raises(CredentialsError, match="already exists.*--force"):
+        make_credentials(tmp_path / "certs")
+    assert files.ca_cert.read_bytes() == before
+    with pytest.raises(CredentialsError, match="'../evil' is not a safe file name"):
+        make_credentials(tmp_path / "other", nodes=["site-0", "../evil"])
+    with pytest.raises(CredentialsError, match="repeat"):
+        make_credentials(tmp_path / "other", nodes=["a", "a"])
+    with pytest.raises(CredentialsError, match="days=0"):
+        make_credentials(tmp_path / "other", days=0)
+    assert not (tmp_path / "other").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["certs"]  # no staging directory left behind
+    replaced = make_credentials(tmp_path / "certs", overwrite=True)
+    assert replaced.ca_cert.read_bytes() != before
+
+
+def test_node_key_added_to_an_existing_set(tmp_path) -> None:
+    make_credentials(tmp_path / "certs")
+    private, public = add_node_key(tmp_path / "certs", "site-7")
+    assert load_ssh_private_key(private.read_bytes(), None).public_key().public_numbers() == (
+        load_ssh_public_key(public.read_bytes()).public_numbers()
+    )
+    with pytest.raises(CredentialsError, match="already exists"):
+        add_node_key(tmp_path / "certs", "site-7")
