@@ -9,6 +9,12 @@ round's steps and refuses any that would not fit.
 Opacus details that matter: with Poisson sampling its data loader draws each record with
 probability ``1 / len(data_loader)`` (not ``batch_size / n``), so the plan uses that rate;
 ``accountant="rdp"`` because the ledger composes RDP (Opacus' default is PRV).
+
+Speed: Opacus' ghost clipping (``grad_sample_mode="ghost"``) gets each record's gradient *norm*
+from the layer activations and output gradients, without materialising one gradient per
+record, then takes a second backward pass on the clipping-weighted loss. For the MCM's
+linear layers this is exact (tests compare it with per-sample clipping) and about twice as fast
+as Opacus' default hooks. Batches are fetched as one tensor index, not row by row.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 from opacus import PrivacyEngine
-from torch.utils.data import DataLoader, TensorDataset
+from opacus.utils.fast_gradient_clipping_utils import DPTensorFastGradientClipping
+from torch.utils.data import DataLoader, Dataset
 
 from fedsynth.client.ledger import rdp_epsilon
 from fedsynth.model.config import MCMConfig
@@ -27,6 +34,7 @@ from fedsynth.model.network import MCMNetwork
 from fedsynth.model.training import per_sample_loss
 
 ACCOUNTANT = "rdp"
+GRAD_SAMPLE_MODE = "ghost"
 EPSILON_TOLERANCE = 0.01
 MAX_NOISE_MULTIPLIER = 1e4
 
@@ -119,6 +127,31 @@ def plan_dp(
     )
 
 
+class RowsDataset(Dataset[tuple[torch.Tensor]]):
+    """The site's encoded rows; a batch is fetched as one tensor index (``__getitems__``).
+
+    Items are 1-tuples like ``TensorDataset``'s, so that Opacus' empty-batch collate (which
+    inspects ``dataset[0]``) yields ``[empty (0, width) tensor]`` in the same shape.
+    """
+
+    def __init__(self, codes: torch.Tensor) -> None:
+        self.codes = codes
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor]:
+        return (self.codes[index],)
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor]]:
+        return [(self.codes[torch.as_tensor(indices, dtype=torch.long)],)] if len(indices) else []
+
+
+def _whole_batch(batch: list[tuple[torch.Tensor]]) -> tuple[torch.Tensor]:
+    """Collate for :class:`RowsDataset`: the one item already is the whole batch."""
+    return batch[0]
+
+
 def train_dp_round(
     network: MCMNetwork,
     codes: torch.Tensor,
@@ -133,19 +166,23 @@ def train_dp_round(
     the caller checks against what its ledger reserved: Opacus may count fewer steps (an
     empty Poisson batch is skipped), never more.
     """
-    loader = DataLoader(TensorDataset(codes), batch_size=plan.batch_size, generator=generator)
+    loader = DataLoader(RowsDataset(codes), batch_size=plan.batch_size, generator=generator, collate_fn=_whole_batch)
     optimizer = torch.optim.Adam(network.parameters(), lr=learning_rate)
     with warnings.catch_warnings():
         # Opacus warns that secure_mode is off (its CSPRNG needs torchcsprng); recorded in the budget report.
         warnings.filterwarnings("ignore", message="Secure RNG turned off")
         engine = PrivacyEngine(accountant=ACCOUNTANT)
-        module, dp_optimizer, dp_loader = engine.make_private(
+        # The criterion is unused: the MCM's per-sample loss is built below and handed to
+        # Opacus' two-pass backward directly.
+        module, dp_optimizer, _criterion, dp_loader = engine.make_private(
             module=network,
             optimizer=optimizer,
+            criterion=torch.nn.MSELoss(),
             data_loader=loader,
             noise_multiplier=plan.noise_multiplier,
             max_grad_norm=plan.max_grad_norm,
             poisson_sampling=True,
+            grad_sample_mode=GRAD_SAMPLE_MODE,
         )
     if not math.isclose(1.0 / len(dp_loader), plan.sample_rate):
         raise RuntimeError(f"Opacus sample rate {1 / len(dp_loader)} differs from the plan's {plan.sample_rate}")
@@ -163,7 +200,8 @@ def train_dp_round(
                         continue
                     dp_optimizer.zero_grad(set_to_none=True)
                     loss = per_sample_loss(module, batch, model_config, generator)
-                    loss.mean().backward()
+                    # Pass 1: per-record gradient norms (ghost); pass 2: the clipped sum.
+                    DPTensorFastGradientClipping(module, dp_optimizer, loss, "mean").backward()
                     dp_optimizer.step()
                     total += float(loss.detach().sum())
                     count += len(batch)

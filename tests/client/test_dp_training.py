@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
+import torch
+from opacus import PrivacyEngine
 from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
 from opacus.accountants.rdp import RDPAccountant
+from opacus.utils.fast_gradient_clipping_utils import DPTensorFastGradientClipping
+from torch.utils.data import DataLoader, TensorDataset
 
-from fedsynth.client.dp_training import DPPlanError, batches_per_epoch, plan_dp
+from fedsynth.client.dp_training import DPPlanError, batches_per_epoch, plan_dp, train_dp_round
+from fedsynth.model.config import MCMConfig
+from fedsynth.model.mcm import MCM
+from fedsynth.model.training import per_sample_loss
 
 ALPHAS = RDPAccountant.DEFAULT_ALPHAS
 SITE = dict(n_records=400, batch_size=64, local_epochs=5, target_delta=1e-3, max_grad_norm=1.0)
@@ -44,3 +52,56 @@ def test_an_unreachable_budget_is_refused_with_the_fix() -> None:
     with pytest.raises(DPPlanError, match="target_epsilon"):
         plan_dp(planned_rounds=2, target_epsilon=0.5, prior_history=[(0.5, 0.5, 1000)], **SITE)
     assert math.isfinite(independent_epsilon([(0.5, 0.5, 1000)], 1e-3))
+
+
+def _clipped_sum_gradient(network, batch, mode: str) -> list[torch.Tensor]:
+    """The clipped, noiseless sum gradient Opacus computes for one batch in ``mode``."""
+    network = copy.deepcopy(network)
+    loader = DataLoader(TensorDataset(batch), batch_size=len(batch))
+    engine = PrivacyEngine(accountant="rdp")
+    optimizer = torch.optim.SGD(network.parameters(), lr=0.0)
+    wrapped = engine.make_private(
+        module=network, optimizer=optimizer, criterion=torch.nn.MSELoss(), data_loader=loader,
+        noise_multiplier=0.0, max_grad_norm=0.05, poisson_sampling=False, grad_sample_mode=mode,
+    )  # fmt: skip
+    module, dp_optimizer = wrapped[0], wrapped[1]
+    dp_optimizer.zero_grad(set_to_none=True)
+    loss = per_sample_loss(module, batch, MCMConfig(), torch.Generator().manual_seed(3))
+    if mode == "ghost":
+        DPTensorFastGradientClipping(module, dp_optimizer, loss, "mean").backward()
+    else:
+        loss.mean().backward()
+    dp_optimizer.step()  # clips, (adds zero noise) and sets .grad to the clipped mean
+    grads = [p.grad.detach().clone() for p in module.parameters()]
+    module._close()
+    return grads
+
+
+def test_ghost_clipping_equals_per_sample_clipping_on_the_mcm(whas500) -> None:
+    # The sites use ghost clipping for speed; it must clip exactly as per-sample gradients do,
+    # for every layer the MCM has (a clip norm small enough that every record is clipped).
+    frame, schema = whas500
+    model = MCM(MCMConfig(hidden=16, n_bins=16)).build(schema)
+    batch = model.codes_tensor(frame.head(64))
+    ghost = _clipped_sum_gradient(model.network_, batch, "ghost")
+    hooks = _clipped_sum_gradient(model.network_, batch, "hooks")
+    assert len(ghost) == len(hooks) == len(list(model.network_.parameters()))
+    scale = max(float(g.abs().max()) for g in hooks)
+    assert scale > 0
+    for g, h in zip(ghost, hooks, strict=True):
+        torch.testing.assert_close(g, h, rtol=1e-4, atol=1e-6 * scale)
+
+
+def test_empty_poisson_batches_are_skipped_and_the_round_still_accounts(whas500) -> None:
+    frame, schema = whas500
+    model = MCM(MCMConfig(hidden=8, n_bins=8)).build(schema)
+    codes = model.codes_tensor(frame.head(3))
+    # q = 1/3 over 3 rows: P(empty batch) = (2/3)^3 ~ 0.3 per step, so 30 steps see several.
+    plan = plan_dp(n_records=3, batch_size=1, local_epochs=10, planned_rounds=1, target_epsilon=50.0,
+                   target_delta=0.01, max_grad_norm=1.0)  # fmt: skip
+    loss, history = train_dp_round(model.network_, codes, MCMConfig(), plan, 1e-3, torch.Generator().manual_seed(0))
+    assert math.isfinite(loss)
+    ((noise, rate, steps),) = history
+    assert (noise, rate) == (plan.noise_multiplier, plan.sample_rate)
+    assert 0 < steps < plan.steps_per_round == 30  # empty batches were skipped (and reserved anyway)
+    assert all(torch.isfinite(p).all() for p in model.network_.parameters())
