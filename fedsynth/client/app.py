@@ -14,11 +14,15 @@ simulation engine, ``partition-id`` resolved against the run's ``sites/`` direct
 from __future__ import annotations
 
 import json
+import os
 import threading
+import time
+from logging import INFO
 from pathlib import Path
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.supercore import log
 
 from fedsynth.client.config import SiteConfig
 from fedsynth.client.site import RoundResult, Site
@@ -95,9 +99,11 @@ def train_reply(message: Message, result: RoundResult, site_name: str) -> Messag
 
 def handle_train(message: Message, context: Context, sites_root: Path | None = None) -> Message:
     """Train one DP round at this site on the global weights in ``message``."""
+    started = time.monotonic()
     site = open_site(site_dir_from_context(context, sites_root))
     config = message.content["config"]
     model_config = MCMConfig.model_validate(json.loads(str(config["model-config"])))
+    opened = time.monotonic()
     result = site.train_round(
         message.content["arrays"].to_torch_state_dict(),
         model_config,
@@ -105,7 +111,24 @@ def handle_train(message: Message, context: Context, sites_root: Path | None = N
         server_round=int(config["server-round"]),
         planned_rounds=int(config["planned-rounds"]),
     )
+    # Where a round's time goes, for operators (the deployment engine starts a process per message).
+    log(
+        INFO,
+        "site %s round %s: process age %.1f s at the message, site opened in %.2f s, DP round %.2f s",
+        site.config.name, config["server-round"], process_age_seconds() - (time.monotonic() - started),
+        opened - started, time.monotonic() - opened,
+    )  # fmt: skip
     return train_reply(message, result, site.config.name)
+
+
+def process_age_seconds() -> float:
+    """Seconds since this process started (Linux /proc; 0 where unavailable)."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
 
 
 def make_client_app(sites_root: Path | None = None) -> ClientApp:

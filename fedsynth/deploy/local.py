@@ -27,6 +27,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +73,10 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _raise_system_exit(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def is_running(pid: int) -> bool:
     """Whether ``pid`` is a live process (a zombie, already dead but not yet reaped, is not)."""
     try:
@@ -110,9 +115,17 @@ class LoopbackFederation:
     workdir: Path
     credentials: Path | None = None
     startup_timeout: float = 90.0
+    # Torch threads per SuperNode (inherited by its ClientApp processes). Sites sharing one
+    # machine would otherwise each start a thread per core and oversubscribe it.
+    threads_per_node: int | None = None
+    # The SuperLink's state: in memory by default. A file database is what a long-lived
+    # coordinator wants, but Flower's SQLite state answers "database is locked" (HTTP 500, a lost
+    # reply) when many SuperNodes share a small machine; measured with 10 on 2 cores.
+    database: Path | None = None
     port: int = field(default_factory=free_port)
     nodes: dict[str, NodeProcess] = field(default_factory=dict)
     _superlink: subprocess.Popen[bytes] | None = None
+    _previous_sigterm: Any = None
     _processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     # ------------------------------------------------------------------ set-up
@@ -180,11 +193,18 @@ class LoopbackFederation:
         }
         (self.app_dir / "pyproject.toml").write_text(tomli_w.dumps(document))
 
-    def _spawn(self, args: list[str], log_name: str) -> tuple[subprocess.Popen[bytes], Path]:
+    def _spawn(
+        self, args: list[str], log_name: str, env: dict[str, str] | None = None
+    ) -> tuple[subprocess.Popen[bytes], Path]:
         log_path = self.workdir / "logs" / f"{log_name}.log"
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
-                args, stdout=log, stderr=subprocess.STDOUT, env=self._env(), cwd=self.workdir, start_new_session=True
+                args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**self._env(), **(env or {})},
+                cwd=self.workdir,
+                start_new_session=True,
             )
         self._processes.append(process)
         return process, log_path
@@ -216,7 +236,7 @@ class LoopbackFederation:
                 "--ssl-ca-certfile", str(tls.ca_cert),
                 "--enable-supernode-auth",
                 "--disable-runtime-dependency-installation",
-                "--database", str(self.workdir / "superlink.db"),
+                *(["--database", str(self.database)] if self.database else []),
                 "--host", HOST,
                 "--port", str(self.port),
             ],
@@ -268,7 +288,8 @@ class LoopbackFederation:
         ]  # fmt: skip
         if max_retries is not None:
             args += ["--max-retries", str(max_retries)]
-        process, log_path = self._spawn(args, f"supernode-{name}")
+        threads = {} if self.threads_per_node is None else {"OMP_NUM_THREADS": str(self.threads_per_node)}
+        process, log_path = self._spawn(args, f"supernode-{name}", threads)
         node = NodeProcess(name, Path(site_dir), process, log_path, node_id)
         self.nodes[name] = node
         return node
@@ -346,14 +367,22 @@ class LoopbackFederation:
         self._processes.clear()
 
     def __enter__(self) -> LoopbackFederation:
+        # SIGTERM (e.g. a CI timeout) must unwind through __exit__ so that no process outlives us.
+        if threading.current_thread() is threading.main_thread():
+            self._previous_sigterm = signal.signal(signal.SIGTERM, _raise_system_exit)
         try:
             return self.start()
         except BaseException:
-            self.stop()
+            self.__exit__()
             raise
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        try:
+            self.stop()
+        finally:
+            if self._previous_sigterm is not None:
+                signal.signal(signal.SIGTERM, self._previous_sigterm)
+                self._previous_sigterm = None
 
 
 def run_on_loopback(config: FederationConfig, timeout: float = 3600.0) -> dict[str, Any]:
@@ -364,14 +393,19 @@ def run_on_loopback(config: FederationConfig, timeout: float = 3600.0) -> dict[s
     is written to ``RUN_DIR/deployment/federation.toml`` for the ServerApp to read). Returns
     the Flower run's final status.
     """
+    from fedsynth.server.app import check_resumable
+    from fedsynth.server.run import RunDirectory
     from fedsynth.server.simulation import prepare_sites
 
-    _, sites_root = prepare_sites(config)
+    schema, sites_root = prepare_sites(config)
+    if (config.run_dir / "run.json").exists():
+        check_resumable(RunDirectory(config.run_dir), config, schema)  # before any site trains
     workdir = config.run_dir / "deployment"
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "federation.toml"
     write_text(config_path, tomli_w.dumps(config.to_document()))
-    with LoopbackFederation(workdir) as federation:
+    threads = max(1, (os.cpu_count() or 1) // config.simulation.sites)
+    with LoopbackFederation(workdir, threads_per_node=threads) as federation:
         for index in range(config.simulation.sites):
             federation.start_node(f"site-{index}", sites_root / f"site-{index}")
         federation.wait_online()

@@ -19,7 +19,7 @@ from flwr.supercore import log
 from fedsynth.data.datasets import bundled_schema
 from fedsynth.data.schema import Schema
 from fedsynth.model.mcm import MCM
-from fedsynth.server.config import FederationConfig
+from fedsynth.server.config import FederationConfig, FederationConfigError
 from fedsynth.server.run import RunDirectory
 from fedsynth.server.strategy import MCMFedAvg
 
@@ -28,10 +28,30 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("run-%Y%m%dT%H%M%SZ")
 
 
+def check_resumable(run: RunDirectory, config: FederationConfig, schema: Schema) -> None:
+    """Refuse to resume a run whose model or schema changed: its checkpoints would not fit."""
+    recorded = run.info()["config"].get("model", {})
+    current = config.model.model_dump(mode="json")
+    changed = {k: (recorded.get(k), v) for k, v in current.items() if recorded.get(k) != v}
+    if changed:
+        listed = ", ".join(f"model.{k}: {old!r} -> {new!r}" for k, (old, new) in sorted(changed.items()))
+        raise FederationConfigError(
+            f"{run.path} was started with a different [model] ({listed}); its checkpoints cannot be resumed "
+            "with it. Restore the original [model] values, or give a new federation.run_dir."
+        )
+    if (run.path / "schema.toml").exists() and Schema.from_toml(run.path / "schema.toml") != schema:
+        raise FederationConfigError(
+            f"{run.path} was started with another schema than the one given now; a run keeps its public "
+            "schema. Use the run's schema.toml, or give a new federation.run_dir."
+        )
+
+
 def run_federation(grid: Grid, config: FederationConfig, schema: Schema) -> Path | None:
     """Run (or resume) the configured rounds; return the published final model's directory."""
     run = RunDirectory(config.run_dir)
     existing = (config.run_dir / "run.json").exists()
+    if existing:
+        check_resumable(run, config, schema)
     run_id = run.info()["run_id"] if existing else (config.run_id or new_run_id())
     run.initialise(run_id, schema, config.model_dump(mode="json", by_alias=True))
 

@@ -19,8 +19,9 @@ from fedsynth.client.config import SiteConfig
 from fedsynth.data.datasets import load_dataset
 from fedsynth.data.io import read_table, write_table, write_text
 from fedsynth.data.schema import Schema
-from fedsynth.server.app import make_server_app
+from fedsynth.server.app import check_resumable, make_server_app
 from fedsynth.server.config import FederationConfig, FederationConfigError
+from fedsynth.server.run import RunDirectory
 
 SITES = "sites"
 
@@ -75,6 +76,8 @@ def prepare_sites(config: FederationConfig) -> tuple[Schema, Path]:
 def simulate(config: FederationConfig) -> Path:
     """Run the federation on Flower's simulation engine; returns the run directory."""
     schema, sites_root = prepare_sites(config)
+    if (config.run_dir / "run.json").exists():
+        check_resumable(RunDirectory(config.run_dir), config, schema)  # before any site trains
     backend_config = {
         "client_resources": {"num_cpus": config.simulation.cpus_per_site, "num_gpus": 0.0},
         "init_args": {"logging_level": "error", "log_to_driver": False},

@@ -33,3 +33,23 @@ def test_bad_site_fields_are_named() -> None:
         SiteConfig.from_dict({"site": {"name": "a"}, "privacy": {"target_epsilon": -1}})
     with pytest.raises(SiteConfigError, match=r"site\.name"):
         SiteConfig.from_dict({"site": {}})
+
+
+def test_resuming_with_a_changed_model_or_schema_is_refused(tmp_path) -> None:
+    from fedsynth.data.datasets import bundled_schema
+    from fedsynth.server.app import check_resumable
+    from fedsynth.server.run import RunDirectory
+
+    def config(hidden: int) -> FederationConfig:
+        return FederationConfig.from_dict(
+            {"federation": {"run_dir": str(tmp_path / "run")}, "model": {"hidden": hidden, "n_bins": 16}}
+        )
+
+    run = RunDirectory(tmp_path / "run")
+    original = config(16)
+    run.initialise("r1", bundled_schema("whas500"), original.model_dump(mode="json", by_alias=True))
+    check_resumable(run, original, bundled_schema("whas500"))  # same model and schema: fine
+    with pytest.raises(FederationConfigError, match=r"model.hidden: 16 -> 32.*new federation.run_dir"):
+        check_resumable(run, config(32), bundled_schema("whas500"))
+    with pytest.raises(FederationConfigError, match="another schema"):
+        check_resumable(run, original, bundled_schema("gbsg2"))

@@ -1,0 +1,89 @@
+"""Score a *simulated* federation's global model against its virtual sites' real holdouts.
+
+Only for Flower's simulation engine, where every virtual site's data sits on this machine
+(the demo and the quality benchmarks). In a real deployment the coordinator never holds a
+real row: evaluation runs at the sites and returns aggregates (``fedsynth.evaluation``'s
+site-side protocol). The numbers here are the same ones, computed in one place.
+
+Protocol (issue 3's DP quality check): ``n`` rows sampled from the global model alone, where
+``n`` is the pooled training size; Cox models trained on the pooled real training rows (TRTR)
+and on the synthetic rows (TSTR); Harrell's C-index of each on *each site's* real holdout;
+synthetic log-HRs inside the pooled real model's 95% CI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fedsynth.client.app import open_site
+from fedsynth.evaluation.utility import utility_report
+from fedsynth.model.mcm import MCM
+
+
+@dataclass(frozen=True)
+class SiteScore:
+    site: str
+    n_holdout: int
+    cindex_trtr: float
+    cindex_tstr: float
+
+
+@dataclass(frozen=True)
+class SimulatedRunScore:
+    n_synthetic: int
+    differentially_private: bool
+    mean_ks: float
+    hr_in_ci_fraction: float
+    hr_sign_agreement: float
+    excluded_covariates: dict[str, str]
+    sites: list[SiteScore]
+
+    @property
+    def cindex_trtr(self) -> float:
+        return sum(s.cindex_trtr for s in self.sites) / len(self.sites)
+
+    @property
+    def cindex_tstr(self) -> float:
+        return sum(s.cindex_tstr for s in self.sites) / len(self.sites)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "cindex_trtr_mean": self.cindex_trtr, "cindex_tstr_mean": self.cindex_tstr}
+
+
+def site_tables(run_dir: Path) -> list[tuple[str, pd.DataFrame, pd.DataFrame]]:
+    """(name, train, holdout) of every virtual site of a simulation run, from the sites' own split."""
+    tables = []
+    for site_dir in sorted((Path(run_dir) / "sites").glob("site-*"), key=lambda p: int(p.name.split("-")[1])):
+        site = open_site(site_dir)
+        tables.append((site.config.name, site.train, site.holdout))
+    if not tables:
+        raise FileNotFoundError(f"{run_dir}/sites holds no site-* directories: is this a simulation run?")
+    return tables
+
+
+def score_simulated_run(run_dir: Path, seed: int = 0) -> tuple[SimulatedRunScore, pd.DataFrame]:
+    """The global model's sample quality against the virtual sites; returns (score, the sample)."""
+    model = MCM.load(Path(run_dir) / "model")
+    tables = site_tables(run_dir)
+    pooled_train = pd.concat([train for _, train, _ in tables], ignore_index=True)
+    synthetic = model.sample(len(pooled_train), seed=seed)
+    sites, first = [], None
+    for name, _, holdout in tables:
+        report = utility_report(pooled_train, holdout, synthetic, model.schema_)
+        first = first or report
+        sites.append(SiteScore(name, len(holdout), report.cindex_trtr, report.cindex_tstr))
+    assert first is not None
+    score = SimulatedRunScore(
+        n_synthetic=len(synthetic),
+        differentially_private=bool(model.differentially_private_),
+        mean_ks=first.mean_ks,
+        hr_in_ci_fraction=first.hr_in_ci_fraction,
+        hr_sign_agreement=first.hr_sign_agreement,
+        excluded_covariates=first.excluded_covariates,
+        sites=sites,
+    )
+    return score, synthetic
