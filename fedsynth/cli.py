@@ -301,6 +301,9 @@ def train(
     rounds: Annotated[int | None, typer.Option(help="Override federation.rounds.")] = None,
     run_dir: Annotated[Path | None, typer.Option(help="Override federation.run_dir.")] = None,
     sites: Annotated[int | None, typer.Option(help="Override simulation.sites.")] = None,
+    engine: Annotated[
+        str | None, typer.Option(help="Override federation.engine: simulation or deployment (loopback).")
+    ] = None,
 ) -> None:
     """Federated DP training of the MCM generator; resumes RUN_DIR from its last checkpoint."""
     from fedsynth.server.config import FederationConfig
@@ -311,6 +314,7 @@ def train(
             "federation.rounds": rounds,
             "federation.run_dir": str(run_dir.resolve()) if run_dir else None,
             "simulation.sites": sites,
+            "federation.engine": engine,
         }.items()
         if value is not None
     }

@@ -8,8 +8,6 @@ import math
 import pytest
 import torch
 from opacus import PrivacyEngine
-from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
-from opacus.accountants.rdp import RDPAccountant
 from opacus.utils.fast_gradient_clipping_utils import DPTensorFastGradientClipping
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -17,16 +15,9 @@ from fedsynth.client.dp_training import DPPlanError, batches_per_epoch, plan_dp,
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.mcm import MCM
 from fedsynth.model.training import per_sample_loss
+from tests.client.rdp_reference import independent_epsilon
 
-ALPHAS = RDPAccountant.DEFAULT_ALPHAS
 SITE = dict(n_records=400, batch_size=64, local_epochs=5, target_delta=1e-3, max_grad_norm=1.0)
-
-
-def independent_epsilon(history: list[tuple[float, float, int]], delta: float) -> float:
-    """Opacus' RDP analysis called directly (not through our ledger or accountant objects)."""
-    rdp = sum(compute_rdp(q=q, noise_multiplier=sigma, steps=steps, orders=ALPHAS) for sigma, q, steps in history)
-    epsilon, _ = get_privacy_spent(orders=ALPHAS, rdp=rdp, delta=delta)
-    return float(epsilon)
 
 
 def test_plan_spends_close_to_but_never_above_the_target() -> None:

@@ -11,18 +11,10 @@ import textwrap
 import time
 
 import pytest
-from opacus.accountants.analysis import rdp as rdp_analysis
 from opacus.accountants.utils import get_noise_multiplier
 
 from fedsynth.client.ledger import BudgetExceededError, LedgerError, PrivacyLedger, check_delta, default_delta
-
-
-def independent_epsilon(history: list[tuple[float, float, int]], delta: float) -> float:
-    """Epsilon straight from Opacus' RDP analysis functions (not through the ledger)."""
-    orders = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64))
-    total = sum(rdp_analysis.compute_rdp(q=q, noise_multiplier=s, steps=n, orders=orders) for s, q, n in history)
-    epsilon, _ = rdp_analysis.get_privacy_spent(orders=orders, rdp=total, delta=delta)
-    return float(epsilon)
+from tests.client.rdp_reference import OPACUS_DEFAULT_ORDERS, independent_epsilon
 
 
 def test_epsilon_matches_independent_rdp_computation(tmp_path) -> None:
@@ -33,6 +25,17 @@ def test_epsilon_matches_independent_rdp_computation(tmp_path) -> None:
         ledger.reserve(run_id="r", round=i + 1, noise_multiplier=sigma, sample_rate=q, steps=steps)
     assert ledger.epsilon() == pytest.approx(independent_epsilon(history, delta), abs=1e-6)
     assert [e.round for e in ledger.entries()] == [1, 2, 3]
+
+
+def test_orders_beyond_opacus_defaults_tighten_a_high_noise_bound(tmp_path) -> None:
+    # Much noise, one step: Opacus' default orders (up to 63) put the optimum at the largest
+    # order, a loose bound. The ledger's higher orders give a smaller epsilon, still Opacus' RDP.
+    delta, history = 1e-5, [(20.0, 1.0, 1)]
+    ledger = PrivacyLedger(tmp_path / "l.sqlite", target_epsilon=1.0, target_delta=delta)
+    ledger.reserve(run_id="r", round=1, noise_multiplier=20.0, sample_rate=1.0, steps=1)
+    with_defaults = independent_epsilon(history, delta, OPACUS_DEFAULT_ORDERS)
+    assert ledger.epsilon() == pytest.approx(independent_epsilon(history, delta), abs=1e-6)
+    assert ledger.epsilon() < with_defaults - 1e-3
 
 
 def test_planned_rounds_stay_within_target_and_the_next_is_refused(tmp_path) -> None:

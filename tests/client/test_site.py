@@ -9,7 +9,7 @@ from fedsynth.client.ledger import BudgetExceededError, LedgerError
 from fedsynth.client.site import Site, SiteError
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.mcm import MCM
-from tests.client.test_dp_training import independent_epsilon
+from tests.client.rdp_reference import independent_epsilon
 
 
 def _config(**privacy) -> SiteConfig:

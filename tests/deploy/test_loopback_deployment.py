@@ -11,11 +11,13 @@ from pathlib import Path
 import pytest
 import tomli_w
 
+from fedsynth.client.app import open_site
 from fedsynth.deploy.local import LoopbackFederation, _children, is_running
 from fedsynth.model.mcm import MCM
 from fedsynth.server.config import FederationConfig
 from fedsynth.server.run import RunDirectory
 from fedsynth.server.simulation import prepare_sites
+from tests.client.rdp_reference import independent_epsilon
 
 pytestmark = pytest.mark.integration
 
@@ -98,6 +100,14 @@ def test_tls_node_auth_and_a_site_killed_mid_round(federation_config, tmp_path) 
         assert by_round[later].get("site-2") != "ok"
     # The killed site's ledger still holds its round-2 reservation: spend is never under-counted.
     assert _ledger_rounds(sites / "site-2") == [1, 2]
+    # Restart the killed site: it reports round 1 plus the whole interrupted round 2 (at least
+    # what it actually spent), recomputed by Opacus' RDP from the stored history.
+    restarted = open_site(sites / "site-2")
+    entries = restarted.ledger.entries()
+    assert restarted.ledger.epsilon() == pytest.approx(
+        independent_epsilon(restarted.ledger.history(), restarted.ledger.target_delta), abs=1e-6
+    )
+    assert restarted.ledger.epsilon() == pytest.approx(entries[-1].epsilon_after) > entries[0].epsilon_after
     assert _ledger_rounds(sites / "site-0") == list(range(1, ROUNDS + 1))
     model = MCM.load(config.run_dir / "model")
     assert model.differentially_private_ and len(model.sample(20, seed=3)) == 20
