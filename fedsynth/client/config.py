@@ -50,7 +50,9 @@ class TrainingConfig(BaseModel):
 
     local_epochs: int = Field(5, ge=1, le=10_000)
     batch_size: int = Field(64, ge=1, description="expected Poisson batch size")
-    learning_rate: float = Field(2e-3, gt=0)
+    # DP-SGD takes few, noisy steps: at 2e-3 (the non-DP default) the DP global model's
+    # marginals stayed far from the data (ACTG320, epsilon 4: mean KS 0.31); 1e-2 gave 0.13.
+    learning_rate: float = Field(1e-2, gt=0)
     holdout_fraction: float = Field(0.2, gt=0, lt=1, description="rows kept out of training for audits")
     split_seed: int = 0
 
