@@ -25,10 +25,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fedsynth.config_files import read_toml, validate_sections
 from fedsynth.model.config import MCMConfig
+
+# Smaller than the non-DP default (hidden 64, 64 bins): DP noise is added to every parameter,
+# so fewer parameters keep more signal per step.
+FEDERATED_MODEL_DEFAULTS = MCMConfig(hidden=32, n_bins=16)
 
 
 class FederationConfigError(ValueError):
@@ -69,10 +73,15 @@ class FederationConfig(BaseModel):
     schema_path: Path | None = Field(None, alias="schema", description="public schema (deployment engine)")
     simulation: SimulationConfig = SimulationConfig()
     site: dict[str, Any] = Field(default_factory=dict, description="[site] defaults for simulated sites")
-    # Smaller than the non-DP default (hidden 64, 64 bins): DP noise is added to every
-    # parameter, so fewer parameters keep more signal per step (ACTG320, epsilon 4: mean KS 0.31
-    # with the non-DP default, 0.11-0.14 with this one and the sites' learning rate 1e-2).
-    model: MCMConfig = MCMConfig(hidden=32, n_bins=16)
+    model: MCMConfig = FEDERATED_MODEL_DEFAULTS
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_over_federated_defaults(cls, value: Any) -> Any:
+        """A [model] table changes the fields it names; the rest keep the federated defaults."""
+        if isinstance(value, dict):
+            return {**FEDERATED_MODEL_DEFAULTS.model_dump(), **value}
+        return value
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "federation config") -> FederationConfig:

@@ -53,3 +53,12 @@ def test_resuming_with_a_changed_model_or_schema_is_refused(tmp_path) -> None:
         check_resumable(run, config(32), bundled_schema("whas500"))
     with pytest.raises(FederationConfigError, match="another schema"):
         check_resumable(run, original, bundled_schema("gbsg2"))
+
+
+def test_a_model_table_changes_only_the_fields_it_names() -> None:
+    from fedsynth.server.config import FEDERATED_MODEL_DEFAULTS
+
+    default = FederationConfig.from_dict({}).model
+    assert default == FEDERATED_MODEL_DEFAULTS and (default.hidden, default.n_bins) == (32, 16)
+    changed = FederationConfig.from_dict({"model": {"seed": 7}}).model
+    assert (changed.hidden, changed.n_bins, changed.seed) == (32, 16, 7)
