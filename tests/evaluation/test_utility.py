@@ -73,3 +73,34 @@ def test_non_estimable_covariates_are_excluded_with_reason() -> None:
     assert keep == ["age", "sex"]
     assert set(excluded) == {"rare", "flat"}
     assert "not estimable" in excluded["rare"] and "constant" in excluded["flat"]
+
+
+def test_cox_fit_reaches_the_optimum_where_lifelines_default_newton_stops_short(tmp_path) -> None:
+    # Known case: FLChain split over 3 sites (partition seed 2, split seed 2), pooled training
+    # rows. lifelines' default Newton step (0.95) reports convergence at log-likelihood ~-14,697
+    # with four log-HR signs flipped; the optimum (a concave problem) is ~-11,961.
+    import pytest
+    from lifelines import CoxPHFitter
+
+    from fedsynth.server.config import FederationConfig
+    from fedsynth.server.simulation import prepare_sites
+    from fedsynth.server.simulation_score import site_tables
+
+    config = FederationConfig.from_dict(
+        {
+            "federation": {"run_dir": str(tmp_path / "run")},
+            "simulation": {"dataset": "flchain", "sites": 3, "seed": 2},
+            "site": {"training": {"split_seed": 2}},
+        }
+    )
+    schema, _ = prepare_sites(config)
+    pooled = pd.concat([train for _, train, _ in site_tables(config.run_dir)], ignore_index=True)
+    design = design_matrix(pooled, schema)
+    default = CoxPHFitter(penalizer=0.01).fit(design, duration_col="_time", event_col="_event")
+    careful = CoxPHFitter(penalizer=0.01).fit(
+        design, duration_col="_time", event_col="_event", fit_options={"step_size": 0.1}
+    )
+    ours = fit_cox(pooled, schema)
+    assert default.log_likelihood_ < careful.log_likelihood_ - 1000  # the trap is there
+    assert ours.log_likelihood_ == pytest.approx(careful.log_likelihood_, abs=1e-3)
+    assert ours.params_["age"] > 0 and ours.params_["lambda"] > 0  # older age, higher FLC: higher hazard
