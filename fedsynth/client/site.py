@@ -26,7 +26,7 @@ import torch
 
 from fedsynth.client.config import SiteConfig
 from fedsynth.client.dp_training import DPPlan, plan_dp, train_dp_round
-from fedsynth.client.ledger import PrivacyLedger, check_delta, default_delta
+from fedsynth.client.ledger import BudgetExceededError, PrivacyLedger, check_delta, default_delta
 from fedsynth.data.io import read_table, write_text
 from fedsynth.data.schema import Schema
 from fedsynth.data.validation import validate_frame
@@ -158,13 +158,16 @@ class Site:
         """Reserve the round's privacy spend, then run it; refuses (BudgetExceededError) past the budget."""
         plan = self.plan(run_id, planned_rounds)
         # Spend is on disk before the first step: a kill from here on can only over-count.
-        epsilon_after = self.ledger.reserve(
-            run_id=run_id,
-            round=server_round,
-            noise_multiplier=plan.noise_multiplier,
-            sample_rate=plan.sample_rate,
-            steps=plan.steps_per_round,
-        )
+        try:
+            epsilon_after = self.ledger.reserve(
+                run_id=run_id,
+                round=server_round,
+                noise_multiplier=plan.noise_multiplier,
+                sample_rate=plan.sample_rate,
+                steps=plan.steps_per_round,
+            )
+        except BudgetExceededError as exc:  # the coordinator's record should say which site refused
+            raise BudgetExceededError(f"site '{self.config.name}' {exc}") from exc
         model = MCM(model_config).build(self.schema)
         network = model.network_
         network.load_state_dict(global_state)
