@@ -1,0 +1,55 @@
+"""Nearest-neighbour audit against cases whose answer is known."""
+
+from __future__ import annotations
+
+import pytest
+
+from fedsynth.data.datasets import load_dataset
+from fedsynth.privacy.nearest_neighbour import HISTOGRAM_BINS, AuditInputError, nearest_neighbour_audit
+
+
+@pytest.fixture(scope="module")
+def flchain_thirds():
+    frame, schema = load_dataset("flchain")
+    shuffled = frame.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    n = 1500
+    return shuffled[:n], shuffled[n : 2 * n], shuffled[2 * n : 3 * n], schema
+
+
+def test_a_copy_of_the_training_rows_fails(flchain_thirds) -> None:
+    train, holdout, _, schema = flchain_thirds
+    audit = nearest_neighbour_audit(train.copy(), train, holdout, schema)
+    assert audit.dcr_share == pytest.approx(1.0, abs=0.01)
+    assert audit.dcr_share_ci[0] > 0.95
+    assert audit.exact_matches == len(train)
+    assert audit.dcr_synthetic_p5 == 0.0 < audit.dcr_holdout_p5
+    assert audit.nndr_synthetic_p5 == 0.0
+
+
+def test_fresh_rows_from_the_same_population_pass(flchain_thirds) -> None:
+    train, holdout, fresh, schema = flchain_thirds
+    audit = nearest_neighbour_audit(fresh, train, holdout, schema)
+    low, high = audit.dcr_share_ci
+    assert low <= 0.5 <= high and high - low < 0.06
+    assert audit.exact_matches == 0
+    assert audit.dcr_synthetic_p5 == pytest.approx(audit.dcr_holdout_p5, rel=0.2)
+    assert audit.nndr_synthetic_p5 == pytest.approx(audit.nndr_holdout_p5, rel=0.2)
+
+
+def test_only_aggregates_come_back(flchain_thirds) -> None:
+    train, holdout, fresh, schema = flchain_thirds
+    result = nearest_neighbour_audit(fresh, train, holdout, schema).to_dict()
+    for key, value in result.items():
+        if isinstance(value, list):  # fixed-size histograms, never one value per record
+            assert len(value) in (HISTOGRAM_BINS, HISTOGRAM_BINS + 1), key
+        else:
+            assert isinstance(value, (int, float, tuple)), key
+    assert sum(result["dcr_synthetic_histogram"]) == len(fresh)
+
+
+def test_too_few_rows_are_refused_with_the_fix(flchain_thirds) -> None:
+    train, holdout, fresh, schema = flchain_thirds
+    with pytest.raises(AuditInputError, match="holdout_fraction"):
+        nearest_neighbour_audit(fresh, train[:10], holdout, schema)
+    with pytest.raises(AuditInputError, match="empty"):
+        nearest_neighbour_audit(fresh[:0], train, holdout, schema)
