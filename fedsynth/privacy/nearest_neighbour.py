@@ -58,7 +58,7 @@ class NearestNeighbourAudit:
         return asdict(self)
 
 
-def _nearest(reference: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+def nearest_distances(reference: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     """Euclidean distances from each query to its ``k`` nearest reference rows, ascending."""
     index = faiss.IndexFlatL2(reference.shape[1])
     index.add(np.ascontiguousarray(reference, dtype=np.float32))
@@ -109,14 +109,14 @@ def nearest_neighbour_audit(
     holdout_rows = transformer.encode(holdout)
     synthetic_rows = transformer.encode(synthetic)
 
-    to_train = _nearest(compared, synthetic_rows, 1)[:, 0]
-    to_holdout = _nearest(holdout_rows, synthetic_rows, 1)[:, 0]
+    to_train = nearest_distances(compared, synthetic_rows, 1)[:, 0]
+    to_holdout = nearest_distances(holdout_rows, synthetic_rows, 1)[:, 0]
     wins = np.where(np.isclose(to_train, to_holdout, rtol=0.0, atol=1e-7), 0.5, (to_train < to_holdout).astype(float))
 
     # Distributions against the full training set: synthetic -> train vs holdout -> train, the
     # latter being what a fresh record from the same population looks like.
-    synthetic_train = _nearest(train_rows, synthetic_rows, 2)
-    holdout_train = _nearest(train_rows, holdout_rows, 2)
+    synthetic_train = nearest_distances(train_rows, synthetic_rows, 2)
+    holdout_train = nearest_distances(train_rows, holdout_rows, 2)
     exact = int(np.count_nonzero(synthetic_train[:, 0] ** 2 <= EXACT_MATCH_TOLERANCE))
     top = float(max(synthetic_train[:, 0].max(), holdout_train[:, 0].max(), 1e-12))
     edges = np.linspace(0.0, top, HISTOGRAM_BINS + 1)

@@ -1,0 +1,41 @@
+"""Membership inference: the summary against exact answers, the distance attack against known cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from fedsynth.data.datasets import load_dataset
+from fedsynth.privacy.membership import distance_attack, summarise_attack, tpr_at_fpr
+
+
+def test_summary_matches_sklearn_auc_and_exact_tpr() -> None:
+    rng = np.random.default_rng(0)
+    members, non_members = rng.normal(0.5, 1.0, 3000), rng.normal(0.0, 1.0, 3000)
+    result = summarise_attack("toy", members, non_members)
+    labels = np.r_[np.ones(3000), np.zeros(3000)]
+    assert result.auc == pytest.approx(roc_auc_score(labels, np.r_[members, non_members]), abs=1e-12)
+    low, high = result.auc_ci
+    assert low < result.auc < high and high - low < 0.04
+    # Known answer by construction: non-members -990..9, so 1% FPR allows the 10 scores 0..9 and
+    # the threshold is -1; members -50.5..48.5 of which -0.5..48.5 (50 of 100) lie above it.
+    assert tpr_at_fpr(np.arange(100.0) - 50.5, np.arange(1000.0) - 990, 0.01) == pytest.approx(0.5)
+    assert result.roc_tpr[0] <= result.tpr_at_0_1pct_fpr <= result.tpr_at_1pct_fpr <= result.roc_tpr[-1] == 1.0
+
+
+@pytest.fixture(scope="module")
+def flchain_thirds():
+    frame, schema = load_dataset("flchain")
+    shuffled = frame.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    return shuffled[:1500], shuffled[1500:3000], shuffled[3000:4500], schema
+
+
+def test_distance_attack_catches_a_copy_and_not_fresh_rows(flchain_thirds) -> None:
+    train, holdout, fresh, schema = flchain_thirds
+    copied = distance_attack(train.copy(), train, holdout, schema)
+    assert copied.tpr_at_1pct_fpr > 0.5 and copied.auc > 0.9
+    independent = distance_attack(fresh, train, holdout, schema)
+    low, high = independent.auc_ci
+    assert low <= 0.5 <= high
+    assert independent.tpr_at_1pct_fpr < 0.05
