@@ -108,8 +108,7 @@ class LoopbackFederation:
     """A SuperLink with TLS and node authentication plus SuperNodes, all on 127.0.0.1.
 
     ``workdir`` receives the credentials (unless ``credentials`` names an existing set), the
-    SuperLink's state database, the ``flwr`` CLI home, a minimal Flower app directory and one
-    log per process.
+    ``flwr`` CLI home, a minimal Flower app directory and one log per process.
     """
 
     workdir: Path
@@ -301,7 +300,8 @@ class LoopbackFederation:
     def wait_online(self, names: list[str] | None = None, timeout: float | None = None) -> None:
         """Wait until the named (default: all started) nodes are online at the SuperLink."""
         wanted = {self.nodes[n].node_id for n in (names or list(self.nodes))}
-        deadline = time.monotonic() + (timeout or self.startup_timeout)
+        timeout = timeout or self.startup_timeout
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for node in self.nodes.values():
                 if node.node_id in wanted and node.process.poll() is not None:
