@@ -39,3 +39,29 @@ def test_distance_attack_catches_a_copy_and_not_fresh_rows(flchain_thirds) -> No
     low, high = independent.auc_ci
     assert low <= 0.5 <= high
     assert independent.tpr_at_1pct_fpr < 0.05
+
+
+def test_white_box_attack_exposes_an_overfit_model_and_not_a_dp_one(whas500) -> None:
+    import torch
+
+    from fedsynth.client.dp_training import plan_dp, train_dp_round
+    from fedsynth.model.config import MCMConfig
+    from fedsynth.model.mcm import MCM
+    from fedsynth.privacy.membership import white_box_attack
+
+    frame, schema = whas500
+    shuffled = frame.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    train, holdout = shuffled[:120], shuffled[120:240]
+    # Non-DP, many epochs on 120 rows: memorises.
+    overfit = MCM(MCMConfig(hidden=64, epochs=1500, seed=0)).fit(train, schema)
+    exposed = white_box_attack(overfit, train, holdout)
+    assert exposed.auc >= 0.9, exposed.auc
+    # DP-SGD at epsilon 1 on the same rows, from the same architecture.
+    private = MCM(MCMConfig(hidden=64, seed=0)).build(schema)
+    plan = plan_dp(n_records=len(train), batch_size=32, local_epochs=30, planned_rounds=1, target_epsilon=1.0,
+                   target_delta=1e-3, max_grad_norm=1.0)  # fmt: skip
+    train_dp_round(private.network_, private.codes_tensor(train), private.config, plan, 1e-2,
+                   torch.Generator().manual_seed(0))  # fmt: skip
+    guarded = white_box_attack(private, train, holdout)
+    assert guarded.auc_ci[0] <= 0.5 <= guarded.auc_ci[1], guarded.auc
+    assert guarded.auc < 0.65
