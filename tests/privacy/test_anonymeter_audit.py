@@ -1,0 +1,49 @@
+"""Anonymeter risks at a site: a copy of the training rows is caught, fresh rows are not."""
+
+from __future__ import annotations
+
+import pytest
+
+from fedsynth.privacy.anonymeter_audit import AnonymeterSettings, anonymeter_audit
+
+SETTINGS = AnonymeterSettings(n_attacks=150)
+
+
+@pytest.fixture(scope="module")
+def thirds(whas500):
+    frame, schema = whas500
+    shuffled = frame.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    return shuffled[:160], shuffled[160:320], shuffled[320:480], schema
+
+
+def test_a_copy_of_the_training_rows_is_high_risk_on_every_attack(thirds) -> None:
+    train, holdout, _, schema = thirds
+    risks = anonymeter_audit(train.copy(), train, holdout, schema, SETTINGS)
+    assert [r.attack for r in risks] == [
+        "singling-out-univariate", "singling-out-multivariate", "linkability", "inference",
+    ]  # fmt: skip
+    for risk in risks:
+        assert risk.ci[0] > 0.5, risk
+
+
+def test_fresh_rows_are_low_risk(thirds) -> None:
+    train, holdout, fresh, schema = thirds
+    risks = {r.attack: r for r in anonymeter_audit(fresh, train, holdout, schema, SETTINGS)}
+    assert risks["linkability"].ci[1] < 0.1
+    assert risks["singling-out-univariate"].risk < 0.2 and risks["singling-out-multivariate"].risk < 0.2
+    assert risks["inference"].risk < 0.3
+
+
+def test_column_names_with_spaces_and_bad_settings(thirds) -> None:
+    train, holdout, fresh, schema = thirds
+    renamed = {"age": "age at admission", "hr": "heart rate (bpm)"}
+    spaced = schema.model_copy(
+        update={"columns": tuple(c.model_copy(update={"name": renamed.get(c.name, c.name)}) for c in schema.columns)}
+    )
+    risks = anonymeter_audit(
+        train.rename(columns=renamed), train.rename(columns=renamed), holdout.rename(columns=renamed), spaced,
+        AnonymeterSettings(n_attacks=100, secrets=("heart rate (bpm)",)),
+    )  # fmt: skip
+    assert risks[-1].detail == {"secret": "heart rate (bpm)"} and risks[-1].ci[0] > 0.5
+    with pytest.raises(ValueError, match="not in the schema.*'nope'"):
+        anonymeter_audit(fresh, train, holdout, schema, AnonymeterSettings(secrets=("nope",)))
