@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy.stats import rankdata
+from sklearn.neighbors import KernelDensity
 
 from fedsynth.data.schema import Schema
 from fedsynth.data.transforms import Transformer
@@ -27,6 +28,7 @@ from fedsynth.model.mcm import MCM
 from fedsynth.model.training import per_sample_loss
 from fedsynth.privacy.nearest_neighbour import Z_95, nearest_distances
 
+KDE_BANDWIDTH_FACTOR = 0.5
 ROC_POINTS = 101  # FPR grid for the plotted curve: log-spaced from 1e-4 to 1
 
 
@@ -125,3 +127,43 @@ def white_box_attack(
         return (total / draws).numpy()
 
     return summarise_attack("white-box", -mean_loss(members), -mean_loss(holdout))
+
+
+def _kde(rows: np.ndarray) -> KernelDensity:
+    """Gaussian KDE whose bandwidth is half the median distance from a row to its nearest neighbour.
+
+    A global rule (Scott's) smooths over FLChain's 17 dimensions so much that a copied training
+    set gave AUC 0.59; the nearest-neighbour scale keeps the local structure memorisation
+    creates (AUC 0.76 at the median, 0.87 at half of it, 0.88 at a quarter).
+    """
+    distances = nearest_distances(rows, rows, 2)[:, 1]
+    positive = distances[distances > 0]
+    bandwidth = float(np.median(positive)) * KDE_BANDWIDTH_FACTOR if len(positive) else 1.0
+    return KernelDensity(bandwidth=bandwidth).fit(rows)
+
+
+def density_attack(
+    synthetic: pd.DataFrame, train: pd.DataFrame, holdout: pd.DataFrame, schema: Schema, seed: int = 0
+) -> AttackResult:
+    """Black-box, DOMIAS-style (van Breugel et al., 2023): synthetic density over reference density.
+
+    A generator that memorises puts extra density on its training records, beyond what the
+    population explains. The population's density comes from a reference set the model never
+    saw: half of the holdout; the other half are the non-member candidates, and as many training
+    rows are the members.
+    """
+    transformer = Transformer(schema)
+    rng = np.random.default_rng(seed)
+    held = transformer.encode(holdout)[rng.permutation(len(holdout))]
+    half = len(held) // 2
+    reference, non_members = held[:half], held[half:]
+    if half < 2:
+        raise ValueError(f"the density attack needs at least 4 holdout rows, got {len(holdout)}")
+    members = transformer.encode(train)
+    members = members[rng.choice(len(members), size=min(len(members), len(non_members)), replace=False)]
+    synthetic_density, reference_density = _kde(transformer.encode(synthetic)), _kde(reference)
+
+    def score(rows: np.ndarray) -> np.ndarray:  # log p_synthetic(x) - log p_reference(x)
+        return synthetic_density.score_samples(rows) - reference_density.score_samples(rows)
+
+    return summarise_attack("density", score(members), score(non_members))

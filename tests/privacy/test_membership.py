@@ -65,3 +65,13 @@ def test_white_box_attack_exposes_an_overfit_model_and_not_a_dp_one(whas500) -> 
     guarded = white_box_attack(private, train, holdout)
     assert guarded.auc_ci[0] <= 0.5 <= guarded.auc_ci[1], guarded.auc
     assert guarded.auc < 0.65
+
+
+def test_density_attack_catches_a_copy_and_not_fresh_rows(flchain_thirds) -> None:
+    from fedsynth.privacy.membership import density_attack
+
+    train, holdout, fresh, schema = flchain_thirds
+    copied = density_attack(train.copy(), train, holdout, schema)
+    assert copied.auc > 0.8 and copied.tpr_at_1pct_fpr > 0.1
+    independent = density_attack(fresh, train, holdout, schema)
+    assert independent.auc_ci[0] <= 0.5 <= independent.auc_ci[1]
