@@ -1,0 +1,48 @@
+"""The site's audit bundle: every audit on the site's own rows, and nothing row-level in the result."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from fedsynth.client.app import SCHEMA_FILE, SITE_FILE, _sites, open_site
+from fedsynth.client.audit import check_audit_result, run_site_audit
+from fedsynth.data.io import write_table
+from fedsynth.model.config import MCMConfig
+from fedsynth.model.mcm import MCM
+from fedsynth.privacy.anonymeter_audit import AnonymeterSettings
+
+
+@pytest.fixture()
+def site(whas500, tmp_path):
+    frame, schema = whas500
+    write_table(frame.iloc[:300], tmp_path / "data.csv")
+    (tmp_path / SCHEMA_FILE).write_text(schema.to_toml())
+    (tmp_path / SITE_FILE).write_text(
+        '[site]\nname = "hospital-a"\ndata = "data.csv"\nschema = "schema.toml"\n'
+        "[privacy]\ntarget_epsilon = 2.0\n[training]\nholdout_fraction = 0.5\n"
+    )
+    yield open_site(tmp_path)
+    _sites.clear()
+
+
+def test_site_audit_returns_every_audit_as_aggregates_only(site) -> None:
+    model = MCM(MCMConfig(hidden=16, n_bins=16, epochs=30, seed=0)).fit(site.train, site.schema)
+    result = run_site_audit(site, model, seed=1, anonymeter=AnonymeterSettings(n_attacks=60))
+    assert result["site"] == "hospital-a" and result["n_train"] == result["n_holdout"] == 150
+    assert [a["attack"] for a in result["attacks"]] == ["distance", "density", "white-box"]
+    assert [r["attack"] for r in result["anonymeter"]][-1] == "inference"
+    assert 0.0 <= result["nearest_neighbour"]["dcr_share"] <= 1.0
+    assert json.loads(json.dumps(result)) is not None  # plain JSON, ready for a message
+
+
+def test_row_level_content_is_refused() -> None:
+    with pytest.raises(ValueError, match="150 numbers is not an aggregate"):
+        check_audit_result({"distances": [0.1] * 150}, max_rows=300)
+    with pytest.raises(ValueError, match="DataFrame is not a scalar"):
+        check_audit_result({"rows": pd.DataFrame({"a": [1]})}, max_rows=300)
+    with pytest.raises(ValueError, match="as many as the site's records"):
+        check_audit_result({"names": ["x"] * 300}, max_rows=300)
+    check_audit_result({"roc": [0.0] * 101, "histogram": [1] * 40, "ci": (0.1, 0.2), "name": "ok"}, max_rows=300)
