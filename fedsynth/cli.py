@@ -372,6 +372,39 @@ def deploy_node_key(
     console.print(f"private key {private} (stays at the site); public key {public} (register it at the SuperLink)")
 
 
+@app.command()
+@user_errors
+def audit(
+    run_dir: Annotated[Path, typer.Argument(help="A simulation run directory made by `fedsynth train`.")],
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic sample each site draws.")] = 0,
+) -> None:
+    """Federated privacy audit: each site audits the global model on its own rows; aggregates only."""
+    from fedsynth.server.audit import AUDIT_FILE, audit_simulated_run
+
+    with console.status("each site samples from the global model and audits it against its own rows"):
+        document = audit_simulated_run(run_dir, seed=seed)
+    table = Table(title="Privacy audit per site (aggregates the sites returned)")
+    for header in ("site", "DCR share [95% CI]", "exact", "max TPR@1%FPR", "max AUC", "max Anonymeter risk"):
+        table.add_column(header, justify="left" if header == "site" else "right")
+    for site in document["sites"]:
+        nn = site["nearest_neighbour"]
+        low, high = nn["dcr_share_ci"]
+        table.add_row(
+            site["site"],
+            f"{nn['dcr_share']:.3f} [{low:.3f}, {high:.3f}]",
+            str(nn["exact_matches"]),
+            f"{max(a['tpr_at_1pct_fpr'] for a in site['attacks']):.3f}",
+            f"{max(a['auc'] for a in site['attacks']):.3f}",
+            f"{max(r['risk'] for r in site['anonymeter']):.3f}",
+        )
+    console.print(table)
+    if document["worst"]:
+        console.print("worst site: " + ", ".join(f"{k} {v:.3g}" for k, v in document["worst"].items()))
+    for failure in document["failures"]:
+        console.print(f"[yellow]node {failure['node_id']}: {failure['reason']}[/]")
+    console.print(f"audit results: {run_dir / AUDIT_FILE}")
+
+
 def _report_budget(run_dir: Path) -> None:
     from fedsynth.privacy.budget import write_budget_report
 

@@ -28,6 +28,7 @@ from fedsynth.client.config import SiteConfig
 from fedsynth.client.site import RoundResult, Site
 from fedsynth.data.schema import Schema
 from fedsynth.model.config import MCMConfig
+from fedsynth.model.mcm import MCM
 
 # Every scalar a site may send, and nothing else.
 REPLY_METRICS = (
@@ -131,6 +132,28 @@ def process_age_seconds() -> float:
     return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
 
 
+AUDIT_RECORD = "audit"
+
+
+def handle_audit(message: Message, context: Context, sites_root: Path | None = None) -> Message:
+    """Audit the global model in ``message`` against this site's own rows; reply with aggregates.
+
+    The instruction carries the global weights (which the coordinator holds anyway), the model
+    config and a sampling seed; the site samples from the model itself, so no synthetic or real
+    row travels in either direction. The reply is one ConfigRecord: the site's name and the
+    audit result as JSON, checked by :func:`fedsynth.client.audit.check_audit_result` first.
+    """
+    from fedsynth.client.audit import run_site_audit
+
+    site = open_site(site_dir_from_context(context, sites_root))
+    config = message.content["config"]
+    model = MCM(MCMConfig.model_validate(json.loads(str(config["model-config"])))).build(site.schema)
+    model.network_.load_state_dict(message.content["arrays"].to_torch_state_dict())
+    result = run_site_audit(site, model, seed=int(config["seed"]))
+    content = RecordDict({AUDIT_RECORD: ConfigRecord({"site": site.config.name, "result": json.dumps(result)})})
+    return Message(content=content, reply_to=message)
+
+
 def make_client_app(sites_root: Path | None = None) -> ClientApp:
     """A ClientApp; ``sites_root`` maps simulation partitions to site directories."""
     client_app = ClientApp()
@@ -138,6 +161,10 @@ def make_client_app(sites_root: Path | None = None) -> ClientApp:
     @client_app.train()
     def train(message: Message, context: Context) -> Message:
         return handle_train(message, context, sites_root)
+
+    @client_app.query()
+    def query(message: Message, context: Context) -> Message:
+        return handle_audit(message, context, sites_root)
 
     return client_app
 

@@ -104,3 +104,25 @@ def test_an_over_budget_round_raises_so_only_an_error_leaves(whas500, site_dir) 
     assert len(rounds) == 2
     # the error text carries only budget figures: no record, no data value
     assert "refused: round 3" in str(refused.value)
+
+
+def test_audit_reply_holds_only_the_site_name_and_aggregates(whas500, site_dir) -> None:
+    from fedsynth.client.app import AUDIT_RECORD, handle_audit
+    from fedsynth.client.audit import check_audit_result
+
+    model = MCM(MCMConfig(hidden=16, n_bins=16)).build(whas500[1])
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord(model.network_.state_dict()),
+            "config": ConfigRecord({"model-config": json.dumps(model.config.model_dump(mode="json")), "seed": 3}),
+        }
+    )
+    message = Message(content=content, dst_node_id=1, message_type=MessageType.QUERY)
+    reply = handle_audit(message, _context(site_dir))
+    assert set(reply.content.keys()) == {AUDIT_RECORD}
+    record = reply.content[AUDIT_RECORD]
+    assert isinstance(record, ConfigRecord) and set(record.keys()) == {"site", "result"}
+    result = json.loads(str(record["result"]))
+    check_audit_result(result, max_rows=250)  # nothing row-level
+    assert result["n_train"] == 200 and result["n_holdout"] == 50 and result["n_synthetic"] == 200
+    assert len(reply.content.array_records) == 0 and len(reply.content.metric_records) == 0
