@@ -13,11 +13,12 @@ simulation engine, ``partition-id`` resolved against the run's ``sites/`` direct
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
 import time
-from logging import INFO
+from logging import ERROR, INFO
 from pathlib import Path
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -25,6 +26,7 @@ from flwr.clientapp import ClientApp
 from flwr.supercore import log
 
 from fedsynth.client.config import SiteConfig
+from fedsynth.client.ledger import BudgetExceededError
 from fedsynth.client.site import RoundResult, Site
 from fedsynth.data.schema import Schema
 from fedsynth.model.config import MCMConfig
@@ -98,6 +100,31 @@ def train_reply(message: Message, result: RoundResult, site_name: str) -> Messag
     return Message(content=content, reply_to=message)
 
 
+class SiteError(RuntimeError):
+    """What the coordinator may learn of a failure at a site: its kind, never its details."""
+
+
+def without_details(handler):  # type: ignore[no-untyped-def]
+    """Flower sends an exception's text back to the coordinator; data errors name rows and values.
+
+    Budget refusals (epsilon figures and the site's name only) pass unchanged; any other error
+    is logged in full at the site and replaced by its type name.
+    """
+
+    @functools.wraps(handler)
+    def wrapper(message: Message, context: Context, sites_root: Path | None = None) -> Message:
+        try:
+            return handler(message, context, sites_root)
+        except BudgetExceededError:
+            raise
+        except Exception as exc:
+            log(ERROR, "%s failed at this site: %r", handler.__name__, exc)
+            raise SiteError(f"{type(exc).__name__} at the site; details are in the site's own log (not sent)") from None
+
+    return wrapper
+
+
+@without_details
 def handle_train(message: Message, context: Context, sites_root: Path | None = None) -> Message:
     """Train one DP round at this site on the global weights in ``message``."""
     started = time.monotonic()
@@ -135,6 +162,7 @@ def process_age_seconds() -> float:
 AUDIT_RECORD = "audit"
 
 
+@without_details
 def handle_audit(message: Message, context: Context, sites_root: Path | None = None) -> Message:
     """Audit the global model in ``message`` against this site's own rows; reply with aggregates.
 

@@ -20,6 +20,7 @@ as Opacus' default hooks. Batches are fetched as one tensor index, not row by ro
 from __future__ import annotations
 
 import math
+import secrets
 import warnings
 from dataclasses import asdict, dataclass
 
@@ -92,7 +93,9 @@ def plan_dp(
         raise DPPlanError(f"planned_rounds must be >= 1, got {planned_rounds}")
     loader_length = batches_per_epoch(n_records, batch_size)
     sample_rate = 1.0 / loader_length
-    steps_per_round = local_epochs * loader_length
+    # Opacus' Poisson sampler takes int(1 / sample_rate) steps per epoch, which floating point
+    # makes loader_length - 1 for some lengths (93, 99, 105, ...): plan exactly what it runs.
+    steps_per_round = local_epochs * int(1 / sample_rate)
     prior = list(prior_history or [])
 
     def epsilon(noise: float) -> float:
@@ -166,7 +169,12 @@ def train_dp_round(
     the caller checks against what its ledger reserved: Opacus may count fewer steps (an
     empty Poisson batch is skipped), never more.
     """
-    loader = DataLoader(RowsDataset(codes), batch_size=plan.batch_size, generator=generator, collate_fn=_whole_batch)
+    # Which records a step samples and the noise it adds must be secret: the DP analysis assumes
+    # an attacker cannot predict them. ``generator`` (seeded, reproducible) only draws the masks;
+    # sampling and noise get fresh OS randomness, never a seed anyone else knows.
+    sampling = torch.Generator().manual_seed(secrets.randbits(63))
+    noise = torch.Generator().manual_seed(secrets.randbits(63))
+    loader = DataLoader(RowsDataset(codes), batch_size=plan.batch_size, generator=sampling, collate_fn=_whole_batch)
     optimizer = torch.optim.Adam(network.parameters(), lr=learning_rate)
     with warnings.catch_warnings():
         # Opacus warns that secure_mode is off (its CSPRNG needs torchcsprng); recorded in the budget report.
@@ -183,9 +191,10 @@ def train_dp_round(
             max_grad_norm=plan.max_grad_norm,
             poisson_sampling=True,
             grad_sample_mode=GRAD_SAMPLE_MODE,
+            noise_generator=noise,
         )
-    if not math.isclose(1.0 / len(dp_loader), plan.sample_rate):
-        raise RuntimeError(f"Opacus sample rate {1 / len(dp_loader)} differs from the plan's {plan.sample_rate}")
+    if not math.isclose(dp_loader.sample_rate, plan.sample_rate):
+        raise RuntimeError(f"Opacus sample rate {dp_loader.sample_rate} differs from the plan's {plan.sample_rate}")
     total, count = 0.0, 0
     module.train()
     try:

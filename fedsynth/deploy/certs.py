@@ -183,6 +183,10 @@ def make_credentials(
     if len(set(nodes)) != len(nodes):
         raise CredentialsError(f"node names repeat in {list(nodes)}: each SuperNode needs its own key")
     files = TLSFiles(directory)
+    if directory.exists() and any(directory.iterdir()) and not files.ca_cert.exists():
+        raise CredentialsError(
+            f"{directory} is not empty and holds no credential set (no {CA_CERT}): choose a new or empty directory"
+        )
     if files.ca_cert.exists() and not overwrite:
         raise CredentialsError(
             f"{files.ca_cert} already exists: pass overwrite (--force) to replace the whole set, "

@@ -299,7 +299,7 @@ class LoopbackFederation:
 
     def wait_online(self, names: list[str] | None = None, timeout: float | None = None) -> None:
         """Wait until the named (default: all started) nodes are online at the SuperLink."""
-        wanted = {self.nodes[n].node_id for n in (names or list(self.nodes))}
+        wanted = {self.nodes[n].node_id for n in (names or list(self.nodes))} - {None}  # unregistered: never
         timeout = timeout or self.startup_timeout
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -363,7 +363,8 @@ class LoopbackFederation:
             for pid in [process.pid, *trees[process.pid], *_children(process.pid)]:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-            process.wait(timeout=30)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=30)
         self._processes.clear()
 
     def __enter__(self) -> LoopbackFederation:

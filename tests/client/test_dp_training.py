@@ -96,3 +96,33 @@ def test_empty_poisson_batches_are_skipped_and_the_round_still_accounts(whas500)
     assert (noise, rate) == (plan.noise_multiplier, plan.sample_rate)
     assert 0 < steps < plan.steps_per_round == 30  # empty batches were skipped (and reserved anyway)
     assert all(torch.isfinite(p).all() for p in model.network_.parameters())
+
+
+def test_a_loader_length_opacus_rounds_down_still_trains_within_the_plan() -> None:
+    # ceil(5900 / 64) = 93 batches, but Opacus' Poisson sampler runs int(1 / (1 / 93)) = 92 steps.
+    from fedsynth.data.datasets import load_dataset
+
+    plan = plan_dp(n_records=5900, batch_size=64, local_epochs=1, planned_rounds=1, target_epsilon=8.0,
+                   target_delta=1e-5, max_grad_norm=1.0)  # fmt: skip
+    assert plan.sample_rate == 1 / 93 and plan.steps_per_round == int(1 / (1 / 93)) == 92
+    frame, schema = load_dataset("flchain")
+    model = MCM(MCMConfig(hidden=8, n_bins=8)).build(schema)
+    codes = model.codes_tensor(frame.iloc[:5900])
+    _, history = train_dp_round(model.network_, codes, model.config, plan, 1e-3, torch.Generator().manual_seed(0))
+    ((noise, rate, steps),) = history
+    assert noise == plan.noise_multiplier and rate >= plan.sample_rate and steps <= plan.steps_per_round
+
+
+def test_dp_noise_and_sampling_are_not_reproducible_from_public_seeds(whas500) -> None:
+    # Same weights, data, plan and mask seed twice: the DP noise (and the Poisson batches) differ,
+    # because they come from OS randomness, not from a seed the coordinator could know.
+    frame, schema = whas500
+    plan = plan_dp(n_records=200, batch_size=64, local_epochs=1, planned_rounds=1, target_epsilon=4.0,
+                   target_delta=1e-3, max_grad_norm=1.0)  # fmt: skip
+    results = []
+    for _ in range(2):
+        model = MCM(MCMConfig(hidden=8, n_bins=8, seed=0)).build(schema)
+        codes = model.codes_tensor(frame.iloc[:200])
+        train_dp_round(model.network_, codes, model.config, plan, 1e-2, torch.Generator().manual_seed(0))
+        results.append(torch.cat([p.detach().flatten() for p in model.network_.parameters()]))
+    assert not torch.equal(results[0], results[1])

@@ -126,3 +126,17 @@ def test_audit_reply_holds_only_the_site_name_and_aggregates(whas500, site_dir) 
     check_audit_result(result, max_rows=250)  # nothing row-level
     assert result["n_train"] == 200 and result["n_holdout"] == 50 and result["n_synthetic"] == 200
     assert len(reply.content.array_records) == 0 and len(reply.content.metric_records) == 0
+
+
+def test_a_data_error_leaves_the_site_without_its_rows_or_values(whas500, site_dir) -> None:
+    from fedsynth.client.app import SiteError
+
+    frame, _ = whas500
+    broken = frame.iloc[:250].copy()
+    broken.loc[7, "age"] = 987  # out of the public bounds: the validation error names row and value
+    write_table(broken, site_dir / "data.csv")
+    message, _ = _instruction(whas500[1], server_round=1)
+    with pytest.raises(SiteError) as refused:
+        handle_train(message, _context(site_dir))
+    text = str(refused.value)
+    assert "DataValidationError" in text and "987" not in text and "age" not in text

@@ -68,3 +68,11 @@ def test_node_key_added_to_an_existing_set(tmp_path) -> None:
     )
     with pytest.raises(CredentialsError, match="already exists"):
         add_node_key(tmp_path / "certs", "site-7")
+
+
+def test_a_non_empty_directory_without_a_credential_set_is_never_replaced(tmp_path) -> None:
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(CredentialsError, match="not empty"):
+        make_credentials(tmp_path / "mine", overwrite=True)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
