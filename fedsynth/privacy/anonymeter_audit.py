@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 from anonymeter.evaluators import InferenceEvaluator, LinkabilityEvaluator, SinglingOutEvaluator
 
-from fedsynth.data.schema import ColumnRole, Schema
+from fedsynth.data.schema import ColumnKind, ColumnRole, Schema
 
 
 @dataclass(frozen=True)
@@ -103,14 +103,18 @@ def anonymeter_audit(
     risks.append(_risk("linkability", linkability, n_attacks, columns=[list(left), list(right)]))
 
     event = [c.name for c in schema.columns if c.role is ColumnRole.EVENT]
+    kinds = {c.name: c.kind for c in schema.columns}
     for secret in settings.secrets or tuple(event):
+        # A numeric secret is guessed by regression (success = close enough, anonymeter's rule);
+        # as a classification, success would need an exact value and the risk would read ~0.
+        numeric = kinds[secret] in (ColumnKind.CONTINUOUS, ColumnKind.INTEGER)
         aux = [_safe(c) for c in columns if c != secret]
         inference = InferenceEvaluator(
             ori=ori, syn=syn, control=control, aux_cols=aux, secret=_safe(secret), n_attacks=n_attacks,
-            regression=False,
+            regression=numeric,
         )  # fmt: skip
         inference.evaluate(n_jobs=1)
-        risks.append(_risk("inference", inference, n_attacks, secret=secret))
+        risks.append(_risk("inference", inference, n_attacks, secret=secret, regression=numeric))
     return risks
 
 

@@ -13,11 +13,13 @@ What FedAvg (``flwr.serverapp.strategy.FedAvg``) lacks and this adds:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from logging import WARNING
 from typing import Any
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
@@ -44,6 +46,11 @@ def check_reply(message: Message, expected_arrays: dict[str, tuple[int, ...]]) -
         return "arrays differ from the global model's parameters"
     if set(content["site"].keys()) != {"name"}:
         return f"unexpected site fields {sorted(content['site'].keys())}"
+    # One diverged site must not turn the global model (and its checkpoint) into NaN.
+    if any(not math.isfinite(float(value)) for value in metrics.values()):
+        return "non-finite metrics"
+    if any(not np.isfinite(array.numpy()).all() for array in content["arrays"].values()):
+        return "non-finite weights"
     return None
 
 

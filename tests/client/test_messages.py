@@ -140,3 +140,14 @@ def test_a_data_error_leaves_the_site_without_its_rows_or_values(whas500, site_d
         handle_train(message, _context(site_dir))
     text = str(refused.value)
     assert "DataValidationError" in text and "987" not in text and "age" not in text
+
+
+def test_the_server_rejects_non_finite_weights(whas500, site_dir) -> None:
+    message, shapes = _instruction(whas500[1], server_round=1)
+    reply = handle_train(message, _context(site_dir))
+    content = RecordDict(dict(reply.content.items()))
+    state = content["arrays"].to_torch_state_dict()
+    first = next(iter(state))
+    state[first] = state[first].clone().fill_(float("nan"))
+    content["arrays"] = ArrayRecord(state)
+    assert check_reply(Message(content=content, reply_to=message), shapes) == "non-finite weights"

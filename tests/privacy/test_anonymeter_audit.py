@@ -44,6 +44,6 @@ def test_column_names_with_spaces_and_bad_settings(thirds) -> None:
         train.rename(columns=renamed), train.rename(columns=renamed), holdout.rename(columns=renamed), spaced,
         AnonymeterSettings(n_attacks=100, secrets=("heart rate (bpm)",)),
     )  # fmt: skip
-    assert risks[-1].detail == {"secret": "heart rate (bpm)"} and risks[-1].ci[0] > 0.5
+    assert risks[-1].detail == {"secret": "heart rate (bpm)", "regression": True} and risks[-1].ci[0] > 0.5
     with pytest.raises(ValueError, match="not in the schema.*'nope'"):
         anonymeter_audit(fresh, train, holdout, schema, AnonymeterSettings(secrets=("nope",)))
