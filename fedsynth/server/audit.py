@@ -77,9 +77,9 @@ def run_audit(grid: Grid, run_dir: Path, seed: int = 0, timeout: float = 3600.0)
 def audit_simulated_run(run_dir: Path, seed: int = 0) -> dict[str, Any]:
     """Run the federated audit on Flower's simulation engine over a simulation run's virtual sites."""
     from flwr.serverapp import ServerApp
-    from flwr.simulation import run_simulation
 
     from fedsynth.client.app import make_client_app
+    from fedsynth.server.simulation import run_on_ray
 
     run_dir = Path(run_dir)
     site_dirs = sorted((run_dir / "sites").glob("site-*"))
@@ -93,14 +93,7 @@ def audit_simulated_run(run_dir: Path, seed: int = 0) -> dict[str, Any]:
     def main(grid: Grid, context: Any) -> None:
         run_audit(grid, run_dir, seed)
 
-    run_simulation(
-        server_app=server_app,
-        client_app=make_client_app(run_dir / "sites"),
-        num_supernodes=len(site_dirs),
-        backend_name="ray",
-        backend_config={"client_resources": {"num_cpus": 1.0, "num_gpus": 0.0},
-                        "init_args": {"logging_level": "error", "log_to_driver": False}},
-    )  # fmt: skip
+    run_on_ray(server_app, make_client_app(run_dir / "sites"), len(site_dirs))
     path = run_dir / AUDIT_FILE
     if not path.exists():
         raise RuntimeError(f"the federated audit wrote no {path}; see the log above")

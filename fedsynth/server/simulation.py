@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import tomli_w
+from flwr.clientapp import ClientApp
+from flwr.serverapp import ServerApp
 from flwr.simulation import run_simulation
 
 from fedsynth.client.app import SCHEMA_FILE, SITE_FILE, make_client_app
@@ -73,20 +75,27 @@ def prepare_sites(config: FederationConfig) -> tuple[Schema, Path]:
     return schema, root
 
 
+def run_on_ray(server_app: ServerApp, client_app: ClientApp, sites: int, cpus_per_site: float = 1.0) -> None:
+    """Flower's simulation engine (Ray backend) with quiet workers: one launch for training and audits."""
+    run_simulation(
+        server_app=server_app,
+        client_app=client_app,
+        num_supernodes=sites,
+        backend_name="ray",
+        backend_config={
+            "client_resources": {"num_cpus": cpus_per_site, "num_gpus": 0.0},
+            "init_args": {"logging_level": "error", "log_to_driver": False},
+        },
+    )
+
+
 def simulate(config: FederationConfig) -> Path:
     """Run the federation on Flower's simulation engine; returns the run directory."""
     schema, sites_root = prepare_sites(config)
     if (config.run_dir / "run.json").exists():
         check_resumable(RunDirectory(config.run_dir), config, schema)  # before any site trains
-    backend_config = {
-        "client_resources": {"num_cpus": config.simulation.cpus_per_site, "num_gpus": 0.0},
-        "init_args": {"logging_level": "error", "log_to_driver": False},
-    }
-    run_simulation(
-        server_app=make_server_app(config, schema),
-        client_app=make_client_app(sites_root),
-        num_supernodes=config.simulation.sites,
-        backend_name="ray",
-        backend_config=backend_config,
-    )
+    run_on_ray(
+        make_server_app(config, schema), make_client_app(sites_root), config.simulation.sites,
+        config.simulation.cpus_per_site,
+    )  # fmt: skip
     return config.run_dir

@@ -94,6 +94,13 @@ class MCMFedAvg(FedAvg):
         self._sent = list(super().configure_train(self.round_offset + server_round, arrays, config, grid))
         return self._sent
 
+    def _record_base(self, global_round: int, node_id: int, now: str) -> dict[str, Any]:
+        """What every budget record says of its round and node (and the site, once known)."""
+        base: dict[str, Any] = {"round": global_round, "node_id": node_id, "time": now}
+        if node_id in self._site_names:
+            base["site"] = self._site_names[node_id]
+        return base
+
     def _destinations(self) -> dict[str, int]:
         return {m.metadata.message_id: m.metadata.dst_node_id for m in self._sent if m.metadata.message_id}
 
@@ -108,9 +115,7 @@ class MCMFedAvg(FedAvg):
         destinations = self._destinations()
         for message in replies:
             node_id = destinations.get(message.metadata.reply_to_message_id, message.metadata.src_node_id)
-            base: dict[str, Any] = {"round": global_round, "node_id": node_id, "time": now}
-            if node_id in self._site_names:
-                base["site"] = self._site_names[node_id]
+            base = self._record_base(global_round, node_id, now)
             if message.has_error():
                 records.append({**base, "status": "error", "reason": message.error.reason})
                 continue
@@ -126,10 +131,8 @@ class MCMFedAvg(FedAvg):
         answered = {m.metadata.reply_to_message_id for m in replies}
         for message_id, node_id in destinations.items():
             if message_id not in answered:  # no reply at all within the round timeout
-                missing: dict[str, Any] = {"round": global_round, "node_id": node_id, "time": now}
-                if node_id in self._site_names:
-                    missing["site"] = self._site_names[node_id]
-                records.append({**missing, "status": "error", "reason": "no reply within the round timeout"})
+                base = self._record_base(global_round, node_id, now)
+                records.append({**base, "status": "error", "reason": "no reply within the round timeout"})
         self.run.append_budget(records)
         arrays, metrics = super().aggregate_train(global_round, accepted)
         if arrays is not None:

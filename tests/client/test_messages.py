@@ -14,24 +14,21 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 
-from fedsynth.client.app import REPLY_METRICS, SCHEMA_FILE, SITE_FILE, _sites, handle_train
+from fedsynth.client.app import REPLY_METRICS, _sites, handle_train
 from fedsynth.client.ledger import BudgetExceededError
 from fedsynth.data.io import write_table
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.mcm import MCM
 from fedsynth.server.strategy import check_reply
+from tests.client.conftest import write_site
 
 
 @pytest.fixture()
 def site_dir(whas500, tmp_path):
     frame, schema = whas500
-    write_table(frame.iloc[:250], tmp_path / "data.csv")
-    (tmp_path / SCHEMA_FILE).write_text(schema.to_toml())
-    (tmp_path / SITE_FILE).write_text(
-        '[site]\nname = "hospital-a"\ndata = "data.csv"\nschema = "schema.toml"\n'
-        "[privacy]\ntarget_epsilon = 2.0\n[training]\nlocal_epochs = 1\n"
+    yield write_site(
+        tmp_path, frame.iloc[:250], schema, "[privacy]\ntarget_epsilon = 2.0\n[training]\nlocal_epochs = 1\n"
     )
-    yield tmp_path
     _sites.clear()
 
 

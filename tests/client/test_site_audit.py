@@ -7,22 +7,19 @@ import json
 import pandas as pd
 import pytest
 
-from fedsynth.client.app import SCHEMA_FILE, SITE_FILE, _sites, open_site
+from fedsynth.client.app import _sites, open_site
 from fedsynth.client.audit import check_audit_result, run_site_audit
-from fedsynth.data.io import write_table
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.mcm import MCM
 from fedsynth.privacy.anonymeter_audit import AnonymeterSettings
+from tests.client.conftest import write_site
 
 
 @pytest.fixture()
 def site(whas500, tmp_path):
     frame, schema = whas500
-    write_table(frame.iloc[:300], tmp_path / "data.csv")
-    (tmp_path / SCHEMA_FILE).write_text(schema.to_toml())
-    (tmp_path / SITE_FILE).write_text(
-        '[site]\nname = "hospital-a"\ndata = "data.csv"\nschema = "schema.toml"\n'
-        "[privacy]\ntarget_epsilon = 2.0\n[training]\nholdout_fraction = 0.5\n"
+    write_site(
+        tmp_path, frame.iloc[:300], schema, "[privacy]\ntarget_epsilon = 2.0\n[training]\nholdout_fraction = 0.5\n"
     )
     yield open_site(tmp_path)
     _sites.clear()
