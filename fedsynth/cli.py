@@ -402,6 +402,20 @@ def audit(
         console.print("worst site: " + ", ".join(f"{k} {v:.3g}" for k, v in document["worst"].items()))
     for failure in document["failures"]:
         console.print(f"[yellow]node {failure['node_id']}: {failure['reason']}[/]")
+    if not document["complete"]:
+        console.print("[red]incomplete: not every site answered, so no worst-site figures are given[/]")
+    flagged = [
+        f"{site['site']} ({attack['attack']})"
+        for site in document["sites"]
+        for attack in site["attacks"]
+        if attack["empirical_epsilon"]["exceeds_accountant"]
+    ]
+    if flagged:
+        console.print(
+            "[red]probable DP bug: an attack's empirical epsilon exceeds the site's accountant epsilon at "
+            + ", ".join(flagged)
+            + "[/]"
+        )
     console.print(f"audit results: {run_dir / AUDIT_FILE}")
 
 

@@ -25,6 +25,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 from flwr.supercore import log
 
+from fedsynth.client.audit_log import AuditRefusedError
 from fedsynth.client.config import SiteConfig
 from fedsynth.client.ledger import BudgetExceededError
 from fedsynth.client.site import RoundResult, Site
@@ -107,7 +108,7 @@ class SiteError(RuntimeError):
 def without_details(handler):  # type: ignore[no-untyped-def]
     """Flower sends an exception's text back to the coordinator; data errors name rows and values.
 
-    Budget refusals (epsilon figures and the site's name only) pass unchanged; any other error
+    Budget and audit-cap refusals (figures and the site's name only) pass unchanged; any other error
     is logged in full at the site and replaced by its type name.
     """
 
@@ -115,7 +116,7 @@ def without_details(handler):  # type: ignore[no-untyped-def]
     def wrapper(message: Message, context: Context, sites_root: Path | None = None) -> Message:
         try:
             return handler(message, context, sites_root)
-        except BudgetExceededError:
+        except (BudgetExceededError, AuditRefusedError):
             raise
         except Exception as exc:
             log(ERROR, "%s failed at this site: %r", handler.__name__, exc)

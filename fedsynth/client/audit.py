@@ -10,8 +10,13 @@ and Anonymeter against its own train and holdout rows. Only the aggregates each 
 
 from __future__ import annotations
 
+import hashlib
+import time
 from typing import Any
 
+import torch
+
+from fedsynth.client.audit_log import record_audit
 from fedsynth.client.site import Site
 from fedsynth.model.mcm import MCM
 from fedsynth.privacy.anonymeter_audit import AnonymeterSettings, anonymeter_audit, risks_to_dicts
@@ -20,26 +25,70 @@ from fedsynth.privacy.nearest_neighbour import HISTOGRAM_BINS, nearest_neighbour
 
 # The only list lengths an audit result may contain: histograms, their edges and ROC grids.
 ALLOWED_LIST_LENGTHS = {HISTOGRAM_BINS, HISTOGRAM_BINS + 1, ROC_POINTS, 2}
+MAX_LIST_LENGTH = max(ALLOWED_LIST_LENGTHS)
+MAX_STRING_LENGTH = 200  # names and labels; a long string could carry anything
+
+
+def model_digest(model: MCM) -> str:
+    """SHA-256 of the model's weights, in parameter order: which model an audit looked at."""
+    hasher = hashlib.sha256()
+    for name, tensor in model.network_.state_dict().items():
+        hasher.update(name.encode())
+        hasher.update(tensor.detach().to(torch.float32).contiguous().numpy().tobytes())
+    return hasher.hexdigest()
 
 
 def run_site_audit(
     site: Site, model: MCM, seed: int = 0, anonymeter: AnonymeterSettings | None = None
 ) -> dict[str, Any]:
-    """All audits of ``model`` at ``site``; a JSON-able dict of aggregates only."""
+    """All audits of ``model`` at ``site``; a JSON-able dict of aggregates only.
+
+    Each membership attack also yields an empirical epsilon lower bound at the site's delta,
+    set next to the site's accountant epsilon (its whole ledger: every model trained on these
+    rows spent at most that); a bound above it is flagged as a probable DP bug. Counted against
+    ``privacy.max_audits`` before anything runs.
+    """
+    digest = model_digest(model)
+    number = record_audit(site, digest, seed)
     synthetic = model.sample(len(site.train), seed=seed)
     schema = site.schema
+    delta = site.ledger.target_delta
+    accountant_epsilon = site.ledger.epsilon()
+    train, holdout = site.train, site.holdout
+    timings: dict[str, float] = {}
+
+    def timed(name: str, audit: Any) -> Any:
+        started = time.perf_counter()
+        value = audit()
+        timings[name] = round(time.perf_counter() - started, 3)
+        return value
+
+    attacks = [
+        timed("distance", lambda: distance_attack(synthetic, train, holdout, schema, seed, delta)),
+        timed("density", lambda: density_attack(synthetic, train, holdout, schema, seed, delta)),
+        timed("white-box", lambda: white_box_attack(model, train, holdout, seed=seed, delta=delta)),
+    ]
+    for attack in attacks:
+        attack.empirical_epsilon["exceeds_accountant"] = attack.empirical_epsilon["epsilon_lower_bound"] > (
+            accountant_epsilon
+        )
     result = {
         "site": site.config.name,
-        "n_train": len(site.train),
-        "n_holdout": len(site.holdout),
+        "audit_number": number,
+        "model_sha256": digest,
+        "n_train": len(train),
+        "n_holdout": len(holdout),
         "n_synthetic": len(synthetic),
-        "nearest_neighbour": nearest_neighbour_audit(synthetic, site.train, site.holdout, schema, seed).to_dict(),
-        "attacks": [
-            distance_attack(synthetic, site.train, site.holdout, schema).to_dict(),
-            density_attack(synthetic, site.train, site.holdout, schema, seed).to_dict(),
-            white_box_attack(model, site.train, site.holdout, seed=seed).to_dict(),
-        ],
-        "anonymeter": risks_to_dicts(anonymeter_audit(synthetic, site.train, site.holdout, schema, anonymeter)),
+        "delta": delta,
+        "accountant_epsilon": accountant_epsilon,
+        "nearest_neighbour": timed(
+            "nearest-neighbour", lambda: nearest_neighbour_audit(synthetic, train, holdout, schema, seed)
+        ).to_dict(),
+        "attacks": [attack.to_dict() for attack in attacks],
+        "anonymeter": risks_to_dicts(
+            timed("anonymeter", lambda: anonymeter_audit(synthetic, train, holdout, schema, anonymeter))
+        ),
+        "seconds": timings,
     }
     check_audit_result(result, max_rows=len(site.train) + len(site.holdout))
     return result
@@ -48,7 +97,8 @@ def run_site_audit(
 def check_audit_result(result: Any, max_rows: int, path: str = "result") -> None:
     """Raise ValueError unless ``result`` holds only scalars, names and bounded-size lists.
 
-    A list as long as a table (one value per record) would be row-level data: refused.
+    A list as long as a table (one value per record) would be row-level data: refused, as are
+    lists longer than the longest aggregate (a ROC grid) and strings longer than a label.
     """
     if isinstance(result, dict):
         for key, value in result.items():
@@ -59,9 +109,11 @@ def check_audit_result(result: Any, max_rows: int, path: str = "result") -> None
         is_numbers = all(isinstance(v, (int, float)) for v in result)
         if is_numbers and len(result) not in ALLOWED_LIST_LENGTHS:
             raise ValueError(f"{path}: a list of {len(result)} numbers is not an aggregate")
-        if len(result) >= max_rows and max_rows > max(ALLOWED_LIST_LENGTHS):
-            raise ValueError(f"{path}: {len(result)} entries, as many as the site's records")
+        if len(result) > MAX_LIST_LENGTH or (len(result) >= max_rows and max_rows > MAX_LIST_LENGTH):
+            raise ValueError(f"{path}: {len(result)} entries is not an aggregate")
         for index, value in enumerate(result):
             check_audit_result(value, max_rows, f"{path}[{index}]")
+    elif isinstance(result, str) and len(result) > MAX_STRING_LENGTH:
+        raise ValueError(f"{path}: a string of {len(result)} characters is not a label")
     elif not isinstance(result, (str, int, float, bool)) and result is not None:
         raise ValueError(f"{path}: {type(result).__name__} is not a scalar")

@@ -12,6 +12,7 @@ budget in the site's TOML file, and the site enforces it whatever the server ask
     target_epsilon = 4.0
     # target_delta = 1e-4               # default 1/n^1.1 of the site's training rows
     max_grad_norm = 1.0
+    max_audits = 10                     # audits answered, ever (their results are not DP)
 
     [training]
     local_epochs = 5
@@ -41,6 +42,10 @@ class PrivacyConfig(BaseModel):
     target_epsilon: float = Field(4.0, gt=0, le=100, description="total epsilon this site will ever spend on its data")
     target_delta: float | None = Field(None, gt=0, lt=1, description="None: 1/n^1.1 for n training rows")
     max_grad_norm: float = Field(1.0, gt=0, description="per-sample gradient clipping norm")
+    # Audit results are exact functions of the site's rows, not DP: each audit the coordinator
+    # asks for is one more non-private answer (a crafted "model" could even probe for a record).
+    # The site caps how many it will ever run; the count is on disk before each audit runs.
+    max_audits: int = Field(10, ge=0, le=1000, description="privacy audits this site will ever run")
 
 
 class TrainingConfig(BaseModel):

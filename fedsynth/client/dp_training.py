@@ -155,6 +155,19 @@ def _whole_batch(batch: list[tuple[torch.Tensor]]) -> tuple[torch.Tensor]:
     return batch[0]
 
 
+def _noise_only_step(module: torch.nn.Module, dp_optimizer: torch.optim.Optimizer) -> None:
+    """An empty Poisson batch (probability (1 - q)^n) still releases noise: a zero clipped sum plus
+    Gaussian noise, through Opacus' optimizer so its accountant counts the step.
+
+    Skipping it instead would release a different mechanism from the one DP-SGD's analysis
+    covers: whether a step moved the weights would depend on whether any record was sampled.
+    """
+    for parameter in module.parameters():
+        if parameter.requires_grad:
+            parameter.grad = torch.zeros_like(parameter)
+    dp_optimizer.step()
+
+
 def train_dp_round(
     network: MCMNetwork,
     codes: torch.Tensor,
@@ -166,8 +179,8 @@ def train_dp_round(
     """Train ``network`` in place for one round of ``plan.steps_per_round`` DP-SGD steps.
 
     Returns the mean training loss and Opacus' own accountant history for the round, which
-    the caller checks against what its ledger reserved: Opacus may count fewer steps (an
-    empty Poisson batch is skipped), never more.
+    the caller checks against what its ledger reserved (Opacus counts every step, an empty
+    Poisson batch's noise-only step included).
     """
     # Which records a step samples and the noise it adds must be secret: the DP analysis assumes
     # an attacker cannot predict them. ``generator`` (seeded, reproducible) only draws the masks;
@@ -203,11 +216,10 @@ def train_dp_round(
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
             for _ in range(plan.local_epochs):
                 for (batch,) in dp_loader:
-                    if len(batch) == 0:
-                        # An empty Poisson batch (probability (1 - q)^n): skipped. The ledger reserved
-                        # the step anyway, so accounting over-counts, never under-counts.
-                        continue
                     dp_optimizer.zero_grad(set_to_none=True)
+                    if len(batch) == 0:
+                        _noise_only_step(module, dp_optimizer)
+                        continue
                     loss = per_sample_loss(module, batch, model_config, generator)
                     # Pass 1: per-record gradient norms (ghost); pass 2: the clipped sum.
                     DPTensorFastGradientClipping(module, dp_optimizer, loss, "mean").backward()

@@ -25,8 +25,16 @@ def per_sample_loss(
     """Draw fresh masks for the batch and return each row's masked NLL, shape (n,)."""
     # Opacus wraps the network in a GradSampleModule, which does not forward plain attributes.
     layout = getattr(network, "_module", network).layout
+    last = [h.index for h in layout.heads if h.column.role != "feature"] if config.outcome_last else ()
     masked = training_mask(
-        codes.shape[0], layout.n_columns, config.mask_min, config.mask_max, config.order_mask_fraction, generator
+        codes.shape[0],
+        layout.n_columns,
+        config.mask_min,
+        config.mask_max,
+        config.order_mask_fraction,
+        generator,
+        last,
+        config.outcome_last_share,
     )
     logits = network(layout.encode_codes(codes), masked)
     return masked_nll_per_sample(layout, logits, codes, masked, config.bin_smoothing)

@@ -36,7 +36,26 @@ def worst_over_sites(sites: list[dict[str, Any]]) -> dict[str, float]:
         "mia_tpr_at_0_1pct_fpr": max(a["tpr_at_0_1pct_fpr"] for a in attacks),
         "mia_auc_upper_ci": max(a["auc_ci"][1] for a in attacks),
         "anonymeter_risk_upper_ci": max(r["ci"][1] for r in risks) if risks else 0.0,
+        # Largest excess of an attack's empirical epsilon over its site's accountant epsilon:
+        # > 0 means some site measured more leakage than its DP accounting allows (a DP bug).
+        "empirical_minus_accountant_epsilon": max(
+            a["empirical_epsilon"]["epsilon_lower_bound"] - s["accountant_epsilon"] for s in sites for a in s["attacks"]
+        ),
     }
+
+
+def _reply_problem(reply: Message) -> str | None:
+    """Why a site's reply cannot be used (None if it can): an error, or outside the contract."""
+    if reply.has_error():
+        return reply.error.reason
+    if set(reply.content.keys()) != {AUDIT_RECORD}:
+        return "reply outside the audit contract"
+    try:
+        result = json.loads(str(reply.content[AUDIT_RECORD]["result"]))
+        check_audit_result(result, max_rows=int(result["n_train"]) + int(result["n_holdout"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        return f"reply outside the audit contract: {exc}"
+    return None
 
 
 def run_audit(grid: Grid, run_dir: Path, seed: int = 0, timeout: float = 3600.0) -> dict[str, Any]:
@@ -52,23 +71,34 @@ def run_audit(grid: Grid, run_dir: Path, seed: int = 0, timeout: float = 3600.0)
         for node_id in grid.get_node_ids()
     ]
     sites, failures = [], []
-    for reply in grid.send_and_receive(messages, timeout=timeout):
-        if reply.has_error():
-            failures.append({"node_id": reply.metadata.src_node_id, "reason": reply.error.reason})
+    replies = list(grid.send_and_receive(messages, timeout=timeout))
+    # Map each reply to the node it was sent to (an error the SuperLink writes for a dead node
+    # need not carry that node as its source).
+    destinations = {m.metadata.message_id: m.metadata.dst_node_id for m in messages if m.metadata.message_id}
+    for reply in replies:
+        node_id = destinations.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
+        problem = _reply_problem(reply)
+        if problem is not None:
+            failures.append({"node_id": node_id, "reason": problem})
             continue
-        if set(reply.content.keys()) != {AUDIT_RECORD}:
-            failures.append({"node_id": reply.metadata.src_node_id, "reason": "reply outside the audit contract"})
-            continue
-        result = json.loads(str(reply.content[AUDIT_RECORD]["result"]))
-        check_audit_result(result, max_rows=int(result["n_train"]) + int(result["n_holdout"]))
-        sites.append(result)
+        sites.append(json.loads(str(reply.content[AUDIT_RECORD]["result"])))
+    answered = {reply.metadata.reply_to_message_id for reply in replies}
+    failures += [
+        {"node_id": node_id, "reason": "no reply within the audit timeout"}
+        for message_id, node_id in destinations.items()
+        if message_id not in answered
+    ]
     sites.sort(key=lambda s: s["site"])
     document = {
         "time": datetime.now(UTC).isoformat(),
         "seed": seed,
+        "model_sha256": sites[0]["model_sha256"] if sites else None,
         "sites": sites,
         "failures": failures,
-        "worst": worst_over_sites(sites) if sites else None,
+        # A release decision needs every site's evidence: with a site missing, its worst case
+        # is unknown, so no "worst" figure is given at all.
+        "complete": bool(sites) and not failures,
+        "worst": worst_over_sites(sites) if sites and not failures else None,
     }
     write_text(Path(run_dir) / AUDIT_FILE, json.dumps(document, indent=2))
     return document

@@ -9,6 +9,7 @@ import pytest
 
 from fedsynth.client.app import _sites, open_site
 from fedsynth.client.audit import check_audit_result, run_site_audit
+from fedsynth.client.audit_log import AUDIT_LOG, AuditRefusedError
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.mcm import MCM
 from fedsynth.privacy.anonymeter_audit import AnonymeterSettings
@@ -33,6 +34,29 @@ def test_site_audit_returns_every_audit_as_aggregates_only(site) -> None:
     assert [r["attack"] for r in result["anonymeter"]][-1] == "inference"
     assert 0.0 <= result["nearest_neighbour"]["dcr_share"] <= 1.0
     assert json.loads(json.dumps(result)) is not None  # plain JSON, ready for a message
+    # Every attack carries its empirical epsilon at the site's delta, next to the ledger's epsilon
+    # (no DP training here, so 0); a non-DP model fitted 30 epochs on 150 rows leaks measurably.
+    assert result["accountant_epsilon"] == 0.0 and result["delta"] == site.ledger.target_delta
+    for attack in result["attacks"]:
+        bound = attack["empirical_epsilon"]
+        assert bound["delta"] == result["delta"]
+        assert bound["exceeds_accountant"] == (bound["epsilon_lower_bound"] > 0.0)
+    assert set(result["seconds"]) == {"distance", "density", "white-box", "nearest-neighbour", "anonymeter"}
+
+
+def test_audits_are_counted_before_they_run_and_capped(whas500, tmp_path) -> None:
+    frame, schema = whas500
+    write_site(tmp_path, frame.iloc[:200], schema, "[privacy]\nmax_audits = 1\n[training]\nholdout_fraction = 0.5\n")
+    site = open_site(tmp_path)
+    model = MCM(MCMConfig(hidden=8, n_bins=8, epochs=1)).fit(site.train, schema)
+    first = run_site_audit(site, model, seed=0, anonymeter=AnonymeterSettings(n_attacks=20))
+    assert first["audit_number"] == 1 and len(first["model_sha256"]) == 64
+    logged = [json.loads(line) for line in (site.dir / AUDIT_LOG).read_text().splitlines()]
+    assert [entry["model_sha256"] for entry in logged] == [first["model_sha256"]]
+    with pytest.raises(AuditRefusedError, match=r"hospital-a.*1 audits.*privacy.max_audits = 1"):
+        run_site_audit(site, model, seed=1)
+    assert len((site.dir / AUDIT_LOG).read_text().splitlines()) == 1  # a refusal is not an audit
+    _sites.clear()
 
 
 def test_row_level_content_is_refused() -> None:
@@ -40,6 +64,10 @@ def test_row_level_content_is_refused() -> None:
         check_audit_result({"distances": [0.1] * 150}, max_rows=300)
     with pytest.raises(ValueError, match="DataFrame is not a scalar"):
         check_audit_result({"rows": pd.DataFrame({"a": [1]})}, max_rows=300)
-    with pytest.raises(ValueError, match="as many as the site's records"):
+    with pytest.raises(ValueError, match="300 entries is not an aggregate"):
         check_audit_result({"names": ["x"] * 300}, max_rows=300)
+    with pytest.raises(ValueError, match="102 entries is not an aggregate"):  # a small site's rows
+        check_audit_result({"names": ["x"] * 102}, max_rows=100_000)
+    with pytest.raises(ValueError, match="201 characters is not a label"):
+        check_audit_result({"name": "x" * 201}, max_rows=300)
     check_audit_result({"roc": [0.0] * 101, "histogram": [1] * 40, "ci": (0.1, 0.2), "name": "ok"}, max_rows=300)

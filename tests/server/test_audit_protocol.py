@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import tomllib
 
 import pytest
+import tomli_w
 from typer.testing import CliRunner
 
 from fedsynth.cli import app
@@ -35,3 +37,24 @@ def test_federated_audit_over_three_sites(tmp_path) -> None:
     # A DP model at epsilon 1 after one round: no attack reaches a high TPR at 1% FPR.
     assert worst["mia_tpr_at_1pct_fpr"] < 0.2
     assert "worst site: dcr_share_upper_ci" in result.output
+    # DP runs in the suite: no attack proves more leakage than the site's accountant allows.
+    assert document["complete"] is True
+    assert worst["empirical_minus_accountant_epsilon"] <= 0.0
+    for site in document["sites"]:
+        assert site["accountant_epsilon"] <= 1.0 + 1e-9
+        assert not any(a["empirical_epsilon"]["exceeds_accountant"] for a in site["attacks"])
+
+    # site-2's privacy officer caps audits at the one it answered: the next audit is incomplete,
+    # names the refusal, and gives no worst-site figures (a site's worst case is unknown).
+    site_file = config.run_dir / "sites" / "site-2" / "site.toml"
+    document = tomllib.loads(site_file.read_text())
+    document["privacy"]["max_audits"] = 1
+    site_file.write_text(tomli_w.dumps(document))
+    result = CliRunner().invoke(app, ["audit", str(config.run_dir), "--seed", "6"])
+    assert result.exit_code == 0, result.output
+    again = json.loads((config.run_dir / "audit.json").read_text())
+    assert [s["site"] for s in again["sites"]] == ["site-0", "site-1"]
+    assert again["complete"] is False and again["worst"] is None
+    (failure,) = again["failures"]
+    assert "site 'site-2' has answered 1 audits" in failure["reason"] and "privacy.max_audits = 1" in failure["reason"]
+    assert "incomplete" in result.output

@@ -1,0 +1,44 @@
+"""The site's count of privacy audits it has answered: durable, written before each audit runs.
+
+Audit results are exact functions of the site's rows, not differentially private, so every
+answer the coordinator gets is one more non-private release. The site caps them
+(``privacy.max_audits``) the way its ledger caps epsilon: the entry is on disk, fsynced,
+before the audit reads a row, and a crash cannot hand out an uncounted answer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pandas as pd
+
+from fedsynth.client.site import Site
+
+AUDIT_LOG = "audits.jsonl"
+
+
+class AuditRefusedError(RuntimeError):
+    """The site will not run another audit; the message (site name and counts only) says why."""
+
+
+def record_audit(site: Site, digest: str, seed: int) -> int:
+    """Append this audit to the site's audit log (on disk before it runs); refuse past the cap.
+
+    Returns the audit's number. Like the privacy ledger, the record is written and fsynced
+    first, so a crash during the audit cannot hand out an uncounted answer.
+    """
+    path = site.dir / AUDIT_LOG
+    done = len(path.read_text(encoding="utf-8").splitlines()) if path.exists() else 0
+    cap = site.config.privacy.max_audits
+    if done >= cap:
+        raise AuditRefusedError(
+            f"site '{site.config.name}' has answered {done} audits, its cap (privacy.max_audits = {cap}); "
+            "audit results are not differentially private, so the site's privacy officer must raise the cap"
+        )
+    entry = {"created": pd.Timestamp.now(tz="UTC").isoformat(), "model_sha256": digest, "seed": seed}
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(entry) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    return done + 1
