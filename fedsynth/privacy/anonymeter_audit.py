@@ -10,7 +10,10 @@ Traps handled (each seen in anonymeter's issue tracker or here):
   names for the evaluation and the results use the schema's names;
 * ``n_attacks`` larger than the control set raises inside anonymeter: it is capped;
 * multivariate singling out can search for a very long time on data that resists it: the
-  number of query attempts is bounded (``max_attempts``).
+  number of query attempts is bounded (``max_attempts``);
+* its nearest-neighbour search (linkability, inference) sorts every distance per query: the
+  same distance is searched exactly by faiss instead (:mod:`fedsynth.privacy.gower`), 100k
+  synthetic rows in seconds.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import pandas as pd
 from anonymeter.evaluators import InferenceEvaluator, LinkabilityEvaluator, SinglingOutEvaluator
 
 from fedsynth.data.schema import ColumnKind, ColumnRole, Schema
+from fedsynth.privacy.gower import FaissInferencePredictor, faiss_linkability_neighbours
 
 
 @dataclass(frozen=True)
@@ -99,7 +103,8 @@ def anonymeter_audit(
         ori=ori, syn=syn, control=control, n_attacks=n_attacks,
         aux_cols=([_safe(c) for c in left], [_safe(c) for c in right]), n_neighbors=1,
     )  # fmt: skip
-    linkability.evaluate(n_jobs=1)
+    with faiss_linkability_neighbours():
+        linkability.evaluate(n_jobs=1)
     risks.append(_risk("linkability", linkability, n_attacks, columns=[list(left), list(right)]))
 
     event = [c.name for c in schema.columns if c.role is ColumnRole.EVENT]
@@ -111,7 +116,7 @@ def anonymeter_audit(
         aux = [_safe(c) for c in columns if c != secret]
         inference = InferenceEvaluator(
             ori=ori, syn=syn, control=control, aux_cols=aux, secret=_safe(secret), n_attacks=n_attacks,
-            regression=numeric,
+            regression=numeric, inference_model=FaissInferencePredictor(syn, aux, _safe(secret)),
         )  # fmt: skip
         inference.evaluate(n_jobs=1)
         risks.append(_risk("inference", inference, n_attacks, secret=secret, regression=numeric))

@@ -1,0 +1,86 @@
+"""Anonymeter's nearest neighbours, same distance, searched exactly by faiss: Anonymeter at 100k rows.
+
+Anonymeter's linkability and inference attacks find, for each target record, its nearest
+synthetic record under a Gower-style distance: the sum over numeric columns of |a - b| after
+scaling by the column's range, plus 1 per categorical column that differs. Its implementation
+computes every distance in a numba loop and then fully sorts all of them, one joblib task per
+query: 4.3 s per 500 queries against 100k synthetic rows here, 62 s of a 100k-row site audit.
+
+The same distance is an L1 distance in a re-encoded space: numeric columns scaled exactly as
+Anonymeter scales them (``mixed_types_transform``), each categorical column one-hot with
+entries 1/2 (two differing one-hots are L1 distance 1 apart, equal ones 0). faiss searches L1
+exactly. Rows with a missing value fall back to Anonymeter's own search (its distance gives
+missing values a special meaning). Ties may resolve to a different, equally near, record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import faiss
+import numpy as np
+import pandas as pd
+from anonymeter.evaluators import linkability_evaluator
+from anonymeter.evaluators.inference_predictor import InferencePredictor
+from anonymeter.neighbors.mixed_types_kneighbors import MixedTypeKNeighbors
+from anonymeter.preprocessing.transformations import mixed_types_transform
+from anonymeter.preprocessing.type_detection import detect_consistent_col_types
+
+
+def _l1_space(frame: pd.DataFrame, num_cols: list[str], cat_cols: list[str], categories: dict) -> np.ndarray:
+    parts = [frame[num_cols].to_numpy(dtype=np.float32)] if num_cols else []
+    for column in cat_cols:
+        codes = pd.Categorical(frame[column], categories=categories[column]).codes
+        one_hot = np.zeros((len(frame), len(categories[column])), dtype=np.float32)
+        one_hot[np.arange(len(frame)), codes] = 0.5
+        parts.append(one_hot)
+    return np.ascontiguousarray(np.hstack(parts), dtype=np.float32)
+
+
+class FaissMixedTypeKNeighbors(MixedTypeKNeighbors):
+    """:class:`MixedTypeKNeighbors` with an exact faiss L1 search of the same distance."""
+
+    def kneighbors(self, queries: pd.DataFrame, n_neighbors: int | None = None, return_distance: bool = False) -> Any:
+        n_neighbors = min(n_neighbors or self._n_neighbors, self._candidates.shape[0])
+        if self._ctypes is None:
+            self._ctypes = detect_consistent_col_types(df1=self._candidates, df2=queries)
+        if self._candidates.isna().any().any() or queries.isna().any().any():
+            return super().kneighbors(queries, n_neighbors, return_distance)
+        num_cols, cat_cols = self._ctypes["num"], self._ctypes["cat"]
+        candidates, queries = mixed_types_transform(
+            df1=self._candidates, df2=queries, num_cols=num_cols, cat_cols=cat_cols
+        )
+        categories = {c: pd.unique(pd.concat([candidates[c], queries[c]], ignore_index=True)) for c in cat_cols}
+        reference = _l1_space(candidates, num_cols, cat_cols, categories)
+        index = faiss.IndexFlat(reference.shape[1], faiss.METRIC_L1)
+        index.add(reference)
+        distances, indexes = index.search(_l1_space(queries, num_cols, cat_cols, categories), n_neighbors)
+        indexes = indexes.astype(np.int64)
+        return (distances.astype(np.float64), indexes) if return_distance else indexes
+
+
+class FaissInferencePredictor(InferencePredictor):
+    """Anonymeter's nearest-neighbour inference guess (its ``KNNInferencePredictor``) over faiss."""
+
+    def __init__(self, data: pd.DataFrame, columns: list[str], target_col: str) -> None:
+        self._nn = FaissMixedTypeKNeighbors(n_neighbors=1).fit(candidates=data[columns])
+        self._target_series = data[target_col]
+        self._columns = columns
+
+    def predict(self, x: pd.DataFrame) -> pd.Series:
+        guesses = self._target_series.iloc[self._nn.kneighbors(queries=x[self._columns]).flatten()]
+        guesses.index = x.index
+        return guesses
+
+
+@contextmanager
+def faiss_linkability_neighbours() -> Iterator[None]:
+    """Within the block, Anonymeter's linkability attack searches with faiss (it has no hook)."""
+    original = linkability_evaluator.MixedTypeKNeighbors
+    linkability_evaluator.MixedTypeKNeighbors = FaissMixedTypeKNeighbors
+    try:
+        yield
+    finally:
+        linkability_evaluator.MixedTypeKNeighbors = original
