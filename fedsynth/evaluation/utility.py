@@ -8,11 +8,13 @@ Both use lifelines' CoxPHFitter on the same design matrix built from the public 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from lifelines import CoxPHFitter
+from lifelines.exceptions import ConvergenceWarning
 from lifelines.utils import concordance_index
 from scipy.stats import ks_2samp
 
@@ -81,6 +83,7 @@ def estimable_covariates(design: pd.DataFrame) -> tuple[list[str], dict[str, str
 # log-HRs flipped, where step size 0.5 reaches the optimum, -11,961. Both are fitted; the better
 # one is kept.
 NEWTON_STEP_SIZES = (0.95, 0.5)
+NOT_CONVERGED = ("failed to converge", "norm(delta) is still high")
 
 
 def fit_cox(
@@ -99,18 +102,30 @@ def fit_cox(
     fits, failures = [], []
     for step_size in NEWTON_STEP_SIZES:
         try:
-            fits.append(
-                CoxPHFitter(penalizer=penalizer).fit(
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", ConvergenceWarning)
+                fit = CoxPHFitter(penalizer=penalizer).fit(
                     design[[*wanted, "_time", "_event"]],
                     duration_col="_time",
                     event_col="_event",
                     fit_options={"step_size": step_size},
                 )
-            )
         except Exception as exc:  # lifelines raises several types for non-convergence
             failures.append(f"step size {step_size}: {exc}")
+            continue
+        # lifelines only *warns* when Newton-Raphson stops short ("failed to converge", or
+        # "completed" with the step norm still high, e.g. a log-HR of 21 under separation):
+        # such a fit must not produce numbers.
+        unconverged = [str(w.message) for w in caught if any(s in str(w.message) for s in NOT_CONVERGED)]
+        if unconverged:
+            failures.append(f"step size {step_size}: did not converge ({unconverged[0][:120]})")
+        else:
+            fits.append(fit)
     if not fits:
-        raise CoxFitError(f"Cox fit failed: {'; '.join(failures)}")
+        raise CoxFitError(
+            f"Cox fit failed: {'; '.join(failures)}. A covariate may separate the outcome (no events in one "
+            "of its levels) or be nearly constant: drop or merge it, or raise the penalizer"
+        )
     # The penalised partial likelihood is concave: the fit with the highest value is the right one.
     return max(fits, key=lambda fit: fit.log_likelihood_)
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from fedsynth.evaluation.utility import design_matrix, fit_cox, utility_report
+from fedsynth.evaluation.utility import CoxFitError, design_matrix, fit_cox, utility_report
 from fedsynth.privacy.copies import exact_copy_count
 
 
@@ -104,3 +105,16 @@ def test_cox_fit_reaches_the_optimum_where_lifelines_default_newton_stops_short(
     assert default.log_likelihood_ < careful.log_likelihood_ - 1000  # the trap is there
     assert ours.log_likelihood_ == pytest.approx(careful.log_likelihood_, abs=1e-3)
     assert ours.params_["age"] > 0 and ours.params_["lambda"] > 0  # older age, higher FLC: higher hazard
+
+
+def test_a_fit_lifelines_only_warns_about_produces_no_numbers(whas500) -> None:
+    frame, schema = whas500
+    rows = frame.copy()
+    # 'sho' = 1 exactly for 30 deaths moved before every other time: its partial likelihood rises
+    # for ever, and unpenalised lifelines "completes" at a log-HR near 21 with only a warning.
+    earliest = rows[rows["fstat"] == 1].nsmallest(30, "lenfol").index
+    rows["sho"] = rows.index.isin(earliest).astype(int)
+    rows.loc[earliest, "lenfol"] = 0
+    with pytest.raises(CoxFitError, match="did not converge"):
+        fit_cox(rows, schema, penalizer=0.0)
+    assert fit_cox(frame, schema).params_.abs().max() < 5  # the real data fit as usual

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
-from fedsynth.privacy.anonymeter_audit import AnonymeterSettings, anonymeter_audit
+from fedsynth.privacy.anonymeter_audit import (
+    AnonymeterSettings,
+    anonymeter_audit,
+    at_recorded_precision,
+    recorded_decimals,
+)
 
 SETTINGS = AnonymeterSettings(n_attacks=150)
 
@@ -47,3 +53,13 @@ def test_column_names_with_spaces_and_bad_settings(thirds) -> None:
     assert risks[-1].detail == {"secret": "heart rate (bpm)", "regression": True} and risks[-1].ci[0] > 0.5
     with pytest.raises(ValueError, match="not in the schema.*'nope'"):
         anonymeter_audit(fresh, train, holdout, schema, AnonymeterSettings(secrets=("nope",)))
+
+
+def test_synthetic_values_are_compared_at_the_real_datas_recorded_precision() -> None:
+    real = pd.DataFrame({"age": [61.0, 70.0, 55.0], "kappa": [1.25, 0.5, 2.75], "code": [1, 2, 3]})
+    synthetic = pd.DataFrame({"age": [61.2837, 69.6], "kappa": [1.2549, 0.4999], "code": [1, 2]})
+    assert recorded_decimals(real["age"]) == 0 and recorded_decimals(real["kappa"]) == 2
+    assert recorded_decimals(pd.Series([1 / 3, 0.5])) is None
+    rounded = at_recorded_precision(synthetic, real)
+    assert rounded["age"].tolist() == [61.0, 70.0] and rounded["kappa"].tolist() == [1.25, 0.5]
+    assert rounded["code"].tolist() == [1, 2] and synthetic["age"].iloc[0] == 61.2837  # input untouched

@@ -1,0 +1,104 @@
+"""Discrimination and calibration on real holdouts: known answers and independent computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from lifelines import CoxPHFitter
+from lifelines.utils import concordance_index
+from sksurv.metrics import concordance_index_ipcw
+
+from fedsynth.data.datasets import load_dataset
+from fedsynth.data.split import train_holdout_split
+from fedsynth.evaluation.calibration import (
+    CalibrationError,
+    binary_subgroups,
+    calibration,
+    stratified_calibration,
+)
+from fedsynth.evaluation.discrimination import discrimination, evaluation_times
+from fedsynth.evaluation.utility import design_matrix, fit_cox
+
+
+@pytest.fixture(scope="module")
+def split() -> tuple[pd.DataFrame, pd.DataFrame, object]:
+    frame, schema = load_dataset("whas500")
+    train, holdout = train_holdout_split(frame, 0.5, 0)
+    return train, holdout, schema
+
+
+def _unpenalised(frame: pd.DataFrame, schema) -> CoxPHFitter:  # type: ignore[no-untyped-def]
+    design = design_matrix(frame, schema)
+    return CoxPHFitter().fit(design, duration_col="_time", event_col="_event")
+
+
+@pytest.mark.parametrize("dataset", ["whas500", "gbsg2", "actg320"])
+def test_c_indices_equal_direct_lifelines_and_sksurv_computations(dataset: str) -> None:
+    frame, schema = load_dataset(dataset)
+    train, holdout = train_holdout_split(frame, 0.5, 1)
+    model = fit_cox(train, schema)
+    result = discrimination(model, train, holdout, schema)
+    design = design_matrix(holdout, schema)
+    risk = model.predict_partial_hazard(design[list(model.params_.index)]).to_numpy()
+    assert result.harrell_c == pytest.approx(concordance_index(design["_time"], -risk, design["_event"]), abs=1e-12)
+    to_array = lambda f: np.array(  # noqa: E731
+        list(zip(f[schema.event_column] > 0, f[schema.time_column], strict=True)),
+        dtype=[("event", bool), ("time", float)],
+    )
+    tau = evaluation_times(train, holdout, schema)[-1]
+    uno = concordance_index_ipcw(to_array(train), to_array(holdout), risk, tau=tau)[0]
+    assert result.uno_c == pytest.approx(uno, abs=1e-12)
+    assert 0.6 < result.harrell_c < 0.9 and 0.0 < result.integrated_brier < 0.25
+
+
+def test_a_model_of_independent_columns_ranks_at_chance(split) -> None:
+    # Each column shuffled on its own: the Cox fit is noise, a random direction in covariate
+    # space. One such direction can still correlate with age (C far from 0.5 either way); over
+    # twelve shuffles the mean is chance.
+    train, holdout, schema = split
+    rng = np.random.default_rng(0)
+    chance = []
+    for _ in range(12):
+        shuffled = train.apply(lambda column: rng.permutation(column.to_numpy()))
+        chance.append(discrimination(fit_cox(shuffled, schema), train, holdout, schema))
+    real = discrimination(fit_cox(train, schema), train, holdout, schema)
+    assert abs(np.mean([c.harrell_c for c in chance]) - 0.5) < 0.06
+    assert abs(np.mean([c.uno_c for c in chance]) - 0.5) < 0.06
+    assert real.harrell_c > max(c.harrell_c for c in chance)
+    assert real.integrated_brier < min(c.integrated_brier for c in chance)
+
+
+def test_in_sample_fit_has_slope_one_and_a_doubled_linear_predictor_slope_one_half(split) -> None:
+    train, _, schema = split
+    model = _unpenalised(train, schema)
+    horizon = float(np.median(train[schema.time_column]))
+    fitted = calibration(model, train, schema, horizon)
+    assert fitted.slope == pytest.approx(1.0, abs=1e-4)  # the MLE's own linear predictor
+    assert abs(fitted.in_the_large) < 0.03 and fitted.ici < 0.05
+    # Fitted on covariates halved, applied to the real ones: log-HRs doubled, predictions too extreme.
+    design = design_matrix(train, schema)
+    covariates = [c for c in design.columns if c not in ("_time", "_event")]
+    design[covariates] = design[covariates] * 0.5
+    doubled = CoxPHFitter().fit(design, duration_col="_time", event_col="_event")
+    extreme = calibration(doubled, train, schema, horizon)
+    assert extreme.slope == pytest.approx(0.5, abs=1e-3)
+    assert extreme.ici > fitted.ici
+
+
+def test_subgroups_too_small_are_listed_with_the_reason_not_scored(split) -> None:
+    train, _, schema = split
+    model = fit_cox(train, schema)
+    horizon = float(np.median(train[schema.time_column]))
+    groups = binary_subgroups(train, schema)
+    assert "gender=0" in groups and "gender=1" in groups
+    tiny = {"first five rows": pd.Series(np.arange(len(train)) < 5, index=train.index), **groups}
+    result = stratified_calibration(model, train, schema, horizon, tiny)
+    assert "first five rows" in result.not_estimable and "at least 5" in result.not_estimable["first five rows"]
+    assert set(groups) <= set(result.groups) | set(result.not_estimable)
+    assert "gender=0" in result.groups and "gender=1" in result.groups
+    icis = [c.ici for c in result.groups.values()]
+    assert result.worst_group_gap == pytest.approx(max(icis) - min(icis))
+    assert result.groups[result.worst_group].ici == max(icis)
+    with pytest.raises(CalibrationError, match="events before the horizon"):
+        calibration(model, train.head(5), schema, horizon)
