@@ -1,0 +1,64 @@
+"""Fidelity aggregates: known answers for identical, shuffled, longer-lived and shorter-followed samples."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedsynth.data.split import train_holdout_split
+from fedsynth.evaluation.fidelity import (
+    MIN_GROUP_ROWS,
+    compare_survival,
+    fidelity,
+    short_sightedness,
+    total_variation,
+)
+
+
+def test_real_rows_against_themselves_are_identical_everywhere(whas500) -> None:
+    frame, schema = whas500
+    result = fidelity(frame, frame.copy(), schema)
+    assert all(m["value"] == 0.0 for m in result.marginals.values())
+    assert result.correlation == {"max_abs": 0.0, "mean_abs": 0.0}
+    assert result.short_sightedness == 0.0
+    for curve in result.survival:
+        assert curve.max_gap == 0.0 and curve.optimism == 0.0 and curve.logrank_p == pytest.approx(1.0)
+    assert [c.group for c in result.survival][:3] == ["all", "afb=0", "afb=1"]
+    assert all(len(c.grid) == len(c.real_survival) == 50 for c in result.survival)
+
+
+def test_independent_columns_keep_marginals_and_lose_dependence(whas500) -> None:
+    frame, schema = whas500
+    rng = np.random.default_rng(0)
+    shuffled = frame.apply(lambda column: rng.permutation(column.to_numpy()))
+    result = fidelity(frame, shuffled, schema)
+    assert all(m["value"] == pytest.approx(0.0, abs=1e-12) for m in result.marginals.values())  # a permutation
+    assert result.correlation["max_abs"] > 0.3  # e.g. age with survival, sysbp with diasbp
+    overall = result.survival[0]
+    assert overall.max_gap > 0.05  # the event is no longer tied to its time
+    # ...but the log-rank test cannot see it: both samples hold the same times, so the numbers at
+    # risk are equal at every time, each group expects half the events and has half: statistic 0.
+    assert overall.logrank_p == pytest.approx(1.0)
+
+
+def test_longer_lives_read_as_optimism_and_shorter_follow_up_as_short_sightedness(whas500) -> None:
+    frame, schema = whas500
+    train, holdout = train_holdout_split(frame, 0.5, 0)
+    longer = holdout.assign(lenfol=holdout["lenfol"] * 2)
+    assert compare_survival(train, longer, schema).optimism > 0.05
+    assert compare_survival(train, longer, schema).logrank_p < 1e-3
+    halved = train.assign(lenfol=train["lenfol"] / 2)
+    assert short_sightedness(train, halved, schema) == pytest.approx(0.5)
+    assert compare_survival(train, holdout, schema).logrank_p > 0.01  # two halves of one population
+
+
+def test_total_variation_known_values_and_small_groups_listed(whas500) -> None:
+    import pandas as pd
+
+    assert total_variation(pd.Series(["a", "a", "b", "b"]), pd.Series(["a", "b", "b", "b"])) == pytest.approx(0.25)
+    assert total_variation(pd.Series(["a"]), pd.Series(["b"])) == 1.0
+    frame, schema = whas500
+    few = frame.head(60)
+    result = fidelity(few, few, schema)
+    assert result.survival_not_compared  # some level of some binary covariate has < 20 rows
+    assert all(f"(< {MIN_GROUP_ROWS})" in reason for reason in result.survival_not_compared.values())
