@@ -419,6 +419,55 @@ def audit(
     console.print(f"audit results: {run_dir / AUDIT_FILE}")
 
 
+@app.command()
+@user_errors
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="A simulation run directory made by `fedsynth train`.")],
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic sample each site draws.")] = 0,
+    horizon: Annotated[
+        list[float] | None,
+        typer.Option(help="Calibration horizon in the time column's unit (repeat for several; default: median)."),
+    ] = None,
+) -> None:
+    """Federated survival-utility evaluation: each site evaluates the global model on its own rows."""
+    from fedsynth.server.evaluation import EVALUATION_FILE, evaluate_simulated_run
+
+    if horizon is not None and any(not h > 0 for h in horizon):
+        raise ValueError(f"--horizon must be positive, got {horizon}: give a time in the time column's unit")
+    with console.status("each site samples from the global model and evaluates it against its own rows"):
+        document = evaluate_simulated_run(run_dir, seed=seed, horizons=horizon)
+    table = Table(title="Survival utility per site (aggregates the sites returned)")
+    for header in ("site", "mean KS", "HR in real CI", "Uno C TRTR", "Uno C TSTR", "Uno C augmented", "ICI TSTR"):
+        table.add_column(header, justify="left" if header == "site" else "right")
+
+    def uno(site: dict[str, Any], model: str) -> str:
+        scores = site["models"][model]
+        return "fit failed" if "error" in scores else f"{scores['discrimination']['uno_c']:.3f}"
+
+    for site in document["sites"]:
+        tstr = site["models"]["tstr"]
+        overall = None if "error" in tstr else tstr["calibration"][0]["overall"]
+        hr = site["hazard_ratios"].get("hr_in_ci_fraction")
+        table.add_row(
+            site["site"],
+            f"{site['fidelity']['mean_ks']:.3f}",
+            "fit failed" if hr is None else f"{hr:.2f}",
+            uno(site, "trtr"),
+            uno(site, "tstr"),
+            uno(site, "augmented"),
+            "n/a" if overall is None else f"{overall['ici']:.3f}",
+        )
+    console.print(table)
+    if document["worst"]:
+        shown = {k: v for k, v in document["worst"].items() if v is not None}
+        console.print("worst site: " + ", ".join(f"{k} {v:.3g}" for k, v in shown.items()))
+    for failure in document["failures"]:
+        console.print(f"[yellow]node {failure['node_id']}: {failure['reason']}[/]")
+    if not document["complete"]:
+        console.print("[red]incomplete: not every site answered, so no worst-site figures are given[/]")
+    console.print(f"evaluation results: {run_dir / EVALUATION_FILE}")
+
+
 def _report_budget(run_dir: Path) -> None:
     from fedsynth.privacy.budget import write_budget_report
 

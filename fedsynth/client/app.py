@@ -161,25 +161,37 @@ def process_age_seconds() -> float:
 
 
 AUDIT_RECORD = "audit"
+EVALUATION_RECORD = "evaluation"
 
 
 @without_details
-def handle_audit(message: Message, context: Context, sites_root: Path | None = None) -> Message:
-    """Audit the global model in ``message`` against this site's own rows; reply with aggregates.
+def handle_query(message: Message, context: Context, sites_root: Path | None = None) -> Message:
+    """Audit or evaluate the global model in ``message`` against this site's own rows.
 
     The instruction carries the global weights (which the coordinator holds anyway), the model
-    config and a sampling seed; the site samples from the model itself, so no synthetic or real
-    row travels in either direction. The reply is one ConfigRecord: the site's name and the
-    audit result as JSON, checked by :func:`fedsynth.client.audit.check_audit_result` first.
+    config, a sampling seed and the task ("audit" or "evaluate"; an evaluation may name its
+    horizons); the site samples from the model itself, so no synthetic or real row travels in
+    either direction. The reply is one ConfigRecord: the site's name and the result as JSON,
+    checked against the task's aggregate-only contract first.
     """
-    from fedsynth.client.audit import run_site_audit
-
     site = open_site(site_dir_from_context(context, sites_root))
     config = message.content["config"]
     model = MCM(MCMConfig.model_validate(json.loads(str(config["model-config"])))).build(site.schema)
     model.network_.load_state_dict(message.content["arrays"].to_torch_state_dict())
-    result = run_site_audit(site, model, seed=int(config["seed"]))
-    content = RecordDict({AUDIT_RECORD: ConfigRecord({"site": site.config.name, "result": json.dumps(result)})})
+    seed = int(config["seed"])
+    task = str(config["task"]) if "task" in config else "audit"
+    if task == "audit":
+        from fedsynth.client.audit import run_site_audit
+
+        record, result = AUDIT_RECORD, run_site_audit(site, model, seed=seed)
+    elif task == "evaluate":
+        from fedsynth.client.evaluation import run_site_evaluation
+
+        horizons = json.loads(str(config["horizons"])) if "horizons" in config else None
+        record, result = EVALUATION_RECORD, run_site_evaluation(site, model, seed=seed, horizons=horizons)
+    else:
+        raise ValueError(f"unknown query task {task!r}; this site answers 'audit' and 'evaluate'")
+    content = RecordDict({record: ConfigRecord({"site": site.config.name, "result": json.dumps(result)})})
     return Message(content=content, reply_to=message)
 
 
@@ -193,7 +205,7 @@ def make_client_app(sites_root: Path | None = None) -> ClientApp:
 
     @client_app.query()
     def query(message: Message, context: Context) -> Message:
-        return handle_audit(message, context, sites_root)
+        return handle_query(message, context, sites_root)
 
     return client_app
 

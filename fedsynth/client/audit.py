@@ -94,7 +94,9 @@ def run_site_audit(
     return result
 
 
-def check_audit_result(result: Any, max_rows: int, path: str = "result") -> None:
+def check_audit_result(
+    result: Any, max_rows: int, path: str = "result", allowed_lengths: frozenset[int] | set[int] = ALLOWED_LIST_LENGTHS
+) -> None:
     """Raise ValueError unless ``result`` holds only scalars, names and bounded-size lists.
 
     A list as long as a table (one value per record) would be row-level data: refused, as are
@@ -104,15 +106,15 @@ def check_audit_result(result: Any, max_rows: int, path: str = "result") -> None
         for key, value in result.items():
             if not isinstance(key, str):
                 raise ValueError(f"{path}: non-string key {key!r}")
-            check_audit_result(value, max_rows, f"{path}.{key}")
+            check_audit_result(value, max_rows, f"{path}.{key}", allowed_lengths)
     elif isinstance(result, (list, tuple)):
         is_numbers = all(isinstance(v, (int, float)) for v in result)
-        if is_numbers and len(result) not in ALLOWED_LIST_LENGTHS:
+        if is_numbers and len(result) not in allowed_lengths:
             raise ValueError(f"{path}: a list of {len(result)} numbers is not an aggregate")
         if len(result) > MAX_LIST_LENGTH or (len(result) >= max_rows and max_rows > MAX_LIST_LENGTH):
             raise ValueError(f"{path}: {len(result)} entries is not an aggregate")
         for index, value in enumerate(result):
-            check_audit_result(value, max_rows, f"{path}[{index}]")
+            check_audit_result(value, max_rows, f"{path}[{index}]", allowed_lengths)
     elif isinstance(result, str) and len(result) > MAX_STRING_LENGTH:
         raise ValueError(f"{path}: a string of {len(result)} characters is not a label")
     elif not isinstance(result, (str, int, float, bool)) and result is not None:

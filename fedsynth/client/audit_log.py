@@ -22,10 +22,11 @@ class AuditRefusedError(RuntimeError):
     """The site will not run another audit; the message (site name and counts only) says why."""
 
 
-def record_audit(site: Site, digest: str, seed: int) -> int:
+def record_audit(site: Site, digest: str, seed: int, kind: str = "audit") -> int:
     """Append this audit to the site's audit log (on disk before it runs); refuse past the cap.
 
-    Returns the audit's number. Like the privacy ledger, the record is written and fsynced
+    Evaluations (``kind="evaluation"``) are counted here too: their results are exact functions
+    of the rows as well. Returns the query's number. Like the privacy ledger, the record is written and fsynced
     first, so a crash during the audit cannot hand out an uncounted answer.
     """
     path = site.dir / AUDIT_LOG
@@ -34,9 +35,10 @@ def record_audit(site: Site, digest: str, seed: int) -> int:
     if done >= cap:
         raise AuditRefusedError(
             f"site '{site.config.name}' has answered {done} audits, its cap (privacy.max_audits = {cap}); "
-            "audit results are not differentially private, so the site's privacy officer must raise the cap"
+            "audit and evaluation results are not differentially private, so the site's privacy officer must "
+            "raise the cap"
         )
-    entry = {"created": pd.Timestamp.now(tz="UTC").isoformat(), "model_sha256": digest, "seed": seed}
+    entry = {"created": pd.Timestamp.now(tz="UTC").isoformat(), "kind": kind, "model_sha256": digest, "seed": seed}
     with path.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(entry) + "\n")
         handle.flush()

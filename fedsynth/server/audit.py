@@ -14,13 +14,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from fedsynth.client.app import AUDIT_RECORD
 from fedsynth.client.audit import check_audit_result
 from fedsynth.data.io import write_text
 from fedsynth.model.mcm import MCM
+from fedsynth.server.site_queries import on_simulated_sites, query_sites
 
 AUDIT_FILE = "audit.json"
 
@@ -44,51 +44,14 @@ def worst_over_sites(sites: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
-def _reply_problem(reply: Message) -> str | None:
-    """Why a site's reply cannot be used (None if it can): an error, or outside the contract."""
-    if reply.has_error():
-        return reply.error.reason
-    if set(reply.content.keys()) != {AUDIT_RECORD}:
-        return "reply outside the audit contract"
-    try:
-        result = json.loads(str(reply.content[AUDIT_RECORD]["result"]))
-        check_audit_result(result, max_rows=int(result["n_train"]) + int(result["n_holdout"]))
-    except (KeyError, TypeError, ValueError) as exc:
-        return f"reply outside the audit contract: {exc}"
-    return None
-
-
 def run_audit(grid: Grid, run_dir: Path, seed: int = 0, timeout: float = 3600.0) -> dict[str, Any]:
     """Audit the run's published global model at every connected site; write and return audit.json."""
     model = MCM.load(Path(run_dir) / "model")
-    config = ConfigRecord({"model-config": json.dumps(model.config.model_dump(mode="json")), "seed": seed})
-    messages = [
-        Message(
-            content=RecordDict({"arrays": ArrayRecord(model.network_.state_dict()), "config": config}),
-            dst_node_id=node_id,
-            message_type=MessageType.QUERY,
-        )
-        for node_id in grid.get_node_ids()
-    ]
-    sites, failures = [], []
-    replies = list(grid.send_and_receive(messages, timeout=timeout))
-    # Map each reply to the node it was sent to (an error the SuperLink writes for a dead node
-    # need not carry that node as its source).
-    destinations = {m.metadata.message_id: m.metadata.dst_node_id for m in messages if m.metadata.message_id}
-    for reply in replies:
-        node_id = destinations.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
-        problem = _reply_problem(reply)
-        if problem is not None:
-            failures.append({"node_id": node_id, "reason": problem})
-            continue
-        sites.append(json.loads(str(reply.content[AUDIT_RECORD]["result"])))
-    answered = {reply.metadata.reply_to_message_id for reply in replies}
-    failures += [
-        {"node_id": node_id, "reason": "no reply within the audit timeout"}
-        for message_id, node_id in destinations.items()
-        if message_id not in answered
-    ]
-    sites.sort(key=lambda s: s["site"])
+
+    def check(result: dict[str, Any]) -> None:
+        check_audit_result(result, max_rows=int(result["n_train"]) + int(result["n_holdout"]))
+
+    sites, failures = query_sites(grid, model, "audit", AUDIT_RECORD, check, seed=seed, timeout=timeout)
     document = {
         "time": datetime.now(UTC).isoformat(),
         "seed": seed,
@@ -106,25 +69,4 @@ def run_audit(grid: Grid, run_dir: Path, seed: int = 0, timeout: float = 3600.0)
 
 def audit_simulated_run(run_dir: Path, seed: int = 0) -> dict[str, Any]:
     """Run the federated audit on Flower's simulation engine over a simulation run's virtual sites."""
-    from flwr.serverapp import ServerApp
-
-    from fedsynth.client.app import make_client_app
-    from fedsynth.server.simulation import run_on_ray
-
-    run_dir = Path(run_dir)
-    site_dirs = sorted((run_dir / "sites").glob("site-*"))
-    if not site_dirs:
-        raise FileNotFoundError(f"{run_dir}/sites holds no site-* directories: audit a simulation run")
-    if not (run_dir / "model").exists():
-        raise FileNotFoundError(f"{run_dir}/model is missing: train first (fedsynth train)")
-    server_app = ServerApp()
-
-    @server_app.main()
-    def main(grid: Grid, context: Any) -> None:
-        run_audit(grid, run_dir, seed)
-
-    run_on_ray(server_app, make_client_app(run_dir / "sites"), len(site_dirs))
-    path = run_dir / AUDIT_FILE
-    if not path.exists():
-        raise RuntimeError(f"the federated audit wrote no {path}; see the log above")
-    return json.loads(path.read_text())
+    return on_simulated_sites(run_dir, AUDIT_FILE, lambda grid: run_audit(grid, run_dir, seed))

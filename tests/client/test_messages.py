@@ -103,19 +103,18 @@ def test_an_over_budget_round_raises_so_only_an_error_leaves(whas500, site_dir) 
     assert "refused: round 3" in str(refused.value)
 
 
+def _query(schema, **config) -> Message:  # type: ignore[no-untyped-def]
+    model = MCM(MCMConfig(hidden=16, n_bins=16)).build(schema)
+    settings = {"model-config": json.dumps(model.config.model_dump(mode="json")), "seed": 3, **config}
+    content = RecordDict({"arrays": ArrayRecord(model.network_.state_dict()), "config": ConfigRecord(settings)})
+    return Message(content=content, dst_node_id=1, message_type=MessageType.QUERY)
+
+
 def test_audit_reply_holds_only_the_site_name_and_aggregates(whas500, site_dir) -> None:
-    from fedsynth.client.app import AUDIT_RECORD, handle_audit
+    from fedsynth.client.app import AUDIT_RECORD, handle_query
     from fedsynth.client.audit import check_audit_result
 
-    model = MCM(MCMConfig(hidden=16, n_bins=16)).build(whas500[1])
-    content = RecordDict(
-        {
-            "arrays": ArrayRecord(model.network_.state_dict()),
-            "config": ConfigRecord({"model-config": json.dumps(model.config.model_dump(mode="json")), "seed": 3}),
-        }
-    )
-    message = Message(content=content, dst_node_id=1, message_type=MessageType.QUERY)
-    reply = handle_audit(message, _context(site_dir))
+    reply = handle_query(_query(whas500[1], task="audit"), _context(site_dir))
     assert set(reply.content.keys()) == {AUDIT_RECORD}
     record = reply.content[AUDIT_RECORD]
     assert isinstance(record, ConfigRecord) and set(record.keys()) == {"site", "result"}
@@ -123,6 +122,37 @@ def test_audit_reply_holds_only_the_site_name_and_aggregates(whas500, site_dir) 
     check_audit_result(result, max_rows=250)  # nothing row-level
     assert result["n_train"] == 200 and result["n_holdout"] == 50 and result["n_synthetic"] == 200
     assert len(reply.content.array_records) == 0 and len(reply.content.metric_records) == 0
+
+
+def test_evaluation_reply_holds_only_the_site_name_and_aggregates(whas500, site_dir) -> None:
+    from fedsynth.client.app import EVALUATION_RECORD, SiteError, handle_query
+    from fedsynth.client.evaluation import check_evaluation_result
+
+    reply = handle_query(_query(whas500[1], task="evaluate", horizons="[365.0, 730.0]"), _context(site_dir))
+    assert set(reply.content.keys()) == {EVALUATION_RECORD}
+    record = reply.content[EVALUATION_RECORD]
+    assert isinstance(record, ConfigRecord) and set(record.keys()) == {"site", "result"}
+    result = json.loads(str(record["result"]))
+    check_evaluation_result(result)  # nothing row-level: fixed-grid curves, per-covariate figures
+    assert result["horizons"] == [365.0, 730.0] and set(result["models"]) == {"trtr", "tstr", "augmented"}
+    assert len(reply.content.array_records) == 0 and len(reply.content.metric_records) == 0
+    # The only number lists are the fixed 50-point survival grids/curves and the 2 horizons.
+    lengths = set()
+
+    def collect(value) -> None:  # type: ignore[no-untyped-def]
+        if isinstance(value, dict):
+            for item in value.values():
+                collect(item)
+        elif isinstance(value, list):
+            if all(isinstance(v, int | float) for v in value):
+                lengths.add(len(value))
+            for item in value:
+                collect(item)
+
+    collect(result)
+    assert lengths == {50, 2}
+    with pytest.raises(SiteError, match="ValueError at the site"):
+        handle_query(_query(whas500[1], task="rows please"), _context(site_dir))
 
 
 def test_a_data_error_leaves_the_site_without_its_rows_or_values(whas500, site_dir) -> None:

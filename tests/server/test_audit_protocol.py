@@ -16,15 +16,44 @@ from fedsynth.server.simulation import simulate
 pytestmark = pytest.mark.integration
 
 
-def test_federated_audit_over_three_sites(tmp_path) -> None:
+@pytest.fixture(scope="module")
+def config(tmp_path_factory) -> FederationConfig:
+    """One DP simulation run (3 sites, epsilon 1, one round) that both site queries address."""
     config = FederationConfig.from_dict(
         {
-            "federation": {"rounds": 1, "min_sites": 3, "run_dir": str(tmp_path / "run")},
+            "federation": {"rounds": 1, "min_sites": 3, "run_dir": str(tmp_path_factory.mktemp("q") / "run")},
             "simulation": {"dataset": "whas500", "sites": 3},
             "site": {"privacy": {"target_epsilon": 1.0}, "training": {"local_epochs": 1}},
         }
     )
     simulate(config)
+    return config
+
+
+def test_federated_evaluation_over_three_sites(config) -> None:
+    result = CliRunner().invoke(app, ["evaluate", str(config.run_dir), "--seed", "2", "--horizon", "365"])
+    assert result.exit_code == 0, result.output
+    assert "Survival utility per site" in result.output and "site-2" in result.output
+    document = json.loads((config.run_dir / "evaluation.json").read_text())
+    assert [s["site"] for s in document["sites"]] == ["site-0", "site-1", "site-2"]
+    assert document["complete"] is True and document["failures"] == [] and document["horizons"] == [365.0]
+    for site in document["sites"]:
+        assert site["n_synthetic"] == site["n_train"] and site["horizons"] == [365.0]
+        assert set(site["models"]) == {"trtr", "tstr", "augmented"}
+    worst = document["worst"]
+    shortfalls = [
+        s["models"]["trtr"]["discrimination"]["uno_c"] - s["models"]["tstr"]["discrimination"]["uno_c"]
+        for s in document["sites"]
+        if "error" not in s["models"]["tstr"]  # a covariate constant in a site's sample: reported, not scored
+    ]
+    assert worst["tstr_uno_c_shortfall"] == (pytest.approx(max(shortfalls)) if shortfalls else None)
+    assert 0.0 <= worst["hr_in_ci_fraction"] <= 1.0
+    assert "worst site" in result.output and "evaluation results" in result.output
+    bad = CliRunner().invoke(app, ["evaluate", str(config.run_dir), "--horizon", "-3"])
+    assert bad.exit_code == 2 and "--horizon must be positive" in bad.output
+
+
+def test_federated_audit_over_three_sites(config) -> None:  # after the evaluation: both are counted
     result = CliRunner().invoke(app, ["audit", str(config.run_dir), "--seed", "5"])
     assert result.exit_code == 0, result.output
     assert "Privacy audit per site" in result.output and "site-2" in result.output
@@ -48,7 +77,8 @@ def test_federated_audit_over_three_sites(tmp_path) -> None:
     # names the refusal, and gives no worst-site figures (a site's worst case is unknown).
     site_file = config.run_dir / "sites" / "site-2" / "site.toml"
     document = tomllib.loads(site_file.read_text())
-    document["privacy"]["max_audits"] = 1
+    answered = len((config.run_dir / "sites" / "site-2" / "state" / "audits.jsonl").read_text().splitlines())
+    document["privacy"]["max_audits"] = answered
     site_file.write_text(tomli_w.dumps(document))
     result = CliRunner().invoke(app, ["audit", str(config.run_dir), "--seed", "6"])
     assert result.exit_code == 0, result.output
@@ -56,5 +86,6 @@ def test_federated_audit_over_three_sites(tmp_path) -> None:
     assert [s["site"] for s in again["sites"]] == ["site-0", "site-1"]
     assert again["complete"] is False and again["worst"] is None
     (failure,) = again["failures"]
-    assert "site 'site-2' has answered 1 audits" in failure["reason"] and "privacy.max_audits = 1" in failure["reason"]
+    assert f"site 'site-2' has answered {answered} audits" in failure["reason"]
+    assert f"privacy.max_audits = {answered}" in failure["reason"]
     assert "incomplete" in result.output

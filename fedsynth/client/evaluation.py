@@ -1,0 +1,48 @@
+"""A site's survival-utility evaluation of the global model: its own rows in, aggregates out.
+
+The site half of the federated evaluation (same protocol as the audit): the site samples a
+synthetic set from the global model itself, evaluates it against its own train and holdout rows
+(:func:`fedsynth.evaluation.site_evaluation.evaluate_synthetic`) and returns aggregates only —
+per-column statistics, hazard ratios per covariate, C-indices, calibration figures, and survival
+curves on a fixed 50-point grid for groups of at least 20 patients. Counted against the site's
+``privacy.max_audits`` before anything runs (evaluation results are not DP either).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fedsynth.client.audit import check_audit_result, model_digest
+from fedsynth.client.audit_log import record_audit
+from fedsynth.client.site import Site
+from fedsynth.evaluation.fidelity import CURVE_POINTS
+from fedsynth.evaluation.site_evaluation import evaluate_synthetic
+from fedsynth.model.mcm import MCM
+
+MAX_HORIZONS = 10
+# Number lists an evaluation may hold: survival curves on the fixed grid, CIs, the horizons.
+EVALUATION_LIST_LENGTHS = frozenset({CURVE_POINTS, *range(1, MAX_HORIZONS + 1)})
+
+
+def check_evaluation_result(result: dict[str, Any]) -> None:
+    """The aggregate-only contract of an evaluation reply (see :func:`check_audit_result`)."""
+    check_audit_result(
+        result, max_rows=int(result["n_train"]) + int(result["n_holdout"]), allowed_lengths=EVALUATION_LIST_LENGTHS
+    )
+
+
+def run_site_evaluation(site: Site, model: MCM, seed: int = 0, horizons: list[float] | None = None) -> dict[str, Any]:
+    """Every survival-utility evaluation of ``model`` at ``site``; a JSON-able dict of aggregates."""
+    if horizons is not None and not 1 <= len(horizons) <= MAX_HORIZONS:
+        raise ValueError(f"give 1 to {MAX_HORIZONS} horizons, got {len(horizons)}")
+    digest = model_digest(model)
+    number = record_audit(site, digest, seed, kind="evaluation")
+    synthetic = model.sample(len(site.train), seed=seed)
+    result = {
+        "site": site.config.name,
+        "query_number": number,
+        "model_sha256": digest,
+        **evaluate_synthetic(site.train, site.holdout, synthetic, site.schema, horizons),
+    }
+    check_evaluation_result(result)
+    return result

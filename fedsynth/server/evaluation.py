@@ -1,0 +1,85 @@
+"""The coordinator's half of the federated survival-utility evaluation: ask every site, combine.
+
+Same protocol as the audit (:mod:`fedsynth.server.site_queries`): each site samples from the
+global model, evaluates against its own rows and returns aggregates. The coordinator keeps the
+per-site results and, for the figures a sign-off policy tests, the worst site: the largest
+TSTR C-index shortfall against TRTR, the smallest share of hazard ratios inside the real CI,
+the largest calibration error and subgroup gap of the synthetic-trained model. Written to
+``RUN_DIR/evaluation.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from flwr.serverapp import Grid
+
+from fedsynth.client.app import EVALUATION_RECORD
+from fedsynth.client.evaluation import check_evaluation_result
+from fedsynth.data.io import write_text
+from fedsynth.model.mcm import MCM
+from fedsynth.server.site_queries import on_simulated_sites, query_sites
+
+EVALUATION_FILE = "evaluation.json"
+
+
+def _worst(values: list[float], pick: Any) -> float | None:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return pick(finite) if finite else None
+
+
+def worst_over_sites(sites: list[dict[str, Any]]) -> dict[str, float | None]:
+    """The figures a sign-off policy tests, each at its worst site (None where no site has it)."""
+    gaps, harrell, hr_in_ci, ici, subgroup_gap = [], [], [], [], []
+    for site in sites:
+        models = site["models"]
+        hr = site["hazard_ratios"]
+        hr_in_ci.append(hr.get("hr_in_ci_fraction"))
+        if "error" in models["trtr"] or "error" in models["tstr"]:
+            continue
+        trtr, tstr = models["trtr"]["discrimination"], models["tstr"]["discrimination"]
+        gaps.append(trtr["uno_c"] - tstr["uno_c"])
+        harrell.append(trtr["harrell_c"] - tstr["harrell_c"])
+        for entry in models["tstr"]["calibration"]:
+            if entry["overall"] is not None:
+                ici.append(entry["overall"]["ici"])
+            subgroup_gap.append(entry["subgroups"]["worst_group_gap"])
+    return {
+        "tstr_uno_c_shortfall": _worst(gaps, max),
+        "tstr_harrell_c_shortfall": _worst(harrell, max),
+        "hr_in_ci_fraction": _worst(hr_in_ci, min),
+        "tstr_ici": _worst(ici, max),
+        "tstr_worst_subgroup_ici_gap": _worst(subgroup_gap, max),
+    }
+
+
+def run_evaluation(
+    grid: Grid, run_dir: Path, seed: int = 0, horizons: list[float] | None = None, timeout: float = 3600.0
+) -> dict[str, Any]:
+    """Evaluate the run's global model at every connected site; write and return evaluation.json."""
+    model = MCM.load(Path(run_dir) / "model")
+    extra = {"horizons": horizons} if horizons else None
+    sites, failures = query_sites(
+        grid, model, "evaluate", EVALUATION_RECORD, check_evaluation_result, seed=seed, extra=extra, timeout=timeout
+    )
+    document = {
+        "time": datetime.now(UTC).isoformat(),
+        "seed": seed,
+        "horizons": horizons,
+        "model_sha256": sites[0]["model_sha256"] if sites else None,
+        "sites": sites,
+        "failures": failures,
+        "complete": bool(sites) and not failures,
+        "worst": worst_over_sites(sites) if sites and not failures else None,
+    }
+    write_text(Path(run_dir) / EVALUATION_FILE, json.dumps(document, indent=2))
+    return document
+
+
+def evaluate_simulated_run(run_dir: Path, seed: int = 0, horizons: list[float] | None = None) -> dict[str, Any]:
+    """Run the federated evaluation on Flower's simulation engine over a simulation run's sites."""
+    return on_simulated_sites(run_dir, EVALUATION_FILE, lambda grid: run_evaluation(grid, run_dir, seed, horizons))

@@ -1,0 +1,109 @@
+"""Ask every site a question about the global model and collect the aggregate answers.
+
+The federated audit and the federated evaluation share one protocol: the coordinator sends each
+connected site the global weights, the model config, a sampling seed and a task (a QUERY
+message); the site samples from the model itself, measures against its own rows and replies
+with one ConfigRecord holding its name and a JSON result. Here replies are mapped back to the
+node they were sent to (an error the SuperLink writes for a dead node need not carry that node
+as its source), every reply is checked against the task's aggregate-only contract, and nodes
+that never answer are recorded as failures.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+from fedsynth.model.mcm import MCM
+
+ResultCheck = Callable[[dict[str, Any]], None]
+
+
+def _reply_problem(reply: Message, record: str, check: ResultCheck) -> str | None:
+    """Why a site's reply cannot be used (None if it can): an error, or outside the contract."""
+    if reply.has_error():
+        return reply.error.reason
+    if set(reply.content.keys()) != {record}:
+        return f"reply outside the {record} contract"
+    try:
+        check(json.loads(str(reply.content[record]["result"])))
+    except (KeyError, TypeError, ValueError) as exc:
+        return f"reply outside the {record} contract: {exc}"
+    return None
+
+
+def query_sites(
+    grid: Grid,
+    model: MCM,
+    task: str,
+    record: str,
+    check: ResultCheck,
+    seed: int = 0,
+    extra: dict[str, Any] | None = None,
+    timeout: float = 3600.0,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Send ``task`` about ``model`` to every connected site; return (results by site, failures)."""
+    config = ConfigRecord(
+        {
+            "model-config": json.dumps(model.config.model_dump(mode="json")),
+            "seed": seed,
+            "task": task,
+            **{k: json.dumps(v) for k, v in (extra or {}).items()},
+        }
+    )
+    messages = [
+        Message(
+            content=RecordDict({"arrays": ArrayRecord(model.network_.state_dict()), "config": config}),
+            dst_node_id=node_id,
+            message_type=MessageType.QUERY,
+        )
+        for node_id in grid.get_node_ids()
+    ]
+    replies = list(grid.send_and_receive(messages, timeout=timeout))
+    destinations = {m.metadata.message_id: m.metadata.dst_node_id for m in messages if m.metadata.message_id}
+    results, failures = [], []
+    for reply in replies:
+        node_id = destinations.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
+        problem = _reply_problem(reply, record, check)
+        if problem is not None:
+            failures.append({"node_id": node_id, "reason": problem})
+            continue
+        results.append(json.loads(str(reply.content[record]["result"])))
+    answered = {reply.metadata.reply_to_message_id for reply in replies}
+    failures += [
+        {"node_id": node_id, "reason": f"no reply within the {task} timeout"}
+        for message_id, node_id in destinations.items()
+        if message_id not in answered
+    ]
+    results.sort(key=lambda r: r["site"])
+    return results, failures
+
+
+def on_simulated_sites(run_dir: Path, output: str, main: Callable[[Grid], None]) -> dict[str, Any]:
+    """Run ``main(grid)`` on Flower's simulation engine over a simulation run's virtual sites;
+    return the JSON document it wrote to ``RUN_DIR/output``."""
+    from fedsynth.client.app import make_client_app
+    from fedsynth.server.simulation import run_on_ray
+
+    run_dir = Path(run_dir)
+    site_dirs = sorted((run_dir / "sites").glob("site-*"))
+    if not site_dirs:
+        raise FileNotFoundError(f"{run_dir}/sites holds no site-* directories: use a simulation run")
+    if not (run_dir / "model").exists():
+        raise FileNotFoundError(f"{run_dir}/model is missing: train first (fedsynth train)")
+    server_app = ServerApp()
+
+    @server_app.main()
+    def _main(grid: Grid, context: Any) -> None:
+        main(grid)
+
+    run_on_ray(server_app, make_client_app(run_dir / "sites"), len(site_dirs))
+    path = run_dir / output
+    if not path.exists():
+        raise RuntimeError(f"the federated run wrote no {path}; see the log above")
+    return json.loads(path.read_text())
