@@ -372,6 +372,11 @@ def deploy_node_key(
     console.print(f"private key {private} (stays at the site); public key {public} (register it at the SuperLink)")
 
 
+def _max_or_withheld(values: list[float | None]) -> str:
+    measured = [v for v in values if v is not None]
+    return f"{max(measured):.3f}" if measured else "withheld (< 100 holdout)"
+
+
 @app.command()
 @user_errors
 def audit(
@@ -393,13 +398,14 @@ def audit(
             site["site"],
             f"{nn['dcr_share']:.3f} [{low:.3f}, {high:.3f}]",
             str(nn["exact_matches"]),
-            f"{max(a['tpr_at_1pct_fpr'] for a in site['attacks']):.3f}",
+            _max_or_withheld([a["tpr_at_1pct_fpr"] for a in site["attacks"]]),
             f"{max(a['auc'] for a in site['attacks']):.3f}",
             f"{max(r['risk'] for r in site['anonymeter']):.3f}",
         )
     console.print(table)
     if document["worst"]:
-        console.print("worst site: " + ", ".join(f"{k} {v:.3g}" for k, v in document["worst"].items()))
+        shown = {k: v for k, v in document["worst"].items() if v is not None}
+        console.print("worst site: " + ", ".join(f"{k} {v:.3g}" for k, v in shown.items()))
     for failure in document["failures"]:
         console.print(f"[yellow]node {failure['node_id']}: {failure['reason']}[/]")
     if not document["complete"]:

@@ -61,8 +61,10 @@ class AttackResult:
     n_non_members: int
     auc: float
     auc_ci: tuple[float, float]
-    tpr_at_0_1pct_fpr: float
-    tpr_at_1pct_fpr: float
+    # None (withheld) when there are fewer than 1/FPR non-members: with 33 non-members, "1% FPR"
+    # means "above every non-member", and the TPR is noise (0.24 for a DP model at epsilon 1).
+    tpr_at_0_1pct_fpr: float | None
+    tpr_at_1pct_fpr: float | None
     roc_fpr: list[float]
     roc_tpr: list[float]
     # The statistical lower bound on epsilon this attack proves, at the site's delta (None when
@@ -103,8 +105,8 @@ def summarise_attack(
         n_non_members=n,
         auc=auc,
         auc_ci=(max(0.0, auc - half), min(1.0, auc + half)),
-        tpr_at_0_1pct_fpr=tpr_at_fpr(members, non_members, 0.001),
-        tpr_at_1pct_fpr=tpr_at_fpr(members, non_members, 0.01),
+        tpr_at_0_1pct_fpr=tpr_at_fpr(members, non_members, 0.001) if n >= 1000 else None,
+        tpr_at_1pct_fpr=tpr_at_fpr(members, non_members, 0.01) if n >= 100 else None,
         roc_fpr=grid.tolist(),
         roc_tpr=[tpr_at_fpr(members, non_members, f) for f in grid],
         empirical_epsilon=None if delta is None else empirical_epsilon(members, non_members, delta).to_dict(),

@@ -25,15 +25,21 @@ from fedsynth.server.site_queries import on_simulated_sites, query_sites
 AUDIT_FILE = "audit.json"
 
 
-def worst_over_sites(sites: list[dict[str, Any]]) -> dict[str, float]:
+def _max_measured(values: Any) -> float | None:
+    measured = [v for v in values if v is not None]
+    return max(measured) if measured else None
+
+
+def worst_over_sites(sites: list[dict[str, Any]]) -> dict[str, float | None]:
     """The figures a sign-off policy tests, each at its worst site."""
     attacks = [a for s in sites for a in s["attacks"]]
     risks = [r for s in sites for r in s["anonymeter"]]
     return {
         "dcr_share_upper_ci": max(s["nearest_neighbour"]["dcr_share_ci"][1] for s in sites),
         "exact_matches": sum(s["nearest_neighbour"]["exact_matches"] for s in sites),
-        "mia_tpr_at_1pct_fpr": max(a["tpr_at_1pct_fpr"] for a in attacks),
-        "mia_tpr_at_0_1pct_fpr": max(a["tpr_at_0_1pct_fpr"] for a in attacks),
+        # None where no site had enough non-members to measure it (see AttackResult).
+        "mia_tpr_at_1pct_fpr": _max_measured(a["tpr_at_1pct_fpr"] for a in attacks),
+        "mia_tpr_at_0_1pct_fpr": _max_measured(a["tpr_at_0_1pct_fpr"] for a in attacks),
         "mia_auc_upper_ci": max(a["auc_ci"][1] for a in attacks),
         "anonymeter_risk_upper_ci": max(r["ci"][1] for r in risks) if risks else 0.0,
         # Largest excess of an attack's empirical epsilon over its site's accountant epsilon:

@@ -22,6 +22,10 @@ def test_summary_matches_sklearn_auc_and_exact_tpr() -> None:
     # the threshold is -1; members -50.5..48.5 of which -0.5..48.5 (50 of 100) lie above it.
     assert tpr_at_fpr(np.arange(100.0) - 50.5, np.arange(1000.0) - 990, 0.01) == pytest.approx(0.5)
     assert result.roc_tpr[0] <= result.tpr_at_0_1pct_fpr <= result.tpr_at_1pct_fpr <= result.roc_tpr[-1] == 1.0
+    # Fewer non-members than 1/FPR: the TPR at that FPR is withheld, not reported as noise.
+    small = summarise_attack("toy", members[:500], non_members[:500])
+    assert small.tpr_at_0_1pct_fpr is None and small.tpr_at_1pct_fpr is not None
+    assert summarise_attack("toy", members[:99], non_members[:99]).tpr_at_1pct_fpr is None
 
 
 @pytest.fixture(scope="module")

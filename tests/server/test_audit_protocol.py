@@ -64,7 +64,9 @@ def test_federated_audit_over_three_sites(config) -> None:  # after the evaluati
     assert worst["exact_matches"] == 0
     assert worst["dcr_share_upper_ci"] == max(s["nearest_neighbour"]["dcr_share_ci"][1] for s in document["sites"])
     # A DP model at epsilon 1 after one round: no attack reaches a high TPR at 1% FPR.
-    assert worst["mia_tpr_at_1pct_fpr"] < 0.2
+    # ~33 holdout rows per site: too few non-members to measure a TPR at 1% FPR, so it is withheld
+    # (it read 0.24 on one run, 0.1 on another: noise), and said so in the table.
+    assert worst["mia_tpr_at_1pct_fpr"] is None and "withheld" in result.output
     assert "worst site: dcr_share_upper_ci" in result.output
     # DP runs in the suite: no attack proves more leakage than the site's accountant allows.
     assert document["complete"] is True
