@@ -447,12 +447,12 @@ def evaluate(
         table.add_column(header, justify="left" if header == "site" else "right")
 
     def uno(site: dict[str, Any], model: str) -> str:
-        scores = site["models"][model]
-        return "fit failed" if "error" in scores else f"{scores['discrimination']['uno_c']:.3f}"
+        scores = site["models"][model].get("discrimination", {})
+        return f"{scores['uno_c']:.3f}" if "uno_c" in scores else "failed"
 
     for site in document["sites"]:
         tstr = site["models"]["tstr"]
-        overall = None if "error" in tstr else tstr["calibration"][0]["overall"]
+        overall = tstr["calibration"][0]["overall"] if "calibration" in tstr else None
         hr = site["hazard_ratios"].get("hr_in_ci_fraction")
         table.add_row(
             site["site"],
@@ -465,8 +465,12 @@ def evaluate(
         )
     console.print(table)
     if document["worst"]:
-        shown = {k: v for k, v in document["worst"].items() if v is not None}
+        worst = dict(document["worst"])
+        unscored = worst.pop("sites_not_scored")
+        shown = {k: v for k, v in worst.items() if v is not None}
         console.print("worst site: " + ", ".join(f"{k} {v:.3g}" for k, v in shown.items()))
+        if unscored:
+            console.print(f"[red]no TSTR scores at {', '.join(unscored)} (a fit failed there; see evaluation.json)[/]")
     for failure in document["failures"]:
         console.print(f"[yellow]node {failure['node_id']}: {failure['reason']}[/]")
     if not document["complete"]:

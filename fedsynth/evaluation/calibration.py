@@ -183,8 +183,8 @@ def stratified_calibration(
     for name, mask in subgroups.items():
         try:
             groups[name] = calibration(model, rows[mask.to_numpy()], schema, horizon)
-        except CalibrationError as exc:
-            skipped[name] = str(exc)
+        except (CalibrationError, ValueError, ArithmeticError) as exc:  # too small, or a refit that fails
+            skipped[name] = f"{type(exc).__name__}: {exc}"[:150]
     icis = {name: c.ici for name, c in groups.items()}
     return StratifiedCalibration(
         groups=groups,

@@ -32,6 +32,16 @@ from fedsynth.evaluation.fidelity import fidelity
 from fedsynth.evaluation.utility import CoxFitError, design_matrix, estimable_covariates, fit_cox, utility_report
 
 DEFAULT_HORIZON_QUANTILES = (0.5,)  # of the training rows' follow-up times, when none are declared
+REASON_LENGTH = 150  # a failure's reason travels in the reply: short, like every label there
+# What scoring a fitted model on real rows can raise: lifelines (no comparable pairs, a
+# non-converging refit), scikit-survival (too few distinct times, times past the reference's
+# follow-up), numerical trouble. Each is reported for its model and horizon, not fatal.
+SCORING_ERRORS = (ValueError, ZeroDivisionError, ArithmeticError, CoxFitError, CalibrationError, RuntimeError)
+
+
+def failure(exc: Exception) -> dict[str, str]:
+    """A short, data-free reason for a number that could not be computed."""
+    return {"error": f"{type(exc).__name__}: {exc}"[:REASON_LENGTH]}
 
 
 def default_horizons(train: pd.DataFrame, schema: Schema) -> list[float]:
@@ -43,16 +53,22 @@ def default_horizons(train: pd.DataFrame, schema: Schema) -> list[float]:
 def _model_scores(
     model: Any, train: pd.DataFrame, holdout: pd.DataFrame, schema: Schema, horizons: list[float]
 ) -> dict[str, Any]:
-    scores: dict[str, Any] = {"discrimination": discrimination(model, train, holdout, schema).to_dict()}
+    try:
+        scores: dict[str, Any] = {"discrimination": discrimination(model, train, holdout, schema).to_dict()}
+    except SCORING_ERRORS as exc:
+        scores = {"discrimination": failure(exc)}
     calibration_at: list[dict[str, Any]] = []
     for horizon in horizons:
         entry: dict[str, Any] = {"horizon": horizon}
         try:
             entry["overall"] = calibrate(model, holdout, schema, horizon).to_dict()
-        except CalibrationError as exc:
+        except SCORING_ERRORS as exc:
             entry["overall"] = None
-            entry["not_estimable"] = str(exc)
-        entry["subgroups"] = stratified_calibration(model, holdout, schema, horizon).to_dict()
+            entry["not_estimable"] = failure(exc)["error"]
+        try:
+            entry["subgroups"] = stratified_calibration(model, holdout, schema, horizon).to_dict()
+        except SCORING_ERRORS as exc:
+            entry["subgroups"] = failure(exc)
         calibration_at.append(entry)
     scores["calibration"] = calibration_at
     return scores
@@ -86,8 +102,8 @@ def evaluate_synthetic(
                 for name, row in report.hazard_ratios.to_dict(orient="index").items()
             },
         }
-    except CoxFitError as exc:
-        result["hazard_ratios"] = {"error": str(exc)}
+    except SCORING_ERRORS as exc:
+        result["hazard_ratios"] = failure(exc)
     covariates, _ = estimable_covariates(design_matrix(train, schema))
     models: dict[str, Any] = {}
     for name, rows in (
@@ -97,8 +113,8 @@ def evaluate_synthetic(
     ):
         try:
             model = fit_cox(rows, schema, covariates=covariates)
-        except CoxFitError as exc:
-            models[name] = {"error": str(exc)}
+        except SCORING_ERRORS as exc:
+            models[name] = failure(exc)
             continue
         models[name] = _model_scores(model, train, holdout, schema, horizons)
     result["models"] = models

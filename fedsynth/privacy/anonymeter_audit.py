@@ -74,6 +74,8 @@ MAX_DECIMALS = 6
 def recorded_decimals(values: pd.Series) -> int | None:
     """Fewest decimals (0..6) that every value is recorded with; None for finer values."""
     finite = values.dropna().to_numpy(dtype=float)
+    if len(finite) == 0:
+        return None
     for decimals in range(MAX_DECIMALS + 1):
         if np.allclose(finite, np.round(finite, decimals), rtol=0.0, atol=1e-9):
             return decimals

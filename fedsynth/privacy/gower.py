@@ -10,7 +10,7 @@ The same distance is an L1 distance in a re-encoded space: numeric columns scale
 Anonymeter scales them (``mixed_types_transform``), each categorical column one-hot with
 entries 1/2 (two differing one-hots are L1 distance 1 apart, equal ones 0). faiss searches L1
 exactly. Rows with a missing value fall back to Anonymeter's own search (its distance gives
-missing values a special meaning). Ties may resolve to a different, equally near, record.
+missing values a special meaning). Ties resolve to a random one of the equally near records.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from anonymeter.evaluators.inference_predictor import InferencePredictor
 from anonymeter.neighbors.mixed_types_kneighbors import MixedTypeKNeighbors
 from anonymeter.preprocessing.transformations import mixed_types_transform
 from anonymeter.preprocessing.type_detection import detect_consistent_col_types
+
+TIE_BREAK_SEED = 0
 
 
 def _l1_space(frame: pd.DataFrame, num_cols: list[str], cat_cols: list[str], categories: dict) -> np.ndarray:
@@ -54,10 +56,14 @@ class FaissMixedTypeKNeighbors(MixedTypeKNeighbors):
         )
         categories = {c: pd.unique(pd.concat([candidates[c], queries[c]], ignore_index=True)) for c in cat_cols}
         reference = _l1_space(candidates, num_cols, cat_cols, categories)
+        # faiss keeps the lowest index among equally near rows; the linkability attack counts a
+        # success when both halves of a record pick the *same* row, so a fixed tie-break would
+        # inflate it. Searching a shuffled copy breaks ties at random (seeded: reproducible).
+        order = np.random.default_rng(TIE_BREAK_SEED).permutation(len(reference))
         index = faiss.IndexFlat(reference.shape[1], faiss.METRIC_L1)
-        index.add(reference)
-        distances, indexes = index.search(_l1_space(queries, num_cols, cat_cols, categories), n_neighbors)
-        indexes = indexes.astype(np.int64)
+        index.add(np.ascontiguousarray(reference[order]))
+        distances, shuffled = index.search(_l1_space(queries, num_cols, cat_cols, categories), n_neighbors)
+        indexes = order[shuffled].astype(np.int64)
         return (distances.astype(np.float64), indexes) if return_distance else indexes
 
 

@@ -21,6 +21,8 @@ from scipy.special import logsumexp
 from fedsynth.privacy.nearest_neighbour import nearest_distances
 
 KDE_NEIGHBOURS = 64
+CROWDED_BANDWIDTHS = 6.0  # a 64th neighbour nearer than this many bandwidths still adds mass
+CROWDED_NEIGHBOURS = 4096
 BANDWIDTH_QUERIES = 10_000  # rows whose nearest-neighbour distance sets the bandwidth
 
 
@@ -56,7 +58,21 @@ class NeighbourKDE:
 
     def score_samples(self, queries: np.ndarray) -> np.ndarray:
         distances = nearest_distances(self.rows, queries, self.neighbours).astype(np.float64)
+        # Where even the last neighbour is close (many duplicates: a memorising generator, a
+        # discrete schema) the truncated sum would saturate and hide exactly that signal: those
+        # rows are searched again with many more neighbours.
+        crowded = distances[:, -1] < CROWDED_BANDWIDTHS * self.bandwidth
+        wider = min(len(self.rows), CROWDED_NEIGHBOURS)
+        if crowded.any() and wider > self.neighbours:
+            again = nearest_distances(self.rows, queries[crowded], wider).astype(np.float64)
+            return self._log_density(distances, again, crowded)
+        return self._log_density(distances, None, crowded)
+
+    def _log_density(self, distances: np.ndarray, again: np.ndarray | None, crowded: np.ndarray) -> np.ndarray:
         h = self.bandwidth
         dims = self.rows.shape[1]
         log_normaliser = math.log(len(self.rows)) + 0.5 * dims * math.log(2.0 * math.pi * h * h)
-        return logsumexp(-(distances**2) / (2.0 * h * h), axis=1) - log_normaliser
+        out = logsumexp(-(distances**2) / (2.0 * h * h), axis=1) - log_normaliser
+        if again is not None:
+            out[crowded] = logsumexp(-(again**2) / (2.0 * h * h), axis=1) - log_normaliser
+        return out

@@ -32,23 +32,26 @@ def _worst(values: list[float], pick: Any) -> float | None:
     return pick(finite) if finite else None
 
 
-def worst_over_sites(sites: list[dict[str, Any]]) -> dict[str, float | None]:
+def worst_over_sites(sites: list[dict[str, Any]]) -> dict[str, Any]:
     """The figures a sign-off policy tests, each at its worst site (None where no site has it)."""
-    gaps, harrell, hr_in_ci, ici, subgroup_gap = [], [], [], [], []
+    gaps, harrell, hr_in_ci, ici, subgroup_gap, unscored = [], [], [], [], [], []
     for site in sites:
         models = site["models"]
         hr = site["hazard_ratios"]
         hr_in_ci.append(hr.get("hr_in_ci_fraction"))
-        if "error" in models["trtr"] or "error" in models["tstr"]:
+        trtr, tstr = models["trtr"].get("discrimination", {}), models["tstr"].get("discrimination", {})
+        if "error" in models["tstr"] or "uno_c" not in tstr or "uno_c" not in trtr or "error" in hr:
+            # The worst case must not quietly drop the worst site: it is named instead.
+            unscored.append(site["site"])
             continue
-        trtr, tstr = models["trtr"]["discrimination"], models["tstr"]["discrimination"]
         gaps.append(trtr["uno_c"] - tstr["uno_c"])
         harrell.append(trtr["harrell_c"] - tstr["harrell_c"])
         for entry in models["tstr"]["calibration"]:
             if entry["overall"] is not None:
                 ici.append(entry["overall"]["ici"])
-            subgroup_gap.append(entry["subgroups"]["worst_group_gap"])
+            subgroup_gap.append(entry["subgroups"].get("worst_group_gap"))
     return {
+        "sites_not_scored": unscored,
         "tstr_uno_c_shortfall": _worst(gaps, max),
         "tstr_harrell_c_shortfall": _worst(harrell, max),
         "hr_in_ci_fraction": _worst(hr_in_ci, min),

@@ -44,3 +44,19 @@ def test_hazard_ratios_equal_an_independent_lifelines_fit(dataset: str) -> None:
         # direction (ACTG320's rare ivdrug=2) two correct fits then differ by ~1e-6 in log-HR.
         for name in covariates:
             assert result[name][key] == pytest.approx(independent.params_[name], abs=1e-5), (name, key)
+
+
+def test_a_model_that_cannot_be_fitted_is_reported_briefly_and_the_site_worst_case_names_it(whas500) -> None:
+    from fedsynth.client.evaluation import check_evaluation_result
+    from fedsynth.server.evaluation import worst_over_sites
+
+    frame, schema = whas500
+    train, holdout = train_holdout_split(frame, 0.5, 0)
+    synthetic = train.assign(gender=0)  # constant in the synthetic sample: no TSTR Cox model
+    result = {"site": "site-0", **evaluate_synthetic(train, holdout, synthetic, schema)}
+    error = result["models"]["tstr"]["error"]
+    assert error.startswith("CoxFitError: cannot fit Cox") and "gender" in error and len(error) <= 150
+    assert "uno_c" in result["models"]["trtr"]["discrimination"]  # the other models are still scored
+    check_evaluation_result(result)  # a failure's reason passes the aggregate-only contract
+    worst = worst_over_sites([result])
+    assert worst["sites_not_scored"] == ["site-0"] and worst["tstr_uno_c_shortfall"] is None
