@@ -432,7 +432,11 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Seed of the synthetic sample each site draws.")] = 0,
     horizon: Annotated[
         list[float] | None,
-        typer.Option(help="Calibration horizon in the time column's unit (repeat for several; default: median)."),
+        typer.Option(
+            help="Calibration horizon in the time column's unit (repeat for several). Sites answer only at "
+            "horizons they declare (privacy.evaluation_horizons); default: each site's declared horizons, "
+            "or a quarter of the time column's public bound."
+        ),
     ] = None,
 ) -> None:
     """Federated survival-utility evaluation: each site evaluates the global model on its own rows."""

@@ -13,6 +13,7 @@ budget in the site's TOML file, and the site enforces it whatever the server ask
     # target_delta = 1e-4               # default 1/n^1.1 of the site's training rows
     max_grad_norm = 1.0
     max_audits = 10                     # audits answered, ever (their results are not DP)
+    # evaluation_horizons = [365, 730]  # the only calibration horizons this site answers at
 
     [training]
     local_epochs = 5
@@ -45,7 +46,12 @@ class PrivacyConfig(BaseModel):
     # Audit results are exact functions of the site's rows, not DP: each audit the coordinator
     # asks for is one more non-private answer (a crafted "model" could even probe for a record).
     # The site caps how many it will ever run; the count is on disk before each audit runs.
-    max_audits: int = Field(10, ge=0, le=1000, description="privacy audits this site will ever run")
+    max_audits: int = Field(10, ge=0, le=1000, description="audits and evaluations this site will ever answer")
+    # Calibration figures at a horizon include counts and Kaplan-Meier risks before it; horizons
+    # chosen freely by the coordinator, query after query, could bracket single patients' event
+    # times. The site answers only at horizons its privacy officer declares here (time unit of
+    # the schema); none declared: one public default, a quarter of the time column's bound.
+    evaluation_horizons: list[float] | None = Field(None, min_length=1, max_length=10)
 
 
 class TrainingConfig(BaseModel):

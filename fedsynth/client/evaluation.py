@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from fedsynth.client.audit import check_audit_result, model_digest
-from fedsynth.client.audit_log import record_audit
+from fedsynth.client.audit_log import AuditRefusedError, record_audit
 from fedsynth.client.site import Site
 from fedsynth.evaluation.fidelity import CURVE_POINTS
 from fedsynth.evaluation.site_evaluation import evaluate_synthetic
@@ -31,10 +31,29 @@ def check_evaluation_result(result: dict[str, Any]) -> None:
     )
 
 
+def site_horizons(site: Site, requested: list[float] | None) -> list[float]:
+    """The horizons this site answers at: those asked for, if the site declared every one of them.
+
+    Raises AuditRefusedError (which reaches the coordinator with its text) otherwise.
+    """
+    declared = site.config.privacy.evaluation_horizons
+    if requested is None:
+        if declared is not None:
+            return [float(h) for h in declared]
+        bound = site.schema.column(site.schema.time_column).upper
+        return [float(bound) / 4.0]
+    undeclared = [h for h in requested if declared is None or float(h) not in {float(d) for d in declared}]
+    if undeclared or not 1 <= len(requested) <= MAX_HORIZONS:
+        raise AuditRefusedError(
+            f"site '{site.config.name}' answers only at the evaluation horizons it declares "
+            f"(privacy.evaluation_horizons = {declared}); {undeclared or requested} not among them"
+        )
+    return [float(h) for h in requested]
+
+
 def run_site_evaluation(site: Site, model: MCM, seed: int = 0, horizons: list[float] | None = None) -> dict[str, Any]:
     """Every survival-utility evaluation of ``model`` at ``site``; a JSON-able dict of aggregates."""
-    if horizons is not None and not 1 <= len(horizons) <= MAX_HORIZONS:
-        raise ValueError(f"give 1 to {MAX_HORIZONS} horizons, got {len(horizons)}")
+    horizons = site_horizons(site, horizons)
     digest = model_digest(model)
     number = record_audit(site, digest, seed, kind="evaluation")
     synthetic = model.sample(len(site.train), seed=seed)

@@ -124,10 +124,15 @@ def compare_survival(
 
 
 def short_sightedness(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema) -> float:
-    """1 - (longest synthetic follow-up / longest real one), floored at 0 (SurvivalGAN's metric)."""
+    """1 - (longest synthetic follow-up / longest real one), floored at 0 (SurvivalGAN's metric).
+
+    Rounded to 0.01: whoever holds the model can redraw the synthetic sample, so the exact
+    ratio would give away the longest real follow-up, one patient's time.
+    """
     time = schema.time_column
     longest = float(real[time].max())
-    return max(0.0, 1.0 - float(synthetic[time].max()) / longest) if longest > 0 else 0.0
+    ratio = max(0.0, 1.0 - float(synthetic[time].max()) / longest) if longest > 0 else 0.0
+    return round(ratio, 2)
 
 
 def survival_by_group(

@@ -126,8 +126,16 @@ def test_audit_reply_holds_only_the_site_name_and_aggregates(whas500, site_dir) 
 
 def test_evaluation_reply_holds_only_the_site_name_and_aggregates(whas500, site_dir) -> None:
     from fedsynth.client.app import EVALUATION_RECORD, SiteError, handle_query
+    from fedsynth.client.audit_log import AuditRefusedError
     from fedsynth.client.evaluation import check_evaluation_result
 
+    with pytest.raises(AuditRefusedError, match=r"answers only at the evaluation horizons it declares"):
+        handle_query(_query(whas500[1], task="evaluate", horizons="[365.0, 730.0]"), _context(site_dir))
+    _sites.clear()
+    toml = (site_dir / "site.toml").read_text()
+    (site_dir / "site.toml").write_text(
+        toml.replace("[privacy]\n", "[privacy]\nevaluation_horizons = [365.0, 730.0]\n")
+    )
     reply = handle_query(_query(whas500[1], task="evaluate", horizons="[365.0, 730.0]"), _context(site_dir))
     assert set(reply.content.keys()) == {EVALUATION_RECORD}
     record = reply.content[EVALUATION_RECORD]
