@@ -21,8 +21,8 @@ from scipy.special import logsumexp
 from fedsynth.privacy.nearest_neighbour import nearest_distances
 
 KDE_NEIGHBOURS = 64
-CROWDED_BANDWIDTHS = 6.0  # a 64th neighbour nearer than this many bandwidths still adds mass
-CROWDED_NEIGHBOURS = 4096
+CROWDED_BANDWIDTHS = 4.0  # a 64th neighbour nearer than this still adds mass (exp(-8) of a match)
+CROWDED_NEIGHBOURS = 1024
 BANDWIDTH_QUERIES = 10_000  # rows whose nearest-neighbour distance sets the bandwidth
 
 
