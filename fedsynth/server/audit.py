@@ -50,14 +50,18 @@ def worst_over_sites(sites: list[dict[str, Any]]) -> dict[str, float | None]:
     }
 
 
-def run_audit(grid: Grid, run_dir: Path, seed: int = 0, timeout: float = 3600.0) -> dict[str, Any]:
+def run_audit(
+    grid: Grid, run_dir: Path, seed: int = 0, timeout: float = 3600.0, expected_sites: int = 1
+) -> dict[str, Any]:
     """Audit the run's published global model at every connected site; write and return audit.json."""
     model = MCM.load(Path(run_dir) / "model")
 
     def check(result: dict[str, Any]) -> None:
         check_audit_result(result, max_rows=int(result["n_train"]) + int(result["n_holdout"]))
 
-    sites, failures = query_sites(grid, model, "audit", AUDIT_RECORD, check, seed=seed, timeout=timeout)
+    sites, failures = query_sites(
+        grid, model, "audit", AUDIT_RECORD, check, seed=seed, timeout=timeout, expected_sites=expected_sites
+    )
     document = {
         "time": datetime.now(UTC).isoformat(),
         "seed": seed,
@@ -75,4 +79,4 @@ def run_audit(grid: Grid, run_dir: Path, seed: int = 0, timeout: float = 3600.0)
 
 def audit_simulated_run(run_dir: Path, seed: int = 0) -> dict[str, Any]:
     """Run the federated audit on Flower's simulation engine over a simulation run's virtual sites."""
-    return on_simulated_sites(run_dir, AUDIT_FILE, lambda grid: run_audit(grid, run_dir, seed))
+    return on_simulated_sites(run_dir, AUDIT_FILE, lambda grid, n: run_audit(grid, run_dir, seed, expected_sites=n))

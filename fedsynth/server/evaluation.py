@@ -61,13 +61,26 @@ def worst_over_sites(sites: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_evaluation(
-    grid: Grid, run_dir: Path, seed: int = 0, horizons: list[float] | None = None, timeout: float = 3600.0
+    grid: Grid,
+    run_dir: Path,
+    seed: int = 0,
+    horizons: list[float] | None = None,
+    timeout: float = 3600.0,
+    expected_sites: int = 1,
 ) -> dict[str, Any]:
     """Evaluate the run's global model at every connected site; write and return evaluation.json."""
     model = MCM.load(Path(run_dir) / "model")
     extra = {"horizons": horizons} if horizons else None
     sites, failures = query_sites(
-        grid, model, "evaluate", EVALUATION_RECORD, check_evaluation_result, seed=seed, extra=extra, timeout=timeout
+        grid,
+        model,
+        "evaluate",
+        EVALUATION_RECORD,
+        check_evaluation_result,
+        seed=seed,
+        extra=extra,
+        timeout=timeout,
+        expected_sites=expected_sites,
     )
     document = {
         "time": datetime.now(UTC).isoformat(),
@@ -85,4 +98,6 @@ def run_evaluation(
 
 def evaluate_simulated_run(run_dir: Path, seed: int = 0, horizons: list[float] | None = None) -> dict[str, Any]:
     """Run the federated evaluation on Flower's simulation engine over a simulation run's sites."""
-    return on_simulated_sites(run_dir, EVALUATION_FILE, lambda grid: run_evaluation(grid, run_dir, seed, horizons))
+    return on_simulated_sites(
+        run_dir, EVALUATION_FILE, lambda grid, n: run_evaluation(grid, run_dir, seed, horizons, expected_sites=n)
+    )

@@ -12,6 +12,7 @@ that never answer are recorded as failures.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedsynth.model.mcm import MCM
 
 ResultCheck = Callable[[dict[str, Any]], None]
+CONNECT_WAIT = 60.0
 
 
 def _reply_problem(reply: Message, record: str, check: ResultCheck) -> str | None:
@@ -37,6 +39,20 @@ def _reply_problem(reply: Message, record: str, check: ResultCheck) -> str | Non
     return None
 
 
+def connected_nodes(grid: Grid, expected: int, wait: float = CONNECT_WAIT) -> list[int]:
+    """The connected nodes, once ``expected`` of them are there or ``wait`` seconds have passed.
+
+    Nodes register with the grid asynchronously: asked at once, a fresh simulation answered
+    with no node at all, and the query went to nobody.
+    """
+    deadline = time.monotonic() + wait
+    nodes = list(grid.get_node_ids())
+    while len(nodes) < expected and time.monotonic() < deadline:
+        time.sleep(0.5)
+        nodes = list(grid.get_node_ids())
+    return nodes
+
+
 def query_sites(
     grid: Grid,
     model: MCM,
@@ -46,8 +62,12 @@ def query_sites(
     seed: int = 0,
     extra: dict[str, Any] | None = None,
     timeout: float = 3600.0,
+    expected_sites: int = 1,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Send ``task`` about ``model`` to every connected site; return (results by site, failures)."""
+    """Send ``task`` about ``model`` to every connected site; return (results by site, failures).
+
+    Waits (up to a minute) for ``expected_sites`` to connect; fewer is recorded as a failure.
+    """
     config = ConfigRecord(
         {
             "model-config": json.dumps(model.config.model_dump(mode="json")),
@@ -56,13 +76,14 @@ def query_sites(
             **{k: json.dumps(v) for k, v in (extra or {}).items()},
         }
     )
+    nodes = connected_nodes(grid, expected_sites)
     messages = [
         Message(
             content=RecordDict({"arrays": ArrayRecord(model.network_.state_dict()), "config": config}),
             dst_node_id=node_id,
             message_type=MessageType.QUERY,
         )
-        for node_id in grid.get_node_ids()
+        for node_id in nodes
     ]
     replies = list(grid.send_and_receive(messages, timeout=timeout))
     destinations = {m.metadata.message_id: m.metadata.dst_node_id for m in messages if m.metadata.message_id}
@@ -80,13 +101,17 @@ def query_sites(
         for message_id, node_id in destinations.items()
         if message_id not in answered
     ]
+    if len(nodes) < expected_sites:
+        failures.append(
+            {"node_id": None, "reason": f"{len(nodes)} of {expected_sites} expected sites connected within a minute"}
+        )
     results.sort(key=lambda r: r["site"])
     return results, failures
 
 
-def on_simulated_sites(run_dir: Path, output: str, main: Callable[[Grid], None]) -> dict[str, Any]:
-    """Run ``main(grid)`` on Flower's simulation engine over a simulation run's virtual sites;
-    return the JSON document it wrote to ``RUN_DIR/output``."""
+def on_simulated_sites(run_dir: Path, output: str, main: Callable[[Grid, int], None]) -> dict[str, Any]:
+    """Run ``main(grid, n_sites)`` on Flower's simulation engine over a simulation run's virtual
+    sites; return the JSON document it wrote to ``RUN_DIR/output``."""
     from fedsynth.client.app import make_client_app
     from fedsynth.server.simulation import run_on_ray
 
@@ -100,7 +125,7 @@ def on_simulated_sites(run_dir: Path, output: str, main: Callable[[Grid], None])
 
     @server_app.main()
     def _main(grid: Grid, context: Any) -> None:
-        main(grid)
+        main(grid, len(site_dirs))
 
     run_on_ray(server_app, make_client_app(run_dir / "sites"), len(site_dirs))
     path = run_dir / output
