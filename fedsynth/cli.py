@@ -479,7 +479,10 @@ def evaluate(
         console.print(f"[yellow]node {failure['node_id']}: {failure['reason']}[/]")
     if not document["complete"]:
         console.print("[red]incomplete: not every site answered, so no worst-site figures are given[/]")
-    console.print(f"evaluation results: {run_dir / EVALUATION_FILE}")
+    from fedsynth.evaluation.plots import evaluation_figures
+
+    figures = evaluation_figures(document, run_dir / "plots")
+    console.print(f"evaluation results: {run_dir / EVALUATION_FILE}; {len(figures)} figures in {run_dir / 'plots'}")
 
 
 def _report_budget(run_dir: Path) -> None:

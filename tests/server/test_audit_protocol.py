@@ -50,6 +50,8 @@ def test_federated_evaluation_over_three_sites(config) -> None:
     assert worst["tstr_uno_c_shortfall"] == (pytest.approx(max(shortfalls)) if shortfalls else None)
     assert 0.0 <= worst["hr_in_ci_fraction"] <= 1.0
     assert "worst site" in result.output and "evaluation results" in result.output
+    figures = sorted(p.name for p in (config.run_dir / "plots").glob("*.png"))
+    assert [f for f in figures if f.startswith("km_")] == ["km_site-0.png", "km_site-1.png", "km_site-2.png"]
     bad = CliRunner().invoke(app, ["evaluate", str(config.run_dir), "--horizon", "-3"])
     assert bad.exit_code == 2 and "--horizon must be positive" in bad.output
 
