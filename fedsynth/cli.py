@@ -372,6 +372,20 @@ def deploy_node_key(
     console.print(f"private key {private} (stays at the site); public key {public} (register it at the SuperLink)")
 
 
+def _print_site_query_summary(document: dict[str, Any]) -> None:
+    """The worst-site figures, each failed site, and whether every site answered."""
+    if document["worst"]:
+        shown = {k: v for k, v in document["worst"].items() if isinstance(v, int | float)}
+        console.print("worst site: " + ", ".join(f"{k} {v:.3g}" for k, v in shown.items()))
+        unscored = document["worst"].get("sites_not_scored")  # evaluation: sites whose TSTR fit failed
+        if unscored:
+            console.print(f"[red]no TSTR scores at {', '.join(unscored)} (a fit failed there; see evaluation.json)[/]")
+    for failure in document["failures"]:
+        console.print(f"[yellow]node {failure['node_id']}: {failure['reason']}[/]")
+    if not document["complete"]:
+        console.print("[red]incomplete: not every site answered, so no worst-site figures are given[/]")
+
+
 def _max_or_withheld(values: list[float | None]) -> str:
     measured = [v for v in values if v is not None]
     return f"{max(measured):.3f}" if measured else "withheld (< 100 holdout)"
@@ -403,13 +417,7 @@ def audit(
             f"{max(r['risk'] for r in site['anonymeter']):.3f}",
         )
     console.print(table)
-    if document["worst"]:
-        shown = {k: v for k, v in document["worst"].items() if v is not None}
-        console.print("worst site: " + ", ".join(f"{k} {v:.3g}" for k, v in shown.items()))
-    for failure in document["failures"]:
-        console.print(f"[yellow]node {failure['node_id']}: {failure['reason']}[/]")
-    if not document["complete"]:
-        console.print("[red]incomplete: not every site answered, so no worst-site figures are given[/]")
+    _print_site_query_summary(document)
     flagged = [
         f"{site['site']} ({attack['attack']})"
         for site in document["sites"]
@@ -468,17 +476,7 @@ def evaluate(
             "n/a" if overall is None else f"{overall['ici']:.3f}",
         )
     console.print(table)
-    if document["worst"]:
-        worst = dict(document["worst"])
-        unscored = worst.pop("sites_not_scored")
-        shown = {k: v for k, v in worst.items() if v is not None}
-        console.print("worst site: " + ", ".join(f"{k} {v:.3g}" for k, v in shown.items()))
-        if unscored:
-            console.print(f"[red]no TSTR scores at {', '.join(unscored)} (a fit failed there; see evaluation.json)[/]")
-    for failure in document["failures"]:
-        console.print(f"[yellow]node {failure['node_id']}: {failure['reason']}[/]")
-    if not document["complete"]:
-        console.print("[red]incomplete: not every site answered, so no worst-site figures are given[/]")
+    _print_site_query_summary(document)
     from fedsynth.evaluation.plots import evaluation_figures
 
     figures = evaluation_figures(document, run_dir / "plots")

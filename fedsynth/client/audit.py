@@ -38,6 +38,15 @@ def model_digest(model: MCM) -> str:
     return hasher.hexdigest()
 
 
+def start_site_query(site: Site, model: MCM, seed: int, kind: str) -> tuple[str, int, Any]:
+    """What every audit and evaluation does first, in this order: name the model, count the
+    query against ``privacy.max_audits`` (on disk, before any row is read), then sample from
+    the model at the site. Returns (model digest, query number, synthetic sample)."""
+    digest = model_digest(model)
+    number = record_audit(site, digest, seed, kind=kind)
+    return digest, number, model.sample(len(site.train), seed=seed)
+
+
 def run_site_audit(
     site: Site, model: MCM, seed: int = 0, anonymeter: AnonymeterSettings | None = None
 ) -> dict[str, Any]:
@@ -48,9 +57,7 @@ def run_site_audit(
     rows spent at most that); a bound above it is flagged as a probable DP bug. Counted against
     ``privacy.max_audits`` before anything runs.
     """
-    digest = model_digest(model)
-    number = record_audit(site, digest, seed)
-    synthetic = model.sample(len(site.train), seed=seed)
+    digest, number, synthetic = start_site_query(site, model, seed, "audit")
     schema = site.schema
     delta = site.ledger.target_delta
     accountant_epsilon = site.ledger.epsilon()
@@ -90,8 +97,13 @@ def run_site_audit(
         ),
         "seconds": timings,
     }
-    check_audit_result(result, max_rows=len(site.train) + len(site.holdout))
+    check_site_audit_result(result)
     return result
+
+
+def check_site_audit_result(result: dict[str, Any]) -> None:
+    """The aggregate-only contract of an audit reply, at the site and again at the coordinator."""
+    check_audit_result(result, max_rows=int(result["n_train"]) + int(result["n_holdout"]))
 
 
 def check_audit_result(

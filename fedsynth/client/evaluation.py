@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fedsynth.client.audit import check_audit_result, model_digest
-from fedsynth.client.audit_log import AuditRefusedError, record_audit
+from fedsynth.client.audit import check_audit_result, start_site_query
+from fedsynth.client.audit_log import AuditRefusedError
 from fedsynth.client.site import Site
 from fedsynth.evaluation.fidelity import CURVE_POINTS
 from fedsynth.evaluation.site_evaluation import evaluate_synthetic
@@ -54,9 +54,7 @@ def site_horizons(site: Site, requested: list[float] | None) -> list[float]:
 def run_site_evaluation(site: Site, model: MCM, seed: int = 0, horizons: list[float] | None = None) -> dict[str, Any]:
     """Every survival-utility evaluation of ``model`` at ``site``; a JSON-able dict of aggregates."""
     horizons = site_horizons(site, horizons)
-    digest = model_digest(model)
-    number = record_audit(site, digest, seed, kind="evaluation")
-    synthetic = model.sample(len(site.train), seed=seed)
+    digest, number, synthetic = start_site_query(site, model, seed, "evaluation")
     result = {
         "site": site.config.name,
         "query_number": number,

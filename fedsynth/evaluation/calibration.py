@@ -31,7 +31,13 @@ from lifelines import CoxPHFitter, KaplanMeierFitter
 from fedsynth.data.schema import ColumnKind, ColumnRole, Schema
 from fedsynth.evaluation.utility import design_matrix
 
+REASON_LENGTH = 150  # a failure's reason travels in a site's reply: short, like every label there
 MIN_SUBGROUP_EVENTS = 5  # fewer events before the horizon: the subgroup's calibration is not estimable
+
+
+def short_reason(exc: Exception) -> str:
+    """A short, data-free reason for a number that could not be computed."""
+    return f"{type(exc).__name__}: {exc}"[:REASON_LENGTH]
 
 
 class CalibrationError(ValueError):
@@ -184,7 +190,7 @@ def stratified_calibration(
         try:
             groups[name] = calibration(model, rows[mask.to_numpy()], schema, horizon)
         except (CalibrationError, ValueError, ArithmeticError) as exc:  # too small, or a refit that fails
-            skipped[name] = f"{type(exc).__name__}: {exc}"[:150]
+            skipped[name] = short_reason(exc)
     icis = {name: c.ici for name, c in groups.items()}
     return StratifiedCalibration(
         groups=groups,

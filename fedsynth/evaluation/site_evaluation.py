@@ -25,14 +25,13 @@ import numpy as np
 import pandas as pd
 
 from fedsynth.data.schema import Schema
-from fedsynth.evaluation.calibration import CalibrationError, stratified_calibration
+from fedsynth.evaluation.calibration import CalibrationError, short_reason, stratified_calibration
 from fedsynth.evaluation.calibration import calibration as calibrate
 from fedsynth.evaluation.discrimination import discrimination
 from fedsynth.evaluation.fidelity import fidelity
 from fedsynth.evaluation.utility import CoxFitError, design_matrix, estimable_covariates, fit_cox, utility_report
 
 DEFAULT_HORIZON_QUANTILES = (0.5,)  # of the training rows' follow-up times, when none are declared
-REASON_LENGTH = 150  # a failure's reason travels in the reply: short, like every label there
 # What scoring a fitted model on real rows can raise: lifelines (no comparable pairs, a
 # non-converging refit), scikit-survival (too few distinct times, times past the reference's
 # follow-up), numerical trouble. Each is reported for its model and horizon, not fatal.
@@ -40,8 +39,8 @@ SCORING_ERRORS = (ValueError, ZeroDivisionError, ArithmeticError, CoxFitError, C
 
 
 def failure(exc: Exception) -> dict[str, str]:
-    """A short, data-free reason for a number that could not be computed."""
-    return {"error": f"{type(exc).__name__}: {exc}"[:REASON_LENGTH]}
+    """A number that could not be computed, as ``{"error": short reason}``."""
+    return {"error": short_reason(exc)}
 
 
 def default_horizons(train: pd.DataFrame, schema: Schema) -> list[float]:
@@ -64,7 +63,7 @@ def _model_scores(
             entry["overall"] = calibrate(model, holdout, schema, horizon).to_dict()
         except SCORING_ERRORS as exc:
             entry["overall"] = None
-            entry["not_estimable"] = failure(exc)["error"]
+            entry["not_estimable"] = short_reason(exc)
         try:
             entry["subgroups"] = stratified_calibration(model, holdout, schema, horizon).to_dict()
         except SCORING_ERRORS as exc:

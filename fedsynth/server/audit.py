@@ -10,17 +10,16 @@ and the worst value over sites for each figure a sign-off policy tests, and writ
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from flwr.serverapp import Grid
 
 from fedsynth.client.app import AUDIT_RECORD
-from fedsynth.client.audit import check_audit_result
+from fedsynth.client.audit import check_site_audit_result
 from fedsynth.data.io import write_text
 from fedsynth.model.mcm import MCM
-from fedsynth.server.site_queries import on_simulated_sites, query_sites
+from fedsynth.server.site_queries import on_simulated_sites, query_sites, site_query_document
 
 AUDIT_FILE = "audit.json"
 
@@ -56,23 +55,17 @@ def run_audit(
     """Audit the run's published global model at every connected site; write and return audit.json."""
     model = MCM.load(Path(run_dir) / "model")
 
-    def check(result: dict[str, Any]) -> None:
-        check_audit_result(result, max_rows=int(result["n_train"]) + int(result["n_holdout"]))
-
     sites, failures = query_sites(
-        grid, model, "audit", AUDIT_RECORD, check, seed=seed, timeout=timeout, expected_sites=expected_sites
+        grid,
+        model,
+        "audit",
+        AUDIT_RECORD,
+        check_site_audit_result,
+        seed=seed,
+        timeout=timeout,
+        expected_sites=expected_sites,
     )
-    document = {
-        "time": datetime.now(UTC).isoformat(),
-        "seed": seed,
-        "model_sha256": sites[0]["model_sha256"] if sites else None,
-        "sites": sites,
-        "failures": failures,
-        # A release decision needs every site's evidence: with a site missing, its worst case
-        # is unknown, so no "worst" figure is given at all.
-        "complete": bool(sites) and not failures,
-        "worst": worst_over_sites(sites) if sites and not failures else None,
-    }
+    document = site_query_document(sites, failures, seed, worst_over_sites)
     write_text(Path(run_dir) / AUDIT_FILE, json.dumps(document, indent=2))
     return document
 

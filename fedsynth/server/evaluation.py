@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from fedsynth.client.app import EVALUATION_RECORD
 from fedsynth.client.evaluation import check_evaluation_result
 from fedsynth.data.io import write_text
 from fedsynth.model.mcm import MCM
-from fedsynth.server.site_queries import on_simulated_sites, query_sites
+from fedsynth.server.site_queries import on_simulated_sites, query_sites, site_query_document
 
 EVALUATION_FILE = "evaluation.json"
 
@@ -82,16 +81,7 @@ def run_evaluation(
         timeout=timeout,
         expected_sites=expected_sites,
     )
-    document = {
-        "time": datetime.now(UTC).isoformat(),
-        "seed": seed,
-        "horizons": horizons,
-        "model_sha256": sites[0]["model_sha256"] if sites else None,
-        "sites": sites,
-        "failures": failures,
-        "complete": bool(sites) and not failures,
-        "worst": worst_over_sites(sites) if sites and not failures else None,
-    }
+    document = site_query_document(sites, failures, seed, worst_over_sites, horizons=horizons)
     write_text(Path(run_dir) / EVALUATION_FILE, json.dumps(document, indent=2))
     return document
 

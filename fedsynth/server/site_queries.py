@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,31 @@ def query_sites(
         )
     results.sort(key=lambda r: r["site"])
     return results, failures
+
+
+def site_query_document(
+    sites: list[dict[str, Any]],
+    failures: list[dict[str, Any]],
+    seed: int,
+    worst_over_sites: Callable[[list[dict[str, Any]]], dict[str, Any]],
+    **extra: Any,
+) -> dict[str, Any]:
+    """The JSON document of one site query: per-site results, failures, and the worst site.
+
+    A release decision needs every site's evidence: with a site missing, its worst case is
+    unknown, so no "worst" figure is given at all.
+    """
+    complete = bool(sites) and not failures
+    return {
+        "time": datetime.now(UTC).isoformat(),
+        "seed": seed,
+        **extra,
+        "model_sha256": sites[0]["model_sha256"] if sites else None,
+        "sites": sites,
+        "failures": failures,
+        "complete": complete,
+        "worst": worst_over_sites(sites) if complete else None,
+    }
 
 
 def on_simulated_sites(run_dir: Path, output: str, main: Callable[[Grid, int], None]) -> dict[str, Any]:
