@@ -1,0 +1,86 @@
+"""The service's append-only access log: who asked for what, when, and how it ended.
+
+One JSON line per HTTP request, written when the response has been sent (or has failed), so
+a streamed cohort is logged with whether it was delivered in full. The token is never
+written: requests are attributed to the token's name. Lines are fsynced, as the budget
+record is: the log is evidence for the release board of what left the network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# Keys a route may put in request.state to be logged with the request (never the token).
+LOGGED_STATE = ("who", "auth", "n", "conditions", "seed", "format", "error")
+
+
+class AccessLog:
+    """Appends JSON lines to one file; safe to call from several threads."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        # Fail at start-up, not at the first request, if the log cannot be written.
+        with self.path.open("a", encoding="utf-8"):
+            pass
+
+    def write(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, sort_keys=True, default=str) + "\n"
+        with self._lock, self.path.open("a", encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def records(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+class AccessLogMiddleware:
+    """ASGI middleware logging every HTTP request once its response is complete or aborted."""
+
+    def __init__(self, app: ASGIApp, log: AccessLog) -> None:
+        self.app = app
+        self.log = log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, when = time.monotonic(), datetime.now(UTC).isoformat(timespec="milliseconds")
+        outcome: dict[str, Any] = {"status": None, "bytes": 0, "completed": False}
+
+        async def send_and_record(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                outcome["status"] = message["status"]
+            elif message["type"] == "http.response.body":
+                outcome["bytes"] += len(message.get("body", b""))
+                outcome["completed"] = not message.get("more_body", False)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            state = scope.get("state", {})
+            client = scope.get("client")
+            record = {
+                "time": when,
+                "client": client[0] if client else None,
+                "method": scope["method"],
+                "path": scope["path"],
+                # No response started: the app raised, and the server answers 500.
+                "status": outcome["status"] if outcome["status"] is not None else 500,
+                "completed": outcome["completed"],
+                "bytes": outcome["bytes"],
+                "duration_ms": round((time.monotonic() - started) * 1000, 1),
+                **{key: state[key] for key in LOGGED_STATE if key in state},
+            }
+            self.log.write(record)

@@ -1,0 +1,255 @@
+"""The sampling service's FastAPI app: routes, authentication, error bodies and headers.
+
+Routes: ``POST /v1/sample`` and ``GET /v1/model`` need a bearer token; ``GET /v1/schema``
+(the public schema), ``GET /healthz`` and the OpenAPI document (``/openapi.json``, ``/docs``)
+do not. Every answer is computed from the served model alone.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from fedsynth import __version__
+from fedsynth.model.provenance import provenance
+from fedsynth.server.service.access_log import AccessLog, AccessLogMiddleware
+from fedsynth.server.service.auth import TokenFileError, TokenStore
+from fedsynth.server.service.card import model_card
+from fedsynth.server.service.config import ServiceConfig
+from fedsynth.server.service.models import ErrorBody, Health, ModelCard, SampleRequest
+from fedsynth.server.service.sampling import (
+    MEDIA_TYPES,
+    SUFFIXES,
+    ConditionProblem,
+    encode_parquet,
+    encode_text,
+    resolve_indexed,
+    sample_chunks,
+)
+from fedsynth.server.service.served import ServedModel, ServiceStartError
+
+SAMPLE_FIELDS = ", ".join(SampleRequest.model_fields)
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "no bearer token"},
+    403: {"model": ErrorBody, "description": "unknown or revoked token"},
+}
+
+
+class RequestProblem(Exception):
+    """A well-formed request the service cannot answer; becomes a 422 naming the field."""
+
+    def __init__(self, loc: list[str | int], msg: str, kind: str) -> None:
+        self.loc, self.msg, self.kind = loc, msg, kind
+        super().__init__(msg)
+
+
+class AuthProblem(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        self.status, self.detail = status, detail
+        super().__init__(detail)
+
+
+def _validation_message(error: dict[str, Any]) -> str:
+    """Pydantic's message, completed with the field and what to send instead."""
+    name = error["loc"][-1] if error["loc"] else "body"
+    if error["type"] == "missing":
+        return f"field '{name}' is required"
+    if error["type"] == "extra_forbidden":
+        return f"unknown field '{name}'; a sample request takes {SAMPLE_FIELDS}"
+    if error["type"] == "json_invalid":
+        return f"the body is not valid JSON ({error.get('ctx', {}).get('error', error['msg'])}); send a JSON object"
+    given = repr(error.get("input"))
+    return f"{error['msg']} (got {given if len(given) <= 80 else given[:77] + '...'})"
+
+
+def _provenance_headers(served: ServedModel, privacy_epsilon: float | None) -> dict[str, str]:
+    headers = {
+        "X-Fedsynth-Model-SHA256": served.sha256,
+        "X-Fedsynth-Differentially-Private": str(served.differentially_private).lower(),
+        "X-Fedsynth-Notice": served.notice,
+    }
+    if privacy_epsilon is not None:
+        headers["X-Fedsynth-Epsilon"] = f"{privacy_epsilon:.6g}"
+    return headers
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """What the routes share, kept on ``app.state.service`` (one app per served run)."""
+
+    served: ServedModel
+    settings: ServiceConfig
+    tokens: TokenStore
+    limiter: threading.BoundedSemaphore
+    headers: dict[str, str]
+
+
+def _service(request: Request) -> ServiceState:
+    return request.app.state.service
+
+
+BEARER = HTTPBearer(auto_error=False, description="a token issued with `fedsynth serve-token add`")
+
+
+async def require_token(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
+) -> str:
+    """The token holder's name; 401 without a token, 403 for one not in the tokens file."""
+    if credentials is None:
+        request.state.auth = "no token"
+        raise AuthProblem(401, "missing bearer token: send 'Authorization: Bearer <token>'")
+    try:
+        name = _service(request).tokens.identify(credentials.credentials)
+    except TokenFileError as exc:
+        request.state.auth = "tokens file unusable"
+        raise AuthProblem(503, f"the service cannot check tokens now: {exc}") from None
+    if name is None:
+        request.state.auth = "unknown token"
+        raise AuthProblem(403, "unknown or revoked token; ask the coordinator for a token")
+    request.state.who = name
+    return name
+
+
+Caller = Annotated[str, Depends(require_token)]
+router = APIRouter()
+
+
+@router.get("/healthz", response_model=Health, tags=["service"])
+async def healthz(request: Request) -> Health:
+    """Liveness: the model is loaded; no token needed."""
+    served = _service(request).served
+    return Health(model_sha256=served.sha256, differentially_private=served.differentially_private)
+
+
+@router.get("/v1/schema", tags=["model"])
+async def schema(request: Request) -> dict[str, Any]:
+    """The public schema the model was trained for: columns, kinds, bounds, categories (no token needed)."""
+    return _service(request).served.model._schema().to_dict()
+
+
+@router.get("/v1/model", response_model=ModelCard, responses=ERRORS, tags=["model"])
+def card(request: Request, who: Caller) -> ModelCard:
+    """The model card: rounds, sites, privacy spent per site, checkpoint hash, audit and evaluation."""
+    service = _service(request)
+    return model_card(service.served, service.settings.max_rows_per_request)
+
+
+@router.post(
+    "/v1/sample",
+    responses={
+        **ERRORS,
+        422: {"model": ErrorBody, "description": "invalid request; each item names the field and the fix"},
+        200: {"content": {media: {} for media in MEDIA_TYPES.values()}, "description": "the synthetic rows"},
+    },
+    response_class=Response,
+    tags=["sample"],
+)
+def sample(body: SampleRequest, request: Request, who: Caller) -> Response:
+    """Draw ``n`` rows, every one satisfying every condition; csv and json (lines) are streamed.
+
+    The same request and seed always give the same rows (see ``chunk_rows`` in the model card).
+    """
+    service = _service(request)
+    served, cap = service.served, service.settings.max_rows_per_request
+    request.state.n, request.state.seed, request.state.format = body.n, body.seed, body.format
+    request.state.conditions = body.conditions
+    if body.n > cap:
+        raise RequestProblem(
+            ["body", "n"],
+            f"n={body.n} exceeds this server's cap of {cap} rows per request (max_rows_per_request); "
+            f"ask for at most {cap} rows, or draw a larger cohort as several requests with different seeds",
+            "row_cap",
+        )
+    try:
+        resolved = resolve_indexed(served.model, body.conditions)
+    except ConditionProblem as exc:
+        raise RequestProblem(["body", "conditions", exc.index], str(exc), "condition") from None
+    record = provenance(
+        "model-sample",
+        served.differentially_private,
+        model_sha256=served.sha256,
+        n=body.n,
+        seed=body.seed,
+        conditions=body.conditions,
+    )
+    headers = {
+        **service.headers,
+        "X-Fedsynth-Rows": str(body.n),
+        "X-Fedsynth-Seed": str(body.seed),
+        # ASCII-only JSON: any condition text survives as a header.
+        "X-Fedsynth-Provenance": json.dumps(record, ensure_ascii=True, separators=(",", ":")),
+        "Content-Disposition": f'attachment; filename="fedsynth-seed{body.seed}.{SUFFIXES[body.format]}"',
+    }
+    chunks = sample_chunks(served.model, resolved, body.n, body.seed, service.limiter)
+    media_type = MEDIA_TYPES[body.format]
+    if body.format == "parquet":
+        return Response(encode_parquet(chunks, record), media_type=media_type, headers=headers)
+    return StreamingResponse(encode_text(chunks, body.format), media_type=media_type, headers=headers)
+
+
+def create_app(run_dir: str | Path, settings: ServiceConfig | None = None) -> FastAPI:
+    """Build the service for ``RUN_DIR``'s global model; refuses to build one that must not serve.
+
+    Raises ``ServiceStartError`` without a tokens file or for a non-DP model (unless
+    ``settings.allow_non_dp``), ``TokenFileError`` for an unusable tokens file, and
+    ``ModelFileError`` for a model that fails its hash check.
+    """
+    settings = settings or ServiceConfig()
+    if settings.tokens is None:
+        raise ServiceStartError(
+            "no tokens file: pass --tokens FILE (or tokens = in the config); "
+            "issue a token with `fedsynth serve-token add FILE --name NAME`"
+        )
+    served = ServedModel.load(run_dir, settings.allow_non_dp)
+    tokens = TokenStore(settings.tokens)
+    log = AccessLog(settings.access_log_path(served.run_dir))
+    # The spend is fixed once training has ended: read once for the headers (the card re-reads).
+    epsilon = model_card(served, settings.max_rows_per_request).privacy.epsilon
+    app = FastAPI(
+        title="fedsynth sampling service",
+        version=__version__,
+        description=(
+            "Synthetic survival cohorts drawn from a federated run's global model alone. "
+            f"{served.notice} Authenticate with `Authorization: Bearer <token>`."
+        ),
+    )
+    app.state.service = ServiceState(
+        served=served,
+        settings=settings,
+        tokens=tokens,
+        limiter=threading.BoundedSemaphore(settings.max_concurrent_chunks),
+        headers=_provenance_headers(served, epsilon),
+    )
+    app.include_router(router)
+    app.add_middleware(AccessLogMiddleware, log=log)
+    app.add_exception_handler(AuthProblem, _auth_problem)
+    app.add_exception_handler(RequestValidationError, _invalid)
+    app.add_exception_handler(RequestProblem, _problem)
+    return app
+
+
+async def _auth_problem(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AuthProblem)
+    extra = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=extra)
+
+
+async def _invalid(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    detail = [{"loc": list(e["loc"]), "msg": _validation_message(e), "type": e["type"]} for e in exc.errors()]
+    request.state.error = "; ".join(f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in detail)
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+async def _problem(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestProblem)
+    request.state.error = f"{'.'.join(map(str, exc.loc))}: {exc.msg}"
+    return JSONResponse({"detail": [{"loc": exc.loc, "msg": exc.msg, "type": exc.kind}]}, status_code=422)

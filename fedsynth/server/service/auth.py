@@ -1,0 +1,146 @@
+"""Bearer tokens for the sampling service, stored as SHA-256 hashes only.
+
+A token is 256 random bits, shown once when issued; the tokens file keeps its holder's name
+and the token's SHA-256. A stolen tokens file therefore grants nothing, and the hash of a
+high-entropy secret needs no salt or slow KDF (nothing to brute-force). The file is re-read
+when it changes, so issuing or revoking a token needs no restart.
+
+    {"tokens": [{"name": "alice", "sha256": "9f86d0...", "created": "2026-11-22T13:00:00+00:00"}]}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fedsynth.data.io import write_text
+
+TOKEN_PREFIX = "fsk_"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+
+
+class TokenFileError(ValueError):
+    """The tokens file is missing, unreadable or malformed; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class TokenEntry:
+    name: str
+    sha256: str
+    created: str
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def read_tokens(path: Path) -> list[TokenEntry]:
+    """Entries of a tokens file; every problem names the file and the fix."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TokenFileError(
+            f"tokens file not found: {path}; issue a token with `fedsynth serve-token add {path} --name NAME`"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TokenFileError(
+            f"{path}: unreadable tokens file ({exc}); re-create it with `fedsynth serve-token add`"
+        ) from None
+    entries = document.get("tokens") if isinstance(document, dict) else None
+    if not isinstance(entries, list):
+        raise TokenFileError(f'{path}: expected {{"tokens": [...]}}; re-create it with `fedsynth serve-token add`')
+    parsed = []
+    for i, entry in enumerate(entries):
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("name"), str)
+            and isinstance(entry.get("sha256"), str)
+            and re.fullmatch(r"[0-9a-f]{64}", entry["sha256"])
+        ):
+            raise TokenFileError(f"{path}: tokens[{i}] needs a 'name' and a 64-hex-digit 'sha256'")
+        parsed.append(TokenEntry(entry["name"], entry["sha256"], str(entry.get("created", ""))))
+    return parsed
+
+
+def _write_tokens(path: Path, entries: list[TokenEntry]) -> None:
+    document: dict[str, Any] = {"tokens": [entry.__dict__ for entry in entries]}
+    # write_text goes through mkstemp, so the file is created readable by its owner only.
+    write_text(path, json.dumps(document, indent=2) + "\n")
+
+
+def add_token(path: str | Path, name: str) -> str:
+    """Issue a token for ``name``: store its hash in ``path`` (created if absent); return the token.
+
+    The token itself is never written anywhere; whoever loses it gets a new one.
+    """
+    path = Path(path)
+    if not NAME_PATTERN.match(name):
+        raise ValueError(f"token name '{name}': use 1-64 letters, digits or _.@- (it is written to the access log)")
+    entries = read_tokens(path) if path.exists() else []
+    if any(entry.name == name for entry in entries):
+        raise ValueError(f"{path} already has a token named '{name}'; choose another name or revoke it first")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    entries.append(TokenEntry(name, hash_token(token), datetime.now(UTC).isoformat(timespec="seconds")))
+    _write_tokens(path, entries)
+    return token
+
+
+def revoke_token(path: str | Path, name: str) -> None:
+    """Remove ``name``'s token; a running service stops accepting it at its next request."""
+    path = Path(path)
+    entries = read_tokens(path)
+    kept = [entry for entry in entries if entry.name != name]
+    if len(kept) == len(entries):
+        known = ", ".join(entry.name for entry in entries) or "none"
+        raise ValueError(f"{path} has no token named '{name}'; tokens: {known}")
+    _write_tokens(path, kept)
+
+
+class TokenStore:
+    """Answers "whose token is this?" from a tokens file, re-reading it when it changes.
+
+    A file that becomes unreadable while serving raises :class:`TokenFileError` on every
+    request (fail closed) rather than keeping stale, possibly revoked, tokens.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._stamp: tuple[int, int] | None = None
+        self._entries: list[TokenEntry] = []
+        self._reload()
+        if not self._entries:
+            raise TokenFileError(
+                f"{self.path} holds no token, so nobody could use the service; "
+                f"issue one with `fedsynth serve-token add {self.path} --name NAME`"
+            )
+
+    def _reload(self) -> None:
+        with self._lock:
+            try:
+                stat = self.path.stat()
+            except FileNotFoundError:
+                self._stamp = None
+                raise TokenFileError(f"tokens file {self.path} has disappeared; restore it") from None
+            stamp = (stat.st_mtime_ns, stat.st_size)
+            if stamp != self._stamp:
+                self._entries = read_tokens(self.path)
+                self._stamp = stamp
+
+    def identify(self, token: str) -> str | None:
+        """The name of ``token``'s holder, or None; compares against every entry in constant time."""
+        self._reload()
+        digest = hash_token(token)
+        holder = None
+        for entry in self._entries:
+            if hmac.compare_digest(entry.sha256, digest):
+                holder = entry.name
+        return holder
