@@ -100,7 +100,9 @@ class Policy(BaseModel):
         data = read_toml(path, PolicyError, "policy file")
         if "source_sha256" in data.get("policy", {}):
             raise PolicyError(f"{path}: policy.source_sha256 is set by fedsynth on load; remove it from the file")
-        policy = validate_sections(cls, data, main="policy", sections=SECTIONS, error_type=PolicyError, source=str(path))
+        policy = validate_sections(
+            cls, data, main="policy", sections=SECTIONS, error_type=PolicyError, source=str(path)
+        )
         return policy.model_copy(update={"source_sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
 
 

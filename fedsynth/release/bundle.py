@@ -1,0 +1,184 @@
+"""The signed release bundle: what leaves the network, hashed, signed, and nothing else.
+
+    BUNDLE/
+      synthetic.csv (+ .provenance.json)   the released rows, sampled from the DP model only
+      schema.toml, budget.json, policy.toml
+      [audit.json, evaluation.json, report.html]   only if the policy's include_site_results
+      manifest.json   SHA-256 of every file above, model and checkpoint hashes, run config, policy,
+                      budget, verdict, forced-release reason, signer fingerprint, time, version
+      manifest.sig    Ed25519 signature of manifest.json's exact bytes
+      approvals/SITE.sig   added later, one per approving site (`fedsynth release approve`)
+
+Audit and utility results are exact functions of real rows and are not DP (architecture,
+privacy model): unless the policy asks for them, the bundle carries each such rule's pass/fail
+and threshold only. The bundle is built in a temporary directory beside its destination and
+renamed into place, so a failure at any step leaves no half-written bundle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from fedsynth import __version__
+from fedsynth.release.keys import fingerprint
+from fedsynth.release.policy import Policy
+from fedsynth.release.rules import AUDIT, BUDGET, DP_RULES, EVALUATION, synthetic_file
+from fedsynth.release.signoff import ForcedRelease, Verdict, evaluate_policy, write_signoff
+
+FORMAT = "fedsynth-release/1"
+MANIFEST, SIGNATURE, APPROVALS = "manifest.json", "manifest.sig", "approvals"
+REPORT = "report.html"
+
+
+class ReleaseRefusedError(ValueError):
+    """The verdict failed and no forced release was asked for: no bundle was written."""
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def bundle_files(bundle: Path) -> dict[str, Path]:
+    """Every file in the bundle that the manifest must list (all but the manifest, its signature
+    and the approvals), by POSIX path relative to the bundle."""
+    files = {}
+    for path in sorted(bundle.rglob("*")):
+        relative = path.relative_to(bundle).as_posix()
+        if path.is_dir() or relative in (MANIFEST, SIGNATURE) or relative.startswith(APPROVALS + "/"):
+            continue
+        files[relative] = path
+    return files
+
+
+def _public_verdict(verdict: Verdict, include_site_results: bool) -> dict[str, Any]:
+    """The verdict as the bundle carries it: values of non-DP rules only if the policy says so."""
+    document = verdict.model_dump(mode="json")
+    if not include_site_results:
+        for rule in document["rules"]:
+            if rule["name"] not in DP_RULES:
+                rule["value"] = None
+                rule["reason"] = "value withheld: site results are not DP (policy release.include_site_results)"
+    return document
+
+
+def _write_report(run_dir: Path, path: Path, verdict: Verdict) -> bool:
+    """The HTML report, if this fedsynth has a report builder (fedsynth.release.report.write_report)."""
+    if importlib.util.find_spec("fedsynth.release.report") is None:
+        return False
+    write_report = getattr(importlib.import_module("fedsynth.release.report"), "write_report", None)
+    if write_report is None:
+        return False
+    write_report(run_dir, path, verdict)
+    return path.exists()
+
+
+def _model_hashes(run_dir: Path) -> dict[str, Any]:
+    from fedsynth.client.audit import model_digest as weights_digest
+    from fedsynth.model.persistence import load_model, model_digest
+    from fedsynth.server.run import RunDirectory
+
+    checkpoint = RunDirectory(run_dir).latest_checkpoint()
+    return {
+        "manifest_sha256": model_digest(run_dir / "model"),
+        "weights_sha256": weights_digest(load_model(run_dir / "model")),
+        "checkpoint": {"round": checkpoint.round, "sha256": checkpoint.sha256} if checkpoint else None,
+    }
+
+
+def build_bundle(
+    run_dir: str | Path,
+    output: str | Path,
+    verdict: Verdict,
+    policy: Policy,
+    policy_text: str,
+    key: Ed25519PrivateKey,
+    forced: ForcedRelease | None = None,
+) -> Path:
+    """Write the signed bundle for ``run_dir`` at ``output`` (which must not exist); return it."""
+    run_dir, output = Path(run_dir), Path(output)
+    if not verdict.passed and forced is None:
+        raise ReleaseRefusedError("the verdict failed; a bundle needs a PASS or a forced release with a reason")
+    if output.exists():
+        raise FileExistsError(f"{output} already exists; remove it or choose another --output")
+    data = synthetic_file(run_dir)
+    if data is None:
+        raise FileNotFoundError(f"{run_dir} holds no synthetic data to release (synthetic.csv or .parquet)")
+    include = policy.release.include_site_results
+    sources = [data, data.with_name(data.name + ".provenance.json"), run_dir / "schema.toml", run_dir / BUDGET]
+    if include:
+        sources += [run_dir / AUDIT, run_dir / EVALUATION]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        staging.chmod(0o755)  # mkdtemp's 0700 would hide a public release from its readers
+        for source in sources:
+            if not source.exists():
+                raise FileNotFoundError(f"{source} is missing; it belongs in the release bundle")
+            shutil.copyfile(source, staging / source.name)
+        (staging / "policy.toml").write_text(policy_text, encoding="utf-8")
+        report = include and _write_report(run_dir, staging / REPORT, verdict)
+        run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+        budget = json.loads((run_dir / BUDGET).read_text(encoding="utf-8"))
+        manifest = {
+            "format": FORMAT,
+            "fedsynth_version": __version__,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "run_id": run.get("run_id"),
+            "sites": sorted(s["site"] for s in budget["sites"]),
+            "files": {name: sha256_bytes(path.read_bytes()) for name, path in bundle_files(staging).items()},
+            "model": _model_hashes(run_dir),
+            "run_config": run.get("config"),
+            "policy": policy.model_dump(mode="json"),
+            "budget": budget,
+            "site_results": "bundled" if include else "withheld (not DP; policy release.include_site_results)",
+            "report": REPORT if report else None,
+            "verdict": _public_verdict(verdict, include),
+            "forced": forced.model_dump(mode="json") if forced else None,
+            "signer": {"algorithm": "Ed25519", "public_key_sha256": fingerprint(key.public_key())},
+        }
+        manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+        (staging / MANIFEST).write_bytes(manifest_bytes)
+        (staging / SIGNATURE).write_bytes(key.sign(manifest_bytes))
+        os.rename(staging, output)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return output
+
+
+def sign_off(
+    run_dir: str | Path,
+    policy: Policy,
+    policy_text: str,
+    key: Ed25519PrivateKey,
+    output: str | Path | None = None,
+    force_reason: str | None = None,
+) -> tuple[Verdict, Path | None]:
+    """Evaluate the policy, record it in RUN_DIR/signoff.json, and bundle on PASS (or when forced
+    with a reason). Returns the verdict and the bundle's path (None: no bundle)."""
+    run_dir = Path(run_dir)
+    output = Path(output) if output is not None else run_dir / "release"
+    if force_reason is not None and not force_reason.strip():
+        raise ValueError("--force needs --reason: a forced release records why the board overrode the verdict")
+    if output.exists():
+        raise FileExistsError(f"{output} already exists; remove it or choose another --output")
+    verdict = evaluate_policy(run_dir, policy)
+    forced = None
+    if not verdict.passed and force_reason is not None:
+        forced = ForcedRelease(reason=force_reason.strip(), failed_rules=[r.name for r in verdict.failed_rules])
+    bundle = None
+    if verdict.passed or forced is not None:
+        bundle = build_bundle(run_dir, output, verdict, policy, policy_text, key, forced)
+    write_signoff(run_dir, verdict, policy, forced, bundle)
+    return verdict, bundle

@@ -1,0 +1,307 @@
+"""Each sign-off rule: read its evidence from the run directory, compare with its threshold.
+
+A rule whose evidence is missing, unreadable or incomplete FAILS and says which file and why:
+a release decision with a site's evidence absent would be a guess about that site's patients.
+Every result carries the value tested, the threshold and the comparison, so a board reads why.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from fedsynth.release.policy import Policy
+
+AUDIT, EVALUATION, BUDGET = "audit.json", "evaluation.json", "budget.json"
+SYNTHETIC_NAMES = ("synthetic.csv", "synthetic.parquet")
+# Rules whose value is computed from DP accounting alone; the others read real rows at the sites.
+DP_RULES = frozenset({"max_epsilon", "delta_below_1_over_n", "site_approvals"})
+HOW_TO_MAKE = {
+    AUDIT: "run `fedsynth audit RUN_DIR`",
+    EVALUATION: "run `fedsynth evaluate RUN_DIR`",
+    BUDGET: "run `fedsynth budget RUN_DIR`",
+}
+COMPARE: dict[str, Callable[[float, float], bool]] = {"<=": operator.le, ">=": operator.ge, "<": operator.lt}
+
+
+class RuleResult(BaseModel):
+    """One rule's outcome: the value tested, its threshold, PASS/FAIL and why."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    value: float | int | str | None
+    threshold: str
+    passed: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class Document:
+    """A JSON document of the run, or why it cannot be used."""
+
+    name: str
+    data: dict[str, Any] | None
+    problem: str | None
+
+
+def load_document(run_dir: Path, name: str) -> Document:
+    path = run_dir / name
+    if not path.exists():
+        return Document(name, None, f"{name} is missing: {HOW_TO_MAKE.get(name, 'create it')}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return Document(name, None, f"{name} is not valid JSON ({exc}); re-create it")
+    if not isinstance(data, dict):
+        return Document(name, None, f"{name} is not a JSON object; re-create it")
+    return Document(name, data, None)
+
+
+def load_site_query(run_dir: Path, name: str) -> Document:
+    """audit.json or evaluation.json, usable only if every site answered (then it has a worst block)."""
+    document = load_document(run_dir, name)
+    if document.data is None:
+        return document
+    if not document.data.get("complete") or not document.data.get("worst"):
+        failures = "; ".join(f"node {f.get('node_id')}: {f.get('reason')}" for f in document.data.get("failures", []))
+        problem = f"{name} is incomplete (not every site answered{': ' + failures if failures else ''})"
+        return Document(name, None, problem + f"; {HOW_TO_MAKE[name]} again once every site is up")
+    return document
+
+
+def failed(name: str, threshold: str, reason: str) -> RuleResult:
+    return RuleResult(name=name, value=None, threshold=threshold, passed=False, reason=reason)
+
+
+def compare(name: str, value: float | None, op: str, threshold: float, what: str) -> RuleResult:
+    """``value op threshold``; a missing or non-finite value fails (nothing was measured)."""
+    shown = f"{op} {threshold:g}"
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return failed(name, shown, f"{what}: no value in the evidence")
+    passed = COMPARE[op](value, threshold)
+    verb = "within" if passed else "outside"
+    return RuleResult(
+        name=name, value=value, threshold=shown, passed=passed, reason=f"{what} {value:.4g} {verb} {shown}"
+    )
+
+
+def worst_figure(document: Document, key: str) -> tuple[Any, str | None]:
+    """A figure of the document's worst-site block, or why there is none."""
+    if document.data is None:
+        return None, document.problem
+    worst = document.data["worst"]
+    if key not in worst:
+        return None, f"{document.name} has no worst.{key}; re-run it with this fedsynth version"
+    return worst[key], None
+
+
+# -- budget: the formal DP guarantee ----------------------------------------------------------------
+
+
+def budget_rules(budget: Document, policy: Policy) -> list[RuleResult]:
+    rules = policy.budget
+    eps_shown, delta_shown = f"<= {rules.max_epsilon:g}", f"< {rules.max_delta_times_n:g}"
+    problem = budget.problem
+    sites = budget.data.get("sites") if budget.data is not None else None
+    if problem is None and not sites:
+        problem = f"{BUDGET} lists no site that trained; nothing bounds this release's privacy loss"
+    if problem is not None:
+        return [failed("max_epsilon", eps_shown, problem), failed("delta_below_1_over_n", delta_shown, problem)]
+    try:
+        spent = {s["site"]: float(s["epsilon_spent"]) for s in sites}
+        delta_n = {s["site"]: float(s["delta"]) * int(s["records"]) for s in sites}
+    except (KeyError, TypeError, ValueError) as exc:
+        reason = f"{BUDGET} has a site entry without {exc}; re-create it with `fedsynth budget RUN_DIR`"
+        return [failed("max_epsilon", eps_shown, reason), failed("delta_below_1_over_n", delta_shown, reason)]
+    eps_site = max(spent, key=spent.__getitem__)
+    delta_site = max(delta_n, key=delta_n.__getitem__)
+    return [
+        compare("max_epsilon", spent[eps_site], "<=", rules.max_epsilon, f"epsilon spent at {eps_site}"),
+        compare(
+            "delta_below_1_over_n", delta_n[delta_site], "<", rules.max_delta_times_n, f"delta x n at {delta_site}"
+        ),
+    ]
+
+
+# -- audits: does the guarantee hold in practice? -----------------------------------------------------
+
+
+def _withheld_sites(audit: dict[str, Any]) -> list[str]:
+    """Sites where every attack withheld its TPR at 1% FPR (too few non-members to measure it)."""
+    return [s["site"] for s in audit["sites"] if all(a.get("tpr_at_1pct_fpr") is None for a in s["attacks"])]
+
+
+def mia_tpr_rule(audit: Document, policy: Policy) -> RuleResult:
+    rules, name = policy.audit, "mia_tpr_at_1pct_fpr"
+    shown = f"<= {rules.max_mia_tpr_at_1pct_fpr:g}"
+    value, problem = worst_figure(audit, name)
+    if problem is not None:
+        return failed(name, shown, problem)
+    assert audit.data is not None
+    withheld = _withheld_sites(audit.data)
+    if value is not None and value > rules.max_mia_tpr_at_1pct_fpr:
+        return compare(name, value, "<=", rules.max_mia_tpr_at_1pct_fpr, "worst attack's TPR at 1% FPR")
+    if not withheld:
+        return compare(name, value, "<=", rules.max_mia_tpr_at_1pct_fpr, "worst attack's TPR at 1% FPR")
+    # DP bounds any test's power: TPR <= e^epsilon * FPR + delta (Kairouz et al. 2015).
+    bound = max(
+        min(1.0, math.exp(s["accountant_epsilon"]) * 0.01 + s["delta"])
+        for s in audit.data["sites"]
+        if s["site"] in withheld
+    )
+    measured = "none measured" if value is None else f"{value:.4g} where measured"
+    reason = (
+        f"withheld at {', '.join(withheld)} (fewer than 100 non-members; {measured}); DP bounds it there at "
+        f"<= e^epsilon x 1% + delta = {bound:.3g}; policy audit.mia_tpr_withheld = '{rules.mia_tpr_withheld}'"
+    )
+    return RuleResult(
+        name=name,
+        value="withheld" if value is None else value,
+        threshold=shown,
+        passed=rules.mia_tpr_withheld == "pass",
+        reason=reason,
+    )
+
+
+def audit_rules(audit: Document, policy: Policy) -> list[RuleResult]:
+    rules = policy.audit
+    checks = [
+        ("dcr_share_upper_ci", "dcr_share_upper_ci", "<=", rules.max_dcr_share_upper_ci, "DCR share upper 95% CI"),
+        (
+            "exact_matches",
+            "exact_matches",
+            "<=",
+            rules.max_exact_matches,
+            "synthetic rows equal to a training row, all sites",
+        ),
+        ("mia_auc_upper_ci", "mia_auc_upper_ci", "<=", rules.max_mia_auc_upper_ci, "best attack's AUC upper 95% CI"),
+        (
+            "empirical_epsilon",
+            "empirical_minus_accountant_epsilon",
+            "<=",
+            rules.max_empirical_epsilon_excess,
+            "empirical minus accountant epsilon",
+        ),
+        (
+            "anonymeter_risk_upper_ci",
+            "anonymeter_risk_upper_ci",
+            "<=",
+            rules.max_anonymeter_risk_upper_ci,
+            "Anonymeter risk upper 95% CI",
+        ),
+    ]
+    results = []
+    for name, key, op, threshold, what in checks:
+        value, problem = worst_figure(audit, key)
+        if problem is not None:
+            results.append(failed(name, f"{op} {threshold:g}", problem))
+        else:
+            results.append(compare(name, value, op, threshold, what if "all sites" in what else f"{what} (worst site)"))
+    results.insert(3, mia_tpr_rule(audit, policy))
+    return results
+
+
+# -- utility: is it worth releasing? ----------------------------------------------------------------
+
+
+def utility_rules(evaluation: Document, policy: Policy) -> list[RuleResult]:
+    rules = policy.utility
+    checks = [
+        ("hr_in_ci_fraction", "hr_in_ci_fraction", ">=", rules.min_hr_in_ci_fraction, "hazard ratios in the real CI"),
+        ("tstr_c_index_gap", "tstr_uno_c_shortfall", "<=", rules.max_tstr_c_index_gap, "TRTR - TSTR Uno C-index"),
+        ("tstr_calibration_ici", "tstr_ici", "<=", rules.max_tstr_ici, "TSTR calibration ICI"),
+    ]
+    unscored, problem = worst_figure(evaluation, "sites_not_scored")
+    results = []
+    for name, key, op, threshold, what in checks:
+        value, value_problem = worst_figure(evaluation, key)
+        if problem or value_problem:
+            results.append(failed(name, f"{op} {threshold:g}", problem or value_problem or ""))
+        elif unscored:
+            # The worst figure would silently skip the sites where a fit failed.
+            reason = f"not scored at {', '.join(unscored)} (a fit failed there; see {EVALUATION})"
+            results.append(failed(name, f"{op} {threshold:g}", reason))
+        else:
+            results.append(compare(name, value, op, threshold, f"{what} (worst site)"))
+    return results
+
+
+# -- the evidence is about this run's model and covers every site ------------------------------------
+
+
+def synthetic_file(run_dir: Path) -> Path | None:
+    return next((run_dir / n for n in SYNTHETIC_NAMES if (run_dir / n).exists()), None)
+
+
+def evidence_rule(run_dir: Path, budget: Document, audit: Document, evaluation: Document) -> RuleResult:
+    """audit.json and evaluation.json are of RUN_DIR/model and cover every site that trained; the
+    synthetic data was sampled from that model, which was trained with DP."""
+    from fedsynth.client.audit import model_digest as weights_digest
+    from fedsynth.model.persistence import ModelFileError, load_model, model_digest
+    from fedsynth.model.provenance import sidecar_path
+
+    name, shown = "evidence", "same model, every site"
+    try:
+        model = load_model(run_dir / "model")
+    except ModelFileError as exc:
+        return failed(name, shown, str(exc))
+    problems = []
+    if not model.differentially_private_:
+        problems.append("RUN_DIR/model was not trained with DP")
+    digest = weights_digest(model)
+    trained = {s["site"] for s in (budget.data or {}).get("sites", [])}
+    for document in (audit, evaluation):
+        if document.data is None:
+            problems.append(document.problem or document.name)
+            continue
+        if document.data.get("model_sha256") != digest:
+            problems.append(f"{document.name} is of another model than RUN_DIR/model (model_sha256 differs)")
+        answered = {s["site"] for s in document.data["sites"]}
+        if trained - answered:
+            problems.append(f"{document.name} has no result from {', '.join(sorted(trained - answered))}")
+    data = synthetic_file(run_dir)
+    if data is None:
+        problems.append(f"no synthetic data ({' or '.join(SYNTHETIC_NAMES)}); sample it with `fedsynth sample`")
+    else:
+        try:
+            record = json.loads(sidecar_path(data).read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            record = None
+        if record is None:
+            problems.append(f"{sidecar_path(data).name} is missing or unreadable: the data's origin is unknown")
+        elif record.get("mode") != "model-sample" or not record.get("differentially_private"):
+            problems.append(f"{data.name} is not a DP model sample ({record.get('notice', 'no notice')})")
+        elif record.get("model_sha256") != model_digest(run_dir / "model"):
+            problems.append(f"{data.name} was sampled from another model than RUN_DIR/model")
+    if problems:
+        return failed(name, shown, "; ".join(problems))
+    return RuleResult(
+        name=name,
+        value=f"{len(trained)} sites",
+        threshold=shown,
+        passed=True,
+        reason=f"audit, evaluation and {data.name if data else ''} are of RUN_DIR/model; every site answered",
+    )
+
+
+def approvals_rule(policy: Policy, budget: Document) -> RuleResult:
+    sites = sorted(s["site"] for s in (budget.data or {}).get("sites", []))
+    if not policy.release.require_site_approvals:
+        return RuleResult(
+            name="site_approvals", value="not required", threshold="none", passed=True, reason="not required"
+        )
+    return RuleResult(
+        name="site_approvals",
+        value=f"required of {len(sites)} sites",
+        threshold="every site",
+        passed=True,
+        reason=f"{', '.join(sites)} must each sign the bundle (`fedsynth release approve`); `fedsynth verify` checks",
+    )

@@ -1,0 +1,97 @@
+"""The sign-off verdict: every rule of the policy tested against a run's evidence.
+
+``evaluate_policy`` reads only what the run directory holds (budget.json, audit.json,
+evaluation.json, the model and the synthetic data's provenance) and returns a :class:`Verdict`:
+PASS only if every rule passes. ``sign_off`` records the verdict in ``RUN_DIR/signoff.json`` and,
+on PASS or on a forced release with its reason, builds the signed bundle.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from fedsynth import __version__
+from fedsynth.data.io import write_text
+from fedsynth.release.policy import Policy
+from fedsynth.release.rules import (
+    AUDIT,
+    BUDGET,
+    EVALUATION,
+    RuleResult,
+    approvals_rule,
+    audit_rules,
+    budget_rules,
+    evidence_rule,
+    load_document,
+    load_site_query,
+    utility_rules,
+)
+
+SIGNOFF_FILE = "signoff.json"
+
+
+class Verdict(BaseModel):
+    """PASS only if every rule passed; each rule names its value, threshold and reason."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str | None
+    policy: str
+    passed: bool
+    rules: list[RuleResult]
+    time: str
+
+    @property
+    def failed_rules(self) -> list[RuleResult]:
+        return [rule for rule in self.rules if not rule.passed]
+
+
+class ForcedRelease(BaseModel):
+    """A release the board made although the verdict failed: who decided is the key; why is here."""
+
+    model_config = ConfigDict(frozen=True)
+
+    reason: str
+    failed_rules: list[str]
+
+
+def evaluate_policy(run_dir: str | Path, policy: Policy) -> Verdict:
+    """Test every rule of ``policy`` against the evidence in ``run_dir``."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory not found: {run_dir}")
+    run = load_document(run_dir, "run.json")
+    budget = load_document(run_dir, BUDGET)
+    audit, evaluation = load_site_query(run_dir, AUDIT), load_site_query(run_dir, EVALUATION)
+    rules = [
+        evidence_rule(run_dir, budget, audit, evaluation),
+        *budget_rules(budget, policy),
+        *audit_rules(audit, policy),
+        *utility_rules(evaluation, policy),
+        approvals_rule(policy, budget),
+    ]
+    return Verdict(
+        run_id=(run.data or {}).get("run_id"),
+        policy=policy.name,
+        passed=all(rule.passed for rule in rules),
+        rules=rules,
+        time=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+
+
+def write_signoff(
+    run_dir: Path, verdict: Verdict, policy: Policy, forced: ForcedRelease | None, bundle: Path | None
+) -> Path:
+    """RUN_DIR/signoff.json: the coordinator's full record (values included), bundle or not."""
+    record = {
+        "fedsynth_version": __version__,
+        "verdict": verdict.model_dump(mode="json"),
+        "policy": policy.model_dump(mode="json"),
+        "forced": forced.model_dump(mode="json") if forced else None,
+        "bundle": str(bundle) if bundle else None,
+    }
+    return write_text(run_dir / SIGNOFF_FILE, json.dumps(record, indent=2) + "\n")
