@@ -36,6 +36,8 @@ app.add_typer(schema_app, name="schema")
 app.add_typer(dataset_app, name="dataset")
 deploy_app = typer.Typer(help="Credentials for Flower's deployment engine (TLS, SuperNode keys).", no_args_is_help=True)
 app.add_typer(deploy_app, name="deploy")
+serve_token_app = typer.Typer(help="Bearer tokens for `fedsynth serve` (only hashes kept).", no_args_is_help=True)
+app.add_typer(serve_token_app, name="serve-token")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -245,6 +247,72 @@ def sample(
     console.print(f"wrote {n} rows{conditions} to {output}")
     if not model.differentially_private_:
         err_console.print(f"[yellow]{record['notice']}[/]")
+
+
+# -- sampling service ---------------------------------------------------------------------------
+
+
+@app.command()
+@user_errors
+def serve(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory made by `fedsynth train` (serves RUN_DIR/model).")],
+    host: Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+    tokens: Annotated[Path | None, typer.Option(help="Tokens file from `fedsynth serve-token add`.")] = None,
+    max_rows: Annotated[int | None, typer.Option(help="Most rows one request may ask (default 100000).")] = None,
+    config: Annotated[Path | None, typer.Option(help="Service config TOML; the options above override it.")] = None,
+    allow_non_dp: Annotated[
+        bool, typer.Option("--allow-non-dp", help="Serve a model trained without DP; every answer says so.")
+    ] = False,
+) -> None:
+    """Serve synthetic cohorts over HTTP from a run's global model alone (OpenAPI at /docs)."""
+    import uvicorn
+
+    from fedsynth.server.service import ServiceConfig, create_app
+
+    settings = ServiceConfig.from_toml(config) if config else ServiceConfig()
+    settings = settings.with_overrides(host=host, port=port, tokens=tokens, max_rows_per_request=max_rows,
+                                       allow_non_dp=allow_non_dp or None)  # fmt: skip
+    service = create_app(run_dir, settings)
+    served = service.state.service.served
+    scheme = "https" if settings.tls_certfile else "http"
+    console.print(f"serving {run_dir / 'model'} (SHA-256 {served.sha256[:16]}...) at "
+                  f"{scheme}://{settings.host}:{settings.port} (API docs: /docs); access log "
+                  f"{settings.access_log_path(run_dir)}")  # fmt: skip
+    if not served.differentially_private:
+        err_console.print(f"[yellow]{served.notice}[/]")
+    if scheme == "http" and not settings.is_loopback:
+        err_console.print("[yellow]plain HTTP on a network interface: bearer tokens travel in clear text; "
+                          "set tls_certfile/tls_keyfile or put a TLS proxy in front[/]")  # fmt: skip
+    uvicorn.run(service, host=settings.host, port=settings.port, access_log=False,
+                ssl_certfile=settings.tls_certfile, ssl_keyfile=settings.tls_keyfile)  # fmt: skip
+
+
+@serve_token_app.command("add")
+@user_errors
+def serve_token_add(
+    tokens_file: Annotated[Path, typer.Argument(help="Tokens file (created if absent).")],
+    name: Annotated[str, typer.Option("--name", help="Who holds the token; written to the access log.")],
+) -> None:
+    """Issue a token: printed once on stdout, only its SHA-256 is stored."""
+    from fedsynth.server.service.auth import add_token
+
+    token = add_token(tokens_file, name)
+    err_console.print(f"token for '{name}' (shown only now; {tokens_file} keeps its SHA-256):")
+    typer.echo(token)
+
+
+@serve_token_app.command("revoke")
+@user_errors
+def serve_token_revoke(
+    tokens_file: Annotated[Path, typer.Argument(help="Tokens file.")],
+    name: Annotated[str, typer.Option("--name", help="Whose token to remove.")],
+) -> None:
+    """Remove a token; a running service refuses it from its next request."""
+    from fedsynth.server.service.auth import revoke_token
+
+    revoke_token(tokens_file, name)
+    console.print(f"revoked the token of '{name}' in {tokens_file}")
 
 
 @app.command()

@@ -49,7 +49,7 @@ def _privacy(served: ServedModel) -> tuple[Privacy, str | None]:
     return privacy, report["run_id"]
 
 
-def _summary(path: Path, model_sha256: str) -> ResultSummary | None:
+def _summary(path: Path, weights_sha256: str) -> ResultSummary | None:
     if not path.exists():
         return None
     try:
@@ -57,7 +57,8 @@ def _summary(path: Path, model_sha256: str) -> ResultSummary | None:
         return ResultSummary(
             time=document.get("time"),
             complete=bool(document["complete"]),
-            matches_model=document.get("model_sha256") == model_sha256,
+            # The sites name a model by its weights' digest (fedsynth.client.audit.model_digest).
+            matches_model=document.get("model_sha256") == weights_sha256,
             worst=document.get("worst"),
             failures=len(document.get("failures", [])),
         )
@@ -72,11 +73,12 @@ def model_card(served: ServedModel, max_rows_per_request: int) -> ModelCard:
     return ModelCard(
         run_id=run_id,
         model_sha256=served.sha256,
+        weights_sha256=served.weights_sha256,
         rounds=info.get("round"),
         sites=sites,
         privacy=privacy,
-        audit=_summary(served.run_dir / AUDIT_FILE, served.sha256),
-        evaluation=_summary(served.run_dir / EVALUATION_FILE, served.sha256),
+        audit=_summary(served.run_dir / AUDIT_FILE, served.weights_sha256),
+        evaluation=_summary(served.run_dir / EVALUATION_FILE, served.weights_sha256),
         max_rows_per_request=max_rows_per_request,
         chunk_rows=CHUNK_ROWS,
     )

@@ -10,6 +10,8 @@ override the file:
     max_rows_per_request = 100000
     allow_non_dp = false            # serve a model trained without DP (labelled as such)
     # access_log = "access.jsonl"   # default RUN_DIR/access.jsonl
+    # tls_certfile = "server.pem"   # serve HTTPS (tokens must not cross a network in clear text)
+    # tls_keyfile = "server.key"
     # max_concurrent_chunks = 2     # default: the machine's CPU count
 """
 
@@ -19,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fedsynth.config_files import read_toml, validate_sections
 
@@ -49,6 +51,19 @@ class ServiceConfig(BaseModel):
     # to every stream, and bounds memory under a burst of requests.
     max_concurrent_chunks: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
 
+    tls_certfile: Path | None = Field(None, description="PEM certificate: serve HTTPS")
+    tls_keyfile: Path | None = Field(None, description="PEM private key of tls_certfile")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServiceConfig:
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("tls_certfile and tls_keyfile go together: give both, or neither for plain HTTP")
+        return self
+
+    @property
+    def is_loopback(self) -> bool:
+        return self.host in ("127.0.0.1", "::1", "localhost")
+
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "service config") -> ServiceConfig:
         """Validate a ``[service]`` document, naming every bad field as ``service.field``."""
@@ -61,7 +76,7 @@ class ServiceConfig(BaseModel):
         config = cls.from_dict(read_toml(path, ServiceConfigError, "service config"), source=str(path))
         updates = {
             field: (path.parent / value).resolve()
-            for field in ("tokens", "access_log")
+            for field in ("tokens", "access_log", "tls_certfile", "tls_keyfile")
             if (value := getattr(config, field)) is not None and not value.is_absolute()
         }
         return config.model_copy(update=updates)

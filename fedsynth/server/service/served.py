@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from fedsynth.client.audit import model_digest as weights_digest
 from fedsynth.model.mcm import MCM
 from fedsynth.model.persistence import ModelFileError, load_model, model_digest
 from fedsynth.model.provenance import DP_NOTICE, NON_DP_MODEL_NOTICE
@@ -19,6 +20,7 @@ class ServedModel:
     run_dir: Path
     model: MCM
     sha256: str
+    weights_sha256: str  # what the sites' audits and evaluations name the model by
 
     @property
     def differentially_private(self) -> bool:
@@ -48,4 +50,4 @@ class ServedModel:
                 f"{model_dir} was trained without differential privacy: its samples may reveal training rows. "
                 "Serve a federated DP run, or pass --allow-non-dp (every answer is then labelled not DP)"
             )
-        return cls(run_dir, model, before)
+        return cls(run_dir, model, before, weights_digest(model))
