@@ -27,6 +27,9 @@ from fedsynth.privacy.nearest_neighbour import HISTOGRAM_BINS, nearest_neighbour
 ALLOWED_LIST_LENGTHS = {HISTOGRAM_BINS, HISTOGRAM_BINS + 1, ROC_POINTS, 2}
 MAX_LIST_LENGTH = max(ALLOWED_LIST_LENGTHS)
 MAX_STRING_LENGTH = 200  # names and labels; a long string could carry anything
+# Keys of one mapping: per covariate, per column, per subgroup. A mapping as long as a table
+# (one key per record) would be row-level data however short its values.
+MAX_DICT_ENTRIES = 256
 
 
 def model_digest(model: MCM) -> str:
@@ -115,12 +118,15 @@ def check_audit_result(
     lists longer than the longest aggregate (a ROC grid) and strings longer than a label.
     """
     if isinstance(result, dict):
+        if len(result) > MAX_DICT_ENTRIES:
+            raise ValueError(f"{path}: a mapping of {len(result)} entries is not an aggregate")
         for key, value in result.items():
             if not isinstance(key, str):
                 raise ValueError(f"{path}: non-string key {key!r}")
             check_audit_result(value, max_rows, f"{path}.{key}", allowed_lengths)
     elif isinstance(result, (list, tuple)):
-        is_numbers = all(isinstance(v, (int, float)) for v in result)
+        # Withheld cells (None) do not make a list of numbers anything else.
+        is_numbers = all(isinstance(v, (int, float)) or v is None for v in result)
         if is_numbers and len(result) not in allowed_lengths:
             raise ValueError(f"{path}: a list of {len(result)} numbers is not an aggregate")
         if len(result) > MAX_LIST_LENGTH or (len(result) >= max_rows and max_rows > MAX_LIST_LENGTH):

@@ -15,19 +15,34 @@ from typing import Any
 from fedsynth.client.audit import check_audit_result, start_site_query
 from fedsynth.client.audit_log import AuditRefusedError
 from fedsynth.client.site import Site
-from fedsynth.evaluation.fidelity import CURVE_POINTS
+from fedsynth.data.schema import ColumnKind, Schema
+from fedsynth.evaluation.calibration import RISK_GRID
+from fedsynth.evaluation.fidelity import CURVE_POINTS, HISTOGRAM_BINS
 from fedsynth.evaluation.site_evaluation import evaluate_synthetic
 from fedsynth.model.mcm import MCM
 
 MAX_HORIZONS = 10
-# Number lists an evaluation may hold: survival curves on the fixed grid, CIs, the horizons.
-EVALUATION_LIST_LENGTHS = frozenset({CURVE_POINTS, *range(1, MAX_HORIZONS + 1)})
 
 
-def check_evaluation_result(result: dict[str, Any]) -> None:
+def evaluation_list_lengths(schema: Schema) -> frozenset[int]:
+    """Number lists an evaluation may hold, all fixed by the public schema: survival curves on the
+    fixed grid, calibration curves on the risk grid, histograms over public bins or declared
+    levels, correlation-matrix rows (one per design column), CIs and horizons."""
+    design_width = 2 + sum(
+        len(c.labels) - 1 if c.kind is ColumnKind.CATEGORICAL else 1
+        for c in schema.columns
+        if c.name not in (schema.time_column, schema.event_column)
+    )
+    levels = {len(c.labels) for c in schema.columns if not c.is_numeric}
+    return frozenset({CURVE_POINTS, len(RISK_GRID), HISTOGRAM_BINS, design_width, *levels, *range(1, MAX_HORIZONS + 1)})
+
+
+def check_evaluation_result(result: dict[str, Any], schema: Schema) -> None:
     """The aggregate-only contract of an evaluation reply (see :func:`check_audit_result`)."""
     check_audit_result(
-        result, max_rows=int(result["n_train"]) + int(result["n_holdout"]), allowed_lengths=EVALUATION_LIST_LENGTHS
+        result,
+        max_rows=int(result["n_train"]) + int(result["n_holdout"]),
+        allowed_lengths=evaluation_list_lengths(schema),
     )
 
 
@@ -59,7 +74,15 @@ def run_site_evaluation(site: Site, model: MCM, seed: int = 0, horizons: list[fl
         "site": site.config.name,
         "query_number": number,
         "model_sha256": digest,
-        **evaluate_synthetic(site.train, site.holdout, synthetic, site.schema, horizons),
+        **evaluate_synthetic(
+            site.train,
+            site.holdout,
+            synthetic,
+            site.schema,
+            horizons,
+            conditional_sampler=lambda n, conditions, s: model.sample(n, conditions, seed=s),
+            seed=seed,
+        ),
     }
-    check_evaluation_result(result)
+    check_evaluation_result(result, site.schema)
     return result

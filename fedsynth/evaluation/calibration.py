@@ -21,7 +21,7 @@ plus the worst-group gap (seed 003's fairness view): the spread of ICI over subg
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,7 @@ from fedsynth.evaluation.utility import design_matrix
 
 REASON_LENGTH = 150  # a failure's reason travels in a site's reply: short, like every label there
 MIN_SUBGROUP_EVENTS = 5  # fewer events before the horizon: the subgroup's calibration is not estimable
+RISK_GRID = np.round(np.linspace(0.025, 0.975, 39), 3)  # predicted risks a calibration curve is given at
 
 
 def short_reason(exc: Exception) -> str:
@@ -57,9 +58,14 @@ class Calibration:
     mean_predicted_risk: float
     in_the_large: float
     slope: float
+    # Smoothed observed risk at each RISK_GRID point (None outside the predicted range): for the figure.
+    curve: list[float | None] = field(default_factory=list, repr=False)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_dict(self, curve: bool = True) -> dict[str, Any]:
+        out = asdict(self)
+        if not curve:
+            out.pop("curve")
+        return out
 
 
 def predicted_risk(model: CoxPHFitter, design: pd.DataFrame, horizon: float) -> np.ndarray:
@@ -91,18 +97,49 @@ def restricted_cubic_spline(x: np.ndarray, knots: np.ndarray) -> np.ndarray:
     return np.column_stack(columns)
 
 
+@dataclass(frozen=True)
+class ObservedRiskSmoother:
+    """Austin et al.'s smoother: a Cox model of the outcome on a restricted cubic spline (knots at
+    the 10/50/90th percentiles) of cloglog(predicted risk); "observed" risk at any predicted risk."""
+
+    model: CoxPHFitter
+    knots: np.ndarray
+    horizon: float
+
+    def _basis(self, risk: np.ndarray) -> pd.DataFrame:
+        x = _cloglog(risk)
+        basis = restricted_cubic_spline(x, self.knots) if len(self.knots) == 3 else x[:, None]
+        return pd.DataFrame(basis, columns=[f"s{i}" for i in range(basis.shape[1])])
+
+    def __call__(self, risk: np.ndarray) -> np.ndarray:
+        survival = self.model.predict_survival_function(self._basis(np.asarray(risk, float)), times=[self.horizon])
+        return 1.0 - survival.T.to_numpy()[:, 0]
+
+    @classmethod
+    def fit(cls, risk: np.ndarray, design: pd.DataFrame, horizon: float) -> ObservedRiskSmoother:
+        knots = np.unique(np.percentile(_cloglog(risk), [10, 50, 90]))
+        smoother = cls(CoxPHFitter(penalizer=1e-6), knots, horizon)
+        frame = smoother._basis(risk)
+        frame["_time"], frame["_event"] = design["_time"].to_numpy(), design["_event"].to_numpy()
+        smoother.model.fit(frame, duration_col="_time", event_col="_event")
+        return smoother
+
+
 def observed_risk_curve(risk: np.ndarray, design: pd.DataFrame, horizon: float) -> np.ndarray:
-    """Austin et al.'s "observed" risk at ``horizon`` for each row: 1 - S(horizon) from a Cox model
-    of the outcome on a restricted cubic spline (knots at the 10/50/90th percentiles) of
-    cloglog(predicted risk)."""
-    x = _cloglog(risk)
-    knots = np.unique(np.percentile(x, [10, 50, 90]))
-    basis = restricted_cubic_spline(x, knots) if len(knots) == 3 else x[:, None]
-    frame = pd.DataFrame(basis, columns=[f"s{i}" for i in range(basis.shape[1])], index=design.index)
-    frame["_time"], frame["_event"] = design["_time"].to_numpy(), design["_event"].to_numpy()
-    smoother = CoxPHFitter(penalizer=1e-6).fit(frame, duration_col="_time", event_col="_event")
-    survival = smoother.predict_survival_function(frame.drop(columns=["_time", "_event"]), times=[horizon])
-    return 1.0 - survival.T.to_numpy()[:, 0]
+    """Austin et al.'s "observed" risk at ``horizon`` for each row (see :class:`ObservedRiskSmoother`)."""
+    return ObservedRiskSmoother.fit(risk, design, horizon)(risk)
+
+
+def calibration_curve(smoother: ObservedRiskSmoother, risk: np.ndarray) -> list[float | None]:
+    """Smoothed observed risk at each point of the public ``RISK_GRID`` inside the predicted range.
+
+    A fixed grid, not the rows' own predictions: a curve through every row's predicted risk
+    would be one number per patient. Grid points outside the predicted range are ``None``
+    (the spline is not extrapolated).
+    """
+    inside = (risk.min() <= RISK_GRID) & (risk.max() >= RISK_GRID)
+    observed = smoother(RISK_GRID)
+    return [float(o) if ok else None for o, ok in zip(observed, inside, strict=True)]
 
 
 def calibration(model: CoxPHFitter, rows: pd.DataFrame, schema: Schema, horizon: float, ax: Any = None) -> Calibration:
@@ -115,7 +152,8 @@ def calibration(model: CoxPHFitter, rows: pd.DataFrame, schema: Schema, horizon:
             f"{MIN_SUBGROUP_EVENTS}: choose an earlier horizon or a larger group"
         )
     risk = predicted_risk(model, design, horizon)
-    observed_curve = observed_risk_curve(risk, design, horizon)
+    smoother = ObservedRiskSmoother.fit(risk, design, horizon)
+    observed_curve = smoother(risk)
     gaps = np.abs(observed_curve - risk)
     if ax is not None:
         order = np.argsort(risk)
@@ -135,6 +173,7 @@ def calibration(model: CoxPHFitter, rows: pd.DataFrame, schema: Schema, horizon:
         mean_predicted_risk=float(risk.mean()),
         in_the_large=observed - float(risk.mean()),
         slope=calibration_slope(model, design),
+        curve=calibration_curve(smoother, risk),
     )
 
 
@@ -168,7 +207,8 @@ class StratifiedCalibration:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "groups": {name: c.to_dict() for name, c in self.groups.items()},
+            # Curves for the overall figure only: per subgroup they would multiply the reply.
+            "groups": {name: c.to_dict(curve=False) for name, c in self.groups.items()},
             "not_estimable": self.not_estimable,
             "mean_ici": self.mean_ici,
             "worst_group": self.worst_group,

@@ -11,6 +11,7 @@ whose implementations are the reference ones; the Cox models are lifelines' (``f
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -28,6 +29,9 @@ from fedsynth.evaluation.utility import design_matrix
 # distribution (which both weight by) is estimable.
 HORIZON_QUANTILES = (0.1, 0.8)
 BRIER_POINTS = 20
+# The grid's ends are snapped inwards to multiples of (time bound / GRID_STEPS): ``tau`` is
+# released with the scores, and an exact quantile of the holdout's times is one patient's time.
+GRID_STEPS = 100
 
 
 @dataclass(frozen=True)
@@ -53,10 +57,18 @@ def _survival_array(frame: pd.DataFrame, schema: Schema) -> np.ndarray:
 def evaluation_times(reference: pd.DataFrame, evaluation: pd.DataFrame, schema: Schema) -> np.ndarray:
     """Brier-score grid: quantiles 10%..80% of the evaluation set's observed times, inside both
     sets' follow-up (scikit-survival requires the grid inside the evaluation set's range and
-    the censoring distribution, estimated on the reference set, to be positive there)."""
+    the censoring distribution, estimated on the reference set, to be positive there), with
+    both ends snapped inwards to the public grid of ``GRID_STEPS`` steps of the time bound."""
     times = evaluation[schema.time_column].to_numpy(dtype=float)
     low, high = np.quantile(times, HORIZON_QUANTILES)
     high = min(high, float(reference[schema.time_column].max()) * 0.999)
+    step = float(schema.column(schema.time_column).upper) / GRID_STEPS
+    low, high = step * math.ceil(low / step), step * math.floor(high / step)
+    if high <= low:
+        raise ValueError(
+            f"the holdout's follow-up (10-80% quantiles) spans less than one grid step ({step:g}): "
+            "too few rows to score"
+        )
     return np.unique(np.linspace(low, high, BRIER_POINTS))
 
 

@@ -15,7 +15,14 @@ What a survival analyst looks at before fitting anything:
   curve above the real one on average, signed) and *short-sightedness* (synthetic follow-up
   ending before the real one: 1 - max synthetic time / max real time).
 
-Every number is an aggregate; the curves are given on a fixed 50-point grid for plotting.
+For the figures: each column's histogram, real vs synthetic, on bins fixed by the public schema
+(numeric: ``HISTOGRAM_BINS`` equal bins between the declared bounds; others: the declared
+levels), and both correlation matrices.
+
+Every number is an aggregate, and no grid is placed by the data: the curves' grid ends at the
+real follow-up's 95th percentile *rounded up to a twentieth of the time column's public bound*
+(an exact quantile is one patient's time), and a histogram cell holding fewer than
+``MIN_CELL_ROWS`` real rows is withheld (``None``), as statistical offices suppress small cells.
 """
 
 from __future__ import annotations
@@ -30,13 +37,16 @@ from lifelines import KaplanMeierFitter
 from lifelines.statistics import logrank_test
 from scipy.stats import ks_2samp
 
-from fedsynth.data.schema import ColumnKind, ColumnRole, Schema
+from fedsynth.data.schema import Column, ColumnKind, ColumnRole, Schema
 from fedsynth.evaluation.utility import design_matrix
 
 CURVE_POINTS = 50
 # Small-cell suppression: a Kaplan-Meier curve of a handful of patients shows each one's event
 # time (to the grid's resolution); groups with fewer rows on either side are listed, not drawn.
 MIN_GROUP_ROWS = 20
+HISTOGRAM_BINS = 20
+MIN_CELL_ROWS = 5  # real rows a histogram cell needs before its share is released
+GRID_STEPS = 20  # the KM grid ends on a multiple of (time bound / GRID_STEPS)
 
 
 def total_variation(real: pd.Series, synthetic: pd.Series) -> float:
@@ -56,6 +66,62 @@ def marginal_distances(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Sche
         else:
             out[column.name] = {"statistic": "tv", "value": total_variation(real[column.name], synthetic[column.name])}
     return out
+
+
+def histogram_edges(column: Column) -> np.ndarray:
+    """``HISTOGRAM_BINS`` + 1 equal-width edges between the column's public bounds."""
+    return np.linspace(float(column.lower), float(column.upper), HISTOGRAM_BINS + 1)
+
+
+def _shares(counts: np.ndarray, total: int) -> np.ndarray:
+    return counts / total if total else np.zeros_like(counts, dtype=float)
+
+
+def marginal_histograms(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema) -> dict[str, dict[str, Any]]:
+    """Per column, real and synthetic shares per public bin or level; small real cells withheld.
+
+    Numeric columns: ``edges`` are :func:`histogram_edges` (public, recomputable from the schema);
+    discrete columns: ``levels`` are the declared ones, in order.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for column in schema.columns:
+        if column.is_numeric:
+            edges = histogram_edges(column)
+            counts = [np.histogram(np.clip(f[column.name].to_numpy(float), edges[0], edges[-1]), edges)[0]
+                      for f in (real, synthetic)]  # fmt: skip
+            entry: dict[str, Any] = {"kind": "bins"}
+        else:
+            levels = list(column.labels)
+            counts = [f[column.name].astype(str).value_counts().reindex(levels, fill_value=0).to_numpy()
+                      for f in (real, synthetic)]  # fmt: skip
+            entry = {"kind": "levels", "levels": levels}
+        real_share, synthetic_share = _shares(counts[0], len(real)), _shares(counts[1], len(synthetic))
+        small = counts[0] < MIN_CELL_ROWS
+        entry["real"] = [None if hide else float(v) for v, hide in zip(real_share, small, strict=True)]
+        entry["synthetic"] = [float(v) for v in synthetic_share]
+        entry["withheld_cells"] = int(small.sum())
+        out[column.name] = entry
+    return out
+
+
+def correlation_matrices(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema) -> dict[str, Any]:
+    """Pearson correlations of the design's columns, real and synthetic (``None`` for a constant column)."""
+    real_design, synthetic_design = design_matrix(real, schema), design_matrix(synthetic, schema)
+    columns = list(real_design.columns)
+
+    def matrix(design: pd.DataFrame) -> list[list[float | None]]:
+        values = design[columns].corr().to_numpy()
+        return [[float(v) if math.isfinite(v) else None for v in row] for row in values]
+
+    return {"columns": columns, "real": matrix(real_design), "synthetic": matrix(synthetic_design)}
+
+
+def survival_grid_end(real: pd.DataFrame, schema: Schema) -> float:
+    """The real follow-up's 95th percentile, rounded up to a multiple of (public time bound / GRID_STEPS)."""
+    bound = float(schema.column(schema.time_column).upper)
+    step = bound / GRID_STEPS
+    quantile = float(np.quantile(real[schema.time_column].to_numpy(float), 0.95))
+    return min(bound, step * max(1, math.ceil(quantile / step)))
 
 
 def correlation_difference(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema) -> dict[str, float]:
@@ -92,11 +158,11 @@ class SurvivalCurveComparison:
 def compare_survival(
     real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema, group: str = "all", horizon: float | None = None
 ) -> SurvivalCurveComparison:
-    """KM curves of ``real`` and ``synthetic`` on a grid from 0 to ``horizon`` (default: the real
-    follow-up's 95th percentile, where the real curve still rests on enough patients)."""
+    """KM curves of ``real`` and ``synthetic`` on a grid from 0 to ``horizon`` (default:
+    :func:`survival_grid_end`, where the real curve still rests on enough patients)."""
     time, event = schema.time_column, schema.event_column
     if horizon is None:
-        horizon = float(np.quantile(real[time].to_numpy(float), 0.95))
+        horizon = survival_grid_end(real, schema)
     grid = np.linspace(0.0, horizon, CURVE_POINTS)
     curves = []
     for frame in (real, synthetic):
@@ -139,7 +205,7 @@ def survival_by_group(
     real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema
 ) -> tuple[list[SurvivalCurveComparison], dict[str, str]]:
     """Curves overall and within each level of each binary feature; groups too small are listed."""
-    horizon = float(np.quantile(real[schema.time_column].to_numpy(float), 0.95))
+    horizon = survival_grid_end(real, schema)
     comparisons = [compare_survival(real, synthetic, schema, "all", horizon)]
     skipped: dict[str, str] = {}
     for column in schema.columns:
@@ -164,6 +230,8 @@ class Fidelity:
     mean_ks: float
     mean_tv: float
     correlation: dict[str, float]
+    histograms: dict[str, dict[str, Any]]
+    correlation_matrices: dict[str, Any]
     survival: list[SurvivalCurveComparison]
     survival_not_compared: dict[str, str]
     short_sightedness: float
@@ -185,6 +253,8 @@ def fidelity(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema) -> Fid
         mean_ks=float(np.mean(ks)) if ks else math.nan,
         mean_tv=float(np.mean(tv)) if tv else math.nan,
         correlation=correlation_difference(real, synthetic, schema),
+        histograms=marginal_histograms(real, synthetic, schema),
+        correlation_matrices=correlation_matrices(real, synthetic, schema),
         survival=survival,
         survival_not_compared=skipped,
         short_sightedness=short_sightedness(real, synthetic, schema),

@@ -11,7 +11,10 @@ JSON-able dict:
 * discrimination on the real holdout of Cox trained on real (TRTR), synthetic (TSTR) and real +
   synthetic (augmentation): Harrell's and Uno's C, integrated Brier score;
 * calibration on the real holdout at each horizon, overall and per subgroup, for the same three
-  models: ICI, E50, in-the-large, slope, worst-group gap.
+  models: ICI, E50, in-the-large, slope, worst-group gap;
+* given a conditional sampler (the global model), a fourth model: real rows plus conditional
+  synthetic rows of each under-represented subgroup (seed 000's conditional augmentation), so
+  its stratified calibration can be set against the real-only model's.
 
 A model that cannot be fitted (e.g. a covariate constant in the synthetic sample) is reported
 with the reason instead of numbers; nothing silently degrades.
@@ -25,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from fedsynth.data.schema import Schema
+from fedsynth.evaluation.augmentation import ConditionalSampler, conditional_augmentation
 from fedsynth.evaluation.calibration import CalibrationError, short_reason, stratified_calibration
 from fedsynth.evaluation.calibration import calibration as calibrate
 from fedsynth.evaluation.discrimination import discrimination
@@ -79,6 +83,8 @@ def evaluate_synthetic(
     synthetic: pd.DataFrame,
     schema: Schema,
     horizons: list[float] | None = None,
+    conditional_sampler: ConditionalSampler | None = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """All survival-utility aggregates of ``synthetic`` against a site's real rows."""
     horizons = default_horizons(train, schema) if horizons is None else [float(h) for h in horizons]
@@ -89,6 +95,8 @@ def evaluate_synthetic(
         "horizons": horizons,
         "fidelity": fidelity(train, synthetic, schema).to_dict(),
     }
+    covariates, _ = estimable_covariates(design_matrix(train, schema))
+    fitted: dict[str, Any] = {}
     try:
         report = utility_report(train, holdout, synthetic, schema)
         result["hazard_ratios"] = {
@@ -101,17 +109,25 @@ def evaluate_synthetic(
                 for name, row in report.hazard_ratios.to_dict(orient="index").items()
             },
         }
+        # The same fits the models below need (same covariates, same penalizer): not fitted twice.
+        fitted["trtr"] = report.real_model
+        if report.synthetic_model is not None and list(report.synthetic_model.params_.index) == covariates:
+            fitted["tstr"] = report.synthetic_model
     except SCORING_ERRORS as exc:
         result["hazard_ratios"] = failure(exc)
-    covariates, _ = estimable_covariates(design_matrix(train, schema))
+    training_sets = {
+        "trtr": lambda: train,
+        "tstr": lambda: synthetic,
+        "augmented": lambda: pd.concat([train, synthetic], ignore_index=True),
+    }
+    if conditional_sampler is not None:
+        extra, drawn = conditional_augmentation(train, schema, conditional_sampler, seed=seed)
+        result["conditional_augmentation"] = {"rows_per_subgroup": drawn, "rows": len(extra)}
+        training_sets["conditional"] = lambda: pd.concat([train, extra], ignore_index=True)
     models: dict[str, Any] = {}
-    for name, rows in (
-        ("trtr", train),
-        ("tstr", synthetic),
-        ("augmented", pd.concat([train, synthetic], ignore_index=True)),
-    ):
+    for name, rows in training_sets.items():
         try:
-            model = fit_cox(rows, schema, covariates=covariates)
+            model = fitted[name] if name in fitted else fit_cox(rows(), schema, covariates=covariates)
         except SCORING_ERRORS as exc:
             models[name] = failure(exc)
             continue

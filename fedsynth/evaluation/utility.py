@@ -9,7 +9,7 @@ Both use lifelines' CoxPHFitter on the same design matrix built from the public 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -146,6 +146,9 @@ class UtilityReport:
     ks: dict[str, float]
     hazard_ratios: pd.DataFrame
     excluded_covariates: dict[str, str]
+    # The fitted models, so that callers scoring them further do not fit them again.
+    real_model: CoxPHFitter | None = field(default=None, repr=False, compare=False)
+    synthetic_model: CoxPHFitter | None = field(default=None, repr=False, compare=False)
 
     @property
     def cindex_gap(self) -> float:
@@ -205,4 +208,6 @@ def utility_report(
         mean_ks=float(np.mean(list(ks.values()))) if ks else float("nan"),
         ks=ks,
         hazard_ratios=table,
+        real_model=real_model,
+        synthetic_model=synthetic_model,
     )

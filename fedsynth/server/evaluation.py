@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,7 @@ def run_evaluation(
         model,
         "evaluate",
         EVALUATION_RECORD,
-        check_evaluation_result,
+        partial(check_evaluation_result, schema=model.schema_),
         seed=seed,
         extra=extra,
         timeout=timeout,

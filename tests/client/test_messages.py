@@ -141,10 +141,12 @@ def test_evaluation_reply_holds_only_the_site_name_and_aggregates(whas500, site_
     record = reply.content[EVALUATION_RECORD]
     assert isinstance(record, ConfigRecord) and set(record.keys()) == {"site", "result"}
     result = json.loads(str(record["result"]))
-    check_evaluation_result(result)  # nothing row-level: fixed-grid curves, per-covariate figures
-    assert result["horizons"] == [365.0, 730.0] and set(result["models"]) == {"trtr", "tstr", "augmented"}
+    check_evaluation_result(result, whas500[1])  # nothing row-level: fixed grids, per-covariate figures
+    assert result["horizons"] == [365.0, 730.0]
+    assert set(result["models"]) == {"trtr", "tstr", "augmented", "conditional"}
     assert len(reply.content.array_records) == 0 and len(reply.content.metric_records) == 0
-    # The only number lists are the fixed 50-point survival grids/curves and the 2 horizons.
+    # The only number lists: 50-point survival grids/curves, 39-point calibration curves, 20-bin and
+    # 2-level histograms (binary columns), 16-wide correlation-matrix rows, the 2 horizons.
     lengths = set()
 
     def collect(value) -> None:  # type: ignore[no-untyped-def]
@@ -152,13 +154,13 @@ def test_evaluation_reply_holds_only_the_site_name_and_aggregates(whas500, site_
             for item in value.values():
                 collect(item)
         elif isinstance(value, list):
-            if all(isinstance(v, int | float) for v in value):
+            if all(isinstance(v, int | float) or v is None for v in value):
                 lengths.add(len(value))
             for item in value:
                 collect(item)
 
     collect(result)
-    assert lengths == {50, 2}
+    assert lengths == {50, 39, 20, 16, 2}
     with pytest.raises(SiteError, match="ValueError at the site"):
         handle_query(_query(whas500[1], task="rows please"), _context(site_dir))
 

@@ -70,4 +70,8 @@ def test_row_level_content_is_refused() -> None:
         check_audit_result({"names": ["x"] * 102}, max_rows=100_000)
     with pytest.raises(ValueError, match="201 characters is not a label"):
         check_audit_result({"name": "x" * 201}, max_rows=300)
+    with pytest.raises(ValueError, match="37 numbers is not an aggregate"):  # withheld cells hide nothing
+        check_audit_result({"values": [0.5, None] * 18 + [None]}, max_rows=300)
+    with pytest.raises(ValueError, match="mapping of 257 entries is not an aggregate"):  # one key per record
+        check_audit_result({"by_patient": {f"p{i}": 0.1 for i in range(257)}}, max_rows=100_000)
     check_audit_result({"roc": [0.0] * 101, "histogram": [1] * 40, "ci": (0.1, 0.2), "name": "ok"}, max_rows=300)

@@ -15,6 +15,7 @@ from fedsynth.evaluation.calibration import (
     CalibrationError,
     binary_subgroups,
     calibration,
+    predicted_risk,
     stratified_calibration,
 )
 from fedsynth.evaluation.discrimination import discrimination, evaluation_times
@@ -102,3 +103,25 @@ def test_subgroups_too_small_are_listed_with_the_reason_not_scored(split) -> Non
     assert result.groups[result.worst_group].ici == max(icis)
     with pytest.raises(CalibrationError, match="events before the horizon"):
         calibration(model, train.head(5), schema, horizon)
+
+
+def test_tau_is_on_the_public_grid_and_the_calibration_curve_on_the_risk_grid(split) -> None:
+    from fedsynth.evaluation.calibration import RISK_GRID, calibration
+    from fedsynth.evaluation.discrimination import GRID_STEPS
+
+    train, holdout, schema = split
+    model = fit_cox(train, schema)
+    step = schema.column(schema.time_column).upper / GRID_STEPS
+    tau = discrimination(model, train, holdout, schema).tau
+    assert tau / step == pytest.approx(round(tau / step))  # not one patient's time
+    horizon = float(np.median(train[schema.time_column]))
+    result = calibration(model, train, schema, horizon)
+    assert len(result.curve) == len(RISK_GRID)
+    risk = predicted_risk(model, design_matrix(train, schema), horizon)
+    for point, observed in zip(RISK_GRID, result.curve, strict=True):
+        assert (observed is None) == (not risk.min() <= point <= risk.max())
+    inside = [(p, o) for p, o in zip(RISK_GRID, result.curve, strict=True) if o is not None]
+    assert len(inside) >= 10
+    # In-sample, a Cox model is close to calibrated: its curve stays near the diagonal.
+    assert np.mean([abs(o - p) for p, o in inside]) < 0.1
+    assert "curve" not in stratified_calibration(model, train, schema, horizon).to_dict()["groups"]["gender=0"]

@@ -62,3 +62,44 @@ def test_total_variation_known_values_and_small_groups_listed(whas500) -> None:
     result = fidelity(few, few, schema)
     assert result.survival_not_compared  # some level of some binary covariate has < 20 rows
     assert all(f"(< {MIN_GROUP_ROWS})" in reason for reason in result.survival_not_compared.values())
+
+
+def test_histograms_sit_on_public_bins_and_withhold_small_real_cells(whas500) -> None:
+    from fedsynth.data.datasets import load_dataset
+    from fedsynth.evaluation.fidelity import HISTOGRAM_BINS, MIN_CELL_ROWS, histogram_edges, marginal_histograms
+
+    frame, schema = whas500
+    same = marginal_histograms(frame, frame.sample(frac=1.0, random_state=0), schema)
+    age = same["age"]
+    assert age["kind"] == "bins" and len(age["real"]) == len(age["synthetic"]) == HISTOGRAM_BINS
+    column = schema.column("age")
+    edges = histogram_edges(column)
+    assert edges[0] == column.lower and edges[-1] == column.upper  # from the schema, not the data
+    counts = np.histogram(frame["age"].to_numpy(float), edges)[0]
+    for share, count, synthetic in zip(age["real"], counts, age["synthetic"], strict=True):
+        if count < MIN_CELL_ROWS:
+            assert share is None  # a cell of fewer than 5 patients is not released
+        else:
+            assert share == pytest.approx(count / len(frame)) and synthetic == pytest.approx(share)
+    assert age["withheld_cells"] == int((counts < MIN_CELL_ROWS).sum()) > 0
+    assert same["gender"]["levels"] == ["0", "1"] and sum(same["gender"]["real"]) == pytest.approx(1.0)
+    actg, actg_schema = load_dataset("actg320")
+    ivdrug = marginal_histograms(actg, actg, actg_schema)["ivdrug"]
+    assert ivdrug["levels"] == ["1", "2", "3"] and ivdrug["real"][1] is None  # 3 patients with ivdrug=2
+
+
+def test_correlation_matrices_and_the_curve_grid_end_are_public_shaped(whas500) -> None:
+    from fedsynth.evaluation.fidelity import GRID_STEPS, correlation_matrices, survival_grid_end
+
+    frame, schema = whas500
+    matrices = correlation_matrices(frame, frame.copy(), schema)
+    assert matrices["real"] == matrices["synthetic"]
+    width = len(matrices["columns"])
+    assert all(len(row) == width for row in matrices["real"]) and matrices["real"][0][0] == pytest.approx(1.0)
+    constant = correlation_matrices(frame, frame.assign(gender=0), schema)
+    g = matrices["columns"].index("gender")
+    assert constant["synthetic"][g][0] is None and constant["real"][g][0] is not None
+    end, bound = survival_grid_end(frame, schema), schema.column(schema.time_column).upper
+    step = bound / GRID_STEPS
+    assert end / step == pytest.approx(round(end / step))  # a multiple of the public step
+    assert np.quantile(frame[schema.time_column], 0.95) <= end < np.quantile(frame[schema.time_column], 0.95) + step
