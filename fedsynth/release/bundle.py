@@ -182,3 +182,21 @@ def sign_off(
         bundle = build_bundle(run_dir, output, verdict, policy, policy_text, key, forced)
     write_signoff(run_dir, verdict, policy, forced, bundle)
     return verdict, bundle
+
+
+def check_files(bundle: Path, manifest: dict[str, Any]) -> list[str]:
+    """Problems with the bundle's files against the manifest: each one named (empty: all match)."""
+    listed = manifest.get("files")
+    if not isinstance(listed, dict):
+        return [f"{MANIFEST} lists no files; it is not a fedsynth release manifest"]
+    problems = []
+    present = bundle_files(bundle)
+    for name, digest in sorted(listed.items()):
+        path = bundle / name
+        if name not in present:
+            problems.append(f"{name} is missing from the bundle (listed in {MANIFEST})")
+        elif sha256_bytes(path.read_bytes()) != digest:
+            problems.append(f"{name} does not match its SHA-256 in {MANIFEST}: the file was modified")
+    for name in sorted(set(present) - set(listed)):
+        problems.append(f"{name} is not listed in {MANIFEST}: it was added after signing")
+    return problems
