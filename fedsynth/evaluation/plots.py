@@ -1,9 +1,11 @@
 """Figures of a federated evaluation, drawn from the aggregates the sites returned.
 
 The coordinator never holds a real row, so every figure here is drawn from
-``evaluation.json`` alone: Kaplan-Meier curves real vs synthetic (the sites' fixed-grid curves)
-and a hazard-ratio forest plot (real log-HR with its 95% CI, synthetic log-HR on top). Files are
-PNGs under ``RUN_DIR/plots/`` for the report.
+``evaluation.json`` alone: Kaplan-Meier curves real vs synthetic (the sites' fixed-grid curves),
+a hazard-ratio forest plot (real log-HR with its 95% CI, synthetic log-HR on top), each column's
+histogram real vs synthetic on the public bins, the two correlation matrices and their
+difference, and calibration curves (smoothed observed vs predicted risk on the public risk grid)
+of every model at every horizon. Files are PNGs under ``RUN_DIR/plots/`` for the report.
 """
 
 from __future__ import annotations
@@ -13,9 +15,21 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
+
+from fedsynth.data.schema import Schema
+from fedsynth.evaluation.calibration import RISK_GRID
+from fedsynth.evaluation.fidelity import histogram_edges
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+MODEL_LABELS = {
+    "trtr": "real only (TRTR)",
+    "tstr": "synthetic only (TSTR)",
+    "augmented": "real + synthetic",
+    "conditional": "real + conditional (rare subgroups)",
+}
 
 
 def survival_curves(site: dict[str, Any], path: Path) -> Path:
@@ -67,12 +81,106 @@ def hazard_ratio_forest(site: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def evaluation_figures(document: dict[str, Any], directory: Path) -> list[Path]:
-    """Every figure for every site that answered; returns the files written."""
+def _nan_for_none(values: list[float | None]) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+
+def marginal_histograms(site: dict[str, Any], path: Path, schema: Schema | None = None) -> Path:
+    """One panel per column: real vs synthetic shares per public bin or level (withheld cells blank)."""
+    histograms = site["fidelity"]["histograms"]
+    columns = min(4, len(histograms))
+    rows = math.ceil(len(histograms) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 2.6 * rows), squeeze=False)
+    for axis, (name, entry) in zip(axes.flat, histograms.items(), strict=False):
+        real, synthetic = _nan_for_none(entry["real"]), _nan_for_none(entry["synthetic"])
+        if entry["kind"] == "bins":
+            edges = histogram_edges(schema.column(name)) if schema is not None else np.arange(len(real) + 1.0)
+            centres, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+            axis.bar(centres, real, width=width, alpha=0.5, label="real")
+            axis.step(edges, np.append(synthetic, synthetic[-1]), where="post", color="tab:orange", label="synthetic")
+        else:
+            positions = np.arange(len(real))
+            axis.bar(positions - 0.2, real, width=0.4, label="real")
+            axis.bar(positions + 0.2, synthetic, width=0.4, label="synthetic")
+            axis.set_xticks(positions, entry["levels"], fontsize=7)
+        withheld = f" ({entry['withheld_cells']} cells < 5 withheld)" if entry["withheld_cells"] else ""
+        axis.set_title(f"{name}{withheld}", fontsize=8)
+        axis.tick_params(labelsize=7)
+    for axis in list(axes.flat)[len(histograms) :]:
+        axis.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    figure.suptitle(f"Marginals, real vs synthetic at {site['site']} (share of rows)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
+
+
+def correlation_heatmaps(site: dict[str, Any], path: Path) -> Path:
+    """Real, synthetic and |difference| Pearson correlation matrices side by side."""
+    matrices = site["fidelity"]["correlation_matrices"]
+    names = matrices["columns"]
+    real, synthetic = (np.array([_nan_for_none(r) for r in matrices[k]]) for k in ("real", "synthetic"))
+    figure, axes = plt.subplots(1, 3, figsize=(15, 5.2))
+    panels = (("real", real, "coolwarm", -1), ("synthetic", synthetic, "coolwarm", -1),
+              ("|real - synthetic|", np.abs(real - synthetic), "viridis", 0))  # fmt: skip
+    for axis, (title, matrix, colours, low) in zip(axes, panels, strict=True):
+        image = axis.imshow(matrix, cmap=colours, vmin=low, vmax=1)
+        axis.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
+        axis.set_yticks(range(len(names)), names, fontsize=6)
+        axis.set_title(title)
+        figure.colorbar(image, ax=axis, fraction=0.046)
+    figure.suptitle(f"Correlations at {site['site']}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
+
+
+def calibration_curves(site: dict[str, Any], path: Path) -> Path | None:
+    """One panel per horizon: each model's smoothed observed risk against predicted risk."""
+    horizons = site.get("horizons", [])
+    models = {name: m for name, m in site["models"].items() if "calibration" in m}
+    if not horizons or not models:
+        return None
+    figure, axes = plt.subplots(1, len(horizons), figsize=(5 * len(horizons), 4.5), squeeze=False)
+    for index, (axis, horizon) in enumerate(zip(axes.flat, horizons, strict=True)):
+        axis.plot([0, 1], [0, 1], linestyle="--", color="black", linewidth=0.8, label="ideal")
+        for name, model in models.items():
+            overall = model["calibration"][index].get("overall")
+            if overall and overall.get("curve"):
+                label = f"{MODEL_LABELS.get(name, name)}: ICI {overall['ici']:.3f}"
+                axis.plot(RISK_GRID, _nan_for_none(overall["curve"]), marker=".", label=label)
+        axis.set_xlim(0, 1)
+        axis.set_ylim(0, 1)
+        axis.set_xlabel(f"predicted risk of an event by t = {horizon:g}")
+        axis.set_ylabel("observed risk (smoothed)")
+        axis.legend(fontsize=7)
+    figure.suptitle(f"Calibration on the real holdout at {site['site']}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def evaluation_figures(document: dict[str, Any], directory: Path, schema: Schema | None = None) -> list[Path]:
+    """Every figure for every site that answered; returns the files written.
+
+    ``schema`` (the run's public schema) places numeric histograms on their real scale.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for site in document["sites"]:
-        written.append(survival_curves(site, directory / f"km_{site['site']}.png"))
+        name = site["site"]
+        written.append(survival_curves(site, directory / f"km_{name}.png"))
         if "covariates" in site["hazard_ratios"]:
-            written.append(hazard_ratio_forest(site, directory / f"hazard_ratios_{site['site']}.png"))
+            written.append(hazard_ratio_forest(site, directory / f"hazard_ratios_{name}.png"))
+        fidelity = site["fidelity"]
+        if "histograms" in fidelity:
+            written.append(marginal_histograms(site, directory / f"marginals_{name}.png", schema))
+        if "correlation_matrices" in fidelity:
+            written.append(correlation_heatmaps(site, directory / f"correlations_{name}.png"))
+        curves = calibration_curves(site, directory / f"calibration_{name}.png")
+        if curves is not None:
+            written.append(curves)
     return written
