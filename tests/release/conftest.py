@@ -1,0 +1,51 @@
+"""A real DP demo run's evidence, board keys, and a signed bundle made from them.
+
+``data/demo_run.tar.gz`` is what ``fedsynth demo -o RUN`` (WHAS500 over 3 sites, epsilon 4,
+3 rounds; fedsynth 0.1.0 at commit 8d505f8), then ``fedsynth audit RUN`` and ``fedsynth
+evaluate RUN`` wrote: run.json, schema.toml, budget.json, audit.json, evaluation.json, the
+global model and synthetic.csv with its provenance (site data and checkpoints left out). A
+recording, not a new Ray simulation per test session: the default policy's thresholds were
+checked against exactly these numbers, and DP noise is OS-random, so a fresh run differs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from fedsynth.release.bundle import sign_off
+from fedsynth.release.keys import keygen, load_private_key
+from fedsynth.release.policy import default_policy_path, load_policy
+
+RECORDED = Path(__file__).parent / "data" / "demo_run.tar.gz"
+
+
+@pytest.fixture(scope="session")
+def recorded_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("recorded")
+    with tarfile.open(RECORDED) as archive:
+        archive.extractall(root, filter="data")
+    return root / "demo_run"
+
+
+@pytest.fixture()
+def demo_run(recorded_run: Path, tmp_path: Path) -> Path:
+    """A fresh, writable copy of the recorded DP demo run."""
+    return Path(shutil.copytree(recorded_run, tmp_path / "run"))
+
+
+@pytest.fixture(scope="session")
+def board_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return keygen(tmp_path_factory.mktemp("keys"), "board")
+
+
+@pytest.fixture(scope="session")
+def signed_bundle(recorded_run: Path, board_keys: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundle of the recorded demo run under the default policy (tests copy it before changing it)."""
+    run = Path(shutil.copytree(recorded_run, tmp_path_factory.mktemp("bundled") / "run"))
+    verdict, bundle = sign_off(run, load_policy(), default_policy_path().read_text(), load_private_key(board_keys[0]))
+    assert verdict.passed and bundle is not None
+    return bundle

@@ -1,0 +1,52 @@
+"""The policy file: the shipped default loads; every error names section.field and the value."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from fedsynth.release.policy import Policy, PolicyError, default_policy_path, load_policy
+
+
+def _edited(tmp_path: Path, old: str, new: str) -> Path:
+    text = default_policy_path().read_text()
+    assert old in text
+    path = tmp_path / "policy.toml"
+    path.write_text(text.replace(old, new))
+    return path
+
+
+def test_the_default_policy_states_every_rule_with_its_reasoning() -> None:
+    policy = load_policy()
+    assert policy.name == "fedsynth default" and len(policy.source_sha256 or "") == 64
+    text = default_policy_path().read_text()
+    for section in ("budget", "audit", "utility", "release"):
+        for field in type(getattr(policy, section)).model_fields:
+            # each threshold is preceded by a comment giving its reason
+            match = re.search(rf"((?:#.*\n)+){field} = ", text)
+            assert match, f"{section}.{field} has no comment above it in default_policy.toml"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("max_epsilon = 4.0", "max_epsilon = -1", r"budget\.max_epsilon: Input should be greater than 0 \(got -1\)"),
+        ("max_exact_matches = 0", "max_exact_matches = 'none'", r"audit\.max_exact_matches: .*\(got 'none'\)"),
+        ('mia_tpr_withheld = "pass"', 'mia_tpr_withheld = "maybe"', r"audit\.mia_tpr_withheld: Input should be"),
+        ("max_tstr_ici = 0.35", "max_tstr_icl = 0.35", r"utility\.max_tstr_icl: Extra inputs are not permitted"),
+        ("max_tstr_ici = 0.35", "", r"utility\.max_tstr_ici: Field required"),
+        ("[release]", "[releases]", r"unknown section\(s\) \['releases'\]"),
+        ("max_epsilon = 4.0", "max_epsilon = ", r"not valid TOML"),
+        ('name = "fedsynth default"', 'name = "x"\nsource_sha256 = "0"', r"policy\.source_sha256 is set by fedsynth"),
+    ],
+)
+def test_policy_errors_name_the_field(tmp_path: Path, old: str, new: str, message: str) -> None:
+    with pytest.raises(PolicyError, match=message):
+        Policy.from_toml(_edited(tmp_path, old, new))
+
+
+def test_a_missing_policy_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError, match=r"policy file not found: .*nope\.toml"):
+        load_policy(tmp_path / "nope.toml")

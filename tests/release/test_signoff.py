@@ -1,0 +1,211 @@
+"""The verdict: a real DP demo run PASSES the default policy; its training rows released as
+"synthetic" data FAIL it, audited by the sites' own audit code; missing evidence FAILS."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from fedsynth.cli import app
+from fedsynth.client.app import _sites, open_site
+from fedsynth.client.audit import run_site_audit
+from fedsynth.data.io import write_text
+from fedsynth.model.mcm import MCM
+from fedsynth.model.persistence import load_model
+from fedsynth.release.policy import load_policy
+from fedsynth.release.signoff import evaluate_policy
+from fedsynth.server.audit import worst_over_sites
+from fedsynth.server.config import FederationConfig
+from fedsynth.server.simulation import prepare_sites
+from fedsynth.server.site_queries import site_query_document
+
+
+def _rules(verdict) -> dict:
+    return {rule.name: rule for rule in verdict.rules}
+
+
+def test_the_dp_demo_run_passes_and_every_rule_names_its_value(demo_run: Path) -> None:
+    verdict = evaluate_policy(demo_run, load_policy())
+    rules = _rules(verdict)
+    assert verdict.passed, [r for r in verdict.rules if not r.passed]
+    audit = json.loads((demo_run / "audit.json").read_text())["worst"]
+    evaluation = json.loads((demo_run / "evaluation.json").read_text())["worst"]
+    budget = json.loads((demo_run / "budget.json").read_text())["sites"]
+    assert rules["max_epsilon"].value == max(s["epsilon_spent"] for s in budget)
+    assert rules["delta_below_1_over_n"].value == max(s["delta"] * s["records"] for s in budget)
+    for name, key in [
+        ("dcr_share_upper_ci", "dcr_share_upper_ci"),
+        ("exact_matches", "exact_matches"),
+        ("mia_auc_upper_ci", "mia_auc_upper_ci"),
+        ("empirical_epsilon", "empirical_minus_accountant_epsilon"),
+        ("anonymeter_risk_upper_ci", "anonymeter_risk_upper_ci"),
+    ]:
+        assert rules[name].value == audit[key]
+    assert rules["hr_in_ci_fraction"].value == evaluation["hr_in_ci_fraction"]
+    assert rules["tstr_c_index_gap"].value == evaluation["tstr_uno_c_shortfall"]
+    assert rules["tstr_calibration_ici"].value == evaluation["tstr_ici"]
+    # 33 holdout rows per site: the TPR at 1% FPR is withheld, and the rule says so and why it passes.
+    withheld = rules["mia_tpr_at_1pct_fpr"]
+    assert withheld.value == "withheld" and "site-0, site-1, site-2" in withheld.reason
+    assert "mia_tpr_withheld = 'pass'" in withheld.reason and "e^epsilon" in withheld.reason
+    strict = load_policy().model_copy(
+        update={"audit": load_policy().audit.model_copy(update={"mia_tpr_withheld": "fail"})}
+    )
+    assert not _rules(evaluate_policy(demo_run, strict))["mia_tpr_at_1pct_fpr"].passed
+
+
+class CopyOfTraining(MCM):
+    """A "generator" that releases its site's training rows: what the policy must stop."""
+
+    rows: pd.DataFrame
+
+    def sample(self, n: int, conditions=None, seed: int = 0) -> pd.DataFrame:
+        return self.rows.iloc[:n].reset_index(drop=True)
+
+
+def test_a_copy_of_the_training_data_fails(demo_run: Path, tmp_path: Path) -> None:
+    # The demo's own sites (same dataset, partition and seed), each audited by the real site audit
+    # of a model whose "samples" are that site's training rows.
+    config = FederationConfig.from_dict(
+        {
+            "federation": {"rounds": 3, "min_sites": 3, "run_dir": str(tmp_path / "sites-run")},
+            "simulation": {"dataset": "whas500", "sites": 3, "seed": 0},
+            "site": {"privacy": {"target_epsilon": 4.0}, "training": {"local_epochs": 5}},
+        }
+    )
+    _, sites_root = prepare_sites(config)
+    dp_model = load_model(demo_run / "model")
+    results, copies = [], []
+    try:
+        for site_dir in sorted(sites_root.glob("site-*")):
+            site = open_site(site_dir)
+            copying = CopyOfTraining(dp_model.config)
+            copying.__dict__.update(dp_model.__dict__)
+            copying.rows = site.train
+            results.append(run_site_audit(site, copying, seed=0))
+            copies.append(site.train)
+    finally:
+        _sites.clear()
+    document = site_query_document(results, [], 0, worst_over_sites)
+    write_text(demo_run / "audit.json", json.dumps(document))
+    pd.concat(copies).to_csv(demo_run / "synthetic.csv", index=False)
+
+    verdict = evaluate_policy(demo_run, load_policy())
+    rules = _rules(verdict)
+    assert not verdict.passed
+    n_rows = sum(len(c) for c in copies)
+    assert rules["exact_matches"].value == n_rows and not rules["exact_matches"].passed
+    assert f"{n_rows} outside <= 0" in rules["exact_matches"].reason
+    assert rules["anonymeter_risk_upper_ci"].value > 0.95 and not rules["anonymeter_risk_upper_ci"].passed
+    assert rules["mia_auc_upper_ci"].value > 0.95 and not rules["mia_auc_upper_ci"].passed
+    # No DP training happened at the copying sites: measured leakage beats their accountant (0).
+    assert rules["empirical_epsilon"].value > 0 and not rules["empirical_epsilon"].passed
+    failed = {rule.name for rule in verdict.failed_rules}
+    assert {"exact_matches", "anonymeter_risk_upper_ci", "mia_auc_upper_ci", "empirical_epsilon"} <= failed
+    for rule in verdict.rules:
+        if rule.name in failed:
+            assert rule.value is not None and "outside" in rule.reason
+
+
+def test_missing_or_incomplete_evidence_fails_naming_it(demo_run: Path) -> None:
+    (demo_run / "audit.json").unlink()
+    rules = _rules(evaluate_policy(demo_run, load_policy()))
+    audit_rules = ["dcr_share_upper_ci", "exact_matches", "mia_auc_upper_ci", "mia_tpr_at_1pct_fpr",
+                   "empirical_epsilon", "anonymeter_risk_upper_ci", "evidence"]  # fmt: skip
+    for name in audit_rules:
+        assert not rules[name].passed and "audit.json is missing: run `fedsynth audit RUN_DIR`" in rules[name].reason
+    assert rules["max_epsilon"].passed and rules["tstr_c_index_gap"].passed  # the rest still read their evidence
+
+    evaluation = json.loads((demo_run / "evaluation.json").read_text())
+    evaluation.update(complete=False, worst=None, failures=[{"node_id": 7, "reason": "no reply within the timeout"}])
+    (demo_run / "evaluation.json").write_text(json.dumps(evaluation))
+    rules = _rules(evaluate_policy(demo_run, load_policy()))
+    assert not rules["hr_in_ci_fraction"].passed
+    assert "evaluation.json is incomplete" in rules["hr_in_ci_fraction"].reason
+    assert "node 7: no reply within the timeout" in rules["hr_in_ci_fraction"].reason
+
+    (demo_run / "budget.json").unlink()
+    rules = _rules(evaluate_policy(demo_run, load_policy()))
+    assert not rules["max_epsilon"].passed and "budget.json is missing" in rules["max_epsilon"].reason
+
+
+def test_evidence_of_another_model_or_a_non_dp_sample_fails(demo_run: Path) -> None:
+    audit = json.loads((demo_run / "audit.json").read_text())
+    audit["model_sha256"] = "0" * 64
+    (demo_run / "audit.json").write_text(json.dumps(audit))
+    provenance = json.loads((demo_run / "synthetic.csv.provenance.json").read_text())
+    provenance.update(mode="paper-copy-and-mask", differentially_private=False, notice="NOT DIFFERENTIALLY PRIVATE")
+    (demo_run / "synthetic.csv.provenance.json").write_text(json.dumps(provenance))
+    rule = _rules(evaluate_policy(demo_run, load_policy()))["evidence"]
+    assert not rule.passed
+    assert "audit.json is of another model than RUN_DIR/model" in rule.reason
+    assert "synthetic.csv is not a DP model sample (NOT DIFFERENTIALLY PRIVATE)" in rule.reason
+
+
+def test_signoff_cli_pass_writes_the_bundle_and_fail_writes_none(demo_run: Path, board_keys, tmp_path) -> None:
+    private, _ = board_keys
+    result = CliRunner().invoke(app, ["signoff", str(demo_run), "--key", str(private)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "PASS" in result.output and "tstr_c_index_gap" in result.output and "0.3721" in result.output
+    assert (demo_run / "release" / "manifest.json").exists()
+    record = json.loads((demo_run / "signoff.json").read_text())
+    assert record["verdict"]["passed"] is True and record["bundle"] == str(demo_run / "release")
+
+    (demo_run / "audit.json").unlink()
+    out = tmp_path / "bundle"
+    result = CliRunner().invoke(app, ["signoff", str(demo_run), "--key", str(private), "-o", str(out)])
+    assert result.exit_code == 1 and "FAIL" in result.output and "no release bundle" in result.output
+    assert not out.exists() and not list(tmp_path.glob(".bundle.*"))
+    assert json.loads((demo_run / "signoff.json").read_text())["verdict"]["passed"] is False
+
+    result = CliRunner().invoke(app, ["signoff", str(demo_run), "--key", str(private), "-o", str(out), "--force"])
+    assert result.exit_code == 2 and "--force needs --reason" in result.output and not out.exists()
+
+    reason = "board minutes 2026-11-22: audit re-run scheduled"
+    args = ["signoff", str(demo_run), "--key", str(private), "-o", str(out), "--force", "--reason", reason]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["verdict"]["passed"] is False
+    assert manifest["forced"]["reason"] == reason and "exact_matches" in manifest["forced"]["failed_rules"]
+
+
+def test_a_failure_while_bundling_leaves_nothing(demo_run: Path, board_keys, tmp_path) -> None:
+    (demo_run / "schema.toml").unlink()  # not a rule's evidence, but the bundle needs it
+    out = tmp_path / "bundle"
+    args = ["signoff", str(demo_run), "--key", str(board_keys[0]), "-o", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "schema.toml is missing" in result.output
+    assert not out.exists() and list(tmp_path.iterdir()) == [demo_run]
+
+
+def test_signoff_refuses_a_public_key_before_any_work(demo_run: Path, board_keys) -> None:
+    result = CliRunner().invoke(app, ["signoff", str(demo_run), "--key", str(board_keys[1])])
+    assert result.exit_code == 2 and "is a public key; signing needs the private key" in result.output
+    assert not (demo_run / "signoff.json").exists()
+
+
+@pytest.mark.parametrize("include", [False, True])
+def test_the_bundle_carries_site_results_only_if_the_policy_asks(demo_run: Path, board_keys, include) -> None:
+    from fedsynth.release.bundle import sign_off
+    from fedsynth.release.keys import load_private_key
+
+    policy = load_policy()
+    policy = policy.model_copy(update={"release": policy.release.model_copy(update={"include_site_results": include})})
+    _, bundle = sign_off(demo_run, policy, "policy text", load_private_key(board_keys[0]))
+    assert bundle is not None
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    rules = {rule["name"]: rule for rule in manifest["verdict"]["rules"]}
+    assert rules["max_epsilon"]["value"] == pytest.approx(3.99633, abs=1e-5)  # DP accounting: public
+    assert (rules["dcr_share_upper_ci"]["value"] is None) is not include
+    assert ((bundle / "audit.json").exists(), (bundle / "evaluation.json").exists()) == (include, include)
+    assert (
+        manifest["model"]["manifest_sha256"]
+        == json.loads((demo_run / "synthetic.csv.provenance.json").read_text())["model_sha256"]
+    )
+    assert manifest["policy"]["release"]["include_site_results"] is include
+    assert (bundle / "policy.toml").read_text() == "policy text"
