@@ -43,6 +43,17 @@ class MCMConfig(BaseModel):
         With ``outcome_last``, the share of order-masked training rows whose order also puts
         the outcome last (the rest keep random orders). All of them: ACTG320 gap 0.014 but
         WHAS500 0.027 (from 0.010); half: 0.017 and 0.007.
+    survival_head : bool, default False
+        A second, linear output: the joint distribution of (event, time bin) given every
+        covariate, trained on every row of every step alongside the masked loss, and used by
+        the sampler to draw the outcome after all covariates (outcome conditions still use the
+        MCM's own heads). Why: under DP-SGD the MCM learns p(outcome | all covariates) only
+        from the few training contexts that show it, and drowns that signal in noise; a
+        low-dimensional head sees it in every row (federated ACTG320/FLChain at epsilon 4:
+        see ``benchmarks/results/federated_quality.json``).
+    survival_head_weight : float, default 1.0
+        Weight of the survival head's loss next to the masked loss (one per-record loss, so
+        DP-SGD clips and noises both in one mechanism: no extra privacy cost).
     epochs : int or None, default None
         None means ``auto_epochs`` epochs, capped at ``max_auto_steps`` optimiser steps. Small
         clinical tables need many passes (quality runs: ~1000 epochs was best on WHAS500,
@@ -60,6 +71,8 @@ class MCMConfig(BaseModel):
     bin_smoothing: float = Field(0.75, ge=0.0, le=16.0)
     outcome_last: bool = True
     outcome_last_share: float = Field(0.5, ge=0.0, le=1.0)
+    survival_head: bool = False
+    survival_head_weight: float = Field(1.0, ge=0.0, le=100.0)
     epochs: int | None = Field(None, ge=1, le=100_000)
     auto_epochs: int = Field(1000, ge=1)
     max_auto_steps: int = Field(10_000, ge=1)

@@ -63,3 +63,21 @@ def masked_nll_per_sample(
     """(n,) mean NLL over each row's masked columns."""
     weights = masked.to(logits.dtype)
     return (column_nll(layout, logits, codes, bin_smoothing) * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+
+
+def survival_head_nll(layout: Layout, logits: torch.Tensor, codes: torch.Tensor, bin_smoothing: float) -> torch.Tensor:
+    """(n,) NLL of each row's (event, time bin) under the survival head's joint logits.
+
+    The time target is spread over neighbouring bins as for the numeric heads, inside the
+    row's own event class.
+    """
+    time = next(h for h in layout.heads if h.column.role == "time")
+    event = next(h for h in layout.heads if h.column.role == "event")
+    unit = codes[:, time.index]
+    if bin_smoothing > 0:
+        bins = smoothed_bin_targets(unit, layout.n_bins, bin_smoothing)
+    else:
+        bins = F.one_hot(layout.bin_index(unit), layout.n_bins).to(logits.dtype)
+    is_event = codes[:, event.index].unsqueeze(1)
+    target = torch.cat([bins * (1 - is_event), bins * is_event], dim=1)
+    return -(target * torch.log_softmax(logits, dim=1)).sum(dim=1)

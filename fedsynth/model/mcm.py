@@ -66,7 +66,9 @@ class MCM:
         """Create an untrained network for ``schema`` (seeded); used by fit and by the sites."""
         torch.manual_seed(self.config.seed)
         self.schema_ = schema
-        self.network_ = MCMNetwork(Layout(schema, self.config.n_bins), hidden=self.config.hidden)
+        self.network_ = MCMNetwork(
+            Layout(schema, self.config.n_bins), hidden=self.config.hidden, survival_head=self.config.survival_head
+        )
         return self
 
     @property

@@ -12,6 +12,9 @@ Design points and why:
   gradients and so DP-SGD (Opacus refuses it).
 * The output is a distribution per column rather than the papers' point reconstruction, so
   the server can *sample* from the model without copying any real row.
+* Optionally (``survival_head``) a linear map from the covariates' encoding to the joint
+  (event, time bin) logits: p(outcome | every covariate), learned from every row (see
+  MCMConfig). Its logits are appended to the heads' so one forward pass serves DP-SGD.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ class MLP(nn.Module):
 class MCMNetwork(nn.Module):
     """Maps (masked encoding, column mask) to per-column output logits."""
 
-    def __init__(self, layout: Layout, hidden: int = 64) -> None:
+    def __init__(self, layout: Layout, hidden: int = 64, survival_head: bool = False) -> None:
         super().__init__()
         self.layout = layout
         width = layout.encoded_width
@@ -49,6 +52,12 @@ class MCMNetwork(nn.Module):
         self.out_norm = nn.LayerNorm(hidden)
         self.heads = nn.Linear(hidden, layout.output_width)
         self.register_buffer("input_column", layout.input_column.clone(), persistent=False)
+        self.survival_head: nn.Linear | None = None
+        if survival_head:
+            outcome = {h.index for h in layout.heads if h.column.role != "feature"}
+            covariate_input = torch.tensor([int(c) not in outcome for c in layout.input_column], dtype=torch.float32)
+            self.register_buffer("covariate_input", covariate_input, persistent=False)
+            self.survival_head = nn.Linear(layout.encoded_width, 2 * layout.n_bins)
 
     def trunk(self, encoded: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
         """Hidden state (n, hidden) from the encoding and a boolean (n, n_columns) mask."""
@@ -74,8 +83,16 @@ class MCMNetwork(nn.Module):
         return torch.relu(self.out_norm(h2))
 
     def forward(self, encoded: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
-        """All heads' logits, (n, output_width)."""
-        return self.heads(self.trunk(encoded, masked))
+        """All heads' logits, (n, output_width), then the survival head's (n, 2 * n_bins) if any."""
+        logits = self.heads(self.trunk(encoded, masked))
+        if self.survival_head is None:
+            return logits
+        return torch.cat([logits, self.survival_logits(encoded)], dim=1)
+
+    def survival_logits(self, encoded: torch.Tensor) -> torch.Tensor:
+        """(n, 2 * n_bins) joint logits of (event, time bin), event-major, from the covariates alone."""
+        assert self.survival_head is not None
+        return self.survival_head(encoded * self.covariate_input)
 
     def head_logits(self, hidden: torch.Tensor, head_index: int) -> torch.Tensor:
         """Logits of one column's head only: the sampler needs one column per step."""

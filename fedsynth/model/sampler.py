@@ -10,6 +10,11 @@ tabular transformers such as TabMT sample this way). Conditions are honoured exa
   constrained column this is exactly p(x | condition) under the model; with several, each
   is truncated given those drawn before it (an approximation of the joint truncation).
 
+With a survival head (``MCMConfig.survival_head``) and no condition on the outcome, the
+covariates are drawn this way and the outcome last, jointly (event, time bin) from the head
+given every covariate. A condition on time or event keeps the MCM's own outcome heads, drawn
+in the order above, so the covariates are drawn given the condition.
+
 Every row gets its own random order, so the errors any one order would make average out
 over a sample instead of shifting all of it; each step is still one batched forward pass
 in which every row draws its own next column. Rows are
@@ -156,7 +161,10 @@ class ConditionalSampler:
             if condition.is_fixed:
                 value = float(condition.codes[0]) if condition.codes is not None else condition.unit_lower
                 self._set(rows, torch.full((n,), condition.index), torch.full((n,), value), state)
-        order = self.draw_order(n, conditions, generator)
+        use_head = self.network.survival_head is not None and not any(
+            c.index in self._outcome_columns for c in conditions
+        )
+        order = self.draw_order(n, conditions, generator, skip=self._outcome_columns if use_head else ())
         trunk = InferenceTrunk(self.network, n)
         for step in range(order.shape[1]):
             if step == 0 and not conditions:
@@ -171,19 +179,37 @@ class ConditionalSampler:
             sorted_hidden = torch.index_select(hidden, 0, perm, out=trunk.spare)
             value = self._draw_sorted(sorted_hidden, sorted_columns, tables, constrained, generator)
             self._set(perm, sorted_columns, value, state)
+        if use_head:
+            self._draw_outcome(codes, encoded, generator)
         return codes
 
-    def draw_order(self, n: int, conditions: list[ResolvedCondition], generator: torch.Generator) -> torch.Tensor:
+    def _draw_outcome(self, codes: torch.Tensor, encoded: torch.Tensor, generator: torch.Generator) -> None:
+        """(event, time) of every row from the survival head, given all its covariates."""
+        n_bins = self.layout.n_bins
+        logits = self.network.survival_logits(encoded)
+        u_outcome = torch.rand(len(codes), generator=generator)
+        u_within = torch.rand(len(codes), generator=generator)
+        k = _inverse_cdf(torch.exp(logits - logits.amax(dim=1, keepdim=True)), u_outcome)
+        time = next(h for h in self.layout.heads if h.column.role == "time")
+        event = next(h for h in self.layout.heads if h.column.role == "event")
+        codes[:, event.index] = torch.div(k, n_bins, rounding_mode="floor").float()
+        codes[:, time.index] = (torch.remainder(k, n_bins).float() + u_within) / n_bins
+
+    def draw_order(
+        self, n: int, conditions: list[ResolvedCondition], generator: torch.Generator, skip: list[int] | tuple = ()
+    ) -> torch.Tensor:
         """(n, steps) column indices: each row's own random order of the columns to draw.
 
         Constrained columns (sets, ranges) come first so the rest is drawn given them; with
         ``outcome_last`` time and event come after every covariate; fixed columns are given
-        and never drawn. Within each tier the order is uniformly random, row by row.
+        and never drawn, nor are ``skip`` columns (drawn otherwise). Within each tier the
+        order is uniformly random, row by row.
         """
         key = torch.rand(n, self.layout.n_columns, generator=generator)
         if self.outcome_last:
             key[:, self._outcome_columns] += 1.0
-        n_fixed = 0
+        key[:, list(skip)] = math.inf
+        n_fixed = len(skip)
         for condition in conditions:
             if condition.is_fixed:
                 key[:, condition.index] = math.inf

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 
 from fedsynth.model.config import MCMConfig
-from fedsynth.model.loss import masked_nll_per_sample
+from fedsynth.model.loss import masked_nll_per_sample, survival_head_nll
 from fedsynth.model.masking import training_mask
 from fedsynth.model.network import MCMNetwork
 
@@ -37,7 +37,11 @@ def per_sample_loss(
         config.outcome_last_share,
     )
     logits = network(layout.encode_codes(codes), masked)
-    return masked_nll_per_sample(layout, logits, codes, masked, config.bin_smoothing)
+    loss = masked_nll_per_sample(layout, logits[:, : layout.output_width], codes, masked, config.bin_smoothing)
+    if config.survival_head:
+        head = logits[:, layout.output_width :]
+        loss = loss + config.survival_head_weight * survival_head_nll(layout, head, codes, config.bin_smoothing)
+    return loss
 
 
 def make_scheduler(

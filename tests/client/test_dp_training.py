@@ -45,7 +45,7 @@ def test_an_unreachable_budget_is_refused_with_the_fix() -> None:
     assert math.isfinite(independent_epsilon([(0.5, 0.5, 1000)], 1e-3))
 
 
-def _clipped_sum_gradient(network, batch, mode: str) -> list[torch.Tensor]:
+def _clipped_sum_gradient(network, batch, mode: str, config: MCMConfig | None = None) -> list[torch.Tensor]:
     """The clipped, noiseless sum gradient Opacus computes for one batch in ``mode``."""
     network = copy.deepcopy(network)
     loader = DataLoader(TensorDataset(batch), batch_size=len(batch))
@@ -57,7 +57,7 @@ def _clipped_sum_gradient(network, batch, mode: str) -> list[torch.Tensor]:
     )  # fmt: skip
     module, dp_optimizer = wrapped[0], wrapped[1]
     dp_optimizer.zero_grad(set_to_none=True)
-    loss = per_sample_loss(module, batch, MCMConfig(), torch.Generator().manual_seed(3))
+    loss = per_sample_loss(module, batch, config or MCMConfig(), torch.Generator().manual_seed(3))
     if mode == "ghost":
         DPTensorFastGradientClipping(module, dp_optimizer, loss, "mean").backward()
     else:
@@ -68,14 +68,16 @@ def _clipped_sum_gradient(network, batch, mode: str) -> list[torch.Tensor]:
     return grads
 
 
-def test_ghost_clipping_equals_per_sample_clipping_on_the_mcm(whas500) -> None:
+@pytest.mark.parametrize("survival_head", [False, True])
+def test_ghost_clipping_equals_per_sample_clipping_on_the_mcm(whas500, survival_head: bool) -> None:
     # The sites use ghost clipping for speed; it must clip exactly as per-sample gradients do,
     # for every layer the MCM has (a clip norm small enough that every record is clipped).
     frame, schema = whas500
-    model = MCM(MCMConfig(hidden=16, n_bins=16)).build(schema)
+    config = MCMConfig(hidden=16, n_bins=16, survival_head=survival_head)
+    model = MCM(config).build(schema)
     batch = model.codes_tensor(frame.head(64))
-    ghost = _clipped_sum_gradient(model.network_, batch, "ghost")
-    hooks = _clipped_sum_gradient(model.network_, batch, "hooks")
+    ghost = _clipped_sum_gradient(model.network_, batch, "ghost", config)
+    hooks = _clipped_sum_gradient(model.network_, batch, "hooks", config)
     assert len(ghost) == len(hooks) == len(list(model.network_.parameters()))
     scale = max(float(g.abs().max()) for g in hooks)
     assert scale > 0

@@ -5,11 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fedsynth.data.schema import ColumnKind, Schema
+from fedsynth.data.transforms import from_unit
 from fedsynth.model.conditions import ConditionError
+from fedsynth.model.config import MCMConfig
 from fedsynth.model.mcm import MCM
 from fedsynth.privacy.copies import exact_copy_count
 
@@ -146,3 +149,22 @@ def test_draw_order_tiers(small_model: MCM) -> None:
     )
     first = torch.bincount(plain[:, 0], minlength=len(schema.names)).float() / 2000
     assert (first - 1 / len(schema.names)).abs().max() < 0.03  # every column equally likely first
+
+
+def test_the_survival_head_draws_the_outcome_unless_a_condition_is_on_it(whas500) -> None:
+    frame, schema = whas500
+    model = MCM(MCMConfig(hidden=16, n_bins=16, survival_head=True, outcome_last=False), seed=0).build(schema)
+    head = model.network_.survival_head
+    n_bins = model.network_.layout.n_bins
+    with torch.no_grad():  # a head certain of (event = 1, time bin 3)
+        head.weight.zero_()
+        head.bias.fill_(-50.0)
+        head.bias[n_bins + 3] = 50.0
+    sample = model.sample(400, seed=0)
+    low, high = (float(from_unit(schema.column(schema.time_column), u)) for u in (3 / 16, 4 / 16))
+    assert (sample[schema.event_column] == 1).all()
+    assert sample[schema.time_column].between(low - 1, high + 1).all()  # integer days: rounding
+    # A condition on the outcome is drawn by the MCM's own heads, honouring it (not the head's 1).
+    conditioned = model.sample(100, [f"{schema.event_column}=0"], seed=0)
+    assert (conditioned[schema.event_column] == 0).all()
+    assert not conditioned[schema.time_column].between(low - 1, high + 1).all()
