@@ -35,7 +35,7 @@ from fedsynth.model.mcm import MCM
 from fedsynth.model.persistence import model_digest
 from fedsynth.server.run import RunDirectory
 from fedsynth.server.service import ServiceConfig, ServiceConfigError, create_app
-from fedsynth.server.service.auth import add_token, hash_token, revoke_token
+from fedsynth.server.service.auth import TokenFileError, TokenStore, add_token, hash_token, revoke_token
 from fedsynth.server.service.sampling import CHUNK_ROWS
 from fedsynth.server.service.served import ServiceStartError
 
@@ -182,6 +182,24 @@ def test_tokens_file_keeps_only_hashes(tmp_path: Path) -> None:
     assert os.stat(path).st_mode & 0o077 == 0  # readable by its owner only
     again = CliRunner().invoke(cli_app, ["serve-token", "add", str(path), "--name", "dora"])
     assert again.exit_code == 2 and "already has a token named 'dora'" in again.output
+
+
+def test_token_store_fails_closed(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.json"
+    path.write_text('{"tokens": []}', encoding="utf-8")
+    with pytest.raises(TokenFileError, match="holds no token"):
+        TokenStore(path)
+    token = add_token(path, "erin")
+    store = TokenStore(path)
+    assert store.identify(token) == "erin" and store.identify(token[:-1]) is None
+    path.write_text("{not json", encoding="utf-8")
+    with pytest.raises(TokenFileError, match="unreadable tokens file"):
+        store.identify(token)
+    path.unlink()
+    with pytest.raises(TokenFileError, match="has disappeared"):
+        store.identify(token)
+    with pytest.raises(ValueError, match="use 1-64 letters"):
+        add_token(path, "bad name")
 
 
 # -- request validation ------------------------------------------------------------------------
@@ -376,6 +394,15 @@ def test_access_log_records_each_request_never_the_token(
     text = (run_dir / "access.jsonl").read_text(encoding="utf-8")
     for token in (tokens["alice"], tokens["bob"], "fsk_wrong-one"):
         assert token not in text and hash_token(token) not in text
+
+
+@pytest.mark.integration
+def test_a_stream_dropped_by_the_client_is_logged_incomplete(client: httpx.Client, run_dir: Path) -> None:
+    with client.stream("POST", "/v1/sample", json={"n": CAP, "seed": 515151}) as response:
+        first = next(response.iter_bytes())
+    assert first.startswith(b"age,")
+    (record,) = _wait_for(lambda: [r for r in _log(run_dir) if r.get("seed") == 515151] or None)
+    assert record["status"] == 200 and record["completed"] is False and record["who"] == "alice"
 
 
 @pytest.mark.integration
