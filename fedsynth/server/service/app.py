@@ -52,6 +52,8 @@ class RequestProblem(Exception):
 
 
 class AuthProblem(Exception):
+    """401/403/503 from authentication: a plain ``detail`` string, as clients of bearer APIs expect."""
+
     def __init__(self, status: int, detail: str) -> None:
         self.status, self.detail = status, detail
         super().__init__(detail)
@@ -76,7 +78,8 @@ def _provenance_headers(served: ServedModel, privacy_epsilon: float | None) -> d
         "X-Fedsynth-Differentially-Private": str(served.differentially_private).lower(),
         "X-Fedsynth-Notice": served.notice,
     }
-    if privacy_epsilon is not None:
+    # An epsilon beside a non-DP model would read as a guarantee it does not have.
+    if privacy_epsilon is not None and served.differentially_private:
         headers["X-Fedsynth-Epsilon"] = f"{privacy_epsilon:.6g}"
     return headers
 
@@ -109,8 +112,9 @@ async def require_token(
     try:
         name = _service(request).tokens.identify(credentials.credentials)
     except TokenFileError as exc:
-        request.state.auth = "tokens file unusable"
-        raise AuthProblem(503, f"the service cannot check tokens now: {exc}") from None
+        # The detail (a server path) goes to the operator's log, not to the client.
+        request.state.auth, request.state.error = "tokens file unusable", str(exc)
+        raise AuthProblem(503, "the service cannot check tokens now; tell its operator") from None
     if name is None:
         request.state.auth = "unknown token"
         raise AuthProblem(403, "unknown or revoked token; ask the coordinator for a token")
@@ -132,7 +136,9 @@ async def healthz(request: Request) -> Health:
 @router.get("/v1/schema", tags=["model"])
 async def schema(request: Request) -> dict[str, Any]:
     """The public schema the model was trained for: columns, kinds, bounds, categories (no token needed)."""
-    return _service(request).served.model._schema().to_dict()
+    schema = _service(request).served.model.schema_
+    assert schema is not None  # a loaded model always has its schema
+    return schema.to_dict()
 
 
 @router.get("/v1/model", response_model=ModelCard, responses=ERRORS, tags=["model"])
