@@ -547,7 +547,7 @@ def evaluate(
     _print_site_query_summary(document)
     from fedsynth.evaluation.plots import evaluation_figures
 
-    figures = evaluation_figures(document, run_dir / "plots")
+    figures = evaluation_figures(document, run_dir / "plots", Schema.from_toml(run_dir / "schema.toml"))
     console.print(f"evaluation results: {run_dir / EVALUATION_FILE}; {len(figures)} figures in {run_dir / 'plots'}")
 
 
