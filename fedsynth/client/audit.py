@@ -10,15 +10,13 @@ and Anonymeter against its own train and holdout rows. Only the aggregates each 
 
 from __future__ import annotations
 
-import hashlib
 import time
 from typing import Any
-
-import torch
 
 from fedsynth.client.audit_log import record_audit
 from fedsynth.client.site import Site
 from fedsynth.model.mcm import MCM
+from fedsynth.model.persistence import weights_digest
 from fedsynth.privacy.anonymeter_audit import AnonymeterSettings, anonymeter_audit, risks_to_dicts
 from fedsynth.privacy.membership import ROC_POINTS, density_attack, distance_attack, white_box_attack
 from fedsynth.privacy.nearest_neighbour import HISTOGRAM_BINS, nearest_neighbour_audit
@@ -32,20 +30,11 @@ MAX_STRING_LENGTH = 200  # names and labels; a long string could carry anything
 MAX_DICT_ENTRIES = 256
 
 
-def model_digest(model: MCM) -> str:
-    """SHA-256 of the model's weights, in parameter order: which model an audit looked at."""
-    hasher = hashlib.sha256()
-    for name, tensor in model.network_.state_dict().items():
-        hasher.update(name.encode())
-        hasher.update(tensor.detach().to(torch.float32).contiguous().numpy().tobytes())
-    return hasher.hexdigest()
-
-
 def start_site_query(site: Site, model: MCM, seed: int, kind: str) -> tuple[str, int, Any]:
     """What every audit and evaluation does first, in this order: name the model, count the
     query against ``privacy.max_audits`` (on disk, before any row is read), then sample from
     the model at the site. Returns (model digest, query number, synthetic sample)."""
-    digest = model_digest(model)
+    digest = weights_digest(model)
     number = record_audit(site, digest, seed, kind=kind)
     return digest, number, model.sample(len(site.train), seed=seed)
 

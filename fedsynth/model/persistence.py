@@ -77,6 +77,20 @@ def model_digest(path: str | Path) -> str:
     return sha256_file(Path(path) / MANIFEST)
 
 
+def weights_digest(model: MCM) -> str:
+    """SHA-256 of the model's weights, in parameter order: how sites name the model they audited.
+
+    Not :func:`model_digest` (the hash of a saved model's manifest, i.e. of its files): a site
+    holds the weights it was sent, not the coordinator's files, so audits and evaluations
+    record this one, and whoever matches their results to a model compares this one.
+    """
+    hasher = hashlib.sha256()
+    for name, tensor in model.network_.state_dict().items():
+        hasher.update(name.encode())
+        hasher.update(tensor.detach().to(torch.float32).contiguous().numpy().tobytes())
+    return hasher.hexdigest()
+
+
 def load_model(path: str | Path) -> MCM:
     """Load and verify a model directory written by :func:`save_model`."""
     root = Path(path)

@@ -84,8 +84,7 @@ def _write_report(run_dir: Path, path: Path, verdict: Verdict) -> bool:
 
 
 def _model_hashes(run_dir: Path) -> dict[str, Any]:
-    from fedsynth.client.audit import model_digest as weights_digest
-    from fedsynth.model.persistence import load_model, model_digest
+    from fedsynth.model.persistence import load_model, model_digest, weights_digest
     from fedsynth.server.run import RunDirectory
 
     checkpoint = RunDirectory(run_dir).latest_checkpoint()

@@ -244,8 +244,7 @@ def synthetic_file(run_dir: Path) -> Path | None:
 def evidence_rule(run_dir: Path, budget: Document, audit: Document, evaluation: Document) -> RuleResult:
     """audit.json and evaluation.json are of RUN_DIR/model and cover every site that trained; the
     synthetic data was sampled from that model, which was trained with DP."""
-    from fedsynth.client.audit import model_digest as weights_digest
-    from fedsynth.model.persistence import ModelFileError, load_model, model_digest
+    from fedsynth.model.persistence import ModelFileError, load_model, model_digest, weights_digest
     from fedsynth.model.provenance import sidecar_path
 
     name, shown = "evidence", "same model, every site"

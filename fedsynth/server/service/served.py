@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedsynth.client.audit import model_digest as weights_digest
 from fedsynth.model.mcm import MCM
-from fedsynth.model.persistence import ModelFileError, load_model, model_digest
+from fedsynth.model.persistence import ModelFileError, load_model, model_digest, weights_digest
 from fedsynth.model.provenance import DP_NOTICE, NON_DP_MODEL_NOTICE
 
 
