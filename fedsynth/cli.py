@@ -459,13 +459,9 @@ def _max_or_withheld(values: list[float | None]) -> str:
     return f"{max(measured):.3f}" if measured else "withheld (< 100 holdout)"
 
 
-@app.command()
-@user_errors
-def audit(
-    run_dir: Annotated[Path, typer.Argument(help="A simulation run directory made by `fedsynth train`.")],
-    seed: Annotated[int, typer.Option(help="Seed of the synthetic sample each site draws.")] = 0,
-) -> None:
-    """Federated privacy audit: each site audits the global model on its own rows; aggregates only."""
+def _run_audit(run_dir: Path, seed: int) -> dict[str, Any]:
+    """The federated audit, its table and figures (`fedsynth audit` and the demo)."""
+    from fedsynth.privacy.plots import audit_figures
     from fedsynth.server.audit import AUDIT_FILE, audit_simulated_run
 
     with console.status("each site samples from the global model and audits it against its own rows"):
@@ -498,7 +494,19 @@ def audit(
             + ", ".join(flagged)
             + "[/]"
         )
-    console.print(f"audit results: {run_dir / AUDIT_FILE}")
+    figures = audit_figures(document, run_dir / "plots")
+    console.print(f"audit results: {run_dir / AUDIT_FILE}; {len(figures)} figures in {run_dir / 'plots'}")
+    return document
+
+
+@app.command()
+@user_errors
+def audit(
+    run_dir: Annotated[Path, typer.Argument(help="A simulation run directory made by `fedsynth train`.")],
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic sample each site draws.")] = 0,
+) -> None:
+    """Federated privacy audit: each site audits the global model on its own rows; aggregates only."""
+    _run_audit(run_dir, seed)
 
 
 @app.command()
@@ -516,12 +524,18 @@ def evaluate(
     ] = None,
 ) -> None:
     """Federated survival-utility evaluation: each site evaluates the global model on its own rows."""
-    from fedsynth.server.evaluation import EVALUATION_FILE, evaluate_simulated_run
-
     if horizon is not None and any(not h > 0 for h in horizon):
         raise ValueError(f"--horizon must be positive, got {horizon}: give a time in the time column's unit")
+    _run_evaluation(run_dir, seed, horizon)
+
+
+def _run_evaluation(run_dir: Path, seed: int, horizons: list[float] | None) -> dict[str, Any]:
+    """The federated evaluation, its table and figures (`fedsynth evaluate` and the demo)."""
+    from fedsynth.evaluation.plots import evaluation_figures
+    from fedsynth.server.evaluation import EVALUATION_FILE, evaluate_simulated_run
+
     with console.status("each site samples from the global model and evaluates it against its own rows"):
-        document = evaluate_simulated_run(run_dir, seed=seed, horizons=horizon)
+        document = evaluate_simulated_run(run_dir, seed=seed, horizons=horizons)
     table = Table(title="Survival utility per site (aggregates the sites returned)")
     for header in ("site", "mean KS", "HR in real CI", "Uno C TRTR", "Uno C TSTR", "Uno C augmented", "ICI TSTR"):
         table.add_column(header, justify="left" if header == "site" else "right")
@@ -545,10 +559,9 @@ def evaluate(
         )
     console.print(table)
     _print_site_query_summary(document)
-    from fedsynth.evaluation.plots import evaluation_figures
-
     figures = evaluation_figures(document, run_dir / "plots", Schema.from_toml(run_dir / "schema.toml"))
     console.print(f"evaluation results: {run_dir / EVALUATION_FILE}; {len(figures)} figures in {run_dir / 'plots'}")
+    return document
 
 
 def _report_budget(run_dir: Path) -> None:
@@ -596,10 +609,21 @@ def demo(
         str, typer.Option(help="simulation (Flower + Ray) or deployment (SuperLink + SuperNodes over TLS).")
     ] = "simulation",
     seed: Annotated[int, typer.Option()] = 0,
+    key: Annotated[
+        Path | None,
+        typer.Option("--key", help="Board private key for the bundle (default: a demo key made in RUN_DIR/keys)."),
+    ] = None,
+    policy: Annotated[
+        Path | None, typer.Option("--policy", help="Release policy TOML (default: the shipped default policy).")
+    ] = None,
 ) -> None:
-    """Federated DP training on a bundled dataset split over sites, then model-only samples and their quality."""
+    """Whole path on one machine: federated DP training, samples, audits, utility, sign-off, bundle, report.
+
+    Exits 0 when every step ran, whatever the verdict (a FAIL names its rules); `fedsynth signoff` is the gate.
+    """
     from fedsynth.model.mcm import MCM
     from fedsynth.model.provenance import model_sample_record, write_synthetic
+    from fedsynth.release.policy import load_policy
     from fedsynth.server.config import FederationConfig
     from fedsynth.server.simulation_score import score_simulated_run
 
@@ -613,6 +637,14 @@ def demo(
         },
         source="fedsynth demo options",
     )  # fmt: skip
+    # Every input of the release steps is checked before the minutes of training.
+    if (federation.run_dir / "release").exists():
+        raise FileExistsError(f"{federation.run_dir / 'release'} already exists: choose another --output for the demo")
+    load_policy(policy)
+    if key is not None:
+        from fedsynth.release.keys import load_private_key
+
+        load_private_key(key)
     console.rule(f"fedsynth demo: {dataset} over {sites} sites, {rounds} rounds, DP epsilon {epsilon:g} per site")
     if engine == "deployment":
         from fedsynth.deploy.local import run_on_loopback
@@ -655,14 +687,52 @@ def demo(
     summary = {"dataset": dataset, "engine": engine, "sites": sites, "rounds": rounds, "target_epsilon": epsilon,
                **score.to_dict()}  # fmt: skip
     write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+    console.rule("privacy audit at every site (not DP: exact functions of each site's rows; capped per site)")
+    _run_audit(run_dir, seed)
+    console.rule("survival utility at every site")
+    _run_evaluation(run_dir, seed, None)
+    console.rule("release sign-off")
+    key_path = key or _demo_board_key(run_dir)
+    verdict, bundle = _sign_off(run_dir, key_path, policy, None, None)
+    from fedsynth.release.report import REPORT_FILE, write_report
+
+    report_path = write_report(run_dir, run_dir / REPORT_FILE)
+    console.rule("where everything is")
     console.print(
         f"global model: {model_dir}\nsynthetic data: {run_dir / 'synthetic.csv'}\n"
-        f"privacy budget: {run_dir / 'budget.json'} (+ budget.png)\nsummary: {run_dir / 'summary.json'}"
+        f"privacy budget: {run_dir / 'budget.json'} (+ budget.png)\nsummary: {run_dir / 'summary.json'}\n"
+        f"privacy audit: {run_dir / 'audit.json'}\nsurvival utility: {run_dir / 'evaluation.json'}\n"
+        f"figures: {run_dir / 'plots'}\nsign-off verdict: {run_dir / 'signoff.json'}\nreport: {report_path}"
     )
+    if bundle is not None:
+        public = run_dir / "keys" / "board.pub.pem" if key is None else "BOARD.pub.pem"
+        console.print(f"signed release bundle: {bundle} (check it: fedsynth verify {bundle} --key {public})")
+    else:
+        failed = ", ".join(rule.name for rule in verdict.failed_rules)
+        console.print(
+            f"[bold red]verdict FAIL[/] (rules that failed: {failed}): no release bundle was written; "
+            f"the report shows each rule's value, threshold and reason ({report_path})"
+        )
     console.print(
-        "[dim]Scored here against the virtual sites' real holdouts because this is a simulation on one machine; "
+        "[dim]Audited and scored against the virtual sites' real rows because this is a simulation on one machine; "
         "in a deployment the coordinator never holds a real row.[/]"
     )
+
+
+def _demo_board_key(run_dir: Path) -> Path:
+    """A board key for the demo under RUN_DIR/keys (reused if there), announced as a demo key."""
+    from fedsynth.release.keys import keygen
+
+    private = run_dir / "keys" / "board.key.pem"
+    if not private.exists():
+        private, _ = keygen(run_dir / "keys", "board")
+        console.print(
+            f"no --key given: made a demo board key {private} (0600). A real board keeps its key "
+            "outside the run directory: `fedsynth release keygen`."
+        )
+    else:
+        console.print(f"no --key given: using the demo board key {private}")
+    return private
 
 
 # -- release: sign-off, bundle, approvals, verify ---------------------------------------------------
@@ -732,19 +802,28 @@ def signoff(
     reason: Annotated[str | None, typer.Option("--reason", help="Why the board releases despite a FAIL.")] = None,
 ) -> None:
     """Test the release policy against a run; on PASS (or --force --reason) write a signed bundle."""
-    from fedsynth.release.bundle import sign_off
-    from fedsynth.release.keys import load_private_key
-    from fedsynth.release.policy import default_policy_path, load_policy
-
     if force and not (reason and reason.strip()):
         raise ValueError('--force needs --reason "...": a forced release records why the verdict was overridden')
     if reason and not force:
         raise ValueError("--reason is recorded only with --force; drop it, or add --force to override a FAIL")
+    verdict, bundle = _sign_off(run_dir, key, policy, output, reason if force else None)
+    if bundle is None:
+        raise typer.Exit(code=1)
+
+
+def _sign_off(
+    run_dir: Path, key: Path, policy: Path | None, output: Path | None, force_reason: str | None
+) -> tuple[Any, Path | None]:
+    """Evaluate the policy, print the verdict, bundle on PASS or when forced (`fedsynth signoff` and the demo)."""
+    from fedsynth.release.bundle import sign_off
+    from fedsynth.release.keys import load_private_key
+    from fedsynth.release.policy import default_policy_path, load_policy
+
     policy_path = policy or default_policy_path()
     parsed = load_policy(policy_path)
     private_key = load_private_key(key)  # before any work: a bad key must not cost an evaluation
     verdict, bundle = sign_off(
-        run_dir, parsed, policy_path.read_text(encoding="utf-8"), private_key, output, reason if force else None
+        run_dir, parsed, policy_path.read_text(encoding="utf-8"), private_key, output, force_reason
     )
     console.print(_verdict_table(verdict))
     if verdict.passed:
@@ -755,10 +834,28 @@ def signoff(
     console.print(f"verdict: {run_dir / 'signoff.json'}")
     if bundle is None:
         console.print("no release bundle written (the verdict failed; --force --reason overrides, and is recorded)")
-        raise typer.Exit(code=1)
+        return verdict, None
     if not verdict.passed:
-        console.print(f"[yellow]forced release, reason recorded in the signed manifest: {reason}[/]")
+        console.print(f"[yellow]forced release, reason recorded in the signed manifest: {force_reason}[/]")
     console.print(f"signed release bundle: {bundle}  (check it: fedsynth verify {bundle} --key BOARD.pub.pem)")
+    return verdict, bundle
+
+
+@app.command()
+@user_errors
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (budget, audit, evaluation, sign-off results).")],
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="HTML file to write (default RUN_DIR/report.html).")
+    ] = None,
+) -> None:
+    """Write the run report: one self-contained HTML file (verdict, budget, audits, utility, what was DP)."""
+    from fedsynth.release.report import REPORT_FILE, write_report
+
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory not found: {run_dir}")
+    path = write_report(run_dir, output or run_dir / REPORT_FILE)
+    console.print(f"report: {path} (one file, opens offline in any browser)")
 
 
 @app.command()

@@ -60,25 +60,9 @@ def budget_report(run_dir: str | Path) -> dict[str, Any]:
 
 def write_budget_report(run_dir: str | Path) -> tuple[dict[str, Any], Path, Path]:
     """Write RUN_DIR/budget.json and RUN_DIR/budget.png (epsilon per round per site)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from fedsynth.privacy.plots import budget_figure
 
     run_dir = Path(run_dir)
     report = budget_report(run_dir)
     json_path = write_text(run_dir / "budget.json", json.dumps(report, indent=2) + "\n")
-    figure, axis = plt.subplots(figsize=(6, 3.5))
-    for site in report["sites"]:
-        rounds = [r["round"] for r in site["rounds"]]
-        line = axis.plot(rounds, [r["epsilon"] for r in site["rounds"]], marker="o", label=site["site"])[0]
-        axis.axhline(site["target_epsilon"], color=line.get_color(), linestyle=":", linewidth=1)
-    axis.set_xlabel("round")
-    axis.set_ylabel("epsilon spent (cumulative)")
-    axis.set_title("Privacy budget per site (dotted: target)")
-    axis.legend(fontsize=8)
-    figure.tight_layout()
-    png_path = run_dir / "budget.png"
-    figure.savefig(png_path, dpi=120)
-    plt.close(figure)
-    return report, json_path, png_path
+    return report, json_path, budget_figure(report, run_dir / "budget.png")

@@ -18,8 +18,6 @@ renamed into place, so a failure at any step leaves no half-written bundle.
 from __future__ import annotations
 
 import hashlib
-import importlib
-import importlib.util
 import json
 import os
 import shutil
@@ -33,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fedsynth import __version__
 from fedsynth.release.keys import fingerprint
 from fedsynth.release.policy import Policy
+from fedsynth.release.report import write_report
 from fedsynth.release.rules import AUDIT, BUDGET, DP_RULES, EVALUATION, synthetic_file
 from fedsynth.release.signoff import ForcedRelease, Verdict, evaluate_policy, write_signoff
 
@@ -72,14 +71,9 @@ def _public_verdict(verdict: Verdict, include_site_results: bool) -> dict[str, A
     return document
 
 
-def _write_report(run_dir: Path, path: Path, verdict: Verdict) -> bool:
-    """The HTML report, if this fedsynth has a report builder (fedsynth.release.report.write_report)."""
-    if importlib.util.find_spec("fedsynth.release.report") is None:
-        return False
-    write_report = getattr(importlib.import_module("fedsynth.release.report"), "write_report", None)
-    if write_report is None:
-        return False
-    write_report(run_dir, path, verdict)
+def _write_report(run_dir: Path, path: Path, verdict: Verdict, forced: ForcedRelease | None) -> bool:
+    """The HTML report, with this verdict: signoff.json, which the report reads otherwise, comes later."""
+    write_report(run_dir, path, verdict, forced=forced)
     return path.exists()
 
 
@@ -126,7 +120,7 @@ def build_bundle(
                 raise FileNotFoundError(f"{source} is missing; it belongs in the release bundle")
             shutil.copyfile(source, staging / source.name)
         (staging / "policy.toml").write_text(policy_text, encoding="utf-8")
-        report = include and _write_report(run_dir, staging / REPORT, verdict)
+        report = include and _write_report(run_dir, staging / REPORT, verdict, forced)
         run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
         budget = json.loads((run_dir / BUDGET).read_text(encoding="utf-8"))
         manifest = {

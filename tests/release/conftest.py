@@ -49,3 +49,30 @@ def signed_bundle(recorded_run: Path, board_keys: tuple[Path, Path], tmp_path_fa
     verdict, bundle = sign_off(run, load_policy(), default_policy_path().read_text(), load_private_key(board_keys[0]))
     assert verdict.passed and bundle is not None
     return bundle
+
+
+@pytest.fixture(scope="session")
+def current_evaluation_run(recorded_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The recorded run with an evaluation.json of this fedsynth version (histograms, correlation
+    matrices, calibration curves), computed by the real site evaluation: the recording's DP
+    synthetic rows against WHAS500's real rows split as one site's train and holdout."""
+    import json
+
+    import pandas as pd
+
+    from fedsynth.data.datasets import load_dataset
+    from fedsynth.data.split import train_holdout_split
+    from fedsynth.evaluation.site_evaluation import evaluate_synthetic
+    from fedsynth.server.evaluation import worst_over_sites
+    from fedsynth.server.site_queries import site_query_document
+
+    run = Path(shutil.copytree(recorded_run, tmp_path_factory.mktemp("current") / "run"))
+    frame, schema = load_dataset("whas500")
+    train, holdout = train_holdout_split(frame, 0.2, seed=0)
+    synthetic = pd.read_csv(run / "synthetic.csv")
+    recorded = json.loads((run / "evaluation.json").read_text())
+    site = {"site": "site-0", "query_number": 2, "model_sha256": recorded["model_sha256"]}
+    site |= evaluate_synthetic(train, holdout, synthetic, schema, [750.0])
+    document = site_query_document([site], [], 0, worst_over_sites, horizons=[750.0])
+    (run / "evaluation.json").write_text(json.dumps(document))
+    return run

@@ -1,0 +1,151 @@
+"""The run report: verdict banner, budget, audits, utility and the DP statement, from real run files.
+
+What the HTML looks like in a browser is tests/release/test_report_browser.py; here the content,
+the escaping, self-containment and the notes for missing or older inputs.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fedsynth.cli import app
+from fedsynth.release.bundle import sign_off
+from fedsynth.release.keys import load_private_key
+from fedsynth.release.policy import Policy, default_policy_path, load_policy
+from fedsynth.release.report import write_report
+
+IMAGE = re.compile(r'<img src="([^"]*)"')
+
+
+def _images(text: str) -> list[bytes]:
+    sources = IMAGE.findall(text)
+    assert all(s.startswith("data:image/png;base64,") for s in sources), "every figure is embedded"
+    return [base64.b64decode(s.split(",", 1)[1]) for s in sources]
+
+
+def _policy(directory: Path, *replacements: tuple[str, str]) -> tuple[Policy, str]:
+    """The default policy with lines replaced, as the board would edit a copy of it."""
+    text = default_policy_path().read_text()
+    for old, new in replacements:
+        assert old in text
+        text = text.replace(old, new)
+    path = directory / "policy.toml"
+    path.write_text(text)
+    return load_policy(path), text
+
+
+def test_recorded_run_without_signoff_reports_every_section_and_what_is_missing(demo_run: Path) -> None:
+    text = write_report(demo_run, demo_run / "report.html", None).read_text()
+    assert "Not signed off" in text and "fedsynth signoff RUN_DIR" in text
+    for heading in ("Privacy budget", "Privacy audits", "Survival utility", "What was and was not"):
+        assert f"<h2>{heading}" in text
+    # The budget table carries every site's spent epsilon as recorded.
+    budget = json.loads((demo_run / "budget.json").read_text())
+    for site in budget["sites"]:
+        assert f"<td>{site['site']}</td>" in text and f"{site['epsilon_spent']:.4g}" in text
+    # Withheld TPRs are shown as withheld, with the reason, never as a number.
+    assert "withheld: 17 non-members, 100 needed to measure it" in text
+    # The recorded evaluation predates histograms, correlations and calibration curves: notes, not figures.
+    for missing in ("fidelity.histograms", "fidelity.correlation_matrices", "models.*.calibration[].overall.curve"):
+        assert text.count(f"evaluation.json has no {missing}") == 3
+    # budget + 3 audit figures + KM and forest plot per site, every one a decodable PNG.
+    images = _images(text)
+    assert len(images) == 1 + 3 + 2 * 3
+    assert all(image.startswith(b"\x89PNG\r\n\x1a\n") and len(image) > 5000 for image in images)
+    # Self-contained: nothing to fetch, no script.
+    assert not re.search(r"(https?:)?//[a-z]", re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", text))
+    assert "<script" not in text.lower() and '<link rel="stylesheet"' not in text
+
+
+def test_current_evaluation_draws_marginals_correlations_and_calibration(current_evaluation_run: Path) -> None:
+    text = write_report(current_evaluation_run, current_evaluation_run / "report.html", None).read_text()
+    for caption in ("Marginal histograms", "Correlation heatmaps", "Calibration curves", "Kaplan-Meier"):
+        assert f"site-0: {caption}" in text
+    assert "evaluation.json has no" not in text
+    assert len(_images(text)) == 1 + 3 + 5
+
+
+def test_pass_verdict_names_each_rules_value_threshold_and_reason(demo_run: Path, board_keys) -> None:
+    policy = load_policy()
+    verdict, bundle = sign_off(demo_run, policy, default_policy_path().read_text(), load_private_key(board_keys[0]))
+    assert verdict.passed and bundle is not None
+    text = write_report(demo_run, demo_run / "report.html", None).read_text()  # read back from signoff.json
+    assert 'class="banner pass"' in text and "PASS: every rule of policy" in text
+    for rule in verdict.rules:
+        assert f"<td>{rule.name}</td>" in text
+        assert html.escape(rule.reason) in text and html.escape(rule.threshold) in text
+
+
+def test_fail_and_forced_banners_name_the_failed_rules_and_the_reason(
+    demo_run: Path, board_keys, tmp_path: Path
+) -> None:
+    strict = ("max_epsilon = 4.0", "max_epsilon = 1.0")
+    policy, text = _policy(tmp_path, strict)
+    key = load_private_key(board_keys[0])
+    verdict, bundle = sign_off(demo_run, policy, text, key)
+    assert not verdict.passed and bundle is None
+    report = write_report(demo_run, demo_run / "report.html", None).read_text()
+    assert 'class="banner fail"' in report and "max_epsilon" in report.split("</div>")[0].split("banner fail")[1]
+
+    forced = Path(shutil.copytree(demo_run, demo_run.parent / "forced"))
+    (forced / "signoff.json").unlink()
+    policy, text = _policy(tmp_path, strict, ("include_site_results = false", "include_site_results = true"))
+    reason = "board accepts epsilon 4 <for> this cohort"
+    verdict, bundle = sign_off(forced, policy, text, key, force_reason=reason)
+    assert bundle is not None
+    for path in (write_report(forced, forced / "report.html", None), bundle / "report.html"):
+        report = path.read_text()
+        assert 'class="banner forced"' in report
+        assert "Reason: board accepts epsilon 4 &lt;for&gt; this cohort" in report
+
+
+def test_missing_inputs_give_notes_with_the_command_that_makes_them(tmp_path: Path) -> None:
+    run = tmp_path / "empty"
+    run.mkdir()
+    text = write_report(run, tmp_path / "report.html", None).read_text()
+    for expected in (
+        "run `fedsynth audit RUN_DIR`",
+        "run `fedsynth evaluate RUN_DIR`",
+        "run `fedsynth budget RUN_DIR`",
+    ):
+        assert expected in text
+    assert "<h2>Missing inputs" in text and "Not signed off" in text and "no synthetic data" in text
+    assert _images(text) == []
+
+
+def test_incomplete_audit_and_unreadable_signoff_are_reported_not_fatal(demo_run: Path) -> None:
+    audit = json.loads((demo_run / "audit.json").read_text())
+    audit["sites"] = audit["sites"][:2]
+    audit |= {"complete": False, "worst": None, "failures": [{"node_id": 7, "reason": "timed out"}]}
+    (demo_run / "audit.json").write_text(json.dumps(audit))
+    (demo_run / "signoff.json").write_text("{not json")
+    text = write_report(demo_run, demo_run / "report.html", None).read_text()
+    assert "node 7: timed out" in text and "audit.json is incomplete" in text
+    assert "signoff.json is unreadable" in text and "Not signed off" in text
+
+
+def test_every_string_from_the_run_is_escaped(demo_run: Path) -> None:
+    hostile = '<script>alert("x")</script><img src="https://example.org/t.png">'
+    for name in ("budget.json", "audit.json", "evaluation.json"):
+        document = json.loads((demo_run / name).read_text())
+        document["sites"][0]["site"] = hostile
+        (demo_run / name).write_text(json.dumps(document))
+    text = write_report(demo_run, demo_run / "report.html", None).read_text()
+    assert "<script" not in text and 'src="https://' not in text
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in text
+
+
+@pytest.mark.parametrize("output", [None, "elsewhere.html"])
+def test_report_command_writes_the_report(demo_run: Path, tmp_path: Path, output: str | None) -> None:
+    target = demo_run / "report.html" if output is None else tmp_path / output
+    result = CliRunner().invoke(app, ["report", str(demo_run), *(["-o", str(target)] if output else [])])
+    assert result.exit_code == 0, result.output
+    assert target.read_text().startswith("<!DOCTYPE html>") and str(target.name) in result.output
