@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install system demo test lint bench clean
 
 # torch is installed alone first, pinned to the local CPU wheel, so that the later resolve
 # finds it satisfied and never downloads a CUDA build.
@@ -21,7 +21,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/fedsynth demo
 
-test: $(STAMP)
+# System packages the tests need (Debian's chromium for the report's browser test); a no-op
+# when already installed.
+system:
+	scripts/install-system-packages.sh
+
+test: $(STAMP) system
 	$(BIN)/ruff check fedsynth tests benchmarks
 	$(BIN)/python -m pytest
 

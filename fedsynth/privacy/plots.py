@@ -17,6 +17,7 @@ import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 # The FPRs a privacy officer reads (Carlini et al. 2022): the attack's power where it would be used.
 LOW_FPRS = ((0.01, "tpr_at_1pct_fpr", "1%"), (0.001, "tpr_at_0_1pct_fpr", "0.1%"))
@@ -50,6 +51,7 @@ def budget_figure(report: dict[str, Any], path: Path) -> Path:
         line = axis.plot(rounds, [r["epsilon"] for r in site["rounds"]], marker="o", label=site["site"])[0]
         axis.axhline(site["target_epsilon"], color=line.get_color(), linestyle=":", linewidth=1)
     axis.set_xlabel("round")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_ylabel("epsilon spent (cumulative)")
     axis.set_title("Privacy budget per site (dotted: target)")
     if report["sites"]:

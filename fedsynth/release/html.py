@@ -24,7 +24,8 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 
 h1 { margin-top: 1.5rem; } h2 { border-bottom: 2px solid #d0d7de; padding-bottom: .2rem; margin-top: 2.2rem; }
 table { border-collapse: collapse; margin: .6rem 0 1rem; font-size: .88rem; }
 th, td { border: 1px solid #d0d7de; padding: .25rem .5rem; text-align: left; vertical-align: top; }
-th { background: #f3f5f7; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+th { background: #f3f5f7; } td:first-child { white-space: nowrap; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .banner { padding: 1rem 1.2rem; border-radius: 6px; font-size: 1.25rem; font-weight: 600; margin: 1rem 0; }
 .pass { background: #dafbe1; border: 2px solid #1a7f37; } .fail { background: #ffebe9; border: 2px solid #cf222e; }
 .forced { background: #fff8c5; border: 2px solid #9a6700; } .none { background: #eaeef2; border: 2px solid #57606a; }

@@ -150,8 +150,7 @@ def _tpr_cell(attack: dict[str, Any], key: str, fpr: float) -> str:
     value = attack.get(key)
     if value is not None:
         return number(value)
-    needed = round(1 / fpr)
-    return f"withheld: {attack.get('n_non_members')} non-members, {needed} needed to measure it"
+    return f"withheld ({attack.get('n_non_members')} non-members < {round(1 / fpr)} needed)"
 
 
 NN_HEADERS = ["site", "train", "holdout", "synthetic", "DCR share", "95% CI", "exact matches", "DCR p5 synthetic",

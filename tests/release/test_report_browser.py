@@ -1,0 +1,131 @@
+"""The report in a real browser: Debian's headless Chromium, driven by Playwright, fully offline.
+
+Chromium comes from the project's set-up script (`scripts/install-system-packages.sh`, which
+`make test` and CI run); Playwright never downloads a browser here. The test fails, and says
+how to fix it, when Chromium is missing: a skipped browser test would let CI pass without it.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fedsynth.release.bundle import sign_off
+from fedsynth.release.keys import load_private_key
+from fedsynth.release.policy import default_policy_path, load_policy
+from fedsynth.release.report import write_report
+
+CHROMIUM = Path("/usr/bin/chromium")
+SETUP = "run scripts/install-system-packages.sh (`make test` does it first)"
+# Headless, and nothing that would reach for a network this machine does not have.
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+VIEWPORT = {"width": 1280, "height": 900}
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: {SETUP}")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("playwright is missing: .venv/bin/pip install -c constraints.txt -e '.[dev]'")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield chromium
+        chromium.close()
+
+
+def _signed_recorded_run(recorded_run: Path, board_keys: tuple[Path, Path], tmp_path: Path) -> Path:
+    run = Path(shutil.copytree(recorded_run, tmp_path / "run"))
+    verdict, _ = sign_off(run, load_policy(), default_policy_path().read_text(), load_private_key(board_keys[0]))
+    assert verdict.passed
+    return run
+
+
+def _empty_run(tmp_path: Path) -> Path:
+    (tmp_path / "empty").mkdir()
+    return tmp_path / "empty"
+
+
+@pytest.fixture(params=["recorded-signed", "current-evaluation", "missing-inputs"])
+def report(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    """Reports of real runs: the recorded DP demo signed off (an older evaluation.json), one with a
+    current evaluation (every utility figure) and an empty run directory (only notes)."""
+    if request.param == "recorded-signed":
+        run = _signed_recorded_run(
+            request.getfixturevalue("recorded_run"), request.getfixturevalue("board_keys"), tmp_path
+        )
+    elif request.param == "current-evaluation":
+        run = request.getfixturevalue("current_evaluation_run")
+    else:
+        run = _empty_run(tmp_path)
+    return write_report(run, tmp_path / "report.html", None)
+
+
+def _decode(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=float)
+
+
+def check_in_browser(browser: Any, report: Path) -> None:
+    """Open ``report`` in Chromium; raise AssertionError on a console error, a fetch, or a figure not drawn."""
+    page = browser.new_page(viewport=VIEWPORT)
+    errors: list[str] = []
+    fetched: list[str] = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("request", lambda request: fetched.append(request.url))
+    try:
+        page.goto(report.as_uri(), wait_until="load")
+        assert errors == []
+        # Self-contained: the page itself and its embedded figures, nothing fetched from anywhere.
+        assert all(url == report.as_uri() or url.startswith("data:") for url in fetched), fetched
+
+        expected = report.read_text().count("<img ")
+        images = page.eval_on_selector_all("img", "els => els.map(e => [e.complete, e.naturalWidth, e.naturalHeight])")
+        assert len(images) == expected
+        assert all(complete and width > 0 and height > 0 for complete, width, height in images), images
+        for element in page.query_selector_all("img"):  # each figure on screen, as a reader sees it
+            pixels = _decode(element.screenshot())
+            assert pixels.shape[0] > 100 and pixels.shape[1] > 300 and pixels.std() > 10
+
+        shot = _decode(page.screenshot(full_page=True))
+        height, width, _ = shot.shape
+        assert width == VIEWPORT["width"] and height >= VIEWPORT["height"]
+        assert shot.std() > 10  # text, tables and banners drawn: not a blank page
+        if expected:
+            assert height > 3000  # every section and figure laid out, not just the banner
+    finally:
+        page.close()
+
+
+def test_report_renders_in_chromium_without_errors_and_every_figure_drawn(browser: Any, report: Path) -> None:
+    check_in_browser(browser, report)
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        '<img src="data:image/png;base64,iVBORw0KGgo=" alt="truncated PNG">',
+        '<img src="file:///nonexistent/figure.png" alt="not embedded">',
+        "<script>undefinedFunction();</script>",
+    ],
+    ids=["broken-figure", "external-figure", "script-error"],
+)
+def test_the_browser_check_catches_a_broken_report(browser: Any, tmp_path: Path, fault: str) -> None:
+    """The check above is not vacuous: a figure that does not decode, a figure fetched from outside
+    the file, or a script error each fail it."""
+    path = write_report(_empty_run(tmp_path), tmp_path / "report.html", None)
+    path.write_text(path.read_text().replace("</body>", fault + "</body>"))
+    with pytest.raises(AssertionError):
+        check_in_browser(browser, path)
