@@ -8,6 +8,7 @@ before the audit reads a row, and a crash cannot hand out an uncounted answer.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 
@@ -30,17 +31,24 @@ def record_audit(site: Site, digest: str, seed: int, kind: str = "audit") -> int
     first, so a crash during the audit cannot hand out an uncounted answer.
     """
     path = site.dir / AUDIT_LOG
-    done = len(path.read_text(encoding="utf-8").splitlines()) if path.exists() else 0
     cap = site.config.privacy.max_audits
-    if done >= cap:
-        raise AuditRefusedError(
-            f"site '{site.config.name}' has answered {done} audits, its cap (privacy.max_audits = {cap}); "
-            "audit and evaluation results are not differentially private, so the site's privacy officer must "
-            "raise the cap"
-        )
     entry = {"created": pd.Timestamp.now(tz="UTC").isoformat(), "kind": kind, "model_sha256": digest, "seed": seed}
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(entry) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    # Count and append under an exclusive lock: two queries arriving at once (two SuperNode
+    # processes, two threads) must not both read "cap - 1" and both run.
+    with path.open("a+", encoding="utf-8") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            handle.seek(0)
+            done = len(handle.read().splitlines())
+            if done >= cap:
+                raise AuditRefusedError(
+                    f"site '{site.config.name}' has answered {done} audits, its cap (privacy.max_audits = {cap}); "
+                    "audit and evaluation results are not differentially private, so the site's privacy officer "
+                    "must raise the cap"
+                )
+            handle.write(json.dumps(entry) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
     return done + 1

@@ -75,3 +75,34 @@ def test_row_level_content_is_refused() -> None:
     with pytest.raises(ValueError, match="mapping of 257 entries is not an aggregate"):  # one key per record
         check_audit_result({"by_patient": {f"p{i}": 0.1 for i in range(257)}}, max_rows=100_000)
     check_audit_result({"roc": [0.0] * 101, "histogram": [1] * 40, "ci": (0.1, 0.2), "name": "ok"}, max_rows=300)
+
+
+def test_concurrent_queries_cannot_both_take_the_last_audit(whas500, tmp_path, monkeypatch) -> None:
+    import time
+    import types
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fedsynth.client import audit_log
+    from fedsynth.client.audit_log import record_audit
+
+    def slow_dumps(value: object) -> str:  # widens the gap between counting and appending
+        time.sleep(0.02)
+        return json.dumps(value)
+
+    monkeypatch.setattr(audit_log, "json", types.SimpleNamespace(dumps=slow_dumps))
+    frame, schema = whas500
+    write_site(tmp_path, frame.iloc[:200], schema, "[privacy]\nmax_audits = 5\n[training]\nholdout_fraction = 0.5\n")
+    site = open_site(tmp_path)
+
+    def attempt(index: int) -> int | None:
+        try:
+            return record_audit(site, f"digest-{index}", index)
+        except AuditRefusedError:
+            return None
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        numbers = list(pool.map(attempt, range(40)))
+    # Exactly the cap is answered, each with its own number; the other 35 are refused.
+    assert sorted(n for n in numbers if n is not None) == [1, 2, 3, 4, 5]
+    assert len((site.dir / AUDIT_LOG).read_text().splitlines()) == 5
+    _sites.clear()
