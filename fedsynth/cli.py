@@ -691,15 +691,28 @@ def demo(
     _run_audit(run_dir, seed)
     console.rule("survival utility at every site")
     _run_evaluation(run_dir, seed, None)
+    _demo_release(run_dir, key, policy)
+    console.print(
+        "[dim]Audited and scored against the virtual sites' real rows because this is a simulation on one machine; "
+        "in a deployment the coordinator never holds a real row.[/]"
+    )
+
+
+def _demo_release(run_dir: Path, key: Path | None, policy: Path | None) -> None:
+    """The demo's last steps: sign-off, bundle on PASS, the report, and where everything is.
+
+    A FAIL is reported plainly (the failed rules, no bundle) and the report is still written:
+    the demo shows the release path, and a failed verdict is one of its outcomes.
+    """
+    from fedsynth.release.report import REPORT_FILE, write_report
+
     console.rule("release sign-off")
     key_path = key or _demo_board_key(run_dir)
     verdict, bundle = _sign_off(run_dir, key_path, policy, None, None)
-    from fedsynth.release.report import REPORT_FILE, write_report
-
     report_path = write_report(run_dir, run_dir / REPORT_FILE)
     console.rule("where everything is")
     console.print(
-        f"global model: {model_dir}\nsynthetic data: {run_dir / 'synthetic.csv'}\n"
+        f"global model: {run_dir / 'model'}\nsynthetic data: {run_dir / 'synthetic.csv'}\n"
         f"privacy budget: {run_dir / 'budget.json'} (+ budget.png)\nsummary: {run_dir / 'summary.json'}\n"
         f"privacy audit: {run_dir / 'audit.json'}\nsurvival utility: {run_dir / 'evaluation.json'}\n"
         f"figures: {run_dir / 'plots'}\nsign-off verdict: {run_dir / 'signoff.json'}\nreport: {report_path}"
@@ -713,10 +726,6 @@ def demo(
             f"[bold red]verdict FAIL[/] (rules that failed: {failed}): no release bundle was written; "
             f"the report shows each rule's value, threshold and reason ({report_path})"
         )
-    console.print(
-        "[dim]Audited and scored against the virtual sites' real rows because this is a simulation on one machine; "
-        "in a deployment the coordinator never holds a real row.[/]"
-    )
 
 
 def _demo_board_key(run_dir: Path) -> Path:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -364,6 +365,16 @@ def missing_section(problems: list[str]) -> Html | None:
 # -- the report -----------------------------------------------------------------------------------------
 
 
+def _guarded(title: str, source: str, build: Callable[[], Html]) -> Html:
+    """A section, or a note saying its document does not have the expected shape: a board
+    still gets the rest of the report from a hand-edited or foreign document."""
+    try:
+        return build()
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        return section(title, note(f"{source} does not have the expected structure ({_short(exc)}); "
+                                   f"{HOW_TO_MAKE[source]} again with this fedsynth", "warn"))  # fmt: skip
+
+
 def render_report(run_dir: Path, verdict: Verdict | None = None, forced: ForcedRelease | None = None) -> str:
     """The report's HTML for ``run_dir``; ``verdict`` None: the one recorded in signoff.json, if any."""
     run_dir = Path(run_dir)
@@ -386,9 +397,9 @@ def render_report(run_dir: Path, verdict: Verdict | None = None, forced: ForcedR
         sections = [
             verdict_section(verdict, forced, problem),
             missing_section(missing),
-            budget_section(budget, workdir),
-            audit_section(audit, workdir),
-            utility_section(evaluation, run_dir, workdir),
+            _guarded("Privacy budget", BUDGET, lambda: budget_section(budget, workdir)),
+            _guarded("Privacy audits", AUDIT, lambda: audit_section(audit, workdir)),
+            _guarded("Survival utility", EVALUATION, lambda: utility_section(evaluation, run_dir, workdir)),
             dp_section(run_dir, budget, audit, evaluation),
         ]
     return page(f"fedsynth report {run_id}", [*header, *(s for s in sections if s is not None)])

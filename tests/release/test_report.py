@@ -132,6 +132,15 @@ def test_incomplete_audit_and_unreadable_signoff_are_reported_not_fatal(demo_run
     assert "signoff.json is unreadable" in text and "Not signed off" in text
 
 
+def test_a_document_of_an_unexpected_shape_costs_its_section_only(demo_run: Path) -> None:
+    audit = json.loads((demo_run / "audit.json").read_text())
+    del audit["sites"][1]["nearest_neighbour"]
+    (demo_run / "audit.json").write_text(json.dumps(audit))
+    text = write_report(demo_run, demo_run / "report.html", None).read_text()
+    assert "audit.json does not have the expected structure (KeyError: &#x27;nearest_neighbour&#x27;)" in text
+    assert "<h2>Survival utility" in text and len(_images(text)) == 1 + 2 * 3  # budget, KM and forest per site
+
+
 def test_every_string_from_the_run_is_escaped(demo_run: Path) -> None:
     hostile = '<script>alert("x")</script><img src="https://example.org/t.png">'
     for name in ("budget.json", "audit.json", "evaluation.json"):
