@@ -13,7 +13,6 @@ import re
 import shutil
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from fedsynth.cli import app
@@ -152,9 +151,13 @@ def test_every_string_from_the_run_is_escaped(demo_run: Path) -> None:
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in text
 
 
-@pytest.mark.parametrize("output", [None, "elsewhere.html"])
-def test_report_command_writes_the_report(demo_run: Path, tmp_path: Path, output: str | None) -> None:
-    target = demo_run / "report.html" if output is None else tmp_path / output
-    result = CliRunner().invoke(app, ["report", str(demo_run), *(["-o", str(target)] if output else [])])
+def test_report_command_writes_the_report(demo_run: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["report", str(demo_run)])
     assert result.exit_code == 0, result.output
-    assert target.read_text().startswith("<!DOCTYPE html>") and str(target.name) in result.output
+    assert (demo_run / "report.html").read_text().startswith("<!DOCTYPE html>") and "report.html" in result.output
+    empty, target = tmp_path / "empty", tmp_path / "elsewhere.html"
+    empty.mkdir()
+    assert CliRunner().invoke(app, ["report", str(empty), "-o", str(target)]).exit_code == 0
+    assert "Not signed off" in target.read_text()
+    missing = CliRunner().invoke(app, ["report", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 2 and "run directory not found" in missing.output
