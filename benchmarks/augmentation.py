@@ -3,7 +3,8 @@
 For each dataset and seed: 50/50 train/holdout split; MCM fitted on the training rows (CLI
 defaults, non-DP: seed 000's local setting); every binary-covariate level rarer than
 ``--max-share`` (default 40%) of the training rows topped up with ``--ratio`` (default 1) times
-as many synthetic rows of that level, drawn conditionally from the model alone (``fedsynth.evaluation.augmentation``). Cox fitted on real rows only (before) and on
+as many synthetic rows of that level, drawn conditionally from the model alone
+(``fedsynth.evaluation.augmentation``). Cox fitted on real rows only (before) and on
 real + conditional rows (after); both scored on the real holdout at a clinical horizon:
 overall ICI, mean ICI over every estimable binary subgroup, the same over the augmented
 (rare) subgroups only, the worst-group gap (max - min subgroup ICI), and Harrell's C.
