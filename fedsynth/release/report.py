@@ -415,4 +415,6 @@ def write_report(
     """
     from fedsynth.data.io import write_text
 
-    return write_text(Path(path), render_report(Path(run_dir), verdict, forced))
+    written = write_text(Path(path), render_report(Path(run_dir), verdict, forced))
+    written.chmod(0o644)  # written via a private temporary file (0600); the report is for its readers
+    return written

@@ -104,6 +104,7 @@ def test_fail_and_forced_banners_name_the_failed_rules_and_the_reason(
         report = path.read_text()
         assert 'class="banner forced"' in report
         assert "Reason: board accepts epsilon 4 &lt;for&gt; this cohort" in report
+        assert path.stat().st_mode & 0o777 == 0o644  # readable by the bundle's recipients
 
 
 def test_missing_inputs_give_notes_with_the_command_that_makes_them(tmp_path: Path) -> None:
