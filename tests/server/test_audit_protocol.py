@@ -40,7 +40,7 @@ def test_federated_evaluation_over_three_sites(config) -> None:
     assert document["complete"] is True and document["failures"] == []
     for site in document["sites"]:
         assert site["n_synthetic"] == site["n_train"] and site["horizons"] == [750.0]
-        assert set(site["models"]) == {"trtr", "tstr", "augmented"}
+        assert set(site["models"]) == {"trtr", "tstr", "augmented", "conditional"}
     worst = document["worst"]
     shortfalls = [
         s["models"]["trtr"]["discrimination"]["uno_c"] - s["models"]["tstr"]["discrimination"]["uno_c"]
