@@ -124,16 +124,17 @@ def survival_grid_end(real: pd.DataFrame, schema: Schema) -> float:
     return min(bound, step * max(1, math.ceil(quantile / step)))
 
 
-def correlation_difference(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema) -> dict[str, float]:
-    """Max and mean |corr_real - corr_synthetic| over the design's column pairs (constant columns skipped)."""
-    real_design, synthetic_design = design_matrix(real, schema), design_matrix(synthetic, schema)
-    columns = [c for c in real_design.columns if real_design[c].nunique() > 1 and synthetic_design[c].nunique() > 1]
-    difference = (real_design[columns].corr() - synthetic_design[columns].corr()).abs().to_numpy()
-    upper = difference[np.triu_indices(len(columns), k=1)]
-    return {
-        "max_abs": float(upper.max()) if len(upper) else 0.0,
-        "mean_abs": float(upper.mean()) if len(upper) else 0.0,
-    }
+def correlation_difference(matrices: dict[str, Any]) -> dict[str, float]:
+    """Max and mean |corr_real - corr_synthetic| over the column pairs of :func:`correlation_matrices`
+    (pairs with a column constant on either side, ``None`` there, skipped)."""
+    real, synthetic = matrices["real"], matrices["synthetic"]
+    gaps = [
+        abs(real[i][j] - synthetic[i][j])
+        for i in range(len(real))
+        for j in range(i + 1, len(real))
+        if real[i][j] is not None and synthetic[i][j] is not None
+    ]
+    return {"max_abs": max(gaps) if gaps else 0.0, "mean_abs": float(np.mean(gaps)) if gaps else 0.0}
 
 
 @dataclass(frozen=True)
@@ -248,13 +249,14 @@ def fidelity(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema) -> Fid
     ks = [m["value"] for m in marginals.values() if m["statistic"] == "ks"]
     tv = [m["value"] for m in marginals.values() if m["statistic"] == "tv"]
     survival, skipped = survival_by_group(real, synthetic, schema)
+    matrices = correlation_matrices(real, synthetic, schema)
     return Fidelity(
         marginals=marginals,
         mean_ks=float(np.mean(ks)) if ks else math.nan,
         mean_tv=float(np.mean(tv)) if tv else math.nan,
-        correlation=correlation_difference(real, synthetic, schema),
+        correlation=correlation_difference(matrices),
         histograms=marginal_histograms(real, synthetic, schema),
-        correlation_matrices=correlation_matrices(real, synthetic, schema),
+        correlation_matrices=matrices,
         survival=survival,
         survival_not_compared=skipped,
         short_sightedness=short_sightedness(real, synthetic, schema),
