@@ -14,15 +14,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
 
 from fedsynth.data.schema import Schema
 from fedsynth.evaluation.calibration import RISK_GRID
 from fedsynth.evaluation.fidelity import histogram_edges
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from fedsynth.figures import panel_grid, plt, save_figure
 
 MODEL_LABELS = {
     "trtr": "real only (TRTR)",
@@ -35,10 +32,8 @@ MODEL_LABELS = {
 def survival_curves(site: dict[str, Any], path: Path) -> Path:
     """One panel per compared group (overall first, at most 9): real vs synthetic KM curves."""
     curves = site["fidelity"]["survival"][:9]
-    columns = min(3, len(curves))
-    rows = math.ceil(len(curves) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
-    for axis, curve in zip(axes.flat, curves, strict=False):
+    figure, axes = panel_grid(len(curves), 3, 4, 3)
+    for axis, curve in zip(axes, curves, strict=True):
         axis.step(curve["grid"], curve["real_survival"], where="post", label=f"real (n={curve['n_real']})")
         axis.step(
             curve["grid"], curve["synthetic_survival"], where="post", label=f"synthetic (n={curve['n_synthetic']})"
@@ -48,13 +43,8 @@ def survival_curves(site: dict[str, Any], path: Path) -> Path:
         axis.set_xlabel("time")
         axis.set_ylabel("survival")
         axis.legend(fontsize=7)
-    for axis in list(axes.flat)[len(curves) :]:
-        axis.axis("off")
     figure.suptitle(f"Kaplan-Meier, real vs synthetic at {site['site']}")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def hazard_ratio_forest(site: dict[str, Any], path: Path) -> Path:
@@ -75,10 +65,7 @@ def hazard_ratio_forest(site: dict[str, Any], path: Path) -> Path:
     fraction = site["hazard_ratios"]["hr_in_ci_fraction"]
     axis.set_title(f"Cox hazard ratios at {site['site']}: {fraction:.0%} of synthetic inside the real CI")
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def _nan_for_none(values: list[float | None]) -> np.ndarray:
@@ -88,10 +75,8 @@ def _nan_for_none(values: list[float | None]) -> np.ndarray:
 def marginal_histograms(site: dict[str, Any], path: Path, schema: Schema | None = None) -> Path:
     """One panel per column: real vs synthetic shares per public bin or level (withheld cells blank)."""
     histograms = site["fidelity"]["histograms"]
-    columns = min(4, len(histograms))
-    rows = math.ceil(len(histograms) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 2.6 * rows), squeeze=False)
-    for axis, (name, entry) in zip(axes.flat, histograms.items(), strict=False):
+    figure, axes = panel_grid(len(histograms), 4, 3.6, 2.6)
+    for axis, (name, entry) in zip(axes, histograms.items(), strict=True):
         real, synthetic = _nan_for_none(entry["real"]), _nan_for_none(entry["synthetic"])
         if entry["kind"] == "bins":
             edges = histogram_edges(schema.column(name)) if schema is not None else np.arange(len(real) + 1.0)
@@ -106,14 +91,9 @@ def marginal_histograms(site: dict[str, Any], path: Path, schema: Schema | None 
         withheld = f" ({entry['withheld_cells']} cells < 5 withheld)" if entry["withheld_cells"] else ""
         axis.set_title(f"{name}{withheld}", fontsize=8)
         axis.tick_params(labelsize=7)
-    for axis in list(axes.flat)[len(histograms) :]:
-        axis.axis("off")
-    axes.flat[0].legend(fontsize=7)
+    axes[0].legend(fontsize=7)
     figure.suptitle(f"Marginals, real vs synthetic at {site['site']} (share of rows)")
-    figure.tight_layout()
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, dpi=90)
 
 
 def correlation_heatmaps(site: dict[str, Any], path: Path) -> Path:
@@ -131,10 +111,7 @@ def correlation_heatmaps(site: dict[str, Any], path: Path) -> Path:
         axis.set_title(title)
         figure.colorbar(image, ax=axis, fraction=0.046)
     figure.suptitle(f"Correlations at {site['site']}")
-    figure.tight_layout()
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, dpi=90)
 
 
 def calibration_curves(site: dict[str, Any], path: Path) -> Path | None:
@@ -157,10 +134,7 @@ def calibration_curves(site: dict[str, Any], path: Path) -> Path | None:
         axis.set_ylabel("observed risk (smoothed)")
         axis.legend(fontsize=7)
     figure.suptitle(f"Calibration on the real holdout at {site['site']}")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def evaluation_figures(document: dict[str, Any], directory: Path, schema: Schema | None = None) -> list[Path]:

@@ -8,39 +8,18 @@ edges, membership-attack ROC curves and Anonymeter risks with their CIs. PNG fil
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from fedsynth.figures import panel_grid, plt, save_figure
 
 # The FPRs a privacy officer reads (Carlini et al. 2022): the attack's power where it would be used.
 LOW_FPRS = ((0.01, "tpr_at_1pct_fpr", "1%"), (0.001, "tpr_at_0_1pct_fpr", "0.1%"))
 DCR_CURVES = (("dcr_synthetic_histogram", "synthetic to train"), ("dcr_holdout_histogram", "holdout to train"))
 ROC_FLOOR = 1e-4  # the ROC grid's smallest positive FPR; zero cannot sit on a log axis
-
-
-def _save(figure: Any, path: Path, dpi: int = 100) -> Path:
-    figure.tight_layout()
-    figure.savefig(path, dpi=dpi)
-    plt.close(figure)
-    return path
-
-
-def _site_axes(count: int, width: float, height: float) -> tuple[Any, list[Any]]:
-    """One panel per site, at most three a row; unused panels hidden."""
-    columns = min(3, max(count, 1))
-    rows = math.ceil(max(count, 1) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows), squeeze=False)
-    panels = list(axes.flat)
-    for axis in panels[count:]:
-        axis.axis("off")
-    return figure, panels[:count]
 
 
 def budget_figure(report: dict[str, Any], path: Path) -> Path:
@@ -56,7 +35,7 @@ def budget_figure(report: dict[str, Any], path: Path) -> Path:
     axis.set_title("Privacy budget per site (dotted: target)")
     if report["sites"]:
         axis.legend(fontsize=8)
-    return _save(figure, path, dpi=120)
+    return save_figure(figure, path, dpi=120)
 
 
 def dcr_histograms(sites: list[dict[str, Any]], path: Path) -> Path:
@@ -66,7 +45,7 @@ def dcr_histograms(sites: list[dict[str, Any]], path: Path) -> Path:
     left of the holdout's means the model's rows sit closer to its training patients than unseen
     patients do: memorisation. The first public bin starts at 0, drawn at half the next edge.
     """
-    figure, axes = _site_axes(len(sites), 4.6, 3.2)
+    figure, axes = panel_grid(len(sites), 3, 4.6, 3.2)
     for axis, site in zip(axes, sites, strict=True):
         nn = site["nearest_neighbour"]
         edges = np.array(nn["histogram_edges"], dtype=float)
@@ -82,7 +61,7 @@ def dcr_histograms(sites: list[dict[str, Any]], path: Path) -> Path:
         axis.set_title(f"{site['site']}: DCR share {nn['dcr_share']:.2f} [{low:.2f}, {high:.2f}]", fontsize=9)
         axis.legend(fontsize=7)
     figure.suptitle("Distance to closest record (public edges)")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def roc_curves(sites: list[dict[str, Any]], path: Path) -> Path:
@@ -92,7 +71,7 @@ def roc_curves(sites: list[dict[str, Any]], path: Path) -> Path:
     linear ROC (and the AUC) hides. FPRs below one non-member cannot be resolved: shaded. A
     withheld TPR (too few non-members to measure it) is written on the panel, never drawn as 0.
     """
-    figure, axes = _site_axes(len(sites), 4.6, 4.0)
+    figure, axes = panel_grid(len(sites), 3, 4.6, 4.0)
     for axis, site in zip(axes, sites, strict=True):
         unmeasured: dict[str, list[str]] = {}  # FPR -> attacks whose TPR there is withheld (or 0: off a log axis)
         for attack in site["attacks"]:
@@ -126,7 +105,7 @@ def roc_curves(sites: list[dict[str, Any]], path: Path) -> Path:
             lines = [f"{what}: {', '.join(attacks)}" for what, attacks in unmeasured.items()]
             axis.text(0.02, 0.98, "\n".join(lines), transform=axis.transAxes, fontsize=7, va="top")
     figure.suptitle("Membership inference ROC (log-log)")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def anonymeter_risks(sites: list[dict[str, Any]], path: Path) -> Path:
@@ -142,7 +121,7 @@ def anonymeter_risks(sites: list[dict[str, Any]], path: Path) -> Path:
     axis.invert_yaxis()
     axis.set_xlabel("risk (excess success over the holdout control), 95% CI")
     axis.set_title("Anonymeter re-identification risks")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def audit_figures(document: dict[str, Any], directory: Path) -> list[Path]:
