@@ -51,6 +51,12 @@ class MCMConfig(BaseModel):
         from the few training contexts that show it, and drowns that signal in noise; a
         low-dimensional head sees it in every row (federated ACTG320/FLChain at epsilon 4:
         see ``benchmarks/results/federated_quality.json``).
+    survival_form : {"joint", "hazard"}, default "joint"
+        The survival head's shape. ``"joint"``: a linear map from the covariates to the joint
+        (event, time bin) logits, 2 x n_bins x d weights. ``"hazard"``: discrete-time competing
+        hazards of the event and of censoring, a baseline per time bin plus one linear effect
+        of the covariates per cause (2 x (n_bins + d) weights): the proportional-hazards
+        shape a Cox model reads, and far fewer weights for DP-SGD's noise to land on.
     survival_head_weight : float, default 1.0
         Weight of the survival head's loss next to the masked loss (one per-record loss, so
         DP-SGD clips and noises both in one mechanism: no extra privacy cost).
@@ -72,6 +78,7 @@ class MCMConfig(BaseModel):
     outcome_last: bool = True
     outcome_last_share: float = Field(0.5, ge=0.0, le=1.0)
     survival_head: bool = False
+    survival_form: Literal["joint", "hazard"] = "joint"
     survival_head_weight: float = Field(1.0, ge=0.0, le=100.0)
     epochs: int | None = Field(None, ge=1, le=100_000)
     auto_epochs: int = Field(1000, ge=1)

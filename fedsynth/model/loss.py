@@ -81,3 +81,38 @@ def survival_head_nll(layout: Layout, logits: torch.Tensor, codes: torch.Tensor,
     is_event = codes[:, event.index].unsqueeze(1)
     target = torch.cat([bins * (1 - is_event), bins * is_event], dim=1)
     return -(target * torch.log_softmax(logits, dim=1)).sum(dim=1)
+
+
+def hazard_log_probs(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per bin, log P(nothing happens) and log P(cause | the row ends in this bin's draw).
+
+    ``logits`` (n, 2 * n_bins): censoring then event hazard logits per bin. In every bin but the
+    last the outcomes are {nothing (logit 0), censoring, event}; in the last bin the row must
+    end, so only the two causes compete there. Returns (n, n_bins) log P(nothing) (-inf in the
+    last bin) and (n, 2, n_bins) log P(cause) per bin.
+    """
+    n_bins = logits.shape[1] // 2
+    causes = logits.reshape(len(logits), 2, n_bins)
+    with_nothing = torch.cat([torch.zeros_like(causes[:, :1]), causes], dim=1)
+    normaliser = torch.logsumexp(with_nothing, dim=1)
+    last = torch.logsumexp(causes[:, :, -1], dim=1)
+    normaliser = torch.cat([normaliser[:, :-1], last.unsqueeze(1)], dim=1)
+    log_nothing = torch.cat([-normaliser[:, :-1], torch.full_like(last, -torch.inf).unsqueeze(1)], dim=1)
+    return log_nothing, causes - normaliser.unsqueeze(1)
+
+
+def survival_hazard_nll(layout: Layout, logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """(n,) NLL of each row's (event, time bin) under discrete-time competing hazards.
+
+    A row ending in bin b by cause c (event or censoring) contributes every earlier bin's
+    P(nothing) and bin b's P(c): the discrete-time likelihood of survival models (and with
+    censoring as a cause of its own, a generative model of both columns).
+    """
+    time = next(h for h in layout.heads if h.column.role == "time")
+    event = next(h for h in layout.heads if h.column.role == "event")
+    bins = layout.bin_index(codes[:, time.index])
+    cause = codes[:, event.index].long()
+    log_nothing, log_cause = hazard_log_probs(logits)
+    survived = torch.cumsum(torch.nn.functional.pad(log_nothing[:, :-1], (1, 0)), dim=1)
+    rows = torch.arange(len(codes), device=codes.device)
+    return -(survived[rows, bins] + log_cause[rows, cause, bins])

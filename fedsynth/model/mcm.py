@@ -67,7 +67,10 @@ class MCM:
         torch.manual_seed(self.config.seed)
         self.schema_ = schema
         self.network_ = MCMNetwork(
-            Layout(schema, self.config.n_bins), hidden=self.config.hidden, survival_head=self.config.survival_head
+            Layout(schema, self.config.n_bins),
+            hidden=self.config.hidden,
+            survival_head=self.config.survival_head,
+            survival_form=self.config.survival_form,
         )
         return self
 

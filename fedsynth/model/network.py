@@ -12,9 +12,12 @@ Design points and why:
   gradients and so DP-SGD (Opacus refuses it).
 * The output is a distribution per column rather than the papers' point reconstruction, so
   the server can *sample* from the model without copying any real row.
-* Optionally (``survival_head``) a linear map from the covariates' encoding to the joint
-  (event, time bin) logits: p(outcome | every covariate), learned from every row (see
-  MCMConfig). Its logits are appended to the heads' so one forward pass serves DP-SGD.
+* Optionally (``survival_head``) a low-dimensional model of p(outcome | every covariate),
+  learned from every row (see MCMConfig): ``"joint"``, a linear map from the covariates'
+  encoding to the joint (event, time bin) logits, or ``"hazard"``, discrete-time competing
+  hazards of the event and of censoring with one baseline per time bin and one linear effect
+  of the covariates per cause (the shape a Cox model reads, with ~16x fewer noisy weights
+  under DP-SGD). Its logits are appended to the heads' so one forward pass serves DP-SGD.
 """
 
 from __future__ import annotations
@@ -38,10 +41,33 @@ class MLP(nn.Module):
         return self.net(x)
 
 
+class HazardHead(nn.Module):
+    """Per-bin logits of (censoring, event) hazards: baseline[cause, bin] + effect[cause] . x.
+
+    Output (n, 2 * n_bins), cause-major like the joint head (censoring bins, then event bins).
+    The baseline is a bias-free linear layer of a constant input so that Opacus computes its
+    per-record gradients like any other layer's.
+    """
+
+    def __init__(self, width_in: int, n_bins: int) -> None:
+        super().__init__()
+        self.n_bins = n_bins
+        self.baseline = nn.Linear(1, 2 * n_bins, bias=False)
+        self.effects = nn.Linear(width_in, 2, bias=False)
+        nn.init.zeros_(self.baseline.weight)
+        nn.init.zeros_(self.effects.weight)
+
+    def forward(self, covariates: torch.Tensor) -> torch.Tensor:
+        baseline = self.baseline(torch.ones(len(covariates), 1, dtype=covariates.dtype, device=covariates.device))
+        return baseline + self.effects(covariates).repeat_interleave(self.n_bins, dim=1)
+
+
 class MCMNetwork(nn.Module):
     """Maps (masked encoding, column mask) to per-column output logits."""
 
-    def __init__(self, layout: Layout, hidden: int = 64, survival_head: bool = False) -> None:
+    def __init__(
+        self, layout: Layout, hidden: int = 64, survival_head: bool = False, survival_form: str = "joint"
+    ) -> None:
         super().__init__()
         self.layout = layout
         width = layout.encoded_width
@@ -52,12 +78,18 @@ class MCMNetwork(nn.Module):
         self.out_norm = nn.LayerNorm(hidden)
         self.heads = nn.Linear(hidden, layout.output_width)
         self.register_buffer("input_column", layout.input_column.clone(), persistent=False)
-        self.survival_head: nn.Linear | None = None
+        self.survival_head: nn.Module | None = None
+        self.survival_form = survival_form if survival_head else None
         if survival_head:
             outcome = {h.index for h in layout.heads if h.column.role != "feature"}
             covariate_input = torch.tensor([int(c) not in outcome for c in layout.input_column], dtype=torch.float32)
             self.register_buffer("covariate_input", covariate_input, persistent=False)
-            self.survival_head = nn.Linear(layout.encoded_width, 2 * layout.n_bins)
+            if survival_form == "hazard":
+                self.survival_head = HazardHead(layout.encoded_width, layout.n_bins)
+            elif survival_form == "joint":
+                self.survival_head = nn.Linear(layout.encoded_width, 2 * layout.n_bins)
+            else:
+                raise ValueError(f"survival_form must be 'joint' or 'hazard', got {survival_form!r}")
 
     def trunk(self, encoded: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
         """Hidden state (n, hidden) from the encoding and a boolean (n, n_columns) mask."""
@@ -90,7 +122,8 @@ class MCMNetwork(nn.Module):
         return torch.cat([logits, self.survival_logits(encoded)], dim=1)
 
     def survival_logits(self, encoded: torch.Tensor) -> torch.Tensor:
-        """(n, 2 * n_bins) joint logits of (event, time bin), event-major, from the covariates alone."""
+        """(n, 2 * n_bins) logits from the covariates alone, event-major: the joint (event, time bin)
+        logits, or the (censoring, event) hazard logits per bin (see ``survival_form``)."""
         assert self.survival_head is not None
         return self.survival_head(encoded * self.covariate_input)
 

@@ -126,7 +126,10 @@ def load_model(path: str | Path) -> MCM:
     model = MCM(MCMConfig.model_validate(meta["config"]))
     model.schema_ = schema
     model.network_ = MCMNetwork(
-        Layout(schema, model.config.n_bins), hidden=model.config.hidden, survival_head=model.config.survival_head
+        Layout(schema, model.config.n_bins),
+        hidden=model.config.hidden,
+        survival_head=model.config.survival_head,
+        survival_form=model.config.survival_form,
     )
     state = torch.load(root / WEIGHTS, map_location="cpu", weights_only=True)
     model.network_.load_state_dict(state)

@@ -36,6 +36,7 @@ from fedsynth.data.transforms import Transformer
 from fedsynth.model.conditions import ResolvedCondition
 from fedsynth.model.inference import InferenceTrunk
 from fedsynth.model.layout import Layout
+from fedsynth.model.loss import hazard_log_probs
 from fedsynth.model.network import MASKED_SCORE, MCMNetwork
 
 GROUP_ROWS = 16384
@@ -187,13 +188,17 @@ class ConditionalSampler:
         """(event, time) of every row from the survival head, given all its covariates."""
         n_bins = self.layout.n_bins
         logits = self.network.survival_logits(encoded)
-        u_outcome = torch.rand(len(codes), generator=generator)
         u_within = torch.rand(len(codes), generator=generator)
-        k = _inverse_cdf(torch.exp(logits - logits.amax(dim=1, keepdim=True)), u_outcome)
+        if self.network.survival_form == "hazard":
+            cause, time_bin = _draw_competing_hazards(logits, generator)
+        else:
+            u_outcome = torch.rand(len(codes), generator=generator)
+            k = _inverse_cdf(torch.exp(logits - logits.amax(dim=1, keepdim=True)), u_outcome)
+            cause, time_bin = torch.div(k, n_bins, rounding_mode="floor"), torch.remainder(k, n_bins)
         time = next(h for h in self.layout.heads if h.column.role == "time")
         event = next(h for h in self.layout.heads if h.column.role == "event")
-        codes[:, event.index] = torch.div(k, n_bins, rounding_mode="floor").float()
-        codes[:, time.index] = (torch.remainder(k, n_bins).float() + u_within) / n_bins
+        codes[:, event.index] = cause.float()
+        codes[:, time.index] = (time_bin.float() + u_within) / n_bins
 
     def draw_order(
         self, n: int, conditions: list[ResolvedCondition], generator: torch.Generator, skip: list[int] | tuple = ()
@@ -278,6 +283,23 @@ class ConditionalSampler:
         for offset in range(1, self._max_width):  # the rest of a categorical's one-hot block
             inside = offset < self._width[columns]
             score_bias.view(-1).index_fill_(0, flat_input[inside] + offset, 0.0)
+
+
+def _draw_competing_hazards(logits: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cause, bin) per row: walk the bins, in each drawing nothing, censoring or the event.
+
+    All bins are drawn at once; a row's outcome is its first bin that drew a cause (the last
+    bin always does: there only the two causes compete).
+    """
+    log_nothing, log_cause = hazard_log_probs(logits)
+    probs = torch.exp(torch.cat([log_nothing.unsqueeze(1), log_cause], dim=1))  # (n, 3, bins)
+    n, _, n_bins = probs.shape
+    flat = probs.permute(0, 2, 1).reshape(n * n_bins, 3)
+    drawn = _inverse_cdf(flat, torch.rand(n * n_bins, generator=generator)).reshape(n, n_bins)
+    ended = drawn > 0
+    time_bin = ended.float().argmax(dim=1)  # first True (the last bin always is)
+    cause = drawn.gather(1, time_bin.unsqueeze(1)).squeeze(1) - 1
+    return cause, time_bin
 
 
 def _inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

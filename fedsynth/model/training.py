@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 
 from fedsynth.model.config import MCMConfig
-from fedsynth.model.loss import masked_nll_per_sample, survival_head_nll
+from fedsynth.model.loss import masked_nll_per_sample, survival_hazard_nll, survival_head_nll
 from fedsynth.model.masking import training_mask
 from fedsynth.model.network import MCMNetwork
 
@@ -40,7 +40,11 @@ def per_sample_loss(
     loss = masked_nll_per_sample(layout, logits[:, : layout.output_width], codes, masked, config.bin_smoothing)
     if config.survival_head:
         head = logits[:, layout.output_width :]
-        loss = loss + config.survival_head_weight * survival_head_nll(layout, head, codes, config.bin_smoothing)
+        if config.survival_form == "hazard":
+            head_loss = survival_hazard_nll(layout, head, codes)
+        else:
+            head_loss = survival_head_nll(layout, head, codes, config.bin_smoothing)
+        loss = loss + config.survival_head_weight * head_loss
     return loss
 
 

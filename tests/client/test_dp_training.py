@@ -68,12 +68,13 @@ def _clipped_sum_gradient(network, batch, mode: str, config: MCMConfig | None = 
     return grads
 
 
-@pytest.mark.parametrize("survival_head", [False, True])
-def test_ghost_clipping_equals_per_sample_clipping_on_the_mcm(whas500, survival_head: bool) -> None:
+@pytest.mark.parametrize("survival_head", [None, "joint", "hazard"])
+def test_ghost_clipping_equals_per_sample_clipping_on_the_mcm(whas500, survival_head: str | None) -> None:
     # The sites use ghost clipping for speed; it must clip exactly as per-sample gradients do,
     # for every layer the MCM has (a clip norm small enough that every record is clipped).
     frame, schema = whas500
-    config = MCMConfig(hidden=16, n_bins=16, survival_head=survival_head)
+    config = MCMConfig(hidden=16, n_bins=16, survival_head=survival_head is not None,
+                       survival_form=survival_head or "joint")  # fmt: skip
     model = MCM(config).build(schema)
     batch = model.codes_tensor(frame.head(64))
     ghost = _clipped_sum_gradient(model.network_, batch, "ghost", config)
