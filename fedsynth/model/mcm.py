@@ -71,6 +71,7 @@ class MCM:
             hidden=self.config.hidden,
             survival_head=self.config.survival_head,
             survival_form=self.config.survival_form,
+            survival_effect_scale=self.config.survival_effect_scale,
         )
         return self
 

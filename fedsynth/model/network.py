@@ -48,19 +48,21 @@ class HazardHead(nn.Module):
     The baseline is a bias-free linear layer of a constant input so that Opacus computes its
     per-record gradients like any other layer's.
 
-    Two choices that decide whether DP-SGD's few noisy steps learn anything:
+    Three choices that decide whether DP-SGD's few noisy steps learn anything:
 
-    * The covariates come centred (encodings in [0, 1] minus 0.5; the outcome's inputs are 0). Uncentred, every encoding is
-      positive, so the effects first move together as a second intercept (all hazards too
-      high at the start) and rank rows by the sum of their encodings; FLChain's model-only
-      samples then reversed the real risk order (TSTR C-index 0.32).
+    * The covariates come centred (encodings in [0, 1] minus 0.5; the outcome's inputs are 0).
+      Uncentred, every encoding is positive, so the effects first move together as a second
+      intercept (all hazards too high at the start) and rank rows by the sum of their
+      encodings; FLChain's model-only samples then reversed the real risk order (TSTR C 0.32).
     * The baseline starts where the time of the end is uniform over the bins and both causes
       are equally likely, not at hazards of 1/3 per bin (most rows ending in the first bins).
+    * The effects are ``effect_scale`` times their weights (see MCMConfig.survival_effect_scale).
     """
 
-    def __init__(self, width_in: int, n_bins: int) -> None:
+    def __init__(self, width_in: int, n_bins: int, effect_scale: float = 1.0) -> None:
         super().__init__()
         self.n_bins = n_bins
+        self.effect_scale = effect_scale
         self.baseline = nn.Linear(1, 2 * n_bins, bias=False)
         self.effects = nn.Linear(width_in, 2, bias=False)
         # P(end in bin k | reached it) = 1 / (bins - k), half per cause: logit log(1 / (2 (bins - k - 1))).
@@ -72,14 +74,20 @@ class HazardHead(nn.Module):
 
     def forward(self, covariates: torch.Tensor) -> torch.Tensor:
         baseline = self.baseline(torch.ones(len(covariates), 1, dtype=covariates.dtype, device=covariates.device))
-        return baseline + self.effects(covariates).repeat_interleave(self.n_bins, dim=1)
+        effects = self.effects(covariates) * self.effect_scale
+        return baseline + effects.repeat_interleave(self.n_bins, dim=1)
 
 
 class MCMNetwork(nn.Module):
     """Maps (masked encoding, column mask) to per-column output logits."""
 
     def __init__(
-        self, layout: Layout, hidden: int = 64, survival_head: bool = False, survival_form: str = "joint"
+        self,
+        layout: Layout,
+        hidden: int = 64,
+        survival_head: bool = False,
+        survival_form: str = "joint",
+        survival_effect_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.layout = layout
@@ -98,7 +106,7 @@ class MCMNetwork(nn.Module):
             covariate_input = torch.tensor([int(c) not in outcome for c in layout.input_column], dtype=torch.float32)
             self.register_buffer("covariate_input", covariate_input, persistent=False)
             if survival_form == "hazard":
-                self.survival_head = HazardHead(layout.encoded_width, layout.n_bins)
+                self.survival_head = HazardHead(layout.encoded_width, layout.n_bins, survival_effect_scale)
             elif survival_form == "joint":
                 self.survival_head = nn.Linear(layout.encoded_width, 2 * layout.n_bins)
             else:

@@ -130,6 +130,7 @@ def load_model(path: str | Path) -> MCM:
         hidden=model.config.hidden,
         survival_head=model.config.survival_head,
         survival_form=model.config.survival_form,
+        survival_effect_scale=model.config.survival_effect_scale,
     )
     state = torch.load(root / WEIGHTS, map_location="cpu", weights_only=True)
     model.network_.load_state_dict(state)
