@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import secrets
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -168,6 +169,13 @@ def _noise_only_step(module: torch.nn.Module, dp_optimizer: torch.optim.Optimize
     dp_optimizer.step()
 
 
+def run_schedule(kind: str, total_steps: int) -> Callable[[int], float]:
+    """Learning-rate factor of the run's step ``t`` (0-based): cosine to zero, or constant 1."""
+    if kind == "constant":
+        return lambda t: 1.0
+    return lambda t: 0.5 * (1.0 + math.cos(math.pi * min(t, total_steps) / max(1, total_steps)))
+
+
 def train_dp_round(
     network: MCMNetwork,
     codes: torch.Tensor,
@@ -175,8 +183,15 @@ def train_dp_round(
     plan: DPPlan,
     learning_rate: float,
     generator: torch.Generator,
+    server_round: int = 1,
 ) -> tuple[float, list[tuple[float, float, int]]]:
     """Train ``network`` in place for one round of ``plan.steps_per_round`` DP-SGD steps.
+
+    With ``model_config.lr_schedule == "cosine"`` the learning rate follows one cosine decay
+    over the whole run (``plan.planned_rounds`` rounds, this one being ``server_round``), not
+    one per round. Why: every DP-SGD step adds noise, and at a constant rate the weights the
+    site sends are the last noisy iterate; decaying to zero over the run averages the noise
+    out of the final weights (a public schedule: no privacy cost).
 
     Returns the mean training loss and Opacus' own accountant history for the round, which
     the caller checks against what its ledger reserved (Opacus counts every step, an empty
@@ -209,6 +224,8 @@ def train_dp_round(
     if not math.isclose(dp_loader.sample_rate, plan.sample_rate):
         raise RuntimeError(f"Opacus sample rate {dp_loader.sample_rate} differs from the plan's {plan.sample_rate}")
     total, count = 0.0, 0
+    step = (min(server_round, plan.planned_rounds) - 1) * plan.steps_per_round
+    schedule = run_schedule(model_config.lr_schedule, plan.total_steps)
     module.train()
     try:
         with warnings.catch_warnings():
@@ -216,6 +233,9 @@ def train_dp_round(
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
             for _ in range(plan.local_epochs):
                 for (batch,) in dp_loader:
+                    for group in dp_optimizer.param_groups:
+                        group["lr"] = learning_rate * schedule(step)
+                    step += 1
                     dp_optimizer.zero_grad(set_to_none=True)
                     if len(batch) == 0:
                         _noise_only_step(module, dp_optimizer)

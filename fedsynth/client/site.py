@@ -174,7 +174,13 @@ class Site:
         seed_text = f"{self.config.training.split_seed}:{run_id}:{server_round}".encode()
         generator = torch.Generator().manual_seed(int(hashlib.sha256(seed_text).hexdigest()[:15], 16))
         loss, history = train_dp_round(
-            network, model.codes_tensor(self.train), model_config, plan, self.config.training.learning_rate, generator
+            network,
+            model.codes_tensor(self.train),
+            model_config,
+            plan,
+            self.config.training.learning_rate,
+            generator,
+            server_round=server_round,
         )
         ((noise, rate, steps),) = history
         # Opacus' own accountant may use 1 / int(1 / q) >= q (its step count rounds down): more

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 
 import pytest
@@ -130,3 +131,33 @@ def test_dp_noise_and_sampling_are_not_reproducible_from_public_seeds(whas500) -
         train_dp_round(model.network_, codes, model.config, plan, 1e-2, torch.Generator().manual_seed(0))
         results.append(torch.cat([p.detach().flatten() for p in model.network_.parameters()]))
     assert not torch.equal(results[0], results[1])
+
+
+def test_the_cosine_schedule_spans_the_whole_run_not_each_round() -> None:
+    from fedsynth.client.dp_training import run_schedule
+
+    cosine = run_schedule("cosine", total_steps=100)
+    assert cosine(0) == 1.0
+    assert cosine(50) == pytest.approx(0.5)
+    assert cosine(100) == pytest.approx(0.0, abs=1e-12)
+    factors = [cosine(t) for t in range(101)]
+    assert all(a >= b for a, b in zip(factors, factors[1:], strict=False))  # never rises again at a round start
+    assert run_schedule("constant", total_steps=100)(99) == 1.0
+
+
+def test_the_last_planned_round_trains_at_the_end_of_the_decay(whas500) -> None:
+    # Same weights, data and plan: round 1 of 2 starts at the full rate, round 2 ends near zero, so
+    # (with noise off) round 2 moves the weights less than round 1 does.
+    frame, schema = whas500
+    config = MCMConfig(hidden=8, n_bins=8)
+    plan = plan_dp(n_records=200, batch_size=50, local_epochs=2, planned_rounds=2, target_epsilon=50.0,
+                   target_delta=1e-3, max_grad_norm=1.0)  # fmt: skip
+    plan = dataclasses.replace(plan, noise_multiplier=0.0)
+    moved = []
+    for server_round in (1, 2):
+        model = MCM(config).build(schema)
+        before = [p.detach().clone() for p in model.network_.parameters()]
+        train_dp_round(model.network_, model.codes_tensor(frame.head(200)), config, plan, 1e-2,
+                       torch.Generator().manual_seed(0), server_round=server_round)  # fmt: skip
+        moved.append(sum(float((p - b).norm()) for p, b in zip(model.network_.parameters(), before, strict=True)))
+    assert moved[1] < 0.6 * moved[0]
