@@ -31,11 +31,16 @@ from fedsynth.config_files import read_toml, validate_sections
 from fedsynth.model.config import MCMConfig
 
 # Smaller than the non-DP default (hidden 64, 64 bins): DP noise is added to every parameter,
-# so fewer parameters keep more signal per step. Random sampling orders, unlike the non-DP
-# default: drawing the outcome last from a DP model's p(outcome | covariates) cost ACTG320 TSTR
-# C-index 0.65 -> 0.43 and FLChain 0.76 -> 0.69 at epsilon 4 (benchmarks.federated_quality,
-# seeds 0-2); the noisy model's conditional of the outcome is weaker than its joint.
-FEDERATED_MODEL_DEFAULTS = MCMConfig(hidden=32, n_bins=16, outcome_last=False)
+# so fewer parameters keep more signal per step. The outcome is drawn by the survival head in
+# hazard form (a baseline per time bin and one scaled linear effect of the covariates per cause;
+# see MCMConfig): at epsilon 4, 3 sites, the MCM alone trailed real data in TSTR C-index by 0.15
+# (ACTG320) and 0.06 (FLChain); with the head, 0.05 and 0.003 (benchmarks/federated_sweep.py,
+# 10 and 5 seeds). Random orders for the covariates: drawing the outcome last from the MCM's own
+# heads cost ACTG320 0.65 -> 0.43. A constant learning rate: one cosine decay over the run
+# trailed by 0.074 on ACTG320 (10 seeds), the constant rate by 0.053.
+FEDERATED_MODEL_DEFAULTS = MCMConfig(
+    hidden=32, n_bins=16, outcome_last=False, survival_head=True, survival_form="hazard", lr_schedule="constant"
+)
 
 
 class FederationConfigError(ValueError):
