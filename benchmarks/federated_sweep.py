@@ -64,11 +64,12 @@ def run(dataset: str, seed: int, rounds: int = 5, training=None, privacy=None, m
         synthetic = global_model.sample(len(pooled), seed=seed + 1)
         reports = [utility_report(pooled, s.holdout, synthetic, schema) for s in sites]
         noise = sites[0].plan("sweep", rounds).noise_multiplier
+    hazard_ratios = reports[0].hazard_ratios.round(4).reset_index(names="covariate").to_dict("records")
     tstr = float(np.mean([r.cindex_tstr for r in reports]))
     trtr = float(np.mean([r.cindex_trtr for r in reports]))
     return {"seed": seed, "tstr": tstr, "trtr": trtr, "gap": tstr - trtr, "hr_in_ci": reports[0].hr_in_ci_fraction,
             "mean_ks": reports[0].mean_ks, "noise_multiplier": noise, "seconds": seconds,
-            "hazard_ratios": reports[0].hazard_ratios.round(4).reset_index(names="covariate").to_dict("records")}  # fmt: skip
+            "hazard_ratios": hazard_ratios}  # fmt: skip
 
 
 def main() -> None:

@@ -153,7 +153,8 @@ def test_draw_order_tiers(small_model: MCM) -> None:
 
 def test_the_survival_head_draws_the_outcome_unless_a_condition_is_on_it(whas500) -> None:
     frame, schema = whas500
-    model = MCM(MCMConfig(hidden=16, n_bins=16, survival_head=True, survival_form="joint", outcome_last=False), seed=0).build(schema)
+    config = MCMConfig(hidden=16, n_bins=16, survival_head=True, survival_form="joint", outcome_last=False)
+    model = MCM(config, seed=0).build(schema)
     head = model.network_.survival_head
     n_bins = model.network_.layout.n_bins
     with torch.no_grad():  # a head certain of (event = 1, time bin 3)
