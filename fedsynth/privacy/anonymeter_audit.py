@@ -8,7 +8,11 @@ the control. Here the control is the site's holdout.
 Traps handled (each seen in anonymeter's issue tracker or here):
 * column names with spaces or symbols break its query strings: columns are renamed to safe
   names for the evaluation and the results use the schema's names;
-* ``n_attacks`` larger than the control set raises inside anonymeter: it is capped;
+* ``n_attacks`` larger than the control set raises inside anonymeter's singling-out and
+  linkability evaluators: there it is capped. Its inference evaluator caps the training-row and
+  control attacks separately, so inference attacks up to ``n_attacks`` training rows even when
+  the holdout is small: at a 33-row holdout the risk's upper 95% limit is ~0.1 tighter with 134
+  training attacks than with 33 (same rates), i.e. more of the evidence the site has is used;
 * multivariate singling out can search for a very long time on data that resists it: the
   number of query attempts is bounded (``max_attempts``);
 * its nearest-neighbour search (linkability, inference) sorts every distance per query: the
@@ -65,7 +69,13 @@ def _prepare(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 
 def _risk(name: str, evaluator: Any, n_attacks: int, **detail: Any) -> Risk:
     value = evaluator.risk(confidence_level=0.95)
-    return Risk(name, float(value.value), (float(value.ci[0]), float(value.ci[1])), n_attacks, dict(detail))
+    results = evaluator.results(confidence_level=0.95)
+    n_control = int(getattr(results, "n_attacks_control", n_attacks))
+    n_main = int(getattr(results, "n_attacks_ori", n_attacks))
+    return Risk(
+        name, float(value.value), (float(value.ci[0]), float(value.ci[1])), n_main,
+        {**detail, "n_control_attacks": n_control},
+    )  # fmt: skip
 
 
 MAX_DECIMALS = 6
@@ -118,6 +128,7 @@ def anonymeter_audit(
     ori, syn, control = (_prepare(f, columns) for f in (train, synthetic, holdout))
     syn = at_recorded_precision(syn, pd.concat([ori, control], ignore_index=True))
     n_attacks = max(1, min(settings.n_attacks, len(control), len(ori)))
+    n_inference = max(1, min(settings.n_attacks, len(ori)))  # control capped inside anonymeter
     risks: list[Risk] = []
 
     for mode in ("univariate", "multivariate"):
@@ -148,11 +159,11 @@ def anonymeter_audit(
         numeric = kinds[secret] in (ColumnKind.CONTINUOUS, ColumnKind.INTEGER)
         aux = [_safe(c) for c in columns if c != secret]
         inference = InferenceEvaluator(
-            ori=ori, syn=syn, control=control, aux_cols=aux, secret=_safe(secret), n_attacks=n_attacks,
+            ori=ori, syn=syn, control=control, aux_cols=aux, secret=_safe(secret), n_attacks=n_inference,
             regression=numeric, inference_model=FaissInferencePredictor(syn, aux, _safe(secret)),
         )  # fmt: skip
         inference.evaluate(n_jobs=1)
-        risks.append(_risk("inference", inference, n_attacks, secret=secret, regression=numeric))
+        risks.append(_risk("inference", inference, n_inference, secret=secret, regression=numeric))
     return risks
 
 

@@ -40,6 +40,16 @@ def test_fresh_rows_are_low_risk(thirds) -> None:
     assert risks["inference"].risk < 0.3
 
 
+def test_inference_attacks_every_training_row_when_the_holdout_is_smaller(thirds) -> None:
+    # Sites have small holdouts (33 rows in the demo): singling out and linkability are capped at
+    # the holdout's size (anonymeter raises otherwise), inference uses every training row.
+    train, holdout, fresh, schema = thirds
+    risks = {r.attack: r for r in anonymeter_audit(fresh, train, holdout[:40], schema, SETTINGS)}
+    assert risks["inference"].n_attacks == 150 and risks["inference"].detail["n_control_attacks"] == 40
+    assert risks["linkability"].n_attacks == 40 and risks["linkability"].detail["n_control_attacks"] == 40
+    assert risks["inference"].risk < 0.3  # fresh rows: still low risk, on 150 attacks
+
+
 def test_column_names_with_spaces_and_bad_settings(thirds) -> None:
     train, holdout, fresh, schema = thirds
     renamed = {"age": "age at admission", "hr": "heart rate (bpm)"}
@@ -50,7 +60,8 @@ def test_column_names_with_spaces_and_bad_settings(thirds) -> None:
         train.rename(columns=renamed), train.rename(columns=renamed), holdout.rename(columns=renamed), spaced,
         AnonymeterSettings(n_attacks=100, secrets=("heart rate (bpm)",)),
     )  # fmt: skip
-    assert risks[-1].detail == {"secret": "heart rate (bpm)", "regression": True} and risks[-1].ci[0] > 0.5
+    assert risks[-1].detail == {"secret": "heart rate (bpm)", "regression": True, "n_control_attacks": 100}
+    assert risks[-1].ci[0] > 0.5
     with pytest.raises(ValueError, match="not in the schema.*'nope'"):
         anonymeter_audit(fresh, train, holdout, schema, AnonymeterSettings(secrets=("nope",)))
 
