@@ -25,6 +25,17 @@ class NotFittedError(RuntimeError):
     """The generator was used before ``fit`` or ``load``."""
 
 
+def network_for(config: MCMConfig, schema: Schema) -> MCMNetwork:
+    """An (unseeded) network of ``config``'s architecture for ``schema``: for new and loaded models."""
+    return MCMNetwork(
+        Layout(schema, config.n_bins),
+        hidden=config.hidden,
+        survival_head=config.survival_head,
+        survival_form=config.survival_form,
+        survival_effect_scale=config.survival_effect_scale,
+    )
+
+
 class MCM:
     """Masked Clinical Modelling generator with model-only conditional sampling.
 
@@ -66,13 +77,7 @@ class MCM:
         """Create an untrained network for ``schema`` (seeded); used by fit and by the sites."""
         torch.manual_seed(self.config.seed)
         self.schema_ = schema
-        self.network_ = MCMNetwork(
-            Layout(schema, self.config.n_bins),
-            hidden=self.config.hidden,
-            survival_head=self.config.survival_head,
-            survival_form=self.config.survival_form,
-            survival_effect_scale=self.config.survival_effect_scale,
-        )
+        self.network_ = network_for(self.config, schema)
         return self
 
     @property

@@ -20,9 +20,7 @@ import torch
 
 from fedsynth.data.schema import Schema, SchemaError
 from fedsynth.model.config import MCMConfig
-from fedsynth.model.layout import Layout
-from fedsynth.model.mcm import MCM
-from fedsynth.model.network import MCMNetwork
+from fedsynth.model.mcm import MCM, network_for
 
 FORMAT_VERSION = 1
 WEIGHTS, SCHEMA, META, MANIFEST = "weights.pt", "schema.toml", "model.json", "manifest.json"
@@ -125,13 +123,7 @@ def load_model(path: str | Path) -> MCM:
         )
     model = MCM(MCMConfig.model_validate(meta["config"]))
     model.schema_ = schema
-    model.network_ = MCMNetwork(
-        Layout(schema, model.config.n_bins),
-        hidden=model.config.hidden,
-        survival_head=model.config.survival_head,
-        survival_form=model.config.survival_form,
-        survival_effect_scale=model.config.survival_effect_scale,
-    )
+    model.network_ = network_for(model.config, schema)
     state = torch.load(root / WEIGHTS, map_location="cpu", weights_only=True)
     model.network_.load_state_dict(state)
     model.network_.eval()

@@ -67,14 +67,13 @@ def _prepare(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def _risk(name: str, evaluator: Any, n_attacks: int, **detail: Any) -> Risk:
-    value = evaluator.risk(confidence_level=0.95)
+def _risk(name: str, evaluator: Any, **detail: Any) -> Risk:
+    """The evaluator's risk and its attack counts, from one ``results()`` (``risk()`` recomputes it)."""
     results = evaluator.results(confidence_level=0.95)
-    n_control = int(getattr(results, "n_attacks_control", n_attacks))
-    n_main = int(getattr(results, "n_attacks_ori", n_attacks))
+    value = results.risk()
     return Risk(
-        name, float(value.value), (float(value.ci[0]), float(value.ci[1])), n_main,
-        {**detail, "n_control_attacks": n_control},
+        name, float(value.value), (float(value.ci[0]), float(value.ci[1])), int(results.n_attacks_ori),
+        {**detail, "n_control_attacks": int(results.n_attacks_control)},
     )  # fmt: skip
 
 
@@ -137,7 +136,7 @@ def anonymeter_audit(
             max_attempts=settings.max_attempts, seed=settings.seed,
         )  # fmt: skip
         evaluator.evaluate(mode=mode)
-        risks.append(_risk(f"singling-out-{mode}", evaluator, n_attacks))
+        risks.append(_risk(f"singling-out-{mode}", evaluator))
 
     left, right = settings.linkability_columns or (
         tuple(features[: len(features) // 2]),
@@ -149,7 +148,7 @@ def anonymeter_audit(
     )  # fmt: skip
     with faiss_linkability_neighbours():
         linkability.evaluate(n_jobs=1)
-    risks.append(_risk("linkability", linkability, n_attacks, columns=[list(left), list(right)]))
+    risks.append(_risk("linkability", linkability, columns=[list(left), list(right)]))
 
     event = [c.name for c in schema.columns if c.role is ColumnRole.EVENT]
     kinds = {c.name: c.kind for c in schema.columns}
@@ -163,7 +162,7 @@ def anonymeter_audit(
             regression=numeric, inference_model=FaissInferencePredictor(syn, aux, _safe(secret)),
         )  # fmt: skip
         inference.evaluate(n_jobs=1)
-        risks.append(_risk("inference", inference, n_inference, secret=secret, regression=numeric))
+        risks.append(_risk("inference", inference, secret=secret, regression=numeric))
     return risks
 
 
