@@ -42,7 +42,7 @@ def _iso_seconds(stamp: str) -> float:
 
 # ----------------------------------------------------------------------------------- dp-epoch
 def dp_epoch(repeats: int) -> dict[str, Any]:
-    from fedsynth.client.dp_training import GRAD_SAMPLE_MODE
+    from fedsynth.client.dp_training import CLIPPING
     from fedsynth.data.datasets import load_dataset
     from fedsynth.model.config import MCMConfig
     from fedsynth.model.mcm import MCM
@@ -52,7 +52,7 @@ def dp_epoch(repeats: int) -> dict[str, Any]:
     codes = MCM(MCMConfig()).build(schema).codes_tensor(frame)
     results: dict[str, Any] = {
         "rows": len(codes),
-        "grad_sample_mode": GRAD_SAMPLE_MODE,
+        "clipping": CLIPPING,
         "protocol": "seconds per epoch; batch_B: a one-epoch round (Opacus set-up included); "
         "batch_B_in_5_epoch_round: a 5-epoch round (the sites' default local_epochs) / 5",
     }

@@ -10,33 +10,34 @@ Opacus details that matter: with Poisson sampling its data loader draws each rec
 probability ``1 / len(data_loader)`` (not ``batch_size / n``), so the plan uses that rate;
 ``accountant="rdp"`` because the ledger composes RDP (Opacus' default is PRV).
 
-Speed: Opacus' ghost clipping (``grad_sample_mode="ghost"``) gets each record's gradient *norm*
-from the layer activations and output gradients, without materialising one gradient per
-record, then takes a second backward pass on the clipping-weighted loss. For the MCM's
-linear layers this is exact (tests compare it with per-sample clipping) and about twice as fast
-as Opacus' default hooks. Batches are fetched as one tensor index, not row by row.
+Speed: per-record clipping takes one backward pass (``single_pass_clipping``) instead of
+Opacus' two-pass ghost clipping behind module hooks; Opacus still does everything else: the
+Poisson ``DPDataLoader``, the ``DPOptimizerFastGradientClipping`` that adds the noise, and the
+RDP accountant hooked to its steps. Batches are fetched as one tensor index, not row by row.
 """
 
 from __future__ import annotations
 
 import math
 import secrets
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
-from opacus import PrivacyEngine
-from opacus.utils.fast_gradient_clipping_utils import DPTensorFastGradientClipping
+from opacus.accountants import RDPAccountant
+from opacus.data_loader import DPDataLoader
+from opacus.optimizers import DPOptimizerFastGradientClipping
+from opacus.validators import ModuleValidator
 from torch.utils.data import DataLoader, Dataset
 
 from fedsynth.client.ledger import rdp_epsilon
+from fedsynth.client.single_pass_clipping import SinglePassClipping
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.network import MCMNetwork
 from fedsynth.model.training import per_sample_loss
 
 ACCOUNTANT = "rdp"
-GRAD_SAMPLE_MODE = "ghost"
+CLIPPING = "per-record, single backward pass (book-keeping)"
 EPSILON_TOLERANCE = 0.01
 MAX_NOISE_MULTIPLIER = 1e4
 
@@ -202,52 +203,40 @@ def train_dp_round(
     # sampling and noise get fresh OS randomness, never a seed anyone else knows.
     sampling = torch.Generator().manual_seed(secrets.randbits(63))
     noise = torch.Generator().manual_seed(secrets.randbits(63))
+    ModuleValidator.validate(network, strict=True)  # what PrivacyEngine.make_private checks
     loader = DataLoader(RowsDataset(codes), batch_size=plan.batch_size, generator=sampling, collate_fn=_whole_batch)
-    optimizer = torch.optim.Adam(network.parameters(), lr=learning_rate)
-    with warnings.catch_warnings():
-        # Opacus warns that secure_mode is off (its CSPRNG needs torchcsprng); recorded in the budget report.
-        warnings.filterwarnings("ignore", message="Secure RNG turned off")
-        engine = PrivacyEngine(accountant=ACCOUNTANT)
-        # The criterion is unused: the MCM's per-sample loss is built below and handed to
-        # Opacus' two-pass backward directly.
-        module, dp_optimizer, _criterion, dp_loader = engine.make_private(
-            module=network,
-            optimizer=optimizer,
-            criterion=torch.nn.MSELoss(),
-            data_loader=loader,
-            noise_multiplier=plan.noise_multiplier,
-            max_grad_norm=plan.max_grad_norm,
-            poisson_sampling=True,
-            grad_sample_mode=GRAD_SAMPLE_MODE,
-            noise_generator=noise,
-        )
+    dp_loader = DPDataLoader.from_data_loader(loader, generator=sampling)
     if not math.isclose(dp_loader.sample_rate, plan.sample_rate):
         raise RuntimeError(f"Opacus sample rate {dp_loader.sample_rate} differs from the plan's {plan.sample_rate}")
+    dp_optimizer = DPOptimizerFastGradientClipping(
+        torch.optim.Adam(network.parameters(), lr=learning_rate),
+        noise_multiplier=plan.noise_multiplier,
+        max_grad_norm=plan.max_grad_norm,
+        expected_batch_size=int(len(codes) * dp_loader.sample_rate),  # as make_private sets it
+        loss_reduction="mean",
+        generator=noise,
+    )
+    accountant = RDPAccountant()
+    dp_optimizer.attach_step_hook(accountant.get_optimizer_hook_fn(sample_rate=dp_loader.sample_rate))
     total, count = 0.0, 0
     step = (min(server_round, plan.planned_rounds) - 1) * plan.steps_per_round
     schedule = run_schedule(model_config.lr_schedule, plan.total_steps)
-    module.train()
-    try:
-        with warnings.catch_warnings():
-            # Opacus' hooks fire on module outputs because the inputs (data) need no gradient: expected.
-            warnings.filterwarnings("ignore", message="Full backward hook is firing")
-            for _ in range(plan.local_epochs):
-                for (batch,) in dp_loader:
-                    for group in dp_optimizer.param_groups:
-                        group["lr"] = learning_rate * schedule(step)
-                    step += 1
-                    dp_optimizer.zero_grad(set_to_none=True)
-                    if len(batch) == 0:
-                        _noise_only_step(module, dp_optimizer)
-                        continue
-                    loss = per_sample_loss(module, batch, model_config, generator)
-                    # Pass 1: per-record gradient norms (ghost); pass 2: the clipped sum.
-                    DPTensorFastGradientClipping(module, dp_optimizer, loss, "mean").backward()
-                    dp_optimizer.step()
-                    total += float(loss.detach().sum())
-                    count += len(batch)
-    finally:
-        module._close()  # remove Opacus' hooks so the plain network can be sent and reused
+    network.train()
+    with SinglePassClipping(network, plan.max_grad_norm) as clipping:
+        for _ in range(plan.local_epochs):
+            for (batch,) in dp_loader:
+                for group in dp_optimizer.param_groups:
+                    group["lr"] = learning_rate * schedule(step)
+                step += 1
+                dp_optimizer.zero_grad(set_to_none=True)
+                if len(batch) == 0:
+                    _noise_only_step(network, dp_optimizer)
+                    continue
+                loss = per_sample_loss(network, batch, model_config, generator)
+                clipping.backward(loss)  # .grad = sum of the clipped per-record gradients
+                dp_optimizer.step()  # Opacus: + Gaussian noise, / expected batch size, Adam, accountant
+                total += float(loss.detach().sum())
+                count += len(batch)
     network.eval()
-    history = [(float(n), float(q), int(s)) for n, q, s in engine.accountant.history]
+    history = [(float(n), float(q), int(s)) for n, q, s in accountant.history]
     return (total / count if count else float("nan")), history

@@ -9,10 +9,10 @@ import math
 import pytest
 import torch
 from opacus import PrivacyEngine
-from opacus.utils.fast_gradient_clipping_utils import DPTensorFastGradientClipping
 from torch.utils.data import DataLoader, TensorDataset
 
 from fedsynth.client.dp_training import DPPlanError, batches_per_epoch, plan_dp, train_dp_round
+from fedsynth.client.single_pass_clipping import ClippingSetupError, SinglePassClipping
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.mcm import MCM
 from fedsynth.model.training import per_sample_loss
@@ -46,45 +46,87 @@ def test_an_unreachable_budget_is_refused_with_the_fix() -> None:
     assert math.isfinite(independent_epsilon([(0.5, 0.5, 1000)], 1e-3))
 
 
-def _clipped_sum_gradient(network, batch, mode: str, config: MCMConfig | None = None) -> list[torch.Tensor]:
-    """The clipped, noiseless sum gradient Opacus computes for one batch in ``mode``."""
+CLIP = 0.05  # small enough that every record of the test batches is clipped
+
+
+def _opacus_clipped_mean(network, batch, config: MCMConfig) -> list[torch.Tensor]:
+    """The clipped, noiseless mean gradient from Opacus' own per-sample gradients (hooks mode)."""
     network = copy.deepcopy(network)
     loader = DataLoader(TensorDataset(batch), batch_size=len(batch))
-    engine = PrivacyEngine(accountant="rdp")
     optimizer = torch.optim.SGD(network.parameters(), lr=0.0)
-    wrapped = engine.make_private(
-        module=network, optimizer=optimizer, criterion=torch.nn.MSELoss(), data_loader=loader,
-        noise_multiplier=0.0, max_grad_norm=0.05, poisson_sampling=False, grad_sample_mode=mode,
+    module, dp_optimizer, _ = PrivacyEngine(accountant="rdp").make_private(
+        module=network, optimizer=optimizer, data_loader=loader,
+        noise_multiplier=0.0, max_grad_norm=CLIP, poisson_sampling=False, grad_sample_mode="hooks",
     )  # fmt: skip
-    module, dp_optimizer = wrapped[0], wrapped[1]
     dp_optimizer.zero_grad(set_to_none=True)
-    loss = per_sample_loss(module, batch, config or MCMConfig(), torch.Generator().manual_seed(3))
-    if mode == "ghost":
-        DPTensorFastGradientClipping(module, dp_optimizer, loss, "mean").backward()
-    else:
-        loss.mean().backward()
-    dp_optimizer.step()  # clips, (adds zero noise) and sets .grad to the clipped mean
+    per_sample_loss(module, batch, config, torch.Generator().manual_seed(3)).mean().backward()
+    dp_optimizer.step()  # clips each record, sums, adds zero noise, divides by the batch size
     grads = [p.grad.detach().clone() for p in module.parameters()]
     module._close()
     return grads
 
 
+def _single_pass_clipped_mean(network, batch, config: MCMConfig) -> tuple[list[torch.Tensor], torch.Tensor]:
+    network = copy.deepcopy(network)
+    network.train()
+    with SinglePassClipping(network, CLIP) as clipping:
+        norms = clipping.backward(per_sample_loss(network, batch, config, torch.Generator().manual_seed(3)))
+    return [p.grad.detach() / len(batch) for p in network.parameters()], norms
+
+
 @pytest.mark.parametrize("survival_head", [None, "joint", "hazard"])
-def test_ghost_clipping_equals_per_sample_clipping_on_the_mcm(whas500, survival_head: str | None) -> None:
-    # The sites use ghost clipping for speed; it must clip exactly as per-sample gradients do,
-    # for every layer the MCM has (a clip norm small enough that every record is clipped).
+def test_single_pass_clipping_equals_opacus_per_sample_clipping_on_the_mcm(whas500, survival_head) -> None:
+    # The sites clip in one backward pass for speed; it must clip exactly as Opacus' per-sample
+    # gradients do, for every layer the MCM has.
     frame, schema = whas500
     config = MCMConfig(hidden=16, n_bins=16, survival_head=survival_head is not None,
                        survival_form=survival_head or "joint")  # fmt: skip
     model = MCM(config).build(schema)
     batch = model.codes_tensor(frame.head(64))
-    ghost = _clipped_sum_gradient(model.network_, batch, "ghost", config)
-    hooks = _clipped_sum_gradient(model.network_, batch, "hooks", config)
-    assert len(ghost) == len(hooks) == len(list(model.network_.parameters()))
-    scale = max(float(g.abs().max()) for g in hooks)
+    ours, norms = _single_pass_clipped_mean(model.network_, batch, config)
+    opacus = _opacus_clipped_mean(model.network_, batch, config)
+    assert len(ours) == len(opacus) == len(list(model.network_.parameters()))
+    assert bool((norms > CLIP).all())  # every record clipped: the clipping really is exercised
+    scale = max(float(g.abs().max()) for g in opacus)
     assert scale > 0
-    for g, h in zip(ghost, hooks, strict=True):
+    for g, h in zip(ours, opacus, strict=True):
         torch.testing.assert_close(g, h, rtol=1e-4, atol=1e-6 * scale)
+
+
+def test_single_pass_clipping_leaves_records_under_the_norm_unscaled(whas500) -> None:
+    # With a clip norm above every record's norm, the clipped sum is the plain summed gradient.
+    frame, schema = whas500
+    config = MCMConfig(hidden=8, n_bins=8)
+    network = MCM(config).build(schema).network_
+    batch = MCM(config).build(schema).codes_tensor(frame.head(32))
+    plain = copy.deepcopy(network)
+    per_sample_loss(plain, batch, config, torch.Generator().manual_seed(3)).sum().backward()
+    network.train()
+    with SinglePassClipping(network, 1e9) as clipping:
+        clipping.backward(per_sample_loss(network, batch, config, torch.Generator().manual_seed(3)))
+    for ours, reference in zip(network.parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(ours.grad, reference.grad, rtol=1e-4, atol=1e-7)
+
+
+def test_single_pass_clipping_refuses_what_it_cannot_clip_and_removes_its_hooks() -> None:
+    class Tied(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.layer(self.layer(x))
+
+    tied = Tied()
+    with SinglePassClipping(tied, 1.0) as clipping, pytest.raises(ClippingSetupError, match="ran twice"):
+        clipping.backward(tied(torch.ones(4, 3)).sum(dim=1))
+    assert not tied.layer._forward_hooks
+    loose = torch.nn.Module()
+    loose.scale = torch.nn.Parameter(torch.ones(3))
+    with pytest.raises(ClippingSetupError, match="scale"):
+        SinglePassClipping(loose, 1.0)
+    with pytest.raises(ClippingSetupError, match="0.weight, 0.bias belong to a BatchNorm1d"):
+        SinglePassClipping(torch.nn.Sequential(torch.nn.BatchNorm1d(3)), 1.0)
 
 
 def test_empty_poisson_batches_take_a_noise_only_step_that_opacus_accounts(whas500) -> None:
