@@ -132,6 +132,22 @@ def plan_dp(
     )
 
 
+class SiteDPOptimizer(DPOptimizerFastGradientClipping):
+    """Opacus' optimizer for pre-clipped gradients, with a cheaper gradient hand-over.
+
+    Opacus copies every parameter's gradient into ``summed_grad`` with ``copy.deepcopy`` each
+    step; through Python's copy machinery that was a sixth of a DP step on the MCM's small
+    layers. ``clone`` is the same copy. Noise, scaling and accounting are Opacus' own.
+    """
+
+    def accumulate(self) -> None:
+        for p in self.params:
+            if p.summed_grad is not None:
+                p.summed_grad.add_(p.grad)
+            else:
+                p.summed_grad = p.grad.detach().clone()
+
+
 class RowsDataset(Dataset[tuple[torch.Tensor]]):
     """The site's encoded rows; a batch is fetched as one tensor index (``__getitems__``).
 
@@ -208,7 +224,7 @@ def train_dp_round(
     dp_loader = DPDataLoader.from_data_loader(loader, generator=sampling)
     if not math.isclose(dp_loader.sample_rate, plan.sample_rate):
         raise RuntimeError(f"Opacus sample rate {dp_loader.sample_rate} differs from the plan's {plan.sample_rate}")
-    dp_optimizer = DPOptimizerFastGradientClipping(
+    dp_optimizer = SiteDPOptimizer(
         torch.optim.Adam(network.parameters(), lr=learning_rate),
         noise_multiplier=plan.noise_multiplier,
         max_grad_norm=plan.max_grad_norm,
