@@ -443,8 +443,12 @@ def deploy_node_key(
 def _print_site_query_summary(document: dict[str, Any]) -> None:
     """The worst-site figures, each failed site, and whether every site answered."""
     if document["worst"]:
-        shown = {k: v for k, v in document["worst"].items() if isinstance(v, int | float)}
-        console.print("worst site: " + ", ".join(f"{k} {v:.3g}" for k, v in shown.items()))
+        numbers = {k: v for k, v in document["worst"].items() if isinstance(v, int | float)}
+        worst = {k: v for k, v in numbers.items() if "pooled" not in k and "site_lower" not in k}
+        pooled = {k: v for k, v in numbers.items() if k not in worst}
+        console.print("worst site: " + ", ".join(f"{k} {v:.3g}" for k, v in worst.items()))
+        if pooled:
+            console.print("pooled over sites: " + ", ".join(f"{k} {v:.3g}" for k, v in pooled.items()))
         unscored = document["worst"].get("sites_not_scored")  # evaluation: sites whose TSTR fit failed
         if unscored:
             console.print(f"[red]no TSTR scores at {', '.join(unscored)} (a fit failed there; see evaluation.json)[/]")

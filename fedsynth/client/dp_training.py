@@ -238,6 +238,9 @@ def train_dp_round(
     step = (min(server_round, plan.planned_rounds) - 1) * plan.steps_per_round
     schedule = run_schedule(model_config.lr_schedule, plan.total_steps)
     network.train()
+    import os  # TEMP sweep switch
+    ema_decay = float(os.environ.get("FS_EMA", "0"))
+    ema = [p.detach().clone() for p in network.parameters()] if ema_decay else None
     with SinglePassClipping(network, plan.max_grad_norm) as clipping:
         for _ in range(plan.local_epochs):
             for (batch,) in dp_loader:
@@ -251,8 +254,15 @@ def train_dp_round(
                 loss = per_sample_loss(network, batch, model_config, generator)
                 clipping.backward(loss)  # .grad = sum of the clipped per-record gradients
                 dp_optimizer.step()  # Opacus: + Gaussian noise, / expected batch size, Adam, accountant
+                if ema is not None:
+                    with torch.no_grad():
+                        torch._foreach_lerp_(ema, [p.detach() for p in network.parameters()], 1 - ema_decay)
                 total += float(loss.detach().sum())
                 count += len(batch)
+    if ema is not None:
+        with torch.no_grad():
+            for p, e in zip(network.parameters(), ema, strict=True):
+                p.copy_(e)
     network.eval()
     history = [(float(n), float(q), int(s)) for n, q, s in accountant.history]
     return (total / count if count else float("nan")), history

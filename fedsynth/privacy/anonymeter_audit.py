@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from anonymeter.evaluators import InferenceEvaluator, LinkabilityEvaluator, SinglingOutEvaluator
+from anonymeter.stats.confidence import EvaluationResults
 
 from fedsynth.data.schema import ColumnKind, ColumnRole, Schema
 from fedsynth.privacy.gower import FaissInferencePredictor, faiss_linkability_neighbours
@@ -67,14 +68,58 @@ def _prepare(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+COUNTS = ("n_baseline_attacks", "n_control_attacks", "n_success", "n_baseline_success", "n_control_success")
+
+
 def _risk(name: str, evaluator: Any, **detail: Any) -> Risk:
-    """The evaluator's risk and its attack counts, from one ``results()`` (``risk()`` recomputes it)."""
+    """The evaluator's risk and its attack counts, from one ``results()`` (``risk()`` recomputes it).
+
+    The success counts (aggregates: how many of the attacks succeeded) let a coordinator pool
+    the same attack over sites (:func:`pooled_risk`) instead of reading the worst of several
+    small-sample CIs.
+    """
     results = evaluator.results(confidence_level=0.95)
     value = results.risk()
+    counts = {
+        "n_baseline_attacks": int(results.n_attacks_baseline),
+        "n_control_attacks": int(results.n_attacks_control),
+        "n_success": int(results.n_success),
+        "n_baseline_success": int(results.n_baseline),
+        "n_control_success": int(results.n_control),
+    }
     return Risk(
         name, float(value.value), (float(value.ci[0]), float(value.ci[1])), int(results.n_attacks_ori),
-        {**detail, "n_control_attacks": int(results.n_attacks_control)},
+        {**detail, **counts},
     )  # fmt: skip
+
+
+def risk_key(risk: dict[str, Any]) -> str:
+    """Which attack a risk dict is, the same at every site (inference: per secret column)."""
+    detail = risk.get("detail", {})
+    return f"{risk['attack']}:{detail['secret']}" if "secret" in detail else risk["attack"]
+
+
+def pooled_risk(risks: list[dict[str, Any]], confidence_level: float = 0.95) -> tuple[float, tuple[float, float]]:
+    """One attack's risk over several sites, from their summed attack and success counts.
+
+    Anonymeter's own ``EvaluationResults`` computes it: the attack and control success rates
+    are the pooled rates, i.e. the sites' rates weighted by their numbers of attacks. Sites hold
+    different patients, so their attacks are independent; a binomial CI on the summed counts is
+    if anything wider than the exact one when the sites' rates differ.
+    """
+    missing = [c for c in COUNTS if any(c not in r.get("detail", {}) for r in risks)]
+    if not risks or missing:
+        raise ValueError(f"cannot pool Anonymeter risks without {', '.join(missing) or 'any site'}")
+    total = {c: sum(int(r["detail"][c]) for r in risks) for c in COUNTS}
+    results = EvaluationResults(
+        n_attacks=(sum(int(r["n_attacks"]) for r in risks), total["n_baseline_attacks"], total["n_control_attacks"]),
+        n_success=total["n_success"],
+        n_baseline=total["n_baseline_success"],
+        n_control=total["n_control_success"],
+        confidence_level=confidence_level,
+    )
+    value = results.risk()
+    return float(value.value), (float(value.ci[0]), float(value.ci[1]))
 
 
 MAX_DECIMALS = 6

@@ -46,6 +46,7 @@ class NearestNeighbourAudit:
     n_holdout: int
     dcr_share: float
     dcr_share_ci: tuple[float, float]
+    dcr_share_se: float  # standard error of dcr_share: lets a coordinator pool sites (pooled_dcr_share)
     exact_matches: int
     dcr_synthetic_p5: float
     dcr_holdout_p5: float
@@ -67,12 +68,30 @@ def nearest_distances(reference: np.ndarray, queries: np.ndarray, k: int) -> np.
     return np.sqrt(np.maximum(squared, 0.0))
 
 
-def _share_ci(wins: np.ndarray) -> tuple[float, float]:
-    """95% normal CI of the mean of per-row outcomes in {0, 0.5, 1} (ties count half)."""
-    n = len(wins)
-    mean = float(wins.mean())
-    half = Z_95 * float(wins.std(ddof=1)) / math.sqrt(n) if n > 1 else 1.0
-    return max(0.0, mean - half), min(1.0, mean + half)
+def _share_se(wins: np.ndarray) -> float:
+    """Standard error of the mean of per-row outcomes in {0, 0.5, 1} (ties count half)."""
+    return float(wins.std(ddof=1)) / math.sqrt(len(wins)) if len(wins) > 1 else 1.0 / Z_95
+
+
+def _normal_ci(mean: float, se: float) -> tuple[float, float]:
+    """95% normal CI, clipped to the [0, 1] a share lives in."""
+    return max(0.0, mean - Z_95 * se), min(1.0, mean + Z_95 * se)
+
+
+def pooled_dcr_share(audits: list[dict[str, Any]]) -> tuple[float, tuple[float, float]]:
+    """The DCR share over several sites' audits: their shares weighted by synthetic rows, with
+    the 95% CI of that weighted mean of independent estimates (sites hold different patients).
+
+    Why pool: at a small site (33 holdout rows) one site's CI is about +-0.17, and the worst of
+    three such upper limits says more about the sample size than about the model.
+    """
+    if not audits or any("dcr_share_se" not in a for a in audits):
+        raise ValueError("cannot pool DCR shares without every site's dcr_share_se")
+    total = sum(int(a["n_synthetic"]) for a in audits)
+    weights = [int(a["n_synthetic"]) / total for a in audits]
+    mean = sum(w * float(a["dcr_share"]) for w, a in zip(weights, audits, strict=True))
+    se = math.sqrt(sum((w * float(a["dcr_share_se"])) ** 2 for w, a in zip(weights, audits, strict=True)))
+    return mean, _normal_ci(mean, se)
 
 
 def dcr_histogram_edges(width: int) -> np.ndarray:
@@ -146,7 +165,8 @@ def nearest_neighbour_audit(
         n_train_compared=len(compared),
         n_holdout=len(holdout_rows),
         dcr_share=float(wins.mean()),
-        dcr_share_ci=_share_ci(wins),
+        dcr_share_ci=_normal_ci(float(wins.mean()), _share_se(wins)),
+        dcr_share_se=_share_se(wins),
         exact_matches=exact,
         dcr_synthetic_p5=float(np.percentile(synthetic_train, 5)),
         dcr_holdout_p5=float(np.percentile(holdout_train, 5)),

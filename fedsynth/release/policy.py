@@ -44,11 +44,17 @@ class BudgetRules(BaseModel):
     max_delta_times_n: float = Field(gt=0, le=1, description="delta x training rows per site (pass: <)")
 
 
+SiteCombination = Literal["pooled", "worst"]
+
+
 class AuditRules(BaseModel):
-    """Thresholds on the worst site's privacy audit (audit.json)."""
+    """Thresholds on the sites' privacy audit (audit.json)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    combine_sites: SiteCombination = Field(
+        description="DCR share and Anonymeter: 'pooled' over sites (and no site shown above the bound) or 'worst' site"
+    )
     max_dcr_share_upper_ci: float = Field(gt=0, le=1, description="pass: <=")
     max_exact_matches: int = Field(ge=0, description="synthetic rows equal to a training row, all sites (<=)")
     max_mia_tpr_at_1pct_fpr: float = Field(gt=0, le=1, description="pass: <=")
@@ -61,10 +67,13 @@ class AuditRules(BaseModel):
 
 
 class UtilityRules(BaseModel):
-    """Thresholds on the worst site's survival-utility evaluation (evaluation.json)."""
+    """Thresholds on the sites' survival-utility evaluation (evaluation.json)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    combine_sites: SiteCombination = Field(
+        description="hazard ratios in the real CI: 'pooled' over every site's covariates or the 'worst' site's share"
+    )
     min_hr_in_ci_fraction: float = Field(ge=0, le=1, description="pass: >=")
     max_tstr_c_index_gap: float = Field(gt=0, le=1, description="TRTR minus TSTR Uno C-index (<=)")
     max_tstr_ici: float = Field(gt=0, le=1, description="calibration ICI of the TSTR model (<=)")

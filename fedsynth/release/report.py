@@ -228,9 +228,10 @@ EVALUATION_FIGURES = (
     ("calibration", "models.*.calibration[].overall.curve", "Calibration curves on the real holdout"),
 )
 WORST_ROWS = (
-    ("tstr_uno_c_shortfall", "TSTR C-index shortfall (TRTR − TSTR Uno C)"),
-    ("hr_in_ci_fraction", "hazard ratios inside the real 95% CI (fraction)"),
-    ("tstr_ici", "TSTR calibration ICI"),
+    ("tstr_uno_c_shortfall", "TSTR C-index shortfall (TRTR − TSTR Uno C), worst site"),
+    ("hr_in_ci_fraction", "hazard ratios inside the real 95% CI (fraction), worst site"),
+    ("hr_in_ci_pooled_fraction", "the same, every site's covariates pooled"),
+    ("tstr_ici", "TSTR calibration ICI, worst site"),
 )
 
 
@@ -278,7 +279,7 @@ def utility_section(evaluation: Document, run_dir: Path, workdir: Path) -> Html:
     parts: list[object] = _site_query_notes(evaluation)
     worst = evaluation.data.get("worst") or {}
     if worst:
-        parts.append(table(["worst site", "value"], [[label, number(worst.get(key))] for key, label in WORST_ROWS],
+        parts.append(table(["over sites", "value"], [[label, number(worst.get(key))] for key, label in WORST_ROWS],
                            numeric=(1,)))  # fmt: skip
         if worst.get("sites_not_scored"):
             parts.append(note(f"no TSTR scores at {', '.join(worst['sites_not_scored'])} (a fit failed there)", "warn"))

@@ -171,10 +171,47 @@ def mia_tpr_rule(audit: Document, policy: Policy) -> RuleResult:
     )
 
 
+def pooled_upper_rule(
+    audit: Document,
+    name: str,
+    threshold: float,
+    combine: str,
+    what: str,
+    worst_key: str,
+    pooled_key: str,
+    site_key: str,
+) -> RuleResult:
+    """An upper-CI rule on a figure the sites' audits pool (the DCR share, Anonymeter risks).
+
+    ``combine = "worst"``: the worst site's upper 95% limit. ``"pooled"``: the pooled
+    estimate's upper limit, and no site's own lower limit above the threshold (a site whose
+    data alone show the figure over the bound fails the rule whatever the pool says).
+    """
+    shown = f"<= {threshold:g}"
+    if combine == "worst":
+        value, problem = worst_figure(audit, worst_key)
+        if problem:
+            return failed(name, shown, problem)
+        return compare(name, value, "<=", threshold, f"{what} (worst site)")
+    pooled, problem = worst_figure(audit, pooled_key)
+    site_lower, site_problem = worst_figure(audit, site_key)
+    if problem or site_problem:
+        return failed(name, shown, problem or site_problem or "")
+    result = compare(name, pooled, "<=", threshold, f"{what} (pooled over sites)")
+    if result.passed and site_lower is not None and site_lower > threshold:
+        return result.model_copy(
+            update={
+                "passed": False,
+                "reason": f"{result.reason}, but one site's own lower 95% limit {site_lower:.4g} "
+                f"is above {threshold:g}",
+            }
+        )
+    return result
+
+
 def audit_rules(audit: Document, policy: Policy) -> list[RuleResult]:
     rules = policy.audit
     checks = [
-        ("dcr_share_upper_ci", "dcr_share_upper_ci", "<=", rules.max_dcr_share_upper_ci, "DCR share upper 95% CI"),
         (
             "exact_matches",
             "exact_matches",
@@ -190,15 +227,13 @@ def audit_rules(audit: Document, policy: Policy) -> list[RuleResult]:
             rules.max_empirical_epsilon_excess,
             "empirical minus accountant epsilon",
         ),
-        (
-            "anonymeter_risk_upper_ci",
-            "anonymeter_risk_upper_ci",
-            "<=",
-            rules.max_anonymeter_risk_upper_ci,
-            "Anonymeter risk upper 95% CI",
-        ),
     ]
-    results = []
+    results = [
+        pooled_upper_rule(
+            audit, "dcr_share_upper_ci", rules.max_dcr_share_upper_ci, rules.combine_sites,
+            "DCR share upper 95% CI", "dcr_share_upper_ci", "dcr_share_pooled_upper_ci", "dcr_share_site_lower_ci_max",
+        ),  # fmt: skip
+    ]
     for name, key, op, threshold, what in checks:
         value, problem = worst_figure(audit, key)
         if problem is not None:
@@ -206,6 +241,13 @@ def audit_rules(audit: Document, policy: Policy) -> list[RuleResult]:
         else:
             results.append(compare(name, value, op, threshold, what if "all sites" in what else f"{what} (worst site)"))
     results.insert(3, mia_tpr_rule(audit, policy))
+    results.append(
+        pooled_upper_rule(
+            audit, "anonymeter_risk_upper_ci", rules.max_anonymeter_risk_upper_ci, rules.combine_sites,
+            "worst Anonymeter attack's risk upper 95% CI", "anonymeter_risk_upper_ci",
+            "anonymeter_risk_pooled_upper_ci", "anonymeter_risk_site_lower_ci_max",
+        )  # fmt: skip
+    )
     return results
 
 
@@ -214,8 +256,15 @@ def audit_rules(audit: Document, policy: Policy) -> list[RuleResult]:
 
 def utility_rules(evaluation: Document, policy: Policy) -> list[RuleResult]:
     rules = policy.utility
+    pooled = rules.combine_sites == "pooled"
     checks = [
-        ("hr_in_ci_fraction", "hr_in_ci_fraction", ">=", rules.min_hr_in_ci_fraction, "hazard ratios in the real CI"),
+        (
+            "hr_in_ci_fraction",
+            "hr_in_ci_pooled_fraction" if pooled else "hr_in_ci_fraction",
+            ">=",
+            rules.min_hr_in_ci_fraction,
+            "hazard ratios in the real CI",
+        ),
         ("tstr_c_index_gap", "tstr_uno_c_shortfall", "<=", rules.max_tstr_c_index_gap, "TRTR - TSTR Uno C-index"),
         ("tstr_calibration_ici", "tstr_ici", "<=", rules.max_tstr_ici, "TSTR calibration ICI"),
     ]
@@ -230,7 +279,8 @@ def utility_rules(evaluation: Document, policy: Policy) -> list[RuleResult]:
             reason = f"not scored at {', '.join(unscored)} (a fit failed there; see {EVALUATION})"
             results.append(failed(name, f"{op} {threshold:g}", reason))
         else:
-            results.append(compare(name, value, op, threshold, f"{what} (worst site)"))
+            where = "all sites' covariates" if pooled and key == "hr_in_ci_pooled_fraction" else "worst site"
+            results.append(compare(name, value, op, threshold, f"{what} ({where})"))
     return results
 
 

@@ -4,7 +4,8 @@ Same protocol as the audit (:mod:`fedsynth.server.site_queries`): each site samp
 global model, evaluates against its own rows and returns aggregates. The coordinator keeps the
 per-site results and, for the figures a sign-off policy tests, the worst site: the largest
 TSTR C-index shortfall against TRTR, the smallest share of hazard ratios inside the real CI,
-the largest calibration error and subgroup gap of the synthetic-trained model. Written to
+the largest calibration error and subgroup gap of the synthetic-trained model; and the share
+of hazard ratios inside the real CI over every site's comparisons together. Written to
 ``RUN_DIR/evaluation.json``.
 """
 
@@ -35,10 +36,13 @@ def _worst(values: list[float], pick: Any) -> float | None:
 def worst_over_sites(sites: list[dict[str, Any]]) -> dict[str, Any]:
     """The figures a sign-off policy tests, each at its worst site (None where no site has it)."""
     gaps, harrell, hr_in_ci, ici, subgroup_gap, unscored = [], [], [], [], [], []
+    inside, compared = 0, 0
     for site in sites:
         models = site["models"]
         hr = site["hazard_ratios"]
         hr_in_ci.append(hr.get("hr_in_ci_fraction"))
+        verdicts = [bool(c["inside_real_ci"]) for c in hr.get("covariates", {}).values()]
+        inside, compared = inside + sum(verdicts), compared + len(verdicts)
         trtr, tstr = models["trtr"].get("discrimination", {}), models["tstr"].get("discrimination", {})
         if "error" in models["tstr"] or "uno_c" not in tstr or "uno_c" not in trtr or "error" in hr:
             # The worst case must not quietly drop the worst site: it is named instead.
@@ -55,6 +59,10 @@ def worst_over_sites(sites: list[dict[str, Any]]) -> dict[str, Any]:
         "tstr_uno_c_shortfall": _worst(gaps, max),
         "tstr_harrell_c_shortfall": _worst(harrell, max),
         "hr_in_ci_fraction": _worst(hr_in_ci, min),
+        # Every site's covariate comparisons together: one site has only as many as covariates
+        # (7 for WHAS500), so its fraction moves in steps of 0.14 and its worst is mostly chance.
+        "hr_in_ci_pooled_fraction": inside / compared if compared and not unscored else None,
+        "hr_in_ci_compared": compared,
         "tstr_ici": _worst(ici, max),
         "tstr_worst_subgroup_ici_gap": _worst(subgroup_gap, max),
     }

@@ -9,7 +9,9 @@ from fedsynth.privacy.anonymeter_audit import (
     AnonymeterSettings,
     anonymeter_audit,
     at_recorded_precision,
+    pooled_risk,
     recorded_decimals,
+    risk_key,
 )
 
 SETTINGS = AnonymeterSettings(n_attacks=150)
@@ -60,7 +62,11 @@ def test_column_names_with_spaces_and_bad_settings(thirds) -> None:
         train.rename(columns=renamed), train.rename(columns=renamed), holdout.rename(columns=renamed), spaced,
         AnonymeterSettings(n_attacks=100, secrets=("heart rate (bpm)",)),
     )  # fmt: skip
-    assert risks[-1].detail == {"secret": "heart rate (bpm)", "regression": True, "n_control_attacks": 100}
+    detail = risks[-1].detail
+    assert {k: detail[k] for k in ("secret", "regression", "n_control_attacks")} == {
+        "secret": "heart rate (bpm)", "regression": True, "n_control_attacks": 100,
+    }  # fmt: skip
+    assert 0 <= detail["n_control_success"] <= 100 and 0 <= detail["n_success"] <= risks[-1].n_attacks
     assert risks[-1].ci[0] > 0.5
     with pytest.raises(ValueError, match="not in the schema.*'nope'"):
         anonymeter_audit(fresh, train, holdout, schema, AnonymeterSettings(secrets=("nope",)))
@@ -74,3 +80,33 @@ def test_synthetic_values_are_compared_at_the_real_datas_recorded_precision() ->
     rounded = at_recorded_precision(synthetic, real)
     assert rounded["age"].tolist() == [61.0, 70.0] and rounded["kappa"].tolist() == [1.25, 0.5]
     assert rounded["code"].tolist() == [1, 2] and synthetic["age"].iloc[0] == 61.2837  # input untouched
+
+
+def _risk_dict(n_attacks: int, n_success: int, n_control: int, n_control_success: int, n_baseline_success: int = 0):
+    detail = {"n_baseline_attacks": n_attacks, "n_control_attacks": n_control, "n_success": n_success,
+              "n_baseline_success": n_baseline_success, "n_control_success": n_control_success}  # fmt: skip
+    return {"attack": "linkability", "n_attacks": n_attacks, "detail": detail}
+
+
+def test_pooled_risk_is_anonymeters_risk_of_the_summed_counts() -> None:
+    from anonymeter.stats.confidence import EvaluationResults
+
+    one = _risk_dict(33, 20, 33, 5)
+    alone_value, alone_ci = pooled_risk([one])
+    direct = EvaluationResults(n_attacks=(33, 33, 33), n_success=20, n_baseline=0, n_control=5).risk()
+    assert alone_value == pytest.approx(direct.value) and alone_ci == pytest.approx(direct.ci)
+    # Three sites with the same rates: the same risk, a CI narrower than one site's.
+    value, ci = pooled_risk([one, one, one])
+    tripled = EvaluationResults(n_attacks=(99, 99, 99), n_success=60, n_baseline=0, n_control=15).risk()
+    assert value == pytest.approx(tripled.value) and ci == pytest.approx(tripled.ci)
+    assert ci[1] - ci[0] < alone_ci[1] - alone_ci[0]
+    # A leaking site and two clean ones: between them, weighted by attacks.
+    mixed, _ = pooled_risk([_risk_dict(33, 33, 33, 3), _risk_dict(33, 3, 33, 3), _risk_dict(33, 3, 33, 3)])
+    assert pooled_risk([_risk_dict(33, 3, 33, 3)])[0] < mixed < pooled_risk([_risk_dict(33, 33, 33, 3)])[0]
+
+
+def test_pooled_risk_needs_every_sites_counts() -> None:
+    old = {"attack": "linkability", "n_attacks": 33, "detail": {"n_control_attacks": 33}}
+    with pytest.raises(ValueError, match="n_success"):
+        pooled_risk([_risk_dict(33, 3, 33, 3), old])
+    assert risk_key({"attack": "inference", "detail": {"secret": "age"}}) == "inference:age"

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from fedsynth.data.datasets import load_dataset
-from fedsynth.privacy.nearest_neighbour import HISTOGRAM_BINS, AuditInputError, nearest_neighbour_audit
+from fedsynth.privacy.nearest_neighbour import (
+    HISTOGRAM_BINS,
+    Z_95,
+    AuditInputError,
+    nearest_neighbour_audit,
+    pooled_dcr_share,
+)
 
 
 @pytest.fixture(scope="module")
@@ -53,3 +59,30 @@ def test_too_few_rows_are_refused_with_the_fix(flchain_thirds) -> None:
         nearest_neighbour_audit(fresh, train[:10], holdout, schema)
     with pytest.raises(AuditInputError, match="empty"):
         nearest_neighbour_audit(fresh[:0], train, holdout, schema)
+
+
+def test_pooled_dcr_share_is_the_weighted_mean_with_its_standard_error() -> None:
+    sites = [
+        {"n_synthetic": 100, "dcr_share": 0.5, "dcr_share_se": 0.1},
+        {"n_synthetic": 300, "dcr_share": 0.7, "dcr_share_se": 0.04},
+    ]
+    share, (low, high) = pooled_dcr_share(sites)
+    assert share == pytest.approx(0.25 * 0.5 + 0.75 * 0.7)
+    se = ((0.25 * 0.1) ** 2 + (0.75 * 0.04) ** 2) ** 0.5
+    assert (low, high) == pytest.approx((share - Z_95 * se, share + Z_95 * se))
+    with pytest.raises(ValueError, match="dcr_share_se"):
+        pooled_dcr_share([{"n_synthetic": 10, "dcr_share": 0.5}])
+
+
+def test_pooling_three_sites_narrows_the_interval(flchain_thirds) -> None:
+    # The same fresh-rows audit at three sites: the pooled CI is about 1/sqrt(3) as wide.
+    train, holdout, fresh, schema = flchain_thirds
+    audits = [
+        nearest_neighbour_audit(fresh.sample(200, random_state=s), train.sample(400, random_state=s),
+                                holdout.sample(100, random_state=s), schema, seed=s).to_dict()
+        for s in range(3)
+    ]  # fmt: skip
+    share, (low, high) = pooled_dcr_share(audits)
+    widths = [a["dcr_share_ci"][1] - a["dcr_share_ci"][0] for a in audits]
+    assert high - low == pytest.approx(sum(widths) / 3 / 3**0.5, rel=0.25)
+    assert low < 0.5 < high  # fresh rows from the population: no closer to train than to holdout

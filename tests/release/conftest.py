@@ -1,9 +1,9 @@
 """A real DP demo run's evidence, board keys, and a signed bundle made from them.
 
 ``data/demo_run.tar.gz`` is what ``fedsynth demo -o RUN`` (WHAS500 over 3 sites, epsilon 4,
-3 rounds; fedsynth 0.1.0 at commit 8d505f8), then ``fedsynth audit RUN`` and ``fedsynth
-evaluate RUN`` wrote: run.json, schema.toml, budget.json, audit.json, evaluation.json, the
-global model and synthetic.csv with its provenance (site data and checkpoints left out). A
+3 rounds, hazard survival head; recorded 2026-11-22 with the sites' pooled-audit counts) wrote:
+run.json, schema.toml, budget.json, audit.json, evaluation.json, the global model and
+synthetic.csv with its provenance (site data, checkpoints, plots and the bundle left out). A
 recording, not a new Ray simulation per test session: the default policy's thresholds were
 checked against exactly these numbers, and DP noise is OS-random, so a fresh run differs.
 """

@@ -41,7 +41,20 @@ def _policy(directory: Path, *replacements: tuple[str, str]) -> tuple[Policy, st
     return load_policy(path), text
 
 
+def _without_figure_data(run: Path) -> None:
+    """Strip what an older fedsynth's evaluation.json lacked (histograms, correlations, curves)."""
+    evaluation = json.loads((run / "evaluation.json").read_text())
+    for site in evaluation["sites"]:
+        site["fidelity"].pop("histograms", None)
+        site["fidelity"].pop("correlation_matrices", None)
+        for model in site["models"].values():
+            for entry in model.get("calibration", []):
+                (entry.get("overall") or {}).pop("curve", None)
+    (run / "evaluation.json").write_text(json.dumps(evaluation))
+
+
 def test_recorded_run_without_signoff_reports_every_section_and_what_is_missing(demo_run: Path) -> None:
+    _without_figure_data(demo_run)
     text = write_report(demo_run, demo_run / "report.html", None).read_text()
     assert "Not signed off" in text and "fedsynth signoff RUN_DIR" in text
     for heading in ("Privacy budget", "Privacy audits", "Survival utility", "What was and was not"):
@@ -52,7 +65,7 @@ def test_recorded_run_without_signoff_reports_every_section_and_what_is_missing(
         assert f"<td>{site['site']}</td>" in text and f"{site['epsilon_spent']:.4g}" in text
     # Withheld TPRs are shown as withheld, with the reason, never as a number.
     assert "withheld (17 non-members &lt; 100 needed)" in text
-    # The recorded evaluation predates histograms, correlations and calibration curves: notes, not figures.
+    # An evaluation without histograms, correlations and calibration curves: notes, not figures.
     for missing in ("fidelity.histograms", "fidelity.correlation_matrices", "models.*.calibration[].overall.curve"):
         assert text.count(f"evaluation.json has no {missing}") == 3
     # budget + 3 audit figures + KM and forest plot per site, every one a decodable PNG.
@@ -138,7 +151,8 @@ def test_a_document_of_an_unexpected_shape_costs_its_section_only(demo_run: Path
     (demo_run / "audit.json").write_text(json.dumps(audit))
     text = write_report(demo_run, demo_run / "report.html", None).read_text()
     assert "audit.json does not have the expected structure (KeyError: &#x27;nearest_neighbour&#x27;)" in text
-    assert "<h2>Survival utility" in text and len(_images(text)) == 1 + 2 * 3  # budget, KM and forest per site
+    # budget; per site: KM, forest, marginals, correlations, calibration
+    assert "<h2>Survival utility" in text and len(_images(text)) == 1 + 5 * 3
 
 
 def test_every_string_from_the_run_is_escaped(demo_run: Path) -> None:

@@ -37,15 +37,17 @@ def test_the_dp_demo_run_passes_and_every_rule_names_its_value(demo_run: Path) -
     budget = json.loads((demo_run / "budget.json").read_text())["sites"]
     assert rules["max_epsilon"].value == max(s["epsilon_spent"] for s in budget)
     assert rules["delta_below_1_over_n"].value == max(s["delta"] * s["records"] for s in budget)
+    # The default policy pools the DCR share, Anonymeter and the hazard ratios over sites.
     for name, key in [
-        ("dcr_share_upper_ci", "dcr_share_upper_ci"),
+        ("dcr_share_upper_ci", "dcr_share_pooled_upper_ci"),
         ("exact_matches", "exact_matches"),
         ("mia_auc_upper_ci", "mia_auc_upper_ci"),
         ("empirical_epsilon", "empirical_minus_accountant_epsilon"),
-        ("anonymeter_risk_upper_ci", "anonymeter_risk_upper_ci"),
+        ("anonymeter_risk_upper_ci", "anonymeter_risk_pooled_upper_ci"),
     ]:
         assert rules[name].value == audit[key]
-    assert rules["hr_in_ci_fraction"].value == evaluation["hr_in_ci_fraction"]
+    assert "pooled over sites" in rules["dcr_share_upper_ci"].reason
+    assert rules["hr_in_ci_fraction"].value == evaluation["hr_in_ci_pooled_fraction"]
     assert rules["tstr_c_index_gap"].value == evaluation["tstr_uno_c_shortfall"]
     assert rules["tstr_calibration_ici"].value == evaluation["tstr_ici"]
     # 33 holdout rows per site: the TPR at 1% FPR is withheld, and the rule says so and why it passes.
@@ -56,6 +58,36 @@ def test_the_dp_demo_run_passes_and_every_rule_names_its_value(demo_run: Path) -
         update={"audit": load_policy().audit.model_copy(update={"mia_tpr_withheld": "fail"})}
     )
     assert not _rules(evaluate_policy(demo_run, strict))["mia_tpr_at_1pct_fpr"].passed
+
+
+def test_worst_site_policy_reads_the_worst_site(demo_run: Path) -> None:
+    policy = load_policy()
+    worst = policy.model_copy(
+        update={
+            "audit": policy.audit.model_copy(update={"combine_sites": "worst"}),
+            "utility": policy.utility.model_copy(update={"combine_sites": "worst"}),
+        }
+    )
+    rules = _rules(evaluate_policy(demo_run, worst))
+    audit = json.loads((demo_run / "audit.json").read_text())["worst"]
+    evaluation = json.loads((demo_run / "evaluation.json").read_text())["worst"]
+    assert rules["dcr_share_upper_ci"].value == audit["dcr_share_upper_ci"]
+    assert rules["anonymeter_risk_upper_ci"].value == audit["anonymeter_risk_upper_ci"]
+    assert rules["hr_in_ci_fraction"].value == evaluation["hr_in_ci_fraction"]
+    assert "(worst site)" in rules["dcr_share_upper_ci"].reason
+    # The worst site's upper limit is never below the pooled one's point estimate.
+    assert audit["dcr_share_upper_ci"] >= audit["dcr_share_pooled"]
+
+
+def test_a_site_whose_own_data_show_a_leak_fails_a_pooled_rule(demo_run: Path) -> None:
+    document = json.loads((demo_run / "audit.json").read_text())
+    assert _rules(evaluate_policy(demo_run, load_policy()))["dcr_share_upper_ci"].passed
+    threshold = load_policy().audit.max_dcr_share_upper_ci
+    document["worst"]["dcr_share_site_lower_ci_max"] = threshold + 0.01  # one site's lower limit over the bound
+    (demo_run / "audit.json").write_text(json.dumps(document))
+    rule = _rules(evaluate_policy(demo_run, load_policy()))["dcr_share_upper_ci"]
+    assert not rule.passed and rule.value == document["worst"]["dcr_share_pooled_upper_ci"]
+    assert f"one site's own lower 95% limit {threshold + 0.01:.4g} is above {threshold:g}" in rule.reason
 
 
 class CopyOfTraining(MCM):
@@ -150,7 +182,8 @@ def test_signoff_cli_pass_writes_the_bundle_and_fail_writes_none(demo_run: Path,
     private, _ = board_keys
     result = CliRunner().invoke(app, ["signoff", str(demo_run), "--key", str(private)], terminal_width=200)
     assert result.exit_code == 0, result.output
-    assert "PASS" in result.output and "tstr_c_index_gap" in result.output and "0.3721" in result.output
+    gap = json.loads((demo_run / "evaluation.json").read_text())["worst"]["tstr_uno_c_shortfall"]
+    assert "PASS" in result.output and "tstr_c_index_gap" in result.output and f"{gap:.4g}" in result.output
     assert (demo_run / "release" / "manifest.json").exists()
     record = json.loads((demo_run / "signoff.json").read_text())
     assert record["verdict"]["passed"] is True and record["bundle"] == str(demo_run / "release")

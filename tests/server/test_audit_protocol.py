@@ -49,6 +49,10 @@ def test_federated_evaluation_over_three_sites(config) -> None:
     ]
     assert worst["tstr_uno_c_shortfall"] == (pytest.approx(max(shortfalls)) if shortfalls else None)
     assert 0.0 <= worst["hr_in_ci_fraction"] <= 1.0
+    compared = [len(s["hazard_ratios"].get("covariates", {})) for s in document["sites"]]
+    assert worst["hr_in_ci_compared"] == sum(compared) > 0
+    if not worst["sites_not_scored"]:  # pooled: a weighted mean of the sites' shares
+        assert worst["hr_in_ci_fraction"] <= worst["hr_in_ci_pooled_fraction"] <= 1.0
     assert "worst site" in result.output and "evaluation results" in result.output
     figures = sorted(p.name for p in (config.run_dir / "plots").glob("*.png"))
     assert [f for f in figures if f.startswith("km_")] == ["km_site-0.png", "km_site-1.png", "km_site-2.png"]
@@ -66,6 +70,13 @@ def test_federated_audit_over_three_sites(config) -> None:  # after the evaluati
     worst = document["worst"]
     assert worst["exact_matches"] == 0
     assert worst["dcr_share_upper_ci"] == max(s["nearest_neighbour"]["dcr_share_ci"][1] for s in document["sites"])
+    # Pooled over the three sites: within the sites' range, and a narrower interval than the worst site's.
+    shares = [s["nearest_neighbour"]["dcr_share"] for s in document["sites"]]
+    assert min(shares) <= worst["dcr_share_pooled"] <= max(shares)
+    assert worst["dcr_share_pooled_upper_ci"] <= worst["dcr_share_upper_ci"]
+    attacks = {r["attack"] for s in document["sites"] for r in s["anonymeter"]}
+    assert {key.split(":")[0] for key in worst["anonymeter_pooled"]} == attacks
+    assert all(p["n_sites"] == 3 for p in worst["anonymeter_pooled"].values())
     # A DP model at epsilon 1 after one round: no attack reaches a high TPR at 1% FPR.
     # ~33 holdout rows per site: too few non-members to measure a TPR at 1% FPR, so it is withheld
     # (it read 0.24 on one run, 0.1 on another: noise), and said so in the table.
