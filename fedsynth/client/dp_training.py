@@ -186,6 +186,31 @@ def _noise_only_step(module: torch.nn.Module, dp_optimizer: torch.optim.Optimize
     dp_optimizer.step()
 
 
+class IterateAverage:
+    """Exponential moving average of a network's DP-SGD iterates (``MCMConfig.iterate_averaging``).
+
+    Post-processing: DP-SGD's privacy analysis covers the whole sequence of noisy iterates, so
+    any function of them, this average included, costs nothing more. The first steps are a
+    plain mean of the iterates so far (weight ``max(1 - decay, 1 / steps)``), so a small
+    site's few steps per round are not pulled back towards the weights the round started from.
+    """
+
+    def __init__(self, network: torch.nn.Module, decay: float) -> None:
+        self.network, self.decay, self.steps = network, decay, 0
+        self.average = [p.detach().clone() for p in network.parameters()]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.steps += 1
+        weight = max(1.0 - self.decay, 1.0 / self.steps)
+        torch._foreach_lerp_(self.average, [p.detach() for p in self.network.parameters()], weight)
+
+    @torch.no_grad()
+    def copy_to_network(self) -> None:
+        for parameter, average in zip(self.network.parameters(), self.average, strict=True):
+            parameter.copy_(average)
+
+
 def run_schedule(kind: str, total_steps: int) -> Callable[[int], float]:
     """Learning-rate factor of the run's step ``t`` (0-based): cosine to zero, or constant 1."""
     if kind == "constant":
@@ -238,9 +263,7 @@ def train_dp_round(
     step = (min(server_round, plan.planned_rounds) - 1) * plan.steps_per_round
     schedule = run_schedule(model_config.lr_schedule, plan.total_steps)
     network.train()
-    import os  # TEMP sweep switch
-    ema_decay = float(os.environ.get("FS_EMA", "0"))
-    ema = [p.detach().clone() for p in network.parameters()] if ema_decay else None
+    averaged = IterateAverage(network, model_config.iterate_averaging) if model_config.iterate_averaging else None
     with SinglePassClipping(network, plan.max_grad_norm) as clipping:
         for _ in range(plan.local_epochs):
             for (batch,) in dp_loader:
@@ -250,19 +273,16 @@ def train_dp_round(
                 dp_optimizer.zero_grad(set_to_none=True)
                 if len(batch) == 0:
                     _noise_only_step(network, dp_optimizer)
-                    continue
-                loss = per_sample_loss(network, batch, model_config, generator)
-                clipping.backward(loss)  # .grad = sum of the clipped per-record gradients
-                dp_optimizer.step()  # Opacus: + Gaussian noise, / expected batch size, Adam, accountant
-                if ema is not None:
-                    with torch.no_grad():
-                        torch._foreach_lerp_(ema, [p.detach() for p in network.parameters()], 1 - ema_decay)
-                total += float(loss.detach().sum())
-                count += len(batch)
-    if ema is not None:
-        with torch.no_grad():
-            for p, e in zip(network.parameters(), ema, strict=True):
-                p.copy_(e)
+                else:
+                    loss = per_sample_loss(network, batch, model_config, generator)
+                    clipping.backward(loss)  # .grad = sum of the clipped per-record gradients
+                    dp_optimizer.step()  # Opacus: + Gaussian noise, / expected batch size, Adam, accountant
+                    total += float(loss.detach().sum())
+                    count += len(batch)
+                if averaged is not None:
+                    averaged.update()
+    if averaged is not None:
+        averaged.copy_to_network()
     network.eval()
     history = [(float(n), float(q), int(s)) for n, q, s in accountant.history]
     return (total / count if count else float("nan")), history

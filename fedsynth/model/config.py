@@ -26,6 +26,12 @@ class MCMConfig(BaseModel):
         Share of training rows masked as the sampler sees them: a random order with a random
         number (0 .. d-1) of visible features. The papers never sample from nothing; our
         model-only sampler does, so it must be trained on those contexts too.
+    iterate_averaging : float, default 0.0
+        DP-SGD training only: the weights a site sends are an exponential moving average of
+        its DP-SGD iterates with this decay per step, not the last iterate (0: off). Why: every
+        step adds Gaussian noise and the last iterate carries the latest of it; averaging the
+        iterates averages the noise out. No privacy cost: DP-SGD's guarantee covers every
+        iterate, and the average is post-processing of them.
     lr_schedule : {"cosine", "constant"}, default "cosine"
         Cosine decay of the learning rate to zero over training: the last steps refine
         instead of adding noise to the final weights, which the sampler then amplifies.
@@ -99,6 +105,7 @@ class MCMConfig(BaseModel):
     learning_rate: float = Field(2e-3, gt=0)
     lr_schedule: Literal["constant", "cosine"] = "cosine"
     weight_decay: float = Field(0.0, ge=0)
+    iterate_averaging: float = Field(0.0, ge=0, lt=1)
     seed: int = 0
 
     @model_validator(mode="after")

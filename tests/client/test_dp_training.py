@@ -203,3 +203,23 @@ def test_the_last_planned_round_trains_at_the_end_of_the_decay(whas500) -> None:
                        torch.Generator().manual_seed(0), server_round=server_round)  # fmt: skip
         moved.append(sum(float((p - b).norm()) for p, b in zip(model.network_.parameters(), before, strict=True)))
     assert moved[1] < 0.6 * moved[0]
+
+
+def test_iterate_averaging_sends_the_running_average_of_the_iterates() -> None:
+    from fedsynth.client.dp_training import IterateAverage
+
+    network = torch.nn.Linear(2, 1)
+    averaged = IterateAverage(network, decay=0.5)
+    iterates = []
+    for value in (1.0, 3.0, 5.0, 7.0):
+        with torch.no_grad():
+            network.weight.fill_(value)
+        iterates.append(value)
+        averaged.update()
+    # steps 1-2: plain mean (weights 1, 1/2); then EMA with weight 1 - decay = 1/2
+    expected = (1.0 + 3.0) / 2
+    expected = expected + 0.5 * (5.0 - expected)
+    expected = expected + 0.5 * (7.0 - expected)
+    averaged.copy_to_network()
+    torch.testing.assert_close(network.weight, torch.full((1, 2), expected))
+    assert expected not in iterates  # it is an average, not the last iterate
