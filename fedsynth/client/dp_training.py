@@ -263,7 +263,10 @@ def train_dp_round(
     step = (min(server_round, plan.planned_rounds) - 1) * plan.steps_per_round
     schedule = run_schedule(model_config.lr_schedule, plan.total_steps)
     network.train()
-    averaged = IterateAverage(network, model_config.iterate_averaging) if model_config.iterate_averaging else None
+    averaged = None
+    if model_config.iterate_averaging > 0:
+        span = max(1.0, model_config.iterate_averaging * plan.steps_per_round)  # steps the average spans
+        averaged = IterateAverage(network, decay=1.0 - 1.0 / span)
     with SinglePassClipping(network, plan.max_grad_norm) as clipping:
         for _ in range(plan.local_epochs):
             for (batch,) in dp_loader:
