@@ -60,7 +60,7 @@ def worst_over_sites(sites: list[dict[str, Any]]) -> dict[str, Any]:
         "tstr_harrell_c_shortfall": _worst(harrell, max),
         "hr_in_ci_fraction": _worst(hr_in_ci, min),
         # Every site's covariate comparisons together: one site has only as many as covariates
-        # (7 for WHAS500), so its fraction moves in steps of 0.14 and its worst is mostly chance.
+        # (14 for WHAS500), so its fraction moves in steps of 0.07 and its worst is mostly chance.
         "hr_in_ci_pooled_fraction": inside / compared if compared and not unscored else None,
         "hr_in_ci_compared": compared,
         "tstr_ici": _worst(ici, max),
