@@ -4,8 +4,8 @@
     python -m benchmarks.federation rounds --out benchmarks/results/rounds.json
     python -m benchmarks.federation many-sites --sites 100 --out benchmarks/results/many_sites.json
 
-* ``dp-epoch``: one epoch of MCM training on FLChain's rows (6,299 after a 20% holdout),
-  plain Adam vs Opacus DP-SGD (Poisson sampling, per-sample gradients, clipping, noise), at
+* ``dp-epoch``: one epoch of MCM training on FLChain's rows (5,219: 80%),
+  plain Adam vs the sites' DP-SGD (Poisson sampling, one-pass per-record clipping, noise), at
   batch 64 and 256. Target: DP <= 2x non-DP at batch 256. Best and median of ``--repeats``, plain and DP interleaved.
 * ``rounds``: seconds per federated round on Flower's simulation engine (Ray) and on the
   deployment engine (flower-superlink + one flower-supernode per site over TLS on loopback),

@@ -444,7 +444,7 @@ def _print_site_query_summary(document: dict[str, Any]) -> None:
     """The worst-site figures, each failed site, and whether every site answered."""
     if document["worst"]:
         numbers = {k: v for k, v in document["worst"].items() if isinstance(v, int | float)}
-        worst = {k: v for k, v in numbers.items() if "pooled" not in k and "site_lower" not in k}
+        worst = {k: v for k, v in numbers.items() if "pooled" not in k and "compared" not in k}
         pooled = {k: v for k, v in numbers.items() if k not in worst}
         console.print("worst site: " + ", ".join(f"{k} {v:.3g}" for k, v in worst.items()))
         if pooled:

@@ -10,6 +10,7 @@ and Anonymeter against its own train and holdout rows. Only the aggregates each 
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
@@ -30,13 +31,25 @@ MAX_STRING_LENGTH = 200  # names and labels; a long string could carry anything
 MAX_DICT_ENTRIES = 256
 
 
+def site_sampling_seed(seed: int, site_name: str) -> int:
+    """The seed a site samples its audit/evaluation set with: the query's seed and the site's name.
+
+    Why not the query's seed itself: every site would then draw the *same* synthetic rows
+    (same model, same seed, same size), and the sites' audits, which the coordinator pools as
+    independent estimates, would share that sample's luck.
+    """
+    digest = hashlib.sha256(f"{seed}:{site_name}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
 def start_site_query(site: Site, model: MCM, seed: int, kind: str) -> tuple[str, int, Any]:
     """What every audit and evaluation does first, in this order: name the model, count the
     query against ``privacy.max_audits`` (on disk, before any row is read), then sample from
-    the model at the site. Returns (model digest, query number, synthetic sample)."""
+    the model at the site (:func:`site_sampling_seed`). Returns (model digest, query number,
+    synthetic sample)."""
     digest = weights_digest(model)
     number = record_audit(site, digest, seed, kind=kind)
-    return digest, number, model.sample(len(site.train), seed=seed)
+    return digest, number, model.sample(len(site.train), seed=site_sampling_seed(seed, site.config.name))
 
 
 def run_site_audit(

@@ -54,18 +54,24 @@ class SinglePassClipping:
         self._layers: list[tuple[nn.Module, list[nn.Parameter]]] = []
         self._captured: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
         self._handles: list[RemovableHandle] = []
-        for path, layer in network.named_modules():
-            own = [p for p in layer.parameters(recurse=False) if p.requires_grad]
+        owners: dict[int, str] = {}
+        for path, layer in network.named_modules():  # check everything before hooking anything
+            own = [(n, p) for n, p in layer.named_parameters(recurse=False) if p.requires_grad]
             if not own:
                 continue
+            names = [f"{path}.{n}" if path else n for n, _ in own]
             if type(layer) not in GradSampleModuleFastGradientClipping.NORM_SAMPLERS | GradSampleModule.GRAD_SAMPLERS:
-                names = ", ".join(f"{path}.{n}" if path else n for n, p in layer.named_parameters(recurse=False))
                 raise ClippingSetupError(
-                    f"parameters {names} belong to a {type(layer).__name__}, which has no Opacus per-record "
+                    f"parameters {', '.join(names)} belong to a {type(layer).__name__}, which has no Opacus per-record "
                     "gradient sampler; build the network from layers Opacus supports (nn.Linear, nn.LayerNorm, ...)"
                 )
-            self._layers.append((layer, own))
-            self._handles.append(layer.register_forward_hook(self._capture))
+            for name, (_, parameter) in zip(names, own, strict=True):
+                if id(parameter) in owners:
+                    tied = owners[id(parameter)]
+                    raise ClippingSetupError(f"{name} is the same parameter as {tied} (tied): not supported")
+                owners[id(parameter)] = name
+            self._layers.append((layer, [p for _, p in own]))
+        self._handles = [layer.register_forward_hook(self._capture) for layer, _ in self._layers]
 
     def __enter__(self) -> SinglePassClipping:
         return self
@@ -98,7 +104,7 @@ class SinglePassClipping:
             raise ClippingSetupError("every trainable layer must run exactly once per forward pass")
         outputs = [output for _, _, output in captured]
         output_grads = torch.autograd.grad(loss_per_record.sum(), outputs, allow_unused=True)
-        squared_norms = torch.zeros(len(loss_per_record), dtype=loss_per_record.dtype)
+        squared_norms = torch.zeros(len(loss_per_record), dtype=loss_per_record.dtype, device=loss_per_record.device)
         pending: list[tuple[nn.Parameter, ClippedSum]] = []
         for (layer, inputs, output), grads in zip(captured, output_grads, strict=True):
             grads = torch.zeros_like(output) if grads is None else grads.detach()

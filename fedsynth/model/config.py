@@ -35,7 +35,8 @@ class MCMConfig(BaseModel):
         moving at sites with few steps per round (decay 0.9 cost ACTG320, 25 steps per round,
         0.013 in TSTR C-index while it raised FLChain's HR-in-CI, 136 steps, 57.5% -> 64%).
         Off in the federated defaults: a span of 0.1 gained FLChain 3.8 points in a 10-seed
-        sweep but nothing in the Flower benchmark (``federated_sweep.json``, "span0.1").
+        sweep, but the Flower benchmark read FLChain 57.5% and ACTG320 -0.086, worse than the
+        -0.049 recorded without it (``federated_sweep.json``, "span0.1").
         No privacy cost: DP-SGD's guarantee covers every iterate, and the average is
         post-processing of them.
     lr_schedule : {"cosine", "constant"}, default "cosine"

@@ -31,6 +31,8 @@ Z_95 = 1.959963984540054
 HISTOGRAM_BINS = 40
 EXACT_MATCH_TOLERANCE = 1e-6  # squared-distance slack for float32 round-off of identical rows
 NNDR_QUERIES = 5_000  # rows per side whose nearest / second-nearest ratio is measured
+BOOTSTRAP_REPS = 200  # replicates of the DCR share's bootstrap standard error
+BOOTSTRAP_CAP = 2_000  # rows of each set the bootstrap resamples from (distance matrices stay small)
 
 
 class AuditInputError(ValueError):
@@ -68,9 +70,40 @@ def nearest_distances(reference: np.ndarray, queries: np.ndarray, k: int) -> np.
     return np.sqrt(np.maximum(squared, 0.0))
 
 
-def _share_se(wins: np.ndarray) -> float:
-    """Standard error of the mean of per-row outcomes in {0, 0.5, 1} (ties count half)."""
-    return float(wins.std(ddof=1)) / math.sqrt(len(wins)) if len(wins) > 1 else 1.0 / Z_95
+def _wins(to_train: np.ndarray, to_holdout: np.ndarray) -> np.ndarray:
+    """1 where a synthetic row is closer to the training rows, 0 to the holdout, 0.5 on a tie."""
+    tie = np.isclose(to_train, to_holdout, rtol=0.0, atol=1e-7)
+    return np.where(tie, 0.5, (to_train < to_holdout).astype(float))
+
+
+def _squared_distances(queries: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    q, r = queries.astype(np.float64), reference.astype(np.float64)
+    return np.maximum((q**2).sum(1)[:, None] + (r**2).sum(1)[None, :] - 2.0 * q @ r.T, 0.0)
+
+
+def _bootstrap_share_se(
+    synthetic: np.ndarray, compared: np.ndarray, holdout: np.ndarray, rng: np.random.Generator
+) -> float:
+    """Bootstrap standard error of the DCR share, resampling all three row sets.
+
+    Why not the binomial SE of the wins: every win depends on the same few reference rows (33
+    holdout and 33 compared training rows at a demo site), so the wins are not independent and
+    their SE over the 134 synthetic rows understated the uncertainty about twofold. Each of
+    ``BOOTSTRAP_REPS`` replicates resamples the synthetic, compared-training and holdout rows
+    (at most ``BOOTSTRAP_CAP`` of each, drawn once: a larger site's SE is then overstated, the
+    safe side) and recomputes the share from the distance matrices.
+    """
+    synthetic, compared, holdout = (_at_most(rows, BOOTSTRAP_CAP, rng) for rows in (synthetic, compared, holdout))
+    to_compared, to_holdout = _squared_distances(synthetic, compared), _squared_distances(synthetic, holdout)
+    shares = np.empty(BOOTSTRAP_REPS)
+    for rep in range(BOOTSTRAP_REPS):
+        rows = rng.integers(len(synthetic), size=len(synthetic))
+        train_cols = np.unique(rng.integers(len(compared), size=len(compared)))
+        holdout_cols = np.unique(rng.integers(len(holdout), size=len(holdout)))
+        nearest_train = np.sqrt(to_compared[np.ix_(rows, train_cols)].min(axis=1))
+        nearest_holdout = np.sqrt(to_holdout[np.ix_(rows, holdout_cols)].min(axis=1))
+        shares[rep] = _wins(nearest_train, nearest_holdout).mean()
+    return float(shares.std(ddof=1))
 
 
 def _normal_ci(mean: float, se: float) -> tuple[float, float]:
@@ -82,7 +115,7 @@ def pooled_dcr_share(audits: list[dict[str, Any]]) -> tuple[float, tuple[float, 
     """The DCR share over several sites' audits: their shares weighted by synthetic rows, with
     the 95% CI of that weighted mean of independent estimates (sites hold different patients).
 
-    Why pool: at a small site (33 holdout rows) one site's CI is about +-0.17, and the worst of
+    Why pool: at a small site (33 holdout rows) one site's CI is about +-0.14, and the worst of
     three such upper limits says more about the sample size than about the model.
     """
     if not audits or any("dcr_share_se" not in a for a in audits):
@@ -150,7 +183,8 @@ def nearest_neighbour_audit(
     else:
         to_train = nearest_distances(compared, synthetic_rows, 1)[:, 0]
     to_holdout = nearest_distances(holdout_rows, synthetic_rows, 1)[:, 0]
-    wins = np.where(np.isclose(to_train, to_holdout, rtol=0.0, atol=1e-7), 0.5, (to_train < to_holdout).astype(float))
+    wins = _wins(to_train, to_holdout)
+    share_se = _bootstrap_share_se(synthetic_rows, compared, holdout_rows, np.random.default_rng([seed, 1]))
     # What a fresh record from the same population looks like: holdout -> train.
     holdout_train = nearest_distances(train_rows, holdout_rows, 1)[:, 0]
     # NNDR needs the two nearest rows, a search several times slower than the nearest alone
@@ -165,8 +199,8 @@ def nearest_neighbour_audit(
         n_train_compared=len(compared),
         n_holdout=len(holdout_rows),
         dcr_share=float(wins.mean()),
-        dcr_share_ci=_normal_ci(float(wins.mean()), _share_se(wins)),
-        dcr_share_se=_share_se(wins),
+        dcr_share_ci=_normal_ci(float(wins.mean()), share_se),
+        dcr_share_se=share_se,
         exact_matches=exact,
         dcr_synthetic_p5=float(np.percentile(synthetic_train, 5)),
         dcr_holdout_p5=float(np.percentile(holdout_train, 5)),

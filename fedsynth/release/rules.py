@@ -184,8 +184,8 @@ def pooled_upper_rule(
     """An upper-CI rule on a figure the sites' audits pool (the DCR share, Anonymeter risks).
 
     ``combine = "worst"``: the worst site's upper 95% limit. ``"pooled"``: the pooled
-    estimate's upper limit, and no site's own lower limit above the threshold (a site whose
-    data alone show the figure over the bound fails the rule whatever the pool says).
+    estimate's upper limit, and no site's own estimate above the threshold (a site whose data
+    alone put the figure over the bound fails the rule whatever the pool says).
     """
     shown = f"<= {threshold:g}"
     if combine == "worst":
@@ -194,16 +194,17 @@ def pooled_upper_rule(
             return failed(name, shown, problem)
         return compare(name, value, "<=", threshold, f"{what} (worst site)")
     pooled, problem = worst_figure(audit, pooled_key)
-    site_lower, site_problem = worst_figure(audit, site_key)
+    site_max, site_problem = worst_figure(audit, site_key)
     if problem or site_problem:
         return failed(name, shown, problem or site_problem or "")
+    if pooled is None and audit.data is not None and audit.data["worst"].get("pooling_problem"):
+        return failed(name, shown, f"not pooled: {audit.data['worst']['pooling_problem']}; re-run the audit")
     result = compare(name, pooled, "<=", threshold, f"{what} (pooled over sites)")
-    if result.passed and site_lower is not None and site_lower > threshold:
+    if result.passed and site_max is not None and site_max > threshold:
         return result.model_copy(
             update={
                 "passed": False,
-                "reason": f"{result.reason}, but one site's own lower 95% limit {site_lower:.4g} "
-                f"is above {threshold:g}",
+                "reason": f"{result.reason}, but one site's own estimate {site_max:.4g} is above {threshold:g}",
             }
         )
     return result
@@ -231,7 +232,7 @@ def audit_rules(audit: Document, policy: Policy) -> list[RuleResult]:
     results = [
         pooled_upper_rule(
             audit, "dcr_share_upper_ci", rules.max_dcr_share_upper_ci, rules.combine_sites,
-            "DCR share upper 95% CI", "dcr_share_upper_ci", "dcr_share_pooled_upper_ci", "dcr_share_site_lower_ci_max",
+            "DCR share upper 95% CI", "dcr_share_upper_ci", "dcr_share_pooled_upper_ci", "dcr_share_site_max",
         ),  # fmt: skip
     ]
     for name, key, op, threshold, what in checks:
@@ -245,7 +246,7 @@ def audit_rules(audit: Document, policy: Policy) -> list[RuleResult]:
         pooled_upper_rule(
             audit, "anonymeter_risk_upper_ci", rules.max_anonymeter_risk_upper_ci, rules.combine_sites,
             "worst Anonymeter attack's risk upper 95% CI", "anonymeter_risk_upper_ci",
-            "anonymeter_risk_pooled_upper_ci", "anonymeter_risk_site_lower_ci_max",
+            "anonymeter_risk_pooled_upper_ci", "anonymeter_risk_site_max",
         )  # fmt: skip
     )
     return results

@@ -125,8 +125,14 @@ def test_single_pass_clipping_refuses_what_it_cannot_clip_and_removes_its_hooks(
     loose.scale = torch.nn.Parameter(torch.ones(3))
     with pytest.raises(ClippingSetupError, match="scale"):
         SinglePassClipping(loose, 1.0)
-    with pytest.raises(ClippingSetupError, match="0.weight, 0.bias belong to a BatchNorm1d"):
-        SinglePassClipping(torch.nn.Sequential(torch.nn.BatchNorm1d(3)), 1.0)
+    unsupported = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3))
+    with pytest.raises(ClippingSetupError, match="1.weight, 1.bias belong to a BatchNorm1d"):
+        SinglePassClipping(unsupported, 1.0)
+    assert not unsupported[0]._forward_hooks  # refused before any layer was hooked
+    shared = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 3))
+    shared[1].weight = shared[0].weight
+    with pytest.raises(ClippingSetupError, match="1.weight is the same parameter as 0.weight"):
+        SinglePassClipping(shared, 1.0)
 
 
 def test_empty_poisson_batches_take_a_noise_only_step_that_opacus_accounts(whas500) -> None:

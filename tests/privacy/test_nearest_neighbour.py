@@ -36,7 +36,7 @@ def test_fresh_rows_from_the_same_population_pass(flchain_thirds) -> None:
     train, holdout, fresh, schema = flchain_thirds
     audit = nearest_neighbour_audit(fresh, train, holdout, schema)
     low, high = audit.dcr_share_ci
-    assert low <= 0.5 <= high and high - low < 0.06
+    assert low <= 0.5 <= high and high - low < 0.08  # 1,500 rows per set; bootstrap over all three
     assert audit.exact_matches == 0
     assert audit.dcr_synthetic_p5 == pytest.approx(audit.dcr_holdout_p5, rel=0.2)
     assert audit.nndr_synthetic_p5 == pytest.approx(audit.nndr_holdout_p5, rel=0.2)

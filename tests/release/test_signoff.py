@@ -83,11 +83,16 @@ def test_a_site_whose_own_data_show_a_leak_fails_a_pooled_rule(demo_run: Path) -
     document = json.loads((demo_run / "audit.json").read_text())
     assert _rules(evaluate_policy(demo_run, load_policy()))["dcr_share_upper_ci"].passed
     threshold = load_policy().audit.max_dcr_share_upper_ci
-    document["worst"]["dcr_share_site_lower_ci_max"] = threshold + 0.01  # one site's lower limit over the bound
+    document["worst"]["dcr_share_site_max"] = threshold + 0.01  # one site's own share over the bound
     (demo_run / "audit.json").write_text(json.dumps(document))
     rule = _rules(evaluate_policy(demo_run, load_policy()))["dcr_share_upper_ci"]
     assert not rule.passed and rule.value == document["worst"]["dcr_share_pooled_upper_ci"]
-    assert f"one site's own lower 95% limit {threshold + 0.01:.4g} is above {threshold:g}" in rule.reason
+    assert f"one site's own estimate {threshold + 0.01:.4g} is above {threshold:g}" in rule.reason
+    # A reply without what pooling needs (an older fedsynth) fails the pooled rules, saying so.
+    document["worst"].update(dcr_share_pooled_upper_ci=None, pooling_problem="cannot pool DCR shares without ...")
+    (demo_run / "audit.json").write_text(json.dumps(document))
+    rule = _rules(evaluate_policy(demo_run, load_policy()))["dcr_share_upper_ci"]
+    assert not rule.passed and "not pooled: cannot pool DCR shares" in rule.reason
 
 
 class CopyOfTraining(MCM):
