@@ -33,6 +33,8 @@ def network_for(config: MCMConfig, schema: Schema) -> MCMNetwork:
         survival_head=config.survival_head,
         survival_form=config.survival_form,
         survival_effect_scale=config.survival_effect_scale,
+        survival_centre=config.survival_centre,
+        survival_level=config.survival_level,
     )
 
 

@@ -74,13 +74,22 @@ def _single_pass_clipped_mean(network, batch, config: MCMConfig) -> tuple[list[t
     return [p.grad.detach() / len(batch) for p in network.parameters()], norms
 
 
-@pytest.mark.parametrize("survival_head", [None, "joint", "hazard"])
-def test_single_pass_clipping_equals_opacus_per_sample_clipping_on_the_mcm(whas500, survival_head) -> None:
+@pytest.mark.parametrize(
+    "survival",
+    [
+        {},
+        {"survival_head": True, "survival_form": "joint"},
+        {"survival_head": True, "survival_form": "hazard"},
+        # the federated default: covariates centred by a no-gradient pass of the same layers
+        {"survival_head": True, "survival_form": "hazard", "survival_centre": "marginal", "survival_level": True},
+    ],
+    ids=["no-head", "joint", "hazard", "hazard-marginal-level"],
+)
+def test_single_pass_clipping_equals_opacus_per_sample_clipping_on_the_mcm(whas500, survival) -> None:
     # The sites clip in one backward pass for speed; it must clip exactly as Opacus' per-sample
     # gradients do, for every layer the MCM has.
     frame, schema = whas500
-    config = MCMConfig(hidden=16, n_bins=16, survival_head=survival_head is not None,
-                       survival_form=survival_head or "joint")  # fmt: skip
+    config = MCMConfig(hidden=16, n_bins=16, **survival)
     model = MCM(config).build(schema)
     batch = model.codes_tensor(frame.head(64))
     ours, norms = _single_pass_clipped_mean(model.network_, batch, config)

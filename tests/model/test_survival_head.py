@@ -82,3 +82,69 @@ def test_a_hazard_head_certain_of_an_outcome_decides_every_unconditioned_row(wha
     reloaded = load_model(tmp_path / "model")
     assert reloaded.network_.survival_form == "hazard"
     assert reloaded.sample(300, seed=0).equals(sample)
+
+
+MARGINAL_LEVEL = {
+    "survival_head": True,
+    "survival_form": "hazard",
+    "survival_centre": "marginal",
+    "survival_level": True,
+}
+
+
+def test_the_marginal_encoding_reads_every_head_with_every_column_masked(whas500) -> None:
+    # Heads that ignore the trunk (weight 0) output their bias whatever is masked: the marginal
+    # is then known in closed form per kind of column.
+    _, schema = whas500
+    model = MCM(MCMConfig(hidden=16, n_bins=8, **MARGINAL_LEVEL), seed=0).build(schema)
+    network, layout = model.network_, model.network_.layout
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        network.heads.weight.zero_()
+        network.heads.bias.copy_(torch.randn(layout.output_width, generator=generator) * 2)
+    bias = network.heads.bias.detach()
+    centres = (torch.arange(8) + 0.5) / 8
+    expected = []
+    for head in layout.heads:
+        logits = bias[head.out_start : head.out_stop]
+        if head.column.is_numeric:
+            expected.append((torch.softmax(logits, 0) @ centres).reshape(1))
+        elif head.out_stop - head.out_start == 1:
+            expected.append(torch.sigmoid(logits))
+        else:
+            expected.append(torch.softmax(logits, 0))
+    assert len(layout.categorical) + len(layout.binary) + len(layout.numeric) == layout.n_columns
+    torch.testing.assert_close(network.marginal_encoding(), torch.cat(expected))
+    assert not network.marginal_encoding().requires_grad
+
+
+def test_covariates_at_the_marginal_mean_get_the_baseline_plus_the_level(whas500) -> None:
+    # Centred at the model's marginal, a row at that mean has no covariate effect whatever the
+    # effects are; the level shifts every bin of its cause by effect_scale times itself.
+    _, schema = whas500
+    config = MCMConfig(hidden=16, n_bins=8, survival_effect_scale=8.0, **MARGINAL_LEVEL)
+    network = MCM(config, seed=0).build(schema).network_
+    head = network.survival_head
+    with torch.no_grad():
+        head.effects.weight.normal_()
+        head.effects.bias.copy_(torch.tensor([0.25, -0.5]))
+    at_mean = network.marginal_encoding().unsqueeze(0)
+    baseline = head.baseline.weight.detach().squeeze(1)
+    shift = torch.tensor([0.25] * 8 + [-0.5] * 8) * 8.0
+    torch.testing.assert_close(network.survival_logits(at_mean)[0].detach(), baseline + shift)
+    other = at_mean + 0.1 * network.covariate_input
+    assert not torch.allclose(network.survival_logits(other), network.survival_logits(at_mean))
+
+
+def test_a_trained_models_marginal_encoding_is_close_to_the_data_means(whas500) -> None:
+    # The all-masked pass is the model's marginal: after (non-private) training it must match
+    # the training data's mean encoding, binary prevalences included.
+    frame, schema = whas500
+    model = MCM(MCMConfig(hidden=32, n_bins=16, epochs=60, **MARGINAL_LEVEL), seed=0).fit(frame, schema)
+    layout = model.network_.layout
+    data_mean = layout.encode_codes(model.codes_tensor(frame)).mean(0)
+    marginal = model.network_.marginal_encoding()
+    covariate = model.network_.covariate_input.bool()
+    assert (marginal - data_mean)[covariate].abs().max() < 0.06
+    binary = [h.in_start for h in layout.binary if h.column.role == "feature"]
+    assert min(float(data_mean[i]) for i in binary) < 0.35  # a skewed binary is in the check
