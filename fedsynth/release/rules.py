@@ -231,9 +231,15 @@ def audit_rules(audit: Document, policy: Policy) -> list[RuleResult]:
     ]
     results = [
         pooled_upper_rule(
-            audit, "dcr_share_upper_ci", rules.max_dcr_share_upper_ci, rules.combine_sites,
-            "DCR share upper 95% CI", "dcr_share_upper_ci", "dcr_share_pooled_upper_ci", "dcr_share_site_max",
-        ),  # fmt: skip
+            audit,
+            "dcr_share_upper_ci",
+            rules.max_dcr_share_upper_ci,
+            rules.combine_sites,
+            "DCR share upper 95% CI",
+            "dcr_share_upper_ci",
+            "dcr_share_pooled_upper_ci",
+            "dcr_share_site_max",
+        ),
     ]
     for name, key, op, threshold, what in checks:
         value, problem = worst_figure(audit, key)
@@ -244,10 +250,15 @@ def audit_rules(audit: Document, policy: Policy) -> list[RuleResult]:
     results.insert(3, mia_tpr_rule(audit, policy))
     results.append(
         pooled_upper_rule(
-            audit, "anonymeter_risk_upper_ci", rules.max_anonymeter_risk_upper_ci, rules.combine_sites,
-            "worst Anonymeter attack's risk upper 95% CI", "anonymeter_risk_upper_ci",
-            "anonymeter_risk_pooled_upper_ci", "anonymeter_risk_site_max",
-        )  # fmt: skip
+            audit,
+            "anonymeter_risk_upper_ci",
+            rules.max_anonymeter_risk_upper_ci,
+            rules.combine_sites,
+            "worst Anonymeter attack's risk upper 95% CI",
+            "anonymeter_risk_upper_ci",
+            "anonymeter_risk_pooled_upper_ci",
+            "anonymeter_risk_site_max",
+        )
     )
     return results
 
