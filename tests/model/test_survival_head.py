@@ -104,18 +104,24 @@ def test_the_marginal_encoding_reads_every_head_with_every_column_masked(whas500
         network.heads.bias.copy_(torch.randn(layout.output_width, generator=generator) * 2)
     bias = network.heads.bias.detach()
     centres = (torch.arange(8) + 0.5) / 8
-    expected = []
+    expected, expected_sd = [], []
     for head in layout.heads:
         logits = bias[head.out_start : head.out_stop]
         if head.column.is_numeric:
-            expected.append((torch.softmax(logits, 0) @ centres).reshape(1))
-        elif head.out_stop - head.out_start == 1:
-            expected.append(torch.sigmoid(logits))
+            p = torch.softmax(logits, 0)
+            mean = (p @ centres).reshape(1)
+            expected.append(mean)
+            # a value uniform inside its bin: variance of the bin centre + width^2 / 12
+            expected_sd.append(((p @ centres**2).reshape(1) - mean**2 + (1 / 8) ** 2 / 12).sqrt())
         else:
-            expected.append(torch.softmax(logits, 0))
+            p = torch.sigmoid(logits) if head.out_stop - head.out_start == 1 else torch.softmax(logits, 0)
+            expected.append(p)
+            expected_sd.append((p * (1 - p)).sqrt())
     assert len(layout.categorical) + len(layout.binary) + len(layout.numeric) == layout.n_columns
     torch.testing.assert_close(network.marginal_encoding(), torch.cat(expected))
-    assert not network.marginal_encoding().requires_grad
+    mean, sd = network.marginal_moments()
+    torch.testing.assert_close(sd, torch.cat(expected_sd))
+    assert not mean.requires_grad and not sd.requires_grad
 
 
 def test_covariates_at_the_marginal_mean_get_the_baseline_plus_the_level(whas500) -> None:
@@ -136,9 +142,10 @@ def test_covariates_at_the_marginal_mean_get_the_baseline_plus_the_level(whas500
     assert not torch.allclose(network.survival_logits(other), network.survival_logits(at_mean))
 
 
-def test_a_trained_models_marginal_encoding_is_close_to_the_data_means(whas500) -> None:
+def test_a_trained_models_marginal_encoding_is_close_to_the_data_means(whas500, tmp_path) -> None:
     # The all-masked pass is the model's marginal: after (non-private) training it must match
-    # the training data's mean encoding, binary prevalences included.
+    # the training data's mean encoding, binary prevalences included. The centre is a function
+    # of the weights, so a saved and reloaded model samples the same rows.
     frame, schema = whas500
     model = MCM(MCMConfig(hidden=32, n_bins=16, epochs=60, **MARGINAL_LEVEL), seed=0).fit(frame, schema)
     layout = model.network_.layout
@@ -148,3 +155,30 @@ def test_a_trained_models_marginal_encoding_is_close_to_the_data_means(whas500) 
     assert (marginal - data_mean)[covariate].abs().max() < 0.06
     binary = [h.in_start for h in layout.binary if h.column.role == "feature"]
     assert min(float(data_mean[i]) for i in binary) < 0.35  # a skewed binary is in the check
+    save_model(model, tmp_path / "model")
+    reloaded = load_model(tmp_path / "model")
+    assert reloaded.config.survival_centre == "marginal" and reloaded.config.survival_level
+    assert reloaded.sample(200, seed=1).equals(model.sample(200, seed=1))
+
+
+def test_spread_puts_numeric_covariates_on_a_balanced_binarys_scale(whas500) -> None:
+    # With survival_spread a numeric covariate enters the effects as (x - mean) * 0.5 / sd, so
+    # a step of one marginal sd moves its cause's logits by 0.5 * scale * weight; a binary's
+    # input keeps its own scale.
+    _, schema = whas500
+    config = MCMConfig(hidden=16, n_bins=8, survival_effect_scale=8.0, survival_spread=True, **MARGINAL_LEVEL)
+    network = MCM(config, seed=0).build(schema).network_
+    layout, head = network.layout, network.survival_head
+    numeric = next(h for h in layout.numeric if h.column.role == "feature")
+    binary = next(h for h in layout.binary if h.column.role == "feature")
+    with torch.no_grad():
+        head.effects.weight.normal_()
+    mean, sd = network.marginal_moments()
+    at_mean = mean.unsqueeze(0)
+    for spec, step, per_unit in ((numeric, float(sd[numeric.in_start]), 0.5 / float(sd[numeric.in_start])),
+                                 (binary, 1.0, 1.0)):  # fmt: skip
+        moved = at_mean.clone()
+        moved[0, spec.in_start] += step
+        shift = (network.survival_logits(moved) - network.survival_logits(at_mean))[0].detach()
+        expected = 8.0 * head.effects.weight[:, spec.in_start].detach() * step * per_unit
+        torch.testing.assert_close(shift, expected.repeat_interleave(8))
