@@ -118,7 +118,6 @@ class MCMConfig(BaseModel):
     survival_effect_scale: float = Field(8.0, gt=0.0, le=1000.0)
     survival_centre: Literal["midpoint", "marginal"] = "midpoint"
     survival_level: bool = False
-    survival_spread: bool = False
     survival_head_weight: float = Field(1.0, ge=0.0, le=100.0)
     epochs: int | None = Field(None, ge=1, le=100_000)
     auto_epochs: int = Field(1000, ge=1)

@@ -35,7 +35,6 @@ def network_for(config: MCMConfig, schema: Schema) -> MCMNetwork:
         survival_effect_scale=config.survival_effect_scale,
         survival_centre=config.survival_centre,
         survival_level=config.survival_level,
-        survival_spread=config.survival_spread,
     )
 
 

@@ -29,9 +29,6 @@ from fedsynth.data.schema import ColumnKind
 from fedsynth.model.layout import Layout
 
 MASKED_SCORE = -1e9
-# Floor on a numeric covariate's marginal standard deviation when its spread is normalised:
-# half a bin of 64, so a collapsed histogram cannot blow the input up.
-MIN_NUMERIC_SD = 1.0 / 128
 
 
 class MLP(nn.Module):
@@ -99,7 +96,6 @@ class MCMNetwork(nn.Module):
         survival_effect_scale: float = 1.0,
         survival_centre: str = "midpoint",
         survival_level: bool = False,
-        survival_spread: bool = False,
     ) -> None:
         super().__init__()
         self.layout = layout
@@ -116,9 +112,6 @@ class MCMNetwork(nn.Module):
         if survival_centre not in ("midpoint", "marginal"):
             raise ValueError(f"survival_centre must be 'midpoint' or 'marginal', got {survival_centre!r}")
         self.survival_centre = survival_centre
-        self.survival_spread = survival_spread
-        numeric_input = torch.tensor([layout.heads[int(c)].column.is_numeric for c in layout.input_column])
-        self.register_buffer("numeric_input", numeric_input, persistent=False)
         if survival_head:
             outcome = {h.index for h in layout.heads if h.column.role != "feature"}
             covariate_input = torch.tensor([int(c) not in outcome for c in layout.input_column], dtype=torch.float32)
@@ -167,36 +160,23 @@ class MCMNetwork(nn.Module):
         logits, or the (censoring, event) hazard logits per bin (see ``survival_form``)."""
         assert self.survival_head is not None
         if self.survival_form == "hazard":  # centred covariates: see HazardHead
-            centre: torch.Tensor | float = 0.5
-            scale: torch.Tensor | float = 1.0
-            if self.survival_centre == "marginal" or self.survival_spread:
-                mean, sd = self.marginal_moments()
-                centre = mean if self.survival_centre == "marginal" else 0.5
-                if self.survival_spread:  # numeric covariates to a balanced binary's spread (sd 0.5)
-                    scale = torch.where(self.numeric_input, 0.5 / sd.clamp_min(MIN_NUMERIC_SD), 1.0)
-            return self.survival_head((encoded - centre) * scale * self.covariate_input)
+            centre = self.marginal_encoding() if self.survival_centre == "marginal" else 0.5
+            return self.survival_head((encoded - centre) * self.covariate_input)
         return self.survival_head(encoded * self.covariate_input)
 
     def marginal_encoding(self) -> torch.Tensor:
         """(encoded_width,) the model's own marginal mean of every encoded position.
 
+        Read from one pass with every column masked: the mean of each numeric head's histogram
+        (bin centres), each binary head's probability, each categorical head's probabilities.
         Why: centring the survival head's covariates at their mean keeps each effect from
         doubling as an intercept (a rare binary such as FLChain's mgus, 1.5% ones, sits at
         -0.5 for nearly every row around the midpoint, and under DP-SGD its effect soaked up
         the baseline's error: log-HR -1.2 to -1.6 against a real 95% CI of about [-0.5, 0.7]).
         The real means are private; the model's are a function of its weights alone, so they
         cost no privacy, and need no bookkeeping: the sampler recomputes the same values from
-        the same weights. See ``marginal_moments``.
-        """
-        return self.marginal_moments()[0]
-
-    def marginal_moments(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean, standard deviation), each (encoded_width,), of the model's own marginals.
-
-        Read from one pass with every column masked: each numeric head's histogram (bin
-        centres, plus the spread within a bin), each binary head's probability, each
-        categorical head's probabilities (one-hot positions). No gradient flows through them
-        (a constant per step for DP-SGD, and Opacus's hooks skip a pass without gradients).
+        the same weights. No gradient flows through them (a constant per step for DP-SGD,
+        and Opacus's hooks skip a pass without gradients).
         """
         layout = self.layout
         weight = self.heads.weight
@@ -206,20 +186,16 @@ class MCMNetwork(nn.Module):
             score_bias = torch.full_like(visible, MASKED_SCORE)
             logits = self.heads(self.trunk_visible(visible, masked_f, score_bias))[0]
             centres = (torch.arange(layout.n_bins, dtype=weight.dtype, device=weight.device) + 0.5) / layout.n_bins
-            within_bin = 1.0 / (12.0 * layout.n_bins**2)  # variance of a uniform draw inside a bin
-            means, variances = [], []
+            parts = []
             for head in layout.heads:
                 head_logits = logits[head.out_start : head.out_stop]
                 if head.column.is_numeric:
-                    p = torch.softmax(head_logits, dim=0)
-                    mean = (p @ centres).reshape(1)
-                    means.append(mean)
-                    variances.append((p @ centres**2).reshape(1) - mean**2 + within_bin)
+                    parts.append((torch.softmax(head_logits, dim=0) @ centres).reshape(1))
+                elif head.kind == ColumnKind.BINARY:
+                    parts.append(torch.sigmoid(head_logits))
                 else:
-                    p = torch.sigmoid(head_logits) if head.kind == ColumnKind.BINARY else torch.softmax(head_logits, 0)
-                    means.append(p)
-                    variances.append(p * (1.0 - p))
-            return torch.cat(means), torch.cat(variances).clamp_min(0.0).sqrt()
+                    parts.append(torch.softmax(head_logits, dim=0))
+            return torch.cat(parts)
 
     def head_logits(self, hidden: torch.Tensor, head_index: int) -> torch.Tensor:
         """Logits of one column's head only: the sampler needs one column per step."""
