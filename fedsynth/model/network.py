@@ -25,7 +25,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fedsynth.data.schema import ColumnKind
 from fedsynth.model.layout import Layout
 
 MASKED_SCORE = -1e9
@@ -112,6 +111,20 @@ class MCMNetwork(nn.Module):
         if survival_centre not in ("midpoint", "marginal"):
             raise ValueError(f"survival_centre must be 'midpoint' or 'marginal', got {survival_centre!r}")
         self.survival_centre = survival_centre
+        # Where marginal_encoding reads each kind of head (one gather per kind, not a loop per column).
+        numeric_out = [list(range(h.out_start, h.out_stop)) for h in layout.numeric]
+        self.register_buffer(
+            "numeric_out", torch.tensor(numeric_out, dtype=torch.long).reshape(-1, layout.n_bins), persistent=False
+        )
+        self.register_buffer(
+            "numeric_in", torch.tensor([h.in_start for h in layout.numeric], dtype=torch.long), persistent=False
+        )
+        self.register_buffer(
+            "binary_out", torch.tensor([h.out_start for h in layout.binary], dtype=torch.long), persistent=False
+        )
+        self.register_buffer(
+            "binary_in", torch.tensor([h.in_start for h in layout.binary], dtype=torch.long), persistent=False
+        )
         if survival_head:
             outcome = {h.index for h in layout.heads if h.column.role != "feature"}
             covariate_input = torch.tensor([int(c) not in outcome for c in layout.input_column], dtype=torch.float32)
@@ -186,16 +199,12 @@ class MCMNetwork(nn.Module):
             score_bias = torch.full_like(visible, MASKED_SCORE)
             logits = self.heads(self.trunk_visible(visible, masked_f, score_bias))[0]
             centres = (torch.arange(layout.n_bins, dtype=weight.dtype, device=weight.device) + 0.5) / layout.n_bins
-            parts = []
-            for head in layout.heads:
-                head_logits = logits[head.out_start : head.out_stop]
-                if head.column.is_numeric:
-                    parts.append((torch.softmax(head_logits, dim=0) @ centres).reshape(1))
-                elif head.kind == ColumnKind.BINARY:
-                    parts.append(torch.sigmoid(head_logits))
-                else:
-                    parts.append(torch.softmax(head_logits, dim=0))
-            return torch.cat(parts)
+            mean = torch.empty(layout.encoded_width, dtype=weight.dtype, device=weight.device)
+            mean[self.numeric_in] = torch.softmax(logits[self.numeric_out], dim=1) @ centres
+            mean[self.binary_in] = torch.sigmoid(logits[self.binary_out])
+            for head in layout.categorical:  # one-hot positions: the category probabilities
+                mean[head.in_start : head.in_stop] = torch.softmax(logits[head.out_start : head.out_stop], dim=0)
+            return mean
 
     def head_logits(self, hidden: torch.Tensor, head_index: int) -> torch.Tensor:
         """Logits of one column's head only: the sampler needs one column per step."""

@@ -7,6 +7,7 @@ config key ``federation-config``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import UTC, datetime
 from logging import INFO
@@ -15,9 +16,11 @@ from pathlib import Path
 from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 from flwr.supercore import log
+from pydantic import ValidationError
 
 from fedsynth.data.datasets import bundled_schema
 from fedsynth.data.schema import Schema
+from fedsynth.model.config import MCMConfig
 from fedsynth.model.mcm import MCM
 from fedsynth.server.config import FederationConfig, FederationConfigError
 from fedsynth.server.run import RunDirectory
@@ -30,7 +33,11 @@ def new_run_id() -> str:
 
 def check_resumable(run: RunDirectory, config: FederationConfig, schema: Schema) -> None:
     """Refuse to resume a run whose model or schema changed: its checkpoints would not fit."""
+    # A run recorded before a field existed used that field's base default: fill it in, so that
+    # adding a field to MCMConfig never makes older runs unresumable.
     recorded = run.info()["config"].get("model", {})
+    with contextlib.suppress(ValidationError):  # a field since removed: compared as recorded (changed)
+        recorded = MCMConfig.model_validate(recorded).model_dump(mode="json")
     current = config.model.model_dump(mode="json")
     changed = {k: (recorded.get(k), v) for k, v in current.items() if recorded.get(k) != v}
     if changed:

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from fedsynth.client.dp_training import DPPlanError, batches_per_epoch, plan_dp, train_dp_round
 from fedsynth.client.single_pass_clipping import ClippingSetupError, SinglePassClipping
+from fedsynth.data.datasets import load_dataset
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.mcm import MCM
 from fedsynth.model.training import per_sample_loss
@@ -82,13 +83,22 @@ def _single_pass_clipped_mean(network, batch, config: MCMConfig) -> tuple[list[t
         {"survival_head": True, "survival_form": "hazard"},
         # the federated default: covariates centred by a no-gradient pass of the same layers
         {"survival_head": True, "survival_form": "hazard", "survival_centre": "marginal", "survival_level": True},
+        # ACTG320's categorical (one-hot) covariates in the centring pass too
+        {
+            "survival_head": True,
+            "survival_form": "hazard",
+            "survival_centre": "marginal",
+            "survival_level": True,
+            "dataset": "actg320",
+        },
     ],
-    ids=["no-head", "joint", "hazard", "hazard-marginal-level"],
+    ids=["no-head", "joint", "hazard", "hazard-marginal-level", "hazard-marginal-level-actg320"],
 )
 def test_single_pass_clipping_equals_opacus_per_sample_clipping_on_the_mcm(whas500, survival) -> None:
     # The sites clip in one backward pass for speed; it must clip exactly as Opacus' per-sample
     # gradients do, for every layer the MCM has.
-    frame, schema = whas500
+    survival = dict(survival)
+    frame, schema = load_dataset(survival.pop("dataset")) if "dataset" in survival else whas500
     config = MCMConfig(hidden=16, n_bins=16, **survival)
     model = MCM(config).build(schema)
     batch = model.codes_tensor(frame.head(64))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from fedsynth.data.datasets import load_dataset
 from fedsynth.data.transforms import from_unit
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.layout import Layout
@@ -92,30 +93,39 @@ MARGINAL_LEVEL = {
 }
 
 
-def test_the_marginal_encoding_reads_every_head_with_every_column_masked(whas500) -> None:
-    # Heads that ignore the trunk (weight 0) output their bias whatever is masked: the marginal
-    # is then known in closed form per kind of column.
-    _, schema = whas500
+def test_the_marginal_encoding_reads_every_head_with_every_column_masked() -> None:
+    # ACTG320 has numeric, binary and categorical (one-hot) covariates. The expected marginal is
+    # computed here from the network's own trunk on an input with every column masked, through
+    # each kind's formula, at the input positions of its column.
+    _, schema = load_dataset("actg320")
     model = MCM(MCMConfig(hidden=16, n_bins=8, **MARGINAL_LEVEL), seed=0).build(schema)
     network, layout = model.network_, model.network_.layout
+    assert layout.numeric and layout.binary and layout.categorical
     generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        network.heads.weight.zero_()
+    with torch.no_grad():  # heads far from uniform, so every kind's formula is exercised
+        network.heads.weight.copy_(torch.randn(network.heads.weight.shape, generator=generator))
         network.heads.bias.copy_(torch.randn(layout.output_width, generator=generator) * 2)
-    bias = network.heads.bias.detach()
+    every_column = torch.ones(1, layout.n_columns, dtype=torch.bool)
+    with torch.no_grad():
+        logits = network.heads(network.trunk(torch.rand(1, layout.encoded_width), every_column))[0]
     centres = (torch.arange(8) + 0.5) / 8
-    expected = []
+    expected = torch.full((layout.encoded_width,), float("nan"))
     for head in layout.heads:
-        logits = bias[head.out_start : head.out_stop]
+        head_logits = logits[head.out_start : head.out_stop]
         if head.column.is_numeric:
-            expected.append((torch.softmax(logits, 0) @ centres).reshape(1))
+            expected[head.in_start] = torch.softmax(head_logits, 0) @ centres
         elif head.out_stop - head.out_start == 1:
-            expected.append(torch.sigmoid(logits))
+            expected[head.in_start] = torch.sigmoid(head_logits)[0]
         else:
-            expected.append(torch.softmax(logits, 0))
-    assert len(layout.categorical) + len(layout.binary) + len(layout.numeric) == layout.n_columns
-    torch.testing.assert_close(network.marginal_encoding(), torch.cat(expected))
-    assert not network.marginal_encoding().requires_grad
+            expected[head.in_start : head.in_stop] = torch.softmax(head_logits, 0)
+    assert not expected.isnan().any()
+    marginal = network.marginal_encoding()
+    torch.testing.assert_close(marginal, expected)
+    assert not marginal.requires_grad
+    # the masked pass ignores the cells: another row's encoding gives the same marginal
+    with torch.no_grad():
+        other = network.heads(network.trunk(torch.rand(1, layout.encoded_width), every_column))[0]
+    torch.testing.assert_close(other, logits)
 
 
 def test_covariates_at_the_marginal_mean_get_the_baseline_plus_the_level(whas500) -> None:
