@@ -48,7 +48,7 @@ class HazardHead(nn.Module):
     The baseline is a bias-free linear layer of a constant input so that Opacus computes its
     per-record gradients like any other layer's.
 
-    Three choices that decide whether DP-SGD's few noisy steps learn anything:
+    The choices that decide whether DP-SGD's few noisy steps learn anything:
 
     * The covariates come centred (the outcome's inputs are 0): at 0.5, the midpoint of the
       [0, 1] encoding, or at the model's own marginal mean (MCMNetwork.survival_centre).
