@@ -171,25 +171,19 @@ def mia_tpr_rule(audit: Document, policy: Policy) -> RuleResult:
     )
 
 
-def pooled_upper_rule(
-    audit: Document,
-    name: str,
-    threshold: float,
-    combine: str,
-    what: str,
-    worst_key: str,
-    pooled_key: str,
-    site_key: str,
-) -> RuleResult:
+def pooled_upper_rule(audit: Document, figure: str, threshold: float, combine: str, what: str) -> RuleResult:
     """An upper-CI rule on a figure the sites' audits pool (the DCR share, Anonymeter risks).
 
+    The rule is named ``{figure}_upper_ci`` and reads the audit's ``{figure}_upper_ci`` (worst
+    site), ``{figure}_pooled_upper_ci`` and ``{figure}_site_max`` (server/audit.py).
     ``combine = "worst"``: the worst site's upper 95% limit. ``"pooled"``: the pooled
     estimate's upper limit, and no site's own estimate above the threshold (a site whose data
     alone put the figure over the bound fails the rule whatever the pool says).
     """
+    name, pooled_key, site_key = f"{figure}_upper_ci", f"{figure}_pooled_upper_ci", f"{figure}_site_max"
     shown = f"<= {threshold:g}"
     if combine == "worst":
-        value, problem = worst_figure(audit, worst_key)
+        value, problem = worst_figure(audit, name)
         if problem:
             return failed(name, shown, problem)
         return compare(name, value, "<=", threshold, f"{what} (worst site)")
@@ -231,14 +225,7 @@ def audit_rules(audit: Document, policy: Policy) -> list[RuleResult]:
     ]
     results = [
         pooled_upper_rule(
-            audit,
-            "dcr_share_upper_ci",
-            rules.max_dcr_share_upper_ci,
-            rules.combine_sites,
-            "DCR share upper 95% CI",
-            "dcr_share_upper_ci",
-            "dcr_share_pooled_upper_ci",
-            "dcr_share_site_max",
+            audit, "dcr_share", rules.max_dcr_share_upper_ci, rules.combine_sites, "DCR share upper 95% CI"
         ),
     ]
     for name, key, op, threshold, what in checks:
@@ -251,13 +238,10 @@ def audit_rules(audit: Document, policy: Policy) -> list[RuleResult]:
     results.append(
         pooled_upper_rule(
             audit,
-            "anonymeter_risk_upper_ci",
+            "anonymeter_risk",
             rules.max_anonymeter_risk_upper_ci,
             rules.combine_sites,
             "worst Anonymeter attack's risk upper 95% CI",
-            "anonymeter_risk_upper_ci",
-            "anonymeter_risk_pooled_upper_ci",
-            "anonymeter_risk_site_max",
         )
     )
     return results
