@@ -49,6 +49,7 @@ FEDERATED_MODEL_DEFAULTS = MCMConfig(
     survival_form="hazard",
     survival_centre="marginal",
     survival_level=True,
+    survival_effect_steps=400,
     lr_schedule="constant",
 )
 

@@ -248,3 +248,40 @@ def test_iterate_averaging_sends_the_running_average_of_the_iterates() -> None:
     averaged.copy_to_network()
     torch.testing.assert_close(network.weight, torch.full((1, 2), expected))
     assert expected not in iterates  # it is an average, not the last iterate
+
+
+def test_the_effects_speed_up_grows_as_the_plan_shortens_between_one_and_two() -> None:
+    from fedsynth.client.dp_training import MAX_EFFECT_SPEED_UP, effect_speed_up
+
+    hazard = MCMConfig(survival_head=True, survival_form="hazard", survival_effect_steps=400)
+    assert effect_speed_up(hazard, 400) == 1.0
+    assert effect_speed_up(hazard, 225) == pytest.approx(4 / 3)  # sqrt(400 / 225)
+    assert effect_speed_up(hazard, 100) == 2.0
+    assert effect_speed_up(hazard, 10) == MAX_EFFECT_SPEED_UP == 2.0  # capped: 4x was noisier
+    assert effect_speed_up(hazard, 5000) == 1.0  # a long plan never slows the effects down
+    assert effect_speed_up(hazard.model_copy(update={"survival_effect_steps": None}), 10) == 1.0
+    assert effect_speed_up(hazard.model_copy(update={"survival_form": "joint"}), 10) == 1.0
+    assert effect_speed_up(hazard.model_copy(update={"survival_head": False}), 10) == 1.0
+
+
+@pytest.mark.parametrize("reference_steps", [None, 400])
+def test_a_short_plan_moves_the_hazard_effects_at_twice_the_rate_and_nothing_else(whas500, reference_steps) -> None:
+    # One full-batch step without noise: Adam's first step moves every weight with a gradient by
+    # about its learning rate, so the largest moves read each group's rate.
+    frame, schema = whas500
+    config = MCMConfig(hidden=8, n_bins=8, survival_head=True, survival_form="hazard", survival_centre="marginal",
+                       survival_level=True, survival_effect_steps=reference_steps)  # fmt: skip
+    plan = plan_dp(n_records=200, batch_size=200, local_epochs=1, planned_rounds=1, target_epsilon=50.0,
+                   target_delta=1e-3, max_grad_norm=1.0)  # fmt: skip
+    plan = dataclasses.replace(plan, noise_multiplier=0.0)
+    assert plan.total_steps == 1
+    model = MCM(config).build(schema)
+    network = model.network_
+    before = {name: p.detach().clone() for name, p in network.named_parameters()}
+    train_dp_round(network, model.codes_tensor(frame.head(200)), config, plan, 1e-2, torch.Generator().manual_seed(0))
+    moved = {name: float((p.detach() - before[name]).abs().max()) for name, p in network.named_parameters()}
+    effects_rate = 2e-2 if reference_steps else 1e-2
+    assert moved["survival_head.effects.weight"] == pytest.approx(effects_rate, rel=1e-3)
+    assert moved["survival_head.effects.bias"] == pytest.approx(effects_rate, rel=1e-3)
+    assert moved["survival_head.baseline.weight"] == pytest.approx(1e-2, rel=1e-3)
+    assert moved["heads.weight"] == pytest.approx(1e-2, rel=1e-3)
