@@ -38,9 +38,10 @@ from fedsynth.model.config import MCMConfig
 # 10 and 5 seeds). Random orders for the covariates: drawing the outcome last from the MCM's own
 # heads cost ACTG320 0.65 -> 0.43. A constant learning rate: one cosine decay over the run
 # trailed by 0.074 on ACTG320 (10 seeds), the constant rate by 0.053. The head's covariates
-# centred at the model's own marginal means with a per-cause level: 10-seed sweep ACTG320 gap
-# -0.039 (was -0.056), FLChain HR-in-CI 64% (was 57.5%); FLChain's mgus no longer doubles as an
-# intercept (see MCMConfig.survival_centre).
+# centred at the model's own marginal means with a per-cause level: FLChain HR-in-CI 64% (was
+# 57.5%, 10 seeds); FLChain's mgus no longer doubles as an intercept (see MCMConfig.survival_centre).
+# Effects at up to 2x the site's learning rate on a short plan (survival_effect_steps): ACTG320's
+# 100 steps per site gap -0.042 over 20 seeds (was about -0.06); FLChain's 675 steps unchanged.
 FEDERATED_MODEL_DEFAULTS = MCMConfig(
     hidden=32,
     n_bins=16,
