@@ -41,7 +41,7 @@ from fedsynth.model.config import MCMConfig
 # centred at the model's own marginal means with a per-cause level: FLChain HR-in-CI 64% (was
 # 57.5%, 10 seeds); FLChain's mgus no longer doubles as an intercept (see MCMConfig.survival_centre).
 # Effects at up to 2x the site's learning rate on a short plan (survival_effect_steps): ACTG320's
-# 100 steps per site gap -0.042 over 20 seeds (was about -0.06); FLChain's 675 steps unchanged.
+# 100 steps per site gap -0.042 over 20 seeds (was -0.050 over 15); FLChain's 675 steps unchanged.
 FEDERATED_MODEL_DEFAULTS = MCMConfig(
     hidden=32,
     n_bins=16,
