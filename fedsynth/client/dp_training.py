@@ -228,7 +228,7 @@ def effect_speed_up(model_config: MCMConfig, planned_steps: int) -> float:
     wander about sqrt(T) of them. Public inputs only (the plan), so no privacy cost.
     """
     reference = model_config.survival_effect_steps
-    if reference is None or not model_config.survival_head or model_config.survival_form != "hazard":
+    if reference <= 0 or not model_config.survival_head or model_config.survival_form != "hazard":
         return 1.0
     return min(MAX_EFFECT_SPEED_UP, max(1.0, math.sqrt(reference / max(1, planned_steps))))
 

@@ -93,11 +93,11 @@ class MCMConfig(BaseModel):
         effects' bias). Why: the per-bin baseline moves one learning rate per step, the effects
         ``survival_effect_scale`` times that; without a level as fast as they are, the overall
         event and censoring rates are learned slowly and centred effects lag behind them.
-    survival_effect_steps : int or None, default None
+    survival_effect_steps : int, default 0
         With ``survival_form = "hazard"`` under DP-SGD at a site: the planned step count that
         ``survival_effect_scale`` suits. A site that plans fewer steps (a small site, or few
         rounds) gives the effects a learning rate sqrt(survival_effect_steps / planned steps)
-        times its own, at least 1x and at most 2x; None: always 1x. Why: Adam moves every
+        times its own, at least 1x and at most 2x; 0: always 1x. Why: Adam moves every
         weight about one learning rate per step, so in few steps the effects stop short of
         what the data say (ACTG320's CD4 count, 100 steps per site), while a faster rate over
         many steps only adds noise (FLChain, 675 steps). Federated ACTG320 at epsilon 4, 10
@@ -128,7 +128,7 @@ class MCMConfig(BaseModel):
     survival_effect_scale: float = Field(8.0, gt=0.0, le=1000.0)
     survival_centre: Literal["midpoint", "marginal"] = "midpoint"
     survival_level: bool = False
-    survival_effect_steps: int | None = Field(None, ge=1, le=10_000_000)
+    survival_effect_steps: int = Field(0, ge=0, le=10_000_000)
     survival_head_weight: float = Field(1.0, ge=0.0, le=100.0)
     epochs: int | None = Field(None, ge=1, le=100_000)
     auto_epochs: int = Field(1000, ge=1)

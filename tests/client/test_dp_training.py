@@ -259,12 +259,12 @@ def test_the_effects_speed_up_grows_as_the_plan_shortens_between_one_and_two() -
     assert effect_speed_up(hazard, 100) == 2.0
     assert effect_speed_up(hazard, 10) == MAX_EFFECT_SPEED_UP == 2.0  # capped: 4x was noisier
     assert effect_speed_up(hazard, 5000) == 1.0  # a long plan never slows the effects down
-    assert effect_speed_up(hazard.model_copy(update={"survival_effect_steps": None}), 10) == 1.0
+    assert effect_speed_up(hazard.model_copy(update={"survival_effect_steps": 0}), 10) == 1.0  # off
     assert effect_speed_up(hazard.model_copy(update={"survival_form": "joint"}), 10) == 1.0
     assert effect_speed_up(hazard.model_copy(update={"survival_head": False}), 10) == 1.0
 
 
-@pytest.mark.parametrize("reference_steps", [None, 400])
+@pytest.mark.parametrize("reference_steps", [0, 400])
 def test_a_short_plan_moves_the_hazard_effects_at_twice_the_rate_and_nothing_else(whas500, reference_steps) -> None:
     # One full-batch step without noise: Adam's first step moves every weight with a gradient by
     # about its learning rate, so the largest moves read each group's rate.

@@ -56,8 +56,9 @@ def test_resuming_with_a_changed_model_or_schema_is_refused(tmp_path) -> None:
 
 
 def test_a_run_recorded_before_a_model_field_existed_resumes_with_that_fields_base_default(tmp_path) -> None:
-    # Runs recorded before survival_centre/survival_level existed trained with the base defaults
-    # (midpoint, no level): those values resume them; the new federated defaults are refused by name.
+    # Runs recorded before survival_centre/survival_level/survival_effect_steps existed trained with
+    # the base defaults (midpoint, no level, no speed-up): those values resume them; the new
+    # federated defaults are refused by name.
     from fedsynth.data.datasets import bundled_schema
     from fedsynth.server.app import check_resumable
     from fedsynth.server.run import RunDirectory
@@ -65,14 +66,17 @@ def test_a_run_recorded_before_a_model_field_existed_resumes_with_that_fields_ba
     def config(**model) -> FederationConfig:
         return FederationConfig.from_dict({"federation": {"run_dir": str(tmp_path / "run")}, "model": model})
 
-    old_fields = config(survival_centre="midpoint", survival_level=False)
+    old_fields = config(survival_centre="midpoint", survival_level=False, survival_effect_steps=0)
     recorded = old_fields.model_dump(mode="json", by_alias=True)
-    for field in ("survival_centre", "survival_level"):
+    for field in ("survival_centre", "survival_level", "survival_effect_steps"):
         del recorded["model"][field]
     run = RunDirectory(tmp_path / "run")
     run.initialise("r1", bundled_schema("whas500"), recorded)
     check_resumable(run, old_fields, bundled_schema("whas500"))
-    with pytest.raises(FederationConfigError, match=r"survival_centre: 'midpoint' -> 'marginal'.*survival_level"):
+    with pytest.raises(
+        FederationConfigError,
+        match=r"survival_centre: 'midpoint' -> 'marginal'.*survival_effect_steps: 0 -> 400.*survival_level",
+    ):
         check_resumable(run, config(), bundled_schema("whas500"))
 
 
