@@ -102,7 +102,7 @@ class MCMConfig(BaseModel):
         what the data say (ACTG320's CD4 count, 100 steps per site), while a faster rate over
         many steps only adds noise (FLChain, 675 steps). Federated ACTG320 at epsilon 4, 10
         seeds: TSTR C-index gap -0.041 at 2x (-0.063 at 4x, noisier hazard ratios)
-        (``benchmarks/results/federated_sweep.json``; the Flower benchmark: -0.058).
+        (``benchmarks/results/federated_sweep.json``; the Flower benchmark, 20 seeds: -0.055).
         A choice of the site's optimiser, not of the model: sampling never reads it.
     survival_head_weight : float, default 1.0
         Weight of the survival head's loss next to the masked loss (one per-record loss, so
