@@ -100,9 +100,11 @@ class MCMConfig(BaseModel):
         times its own, at least 1x and at most 2x; 0: always 1x. Why: Adam moves every
         weight about one learning rate per step, so in few steps the effects stop short of
         what the data say (ACTG320's CD4 count, 100 steps per site), while a faster rate over
-        many steps only adds noise (FLChain, 675 steps). Federated ACTG320 at epsilon 4, 10
-        seeds: TSTR C-index gap -0.041 at 2x (-0.063 at 4x, noisier hazard ratios)
-        (``benchmarks/results/federated_sweep.json``; the Flower benchmark, 20 seeds: -0.055).
+        many steps only adds noise (FLChain, 675 steps). Measured, it does not pay: federated
+        ACTG320 at epsilon 4 with the DP noise held the same for both settings (20 paired
+        seeds), 2x trails 1x by 0.007 +- 0.004 in TSTR C-index gap, and the head fitted alone
+        agrees (``benchmarks/results/federated_sweep.json``, "paired-effects-lr"), so the
+        federated default is 0; kept as an option for sites with far fewer steps.
         A choice of the site's optimiser, not of the model: sampling never reads it.
     survival_head_weight : float, default 1.0
         Weight of the survival head's loss next to the masked loss (one per-record loss, so

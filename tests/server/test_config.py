@@ -73,10 +73,25 @@ def test_a_run_recorded_before_a_model_field_existed_resumes_with_that_fields_ba
     run = RunDirectory(tmp_path / "run")
     run.initialise("r1", bundled_schema("whas500"), recorded)
     check_resumable(run, old_fields, bundled_schema("whas500"))
-    with pytest.raises(
-        FederationConfigError,
-        match=r"survival_centre: 'midpoint' -> 'marginal'.*survival_effect_steps: 0 -> 400.*survival_level",
-    ):
+    with pytest.raises(FederationConfigError, match=r"survival_centre: 'midpoint' -> 'marginal'.*survival_level"):
+        check_resumable(run, config(), bundled_schema("whas500"))
+
+
+def test_a_run_recorded_with_the_effects_speed_up_resumes_only_with_it(tmp_path) -> None:
+    # The federated default was survival_effect_steps = 400 for a while (now 0): such a run keeps
+    # training with its recorded optimiser, so today's default is refused by name, not adopted.
+    from fedsynth.data.datasets import bundled_schema
+    from fedsynth.server.app import check_resumable
+    from fedsynth.server.run import RunDirectory
+
+    def config(**model) -> FederationConfig:
+        return FederationConfig.from_dict({"federation": {"run_dir": str(tmp_path / "run")}, "model": model})
+
+    recorded = config(survival_effect_steps=400)
+    run = RunDirectory(tmp_path / "run")
+    run.initialise("r1", bundled_schema("whas500"), recorded.model_dump(mode="json", by_alias=True))
+    check_resumable(run, recorded, bundled_schema("whas500"))
+    with pytest.raises(FederationConfigError, match=r"survival_effect_steps: 400 -> 0"):
         check_resumable(run, config(), bundled_schema("whas500"))
 
 
