@@ -1,0 +1,202 @@
+"""How well can DP-SGD fit the hazard head alone? The ceiling of issue 3's ACTG320 C-index gap.
+
+A diagnostic, not a product path. The federated generator's TSTR C-index follows its hazard
+head's ranking (Cox on the samples recovers the head's effects), so this measures the head's
+DP fit with nothing else in the way: the same sites and splits as a federation
+(``fedsynth.client.site.Site``), the same DP plan per site (noise multiplier, sample rate,
+steps, clip norm), Opacus' Poisson sampling, per-record clipping and Gaussian noise on
+Adam, weighted FedAvg over the rounds, but only the ``HazardHead`` (no MCM network) and its
+covariates centred at the *real* pooled mean (private: a diagnostic may use it; the
+generator uses its own marginal mean, which a federated sweep found costs nothing).
+
+Scored by Harrell's C on each site's real holdout (mean over sites) of:
+
+* ``trtr``: lifelines Cox (penalizer 0.01, as in every TRTR/TSTR of this project) on the pooled
+  real training rows: the acceptance target's reference;
+* ``cox_unpenalised``: the same Cox fit without the penalizer;
+* ``head_mle``: the head's own maximum-likelihood fit on the pooled real rows (no DP);
+* ``head_dp``: the head trained with DP-SGD as above, once per ``--effects-lr`` multiplier.
+
+    OMP_NUM_THREADS=1 python -m benchmarks.head_dp_limit --seeds 0 1 2 --effects-lr 1 2
+
+DP noise uses fresh OS randomness, as at a site.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from lifelines.utils import concordance_index
+from opacus.data_loader import DPDataLoader
+from opacus.grad_sample import GradSampleModule
+from opacus.optimizers import DPOptimizer
+from torch.utils.data import DataLoader, TensorDataset
+
+from benchmarks.machine import machine_info
+from fedsynth.client.config import SiteConfig
+from fedsynth.client.site import Site
+from fedsynth.data.datasets import load_dataset
+from fedsynth.evaluation.utility import design_matrix, fit_cox, utility_report
+from fedsynth.model.loss import survival_hazard_nll
+from fedsynth.model.mcm import MCM
+from fedsynth.model.network import HazardHead
+from fedsynth.server.config import FEDERATED_MODEL_DEFAULTS
+from fedsynth.server.simulation import partition
+
+
+def site_tables(dataset: str, seed: int, tmp: Path) -> tuple[list[Site], Any]:
+    frame, schema = load_dataset(dataset)
+    sites = [
+        Site(
+            SiteConfig.from_dict(
+                {
+                    "site": {"name": f"site-{i}"},
+                    "privacy": {"target_epsilon": 4.0},
+                    "training": {"local_epochs": 5, "batch_size": 64, "split_seed": seed},
+                }
+            ),
+            schema,
+            tmp / f"site-{i}",
+            part,
+        )
+        for i, part in enumerate(partition(frame, 3, "iid", seed))
+    ]
+    return sites, schema
+
+
+def new_head(width: int, n_bins: int) -> HazardHead:
+    config = FEDERATED_MODEL_DEFAULTS
+    return HazardHead(width, n_bins, config.survival_effect_scale, level=config.survival_level)
+
+
+def dp_round(  # type: ignore[no-untyped-def]
+    head: HazardHead, x: torch.Tensor, codes: torch.Tensor, layout, plan, lr: float, effects_lr: float
+) -> None:
+    """One site round: ``plan.local_epochs`` epochs of Opacus DP-SGD on Adam, Adam restarted."""
+    module = GradSampleModule(head)
+    groups = [
+        {"params": [head.baseline.weight], "lr": lr},
+        {"params": [p for p in head.effects.parameters()], "lr": lr * effects_lr},
+    ]
+    loader = DPDataLoader.from_data_loader(DataLoader(TensorDataset(x, codes), batch_size=plan.batch_size))
+    optimizer = DPOptimizer(
+        torch.optim.Adam(groups),
+        noise_multiplier=plan.noise_multiplier,
+        max_grad_norm=plan.max_grad_norm,
+        expected_batch_size=int(len(x) * loader.sample_rate),
+        loss_reduction="mean",
+    )
+    for _ in range(plan.local_epochs):
+        for xb, cb in loader:
+            optimizer.zero_grad(set_to_none=True)
+            # Summed loss: exact per-record gradients (an empty Poisson batch gives zeros and a
+            # noise-only step); the optimizer divides the noisy sum by the expected batch size.
+            survival_hazard_nll(layout, module(xb), cb).sum().backward()
+            optimizer.step()
+    module._close()
+
+
+def harrell(sites: list[Site], time_col: str, event_col: str, risks: list[np.ndarray]) -> float:
+    """Mean over sites of Harrell's C of ``risks`` (one array per site) on the site's holdout."""
+    pairs = zip(sites, risks, strict=True)
+    return float(np.mean([concordance_index(s.holdout[time_col], -r, s.holdout[event_col]) for s, r in pairs]))
+
+
+def run(dataset: str, seed: int, rounds: int, effects_lrs: list[float], lr: float | None) -> dict[str, Any]:
+    """One seed: the sites' split, the references, then one DP fit per effects' multiplier."""
+    with tempfile.TemporaryDirectory() as tmp:
+        sites, schema = site_tables(dataset, seed, Path(tmp))
+        lr = lr or sites[0].config.training.learning_rate  # what a site's DP rounds use (not MCMConfig's)
+        model = MCM(FEDERATED_MODEL_DEFAULTS.model_copy(update={"seed": seed})).build(schema)
+        layout, covariates = model.network_.layout, model.network_.covariate_input
+        time_col = next(c.name for c in schema.columns if c.role.value == "time")
+        event_col = next(c.name for c in schema.columns if c.role.value == "event")
+        codes = [model.codes_tensor(s.train) for s in sites]
+        centre = torch.cat([layout.encode_codes(c) for c in codes]).mean(0)
+        x = [(layout.encode_codes(c) - centre) * covariates for c in codes]
+        holdout_x = [(layout.encode_codes(model.codes_tensor(s.holdout)) - centre) * covariates for s in sites]
+        pooled = pd.concat([s.train for s in sites], ignore_index=True)
+        result: dict[str, Any] = {"seed": seed}
+        result["trtr"] = float(np.mean([utility_report(pooled, s.holdout, pooled, schema).cindex_trtr for s in sites]))
+        cox = fit_cox(pooled, schema, penalizer=0.0)
+        cox_risks = [cox.predict_log_partial_hazard(design_matrix(s.holdout, schema)).to_numpy() for s in sites]
+        result["cox_unpenalised"] = harrell(sites, time_col, event_col, cox_risks)
+
+        def event_risk(head: HazardHead) -> list[np.ndarray]:
+            with torch.no_grad():
+                return [head(hx)[:, -1].numpy() for hx in holdout_x]  # last event bin: monotone in the effect
+
+        mle = new_head(layout.encoded_width, layout.n_bins)
+        lbfgs = torch.optim.LBFGS(list(mle.parameters()), max_iter=500, line_search_fn="strong_wolfe")
+        all_x, all_codes = torch.cat(x), torch.cat(codes)
+
+        def closure() -> torch.Tensor:
+            lbfgs.zero_grad()
+            loss = survival_hazard_nll(layout, mle(all_x), all_codes).mean()
+            loss.backward()
+            return loss
+
+        lbfgs.step(closure)
+        result["head_mle"] = harrell(sites, time_col, event_col, event_risk(mle))
+        for multiplier in effects_lrs:
+            state = new_head(layout.encoded_width, layout.n_bins).state_dict()
+            plans = [s.plan("limit", rounds) for s in sites]
+            for _ in range(rounds):
+                replies = []
+                for site_x, site_codes, plan in zip(x, codes, plans, strict=True):
+                    head = new_head(layout.encoded_width, layout.n_bins)
+                    head.load_state_dict(state)
+                    dp_round(head, site_x, site_codes, layout, plan, lr, multiplier)
+                    replies.append((head.state_dict(), len(site_x)))
+                total = sum(n for _, n in replies)
+                state = {k: sum(sd[k] * n for sd, n in replies) / total for k in state}
+            head = new_head(layout.encoded_width, layout.n_bins)
+            head.load_state_dict(state)
+            result[f"head_dp_effects_lr_{multiplier:g}"] = harrell(sites, time_col, event_col, event_risk(head))
+        result["noise_multiplier"] = plans[0].noise_multiplier
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="actg320")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--lr", type=float, help="Adam's rate (default: the site's training.learning_rate)")
+    parser.add_argument("--effects-lr", nargs="+", type=float, default=[1.0], help="effects' learning-rate multipliers")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    # Opacus' hooks on a module whose inputs need no gradient: harmless, once per step.
+    warnings.filterwarnings("ignore", message="Full backward hook is firing")
+    runs = []
+    for seed in args.seeds:
+        runs.append(run(args.dataset, seed, args.rounds, args.effects_lr, args.lr))
+        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in runs[-1].items()}), flush=True)
+    keys = [k for k in runs[0] if k not in ("seed", "noise_multiplier")]
+    summary = {k: round(float(np.mean([r[k] for r in runs])), 4) for k in keys}
+    summary.update({f"gap_{k}": round(summary[k] - summary["trtr"], 4) for k in keys if k != "trtr"})
+    print(json.dumps(summary, indent=1))
+    if args.out:
+        document = {
+            "command": " ".join(["python -m benchmarks.head_dp_limit", *sys.argv[1:]]),
+            "protocol": __doc__.strip().split("\n\n", 2)[1],
+            "machine": machine_info(),
+            "summary": summary,
+            "runs": runs,
+        }
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(document, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
