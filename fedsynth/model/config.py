@@ -102,9 +102,10 @@ class MCMConfig(BaseModel):
         what the data say (ACTG320's CD4 count, 100 steps per site), while a faster rate over
         many steps only adds noise (FLChain, 675 steps). Measured, it does not pay: federated
         ACTG320 at epsilon 4 with the DP noise held the same for both settings (20 paired
-        seeds), 2x trails 1x by 0.007 +- 0.004 in TSTR C-index gap, and the head fitted alone
-        agrees (``benchmarks/results/federated_sweep.json``, "paired-effects-lr"), so the
-        federated default is 0; kept as an option for sites with far fewer steps.
+        seeds), 2x trails 1x by 0.007 +- 0.004 in TSTR C-index gap ("paired-effects-lr-1x" in
+        ``benchmarks/results/federated_sweep.json``), and the head fitted alone agrees (2x
+        trails by 0.015 +- 0.009, ``head_dp_limit.json``), so the federated default is 0; kept
+        as an option for sites with far fewer steps.
         A choice of the site's optimiser, not of the model: sampling never reads it.
     survival_head_weight : float, default 1.0
         Weight of the survival head's loss next to the masked loss (one per-record loss, so

@@ -43,7 +43,7 @@ from fedsynth.model.config import MCMConfig
 # The effects at the site's own learning rate (survival_effect_steps = 0): 2x on ACTG320's short
 # plan read better in unpaired 5-seed sweeps (-0.042 over 20 seeds) but, with the DP noise held
 # the same for both settings (20 paired seeds), 1x is ahead by 0.007 +- 0.004 in TSTR gap and
-# 0.007 +- 0.003 in the head's own C-index; the head fitted alone agrees (60 paired seeds).
+# 0.007 +- 0.003 in the head's own C-index; the head fitted alone agrees (benchmarks/head_dp_limit.py).
 FEDERATED_MODEL_DEFAULTS = MCMConfig(
     hidden=32,
     n_bins=16,
