@@ -19,7 +19,10 @@ Scored by Harrell's C on each site's real holdout (mean over sites) of:
 
     OMP_NUM_THREADS=1 python -m benchmarks.head_dp_limit --seeds 0 1 2 --effects-lr 1 2
 
-DP noise uses fresh OS randomness, as at a site.
+Unlike a site, whose sampling and noise use fresh OS randomness, this diagnostic draws both from
+torch's global generator, which building the model seeds with the run's seed: a seed's result
+is reproducible (the multipliers run one after another on the same stream, so they do not see
+the same noise).
 """
 
 from __future__ import annotations
