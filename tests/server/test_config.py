@@ -12,6 +12,11 @@ from fedsynth.server.config import FederationConfig, FederationConfigError
 EXAMPLE = Path(__file__).parents[2] / "examples" / "federation.toml"
 
 
+def run_config(tmp_path: Path, **model) -> FederationConfig:
+    """A federation writing to ``tmp_path/run`` whose [model] table holds ``model``."""
+    return FederationConfig.from_dict({"federation": {"run_dir": str(tmp_path / "run")}, "model": model})
+
+
 def test_the_shipped_example_loads_and_cli_overrides_win() -> None:
     config = FederationConfig.from_toml(EXAMPLE, {"federation.rounds": 7})
     assert config.rounds == 7 and config.simulation.sites == 3
@@ -41,9 +46,7 @@ def test_resuming_with_a_changed_model_or_schema_is_refused(tmp_path) -> None:
     from fedsynth.server.run import RunDirectory
 
     def config(hidden: int) -> FederationConfig:
-        return FederationConfig.from_dict(
-            {"federation": {"run_dir": str(tmp_path / "run")}, "model": {"hidden": hidden, "n_bins": 16}}
-        )
+        return run_config(tmp_path, hidden=hidden, n_bins=16)
 
     run = RunDirectory(tmp_path / "run")
     original = config(16)
@@ -63,10 +66,7 @@ def test_a_run_recorded_before_a_model_field_existed_resumes_with_that_fields_ba
     from fedsynth.server.app import check_resumable
     from fedsynth.server.run import RunDirectory
 
-    def config(**model) -> FederationConfig:
-        return FederationConfig.from_dict({"federation": {"run_dir": str(tmp_path / "run")}, "model": model})
-
-    old_fields = config(survival_centre="midpoint", survival_level=False, survival_effect_steps=0)
+    old_fields = run_config(tmp_path, survival_centre="midpoint", survival_level=False, survival_effect_steps=0)
     recorded = old_fields.model_dump(mode="json", by_alias=True)
     for field in ("survival_centre", "survival_level", "survival_effect_steps"):
         del recorded["model"][field]
@@ -74,7 +74,7 @@ def test_a_run_recorded_before_a_model_field_existed_resumes_with_that_fields_ba
     run.initialise("r1", bundled_schema("whas500"), recorded)
     check_resumable(run, old_fields, bundled_schema("whas500"))
     with pytest.raises(FederationConfigError, match=r"survival_centre: 'midpoint' -> 'marginal'.*survival_level"):
-        check_resumable(run, config(), bundled_schema("whas500"))
+        check_resumable(run, run_config(tmp_path), bundled_schema("whas500"))
 
 
 def test_a_run_recorded_with_the_effects_speed_up_resumes_only_with_it(tmp_path) -> None:
@@ -84,15 +84,12 @@ def test_a_run_recorded_with_the_effects_speed_up_resumes_only_with_it(tmp_path)
     from fedsynth.server.app import check_resumable
     from fedsynth.server.run import RunDirectory
 
-    def config(**model) -> FederationConfig:
-        return FederationConfig.from_dict({"federation": {"run_dir": str(tmp_path / "run")}, "model": model})
-
-    recorded = config(survival_effect_steps=400)
+    recorded = run_config(tmp_path, survival_effect_steps=400)
     run = RunDirectory(tmp_path / "run")
     run.initialise("r1", bundled_schema("whas500"), recorded.model_dump(mode="json", by_alias=True))
     check_resumable(run, recorded, bundled_schema("whas500"))
     with pytest.raises(FederationConfigError, match=r"survival_effect_steps: 400 -> 0"):
-        check_resumable(run, config(), bundled_schema("whas500"))
+        check_resumable(run, run_config(tmp_path), bundled_schema("whas500"))
 
 
 def test_a_model_table_changes_only_the_fields_it_names() -> None:
