@@ -33,21 +33,28 @@ from fedsynth.server.config import FEDERATED_MODEL_DEFAULTS
 from fedsynth.server.simulation import partition
 
 
-def run(dataset: str, seed: int, rounds: int = 5, training=None, privacy=None, model=None) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def federated_sites(  # type: ignore[no-untyped-def]
+    frame: pd.DataFrame, schema, seed: int, root: Path, training=None, privacy=None
+) -> list[Site]:
+    """The three IID sites of the quality benchmark (epsilon 4, 5 local epochs, batch 64), under ``root``."""
     training = {"local_epochs": 5, "batch_size": 64, **(training or {}), "split_seed": seed}
     privacy = {"target_epsilon": 4.0, **(privacy or {})}
+    return [
+        Site(
+            SiteConfig.from_dict({"site": {"name": f"site-{i}"}, "privacy": privacy, "training": training}),
+            schema,
+            root / f"site-{i}",
+            part,
+        )
+        for i, part in enumerate(partition(frame, 3, "iid", seed))
+    ]
+
+
+def run(dataset: str, seed: int, rounds: int = 5, training=None, privacy=None, model=None) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     config = FEDERATED_MODEL_DEFAULTS.model_copy(update={**(model or {}), "seed": seed})
     frame, schema = load_dataset(dataset)
     with tempfile.TemporaryDirectory() as tmp:
-        sites = [
-            Site(
-                SiteConfig.from_dict({"site": {"name": f"site-{i}"}, "privacy": privacy, "training": training}),
-                schema,
-                Path(tmp) / f"site-{i}",
-                part,
-            )
-            for i, part in enumerate(partition(frame, 3, "iid", seed))
-        ]
+        sites = federated_sites(frame, schema, seed, Path(tmp), training, privacy)
         global_model = MCM(config).build(schema)
         state = {k: v.clone() for k, v in global_model.network_.state_dict().items()}
         started = time.time()

@@ -44,8 +44,8 @@ from opacus.grad_sample import GradSampleModule
 from opacus.optimizers import DPOptimizer
 from torch.utils.data import DataLoader, TensorDataset
 
+from benchmarks.federated_sweep import federated_sites
 from benchmarks.machine import machine_info
-from fedsynth.client.config import SiteConfig
 from fedsynth.client.site import Site
 from fedsynth.data.datasets import load_dataset
 from fedsynth.evaluation.utility import design_matrix, fit_cox, utility_report
@@ -53,27 +53,6 @@ from fedsynth.model.loss import survival_hazard_nll
 from fedsynth.model.mcm import MCM
 from fedsynth.model.network import HazardHead
 from fedsynth.server.config import FEDERATED_MODEL_DEFAULTS
-from fedsynth.server.simulation import partition
-
-
-def site_tables(dataset: str, seed: int, tmp: Path) -> tuple[list[Site], Any]:
-    frame, schema = load_dataset(dataset)
-    sites = [
-        Site(
-            SiteConfig.from_dict(
-                {
-                    "site": {"name": f"site-{i}"},
-                    "privacy": {"target_epsilon": 4.0},
-                    "training": {"local_epochs": 5, "batch_size": 64, "split_seed": seed},
-                }
-            ),
-            schema,
-            tmp / f"site-{i}",
-            part,
-        )
-        for i, part in enumerate(partition(frame, 3, "iid", seed))
-    ]
-    return sites, schema
 
 
 def new_head(width: int, n_bins: int) -> HazardHead:
@@ -117,12 +96,12 @@ def harrell(sites: list[Site], time_col: str, event_col: str, risks: list[np.nda
 def run(dataset: str, seed: int, rounds: int, effects_lrs: list[float], lr: float | None) -> dict[str, Any]:
     """One seed: the sites' split, the references, then one DP fit per effects' multiplier."""
     with tempfile.TemporaryDirectory() as tmp:
-        sites, schema = site_tables(dataset, seed, Path(tmp))
+        frame, schema = load_dataset(dataset)
+        sites = federated_sites(frame, schema, seed, Path(tmp))
         lr = lr or sites[0].config.training.learning_rate  # what a site's DP rounds use (not MCMConfig's)
         model = MCM(FEDERATED_MODEL_DEFAULTS.model_copy(update={"seed": seed})).build(schema)
         layout, covariates = model.network_.layout, model.network_.covariate_input
-        time_col = next(c.name for c in schema.columns if c.role.value == "time")
-        event_col = next(c.name for c in schema.columns if c.role.value == "event")
+        time_col, event_col = schema.time_column, schema.event_column
         codes = [model.codes_tensor(s.train) for s in sites]
         centre = torch.cat([layout.encode_codes(c) for c in codes]).mean(0)
         x = [(layout.encode_codes(c) - centre) * covariates for c in codes]
@@ -150,9 +129,9 @@ def run(dataset: str, seed: int, rounds: int, effects_lrs: list[float], lr: floa
 
         lbfgs.step(closure)
         result["head_mle"] = harrell(sites, time_col, event_col, event_risk(mle))
+        plans = [s.plan("limit", rounds) for s in sites]
         for multiplier in effects_lrs:
             state = new_head(layout.encoded_width, layout.n_bins).state_dict()
-            plans = [s.plan("limit", rounds) for s in sites]
             for _ in range(rounds):
                 replies = []
                 for site_x, site_codes, plan in zip(x, codes, plans, strict=True):
