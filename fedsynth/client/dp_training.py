@@ -14,6 +14,10 @@ Speed: per-record clipping takes one backward pass (``single_pass_clipping``) in
 Opacus' two-pass ghost clipping behind module hooks; Opacus still does everything else: the
 Poisson ``DPDataLoader``, the ``DPOptimizerFastGradientClipping`` that adds the noise, and the
 RDP accountant hooked to its steps. Batches are fetched as one tensor index, not row by row.
+
+Clipping may be group-wise (``clip_groups``): the survival head and the rest of the network
+each get a part of the clip norm, sized so that a record's whole gradient stays within it; the
+noise, the sample rate and so the privacy spent are unchanged.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from opacus.validators import ModuleValidator
 from torch.utils.data import DataLoader, Dataset
 
 from fedsynth.client.ledger import rdp_epsilon
-from fedsynth.client.single_pass_clipping import SinglePassClipping
+from fedsynth.client.single_pass_clipping import ClipGroup, SinglePassClipping
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.network import HazardHead, MCMNetwork
 from fedsynth.model.training import per_sample_loss
@@ -249,6 +253,21 @@ def optimizer_groups(network: MCMNetwork, learning_rate: float, speed_up: float)
     return groups
 
 
+def clip_groups(model_config: MCMConfig, max_grad_norm: float) -> list[ClipGroup] | None:
+    """The survival head and the masked model clipped apart (MCMConfig.dp_head_clip_fraction), or None.
+
+    The head gets f x C and the rest sqrt(1 - f^2) x C, so a record's whole clipped gradient
+    stays within the plan's C.
+    """
+    fraction = model_config.dp_head_clip_fraction
+    if fraction is None:
+        return None
+    return [
+        ClipGroup("survival_head", fraction * max_grad_norm),
+        ClipGroup("", math.sqrt(1.0 - fraction**2) * max_grad_norm, gain=model_config.dp_masked_model_gain),
+    ]
+
+
 def train_dp_round(
     network: MCMNetwork,
     codes: torch.Tensor,
@@ -298,7 +317,7 @@ def train_dp_round(
     if model_config.iterate_averaging > 0:
         span = max(1.0, model_config.iterate_averaging * plan.steps_per_round)  # steps the average spans
         averaged = IterateAverage(network, decay=1.0 - 1.0 / span)
-    with SinglePassClipping(network, plan.max_grad_norm) as clipping:
+    with SinglePassClipping(network, plan.max_grad_norm, clip_groups(model_config, plan.max_grad_norm)) as clipping:
         for _ in range(plan.local_epochs):
             for (batch,) in dp_loader:
                 for group in dp_optimizer.param_groups:

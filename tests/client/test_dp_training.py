@@ -127,6 +127,67 @@ def test_single_pass_clipping_leaves_records_under_the_norm_unscaled(whas500) ->
         torch.testing.assert_close(ours.grad, reference.grad, rtol=1e-4, atol=1e-7)
 
 
+def _opacus_per_record_gradients(network, batch, config: MCMConfig) -> dict[str, torch.Tensor]:
+    """Each record's unclipped gradient of every parameter, (n, *shape), from Opacus' hooks."""
+    from opacus.grad_sample import GradSampleModule
+
+    module = GradSampleModule(copy.deepcopy(network), loss_reduction="sum")
+    per_sample_loss(module, batch, config, torch.Generator().manual_seed(3)).sum().backward()
+    grads = {name: p.grad_sample.detach().clone() for name, p in module._module.named_parameters()}
+    module._close()
+    return grads
+
+
+def test_group_wise_clipping_clips_each_group_to_its_share_and_every_record_to_the_plans_norm(whas500) -> None:
+    # The head to 0.95 C, the rest (times gain 4) to sqrt(1 - 0.95^2) C: checked against clipping
+    # Opacus' own per-record gradients group by group, and no record's whole clipped gradient may
+    # exceed C (what the noise is calibrated to).
+    from fedsynth.client.dp_training import clip_groups
+
+    frame, schema = whas500
+    config = MCMConfig(hidden=16, n_bins=16, survival_head=True, survival_form="hazard", survival_centre="marginal",
+                       survival_level=True, dp_head_clip_fraction=0.95, dp_masked_model_gain=4.0)  # fmt: skip
+    model = MCM(config).build(schema)
+    network, batch, clip = model.network_, model.codes_tensor(frame.head(64)), 11.5  # near both groups' medians
+    per_record = _opacus_per_record_gradients(network, batch, config)
+    head = [name for name in per_record if name.startswith("survival_head.")]
+    assert head and len(head) < len(per_record)
+
+    def norms(names: list[str]) -> torch.Tensor:
+        return torch.stack([per_record[n].flatten(1).square().sum(1) for n in names]).sum(0).sqrt()
+
+    head_norm, rest_norm = norms(head), 4.0 * norms([n for n in per_record if n not in head])
+    head_cap, rest_cap = 0.95 * clip, math.sqrt(1 - 0.95**2) * clip
+    # both groups' clips are exercised, on some records and not on others
+    assert bool((head_norm > head_cap).any() and (head_norm < head_cap).any())
+    assert bool((rest_norm > rest_cap).any() and (rest_norm < rest_cap).any())
+    factor = {True: (head_cap / head_norm).clamp(max=1.0), False: 4.0 * (rest_cap / rest_norm).clamp(max=1.0)}
+    clipped = {n: g * factor[n in head].view(-1, *[1] * (g.dim() - 1)) for n, g in per_record.items()}
+    whole = torch.stack([g.flatten(1).square().sum(1) for g in clipped.values()]).sum(0).sqrt()
+    assert float(whole.max()) <= clip * (1 + 1e-5)
+    network.train()
+    with SinglePassClipping(network, clip, clip_groups(config, clip)) as clipping:
+        clipping.backward(per_sample_loss(network, batch, config, torch.Generator().manual_seed(3)))
+    for name, parameter in network.named_parameters():
+        expected = clipped[name].sum(0)
+        torch.testing.assert_close(parameter.grad, expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max()))
+
+
+def test_clip_groups_must_fit_within_the_plans_norm_and_hold_every_parameter() -> None:
+    from fedsynth.client.single_pass_clipping import ClipGroup
+
+    network = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 1))
+    with pytest.raises(ClippingSetupError, match=r"gradient norm of 1.41421 > max_grad_norm 1"):
+        SinglePassClipping(network, 1.0, [ClipGroup("0", 1.0), ClipGroup("", 1.0)])
+    with pytest.raises(ClippingSetupError, match=r"1.weight is in no clip group"):
+        SinglePassClipping(network, 1.0, [ClipGroup("0", 0.5)])
+    with pytest.raises(ClippingSetupError, match="must be > 0"):
+        SinglePassClipping(network, 1.0, [ClipGroup("", 1.0, gain=0.0)])
+    assert not network[0]._forward_hooks  # refused before any layer was hooked
+    assert ClipGroup("survival_head", 1.0).owns("survival_head.effects")
+    assert not ClipGroup("survival_head", 1.0).owns("survival_headless")
+
+
 def test_single_pass_clipping_refuses_what_it_cannot_clip_and_removes_its_hooks() -> None:
     class Tied(torch.nn.Module):
         def __init__(self) -> None:

@@ -140,3 +140,18 @@ def test_inference_trunk_matches_the_module_for_random_masks():
         # a smaller batch reuses the same buffers and still agrees
         got_small = trunk(visible[:10], masked[:10].float(), score_bias[:10]).clone()
         assert torch.allclose(got_small, expected[:10], atol=1e-5, rtol=1e-4)
+
+
+def test_group_wise_clipping_settings_that_cannot_apply_are_refused_by_name() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from fedsynth.model.config import MCMConfig
+
+    with pytest.raises(ValidationError, match="dp_head_clip_fraction clips the survival head.*survival_head = true"):
+        MCMConfig(dp_head_clip_fraction=0.95)
+    with pytest.raises(ValidationError, match=r"dp_masked_model_gain \(4\) needs.*set dp_head_clip_fraction"):
+        MCMConfig(survival_head=True, dp_masked_model_gain=4.0)
+    with pytest.raises(ValidationError, match="dp_head_clip_fraction"):
+        MCMConfig(survival_head=True, dp_head_clip_fraction=1.0)  # would leave the rest no clip norm at all
+    assert MCMConfig(survival_head=True, dp_head_clip_fraction=0.95, dp_masked_model_gain=4.0).dp_masked_model_gain == 4

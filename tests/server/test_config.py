@@ -59,21 +59,26 @@ def test_resuming_with_a_changed_model_or_schema_is_refused(tmp_path) -> None:
 
 
 def test_a_run_recorded_before_a_model_field_existed_resumes_with_that_fields_base_default(tmp_path) -> None:
-    # Runs recorded before survival_centre/survival_level/survival_effect_steps existed trained with
-    # the base defaults (midpoint, no level, no speed-up): those values resume them; the new
-    # federated defaults are refused by name.
+    # Runs recorded before survival_centre/survival_level/survival_effect_steps/the group-wise
+    # clipping fields existed trained with the base defaults (midpoint, no level, no speed-up,
+    # one clip): those values resume them; the new federated defaults are refused by name.
     from fedsynth.data.datasets import bundled_schema
     from fedsynth.server.app import check_resumable
     from fedsynth.server.run import RunDirectory
 
-    old_fields = run_config(tmp_path, survival_centre="midpoint", survival_level=False, survival_effect_steps=0)
+    fields = dict(survival_centre="midpoint", survival_level=False, survival_effect_steps=0,
+                  dp_head_clip_fraction=None, dp_masked_model_gain=1.0)  # fmt: skip
+    old_fields = run_config(tmp_path, **fields)
     recorded = old_fields.model_dump(mode="json", by_alias=True)
-    for field in ("survival_centre", "survival_level", "survival_effect_steps"):
+    for field in fields:
         del recorded["model"][field]
     run = RunDirectory(tmp_path / "run")
     run.initialise("r1", bundled_schema("whas500"), recorded)
     check_resumable(run, old_fields, bundled_schema("whas500"))
     with pytest.raises(FederationConfigError, match=r"survival_centre: 'midpoint' -> 'marginal'.*survival_level"):
+        check_resumable(run, run_config(tmp_path), bundled_schema("whas500"))
+    clipping = r"dp_head_clip_fraction: None -> 0.95.*dp_masked_model_gain: 1.0 -> 4.0"
+    with pytest.raises(FederationConfigError, match=clipping):
         check_resumable(run, run_config(tmp_path), bundled_schema("whas500"))
 
 
