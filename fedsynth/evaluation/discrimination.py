@@ -54,6 +54,22 @@ def _survival_array(frame: pd.DataFrame, schema: Schema) -> np.ndarray:
     )
 
 
+def _within_follow_up(evaluation: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``evaluation`` with times beyond the reference's last observed time set to that time.
+
+    scikit-survival's Brier score reads the censoring survival G at every evaluation row's time
+    and refuses a time past the reference's follow-up, so one holdout patient followed longer
+    than any training patient (a small site, by chance: WHAS500 split over 3 sites, seed 4)
+    failed the whole site's scores. The score does not change: the grid ends inside the
+    reference's follow-up, so such a row is still at risk at every grid time, and G at its
+    own time is read only for an event before a grid time, which it cannot have.
+    """
+    last = float(reference["time"].max())
+    clamped = evaluation.copy()
+    clamped["time"] = np.minimum(clamped["time"], last)
+    return clamped
+
+
 def evaluation_times(reference: pd.DataFrame, evaluation: pd.DataFrame, schema: Schema) -> np.ndarray:
     """Brier-score grid: quantiles 10%..80% of the evaluation set's observed times, inside both
     sets' follow-up (scikit-survival requires the grid inside the evaluation set's range and
@@ -90,5 +106,5 @@ def discrimination(
     tau = float(times[-1])
     uno = float(concordance_index_ipcw(train_surv, test_surv, risk, tau=tau)[0])
     survival = model.predict_survival_function(design[covariates], times=times).T.to_numpy()
-    brier = float(integrated_brier_score(train_surv, test_surv, survival, times))
+    brier = float(integrated_brier_score(train_surv, _within_follow_up(test_surv, train_surv), survival, times))
     return Discrimination(harrell_c=harrell, uno_c=uno, integrated_brier=brier, tau=tau)

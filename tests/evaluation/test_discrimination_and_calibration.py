@@ -53,6 +53,24 @@ def test_c_indices_equal_direct_lifelines_and_sksurv_computations(dataset: str) 
     assert 0.6 < result.harrell_c < 0.9 and 0.0 < result.integrated_brier < 0.25
 
 
+def test_a_holdout_patient_followed_past_every_training_patient_is_scored_not_refused(split) -> None:
+    # scikit-survival refuses to read the censoring distribution past the reference's last time;
+    # one such holdout row used to fail a small site's whole evaluation (WHAS500, 3 sites, seed 4).
+    # The grid ends inside the reference's follow-up, so the row is at risk at every grid time
+    # and how far past the end it lies cannot change any score.
+    train, holdout, schema = split
+    model = fit_cox(train, schema)
+    last = float(train[schema.time_column].max())
+    assert float(holdout[schema.time_column].max()) <= last  # this split has no such row yet: add one
+    scores = []
+    for beyond in (1.0, 500.0):
+        extended = holdout.copy()
+        extended.loc[extended.index[0], [schema.time_column, schema.event_column]] = [last + beyond, 1]
+        scores.append(discrimination(model, train, extended, schema))
+    assert scores[0] == scores[1]
+    assert 0.0 < scores[0].integrated_brier < 0.25 and 0.6 < scores[0].uno_c < 0.9
+
+
 def test_a_model_of_independent_columns_ranks_at_chance(split) -> None:
     # Each column shuffled on its own: the Cox fit is noise, a random direction in covariate
     # space. One such direction can still correlate with age (C far from 0.5 either way); over
