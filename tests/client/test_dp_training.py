@@ -173,6 +173,24 @@ def test_group_wise_clipping_clips_each_group_to_its_share_and_every_record_to_t
         torch.testing.assert_close(parameter.grad, expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max()))
 
 
+def test_a_group_wise_clipped_round_spends_exactly_what_the_plan_says(whas500) -> None:
+    # Group-wise clipping changes how the clip norm is shared, not the mechanism's sensitivity:
+    # Opacus' accountant sees the plan's noise, rate and steps, and both groups train.
+    frame, schema = whas500
+    config = MCMConfig(hidden=8, n_bins=8, survival_head=True, survival_form="hazard", survival_centre="marginal",
+                       survival_level=True, dp_head_clip_fraction=0.95, dp_masked_model_gain=4.0)  # fmt: skip
+    plan = plan_dp(n_records=200, batch_size=50, local_epochs=2, planned_rounds=1, target_epsilon=8.0,
+                   target_delta=1e-3, max_grad_norm=10.0)  # fmt: skip
+    model = MCM(config).build(schema)
+    before = {name: p.detach().clone() for name, p in model.network_.named_parameters()}
+    _, history = train_dp_round(model.network_, model.codes_tensor(frame.head(200)), config, plan, 1e-2,
+                                torch.Generator().manual_seed(0))  # fmt: skip
+    assert history == [(plan.noise_multiplier, plan.sample_rate, plan.steps_per_round)]
+    assert 8.0 - 0.011 <= independent_epsilon(history, 1e-3) <= 8.0
+    moved = {name: float((p.detach() - before[name]).abs().max()) for name, p in model.network_.named_parameters()}
+    assert moved["survival_head.effects.weight"] > 0 and moved["heads.weight"] > 0 and moved["block1.net.0.weight"] > 0
+
+
 def test_clip_groups_must_fit_within_the_plans_norm_and_hold_every_parameter() -> None:
     from fedsynth.client.single_pass_clipping import ClipGroup
 
