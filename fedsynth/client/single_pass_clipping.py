@@ -151,12 +151,13 @@ class SinglePassClipping:
         squared_norms = torch.zeros(
             len(self.groups), len(loss_per_record), dtype=loss_per_record.dtype, device=loss_per_record.device
         )
-        pending: list[tuple[nn.Parameter, ClippedSum]] = []
+        pending: list[tuple[nn.Parameter, int, ClippedSum]] = []
         for (layer, inputs, output), grads in zip(captured, output_grads, strict=True):
             grads = torch.zeros_like(output) if grads is None else grads.detach()
             for parameter, norms, clipped_sum in _layer_terms(layer, inputs, grads):
-                squared_norms[self._group_of[id(parameter)]] += norms.square()
-                pending.append((parameter, clipped_sum))
+                group = self._group_of[id(parameter)]
+                squared_norms[group] += norms.square()
+                pending.append((parameter, group, clipped_sum))
         group_norms = squared_norms.sqrt()
         # factor = gain x min(1, max_norm / (gain x norm)): the record's gradient of the group, scaled
         # by the gain, then clipped (a group's gradient times this factor has norm <= max_norm).
@@ -164,8 +165,8 @@ class SinglePassClipping:
             group.gain * (group.max_norm / (group.gain * norms + 1e-6)).clamp(max=1.0)
             for group, norms in zip(self.groups, group_norms, strict=True)
         ])  # fmt: skip
-        for parameter, clipped_sum in pending:
-            parameter.grad = clipped_sum(factors[self._group_of[id(parameter)]]).view_as(parameter)
+        for parameter, group, clipped_sum in pending:
+            parameter.grad = clipped_sum(factors[group]).view_as(parameter)
         return squared_norms.sum(dim=0).sqrt()
 
 

@@ -79,32 +79,28 @@ def test_a_run_recorded_before_a_model_field_existed_resumes_with_that_fields_ba
         check_resumable(run, run_config(tmp_path), bundled_schema("whas500"))
 
 
-def test_a_run_recorded_with_the_effects_speed_up_resumes_only_with_it(tmp_path) -> None:
-    # The federated default was survival_effect_steps = 400 for a while (now 0): such a run keeps
-    # training with its recorded optimiser, so today's default is refused by name, not adopted.
+@pytest.mark.parametrize(
+    ("recorded_model", "refused"),
+    [
+        # The federated default was survival_effect_steps = 400 for a while (now 0).
+        ({"survival_effect_steps": 400}, r"survival_effect_steps: 400 -> 0"),
+        # Group-wise clipping changes what each round trains.
+        ({"dp_head_clip_fraction": 0.95, "dp_masked_model_gain": 4.0},
+         r"dp_head_clip_fraction: 0.95 -> None.*dp_masked_model_gain"),
+    ],
+    ids=["effects-speed-up", "group-wise-clipping"],
+)  # fmt: skip
+def test_a_run_recorded_with_a_site_optimiser_option_resumes_only_with_it(tmp_path, recorded_model, refused) -> None:
+    # Such a run keeps training with its recorded optimiser: today's default is refused by name, not adopted.
     from fedsynth.data.datasets import bundled_schema
     from fedsynth.server.app import check_resumable
     from fedsynth.server.run import RunDirectory
 
-    recorded = run_config(tmp_path, survival_effect_steps=400)
+    recorded = run_config(tmp_path, **recorded_model)
     run = RunDirectory(tmp_path / "run")
     run.initialise("r1", bundled_schema("whas500"), recorded.model_dump(mode="json", by_alias=True))
     check_resumable(run, recorded, bundled_schema("whas500"))
-    with pytest.raises(FederationConfigError, match=r"survival_effect_steps: 400 -> 0"):
-        check_resumable(run, run_config(tmp_path), bundled_schema("whas500"))
-
-
-def test_a_run_recorded_with_group_wise_clipping_resumes_only_with_it(tmp_path) -> None:
-    # The sites' clipping changes what each round trains: a run keeps the clipping it started with.
-    from fedsynth.data.datasets import bundled_schema
-    from fedsynth.server.app import check_resumable
-    from fedsynth.server.run import RunDirectory
-
-    recorded = run_config(tmp_path, dp_head_clip_fraction=0.95, dp_masked_model_gain=4.0)
-    run = RunDirectory(tmp_path / "run")
-    run.initialise("r1", bundled_schema("whas500"), recorded.model_dump(mode="json", by_alias=True))
-    check_resumable(run, recorded, bundled_schema("whas500"))
-    with pytest.raises(FederationConfigError, match=r"dp_head_clip_fraction: 0.95 -> None.*dp_masked_model_gain"):
+    with pytest.raises(FederationConfigError, match=refused):
         check_resumable(run, run_config(tmp_path), bundled_schema("whas500"))
 
 
