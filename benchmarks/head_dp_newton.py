@@ -1,0 +1,184 @@
+"""Can a one-shot DP Newton step fit the hazard head better than DP-SGD? (Issue 3, a diagnostic.)
+
+A diagnostic, not a product path, next to ``benchmarks/head_dp_limit.py`` (same sites, splits,
+covariates centred at the real pooled mean, and Harrell's C on each site's holdout). Each site
+spends its whole budget (epsilon, delta) on one Gaussian release, composed by Opacus' RDP
+accountant at sample rate 1 and one step: the sum over its training rows of each record's
+gradient and Hessian of the head's discrete-time hazard likelihood with respect to the
+effects, each record's gradient clipped to ``G`` and its Hessian to ``H`` (Frobenius), both
+divided by their clip norm so that one noise multiplier (times sqrt(2): two parts) covers the
+pair. The server adds the sites' releases, floors the Hessian's eigenvalues at ``floor`` (it
+must be positive definite; a floor is a ridge) and takes the Newton step from zero effects.
+
+Deliberately optimistic, so that a loss is the mechanism's and not the set-up's:
+
+* the baseline hazards are fitted (with zero effects) on the pooled real rows, without DP;
+* ``oracle`` rows use the exact pooled Hessian, with noise on the gradient alone (not DP:
+  the Hessian is private): the most a noisy score vector can do in one step.
+
+Scored next to Cox on the pooled real rows (TRTR, penalizer 0.01) and the same Newton step
+without noise (``head_one_step``, the mechanism's ceiling); the DP-SGD head of the same seeds
+is in ``results/head_dp_limit.json``.
+
+    OMP_NUM_THREADS=1 python -m benchmarks.head_dp_newton --seeds 0 1 2 --clips 1:0 0.5:1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from opacus.accountants.utils import get_noise_multiplier
+from torch.func import functional_call, grad, hessian, vmap
+
+from benchmarks.federated_sweep import federated_sites
+from benchmarks.head_dp_limit import harrell, new_head
+from benchmarks.machine import machine_info
+from fedsynth.data.datasets import load_dataset
+from fedsynth.evaluation.utility import utility_report
+from fedsynth.model.loss import survival_hazard_nll
+from fedsynth.model.mcm import MCM
+from fedsynth.server.config import FEDERATED_MODEL_DEFAULTS
+
+
+def clip_rows(values: torch.Tensor, max_norm: float) -> torch.Tensor:
+    """Scale each record's (first axis) values to Frobenius norm at most ``max_norm``."""
+    norms = values.flatten(1).norm(dim=1).clamp_min(max_norm)
+    return values * (max_norm / norms).view(-1, *[1] * (values.dim() - 1))
+
+
+def positive_definite(matrix: torch.Tensor, floor: float) -> torch.Tensor:
+    """The symmetric matrix with its eigenvalues floored at ``floor`` (a noisy Hessian is indefinite)."""
+    values, vectors = torch.linalg.eigh((matrix + matrix.T) / 2)
+    return vectors @ torch.diag(values.clamp_min(floor)) @ vectors.T
+
+
+def run(dataset: str, seed: int, clips: list[tuple[float, float]], floor: float) -> dict[str, Any]:
+    """One seed: references, then one DP Newton step per (gradient clip, Hessian clip)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        frame, schema = load_dataset(dataset)
+        sites = federated_sites(frame, schema, seed, Path(tmp))
+        model = MCM(FEDERATED_MODEL_DEFAULTS.model_copy(update={"seed": seed})).build(schema)
+        layout, covariates = model.network_.layout, model.network_.covariate_input
+        codes = [model.codes_tensor(s.train) for s in sites]
+        centre = torch.cat([layout.encode_codes(c) for c in codes]).mean(0)
+        x = [(layout.encode_codes(c) - centre) * covariates for c in codes]
+        holdout_x = [(layout.encode_codes(model.codes_tensor(s.holdout)) - centre) * covariates for s in sites]
+        pooled = pd.concat([s.train for s in sites], ignore_index=True)
+        result: dict[str, Any] = {"seed": seed}
+        result["trtr"] = float(np.mean([utility_report(pooled, s.holdout, pooled, schema).cindex_trtr for s in sites]))
+
+        head = new_head(layout.encoded_width, layout.n_bins)
+        params = {name: p.detach().clone() for name, p in head.named_parameters()}
+        # The effects of covariate positions (outcome positions are zeroed inputs: no gradient).
+        live = covariates.bool().repeat(2)
+        select = torch.eye(live.numel())[:, live]  # (all effects, live effects): zero-fills the rest
+
+        def nll(baseline: torch.Tensor, effects: torch.Tensor, row: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+            weights = dict(params, **{"baseline.weight": baseline.view(-1, 1)})
+            weights["effects.weight"] = (select @ effects).view(2, -1)
+            logits = functional_call(head, weights, (row.unsqueeze(0),))
+            return survival_hazard_nll(layout, logits, code.unsqueeze(0))[0]
+
+        all_x, all_codes = torch.cat(x), torch.cat(codes)
+        baseline = params["baseline.weight"].flatten()
+        zero = torch.zeros(int(live.sum()))
+        for _ in range(8):  # Newton on the baseline alone, effects at zero (non-private: see above)
+            g = vmap(grad(nll, 0), (None, None, 0, 0))(baseline, zero, all_x, all_codes).sum(0)
+            h = vmap(hessian(nll, 0), (None, None, 0, 0))(baseline, zero, all_x, all_codes).sum(0)
+            baseline = baseline - torch.linalg.solve(h + 1e-6 * torch.eye(len(h)), g)
+
+        def derivatives(site_x: torch.Tensor, site_codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            """Per-record gradient (n, p) and Hessian (n, p, p) of the effects at zero."""
+            g = vmap(grad(nll, 1), (None, None, 0, 0))(baseline, zero, site_x, site_codes)
+            h = vmap(hessian(nll, 1), (None, None, 0, 0))(baseline, zero, site_x, site_codes)
+            return g, h
+
+        def score(effects: torch.Tensor) -> float:
+            full = (select @ effects).view(2, -1)
+            return harrell(sites, schema.time_column, schema.event_column, [(hx @ full[1]).numpy() for hx in holdout_x])
+
+        per_site = [derivatives(sx, sc) for sx, sc in zip(x, codes, strict=True)]
+        gradient = sum(g.sum(0) for g, _ in per_site)
+        exact_hessian = sum(h.sum(0) for _, h in per_site)
+        assert isinstance(gradient, torch.Tensor) and isinstance(exact_hessian, torch.Tensor)
+        result["head_one_step"] = score(-torch.linalg.solve(exact_hessian + 1e-2 * torch.eye(len(zero)), gradient))
+        norms = torch.cat([g.norm(dim=1) for g, _ in per_site])
+        result["gradient_norm_median"] = float(norms.median())
+        plans = [s.plan("newton", 1) for s in sites]
+        noise = torch.Generator().manual_seed(seed)
+        for gradient_clip, hessian_clip in clips:
+            oracle = hessian_clip == 0
+            total_g, total_h = torch.zeros_like(zero), torch.zeros(len(zero), len(zero))
+            for (g, h), plan in zip(per_site, plans, strict=True):
+                sigma = get_noise_multiplier(
+                    target_epsilon=plan.target_epsilon,
+                    target_delta=plan.target_delta,
+                    sample_rate=1.0,
+                    steps=1,
+                    accountant="rdp",
+                )
+                parts = 1.0 if oracle else 2**0.5  # the pair's sensitivity after dividing by the clips
+                total_g += clip_rows(g, gradient_clip).sum(0)
+                total_g += torch.randn(len(zero), generator=noise) * sigma * parts * gradient_clip
+                if not oracle:
+                    total_h += clip_rows(h, hessian_clip).sum(0)
+                    total_h += torch.randn(len(zero), len(zero), generator=noise) * sigma * parts * hessian_clip
+            hessian_used = exact_hessian if oracle else total_h
+            step = -torch.linalg.solve(positive_definite(hessian_used, floor), total_g)
+            label = "oracle_hessian" if oracle else f"dp_newton_h{hessian_clip:g}"
+            result[f"{label}_g{gradient_clip:g}"] = score(step)
+        result["noise_multiplier_one_release"] = sigma
+    return result
+
+
+def parse_clip(text: str) -> tuple[float, float]:
+    gradient_clip, hessian_clip = (float(v) for v in text.split(":"))
+    return gradient_clip, hessian_clip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="actg320")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument(
+        "--clips", nargs="+", type=parse_clip, default=[(1.0, 0.0)], help="G:H per setting; H = 0: exact Hessian"
+    )
+    parser.add_argument("--floor", type=float, default=10.0, help="eigenvalue floor of the summed Hessian")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    runs = []
+    for seed in args.seeds:
+        runs.append(run(args.dataset, seed, args.clips, args.floor))
+        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in runs[-1].items()}), flush=True)
+    keys = [k for k in runs[0] if k not in ("seed", "noise_multiplier_one_release", "gradient_norm_median")]
+    summary: dict[str, float] = {}
+    for key in keys:
+        gaps = np.array([r[key] - r["trtr"] for r in runs])
+        summary[key] = round(float(np.mean([r[key] for r in runs])), 4)
+        if key != "trtr":
+            summary[f"gap_{key}"] = round(float(gaps.mean()), 4)
+            summary[f"gap_{key}_standard_error"] = round(float(gaps.std(ddof=1) / len(gaps) ** 0.5), 4)
+    print(json.dumps(summary, indent=1))
+    if args.out:
+        document = {
+            "command": " ".join(["python -m benchmarks.head_dp_newton", *sys.argv[1:]]),
+            "protocol": __doc__.strip().split("\n\n", 1)[1].split("\n\n    OMP")[0],
+            "machine": machine_info(),
+            "summary": summary,
+            "runs": runs,
+        }
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(document, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
