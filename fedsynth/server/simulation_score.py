@@ -65,12 +65,18 @@ def site_tables(run_dir: Path) -> list[tuple[str, pd.DataFrame, pd.DataFrame]]:
     return tables
 
 
-def score_simulated_run(run_dir: Path, seed: int = 0) -> tuple[SimulatedRunScore, pd.DataFrame]:
-    """The global model's sample quality against the virtual sites; returns (score, the sample)."""
+def score_simulated_run(
+    run_dir: Path, seed: int = 0, n_synthetic: int | None = None
+) -> tuple[SimulatedRunScore, pd.DataFrame]:
+    """The global model's sample quality against the virtual sites; returns (score, the sample).
+
+    ``n_synthetic`` rows are sampled (default: the pooled training size, the protocol's). More
+    rows measure the model rather than one sample of its size: a benchmark's question only.
+    """
     model = MCM.load(Path(run_dir) / "model")
     tables = site_tables(run_dir)
     pooled_train = pd.concat([train for _, train, _ in tables], ignore_index=True)
-    synthetic = model.sample(len(pooled_train), seed=seed)
+    synthetic = model.sample(n_synthetic or len(pooled_train), seed=seed)
     sites, first = [], None
     for name, _, holdout in tables:
         report = utility_report(pooled_train, holdout, synthetic, model.schema_)

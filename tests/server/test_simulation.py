@@ -10,6 +10,7 @@ from fedsynth.model.mcm import MCM
 from fedsynth.server.config import FederationConfig
 from fedsynth.server.run import RunDirectory
 from fedsynth.server.simulation import simulate
+from fedsynth.server.simulation_score import score_simulated_run, site_tables
 
 pytestmark = pytest.mark.integration
 
@@ -39,6 +40,14 @@ def test_federated_rounds_then_resume_past_the_budget_is_refused(tmp_path) -> No
         assert spent[1] > 2.0 - 0.05
     model = MCM.load(run_dir / "model")
     assert model.differentially_private_ and len(model.sample(50, seed=1)) == 50
+
+    # Scoring samples the pooled training size by default (the protocol's), any size on request.
+    pooled = sum(len(train) for _, train, _ in site_tables(run_dir))
+    score, sample = score_simulated_run(run_dir, seed=1)
+    assert score.n_synthetic == len(sample) == pooled and score.differentially_private
+    assert [s.site for s in score.sites] == ["site-0", "site-1", "site-2"]
+    larger, sample = score_simulated_run(run_dir, seed=1, n_synthetic=2 * pooled)
+    assert larger.n_synthetic == len(sample) == 2 * pooled
 
     # The coordinator asks for a third round: it resumes after round 2, every site refuses
     # (its plan was for 2 rounds and its budget is spent), and the run ends without a crash.
