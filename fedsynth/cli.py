@@ -463,13 +463,48 @@ def _max_or_withheld(values: list[float | None]) -> str:
     return f"{max(measured):.3f}" if measured else "withheld (< 100 holdout)"
 
 
-def _run_audit(run_dir: Path, seed: int) -> dict[str, Any]:
+QUERY_ENGINES = ("auto", "simulation", "deployment")
+EngineOption = Annotated[
+    str,
+    typer.Option(
+        help="Where the sites answer: 'simulation' (Flower's simulation engine over the run's virtual sites), "
+        "'deployment' (flower-superlink + one flower-supernode per site on loopback, TLS, as for a run trained "
+        "with engine = \"deployment\"), or 'auto': the engine the run was trained on."
+    ),
+]
+
+
+def _query_engine(run_dir: Path, engine: str) -> str:
+    if engine not in QUERY_ENGINES:
+        raise ValueError(f"--engine must be one of {', '.join(QUERY_ENGINES)}, got {engine!r}")
+    if engine != "auto":
+        return engine
+    return "deployment" if (run_dir / "deployment" / "federation.toml").exists() else "simulation"
+
+
+def _query_sites(
+    run_dir: Path, task: str, seed: int, engine: str, horizons: list[float] | None = None
+) -> dict[str, Any]:
+    """Ask every site of the run to audit or evaluate its global model, on the chosen engine."""
+    from fedsynth.server.audit import audit_simulated_run
+    from fedsynth.server.evaluation import evaluate_simulated_run
+
+    if _query_engine(run_dir, engine) == "deployment":
+        from fedsynth.deploy.local import query_on_loopback
+
+        return query_on_loopback(run_dir, task, seed=seed, horizons=horizons)
+    if task == "audit":
+        return audit_simulated_run(run_dir, seed=seed)
+    return evaluate_simulated_run(run_dir, seed=seed, horizons=horizons)
+
+
+def _run_audit(run_dir: Path, seed: int, engine: str = "auto") -> dict[str, Any]:
     """The federated audit, its table and figures (`fedsynth audit` and the demo)."""
     from fedsynth.privacy.plots import audit_figures
-    from fedsynth.server.audit import AUDIT_FILE, audit_simulated_run
+    from fedsynth.server.audit import AUDIT_FILE
 
     with console.status("each site samples from the global model and audits it against its own rows"):
-        document = audit_simulated_run(run_dir, seed=seed)
+        document = _query_sites(run_dir, "audit", seed, engine)
     table = Table(title="Privacy audit per site (aggregates the sites returned)")
     for header in ("site", "DCR share [95% CI]", "exact", "max TPR@1%FPR", "max AUC", "max Anonymeter risk"):
         table.add_column(header, justify="left" if header == "site" else "right")
@@ -506,18 +541,20 @@ def _run_audit(run_dir: Path, seed: int) -> dict[str, Any]:
 @app.command()
 @user_errors
 def audit(
-    run_dir: Annotated[Path, typer.Argument(help="A simulation run directory made by `fedsynth train`.")],
+    run_dir: Annotated[Path, typer.Argument(help="A run directory made by `fedsynth train` (either engine).")],
     seed: Annotated[int, typer.Option(help="Seed of the synthetic sample each site draws.")] = 0,
+    engine: EngineOption = "auto",
 ) -> None:
     """Federated privacy audit: each site audits the global model on its own rows; aggregates only."""
-    _run_audit(run_dir, seed)
+    _run_audit(run_dir, seed, engine)
 
 
 @app.command()
 @user_errors
 def evaluate(
-    run_dir: Annotated[Path, typer.Argument(help="A simulation run directory made by `fedsynth train`.")],
+    run_dir: Annotated[Path, typer.Argument(help="A run directory made by `fedsynth train` (either engine).")],
     seed: Annotated[int, typer.Option(help="Seed of the synthetic sample each site draws.")] = 0,
+    engine: EngineOption = "auto",
     horizon: Annotated[
         list[float] | None,
         typer.Option(
@@ -530,16 +567,16 @@ def evaluate(
     """Federated survival-utility evaluation: each site evaluates the global model on its own rows."""
     if horizon is not None and any(not h > 0 for h in horizon):
         raise ValueError(f"--horizon must be positive, got {horizon}: give a time in the time column's unit")
-    _run_evaluation(run_dir, seed, horizon)
+    _run_evaluation(run_dir, seed, horizon, engine)
 
 
-def _run_evaluation(run_dir: Path, seed: int, horizons: list[float] | None) -> dict[str, Any]:
+def _run_evaluation(run_dir: Path, seed: int, horizons: list[float] | None, engine: str = "auto") -> dict[str, Any]:
     """The federated evaluation, its table and figures (`fedsynth evaluate` and the demo)."""
     from fedsynth.evaluation.plots import evaluation_figures
-    from fedsynth.server.evaluation import EVALUATION_FILE, evaluate_simulated_run
+    from fedsynth.server.evaluation import EVALUATION_FILE
 
     with console.status("each site samples from the global model and evaluates it against its own rows"):
-        document = evaluate_simulated_run(run_dir, seed=seed, horizons=horizons)
+        document = _query_sites(run_dir, "evaluate", seed, engine, horizons)
     table = Table(title="Survival utility per site (aggregates the sites returned)")
     for header in ("site", "mean KS", "HR in real CI", "Uno C TRTR", "Uno C TSTR", "Uno C augmented", "ICI TSTR"):
         table.add_column(header, justify="left" if header == "site" else "right")

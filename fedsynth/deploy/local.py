@@ -39,6 +39,7 @@ from fedsynth import __version__
 from fedsynth.data.io import write_text
 from fedsynth.deploy import DeploymentError
 from fedsynth.deploy.certs import TLSFiles, add_node_key, make_credentials
+from fedsynth.server.app import APP_CONFIG
 from fedsynth.server.config import FederationConfig
 
 CONNECTION = "fedsynth-loopback"
@@ -185,7 +186,7 @@ class LoopbackFederation:
                             "serverapp": "fedsynth.server.app:app",
                             "clientapp": "fedsynth.client.app:app",
                         },
-                        "config": {"federation-config": ""},
+                        "config": dict(APP_CONFIG),
                     }
                 }
             },
@@ -320,9 +321,17 @@ class LoopbackFederation:
         node.process.wait(timeout=30)
 
     # ------------------------------------------------------------------ runs
-    def submit(self, federation_config: Path, app_dir: Path | None = None) -> int:
-        """``flwr run`` the fedsynth app with this federation config; the Flower run id."""
-        override = f"federation-config={json.dumps(str(Path(federation_config).resolve()))}"
+    def submit(
+        self, federation_config: Path, app_dir: Path | None = None, run_config: dict[str, str | int] | None = None
+    ) -> int:
+        """``flwr run`` the fedsynth app with this federation config (and other keys of
+        ``fedsynth.server.app.APP_CONFIG``, e.g. ``{"task": "audit"}``); the Flower run id."""
+        values: dict[str, str | int] = {"federation-config": str(Path(federation_config).resolve())}
+        values.update(run_config or {})
+        unknown = set(values) - set(APP_CONFIG)
+        if unknown:
+            raise ValueError(f"run config keys {sorted(unknown)} are not the app's; use some of {sorted(APP_CONFIG)}")
+        override = " ".join(f"{key}={json.dumps(value)}" for key, value in values.items())
         answer = self.flwr("run", str(app_dir or self.app_dir), CONNECTION, "--run-config", override, timeout=120)
         return int(answer["run-id"])
 
@@ -405,12 +414,19 @@ def run_on_loopback(config: FederationConfig, timeout: float = 3600.0) -> dict[s
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "federation.toml"
     write_text(config_path, tomli_w.dumps(config.to_document()))
-    threads = max(1, (os.cpu_count() or 1) // config.simulation.sites)
+    return _run_on_sites(workdir, config_path, sites_root, config.simulation.sites, {}, timeout)
+
+
+def _run_on_sites(
+    workdir: Path, config_path: Path, sites_root: Path, n_sites: int, run_config: dict[str, str | int], timeout: float
+) -> dict[str, Any]:
+    """Start the SuperLink and one SuperNode per site directory, submit one Flower run, stop all."""
+    threads = max(1, (os.cpu_count() or 1) // n_sites)
     with LoopbackFederation(workdir, threads_per_node=threads) as federation:
-        for index in range(config.simulation.sites):
+        for index in range(n_sites):
             federation.start_node(f"site-{index}", sites_root / f"site-{index}")
         federation.wait_online()
-        run_id = federation.submit(config_path)
+        run_id = federation.submit(config_path, run_config=run_config)
         status = federation.wait(run_id, timeout=timeout)
         if status["status"] != f"{FINISHED}:completed":
             raise DeploymentError(
@@ -418,3 +434,42 @@ def run_on_loopback(config: FederationConfig, timeout: float = 3600.0) -> dict[s
                 f"{federation.logs(run_id)[-4000:]}"
             )
         return status
+
+
+def query_on_loopback(
+    run_dir: Path, task: str, seed: int = 0, horizons: list[float] | None = None, timeout: float = 3600.0
+) -> dict[str, Any]:
+    """Audit (``task="audit"``) or evaluate (``"evaluate"``) a loopback deployment run's model
+    over the deployment engine; return the JSON document the ServerApp wrote to RUN_DIR.
+
+    The same SuperLink, SuperNodes and ``flwr run`` as the run's training, with the run config
+    key ``task`` set: each site receives the global weights in a QUERY message over TLS and
+    replies with aggregates only, as it would on separate machines (``deploy/README.md``).
+    """
+    from fedsynth.server.audit import AUDIT_FILE
+    from fedsynth.server.evaluation import EVALUATION_FILE
+
+    outputs = {"audit": AUDIT_FILE, "evaluate": EVALUATION_FILE}
+    if task not in outputs:
+        raise ValueError(f"task must be 'audit' or 'evaluate', got {task!r}")
+    run_dir = Path(run_dir).resolve()
+    workdir = run_dir / "deployment"
+    config_path = workdir / "federation.toml"
+    if not config_path.exists():
+        raise FileNotFoundError(
+            f"{config_path} is missing: {run_dir} was not trained on the deployment engine "
+            '(train with federation.engine = "deployment", or query it with --engine simulation)'
+        )
+    if not (run_dir / "model").exists():
+        raise FileNotFoundError(f"{run_dir}/model is missing: train first (fedsynth train)")
+    config = FederationConfig.from_toml(config_path)
+    n_sites = config.simulation.sites
+    run_config: dict[str, str | int] = {"task": task, "seed": seed, "expected-sites": n_sites}
+    if horizons:
+        run_config["horizons"] = json.dumps(horizons)
+    output = run_dir / outputs[task]
+    before = output.stat().st_mtime_ns if output.exists() else None
+    _run_on_sites(workdir, config_path, run_dir / "sites", n_sites, run_config, timeout)
+    if not output.exists() or output.stat().st_mtime_ns == before:
+        raise DeploymentError(f"the {task} run finished without writing {output}; see {workdir / 'logs'}")
+    return dict(json.loads(output.read_text()))

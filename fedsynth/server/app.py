@@ -2,7 +2,10 @@
 
 ``make_server_app(config, schema)`` builds the app for ``fedsynth train``; the module-level
 ``app`` is the same app for ``flwr run``, reading the federation config path from the run
-config key ``federation-config``.
+config key ``federation-config``. The run config key ``task`` makes the same app ask the
+connected sites to audit (``"audit"``) or evaluate (``"evaluate"``) the run's published model
+instead of training: on a real deployment the coordinator holds no site's rows, so these
+questions must travel over the deployment engine like a training round (see ``APP_CONFIG``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from fedsynth.data.datasets import bundled_schema
 from fedsynth.data.schema import Schema
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.mcm import MCM
+from fedsynth.server.audit import run_audit
 from fedsynth.server.config import FederationConfig, FederationConfigError
+from fedsynth.server.evaluation import run_evaluation
 from fedsynth.server.run import RunDirectory
 from fedsynth.server.strategy import MCMFedAvg
 
@@ -112,6 +117,18 @@ def make_server_app(config: FederationConfig, schema: Schema) -> ServerApp:
 
 app = ServerApp()
 
+# The run config keys ``flwr run --run-config`` may set (Flower refuses undeclared keys), with
+# their defaults; the app's pyproject declares the same. ``expected-sites`` 0 means
+# ``federation.min_sites``; ``horizons`` is a JSON list of calibration times (evaluate only).
+APP_CONFIG: dict[str, str | int] = {
+    "federation-config": "",
+    "task": "train",
+    "seed": 0,
+    "expected-sites": 0,
+    "horizons": "",
+}
+TASKS = ("train", "audit", "evaluate")
+
 
 def federation_schema(config: FederationConfig) -> Schema:
     """The public schema the sites declare: ``federation.schema``, else the simulated table's."""
@@ -133,4 +150,20 @@ def main(grid: Grid, context: Context) -> None:
             "'federation-config=\"/abs/path/federation.toml\"'`"
         )
     config = FederationConfig.from_toml(path)
-    run_federation(grid, config, federation_schema(config))
+    task = str(context.run_config.get("task", "train"))
+    if task not in TASKS:
+        raise ValueError(f"run config 'task' is {task!r}: use one of {', '.join(TASKS)}")
+    if task == "train":
+        run_federation(grid, config, federation_schema(config))
+        return
+    if not (config.run_dir / "model").exists():
+        raise FileNotFoundError(f"{config.run_dir}/model is missing: train the run before task={task!r}")
+    seed = int(context.run_config.get("seed", 0))
+    expected = int(context.run_config.get("expected-sites", 0)) or config.min_sites
+    # A site's audit or evaluation is one message exchange, bounded like a training round.
+    if task == "audit":
+        run_audit(grid, config.run_dir, seed, timeout=config.round_timeout, expected_sites=expected)
+    else:
+        text = str(context.run_config.get("horizons", ""))
+        horizons = [float(h) for h in json.loads(text)] if text else None
+        run_evaluation(grid, config.run_dir, seed, horizons, timeout=config.round_timeout, expected_sites=expected)

@@ -29,3 +29,16 @@ def test_deploy_certs_refuses_to_replace_a_set(tmp_path) -> None:
     assert "already exists" in result.output and "--force" in result.output
     result = runner.invoke(app, ["deploy", "node-key", str(target), "bad name"])
     assert result.exit_code == 2 and "not a safe file name" in result.output
+
+
+def test_audit_and_evaluate_name_a_bad_engine_and_a_run_not_trained_on_the_deployment_engine(tmp_path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    result = runner.invoke(app, ["audit", str(run_dir), "--engine", "grpc"])
+    assert result.exit_code == 2
+    assert "--engine must be one of auto, simulation, deployment" in " ".join(result.output.split())
+    result = runner.invoke(app, ["evaluate", str(run_dir), "--engine", "deployment"])
+    message = " ".join(result.output.split())
+    assert result.exit_code == 2
+    assert "deployment/federation.toml is missing" in message and "--engine simulation" in message
+    assert list(run_dir.iterdir()) == []  # nothing written

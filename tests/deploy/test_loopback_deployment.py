@@ -4,6 +4,9 @@ with SuperNode authentication, `flwr run`, a site killed with SIGKILL in the mid
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -112,3 +115,52 @@ def test_tls_node_auth_and_a_site_killed_mid_round(federation_config, tmp_path) 
     assert _ledger_rounds(sites / "site-0") == list(range(1, ROUNDS + 1))
     model = MCM.load(config.run_dir / "model")
     assert model.differentially_private_ and len(model.sample(20, seed=3)) == 20
+
+
+def test_train_then_audit_and_evaluate_over_the_deployment_engine(tmp_path) -> None:
+    """`fedsynth train` on the deployment engine, then `fedsynth audit` / `evaluate` of that run:
+    the questions travel to the sites as QUERY messages over TLS (no simulation engine), and
+    every site answers with aggregates."""
+    from typer.testing import CliRunner
+
+    from fedsynth.cli import app
+    from fedsynth.model.persistence import weights_digest
+
+    document = {
+        "federation": {"engine": "deployment", "rounds": 1, "min_sites": 3, "round_timeout": 300, "run_dir": "run"},
+        "simulation": {"dataset": "whas500", "sites": 3},
+        # A site answers only at horizons it declares: the evaluation below asks for this one.
+        "site": {"privacy": {"target_epsilon": 3.0, "evaluation_horizons": [365.0]}, "training": {"local_epochs": 1}},
+        "model": {"hidden": 16, "n_bins": 16},
+    }
+    config_path = tmp_path / "federation.toml"
+    config_path.write_text(tomli_w.dumps(document))
+    run_dir = tmp_path / "run"
+    runner = CliRunner()
+    trained = runner.invoke(app, ["train", "--config", str(config_path)])
+    assert trained.exit_code == 0, trained.output
+    logs = run_dir / "deployment" / "logs"
+    before = {p.name: p.stat().st_size for p in logs.glob("supernode-*.log")}
+    assert sorted(before) == ["supernode-site-0.log", "supernode-site-1.log", "supernode-site-2.log"]
+
+    audited = runner.invoke(app, ["audit", str(run_dir), "--seed", "4"])  # auto: the run's engine
+    assert audited.exit_code == 0, audited.output
+    audit = json.loads((run_dir / "audit.json").read_text())
+    assert audit["complete"] and audit["seed"] == 4 and not audit["failures"]
+    assert [s["site"] for s in audit["sites"]] == ["site-0", "site-1", "site-2"]
+    assert audit["model_sha256"] == weights_digest(MCM.load(run_dir / "model"))  # the published model
+    assert 0.0 <= audit["worst"]["dcr_share_pooled"] <= 1.0 and audit["worst"]["mia_auc_upper_ci"] <= 1.0
+    # Each site's SuperNode ran the query (its log grew): the answers came over the deployment engine.
+    assert all((logs / name).stat().st_size > size for name, size in before.items())
+
+    evaluated = runner.invoke(app, ["evaluate", str(run_dir), "--engine", "deployment", "--horizon", "365"])
+    assert evaluated.exit_code == 0, evaluated.output
+    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    assert evaluation["complete"] and evaluation["horizons"] == [365.0]
+    assert [s["site"] for s in evaluation["sites"]] == ["site-0", "site-1", "site-2"]
+    leftovers = []
+    for pid in _children(os.getpid()):
+        with contextlib.suppress(OSError):
+            if "flower-super" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="ignore"):
+                leftovers.append(pid)
+    assert not [pid for pid in leftovers if is_running(pid)], "a SuperLink or SuperNode outlived the command"
