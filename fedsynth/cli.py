@@ -733,10 +733,17 @@ def demo(
     console.rule("survival utility at every site")
     _run_evaluation(run_dir, seed, None)
     _demo_release(run_dir, key, policy)
-    console.print(
-        "[dim]Audited and scored against the virtual sites' real rows because this is a simulation on one machine; "
-        "in a deployment the coordinator never holds a real row.[/]"
-    )
+    if engine == "deployment":
+        console.print(
+            "[dim]The audit and the evaluation went to the sites over the deployment engine (QUERY messages, "
+            "aggregates only); only the quality table above read the virtual sites' rows, which a coordinator "
+            "holds only in this one-machine rehearsal.[/]"
+        )
+    else:
+        console.print(
+            "[dim]Audited and scored against the virtual sites' real rows because this is a simulation on one "
+            "machine; in a deployment the coordinator never holds a real row.[/]"
+        )
 
 
 def _demo_release(run_dir: Path, key: Path | None, policy: Path | None) -> None:
