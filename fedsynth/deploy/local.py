@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -327,6 +328,8 @@ class LoopbackFederation:
         """``flwr run`` the fedsynth app with this federation config (and other keys of
         ``fedsynth.server.app.APP_CONFIG``, e.g. ``{"task": "audit"}``); the Flower run id."""
         values: dict[str, str | int] = {"federation-config": str(Path(federation_config).resolve())}
+        if "federation-config" in (run_config or {}):
+            raise ValueError("give the federation config as submit's first argument, not in run_config")
         values.update(run_config or {})
         unknown = set(values) - set(APP_CONFIG)
         if unknown:
@@ -457,19 +460,26 @@ def query_on_loopback(
     config_path = workdir / "federation.toml"
     if not config_path.exists():
         raise FileNotFoundError(
-            f"{config_path} is missing: {run_dir} was not trained on the deployment engine "
-            '(train with federation.engine = "deployment", or query it with --engine simulation)'
+            f"{config_path} is missing: {run_dir} was not trained on the loopback deployment engine. A run on "
+            "separate machines is audited or evaluated by its coordinator with `flwr run ... "
+            'task="audit"` (deploy/README.md, section 5); a simulation run with --engine simulation'
         )
     if not (run_dir / "model").exists():
         raise FileNotFoundError(f"{run_dir}/model is missing: train first (fedsynth train)")
-    config = FederationConfig.from_toml(config_path)
+    # The ServerApp reads the model and writes its answer where its config says; a run directory
+    # moved or copied since training must be asked about here, not at the recorded path.
+    config = FederationConfig.from_toml(config_path, {"federation.run_dir": str(run_dir)})
+    query_path = workdir / "query.toml"
+    write_text(query_path, tomli_w.dumps(config.to_document()))
     n_sites = config.simulation.sites
     run_config: dict[str, str | int] = {"task": task, "seed": seed, "expected-sites": n_sites}
     if horizons:
         run_config["horizons"] = json.dumps(horizons)
     output = run_dir / outputs[task]
-    before = output.stat().st_mtime_ns if output.exists() else None
-    _run_on_sites(workdir, config_path, run_dir / "sites", n_sites, run_config, timeout)
-    if not output.exists() or output.stat().st_mtime_ns == before:
-        raise DeploymentError(f"the {task} run finished without writing {output}; see {workdir / 'logs'}")
-    return dict(json.loads(output.read_text()))
+    started = datetime.now(UTC)
+    _run_on_sites(workdir, query_path, run_dir / "sites", n_sites, run_config, timeout)
+    document = json.loads(output.read_text()) if output.exists() else {}
+    written = datetime.fromisoformat(document["time"]) if "time" in document else None
+    if written is None or written < started or document.get("seed") != seed:
+        raise DeploymentError(f"the {task} run finished without writing a new {output}; see {workdir / 'logs'}")
+    return dict(document)

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from logging import INFO
 from pathlib import Path
+from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
@@ -118,8 +121,8 @@ def make_server_app(config: FederationConfig, schema: Schema) -> ServerApp:
 app = ServerApp()
 
 # The run config keys ``flwr run --run-config`` may set (Flower refuses undeclared keys), with
-# their defaults; the app's pyproject declares the same. ``expected-sites`` 0 means
-# ``federation.min_sites``; ``horizons`` is a JSON list of calibration times (evaluate only).
+# their defaults; the app's pyproject declares the same. ``expected-sites`` 0 means every site
+# that trained in the run; ``horizons`` is a JSON list of calibration times (evaluate only).
 APP_CONFIG: dict[str, str | int] = {
     "federation-config": "",
     "task": "train",
@@ -141,6 +144,57 @@ def federation_schema(config: FederationConfig) -> Schema:
     raise ValueError("federation.schema is missing: name the public schema TOML every site declares")
 
 
+@dataclass(frozen=True)
+class SiteQuery:
+    """A ``task = "audit" | "evaluate"`` run's settings, read from the run config."""
+
+    task: str
+    seed: int
+    expected_sites: int
+    horizons: list[float] | None
+
+
+def _int_setting(run_config: Mapping[str, Any], key: str, minimum: int) -> int:
+    value = run_config.get(key, APP_CONFIG[key])
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"run config {key!r} is {value!r}: give an integer >= {minimum}, e.g. {key}=3")
+    return value
+
+
+def site_query_settings(run_config: Mapping[str, Any], run: RunDirectory) -> SiteQuery:
+    """The audit/evaluation settings of ``run_config``, checked, each error naming its key.
+
+    ``expected-sites`` 0 means every site that trained in the run (its budget record): a site
+    whose rows shaped the model must answer before an audit is complete, and ``min_sites`` (the
+    fewest a round may run with) would let an audit pass without one.
+    """
+    task = str(run_config.get("task", "train"))
+    seed = _int_setting(run_config, "seed", 0)
+    expected = _int_setting(run_config, "expected-sites", 0)
+    if expected == 0:
+        expected = len({r["site"] for r in run.budget_records() if r.get("status") == "ok"})
+        if expected == 0:
+            raise ValueError(
+                f"{run.path} records no site that trained: give run config 'expected-sites', e.g. expected-sites=3"
+            )
+    text = str(run_config.get("horizons", "")).strip()
+    horizons = None
+    if text:
+        example = 'horizons="[365, 730]"'
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError:
+            parsed = None
+        valid = isinstance(parsed, list) and parsed and all(isinstance(h, int | float) and h > 0 for h in parsed)
+        if not valid or task != "evaluate":
+            raise ValueError(
+                f"run config 'horizons' is {text!r}: give a JSON list of positive times in the time column's "
+                f'unit, e.g. {example}, and only with task="evaluate"'
+            )
+        horizons = [float(h) for h in parsed]
+    return SiteQuery(task, seed, expected, horizons)
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     path = str(context.run_config.get("federation-config", ""))
@@ -158,12 +212,16 @@ def main(grid: Grid, context: Context) -> None:
         return
     if not (config.run_dir / "model").exists():
         raise FileNotFoundError(f"{config.run_dir}/model is missing: train the run before task={task!r}")
-    seed = int(context.run_config.get("seed", 0))
-    expected = int(context.run_config.get("expected-sites", 0)) or config.min_sites
+    query = site_query_settings(context.run_config, RunDirectory(config.run_dir))
     # A site's audit or evaluation is one message exchange, bounded like a training round.
     if task == "audit":
-        run_audit(grid, config.run_dir, seed, timeout=config.round_timeout, expected_sites=expected)
+        run_audit(grid, config.run_dir, query.seed, timeout=config.round_timeout, expected_sites=query.expected_sites)
     else:
-        text = str(context.run_config.get("horizons", ""))
-        horizons = [float(h) for h in json.loads(text)] if text else None
-        run_evaluation(grid, config.run_dir, seed, horizons, timeout=config.round_timeout, expected_sites=expected)
+        run_evaluation(
+            grid,
+            config.run_dir,
+            query.seed,
+            query.horizons,
+            timeout=config.round_timeout,
+            expected_sites=query.expected_sites,
+        )

@@ -76,7 +76,7 @@ def score_simulated_run(
     model = MCM.load(Path(run_dir) / "model")
     tables = site_tables(run_dir)
     pooled_train = pd.concat([train for _, train, _ in tables], ignore_index=True)
-    synthetic = model.sample(n_synthetic or len(pooled_train), seed=seed)
+    synthetic = model.sample(len(pooled_train) if n_synthetic is None else n_synthetic, seed=seed)
     sites, first = [], None
     for name, _, holdout in tables:
         report = utility_report(pooled_train, holdout, synthetic, model.schema_)

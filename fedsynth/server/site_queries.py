@@ -144,7 +144,11 @@ def on_simulated_sites(run_dir: Path, output: str, main: Callable[[Grid, int], N
     run_dir = Path(run_dir)
     site_dirs = sorted((run_dir / "sites").glob("site-*"))
     if not site_dirs:
-        raise FileNotFoundError(f"{run_dir}/sites holds no site-* directories: use a simulation run")
+        raise FileNotFoundError(
+            f"{run_dir}/sites holds no site-* directories: the simulation engine asks a run's virtual sites. A run "
+            'on separate machines is audited or evaluated by its coordinator with `flwr run ... task="audit"` '
+            "(deploy/README.md, section 5)"
+        )
     if not (run_dir / "model").exists():
         raise FileNotFoundError(f"{run_dir}/model is missing: train first (fedsynth train)")
     server_app = ServerApp()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sqlite3
 import time
 from pathlib import Path
@@ -158,9 +157,12 @@ def test_train_then_audit_and_evaluate_over_the_deployment_engine(tmp_path) -> N
     evaluation = json.loads((run_dir / "evaluation.json").read_text())
     assert evaluation["complete"] and evaluation["horizons"] == [365.0]
     assert [s["site"] for s in evaluation["sites"]] == ["site-0", "site-1", "site-2"]
-    leftovers = []
-    for pid in _children(os.getpid()):
+    # Every process the commands started (SuperLink, SuperNodes, their SuperExec, ServerApp and
+    # ClientApp processes, orphans included) inherited the federation's FLWR_HOME: none survives.
+    home = f"FLWR_HOME={run_dir.resolve() / 'deployment' / 'flwr-home'}".encode()
+    started = []
+    for entry in Path("/proc").iterdir():
         with contextlib.suppress(OSError):
-            if "flower-super" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="ignore"):
-                leftovers.append(pid)
-    assert not [pid for pid in leftovers if is_running(pid)], "a SuperLink or SuperNode outlived the command"
+            if entry.name.isdigit() and home in (entry / "environ").read_bytes().split(b"\0"):
+                started.append(int(entry.name))
+    assert not [pid for pid in started if is_running(pid)], "a process of the federation outlived the command"
