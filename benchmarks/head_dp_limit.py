@@ -169,15 +169,20 @@ def main() -> None:
     summary.update({f"gap_{k}": round(summary[k] - summary["trtr"], 4) for k in keys if k != "trtr"})
     print(json.dumps(summary, indent=1))
     if args.out:
-        document = {
-            "command": " ".join(["python -m benchmarks.head_dp_limit", *sys.argv[1:]]),
-            "protocol": __doc__.strip().split("\n\n", 2)[1],
-            "machine": machine_info(),
-            "summary": summary,
-            "runs": runs,
-        }
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(document, indent=1) + "\n")
+        write_result(args.out, "benchmarks.head_dp_limit", __doc__.strip().split("\n\n", 2)[1], summary, runs)
+
+
+def write_result(path: Path, module: str, protocol: str, summary: dict[str, Any], runs: list[dict[str, Any]]) -> None:
+    """The recorded form of a head diagnostic: its command line, protocol, machine, summary, runs."""
+    document = {
+        "command": " ".join([f"python -m {module}", *sys.argv[1:]]),
+        "protocol": protocol,
+        "machine": machine_info(),
+        "summary": summary,
+        "runs": runs,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -39,8 +38,7 @@ from opacus.accountants.utils import get_noise_multiplier
 from torch.func import functional_call, grad, hessian, vmap
 
 from benchmarks.federated_sweep import federated_sites
-from benchmarks.head_dp_limit import harrell, new_head
-from benchmarks.machine import machine_info
+from benchmarks.head_dp_limit import harrell, new_head, write_result
 from fedsynth.data.datasets import load_dataset
 from fedsynth.evaluation.utility import utility_report
 from fedsynth.model.loss import survival_hazard_nll
@@ -172,15 +170,8 @@ def main() -> None:
             summary[f"gap_{key}_standard_error"] = round(float(gaps.std(ddof=1) / len(gaps) ** 0.5), 4)
     print(json.dumps(summary, indent=1))
     if args.out:
-        document = {
-            "command": " ".join(["python -m benchmarks.head_dp_newton", *sys.argv[1:]]),
-            "protocol": __doc__.strip().split("\n\n", 1)[1].split("\n\n    OMP")[0],
-            "machine": machine_info(),
-            "summary": summary,
-            "runs": runs,
-        }
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(document, indent=1) + "\n")
+        protocol = __doc__.strip().split("\n\n", 1)[1].split("\n\n    OMP")[0]
+        write_result(args.out, "benchmarks.head_dp_newton", protocol, summary, runs)
 
 
 if __name__ == "__main__":
