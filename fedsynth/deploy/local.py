@@ -451,6 +451,7 @@ def query_on_loopback(
     """
     from fedsynth.server.audit import AUDIT_FILE
     from fedsynth.server.evaluation import EVALUATION_FILE
+    from fedsynth.server.site_queries import ON_SEPARATE_MACHINES, require_model
 
     outputs = {"audit": AUDIT_FILE, "evaluate": EVALUATION_FILE}
     if task not in outputs:
@@ -460,12 +461,10 @@ def query_on_loopback(
     config_path = workdir / "federation.toml"
     if not config_path.exists():
         raise FileNotFoundError(
-            f"{config_path} is missing: {run_dir} was not trained on the loopback deployment engine. A run on "
-            "separate machines is audited or evaluated by its coordinator with `flwr run ... "
-            'task="audit"` (deploy/README.md, section 5); a simulation run with --engine simulation'
+            f"{config_path} is missing: {run_dir} was not trained on the loopback deployment engine. "
+            f"{ON_SEPARATE_MACHINES}; a simulation run with --engine simulation"
         )
-    if not (run_dir / "model").exists():
-        raise FileNotFoundError(f"{run_dir}/model is missing: train first (fedsynth train)")
+    require_model(run_dir)
     # The ServerApp reads the model and writes its answer where its config says; a run directory
     # moved or copied since training must be asked about here, not at the recorded path.
     config = FederationConfig.from_toml(config_path, {"federation.run_dir": str(run_dir)})

@@ -135,6 +135,19 @@ def site_query_document(
     }
 
 
+# Where a coordinator without local site directories turns for the same questions.
+ON_SEPARATE_MACHINES = (
+    'A run on separate machines is audited or evaluated by its coordinator with `flwr run ... task="audit"` '
+    "(deploy/README.md, section 5)"
+)
+
+
+def require_model(run_dir: Path) -> None:
+    """Refuse to ask sites about a run that has no published model yet."""
+    if not (Path(run_dir) / "model").exists():
+        raise FileNotFoundError(f"{run_dir}/model is missing: train first (fedsynth train)")
+
+
 def on_simulated_sites(run_dir: Path, output: str, main: Callable[[Grid, int], None]) -> dict[str, Any]:
     """Run ``main(grid, n_sites)`` on Flower's simulation engine over a simulation run's virtual
     sites; return the JSON document it wrote to ``RUN_DIR/output``."""
@@ -145,12 +158,10 @@ def on_simulated_sites(run_dir: Path, output: str, main: Callable[[Grid, int], N
     site_dirs = sorted((run_dir / "sites").glob("site-*"))
     if not site_dirs:
         raise FileNotFoundError(
-            f"{run_dir}/sites holds no site-* directories: the simulation engine asks a run's virtual sites. A run "
-            'on separate machines is audited or evaluated by its coordinator with `flwr run ... task="audit"` '
-            "(deploy/README.md, section 5)"
+            f"{run_dir}/sites holds no site-* directories: the simulation engine asks a run's virtual sites. "
+            + ON_SEPARATE_MACHINES
         )
-    if not (run_dir / "model").exists():
-        raise FileNotFoundError(f"{run_dir}/model is missing: train first (fedsynth train)")
+    require_model(run_dir)
     server_app = ServerApp()
 
     @server_app.main()
