@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import os
+import re
+import signal
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import pandas as pd
 
@@ -38,10 +44,15 @@ def read_table(path: str | Path) -> pd.DataFrame:
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it into place only if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it into place only if the block succeeds.
+
+    The temporary file is named ``.<name>.<pid>.<random>.tmp``: a writer killed outright
+    (SIGKILL runs no cleanup) leaves one, and the next write to ``path`` removes it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -49,6 +60,121 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Remove the temporary files of writers of ``path`` whose process is gone; return them.
+
+    A temporary file of a live process (another writer of the same path) is left alone.
+    """
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.[a-z0-9_]+\.tmp")
+    removed = []
+    for candidate in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        match = pattern.fullmatch(candidate.name)
+        if match and not _process_alive(int(match.group(1))):
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process: alive, and not ours to judge
+    return True
+
+
+@contextmanager
+def sigterm_as_exit() -> Iterator[None]:
+    """Within the block, SIGTERM raises ``SystemExit(143)`` as Ctrl-C raises KeyboardInterrupt,
+    so cleanup (removing a half-written file) runs for both; the old handler is restored after.
+
+    Only the main thread may set signal handlers; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _exit(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _HashingFile:
+    """A binary file that also hashes every byte written to it (pyarrow writes through it too)."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.sha256 = hashlib.sha256()
+        self.closed = False
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        return self.handle.write(data)
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+    def tell(self) -> int:
+        return self.handle.tell()
+
+    def close(self) -> None:
+        self.closed = True  # the owner closes the real file
+
+
+def write_table_chunks(
+    frames: Iterable[pd.DataFrame], path: str | Path, suffix: str, metadata: dict[str, str] | None = None
+) -> str:
+    """Write ``frames`` in order as one table at ``path``; return the SHA-256 of its bytes.
+
+    Only one frame is held at a time, so memory does not grow with the table: CSV gets one
+    header, Parquet a row group per frame and ``metadata`` in its footer. ``suffix`` names the
+    format ('.csv' or '.parquet'); ``path`` is written in place, so give it a temporary path
+    (see :func:`atomic_path`). At least one frame is needed (it fixes the columns).
+    """
+    with open(path, "wb") as handle:
+        sink = _HashingFile(handle)
+        if suffix == ".csv":
+            written = 0
+            for written, frame in enumerate(frames, start=1):
+                sink.write(frame.to_csv(index=False, header=written == 1).encode("utf-8"))
+            if not written:
+                raise ValueError(f"{path}: no rows to write, not even a header")
+        else:
+            _write_parquet_chunks(frames, sink, metadata)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return sink.sha256.hexdigest()
+
+
+def _write_parquet_chunks(frames: Iterable[pd.DataFrame], sink: _HashingFile, metadata: dict[str, str] | None) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    writer = None
+    try:
+        for frame in frames:
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            if writer is None:
+                merged = dict(table.schema.metadata or {})
+                merged.update({f"fedsynth.{k}".encode(): v.encode() for k, v in (metadata or {}).items()})
+                writer = pq.ParquetWriter(sink, table.schema.with_metadata(merged))
+            writer.write_table(table)  # schemas are compared without their metadata
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is None:
+        raise ValueError("no rows to write, not even a schema")
 
 
 def write_table(frame: pd.DataFrame, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
