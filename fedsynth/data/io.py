@@ -1,7 +1,13 @@
-"""Reading and writing tables (CSV or Parquet by suffix), never leaving half-written files."""
+"""Reading and writing tables (CSV or Parquet by suffix), never leaving half-written files.
+
+Reading refuses, with the file and the fix named, what pandas would otherwise misread
+quietly: text that is not UTF-8, a CSV separated by something other than commas, and a
+header that names a column twice (pandas renames the copy 'age.1', which is then ignored).
+"""
 
 from __future__ import annotations
 
+import csv
 import glob
 import hashlib
 import os
@@ -20,7 +26,11 @@ TABLE_SUFFIXES = (".csv", ".parquet")
 
 
 class TableFormatError(ValueError):
-    """A path has a suffix we cannot read or write."""
+    """A table file cannot be read or written as given (suffix, encoding, separator, header)."""
+
+
+# Separators that spreadsheet exports use instead of commas (semicolons in locales with decimal commas).
+_OTHER_SEPARATORS = {";": "semicolon", "\t": "tab", "|": "pipe"}
 
 
 def table_suffix(path: Path) -> str:
@@ -38,8 +48,87 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if not path.exists():
         raise FileNotFoundError(f"data file not found: {path}")
     if suffix == ".csv":
-        return pd.read_csv(path, keep_default_na=False, na_values=[""])
-    return pd.read_parquet(path)
+        try:
+            _refuse_duplicates(path, _csv_header(path))
+            return pd.read_csv(path, keep_default_na=False, na_values=[""])
+        except UnicodeDecodeError:
+            raise TableFormatError(_not_utf8(path)) from None
+        except pd.errors.ParserError as exc:
+            raise TableFormatError(
+                f"{path} is not a well-formed CSV file ({exc}); check that line's commas and quotes"
+            ) from None
+    return _read_parquet(path)
+
+
+def _csv_header(path: Path) -> list[str]:
+    """The header's column names as written, refusing an empty file and non-comma separators."""
+    # utf-8-sig, as pandas does: a byte-order mark (Excel's "CSV UTF-8") is not part of the first name.
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        first_line = handle.readline()
+        handle.seek(0)
+        header = next(csv.reader(handle), None)
+    if header is None:
+        raise TableFormatError(f"{path} is empty; it needs a header line naming the columns, then one line per record")
+    # Only a one-column header is suspect: no schema has fewer than three columns, so this
+    # never refuses a file that could have been valid.
+    for separator, label in _OTHER_SEPARATORS.items() if len(header) == 1 else ():
+        fields = next(csv.reader([first_line], delimiter=separator), [])
+        if len(fields) > 1:
+            raise TableFormatError(
+                f"{path} looks {label}-delimited (its header splits into {len(fields)} columns at "
+                f"{separator!r} and none at commas); fedsynth reads comma-separated CSV only: "
+                "re-save it with commas as separators (and points, not commas, as decimal marks)"
+            )
+    return header
+
+
+def _not_utf8(path: Path) -> str:
+    """Say which line is not UTF-8, and how to convert the file.
+
+    Refusing beats guessing another encoding: Latin-1 decodes any bytes, so a wrong guess
+    silently turns labels into categories other than the shared schema's.
+    """
+    where = ""
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                where = f"line {number} has the byte 0x{line[exc.start : exc.start + 1].hex()}; "
+                break
+    return (
+        f"{path} is not UTF-8 text ({where}it was probably saved as Latin-1 or Windows-1252); re-save it as "
+        f"UTF-8, e.g. `iconv -f latin1 -t utf-8 {path.name} > {path.stem}-utf8.csv` or Excel's 'CSV UTF-8', "
+        "and use the new file"
+    )
+
+
+def _refuse_duplicates(path: Path, names: list[str]) -> None:
+    seen: dict[str, list[int]] = {}
+    for position, name in enumerate(names, start=1):
+        seen.setdefault(name, []).append(position)
+    repeated = {name: positions for name, positions in seen.items() if len(positions) > 1}
+    if repeated:
+        listed = "; ".join(
+            f"'{name}' at columns {', '.join(map(str, positions))}" for name, positions in repeated.items()
+        )
+        raise TableFormatError(
+            f"{path} names a column more than once ({listed}); rename or remove the copies "
+            "so that every column name is unique"
+        )
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        _refuse_duplicates(path, list(pq.read_schema(path).names))
+        return pd.read_parquet(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise TableFormatError(
+            f"{path} is not a readable Parquet file ({exc}); re-export it, or save the data as .csv"
+        ) from None
 
 
 @contextmanager
