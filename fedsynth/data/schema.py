@@ -112,6 +112,13 @@ class Column(BaseModel):
             )
         if self.role == ColumnRole.TIME and not numeric:
             raise ValueError(f"{where}: the time column must be continuous or integer")
+        if self.role == ColumnRole.TIME and self.lower < 0:
+            # The model samples within the declared bounds: a negative lower bound lets it
+            # release negative survival times.
+            raise ValueError(
+                f"{where}: the time column's lower bound is {self.lower:g}, but survival times cannot be "
+                "negative; set lower = 0 (or more) and correct any negative times in the data"
+            )
         if self.role == ColumnRole.EVENT and self.kind != ColumnKind.BINARY:
             raise ValueError(f"{where}: the event column must be binary (0 = censored, 1 = event)")
         if self.missing == MissingPolicy.FILL and self.fill_value is None:

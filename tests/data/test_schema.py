@@ -46,6 +46,17 @@ def test_boxcox_needs_lambda_and_positive_support() -> None:
         Schema.from_dict({"columns": columns})
 
 
+def test_time_column_with_negative_lower_bound_is_refused(tmp_path) -> None:
+    columns = _base_columns()
+    columns[1]["lower"] = -5
+    refused = r"columns\[time\]: column 'time': the time column's lower bound is -5.*set lower = 0"
+    with pytest.raises(SchemaError, match=refused):
+        Schema.from_dict({"columns": columns})
+    columns[0]["lower"] = -5  # a feature may be negative (e.g. a centred score)
+    columns[1]["lower"] = 0
+    assert Schema.from_dict({"columns": columns}).column("age").lower == -5
+
+
 def test_schema_needs_exactly_one_time_and_event() -> None:
     columns = _base_columns()
     columns[2]["role"] = "feature"
