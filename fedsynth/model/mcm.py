@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pandas as pd
@@ -118,11 +118,26 @@ class MCM:
         ``conditions`` are expressions such as ``"chf=1"`` or ``"60<=age<=80"`` (see
         :mod:`fedsynth.model.conditions`), parsed Conditions, or resolved ones.
         """
+        return self._sampler(n).sample(int(n), self.resolve(conditions), seed)
+
+    def sample_chunks(
+        self, n: int, conditions: ConditionsLike = None, seed: int = 0, workers: int | None = None
+    ) -> Iterator[pd.DataFrame]:
+        """The rows of ``sample(n, conditions, seed)``, in order, in frames of at most
+        ``GROUP_ROWS`` rows: for writing or serving large samples in bounded memory.
+
+        Concatenated, the frames are exactly ``sample``'s rows (both draw the sampler's row
+        groups, each from its own seed derived from ``seed``). At most ``workers`` groups are
+        drawn at once (default: torch's thread count). Conditions are checked now, not at the
+        first frame.
+        """
+        sampler = self._sampler(n)
+        return sampler.iter_frames(int(n), self.resolve(conditions), seed, workers)
+
+    def _sampler(self, n: int) -> ConditionalSampler:
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
-        resolved = self.resolve(conditions)
-        sampler = ConditionalSampler(self._network(), self.transformer, outcome_last=self.config.outcome_last)
-        return sampler.sample(int(n), resolved, seed)
+        return ConditionalSampler(self._network(), self.transformer, outcome_last=self.config.outcome_last)
 
     def reconstruct_point(self, codes: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
         """Point reconstruction of masked cells (the papers' deterministic output).

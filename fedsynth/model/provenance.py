@@ -7,7 +7,9 @@ the site-local paper mode without asking anyone.
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from fedsynth import __version__
-from fedsynth.data.io import write_table, write_text
+from fedsynth.data.io import atomic_path, sigterm_as_exit, table_suffix, write_table_chunks, write_text
 from fedsynth.model.paper import NOT_DP_NOTICE
 
 NON_DP_MODEL_NOTICE = (
@@ -44,9 +46,19 @@ def provenance(mode: str, differentially_private: bool, **details: Any) -> dict[
 
 
 def model_sample_record(
-    model_dir: str | Path, differentially_private: bool, n: int, seed: int, conditions: list[str] | None = None
+    model_dir: str | Path,
+    differentially_private: bool,
+    n: int,
+    seed: int,
+    conditions: list[str] | None = None,
+    dp_evidence: str | None = None,
 ) -> dict[str, Any]:
-    """Provenance of rows sampled from a saved model, pinned by the model's manifest hash."""
+    """Provenance of rows sampled from a saved model, pinned by the model's manifest hash.
+
+    ``differentially_private`` must come from the run's records
+    (:func:`fedsynth.privacy.evidence.check_dp_claim`), whose reason is ``dp_evidence``; the
+    model, n, seed and conditions are what ``fedsynth signoff`` regenerates the rows from.
+    """
     from fedsynth.model.persistence import model_digest
 
     return provenance(
@@ -57,6 +69,7 @@ def model_sample_record(
         n=n,
         seed=seed,
         conditions=list(conditions or []),
+        **({"dp_evidence": dp_evidence} if dp_evidence else {}),
     )
 
 
@@ -64,14 +77,35 @@ def sidecar_path(path: Path) -> Path:
     return path.with_name(path.name + ".provenance.json")
 
 
-def write_synthetic(frame: pd.DataFrame, path: str | Path, record: dict[str, Any]) -> Path:
-    """Write the table and its provenance sidecar (both atomically)."""
+def write_synthetic(frames: pd.DataFrame | Iterable[pd.DataFrame], path: str | Path, record: dict[str, Any]) -> Path:
+    """Write the table and its provenance sidecar; the sidecar's ``sha256`` is the table's.
+
+    ``frames`` is one frame or the frames of a streamed sample (``MCM.sample_chunks``),
+    written one at a time so memory stays bounded. The table is written to a temporary file
+    and renamed into place only once complete; SIGTERM and Ctrl-C remove the temporary file,
+    and one left by a killed process is removed at the next write to ``path``. The hash
+    cannot be inside the file it hashes: Parquet files embed the record without it.
+    """
     path = Path(path)
-    metadata = {"provenance": json.dumps(record)}
-    write_table(frame, path, metadata=metadata)
-    try:
-        write_text(sidecar_path(path), json.dumps(record, indent=2))
-    except BaseException:
-        path.unlink(missing_ok=True)  # a table without its provenance must not remain
-        raise
+    chunks = [frames] if isinstance(frames, pd.DataFrame) else frames
+    sidecar = sidecar_path(path)
+    with sigterm_as_exit():
+        with atomic_path(path) as tmp:
+            digest = write_table_chunks(chunks, tmp, table_suffix(path), metadata={"provenance": json.dumps(record)})
+            # A sidecar of the file being replaced must not describe the new one, even for a moment.
+            sidecar.unlink(missing_ok=True)
+        try:
+            write_text(sidecar, json.dumps({**record, "sha256": digest}, indent=2))
+        except BaseException:
+            path.unlink(missing_ok=True)  # a table without its provenance must not remain
+            raise
     return path
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, read in blocks: what a sidecar's ``sha256`` is checked against."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -18,14 +18,18 @@ in the order above, so the covariates are drawn given the condition.
 Every row gets its own random order, so the errors any one order would make average out
 over a sample instead of shifting all of it; each step is still one batched forward pass
 in which every row draws its own next column. Rows are
-processed in groups of ``GROUP_ROWS`` to bound memory. Given a seed the output is
-deterministic.
+processed in groups of at most ``GROUP_ROWS``, each with its own generator derived from the
+seed (:meth:`ConditionalSampler.iter_codes`): given a seed the output is deterministic, and a
+sample streamed group by group (``fedsynth sample``, the service) holds exactly the rows of
+the same sample kept in memory.
 """
 
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -92,40 +96,63 @@ class ConditionalSampler:
     @torch.inference_mode()
     def sample_codes(self, n: int, conditions: list[ResolvedCondition], seed: int) -> np.ndarray:
         """(n, n_columns) codes: unit values for numeric columns, integer codes otherwise."""
-        tables = self._tables(conditions)
         out = np.empty((n, self.layout.n_columns), dtype=np.float64)
-        if n == 0:
-            return out
-        starts = self._group_starts(n)
-        n_groups = len(starts) - 1
-        # One generator per group, derived from the seed: the result does not depend on which
-        # thread runs which group.
-        seeds = np.random.SeedSequence(int(seed)).generate_state(n_groups, dtype=np.uint64)
+        start = 0
+        for codes in self.iter_codes(n, conditions, seed):
+            out[start : start + len(codes)] = codes
+            start += len(codes)
+        return out
 
-        def run(group: int) -> None:
-            start, stop = starts[group], starts[group + 1]
+    def iter_codes(
+        self, n: int, conditions: list[ResolvedCondition], seed: int, workers: int | None = None
+    ) -> Iterator[np.ndarray]:
+        """The codes of :meth:`sample_codes`, one row group at a time, in order.
+
+        This is the one definition of how ``n`` rows are drawn (group boundaries from
+        :meth:`group_starts`, one generator per group from :func:`group_seeds`): the in-memory
+        sample and every streamed one concatenate these groups, so they hold the same rows.
+        At most ``workers`` groups (default: torch's thread count) are drawn at once and at
+        most that many wait to be consumed, so memory is bounded whatever ``n`` is.
+        """
+        if n == 0:
+            yield np.empty((0, self.layout.n_columns), dtype=np.float64)
+            return
+        tables = self._tables(conditions)
+        starts = self.group_starts(n)
+        n_groups = len(starts) - 1
+        seeds = group_seeds(seed, n_groups)
+
+        def run(group: int) -> np.ndarray:
             generator = torch.Generator().manual_seed(int(seeds[group]))
             with torch.inference_mode():  # thread-local: pool threads do not inherit it
-                codes = self._sample_group(stop - start, conditions, tables, generator)
-            out[start:stop] = codes.double().numpy()
+                codes = self._sample_group(starts[group + 1] - starts[group], conditions, tables, generator)
+            return codes.double().numpy()
 
-        workers = min(n_groups, torch.get_num_threads())
+        workers = min(n_groups, torch.get_num_threads() if workers is None else max(1, workers))
         if workers <= 1:
             for group in range(n_groups):
-                run(group)
-            return out
+                yield run(group)
+            return
         # Each step is many small tensor operations; groups on separate threads (torch releases
         # the GIL) keep the cores busier than splitting every small operation across them.
         previous = torch.get_num_threads()
         torch.set_num_threads(1)
+        pending: deque[Future[np.ndarray]] = deque()
         try:
             with ThreadPoolExecutor(max_workers=workers) as pool:
-                list(pool.map(run, range(n_groups)))
+                submitted = 0
+                while pending or submitted < n_groups:
+                    # Keep ``workers`` groups in flight while the caller writes the oldest one.
+                    while submitted < n_groups and len(pending) < workers:
+                        pending.append(pool.submit(run, submitted))
+                        submitted += 1
+                    yield pending.popleft().result()
         finally:
+            for future in pending:  # the caller stopped early: draw nothing more
+                future.cancel()
             torch.set_num_threads(previous)
-        return out
 
-    def _group_starts(self, n: int) -> list[int]:
+    def group_starts(self, n: int) -> list[int]:
         """Boundaries of near-equal row groups of at most ``group_rows`` rows.
 
         More than one group is made an even number so two worker threads finish together
@@ -141,6 +168,13 @@ class ConditionalSampler:
         """``n`` rows in canonical form, every one satisfying every condition."""
         frame = self.transformer.from_codes(self.sample_codes(n, conditions, seed))
         return enforce_conditions(frame, conditions)
+
+    def iter_frames(
+        self, n: int, conditions: list[ResolvedCondition], seed: int, workers: int | None = None
+    ) -> Iterator[pd.DataFrame]:
+        """The rows of :meth:`sample`, one row group at a time (decoding is row by row)."""
+        for codes in self.iter_codes(n, conditions, seed, workers):
+            yield enforce_conditions(self.transformer.from_codes(codes), conditions)
 
     def _sample_group(
         self,
@@ -283,6 +317,12 @@ class ConditionalSampler:
         for offset in range(1, self._max_width):  # the rest of a categorical's one-hot block
             inside = offset < self._width[columns]
             score_bias.view(-1).index_fill_(0, flat_input[inside] + offset, 0.0)
+
+
+def group_seeds(seed: int, n_groups: int) -> np.ndarray:
+    """One generator seed per row group, derived from ``seed``: the rows do not depend on
+    which thread draws which group, nor on whether the groups are streamed or kept."""
+    return np.random.SeedSequence(int(seed)).generate_state(n_groups, dtype=np.uint64)
 
 
 def _draw_competing_hazards(logits: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
