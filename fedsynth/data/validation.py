@@ -18,6 +18,8 @@ import pandas as pd
 from fedsynth.data.schema import Column, ColumnKind, MissingPolicy, Schema
 
 MAX_SHOWN = 5
+# Cell texts that mean "no value" (what spreadsheets and R/pandas exports write for missing).
+MISSING_TOKENS = frozenset({"", "NA", "NaN", "nan", "None", "null"})
 _TRUE = {"1", "1.0", "true", "t", "yes", "y"}
 _FALSE = {"0", "0.0", "false", "f", "no", "n"}
 
@@ -91,7 +93,18 @@ def _check_numeric(column: Column, raw: pd.Series, present: pd.Series, problems:
                 "replace the text with numbers (or empty cells, if the missing policy allows)",
             )
         )
-    ok = present & ~not_numeric
+    not_finite = present & ~not_numeric & ~np.isfinite(numbers)
+    if not_finite.any():
+        problems.append(
+            _problem(
+                column.name,
+                not_finite,
+                raw,
+                "values are infinite, not numbers",
+                "replace them with the real values (or empty cells, if the missing policy allows)",
+            )
+        )
+    ok = present & ~not_numeric & ~not_finite
     if column.kind == ColumnKind.INTEGER:
         fractional = ok & (numbers != np.round(numbers))
         if fractional.any():
@@ -120,7 +133,8 @@ def _check_numeric(column: Column, raw: pd.Series, present: pd.Series, problems:
 
 
 def _check_discrete(column: Column, raw: pd.Series, present: pd.Series, problems: list[Problem]) -> pd.Series:
-    labels = raw.where(present).map(_as_label, na_action="ignore")
+    # object dtype: a column with no present value (0 rows, or every cell empty) must still take .str
+    labels = raw.where(present).map(_as_label, na_action="ignore").astype(object)
     if column.kind == ColumnKind.BINARY and column.categories is None:
         lowered = labels.str.lower()
         codes = pd.Series(np.where(lowered.isin(_TRUE), 1, np.where(lowered.isin(_FALSE), 0, -1)), index=raw.index)
@@ -180,7 +194,7 @@ def validate_frame(frame: pd.DataFrame, schema: Schema, source: str = "data") ->
         if column.name in missing_columns:
             continue
         raw = frame[column.name]
-        missing = raw.isna() | raw.astype(str).str.strip().isin({"", "NA", "NaN", "nan", "None", "null"})
+        missing = raw.isna() | raw.astype(str).str.strip().isin(MISSING_TOKENS)
         if missing.any():
             if column.missing == MissingPolicy.REJECT:
                 problems.append(

@@ -107,3 +107,28 @@ def test_binary_accepts_booleans_and_text(schema: Schema, raw: pd.DataFrame) -> 
 def test_empty_frame_is_an_error(schema: Schema, raw: pd.DataFrame) -> None:
     with pytest.raises(DataValidationError, match="no rows"):
         validate_frame(raw.iloc[:0], schema)
+
+
+def test_zero_row_parquet_is_a_clear_error(schema: Schema, tmp_path) -> None:
+    # Read back from Parquet, the empty columns keep their dtypes (float, object): no traceback.
+    path = tmp_path / "empty.parquet"
+    raw_dataset("gbsg2").iloc[:0].to_parquet(path)
+    with pytest.raises(DataValidationError, match="(?s)empty.parquet does not match.*the data has no rows"):
+        validate_frame(pd.read_parquet(path), schema, source=str(path))
+
+
+def test_binary_column_with_every_cell_empty_names_the_column(schema: Schema, raw: pd.DataFrame) -> None:
+    raw["cens"] = np.nan  # an unlabelled binary column (0/1), as read from a CSV with the column blank
+    with pytest.raises(DataValidationError, match=r"column 'cens': missing values.*\[686 row\(s\)"):
+        validate_frame(raw, schema)
+
+
+def test_infinite_numbers_are_named_as_such(schema: Schema, raw: pd.DataFrame) -> None:
+    raw.loc[2, "age"] = "inf"
+    raw.loc[3, "time"] = float("-inf")
+    with pytest.raises(DataValidationError) as caught:
+        validate_frame(raw, schema)
+    problems = {p.column: p for p in caught.value.problems}
+    assert set(problems) == {"age", "time"}
+    assert all(p.message == "values are infinite, not numbers" for p in problems.values())
+    assert problems["age"].rows == (3,) and problems["time"].rows == (4,)
