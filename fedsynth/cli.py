@@ -240,9 +240,9 @@ def sample(
     _check_table_output(output, force)
     model = MCM.load(model_dir)
     resolved = model.resolve(list(where or []))
-    frame = model.sample(n, resolved, seed=seed)
     record = model_sample_record(model_dir, model.differentially_private_, n, seed, list(where or []))
-    write_synthetic(frame, output, record)
+    # Streamed a row group at a time: bounded memory for any n, the rows of model.sample(n, seed).
+    write_synthetic(model.sample_chunks(n, resolved, seed=seed), output, record)
     conditions = f" satisfying {len(resolved)} condition(s)" if resolved else ""
     console.print(f"wrote {n} rows{conditions} to {output}")
     if not model.differentially_private_:
