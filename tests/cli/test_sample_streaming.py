@@ -89,5 +89,6 @@ def test_sigkill_leaves_a_temp_file_the_next_run_removes(model_dir: Path, tmp_pa
     assert not out.exists() and stale.name.startswith(".big.csv.")
     result = _sample(model_dir, "-n", 10, "-o", out)
     assert result.exit_code == 0, result.output
-    assert _temps(tmp_path) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["big.csv", "big.csv.provenance.json"]
+    assert _temps(tmp_path) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.csv", "big.csv.provenance.json"]
     assert os.path.getsize(out) > 0
