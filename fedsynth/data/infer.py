@@ -12,8 +12,10 @@ import math
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 
 from fedsynth.data.schema import Column, ColumnKind, ColumnRole, MissingPolicy, Schema, TransformKind
+from fedsynth.data.validation import MISSING_TOKENS
 
 MAX_CATEGORIES = 50
 
@@ -42,20 +44,49 @@ def _tidy(value: float) -> float:
     return float(f"{value:.10g}")
 
 
-def _numeric(raw: pd.Series) -> pd.Series | None:
-    numbers = pd.to_numeric(raw.dropna(), errors="coerce")
-    return None if numbers.isna().any() else numbers
+def _refuse(name: str, bad: pd.Series, present: pd.Series, problem: str, fix: str) -> None:
+    """Raise naming the column, how many rows, the first one (1-based, as validation counts) and the fix."""
+    if bad.any():
+        first = bad[bad].index[0]
+        raise ValueError(
+            f"column '{name}' {problem} ({int(bad.sum())} row(s); first: row {first + 1} = "
+            f"'{present.loc[first]}'); {fix}"
+        )
 
 
 def _infer_column(name: str, raw: pd.Series, role: ColumnRole) -> Column:
-    missing = MissingPolicy.DROP_ROW if raw.isna().any() else MissingPolicy.REJECT
-    present = raw.dropna()
+    # The same cells count as missing here as in validation, so that the draft's policy fits.
+    absent = raw.isna() | raw.astype(str).str.strip().isin(MISSING_TOKENS)
+    missing = MissingPolicy.DROP_ROW if absent.any() else MissingPolicy.REJECT
+    present = raw[~absent]
     if present.empty:
         raise ValueError(f"column '{name}' is empty; drop it from the file or fill it")
-    numbers = _numeric(present)
-    distinct = sorted(present.astype(str).str.strip().unique())
+    parsed = pd.to_numeric(present, errors="coerce").astype(np.float64)
+    text = parsed.isna()
+    _refuse(
+        name,
+        ~text & ~np.isfinite(parsed),
+        present,
+        "holds infinite values",
+        "replace them with the real values, or leave those cells empty (missing)",
+    )
+    if role == ColumnRole.TIME:
+        _refuse(name, text, present, "is the time column but holds text", "survival times must be numbers")
+        _refuse(
+            name, parsed < 0, present, "is the time column but holds negative times", "correct them: times are >= 0"
+        )
     if role == ColumnRole.EVENT:
+        # A draft must not turn 2 or 'yes' into an event silently: which value means "event" is the custodian's call.
+        _refuse(
+            name,
+            ~parsed.isin([0.0, 1.0]),
+            present,
+            "is the event column but holds values other than 0 (censored) and 1 (event)",
+            "recode the column to 0/1, or declare the two labels in its 'categories' in the schema (first = censored)",
+        )
         return Column(name=name, kind=ColumnKind.BINARY, role=role, missing=missing)
+    numbers = None if text.any() else parsed
+    distinct = sorted(present.astype(str).str.strip().unique())
     if numbers is not None and role == ColumnRole.FEATURE and set(numbers.unique()) <= {0, 1}:
         return Column(name=name, kind=ColumnKind.BINARY, role=role, missing=missing)
     if numbers is None or role == ColumnRole.FEATURE and numbers.nunique() <= 2:
@@ -88,22 +119,43 @@ def _infer_column(name: str, raw: pd.Series, role: ColumnRole) -> Column:
     )
 
 
-def infer_schema(frame: pd.DataFrame, time: str, event: str, name: str = "dataset") -> Schema:
-    """Draft a schema for ``frame``; ``time`` and ``event`` name the survival columns."""
+def infer_schema(frame: pd.DataFrame, time: str, event: str, name: str = "dataset", source: str = "data") -> Schema:
+    """Draft a schema for ``frame``; ``time`` and ``event`` name the survival columns.
+
+    Raises ValueError starting with ``source`` (the file) and naming the column and the fix.
+    """
     for role, column in (("time", time), ("event", event)):
         if column not in frame.columns:
             raise ValueError(
-                f"--{role} column '{column}' is not in the data; columns: {', '.join(map(str, frame.columns))}"
+                f"{source}: --{role} column '{column}' is not in the data; "
+                f"columns: {', '.join(map(str, frame.columns))}"
             )
-    columns = []
-    for column_name in frame.columns:
-        role = (
-            ColumnRole.TIME if column_name == time else ColumnRole.EVENT if column_name == event else ColumnRole.FEATURE
+    if time == event:
+        raise ValueError(f"{source}: --time and --event both name '{time}'; the event indicator is its own column")
+    if len(frame) == 0:
+        raise ValueError(f"{source} has no rows; draft the schema from a file that holds the data")
+    frame = frame.reset_index(drop=True)
+    try:
+        columns = []
+        for column_name in frame.columns:
+            role = (
+                ColumnRole.TIME
+                if column_name == time
+                else ColumnRole.EVENT
+                if column_name == event
+                else ColumnRole.FEATURE
+            )
+            columns.append(_infer_column(str(column_name), frame[column_name], role))
+        return Schema(
+            name=name,
+            description=f"Draft inferred from {len(frame)} rows; review before sharing.",
+            columns=tuple(columns),
         )
-        columns.append(_infer_column(str(column_name), frame[column_name], role))
-    return Schema(
-        name=name, description=f"Draft inferred from {len(frame)} rows; review before sharing.", columns=tuple(columns)
-    )
+    except ValidationError as exc:  # a drafted column the schema refuses: say why without pydantic's framing
+        reasons = "; ".join(error["msg"].removeprefix("Value error, ") for error in exc.errors())
+        raise ValueError(f"{source}: cannot draft a valid schema: {reasons}") from None
+    except ValueError as exc:
+        raise ValueError(f"{source}: {exc}") from None
 
 
 def draft_header(source: str, n_rows: int) -> str:

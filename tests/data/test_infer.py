@@ -39,3 +39,41 @@ def test_infer_unknown_time_column() -> None:
     frame = pd.DataFrame({"x": [1, 2], "t": [1, 2], "e": [0, 1]})
     with pytest.raises(ValueError, match="--time column 'time' is not in the data"):
         infer_schema(frame, time="time", event="e")
+
+
+def _survival(**columns: list) -> pd.DataFrame:
+    base = {"x": [1.5, 2.5, 3.5, 4.5], "t": [10, 20, 30, 40], "e": [0, 1, 1, 0]}
+    return pd.DataFrame(base | columns)
+
+
+@pytest.mark.parametrize(
+    ("frame", "pattern"),
+    [
+        (_survival(x=[1.5, float("inf"), 3.5, 4.5]), r"column 'x' holds infinite values \(1 row\(s\); first: row 2"),
+        (_survival(x=["1.5", "2.5", "-inf", "4.5"]), r"column 'x' holds infinite values .*row 3 = '-inf'"),
+        (_survival(e=[0, 1, 2, 0]), r"column 'e' is the event column .*0 \(censored\) and 1 \(event\).*row 3 = '2'"),
+        (_survival(e=["no", "yes", "yes", "no"]), r"column 'e' is the event column .*\(4 row\(s\); first: row 1"),
+        (_survival(t=[10, -5, 30, 40]), r"column 't' is the time column but holds negative times .*row 2"),
+        (_survival(t=["10", "20", "long", "40"]), r"column 't' is the time column but holds text .*row 3 = 'long'"),
+    ],
+    ids=["inf", "inf-text", "event-2", "event-yes", "negative-time", "text-time"],
+)
+def test_infer_refuses_what_would_make_a_wrong_draft(frame: pd.DataFrame, pattern: str) -> None:
+    with pytest.raises(ValueError, match="^site.csv: " + pattern):
+        infer_schema(frame, time="t", event="e", source="site.csv")
+
+
+def test_infer_refuses_an_empty_file_and_one_column_for_both_roles() -> None:
+    with pytest.raises(ValueError, match="^site.csv has no rows"):
+        infer_schema(_survival().iloc[:0], time="t", event="e", source="site.csv")
+    with pytest.raises(ValueError, match="--time and --event both name 't'"):
+        infer_schema(_survival(), time="t", event="t")
+
+
+def test_infer_counts_missing_tokens_as_missing_like_validation() -> None:
+    frame = pd.DataFrame({"x": ["1.5", "NA", "3.5", "nan", "7.25"], "t": [10, 20, 30, 40, 50], "e": [0, 1, 1, 0, 1]})
+    schema = infer_schema(frame, time="t", event="e")
+    assert schema.column("x").kind == ColumnKind.CONTINUOUS
+    assert schema.column("x").missing == "drop_row"
+    canonical, report = validate_frame(frame, schema)
+    assert report.dropped_rows == {"x": 2} and len(canonical) == 3
