@@ -6,7 +6,8 @@ gets one command instead (``fedsynth deploy certs DIR``) that works wherever fed
 * ``ca.crt`` / ``ca.key``: a private certificate authority (ECDSA P-384). Sites receive
   ``ca.crt`` only, to verify the SuperLink; ``ca.key`` never leaves the coordinator.
 * ``server.pem`` / ``server.key``: the SuperLink's certificate, signed by the CA, valid for the
-  host names and IP addresses given (loopback by default).
+  host names and IP addresses given (loopback by default) and always for 127.0.0.1, where the
+  coordinator's own ``flwr`` CLI, SuperExec and Fleet gateway reach the loopback-only SuperLink.
 * ``<node>.key`` / ``<node>.pub``: one SuperNode's authentication key pair (ECDSA P-384 in
   OpenSSH format, the format ``flower-supernode --auth-supernode-private-key`` and
   ``flwr supernode register`` read). The public key is registered at the SuperLink; a node
@@ -32,6 +33,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 DEFAULT_HOSTS = ("127.0.0.1", "::1", "localhost")
+# The SuperLink listens on loopback only (its port serves the unauthenticated Control API); the
+# tools on the coordinator's host connect to it there, so its certificate must name it.
+COORDINATOR_LOOPBACK = "127.0.0.1"
 CA_CERT = "ca.crt"
 CA_KEY = "ca.key"
 SERVER_CERT = "server.pem"
@@ -194,7 +198,8 @@ def make_credentials(
         )
     now = dt.datetime.now(dt.UTC)
     ca_key, ca_cert = _certificate_authority(days, now)
-    server_key, server_cert = _server_certificate(ca_key, ca_cert, tuple(hosts), days, now)
+    hosts = tuple(dict.fromkeys((*hosts, COORDINATOR_LOOPBACK)))  # the public names first: hosts[0] is the CN
+    server_key, server_cert = _server_certificate(ca_key, ca_cert, hosts, days, now)
 
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".certs-", dir=directory.parent))

@@ -3,11 +3,16 @@
 Why: the deployment engine is what hospitals run, and its failure modes (TLS, node
 authentication, a site that crashes mid-round) only show with the real processes. This starts
 exactly those processes (``flower-superlink``, one ``flower-supernode`` per site, the ``flwr``
-CLI) on 127.0.0.1, as a site's IT team would start them on separate machines:
+CLI, the coordinator's Fleet gateway) on loopback, as the coordinator and each site's IT team
+would start them on separate machines (``deploy/README.md``):
 
-* TLS everywhere a site talks to the coordinator: the SuperLink serves the certificate made by
-  :func:`fedsynth.deploy.certs.make_credentials`; SuperNodes and the ``flwr`` CLI verify it
-  against the federation's CA.
+* Enrolment only the coordinator grants: the SuperLink, whose one port also serves the
+  unauthenticated Control API, listens on 127.0.0.1 only; SuperNodes reach it through
+  :mod:`fedsynth.deploy.gateway` on a port of its own (``public_host``), which passes the Fleet
+  API and nothing else. The ``flwr`` CLI (register keys, submit runs) talks to the loopback port.
+* TLS everywhere a site talks to the coordinator: the SuperLink and the gateway serve the
+  certificate made by :func:`fedsynth.deploy.certs.make_credentials`; SuperNodes and the
+  ``flwr`` CLI verify it against the federation's CA.
 * SuperNode authentication (``--enable-supernode-auth``): a node joins only if its public key
   was registered (``flwr supernode register``) first; any other node is refused.
 * No runtime dependency installation (``--disable-runtime-dependency-installation``): the apps
@@ -39,59 +44,20 @@ import tomli_w
 from fedsynth import __version__
 from fedsynth.data.io import write_text
 from fedsynth.deploy import DeploymentError
-from fedsynth.deploy.certs import TLSFiles, add_node_key, make_credentials
+from fedsynth.deploy.certs import DEFAULT_HOSTS, TLSFiles, add_node_key, make_credentials
+from fedsynth.deploy.processes import (  # noqa: F401  (_children, is_running: tests and benchmarks)
+    HOST,
+    _children,
+    _raise_system_exit,
+    _signal_tree,
+    free_port,
+    is_running,
+)
 from fedsynth.server.app import APP_CONFIG
 from fedsynth.server.config import FederationConfig
 
 CONNECTION = "fedsynth-loopback"
-HOST = "127.0.0.1"
 FINISHED = "finished"
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def _children(pid: int) -> list[int]:
-    """Every live descendant of ``pid`` (Linux /proc), so that nothing a SuperNode spawned survives it."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        parents.setdefault(ppid, []).append(int(entry.name))
-    found, stack = [], [pid]
-    while stack:
-        for child in parents.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
-
-
-def _raise_system_exit(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
-def is_running(pid: int) -> bool:
-    """Whether ``pid`` is a live process (a zombie, already dead but not yet reaped, is not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
-def _signal_tree(process: subprocess.Popen[bytes], sig: int) -> None:
-    for pid in [process.pid, *_children(process.pid)]:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
 
 
 @dataclass
@@ -107,10 +73,13 @@ class NodeProcess:
 
 @dataclass
 class LoopbackFederation:
-    """A SuperLink with TLS and node authentication plus SuperNodes, all on 127.0.0.1.
+    """A SuperLink with TLS and node authentication, its Fleet gateway, and SuperNodes, on loopback.
 
     ``workdir`` receives the credentials (unless ``credentials`` names an existing set), the
-    ``flwr`` CLI home, a minimal Flower app directory and one log per process.
+    ``flwr`` CLI home, a minimal Flower app directory and one log per process. The SuperLink
+    (Control, Runtime and Fleet API) listens on 127.0.0.1:``port``; SuperNodes connect to the
+    gateway at ``public_host``:``fleet_port`` (:attr:`address`), which stands for the
+    coordinator's public interface (another loopback address such as 127.0.0.2 in tests).
     """
 
     workdir: Path
@@ -124,8 +93,11 @@ class LoopbackFederation:
     # reply) when many SuperNodes share a small machine; measured with 10 on 2 cores.
     database: Path | None = None
     port: int = field(default_factory=free_port)
+    public_host: str = HOST
+    fleet_port: int | None = None
     nodes: dict[str, NodeProcess] = field(default_factory=dict)
     _superlink: subprocess.Popen[bytes] | None = None
+    _gateway: subprocess.Popen[bytes] | None = None
     _previous_sigterm: Any = None
     _processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
@@ -138,12 +110,20 @@ class LoopbackFederation:
             self.credentials = self.workdir / "certs"
         self.tls = TLSFiles(Path(self.credentials))
         if not self.tls.ca_cert.exists():
-            make_credentials(self.tls.directory)
+            make_credentials(self.tls.directory, hosts=tuple(dict.fromkeys((*DEFAULT_HOSTS, self.public_host))))
+        if self.fleet_port is None:
+            self.fleet_port = free_port(self.public_host)
         self.flwr_home = self.workdir / "flwr-home"
         self.app_dir = self.workdir / "app"
 
     @property
     def address(self) -> str:
+        """Where SuperNodes connect: the Fleet gateway, the only port meant to be public."""
+        return f"{self.public_host}:{self.fleet_port}"
+
+    @property
+    def control_address(self) -> str:
+        """The SuperLink itself (Control API for the ``flwr`` CLI): loopback only."""
         return f"{HOST}:{self.port}"
 
     def _env(self) -> dict[str, str]:
@@ -160,7 +140,7 @@ class LoopbackFederation:
         config = {
             "superlink": {
                 "default": CONNECTION,
-                CONNECTION: {"address": self.address, "root-certificates": str(self.tls.ca_cert)},
+                CONNECTION: {"address": self.control_address, "root-certificates": str(self.tls.ca_cert)},
             }
         }
         (self.flwr_home / "config.toml").write_text(tomli_w.dumps(config))
@@ -225,7 +205,7 @@ class LoopbackFederation:
         return answer
 
     def start(self) -> LoopbackFederation:
-        """Start the SuperLink and wait until it answers over TLS."""
+        """Start the SuperLink (loopback only) and its Fleet gateway; wait until both answer over TLS."""
         self._write_cli_config()
         self._write_app()
         tls = self.tls
@@ -238,30 +218,40 @@ class LoopbackFederation:
                 "--enable-supernode-auth",
                 "--disable-runtime-dependency-installation",
                 *(["--database", str(self.database)] if self.database else []),
-                "--host", HOST,
+                "--host", HOST,  # never 0.0.0.0: this port serves the Control API, which authenticates nobody
                 "--port", str(self.port),
             ],
             "superlink",
         )  # fmt: skip
-        self._wait_for_tls(log_path)
+        self._wait_for_tls("flower-superlink", self._superlink, self.control_address, log_path)
+        self._gateway, log_path = self._spawn(
+            [
+                sys.executable, "-m", "fedsynth.deploy.gateway",
+                "--certs", str(tls.directory),
+                "--listen", self.address,
+                "--superlink", self.control_address,
+            ],
+            "gateway",
+        )  # fmt: skip
+        self._wait_for_tls("the Fleet gateway", self._gateway, self.address, log_path)
         return self
 
-    def _wait_for_tls(self, log_path: Path) -> None:
+    def _wait_for_tls(self, what: str, process: subprocess.Popen[bytes], address: str, log_path: Path) -> None:
         context = ssl.create_default_context(cafile=str(self.tls.ca_cert))
+        host, port = address.rsplit(":", 1)
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
-            assert self._superlink is not None
-            if self._superlink.poll() is not None:
-                raise DeploymentError(f"flower-superlink exited with {self._superlink.returncode}; see {log_path}")
+            if process.poll() is not None:
+                raise DeploymentError(f"{what} exited with {process.returncode}; see {log_path}")
             try:
                 with (
-                    socket.create_connection((HOST, self.port), timeout=2) as raw,
-                    context.wrap_socket(raw, server_hostname=HOST),
+                    socket.create_connection((host, int(port)), timeout=2) as raw,
+                    context.wrap_socket(raw, server_hostname=host),
                 ):
                     return
             except (ConnectionRefusedError, TimeoutError, ssl.SSLError, OSError):
                 time.sleep(0.3)
-        raise DeploymentError(f"flower-superlink did not answer on {self.address} within {self.startup_timeout}s")
+        raise DeploymentError(f"{what} did not answer on {address} within {self.startup_timeout}s; see {log_path}")
 
     # ------------------------------------------------------------------ nodes
     def register(self, name: str) -> int:

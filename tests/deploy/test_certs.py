@@ -76,3 +76,14 @@ def test_a_non_empty_directory_without_a_credential_set_is_never_replaced(tmp_pa
     with pytest.raises(CredentialsError, match="not empty"):
         make_credentials(tmp_path / "mine", overwrite=True)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_the_server_certificate_always_names_the_coordinators_loopback(tmp_path) -> None:
+    # The SuperLink listens on 127.0.0.1 only; the coordinator's flwr CLI, SuperExec and Fleet
+    # gateway verify it there, so a certificate made for public names alone would lock them out.
+    files = make_credentials(tmp_path / "certs", hosts=("fed.example.org",))
+    server = x509.load_pem_x509_certificate(files.server_cert.read_bytes())
+    san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
+    assert san.get_values_for_type(x509.DNSName) == ["fed.example.org"]
+    assert server.subject.rfc4514_string() == "CN=fed.example.org"
