@@ -113,7 +113,7 @@ def schema_infer(
 
     _refuse_existing(output, force)
     frame = read_table(data)
-    schema = infer_schema(frame, time=time, event=event, name=name)
+    schema = infer_schema(frame, time=time, event=event, name=name, source=str(data))
     write_text(output, draft_header(str(data), len(frame)) + schema.to_toml())
     err_console.print(
         f"[yellow]Read {len(frame)} rows of {data} to draft {output}.[/] The draft describes this site's data: "

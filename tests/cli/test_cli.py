@@ -173,3 +173,74 @@ def test_console_script_exit_code(files) -> None:
     )
     assert result.returncode == 2
     assert "data file not found" in result.stderr
+
+
+def _whas_with(change) -> pd.DataFrame:
+    frame = raw_dataset("whas500").astype(object)
+    change(frame)
+    return frame
+
+
+def _set(column: str, row: int, value):
+    def change(frame: pd.DataFrame) -> None:
+        frame.loc[row, column] = value
+
+    return change
+
+
+BAD_INPUTS = {
+    # name: (writer of the bad file, commands to try, patterns the message must hold)
+    "inf": (lambda p: _whas_with(_set("bmi", 3, "inf")).to_csv(p, index=False), ["infer"], ["'bmi'", "infinite"]),
+    "empty-parquet": (lambda p: raw_dataset("whas500").iloc[:0].to_parquet(p), ["infer", "check"], ["no rows"]),
+    "latin1": (
+        lambda p: _whas_with(lambda f: f.__setitem__("ward", "Hôpital")).to_csv(p, index=False, encoding="latin-1"),
+        ["infer", "check"],
+        ["not UTF-8", "line 2", "iconv"],
+    ),
+    "duplicate-column": (
+        lambda p: raw_dataset("whas500").rename(columns={"bmi": "age"}).to_csv(p, index=False),
+        ["infer", "check"],
+        ["names a column more than once", "'age' at columns 2, 4"],
+    ),
+    "semicolons": (
+        lambda p: raw_dataset("whas500").to_csv(p, index=False, sep=";"),
+        ["infer", "check"],
+        ["looks semicolon-delimited", "re-save it with commas"],
+    ),
+    "event-2": (lambda p: _whas_with(_set("fstat", 0, 2)).to_csv(p, index=False), ["infer"], ["'fstat'", "0/1"]),
+    "event-yes": (lambda p: _whas_with(_set("fstat", 0, "yes")).to_csv(p, index=False), ["infer"], ["'fstat'", "0/1"]),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=list(BAD_INPUTS))
+def test_bad_schema_input_exits_2_naming_file_and_writes_nothing(case: str, tmp_path: Path) -> None:
+    write, commands, patterns = BAD_INPUTS[case]
+    bad = tmp_path / ("bad.parquet" if case.endswith("parquet") else "bad.csv")
+    write(bad)
+    schema = tmp_path / "whas.toml"
+    schema.write_text(bundled_schema("whas500").to_toml())
+    before = _listing(tmp_path)
+    for command in commands:
+        if command == "infer":
+            result = invoke("schema", "infer", bad, "--time", "lenfol", "--event", "fstat", "-o", tmp_path / "d.toml")
+        else:
+            result = invoke("schema", "check", bad, "--schema", schema)
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith("error:") and "Traceback" not in result.output
+        assert str(bad) in result.output, result.output
+        for pattern in patterns:
+            assert pattern in result.output, result.output
+        assert _listing(tmp_path) == before, "a failed command wrote files"
+
+
+def test_schema_with_negative_time_bound_is_refused(files, tmp_path) -> None:
+    import tomli_w
+
+    declared = bundled_schema("whas500").to_dict()
+    next(c for c in declared["columns"] if c["name"] == "lenfol")["lower"] = -10.0
+    schema = tmp_path / "neg.toml"
+    schema.write_text(tomli_w.dumps(declared))
+    result = invoke("schema", "check", files["data"], "--schema", schema)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert str(schema) in result.output and "columns[lenfol]" in result.output
+    assert "survival times cannot be negative" in result.output
