@@ -240,12 +240,14 @@ def sample(
     _check_table_output(output, force)
     model = MCM.load(model_dir)
     resolved = model.resolve(list(where or []))
-    record = model_sample_record(model_dir, model.differentially_private_, n, seed, list(where or []))
+    dp = check_dp_claim(model_dir, model)  # the run's records, not model.json's flag; an unbacked claim exits 2
+    record = model_sample_record(model_dir, dp.differentially_private, n, seed, list(where or []), dp.reason)
     # Streamed a row group at a time: bounded memory for any n, the rows of model.sample(n, seed).
+    from fedsynth.privacy.evidence import check_dp_claim
     write_synthetic(model.sample_chunks(n, resolved, seed=seed), output, record)
     conditions = f" satisfying {len(resolved)} condition(s)" if resolved else ""
     console.print(f"wrote {n} rows{conditions} to {output}")
-    if not model.differentially_private_:
+    if not dp.differentially_private:
         err_console.print(f"[yellow]{record['notice']}[/]")
 
 

@@ -5,11 +5,15 @@
       schema.toml               the public schema
       checkpoints/round-0003/   a saved MCM (weights + SHA-256 manifest), one per round
       checkpoints/LATEST        the last complete checkpoint's round (written after it)
+      checkpoints.jsonl         one line per checkpoint: its round, weights digest and sites
       budget.jsonl              one line per site per round: the scalars the site replied
       model -> the final global model (a copy of the last checkpoint)
 
 Checkpoints are written atomically and LATEST only after, so a coordinator killed at any
-moment resumes from a complete, hash-verified checkpoint.
+moment resumes from a complete, hash-verified checkpoint. ``checkpoints.jsonl`` ties each
+checkpoint's weights to the round that produced them: whether a model is DP is decided from
+it and the round's budget records (:mod:`fedsynth.privacy.evidence`), never from the
+``differentially_private`` flag in the model's own files.
 """
 
 from __future__ import annotations
@@ -28,10 +32,11 @@ from fedsynth.data.io import write_text
 from fedsynth.data.schema import Schema
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.mcm import MCM
-from fedsynth.model.persistence import load_model, model_digest, save_model
+from fedsynth.model.persistence import load_model, model_digest, save_model, weights_digest
 
 CHECKPOINTS = "checkpoints"
 BUDGET = "budget.jsonl"
+CHECKPOINT_RECORD = "checkpoints.jsonl"
 
 
 @dataclass(frozen=True)
@@ -73,8 +78,19 @@ class RunDirectory:
         model.training_info_ = info
         target = self.path / CHECKPOINTS / f"round-{server_round:04d}"
         save_model(model, target, overwrite=True)
+        checkpoint = Checkpoint(server_round, target, model_digest(target))
+        # Recorded before LATEST: a checkpoint the run resumes from or publishes is always in the
+        # record that DP evidence reads (fedsynth.privacy.evidence).
+        record = {
+            "round": server_round,
+            "weights_sha256": weights_digest(model),
+            "model_sha256": checkpoint.sha256,
+            "sites": list(info.get("sites", [])),
+            "time": datetime.now(UTC).isoformat(),
+        }
+        self._append_lines(CHECKPOINT_RECORD, [record])
         write_text(self.path / CHECKPOINTS / "LATEST", f"{server_round}\n")
-        return Checkpoint(server_round, target, model_digest(target))
+        return checkpoint
 
     def latest_checkpoint(self) -> Checkpoint | None:
         pointer = self.path / CHECKPOINTS / "LATEST"
@@ -104,15 +120,24 @@ class RunDirectory:
 
     def append_budget(self, records: list[dict[str, Any]]) -> None:
         """Append site records (one JSON line each) and fsync: the record outlives a crash."""
-        path = self.path / BUDGET
-        with path.open("a", encoding="utf-8") as handle:
+        self._append_lines(BUDGET, records)
+
+    def budget_records(self) -> list[dict[str, Any]]:
+        return self._read_lines(BUDGET)
+
+    def checkpoint_records(self) -> list[dict[str, Any]]:
+        """One record per saved checkpoint: round, ``weights_sha256``, ``model_sha256``, sites."""
+        return self._read_lines(CHECKPOINT_RECORD)
+
+    def _append_lines(self, name: str, records: list[dict[str, Any]]) -> None:
+        with (self.path / name).open("a", encoding="utf-8") as handle:
             for record in records:
                 handle.write(json.dumps(record, sort_keys=True) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
 
-    def budget_records(self) -> list[dict[str, Any]]:
-        path = self.path / BUDGET
+    def _read_lines(self, name: str) -> list[dict[str, Any]]:
+        path = self.path / name
         if not path.exists():
             return []
         return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -46,7 +46,8 @@ CONDITIONS = ["horTh=yes", "tgrade in {I,II}", "50<=age<=60", "time<1000"]
 
 
 def _write_run(root: Path, model: MCM, dp: bool) -> Path:
-    """A minimal run directory: run.json, budget.jsonl of two sites over two rounds, the model,
+    """A minimal run directory: run.json, budget.jsonl of two sites over two rounds, the model
+    (for ``dp``: saved and published as round 2's checkpoint, so the run's records show it DP),
     and an audit.json naming the model by its weights digest, as the sites do."""
     saved = copy.deepcopy(model)
     saved.differentially_private_ = dp
@@ -59,7 +60,11 @@ def _write_run(root: Path, model: MCM, dp: bool) -> Path:
         for r, (s, eps) in [(1, ("site-a", 1.5)), (1, ("site-b", 1.4)), (2, ("site-a", 2.5)), (2, ("site-b", 2.25))]
     ]  # fmt: skip
     run.append_budget(records)
-    saved.save(root / "model")
+    if dp:  # as the coordinator saves and publishes a round: its weights digest goes in the run's record
+        info = saved.training_info_
+        run.publish_model(run.save_checkpoint(2, saved.network_.state_dict(), saved.schema_, saved.config, info))
+    else:
+        saved.save(root / "model")
     audit = {"time": "2026-01-01T00:00:00+00:00", "model_sha256": weights_digest(saved), "sites": [], "failures": [],
              "complete": True, "worst": {"exact_matches": 0, "mia_auc_upper_ci": 0.55}}  # fmt: skip
     (root / "audit.json").write_text(json.dumps(audit), encoding="utf-8")

@@ -8,6 +8,7 @@ from pathlib import Path
 from fedsynth.model.mcm import MCM
 from fedsynth.model.persistence import ModelFileError, load_model, model_digest, weights_digest
 from fedsynth.model.provenance import DP_NOTICE, NON_DP_MODEL_NOTICE
+from fedsynth.privacy.evidence import DPClaimError, DPEvidence, check_dp_claim
 
 
 class ServiceStartError(ValueError):
@@ -20,10 +21,11 @@ class ServedModel:
     model: MCM
     sha256: str
     weights_sha256: str  # what the sites' audits and evaluations name the model by
+    evidence: DPEvidence  # DP status from the run's records (model.json's flag alone is a claim)
 
     @property
     def differentially_private(self) -> bool:
-        return self.model.differentially_private_
+        return self.evidence.differentially_private
 
     @property
     def notice(self) -> str:
@@ -34,7 +36,9 @@ class ServedModel:
         """Load RUN_DIR/model (every file verified against its manifest) and apply the DP gate.
 
         The digest is taken before and after loading: a model replaced on disk meanwhile
-        would otherwise be served under another model's hash.
+        would otherwise be served under another model's hash. DP status is what the run's
+        records show (:mod:`fedsynth.privacy.evidence`); a model whose model.json claims DP
+        without them is refused, ``allow_non_dp`` or not: its label cannot be trusted.
         """
         run_dir = Path(run_dir)
         model_dir = run_dir / "model"
@@ -44,9 +48,14 @@ class ServedModel:
         model = load_model(model_dir)
         if model_digest(model_dir) != before:
             raise ModelFileError(f"{model_dir} changed while it was loaded; start the service again")
-        if not model.differentially_private_ and not allow_non_dp:
+        try:
+            evidence = check_dp_claim(model_dir, model)
+        except DPClaimError as exc:
+            raise ServiceStartError(str(exc)) from None
+        if not evidence.differentially_private and not allow_non_dp:
             raise ServiceStartError(
-                f"{model_dir} was trained without differential privacy: its samples may reveal training rows. "
-                "Serve a federated DP run, or pass --allow-non-dp (every answer is then labelled not DP)"
+                f"{model_dir} counts as trained without differential privacy ({evidence.reason}): its "
+                "samples may reveal training rows. Serve a federated DP run, or pass --allow-non-dp (every "
+                "answer is then labelled not DP)"
             )
-        return cls(run_dir, model, before, weights_digest(model))
+        return cls(run_dir, model, before, weights_digest(model), evidence)
