@@ -34,7 +34,7 @@ schema_app = typer.Typer(help="Draft and check the public schema.", no_args_is_h
 dataset_app = typer.Typer(help="Bundled public survival datasets.", no_args_is_help=True)
 app.add_typer(schema_app, name="schema")
 app.add_typer(dataset_app, name="dataset")
-deploy_app = typer.Typer(help="Credentials for Flower's deployment engine (TLS, SuperNode keys).", no_args_is_help=True)
+deploy_app = typer.Typer(help="Deployment: TLS credentials, SuperNode keys, the Fleet gateway.", no_args_is_help=True)
 app.add_typer(deploy_app, name="deploy")
 serve_token_app = typer.Typer(help="Bearer tokens for `fedsynth serve` (only hashes kept).", no_args_is_help=True)
 app.add_typer(serve_token_app, name="serve-token")
@@ -440,6 +440,21 @@ def deploy_node_key(
 
     private, public = add_node_key(directory, name, overwrite=force)
     console.print(f"private key {private} (stays at the site); public key {public} (register it at the SuperLink)")
+
+
+@deploy_app.command("gateway")
+@user_errors
+def deploy_gateway(
+    certs: Annotated[Path, typer.Argument(help="The credential directory (server.pem, server.key, ca.crt).")],
+    listen: Annotated[str, typer.Option(help="Public host:port that SuperNodes connect to.")] = "0.0.0.0:9092",
+    superlink: Annotated[
+        str, typer.Option(help="The SuperLink's loopback host:port (flower-superlink --host 127.0.0.1 --port).")
+    ] = "127.0.0.1:9093",
+) -> None:
+    """Serve the coordinator's only public port: Flower's Fleet API over TLS, nothing else (deploy/README.md)."""
+    from fedsynth.deploy.gateway import serve
+
+    serve(certs, listen, superlink, announce=console.print)
 
 
 def _print_site_query_summary(document: dict[str, Any]) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from pathlib import Path
@@ -101,6 +102,17 @@ def _check_tls(tls: TLSFiles) -> None:
             raise DeploymentError(
                 f"{path} is missing: make the credentials with `fedsynth deploy certs {tls.directory}`"
             )
+
+
+def _check_free(host: str, port: int) -> None:
+    """A clear error before uvicorn's own (which exits 1 after a log line) when the port is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind((host, port))
+        except OSError as error:
+            raise DeploymentError(f"--listen {host}:{port}: cannot listen there ({error.strerror})") from None
 
 
 class FleetGateway:
@@ -184,13 +196,24 @@ async def _reply(send: Send, status: int, text: bytes) -> None:
     await send({"type": "http.response.body", "body": text})
 
 
-def serve(certs: Path, listen: str = DEFAULT_LISTEN, superlink: str = DEFAULT_SUPERLINK) -> None:
-    """Serve the Fleet gateway until stopped (blocking), with the SuperLink's certificate."""
+def serve(
+    certs: Path,
+    listen: str = DEFAULT_LISTEN,
+    superlink: str = DEFAULT_SUPERLINK,
+    announce: Callable[[str], object] = print,
+) -> None:
+    """Serve the Fleet gateway until stopped (blocking), with the SuperLink's certificate.
+
+    Every check runs before anything listens; ``announce`` then receives one line saying what is
+    served where.
+    """
     import uvicorn
 
     (host, port), upstream = check_layout(listen, superlink)
     tls = TLSFiles(Path(certs))
     _check_tls(tls)
+    _check_free(host, port)
+    announce(f"Fleet gateway on {listen} -> SuperLink {superlink}: Fleet API only; the Control API stays on loopback")
     uvicorn.run(
         FleetGateway(upstream, tls.ca_cert),
         host=host,
