@@ -9,7 +9,8 @@ The site directory holds the site's durable state:
 * ``split.json``: which input rows are the holdout, with a digest of the data. Re-opening
   with changed data is refused rather than re-split: a new split could put earlier
   training rows into the holdout that audits assume was never trained on.
-* ``ledger.sqlite``: the append-only privacy ledger (see :mod:`fedsynth.client.ledger`).
+* ``ledger.sqlite``: the append-only privacy ledger (see :mod:`fedsynth.client.ledger`), and
+  ``ledger.head.json``, the witness of its hash chain's head.
 * ``runs/<run id>/dp_plan.json``: the noise multiplier fixed for a run at its first round.
 """
 
@@ -73,12 +74,18 @@ class Site:
                 raise SiteError(f"site '{config.name}': no data given; set site.data in the site config")
             frame = read_table(config.data)
         canonical, _ = validate_frame(frame, schema, source=str(config.data or f"site {config.name} data"))
+        # Looked at before the split below writes split.json: with any of these, the site has
+        # worked before, and a missing ledger is refused rather than started afresh at zero.
+        prior_state = [p for p in (self.dir / "split.json", *self.dir.glob("runs/*/dp_plan.json")) if p.exists()]
         self.train, self.holdout = self._split(canonical)
         n = len(self.train)
         delta = config.privacy.target_delta if config.privacy.target_delta is not None else default_delta(n)
         check_delta(delta, n)
         self.ledger = PrivacyLedger(
-            self.dir / "ledger.sqlite", target_epsilon=config.privacy.target_epsilon, target_delta=delta
+            self.dir / "ledger.sqlite",
+            target_epsilon=config.privacy.target_epsilon,
+            target_delta=delta,
+            prior_state=prior_state,
         )
 
     @property
@@ -154,8 +161,17 @@ class Site:
         run_id: str,
         server_round: int,
         planned_rounds: int,
+        coordinator_floor: float = 0.0,
     ) -> RoundResult:
-        """Reserve the round's privacy spend, then run it; refuses (BudgetExceededError) past the budget."""
+        """Reserve the round's privacy spend, then run it; refuses (BudgetExceededError) past the budget.
+
+        ``coordinator_floor`` is the largest epsilon the coordinator has recorded for this site in
+        the run: a ledger composing to less was reset or rolled back (LedgerIntegrityError).
+        """
+        if coordinator_floor > 0:
+            self.ledger.require_at_least(
+                coordinator_floor, f"site '{self.config.name}': the coordinator of run '{run_id}'"
+            )
         plan = self.plan(run_id, planned_rounds)
         # Spend is on disk before the first step: a kill from here on can only over-count.
         try:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from fedsynth.client.config import SiteConfig
-from fedsynth.client.ledger import BudgetExceededError, LedgerError
+from fedsynth.client.ledger import BudgetExceededError, LedgerError, LedgerIntegrityError
 from fedsynth.client.site import Site, SiteError
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.mcm import MCM
@@ -56,3 +58,60 @@ def test_delta_at_or_above_one_over_n_is_refused(whas500, tmp_path) -> None:
     frame, schema = whas500
     with pytest.raises(LedgerError, match=r"must be in \(0, 1/n\)"):
         Site(_config(target_delta=0.01), schema, tmp_path, frame=frame.iloc[:200])
+
+
+def _one_round(site: Site, schema, server_round: int = 1) -> float:
+    model_config = MCMConfig(hidden=16, n_bins=16)
+    state = MCM(model_config).build(schema).network_.state_dict()
+    result = site.train_round(state, model_config, run_id="r", server_round=server_round, planned_rounds=3)
+    return result.epsilon_spent
+
+
+def test_a_deleted_ledger_is_refused_when_the_site_resumes(whas500, tmp_path) -> None:
+    """The defect as found: ledger.sqlite deleted, the site resumed at zero spend."""
+    frame, schema = whas500
+    site = Site(_config(), schema, tmp_path, frame=frame.iloc[:300])
+    _one_round(site, schema)
+    site.close()
+    (tmp_path / "ledger.sqlite").unlink()
+    with pytest.raises(LedgerIntegrityError, match=r"ledger\.sqlite is missing.*ledger\.head\.json"):
+        Site(_config(), schema, tmp_path, frame=frame.iloc[:300])
+    (tmp_path / "ledger.head.json").unlink()  # the witness too: the split and the run plan remain
+    with pytest.raises(LedgerIntegrityError, match=r"is missing.*split\.json.*dp_plan\.json"):
+        Site(_config(), schema, tmp_path, frame=frame.iloc[:300])
+    assert not (tmp_path / "ledger.sqlite").exists()
+
+
+def test_a_ledger_edited_between_rounds_stops_the_next_round(whas500, tmp_path) -> None:
+    import sqlite3
+
+    frame, schema = whas500
+    site = Site(_config(), schema, tmp_path, frame=frame.iloc[:300])
+    _one_round(site, schema)
+    raw = sqlite3.connect(tmp_path / "ledger.sqlite", isolation_level=None)
+    raw.execute("DROP TRIGGER spend_no_delete")
+    raw.execute("DELETE FROM spend")
+    raw.close()
+    with pytest.raises(LedgerIntegrityError, match="rows were deleted"):
+        _one_round(site, schema, server_round=2)
+    site.close()
+
+
+def test_a_wiped_site_is_caught_by_the_coordinators_floor(whas500, tmp_path) -> None:
+    """Ledger, witness, split and plans all deleted: only the coordinator's record remains."""
+    frame, schema = whas500
+    site = Site(_config(), schema, tmp_path, frame=frame.iloc[:300])
+    spent = _one_round(site, schema)
+    site.close()
+    for path in (tmp_path / "ledger.sqlite", tmp_path / "ledger.head.json", tmp_path / "split.json"):
+        path.unlink()
+    shutil.rmtree(tmp_path / "runs")
+    wiped = Site(_config(), schema, tmp_path, frame=frame.iloc[:300])  # looks like a new site
+    model_config = MCMConfig(hidden=16, n_bins=16)
+    state = MCM(model_config).build(schema).network_.state_dict()
+    with pytest.raises(
+        LedgerIntegrityError, match=rf"site 'a': the coordinator of run 'r' recorded epsilon {spent:.4f}"
+    ):
+        wiped.train_round(state, model_config, run_id="r", server_round=2, planned_rounds=3, coordinator_floor=spent)
+    assert wiped.ledger.entries() == []  # refused before anything was reserved
+    wiped.close()
