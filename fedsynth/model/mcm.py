@@ -15,7 +15,7 @@ from fedsynth.model.conditions import Condition, ResolvedCondition, parse_condit
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.layout import Layout
 from fedsynth.model.network import MCMNetwork
-from fedsynth.model.sampler import ConditionalSampler
+from fedsynth.model.sampler import STREAM_WORKERS, ConditionalSampler
 from fedsynth.model.training import ProgressCallback, train_plain
 
 ConditionsLike = Sequence[str | Condition | ResolvedCondition] | None
@@ -128,10 +128,11 @@ class MCM:
 
         Concatenated, the frames are exactly ``sample``'s rows (both draw the sampler's row
         groups, each from its own seed derived from ``seed``). At most ``workers`` groups are
-        drawn at once (default: torch's thread count). Conditions are checked now, not at the
-        first frame.
+        drawn at once (default: torch's thread count, at most ``STREAM_WORKERS``); the rows do
+        not depend on it. Conditions are checked now, not at the first frame.
         """
         sampler = self._sampler(n)
+        workers = min(torch.get_num_threads(), STREAM_WORKERS) if workers is None else workers
         return sampler.iter_frames(int(n), self.resolve(conditions), seed, workers)
 
     def _sampler(self, n: int) -> ConditionalSampler:

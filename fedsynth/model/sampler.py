@@ -44,6 +44,10 @@ from fedsynth.model.loss import hazard_log_probs
 from fedsynth.model.network import MASKED_SCORE, MCMNetwork
 
 GROUP_ROWS = 16384
+# Groups a streamed sample draws at once: each holds ~40 MiB of activations (WHAS500), so
+# a many-core machine would otherwise spend a group's memory per core; four keep two cores
+# busy with room to spare and bound the stream's memory whatever the machine.
+STREAM_WORKERS = 4
 
 
 class ConditionalSampler:
