@@ -183,7 +183,10 @@ def handle_query(message: Message, context: Context, sites_root: Path | None = N
     if task == "audit":
         from fedsynth.client.audit import run_site_audit
 
-        record, result = AUDIT_RECORD, run_site_audit(site, model, seed=seed)
+        # The sample to audit (n, conditions): the release the coordinator will sample with this seed.
+        spec = json.loads(str(config["sample"])) if "sample" in config else {}
+        result = run_site_audit(site, model, seed=seed, n=spec.get("n"), conditions=spec.get("conditions"))
+        record = AUDIT_RECORD
     elif task == "evaluate":
         from fedsynth.client.evaluation import run_site_evaluation
 

@@ -1,16 +1,21 @@
 """A site's privacy audit of the global model: every audit on the site's own rows, aggregates out.
 
 This is the site half of the federated audit protocol (issue 4): given the global model (the
-weights the coordinator already holds), the site samples a synthetic set from the model alone,
-then runs the nearest-neighbour audit, the distance, density and white-box membership attacks
+weights the coordinator already holds) and a sample to audit (seed, n, conditions: the release
+the coordinator means to sample with ``fedsynth sample``), the site draws exactly that sample
+from the model alone, then runs the nearest-neighbour audit, the distance, density and white-box membership attacks
 and Anonymeter against its own train and holdout rows. Only the aggregates each audit returns
 (counts, shares with CIs, percentiles, fixed-size histograms and ROC grids) are in the result;
-:func:`check_audit_result` is the contract a reply must meet.
+:func:`check_audit_result` is the contract a reply must meet. The reply also names the sample it
+audited (seed, n, conditions and :func:`fedsynth.model.rows_digest.rows_digest` of its rows: a
+hash of model output, not of site data), so the release gate can check that the released file
+holds the very rows every site audited.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from typing import Any
 
@@ -18,6 +23,7 @@ from fedsynth.client.audit_log import record_audit
 from fedsynth.client.site import Site
 from fedsynth.model.mcm import MCM
 from fedsynth.model.persistence import weights_digest
+from fedsynth.model.rows_digest import rows_digest
 from fedsynth.privacy.anonymeter_audit import AnonymeterSettings, anonymeter_audit, risks_to_dicts
 from fedsynth.privacy.membership import ROC_POINTS, density_attack, distance_attack, white_box_attack
 from fedsynth.privacy.nearest_neighbour import HISTOGRAM_BINS, nearest_neighbour_audit
@@ -42,27 +48,45 @@ def site_sampling_seed(seed: int, site_name: str) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
-def start_site_query(site: Site, model: MCM, seed: int, kind: str) -> tuple[str, int, Any]:
+def start_site_query(
+    site: Site, model: MCM, seed: int, kind: str, sample: tuple[int, list[str]] | None = None
+) -> tuple[str, int, Any]:
     """What every audit and evaluation does first, in this order: name the model, count the
     query against ``privacy.max_audits`` (on disk, before any row is read), then sample from
-    the model at the site (:func:`site_sampling_seed`). Returns (model digest, query number,
+    the model at the site. ``sample`` = (n, conditions): exactly ``model.sample(n, conditions,
+    seed)``, the rows a release sampled with that seed holds (audits); None: the site's own
+    sample (:func:`site_sampling_seed`, evaluations). Returns (model digest, query number,
     synthetic sample)."""
+    resolved = model.resolve(sample[1]) if sample else []  # a bad condition costs no query
     digest = weights_digest(model)
     number = record_audit(site, digest, seed, kind=kind)
-    return digest, number, model.sample(len(site.train), seed=site_sampling_seed(seed, site.config.name))
+    if sample is None:
+        return digest, number, model.sample(len(site.train), seed=site_sampling_seed(seed, site.config.name))
+    return digest, number, model.sample(sample[0], resolved, seed=seed)
 
 
 def run_site_audit(
-    site: Site, model: MCM, seed: int = 0, anonymeter: AnonymeterSettings | None = None
+    site: Site,
+    model: MCM,
+    seed: int = 0,
+    anonymeter: AnonymeterSettings | None = None,
+    n: int | None = None,
+    conditions: list[str] | None = None,
 ) -> dict[str, Any]:
     """All audits of ``model`` at ``site``; a JSON-able dict of aggregates only.
 
-    Each membership attack also yields an empirical epsilon lower bound at the site's delta,
-    set next to the site's accountant epsilon (its whole ledger: every model trained on these
-    rows spent at most that); a bound above it is flagged as a probable DP bug. Counted against
-    ``privacy.max_audits`` before anything runs.
+    The synthetic rows audited are ``model.sample(n, conditions, seed=seed)`` (``n`` defaults to
+    the site's training size): the rows ``fedsynth sample -n N --seed SEED`` releases, named in
+    the result's ``sample`` with their digest. Each membership attack also yields an empirical
+    epsilon lower bound at the site's delta, set next to the site's accountant epsilon (its
+    whole ledger: every model trained on these rows spent at most that); a bound above it is
+    flagged as a probable DP bug. Counted against ``privacy.max_audits`` before anything runs.
     """
-    digest, number, synthetic = start_site_query(site, model, seed, "audit")
+    n = len(site.train) if n is None else int(n)
+    conditions = list(conditions or [])
+    if n < 1:
+        raise ValueError(f"an audit needs at least one synthetic row; n is {n}")
+    digest, number, synthetic = start_site_query(site, model, seed, "audit", (n, conditions))
     schema = site.schema
     delta = site.ledger.target_delta
     accountant_epsilon = site.ledger.epsilon()
@@ -91,6 +115,8 @@ def run_site_audit(
         "n_train": len(train),
         "n_holdout": len(holdout),
         "n_synthetic": len(synthetic),
+        # Exactly which rows were audited: the release gate regenerates them and compares.
+        "sample": {"seed": seed, "n": n, "conditions": json.dumps(conditions), "sha256": rows_digest(synthetic)},
         "delta": delta,
         "accountant_epsilon": accountant_epsilon,
         "nearest_neighbour": timed(

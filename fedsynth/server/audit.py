@@ -7,12 +7,19 @@ and, for each figure a sign-off policy tests, the worst value over sites and, wh
 be pooled (the DCR share, Anonymeter's attacks), the pooled estimate; writes
 ``RUN_DIR/audit.json``.
 
-Why pooled: sites hold different patients and draw their own synthetic rows
-(``site_sampling_seed``), so their audits are independent samples of how the one global model
-treats its training patients. At small sites one site's 95% CI is wide (about +-0.14 for the
-DCR share at 33 holdout rows) and the worst of several upper limits mostly measures the sample
-size; the pooled estimate's CI is narrower by about sqrt(number of sites). Each site's own
-estimate is kept too: a policy fails a site whose estimate alone is over the threshold.
+What is audited is the release itself: every site audits the same rows,
+``model.sample(n, conditions, seed)`` for the audit's seed, ``n`` (default: the pooled training
+size the budget record shows) and conditions, recorded in ``audit.json``'s ``sample``; each
+site names the rows it audited by their digest. ``fedsynth signoff`` releases only a file that
+regenerates to exactly those rows (``fedsynth sample RUN_DIR/model -n N --seed SEED``), so the
+exact-match and nearest-neighbour evidence covers the file released, not a fresh draw.
+
+Why pooled: sites hold different patients, so given the released rows their audits are
+independent measurements of how close those rows come to each site's training patients. At
+small sites one site's 95% CI is wide (about +-0.14 for the DCR share at 33 holdout rows) and
+the worst of several upper limits mostly measures the sample size; the pooled estimate's CI is
+narrower by about sqrt(number of sites). Each site's own estimate is kept too: a policy fails a
+site whose estimate alone is over the threshold.
 If a site's reply lacks what pooling needs (an older fedsynth), the pooled figures are None
 and the rules that read them fail with that reason, instead of the audit failing unwritten.
 """
@@ -31,6 +38,7 @@ from fedsynth.data.io import write_text
 from fedsynth.model.mcm import MCM
 from fedsynth.privacy.anonymeter_audit import pooled_risk, risk_key
 from fedsynth.privacy.nearest_neighbour import pooled_dcr_share
+from fedsynth.server.run import RunDirectory
 from fedsynth.server.site_queries import on_simulated_sites, query_sites, site_query_document
 
 AUDIT_FILE = "audit.json"
@@ -90,11 +98,43 @@ def worst_over_sites(sites: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def pooled_training_size(run_dir: Path) -> int:
+    """The records every site that trained reported (its latest ok reply): the default release size."""
+    records: dict[str, int] = {}
+    for record in RunDirectory(run_dir).budget_records():
+        if record.get("status") == "ok":
+            records[str(record["site"])] = int(record["num-examples"])
+    if not records:
+        raise ValueError(f"{run_dir}/budget.jsonl records no site that trained: train the run before auditing it")
+    return sum(records.values())
+
+
+def _sample_problem(site: dict[str, Any], sample: dict[str, Any]) -> str | None:
+    """Why a site's audit is not of the asked sample (None if it is)."""
+    audited = site.get("sample") or {}
+    asked = {"seed": sample["seed"], "n": sample["n"], "conditions": json.dumps(sample["conditions"])}
+    if {k: audited.get(k) for k in asked} != asked or not audited.get("sha256"):
+        return f"audited another sample ({audited or 'none named'}) than the one asked ({asked})"
+    return None
+
+
 def run_audit(
-    grid: Grid, run_dir: Path, seed: int = 0, timeout: float = 3600.0, expected_sites: int = 1
+    grid: Grid,
+    run_dir: Path,
+    seed: int = 0,
+    timeout: float = 3600.0,
+    expected_sites: int = 1,
+    n: int | None = None,
+    conditions: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Audit the run's published global model at every connected site; write and return audit.json."""
+    """Audit the run's published global model at every connected site; write and return audit.json.
+
+    Every site audits ``model.sample(n, conditions, seed)``: the rows a release sampled with
+    ``fedsynth sample RUN_DIR/model -n N --seed SEED`` holds (``n`` default: the pooled size).
+    """
     model = MCM.load(Path(run_dir) / "model")
+    sample = {"seed": seed, "n": pooled_training_size(run_dir) if n is None else n, "conditions": conditions or []}
+    model.resolve(sample["conditions"])  # a bad condition is the coordinator's error, before any site works
 
     sites, failures = query_sites(
         grid,
@@ -103,14 +143,26 @@ def run_audit(
         AUDIT_RECORD,
         check_site_audit_result,
         seed=seed,
+        extra={"sample": {"n": sample["n"], "conditions": sample["conditions"]}},
         timeout=timeout,
         expected_sites=expected_sites,
     )
-    document = site_query_document(sites, failures, seed, worst_over_sites)
+    # A site that audited other rows (an older fedsynth) gave no evidence about this release.
+    kept = [site for site in sites if _sample_problem(site, sample) is None]
+    failures += [
+        {"node_id": None, "reason": f"{s['site']}: {_sample_problem(s, sample)}"} for s in sites if s not in kept
+    ]
+    document = site_query_document(kept, failures, seed, worst_over_sites, sample=sample)
     write_text(Path(run_dir) / AUDIT_FILE, json.dumps(document, indent=2))
     return document
 
 
-def audit_simulated_run(run_dir: Path, seed: int = 0) -> dict[str, Any]:
+def audit_simulated_run(
+    run_dir: Path, seed: int = 0, n: int | None = None, conditions: list[str] | None = None
+) -> dict[str, Any]:
     """Run the federated audit on Flower's simulation engine over a simulation run's virtual sites."""
-    return on_simulated_sites(run_dir, AUDIT_FILE, lambda grid, n: run_audit(grid, run_dir, seed, expected_sites=n))
+    return on_simulated_sites(
+        run_dir,
+        AUDIT_FILE,
+        lambda grid, sites: run_audit(grid, run_dir, seed, expected_sites=sites, n=n, conditions=conditions),
+    )

@@ -10,8 +10,10 @@ import pytest
 from fedsynth.client.app import _sites, open_site
 from fedsynth.client.audit import check_audit_result, run_site_audit
 from fedsynth.client.audit_log import AUDIT_LOG, AuditRefusedError
+from fedsynth.model.conditions import ConditionError
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.mcm import MCM
+from fedsynth.model.rows_digest import rows_digest
 from fedsynth.privacy.anonymeter_audit import AnonymeterSettings
 from tests.client.conftest import write_site
 
@@ -42,6 +44,23 @@ def test_site_audit_returns_every_audit_as_aggregates_only(site) -> None:
         assert bound["delta"] == result["delta"]
         assert bound["exceeds_accountant"] == (bound["epsilon_lower_bound"] > 0.0)
     assert set(result["seconds"]) == {"distance", "density", "white-box", "nearest-neighbour", "anonymeter"}
+
+
+def test_the_site_audits_exactly_the_release_sample_and_names_it(site) -> None:
+    # The rows `fedsynth sample -n 40 --seed 3 --where chf=1` writes: the site audits those very
+    # rows and names them by their digest (a hash of model output, not of site data).
+    model = MCM(MCMConfig(hidden=8, n_bins=8, epochs=2, seed=0)).fit(site.train, site.schema)
+    result = run_site_audit(site, model, seed=3, anonymeter=AnonymeterSettings(n_attacks=20), n=40,
+                            conditions=["chf=1"])  # fmt: skip
+    release = model.sample(40, ["chf=1"], seed=3)
+    assert result["n_synthetic"] == 40
+    assert result["sample"] == {"seed": 3, "n": 40, "conditions": '["chf=1"]', "sha256": rows_digest(release)}
+    check_audit_result(result, max_rows=result["n_train"] + result["n_holdout"])  # still aggregates only
+    other = rows_digest(model.sample(40, ["chf=1"], seed=4))
+    assert other != result["sample"]["sha256"]  # another seed's rows are other rows
+    with pytest.raises(ConditionError):  # a condition the schema cannot honour costs no audit
+        run_site_audit(site, model, seed=3, n=40, conditions=["nosuch=1"])
+    assert len((site.dir / AUDIT_LOG).read_text().splitlines()) == 1
 
 
 def test_audits_are_counted_before_they_run_and_capped(whas500, tmp_path) -> None:
