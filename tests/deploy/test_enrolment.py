@@ -135,9 +135,10 @@ def test_an_outsider_with_the_ca_certificate_can_neither_enrol_nor_join(tmp_path
         assert int(federation.address.rsplit(":", 1)[1]) not in {port for _, port in bound}
 
 
-def test_only_the_fleet_gateway_is_reachable_on_the_public_address(tmp_path) -> None:
-    """127.0.0.2 stands for the coordinator's public interface: a site joins through it, and of
-    every port the federation's processes listen on, only the gateway answers there."""
+def test_only_the_fleet_gateway_is_reachable_on_the_public_address_and_revocation_stops_a_site(tmp_path) -> None:
+    """127.0.0.2 stands for the coordinator's public interface: a site joins through it, of every
+    port the federation's processes listen on only the gateway answers there, and the site stops
+    once the coordinator unregisters its key."""
     from fedsynth.deploy.processes import _children, listening_addresses
 
     public = "127.0.0.2"
@@ -154,3 +155,14 @@ def test_only_the_fleet_gateway_is_reachable_on_the_public_address(tmp_path) -> 
             with contextlib.suppress(OSError), socket.create_connection((public, port), timeout=2):
                 reachable.add(port)
         assert reachable == {federation.fleet_port}
+
+        # The coordinator revokes the site on the loopback Control API: its next heartbeat is
+        # refused and the SuperNode stops.
+        federation.flwr("supernode", "unregister", str(node.node_id), "fedsynth-loopback")
+        node.process.wait(timeout=90)
+        nodes = federation.flwr("supernode", "list", "fedsynth-loopback")["nodes"]
+        assert [(int(n["node-id"]), n["status"]) for n in nodes] == [(node.node_id, "unregistered")]
+        # ...and the revoked key cannot come back on its own.
+        again = federation.start_node("site-0", tmp_path / "site-0", register=False, max_retries=1)
+        assert again.process.wait(timeout=120) != 0
+        assert "Failed to activate SuperNode" in again.log_path.read_text()
