@@ -644,6 +644,9 @@ def _report_budget(run_dir: Path) -> None:
     console.print(table)
     for refusal in report["refusals"]:
         console.print(f"[yellow]round {refusal['round']}: {refusal['status']}: {refusal['reason']}[/]")
+    for site in report["sites"]:
+        for problem in site["problems"]:
+            console.print(f"[bold red]{site['site']}: NOT within budget: {problem}[/]", highlight=False)
     console.print(f"accountant: {report['sites'][0]['accountant'] if report['sites'] else '-'}")
     console.print(f"budget report: {json_path} and {png_path}; global model: {run_dir / 'model'}")
 

@@ -44,6 +44,9 @@ REPLY_METRICS = (
     "steps",
     "train-loss",
 )
+# The train instruction's JSON map of site name -> the largest epsilon the coordinator has
+# recorded for it in the run: a site whose ledger composes to less refuses (it was reset).
+LEDGER_FLOORS = "ledger-floors"
 SITE_FILE = "site.toml"
 SCHEMA_FILE = "schema.toml"
 
@@ -139,6 +142,7 @@ def handle_train(message: Message, context: Context, sites_root: Path | None = N
         run_id=str(config["run-id"]),
         server_round=int(config["server-round"]),
         planned_rounds=int(config["planned-rounds"]),
+        coordinator_floor=ledger_floor(config, site.config.name),
     )
     # Where a round's time goes, for operators (the deployment engine starts a process per message).
     log(
@@ -148,6 +152,13 @@ def handle_train(message: Message, context: Context, sites_root: Path | None = N
         opened - started, time.monotonic() - opened,
     )  # fmt: skip
     return train_reply(message, result, site.config.name)
+
+
+def ledger_floor(config: ConfigRecord, site_name: str) -> float:
+    """The largest epsilon the coordinator has recorded for this site (0 if none, or not sent)."""
+    if LEDGER_FLOORS not in config:
+        return 0.0
+    return float(json.loads(str(config[LEDGER_FLOORS])).get(site_name, 0.0))
 
 
 def process_age_seconds() -> float:

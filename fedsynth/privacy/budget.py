@@ -4,56 +4,103 @@ Built from the run's ``budget.jsonl``: the scalars each site returned each round
 ledger's epsilon after the round, computed by Opacus' RDP accountant from the site's
 durable history) and any refusal. Per site: target and spent (epsilon, delta), accountant,
 noise multiplier, sample rate, steps, epsilon after each round, remaining budget.
+
+The report never says less than the record shows. A site's spent epsilon is the largest it
+ever reported in the run, and at least what the rounds it reported compose to (its DP-SGD
+parameters in the record, by the same accountant): a site whose ledger was reset mid-run
+reports a smaller epsilon afterwards, and that reset shows here as a fall in its figures,
+which takes the site (and the run) out of budget, rather than as a smaller spend.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from fedsynth.client.ledger import rdp_epsilon
 from fedsynth.data.io import write_text
 from fedsynth.server.run import RunDirectory
 
 ACCOUNTANT = "Opacus RDP (per record, Poisson sampling); ledger at each site"
 
 
+def _spend_records(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in records if r.get("status") == "ok" and "site" in r and "epsilon" in r]
+
+
+def site_epsilon_floors(records: Iterable[dict[str, Any]]) -> dict[str, float]:
+    """Per site, the largest epsilon it ever reported in these budget records."""
+    floors: dict[str, float] = {}
+    for record in _spend_records(records):
+        floors[record["site"]] = max(floors.get(record["site"], 0.0), float(record["epsilon"]))
+    return floors
+
+
+def _site_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """One site's figures from its records (in the order recorded), never below what they show."""
+    first = records[0]
+    rounds = [{"round": r["round"], "epsilon": r["epsilon"]} for r in records]
+    history = [(float(r["noise-multiplier"]), float(r["sample-rate"]), int(r["steps"])) for r in records]
+    # The weakest delta and the smallest target any of its replies gave: a swapped ledger with
+    # a looser budget cannot move the bar.
+    delta = max(float(r["delta"]) for r in records)
+    target = min(float(r["target-epsilon"]) for r in records)
+    reported = max(float(r["epsilon"]) for r in records)
+    composed = rdp_epsilon(history, delta)
+    falls = [b["round"] for a, b in zip(rounds, rounds[1:], strict=False) if b["epsilon"] < a["epsilon"]]
+    spent = max(reported, composed)
+    problems = []
+    if falls:
+        problems.append(
+            f"the site's epsilon fell at round(s) {', '.join(map(str, falls))}: its ledger was reset or replaced, "
+            "so its true spend is above every figure it reported"
+        )
+    if spent > target:
+        problems.append(f"epsilon {spent:.4f} exceeds the target {target:g}")
+    return {
+        "site": first["site"],
+        "target_epsilon": target,
+        "delta": delta,
+        "accountant": ACCOUNTANT,
+        "noise_multiplier": first["noise-multiplier"],
+        "sample_rate": first["sample-rate"],
+        "steps": sum(int(r["steps"]) for r in records),
+        "rounds": rounds,
+        "records": first["num-examples"],
+        "epsilon_spent": spent,
+        "epsilon_max_reported": reported,
+        "epsilon_composed_from_record": composed,
+        "remaining_epsilon": max(0.0, target - spent),
+        "within_budget": not problems,
+        "problems": problems,
+    }
+
+
 def budget_report(run_dir: str | Path) -> dict[str, Any]:
     run = RunDirectory(run_dir)
     info = run.info()
-    sites: dict[str, dict[str, Any]] = {}
-    refusals: list[dict[str, Any]] = []
-    for record in run.budget_records():
-        if record["status"] != "ok":
-            refusals.append({k: record[k] for k in ("round", "site", "node_id", "status", "reason") if k in record})
-            continue
-        site = sites.setdefault(
-            record["site"],
-            {
-                "site": record["site"],
-                "target_epsilon": record["target-epsilon"],
-                "delta": record["delta"],
-                "accountant": ACCOUNTANT,
-                "noise_multiplier": record["noise-multiplier"],
-                "sample_rate": record["sample-rate"],
-                "steps": 0,
-                "rounds": [],
-                "records": record["num-examples"],
-            },
-        )
-        site["steps"] += int(record["steps"])
-        site["rounds"].append({"round": record["round"], "epsilon": record["epsilon"]})
-    for site in sites.values():
-        site["epsilon_spent"] = max(r["epsilon"] for r in site["rounds"])
-        site["remaining_epsilon"] = max(0.0, site["target_epsilon"] - site["epsilon_spent"])
-        site["within_budget"] = site["epsilon_spent"] <= site["target_epsilon"]
+    records = run.budget_records()
+    by_site: dict[str, list[dict[str, Any]]] = {}
+    for record in _spend_records(records):
+        by_site.setdefault(record["site"], []).append(record)
+    refusals = [
+        {k: record[k] for k in ("round", "site", "node_id", "status", "reason") if k in record}
+        for record in records
+        if record.get("status") != "ok" and "reason" in record
+    ]
+    sites = [_site_summary(by_site[name]) for name in sorted(by_site)]
     return {
         "run_id": info["run_id"],
-        "sites": sorted(sites.values(), key=lambda s: s["site"]),
+        "within_budget": all(site["within_budget"] for site in sites),
+        "sites": sites,
         "refusals": refusals,
         "note": (
             "Epsilon is per record at each site (record-level DP), composed over every round the site trained, "
-            "as reported by the site's own ledger. The global model and samples drawn from it are post-processing."
+            "as reported by the site's own ledger, and never below the largest figure the site ever reported "
+            "in this run or what its recorded rounds compose to. The global model and samples drawn from it "
+            "are post-processing."
         ),
     }
 

@@ -7,12 +7,15 @@ What FedAvg (``flwr.serverapp.strategy.FedAvg``) lacks and this adds:
 * **Per-round checkpoints** with SHA-256 manifests, written in ``aggregate_train``.
 * **The budget record**: every reply's privacy scalars (or its error, e.g. a site that
   refused an over-budget round) is appended to the run's ``budget.jsonl``.
+* **Ledger floors**: each train instruction carries, per site, the largest epsilon that record
+  holds for it (``ledger-floors``); a site whose own ledger composes to less refuses to train.
 * **Strict reply checking**: a reply with anything beyond the site contract
   (:data:`fedsynth.client.app.REPLY_METRICS`) is rejected, not averaged.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -25,9 +28,10 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 
-from fedsynth.client.app import REPLY_METRICS
+from fedsynth.client.app import LEDGER_FLOORS, REPLY_METRICS
 from fedsynth.data.schema import Schema
 from fedsynth.model.config import MCMConfig
+from fedsynth.privacy.budget import site_epsilon_floors
 from fedsynth.server.run import RunDirectory
 
 
@@ -89,6 +93,9 @@ class MCMFedAvg(FedAvg):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        # Every site is told the largest epsilon this run ever recorded for it (public, aggregate
+        # figures): a site whose ledger composes to less was reset, ledger and witness both, and refuses.
+        config[LEDGER_FLOORS] = json.dumps(site_epsilon_floors(self.run.budget_records()))
         # Kept: the grid gives each message its id when it sends it, and replies (errors the
         # SuperLink makes for an unreachable node included) point back to that id.
         self._sent = list(super().configure_train(self.round_offset + server_round, arrays, config, grid))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from fedsynth.cli import app
 from fedsynth.data.datasets import bundled_schema
+from fedsynth.privacy.budget import budget_report
 from fedsynth.server.run import RunDirectory
 
 
@@ -22,7 +24,7 @@ def _record(site: str, round_: int, epsilon: float, status: str = "ok") -> dict:
         "epsilon": epsilon,
         "target-epsilon": 2.0,
         "delta": 1e-3,
-        "noise-multiplier": 1.5,
+        "noise-multiplier": 3.0,
         "sample-rate": 0.25,
         "steps": 8,
         "train-loss": 2.0,
@@ -61,3 +63,38 @@ def test_budget_of_a_non_run_directory_is_a_clear_error(tmp_path) -> None:
     result = CliRunner().invoke(app, ["budget", str(tmp_path)])
     assert result.exit_code == 2
     assert "not a fedsynth run directory" in result.output
+
+
+def test_a_site_whose_ledger_was_reset_mid_run_is_reported_at_its_largest_and_out_of_budget(tmp_path) -> None:
+    """The defect as found: a deleted ledger restarted its figures and the run read 'within budget'."""
+    run = RunDirectory(tmp_path / "run")
+    run.initialise("r1", bundled_schema("whas500"), {})
+    # Rounds of (noise 3.0, q 0.25, 8 steps) compose to 0.76, 1.10, 1.36, 1.59, 1.80, 2.00, 2.18.
+    before_reset = [0.7622, 1.0952, 1.3623, 1.5946]
+    after_reset = [0.7622, 1.0952, 1.3623]  # the site's ledger was deleted after round 4
+    run.append_budget([_record("a", i + 1, eps) for i, eps in enumerate(before_reset + after_reset)])
+    run.append_budget([_record("b", 1, 0.7622)])
+    result = CliRunner().invoke(app, ["budget", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "run" / "budget.json").read_text())
+    a, b = report["sites"]
+    assert a["epsilon_max_reported"] == 1.5946
+    # Seven rounds were trained: they compose to 2.18 > 2, whatever the reset ledger says.
+    assert a["epsilon_spent"] == a["epsilon_composed_from_record"] == pytest.approx(2.179, abs=1e-3)
+    assert a["within_budget"] is False and a["remaining_epsilon"] == 0.0
+    assert "fell at round(s) 5" in a["problems"][0] and "exceeds the target 2" in a["problems"][1]
+    assert b["within_budget"] is True and b["problems"] == []
+    assert report["within_budget"] is False
+    assert "a: NOT within budget" in result.output
+
+
+def test_the_largest_epsilon_ever_reported_is_spent_even_if_the_record_composes_to_less(tmp_path) -> None:
+    run = RunDirectory(tmp_path / "run")
+    run.initialise("r1", bundled_schema("whas500"), {})
+    # A site whose ledger holds earlier runs reports more than this run's rounds compose to.
+    run.append_budget([_record("a", 1, 2.5), _record("b", 1, 1.0)])
+    report = budget_report(tmp_path / "run")
+    a, b = report["sites"]
+    assert (a["epsilon_spent"], a["within_budget"], b["within_budget"]) == (2.5, False, True)
+    assert a["problems"] == ["epsilon 2.5000 exceeds the target 2"]
+    assert report["within_budget"] is False
