@@ -29,6 +29,7 @@ from fedsynth.client.config import SiteConfig
 from fedsynth.client.dp_training import DPPlan, plan_dp, train_dp_round
 from fedsynth.client.ledger import BudgetExceededError, PrivacyLedger, check_delta, default_delta
 from fedsynth.data.io import read_table, write_text
+from fedsynth.data.minimum import check_dp_training_records
 from fedsynth.data.schema import Schema
 from fedsynth.data.validation import validate_frame
 from fedsynth.model.config import MCMConfig
@@ -74,6 +75,11 @@ class Site:
                 raise SiteError(f"site '{config.name}': no data given; set site.data in the site config")
             frame = read_table(config.data)
         canonical, _ = validate_frame(frame, schema, source=str(config.data or f"site {config.name} data"))
+        # Before the split is written (and any spend): a site refused here can add rows and open again.
+        check_dp_training_records(
+            config.name + (f": {config.data.name}" if config.data else ""),
+            len(canonical), config.training.holdout_fraction, config.training.batch_size,
+        )  # fmt: skip
         # Looked at before the split below writes split.json: with any of these, the site has
         # worked before, and a missing ledger is refused rather than started afresh at zero.
         prior_state = [p for p in (self.dir / "split.json", *self.dir.glob("runs/*/dp_plan.json")) if p.exists()]
