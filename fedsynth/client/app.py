@@ -13,6 +13,7 @@ simulation engine, ``partition-id`` resolved against the run's ``sites/`` direct
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -29,6 +30,7 @@ from fedsynth.client.audit_log import AuditRefusedError
 from fedsynth.client.config import SiteConfig
 from fedsynth.client.ledger import BudgetExceededError
 from fedsynth.client.site import RoundResult, Site
+from fedsynth.client.site_errors import shareable_message, site_identity
 from fedsynth.data.schema import Schema
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.mcm import MCM
@@ -105,14 +107,16 @@ def train_reply(message: Message, result: RoundResult, site_name: str) -> Messag
 
 
 class SiteError(RuntimeError):
-    """What the coordinator may learn of a failure at a site: its kind, never its details."""
+    """What the coordinator may learn of a failure at a site: its kind, or its shareable summary."""
 
 
 def without_details(handler):  # type: ignore[no-untyped-def]
     """Flower sends an exception's text back to the coordinator; data errors name rows and values.
 
-    Budget and audit-cap refusals (figures and the site's name only) pass unchanged; any other error
-    is logged in full at the site and replaced by its type name.
+    Budget and audit-cap refusals (figures and the site's name only) pass unchanged; a data
+    validation error or a too-few-records refusal is sent as its summary without values
+    (:func:`fedsynth.client.site_errors.shareable_message`); any other error is logged in full at
+    the site and replaced by its type name.
     """
 
     @functools.wraps(handler)
@@ -123,7 +127,14 @@ def without_details(handler):  # type: ignore[no-untyped-def]
             raise
         except Exception as exc:
             log(ERROR, "%s failed at this site: %r", handler.__name__, exc)
-            raise SiteError(f"{type(exc).__name__} at the site; details are in the site's own log (not sent)") from None
+            site_dir = None
+            with contextlib.suppress(Exception):
+                site_dir = site_dir_from_context(context, sites_root)
+            name, data_name = site_identity(site_dir)
+            shared = shareable_message(exc, name, data_name)
+            if shared is None:
+                shared = f"{name}: {type(exc).__name__} at the site; details are in the site's own log (not sent)"
+            raise SiteError(shared) from None
 
     return wrapper
 

@@ -176,7 +176,10 @@ def test_a_data_error_leaves_the_site_without_its_rows_or_values(whas500, site_d
     with pytest.raises(SiteError) as refused:
         handle_train(message, _context(site_dir))
     text = str(refused.value)
-    assert "DataValidationError" in text and "987" not in text and "age" not in text
+    # The column, the rule, the count and the fix reach the coordinator; the row and its value do not.
+    assert text.startswith("hospital-a: data.csv column 'age': values outside the declared public bounds [20, 110]")
+    assert "(1 row)" in text and "fix: correct the values" in text
+    assert "987" not in text and "row 8" not in text
 
 
 def test_the_server_rejects_non_finite_weights(whas500, site_dir) -> None:
