@@ -9,70 +9,44 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import tomli_w
 from flwr.clientapp import ClientApp
 from flwr.serverapp import ServerApp
 from flwr.simulation import run_simulation
 
 from fedsynth.client.app import SCHEMA_FILE, SITE_FILE, make_client_app
-from fedsynth.client.config import SiteConfig
-from fedsynth.data.datasets import load_dataset
-from fedsynth.data.io import read_table, write_table, write_text
+from fedsynth.data.io import write_table, write_text
 from fedsynth.data.schema import Schema
-from fedsynth.server.app import check_resumable, make_server_app
-from fedsynth.server.config import FederationConfig, FederationConfigError
-from fedsynth.server.run import RunDirectory
+from fedsynth.server.app import make_server_app
+from fedsynth.server.config import FederationConfig
+from fedsynth.server.library_output import library_output_to
+from fedsynth.server.simulated_sites import (  # noqa: F401 (partition and the table loader: used from here)
+    SITE_DATA,
+    SITES,
+    check_simulated_sites,
+    load_simulation_table,
+    partition,
+    site_directory,
+)
 
-SITES = "sites"
-
-
-def load_simulation_table(config: FederationConfig) -> tuple[pd.DataFrame, Schema]:
-    sim = config.simulation
-    if sim.data is not None:
-        return read_table(sim.data), Schema.from_toml(sim.schema_path)
-    return load_dataset(sim.dataset)
-
-
-def partition(frame: pd.DataFrame, n_sites: int, how: str, seed: int) -> list[pd.DataFrame]:
-    """IID: a seeded shuffle cut into equal parts. ``column:<name>``: rows sorted by the
-    column (ties shuffled) and cut into equal parts, so sites differ in that column."""
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(frame))
-    if how.startswith("column:"):
-        column = how.split(":", 1)[1]
-        if column not in frame.columns:
-            raise FederationConfigError(
-                f"simulation.partition: column '{column}' is not in the data; use one of {list(frame.columns)}"
-            )
-        shuffled = frame.iloc[order]
-        order = order[np.argsort(shuffled[column].to_numpy(), kind="stable")]
-    parts = np.array_split(order, n_sites)
-    return [frame.iloc[np.sort(part)].reset_index(drop=True) for part in parts]
+TRAIN_LOG = "logs/train.log"
 
 
-def prepare_sites(config: FederationConfig) -> tuple[Schema, Path]:
-    """Write one directory per virtual site under RUN_DIR/sites; return the schema and that root."""
-    frame, schema = load_simulation_table(config)
-    root = config.run_dir / SITES
-    defaults = {section: config.site.get(section, {}) for section in ("privacy", "training")}
-    unknown = set(config.site) - {"privacy", "training"}
-    if unknown:
-        raise FederationConfigError(f"[site] may hold privacy and training only, not {sorted(unknown)}")
-    for index, part in enumerate(
-        partition(frame, config.simulation.sites, config.simulation.partition, config.simulation.seed)
-    ):
-        site_dir = root / f"site-{index}"
+def prepare_sites(config: FederationConfig, source: str = "the federation config") -> tuple[Schema, Path]:
+    """Write one directory per virtual site under RUN_DIR/sites; return the schema and that root.
+
+    Everything is checked first (:func:`check_simulated_sites`): a refused set-up writes nothing.
+    """
+    checked = check_simulated_sites(config, source)
+    for index, (document, table) in enumerate(zip(checked.documents, checked.tables, strict=True)):
+        site_dir = site_directory(config.run_dir, index)
         site_dir.mkdir(parents=True, exist_ok=True)
-        data_path = site_dir / "data.parquet"
+        data_path = site_dir / SITE_DATA
         if not data_path.exists():
-            write_table(part, data_path)
-        document = {"site": {"name": f"site-{index}", "data": "data.parquet", "schema": SCHEMA_FILE}, **defaults}
-        SiteConfig.from_dict(document, source=f"[site] of the federation config for site-{index}")
+            write_table(table, data_path)
         write_text(site_dir / SITE_FILE, tomli_w.dumps(document))
-        write_text(site_dir / SCHEMA_FILE, schema.to_toml())
-    return schema, root
+        write_text(site_dir / SCHEMA_FILE, checked.schema.to_toml())
+    return checked.schema, config.run_dir / SITES
 
 
 def run_on_ray(server_app: ServerApp, client_app: ClientApp, sites: int, cpus_per_site: float = 1.0) -> None:
@@ -89,13 +63,16 @@ def run_on_ray(server_app: ServerApp, client_app: ClientApp, sites: int, cpus_pe
     )
 
 
-def simulate(config: FederationConfig) -> Path:
-    """Run the federation on Flower's simulation engine; returns the run directory."""
-    schema, sites_root = prepare_sites(config)
-    if (config.run_dir / "run.json").exists():
-        check_resumable(RunDirectory(config.run_dir), config, schema)  # before any site trains
-    run_on_ray(
-        make_server_app(config, schema), make_client_app(sites_root), config.simulation.sites,
-        config.simulation.cpus_per_site,
-    )  # fmt: skip
+def simulate(config: FederationConfig, source: str = "the federation config") -> Path:
+    """Run the federation on Flower's simulation engine; returns the run directory.
+
+    The set-up is checked before anything is written (``source`` names the config in refusals);
+    Flower's and Ray's output goes to ``RUN_DIR/logs/train.log``, not the terminal.
+    """
+    schema, sites_root = prepare_sites(config, source)  # checks a resumed run's model and schema too
+    with library_output_to(config.run_dir / TRAIN_LOG):
+        run_on_ray(
+            make_server_app(config, schema), make_client_app(sites_root), config.simulation.sites,
+            config.simulation.cpus_per_site,
+        )  # fmt: skip
     return config.run_dir

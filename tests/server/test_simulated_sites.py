@@ -1,0 +1,90 @@
+"""The coordinator refuses, before writing a file or starting Ray, what it can see would fail."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fedsynth.client.ledger import LedgerError
+from fedsynth.data.datasets import bundled_schema, raw_dataset
+from fedsynth.data.io import write_table
+from fedsynth.data.validation import DataValidationError
+from fedsynth.server.config import FederationConfig, FederationConfigError
+from fedsynth.server.simulation import prepare_sites
+
+
+def _listing(path: Path) -> set[str]:
+    return {str(p.relative_to(path)) for p in path.rglob("*")}
+
+
+def _config(root: Path, table: pd.DataFrame | None, **sections) -> FederationConfig:
+    simulation: dict = {"sites": 2}
+    if table is not None:
+        table.to_csv(root / "data.csv", index=False)
+        (root / "schema.toml").write_text(bundled_schema("whas500").to_toml())
+        simulation.update(data=str(root / "data.csv"), schema=str(root / "schema.toml"))
+    document = {
+        "federation": {"min_sites": 2, "run_dir": str(root / "run"), **sections.pop("federation", {})},
+        "simulation": {**simulation, **sections.pop("simulation", {})},
+        **sections,
+    }
+    return FederationConfig.from_dict(document)
+
+
+def _refused(config: FederationConfig, root: Path, error: type[Exception], *patterns: str) -> str:
+    before = _listing(root)
+    with pytest.raises(error) as refused:
+        prepare_sites(config, source="fed.toml")
+    text = str(refused.value)
+    for pattern in patterns:
+        assert pattern in text, text
+    assert _listing(root) == before, "a refused set-up wrote files"
+    return text
+
+
+def test_min_sites_above_the_sites_is_refused_naming_the_key_and_the_fix(tmp_path) -> None:
+    config = _config(tmp_path, None, federation={"min_sites": 5})
+    _refused(
+        config, tmp_path, FederationConfigError,
+        "fed.toml: federation.min_sites = 5 but the run starts 2 site(s)", "set min_sites to at most 2 in [federation]",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(("rows", "sites"), [(5, 10), (5, 2), (240, 2)], ids=["5-over-10", "5-over-2", "240-over-2"])
+def test_a_partition_below_the_dp_minimum_is_refused(tmp_path, rows: int, sites: int) -> None:
+    config = _config(tmp_path, raw_dataset("whas500").iloc[:rows], simulation={"sites": sites})
+    text = _refused(config, tmp_path, FederationConfigError, "below the minimum of 100 for DP training")
+    assert f"over simulation.sites = {sites}" in text and "each site needs at least 125 rows" in text
+    # 240 rows fit one site of 125 or more; 5 rows fit none.
+    assert ("at most 1" in text) == (rows == 240)
+
+
+def test_the_table_is_validated_naming_its_rows_for_the_coordinator_who_owns_it(tmp_path) -> None:
+    table = raw_dataset("whas500")
+    table["bmi"] = table["bmi"].astype(object)
+    table.loc[3, "bmi"] = "heavy"
+    _refused(_config(tmp_path, table), tmp_path, DataValidationError, "column 'bmi'", "not numbers", "'heavy'")
+
+
+def test_a_resumed_runs_site_file_is_validated_before_anything_is_written(tmp_path) -> None:
+    config = _config(tmp_path, None)
+    prepare_sites(config)
+    site_file = config.run_dir / "sites" / "site-1" / "data.parquet"
+    broken = pd.read_parquet(site_file)
+    broken.loc[0, "age"] = 987
+    write_table(broken, site_file)
+    _refused(config, tmp_path, DataValidationError, str(site_file), "column 'age'", "outside the declared public")
+
+
+def test_a_site_delta_at_or_above_one_over_n_is_refused(tmp_path) -> None:
+    config = _config(tmp_path, None, site={"privacy": {"target_delta": 0.01}})
+    _refused(config, tmp_path, LedgerError, "must be in (0, 1/n)")
+
+
+def test_a_valid_set_up_writes_every_site(tmp_path) -> None:
+    config = _config(tmp_path, None, simulation={"sites": 4})  # 125 rows each: exactly 100 to train on
+    _, root = prepare_sites(config)
+    assert sorted(p.name for p in root.iterdir()) == ["site-0", "site-1", "site-2", "site-3"]
+    assert all((root / f"site-{i}" / "data.parquet").exists() for i in range(4))
