@@ -15,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -65,7 +66,8 @@ def user_errors(func: F) -> F:
             return func(*args, **kwargs)
         except USER_ERRORS as exc:
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-            err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+            # Escaped: messages name TOML tables ("[federation]"), which rich would take for markup.
+            err_console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -204,7 +206,10 @@ def fit(
     config: Annotated[Path | None, typer.Option(help="TOML with a [model] table of MCMConfig fields.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing model directory.")] = False,
 ) -> None:
-    """Train MCM on DATA (non-DP, for one site's own use; federated DP training is `fedsynth train`)."""
+    """Train MCM on DATA (non-DP, for one site's own use; federated DP training is `fedsynth train`).
+
+    At least 100 rows (fedsynth.data.minimum.MIN_FIT_ROWS)."""
+    from fedsynth.data.minimum import check_fit_rows
     from fedsynth.model.config import MCMConfig
 
     _refuse_existing(output, force)
@@ -212,6 +217,7 @@ def fit(
     overrides = {k: v for k, v in {"epochs": epochs, "seed": seed}.items() if v is not None}
     model_config = MCMConfig.model_validate({**base.model_dump(), **overrides})
     frame, parsed = _load_validated(data, Schema.from_toml(schema))
+    check_fit_rows(str(data), len(frame))  # on a handful of rows the model copies the patients
     model = fit_with_progress(frame, parsed, model_config)
     model.save(output, overwrite=force)
     console.print(
@@ -377,6 +383,8 @@ def train(
 ) -> None:
     """Federated DP training of the MCM generator; resumes RUN_DIR from its last checkpoint."""
     from fedsynth.server.config import FederationConfig
+    from fedsynth.server.outcome import check_training_outcome, rounds_done
+    from fedsynth.server.simulated_sites import check_simulated_sites
 
     overrides = {
         key: value
@@ -389,17 +397,26 @@ def train(
         if value is not None
     }
     federation = FederationConfig.from_toml(config, overrides)
+    # Everything checkable is refused before a file is written or a process starts.
+    check_simulated_sites(federation, source=str(config))
+    first_round = rounds_done(federation.run_dir) + 1
     if federation.engine == "deployment":
         from fedsynth.deploy.local import run_on_loopback
 
+        logs = federation.run_dir / "deployment" / "logs"
         with console.status("deployment engine on loopback: flower-superlink + one flower-supernode per site"):
             status = run_on_loopback(federation)
         console.print(f"Flower run {status['run-id']}: {status['status']} in {float(status['elapsed']):.0f} s")
     else:
-        from fedsynth.server.simulation import simulate
+        from fedsynth.server.simulation import TRAIN_LOG, simulate
 
-        simulate(federation)
+        logs = federation.run_dir / TRAIN_LOG
+        # No spinner: Ray's output goes to the log file, and so would the spinner's frames.
+        console.print(f"Flower simulation engine (Ray), {federation.simulation.sites} sites; its log: {logs}")
+        simulate(federation, source=str(config))
+    check_training_outcome(federation.run_dir, first_round, federation.rounds, logs)
     _report_budget(federation.run_dir)
+    console.print(f"Flower's and Ray's log: {logs}")
 
 
 @deploy_app.command("certs")
@@ -623,6 +640,7 @@ def _run_evaluation(run_dir: Path, seed: int, horizons: list[float] | None, engi
 
 
 def _report_budget(run_dir: Path) -> None:
+    from fedsynth.client.site_errors import site_reason
     from fedsynth.privacy.budget import write_budget_report
 
     report, json_path, png_path = write_budget_report(run_dir)
@@ -643,7 +661,9 @@ def _report_budget(run_dir: Path) -> None:
         )
     console.print(table)
     for refusal in report["refusals"]:
-        console.print(f"[yellow]round {refusal['round']}: {refusal['status']}: {refusal['reason']}[/]")
+        # The site's own words: Flower wraps them in Ray's traceback (simulation) or its error format.
+        reason = escape(site_reason(str(refusal["reason"])))
+        console.print(f"[yellow]round {refusal['round']}: {refusal['status']}: {reason}[/]", highlight=False)
     for site in report["sites"]:
         for problem in site["problems"]:
             console.print(f"[bold red]{site['site']}: NOT within budget: {problem}[/]", highlight=False)

@@ -49,8 +49,24 @@ def validate_sections(
     except ValidationError as error:
         lines = []
         for problem in error.errors():
-            parts = [str(part) for part in problem["loc"]]
-            if not parts or parts[0] not in sections:
-                parts.insert(0, main)
-            lines.append(f"  {'.'.join(parts)}: {problem['msg']} (got {problem.get('input')!r})")
+            loc = [str(part) for part in problem["loc"]]
+            parts = loc if loc and loc[0] in sections else [main, *loc]
+            line = f"  {'.'.join(parts)}: {problem['msg']} (got {problem.get('input')!r})"
+            known = _known_keys(model, loc[:-1]) if problem["type"] == "extra_forbidden" else None
+            if known and not loc[:-1]:  # the main table's keys, not its sections
+                known = [key for key in known if key not in sections]
+            if known:  # a misspelt key: say which ones the table takes
+                line += f"; known keys in [{'.'.join(parts[:-1])}]: {', '.join(known)}"
+            lines.append(line)
         raise error_type(f"{source} is invalid:\n" + "\n".join(lines)) from None
+
+
+def _known_keys(model: type[BaseModel], path: list[str]) -> list[str] | None:
+    """The keys (aliases where set) the table at ``path`` inside ``model`` takes; None if not a model."""
+    for part in path:
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return sorted(field.alias or name for name, field in model.model_fields.items())

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import math
-import tomllib
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from fedsynth.config_files import read_toml, validate_sections
+
+
+class ModelConfigError(ValueError):
+    """A model config file is invalid; the message names the table or key and the known ones."""
 
 
 class MCMConfig(BaseModel):
@@ -199,5 +204,7 @@ class MCMConfig(BaseModel):
 
     @classmethod
     def from_toml(cls, path: str | Path, section: str = "model") -> MCMConfig:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        return cls.model_validate(data.get(section, {}))
+        """The ``[section]`` table of ``path``; any other table or an unknown key is refused, naming
+        the known ones (a misspelt ``[modle]`` would otherwise train with every default)."""
+        data = read_toml(path, ModelConfigError, "model config")
+        return validate_sections(cls, data, main=section, sections=(), error_type=ModelConfigError, source=str(path))
