@@ -422,9 +422,12 @@ def _run_on_sites(
         run_id = federation.submit(config_path, run_config=run_config)
         status = federation.wait(run_id, timeout=timeout)
         if status["status"] != f"{FINISHED}:completed":
+            # The ServerApp's log (a traceback, as a rule) goes to a file the message names, not the terminal.
+            log_path = workdir / "logs" / f"serverapp-run-{run_id}.log"
+            write_text(log_path, federation.logs(run_id))
             raise DeploymentError(
-                f"Flower run {run_id} ended {status['status']}: {status.get('status-details')}\n"
-                f"{federation.logs(run_id)[-4000:]}"
+                f"Flower run {run_id} ended {status['status']}: {status.get('status-details')}; "
+                f"the ServerApp's log: {log_path} (every process's log: {workdir / 'logs'})"
             )
         return status
 
