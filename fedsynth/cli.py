@@ -748,7 +748,6 @@ def demo(
     Exits 0 when every step ran, whatever the verdict (a FAIL names its rules); `fedsynth signoff` is the gate.
     """
     from fedsynth.model.mcm import MCM
-    from fedsynth.model.provenance import model_sample_record, write_synthetic
     from fedsynth.release.policy import load_policy
     from fedsynth.server.config import FederationConfig
     from fedsynth.server.simulation_score import score_simulated_run
@@ -786,10 +785,8 @@ def demo(
 
     run_dir = federation.run_dir
     with console.status("sampling from the global model alone and scoring against each site's holdout"):
-        score, synthetic = score_simulated_run(run_dir, seed=seed + 1)
+        score, _ = score_simulated_run(run_dir, seed=seed + 1)
     model_dir = run_dir / "model"
-    record = model_sample_record(model_dir, score.differentially_private, len(synthetic), seed + 1)
-    write_synthetic(synthetic, run_dir / "synthetic.csv", record)
 
     table = Table(title="Quality of the DP global model's samples (model only, no real row used to sample)")
     for header in ("site", "holdout rows", "C-index: Cox on real", "C-index: Cox on synthetic"):
@@ -832,14 +829,18 @@ def demo(
 
 
 def _demo_release(run_dir: Path, key: Path | None, policy: Path | None) -> None:
-    """The demo's last steps: sign-off, bundle on PASS, the report, and where everything is.
+    """The demo's last steps: the release file, sign-off, bundle on PASS, the report, and where everything is.
 
-    A FAIL is reported plainly (the failed rules, no bundle) and the report is still written:
-    the demo shows the release path, and a failed verdict is one of its outcomes.
+    The release is the very sample the sites audited (audit.json's n, seed and conditions), as
+    `fedsynth signoff` requires. A FAIL is reported plainly (the failed rules, no bundle) and the
+    report is still written: the demo shows the release path, and a failed verdict is one of its outcomes.
     """
+    from fedsynth.release.binding import write_audited_sample
     from fedsynth.release.report import REPORT_FILE, write_report
 
     console.rule("release sign-off")
+    release = write_audited_sample(run_dir)
+    console.print(f"release: {release}, the sample every site audited (`fedsynth sample` with audit.json's n and seed)")
     key_path = key or _demo_board_key(run_dir)
     verdict, bundle = _sign_off(run_dir, key_path, policy, None, None)
     report_path = write_report(run_dir, run_dir / REPORT_FILE)

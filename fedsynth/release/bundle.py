@@ -29,6 +29,9 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedsynth import __version__
+from fedsynth.model.persistence import load_model, sha256_file
+from fedsynth.privacy.evidence import check_dp_claim
+from fedsynth.release.binding import ReleaseFile, ReleaseFileError, check_release_file
 from fedsynth.release.keys import fingerprint
 from fedsynth.release.policy import Policy
 from fedsynth.release.report import write_report
@@ -97,8 +100,12 @@ def build_bundle(
     policy_text: str,
     key: Ed25519PrivateKey,
     forced: ForcedRelease | None = None,
+    release: ReleaseFile | None = None,
 ) -> Path:
-    """Write the signed bundle for ``run_dir`` at ``output`` (which must not exist); return it."""
+    """Write the signed bundle for ``run_dir`` at ``output`` (which must not exist); return it.
+
+    ``release``: the synthetic file as checked; its copy in the bundle must still have that
+    SHA-256 (a file swapped between the check and the copy is refused, not signed)."""
     run_dir, output = Path(run_dir), Path(output)
     if not verdict.passed and forced is None:
         raise ReleaseRefusedError("the verdict failed; a bundle needs a PASS or a forced release with a reason")
@@ -119,6 +126,8 @@ def build_bundle(
             if not source.exists():
                 raise FileNotFoundError(f"{source} is missing; it belongs in the release bundle")
             shutil.copyfile(source, staging / source.name)
+        if release is not None and sha256_file(staging / data.name) != release.sha256:
+            raise ReleaseFileError(f"{data} changed while it was signed off; sign off again")
         (staging / "policy.toml").write_text(policy_text, encoding="utf-8")
         report = include and _write_report(run_dir, staging / REPORT, verdict, forced)
         run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
@@ -159,20 +168,28 @@ def sign_off(
     force_reason: str | None = None,
 ) -> tuple[Verdict, Path | None]:
     """Evaluate the policy, record it in RUN_DIR/signoff.json, and bundle on PASS (or when forced
-    with a reason). Returns the verdict and the bundle's path (None: no bundle)."""
+    with a reason). Returns the verdict and the bundle's path (None: no bundle).
+
+    Refused before anything is written, forced or not (:class:`ReleaseFileError`,
+    :class:`fedsynth.privacy.evidence.DPClaimError`): a synthetic file that is not provably
+    RUN_DIR/model's output for its sidecar's n, seed and conditions, and a model whose
+    model.json claims DP that the run's records do not show. A board may override a policy
+    threshold with a reason; it cannot release rows that are not the model's."""
     run_dir = Path(run_dir)
     output = Path(output) if output is not None else run_dir / "release"
     if force_reason is not None and not force_reason.strip():
         raise ValueError("--force needs --reason: a forced release records why the board overrode the verdict")
     if output.exists():
         raise FileExistsError(f"{output} already exists; remove it or choose another --output")
-    verdict = evaluate_policy(run_dir, policy)
+    release = check_release_file(run_dir)
+    check_dp_claim(run_dir / "model", load_model(run_dir / "model"))
+    verdict = evaluate_policy(run_dir, policy, release)
     forced = None
     if not verdict.passed and force_reason is not None:
         forced = ForcedRelease(reason=force_reason.strip(), failed_rules=[r.name for r in verdict.failed_rules])
     bundle = None
     if verdict.passed or forced is not None:
-        bundle = build_bundle(run_dir, output, verdict, policy, policy_text, key, forced)
+        bundle = build_bundle(run_dir, output, verdict, policy, policy_text, key, forced, release)
     write_signoff(run_dir, verdict, policy, forced, bundle)
     return verdict, bundle
 

@@ -17,10 +17,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from fedsynth.release.binding import SYNTHETIC_NAMES, ReleaseFile, audit_binding_problems, synthetic_file
 from fedsynth.release.policy import Policy
 
+__all__ = ["SYNTHETIC_NAMES", "synthetic_file"]  # read from here by the bundle and the report
+
 AUDIT, EVALUATION, BUDGET = "audit.json", "evaluation.json", "budget.json"
-SYNTHETIC_NAMES = ("synthetic.csv", "synthetic.parquet")
 # Rules whose value is computed from DP accounting alone; the others read real rows at the sites.
 DP_RULES = frozenset({"max_epsilon", "delta_below_1_over_n", "site_approvals"})
 HOW_TO_MAKE = {
@@ -280,27 +282,27 @@ def utility_rules(evaluation: Document, policy: Policy) -> list[RuleResult]:
     return results
 
 
-# -- the evidence is about this run's model and covers every site ------------------------------------
+# -- the evidence is about this run's model and covers every site, and the file is what was audited ----
 
 
-def synthetic_file(run_dir: Path) -> Path | None:
-    return next((run_dir / n for n in SYNTHETIC_NAMES if (run_dir / n).exists()), None)
-
-
-def evidence_rule(run_dir: Path, budget: Document, audit: Document, evaluation: Document) -> RuleResult:
+def evidence_rule(
+    run_dir: Path, budget: Document, audit: Document, evaluation: Document, release: ReleaseFile | str
+) -> RuleResult:
     """audit.json and evaluation.json are of RUN_DIR/model and cover every site that trained; the
-    synthetic data was sampled from that model, which was trained with DP."""
-    from fedsynth.model.persistence import ModelFileError, load_model, model_digest, weights_digest
-    from fedsynth.model.provenance import sidecar_path
+    run's records show that model DP (not its own flag); ``release`` (the checked synthetic file,
+    or why it was refused) regenerates from it and holds exactly the rows the sites audited."""
+    from fedsynth.model.persistence import ModelFileError, load_model, weights_digest
+    from fedsynth.privacy.evidence import dp_evidence
 
-    name, shown = "evidence", "same model, every site"
+    name, shown = "evidence", "same model, every site, the audited rows"
     try:
         model = load_model(run_dir / "model")
     except ModelFileError as exc:
         return failed(name, shown, str(exc))
     problems = []
-    if not model.differentially_private_:
-        problems.append("RUN_DIR/model was not trained with DP")
+    dp = dp_evidence(run_dir / "model", model)
+    if not (dp.differentially_private and model.differentially_private_):
+        problems.append(f"RUN_DIR/model is not shown to be trained with DP ({dp.reason})")
     digest = weights_digest(model)
     trained = {s["site"] for s in (budget.data or {}).get("sites", [])}
     for document in (audit, evaluation):
@@ -312,28 +314,24 @@ def evidence_rule(run_dir: Path, budget: Document, audit: Document, evaluation: 
         answered = {s["site"] for s in document.data["sites"]}
         if trained - answered:
             problems.append(f"{document.name} has no result from {', '.join(sorted(trained - answered))}")
-    data = synthetic_file(run_dir)
-    if data is None:
-        problems.append(f"no synthetic data ({' or '.join(SYNTHETIC_NAMES)}); sample it with `fedsynth sample`")
+    if isinstance(release, str):
+        problems.append(release)
     else:
-        try:
-            record = json.loads(sidecar_path(data).read_text(encoding="utf-8"))
-        except (FileNotFoundError, json.JSONDecodeError):
-            record = None
-        if record is None:
-            problems.append(f"{sidecar_path(data).name} is missing or unreadable: the data's origin is unknown")
-        elif record.get("mode") != "model-sample" or not record.get("differentially_private"):
-            problems.append(f"{data.name} is not a DP model sample ({record.get('notice', 'no notice')})")
-        elif record.get("model_sha256") != model_digest(run_dir / "model"):
-            problems.append(f"{data.name} was sampled from another model than RUN_DIR/model")
+        if not release.record.get("differentially_private"):
+            problems.append(f"{release.path.name} is not labelled a DP model sample ({release.record.get('notice')})")
+        if audit.data is not None:
+            problems += audit_binding_problems(audit.data, release)
     if problems:
         return failed(name, shown, "; ".join(problems))
+    assert not isinstance(release, str)
     return RuleResult(
         name=name,
         value=f"{len(trained)} sites",
         threshold=shown,
         passed=True,
-        reason=f"audit, evaluation and {data.name if data else ''} are of RUN_DIR/model; every site answered",
+        reason=f"audit, evaluation and {release.path.name} are of RUN_DIR/model ({dp.reason}); every site "
+        f"answered and audited the very rows {release.path.name} holds (n={release.record['n']}, "
+        f"seed={release.record['seed']})",
     )
 
 

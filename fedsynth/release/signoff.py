@@ -1,7 +1,8 @@
 """The sign-off verdict: every rule of the policy tested against a run's evidence.
 
 ``evaluate_policy`` reads only what the run directory holds (budget.json, audit.json,
-evaluation.json, the model and the synthetic data's provenance) and returns a :class:`Verdict`:
+evaluation.json, the model, the run's DP records and the synthetic data with its provenance,
+regenerated from the model: :mod:`fedsynth.release.binding`) and returns a :class:`Verdict`:
 PASS only if every rule passes. ``sign_off`` records the verdict in ``RUN_DIR/signoff.json`` and,
 on PASS or on a forced release with its reason, builds the signed bundle.
 """
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 
 from fedsynth import __version__
 from fedsynth.data.io import write_text
+from fedsynth.release.binding import ReleaseFile, ReleaseFileError, check_release_file
 from fedsynth.release.policy import Policy
 from fedsynth.release.rules import (
     AUDIT,
@@ -59,16 +61,29 @@ class ForcedRelease(BaseModel):
     failed_rules: list[str]
 
 
-def evaluate_policy(run_dir: str | Path, policy: Policy) -> Verdict:
-    """Test every rule of ``policy`` against the evidence in ``run_dir``."""
+def evaluate_policy(run_dir: str | Path, policy: Policy, release: ReleaseFile | None = None) -> Verdict:
+    """Test every rule of ``policy`` against the evidence in ``run_dir``.
+
+    ``release``: the synthetic file already checked by :func:`check_release_file` (the sign-off
+    checks it first, and refuses); otherwise it is checked here and a refusal fails the
+    evidence rule, saying why.
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory not found: {run_dir}")
+    checked: ReleaseFile | str
+    if release is not None:
+        checked = release
+    else:
+        try:
+            checked = check_release_file(run_dir)
+        except ReleaseFileError as exc:
+            checked = str(exc)
     run = load_document(run_dir, "run.json")
     budget = load_document(run_dir, BUDGET)
     audit, evaluation = load_site_query(run_dir, AUDIT), load_site_query(run_dir, EVALUATION)
     rules = [
-        evidence_rule(run_dir, budget, audit, evaluation),
+        evidence_rule(run_dir, budget, audit, evaluation, checked),
         *budget_rules(budget, policy),
         *audit_rules(audit, policy),
         *utility_rules(evaluation, policy),

@@ -1,9 +1,11 @@
 """A real DP demo run's evidence, board keys, and a signed bundle made from them.
 
 ``data/demo_run.tar.gz`` is what ``fedsynth demo -o RUN`` (WHAS500 over 3 sites, epsilon 4,
-3 rounds, hazard survival head; recorded 2026-11-22 with the sites' pooled-audit counts) wrote:
-run.json, schema.toml, budget.json, audit.json, evaluation.json, the global model and
-synthetic.csv with its provenance (site data, checkpoints, plots and the bundle left out). A
+3 rounds, hazard survival head; recorded 2026-12-03, when the sites began to audit the release
+sample itself) wrote: run.json, schema.toml, budget.json, budget.jsonl and checkpoints.jsonl
+(the records DP status is decided from), audit.json (with the audited ``sample``),
+evaluation.json, the global model and synthetic.csv (that very sample) with its provenance
+(site data, checkpoint directories, plots and the bundle left out). A
 recording, not a new Ray simulation per test session: the default policy's thresholds were
 checked against exactly these numbers, and DP noise is OS-random, so a fresh run differs.
 """

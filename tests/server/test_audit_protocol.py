@@ -10,7 +10,10 @@ import tomli_w
 from typer.testing import CliRunner
 
 from fedsynth.cli import app
+from fedsynth.model.mcm import MCM
+from fedsynth.model.rows_digest import rows_digest
 from fedsynth.server.config import FederationConfig
+from fedsynth.server.run import RunDirectory
 from fedsynth.server.simulation import simulate
 
 pytestmark = pytest.mark.integration
@@ -67,6 +70,13 @@ def test_federated_audit_over_three_sites(config) -> None:  # after the evaluati
     document = json.loads((config.run_dir / "audit.json").read_text())
     assert [s["site"] for s in document["sites"]] == ["site-0", "site-1", "site-2"]
     assert document["failures"] == []
+    # Every site audited the one release sample: the pooled training size, the audit's seed.
+    records = RunDirectory(config.run_dir).budget_records()
+    pooled = sum({r["site"]: r["num-examples"] for r in records if r["status"] == "ok"}.values())
+    assert document["sample"] == {"seed": 5, "n": pooled, "conditions": []}
+    release = MCM.load(config.run_dir / "model").sample(pooled, seed=5)
+    assert {s["sample"]["sha256"] for s in document["sites"]} == {rows_digest(release)}
+    assert all(s["n_synthetic"] == pooled for s in document["sites"])
     worst = document["worst"]
     assert worst["exact_matches"] == 0
     assert worst["dcr_share_upper_ci"] == max(s["nearest_neighbour"]["dcr_share_ci"][1] for s in document["sites"])
