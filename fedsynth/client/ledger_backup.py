@@ -73,7 +73,9 @@ def verify_ledger(site_dir: str | Path) -> LedgerHead:
     if witness is None:
         raise LedgerIntegrityError(
             f"the ledger's witness {witness_path(path)} is missing: {path} ({head.entries} entries, "
-            f"epsilon {head.epsilon:.4f}) verifies on its own but cannot be checked against it"
+            f"epsilon {head.epsilon:.4f}) verifies on its own but cannot be checked against it. If this ledger "
+            "is the site's own, re-seal it: `fedsynth ledger backup SITE_DIR -o FILE`, then "
+            "`fedsynth ledger restore SITE_DIR FILE`"
         )
     check_against_witness(head, chain, witness, path)
     return head

@@ -100,9 +100,13 @@ def read_witness(path: Path) -> LedgerHead | None:
     if not path.exists():
         return None
     try:
-        return LedgerHead(**json.loads(path.read_text(encoding="utf-8")))
+        head = LedgerHead(**json.loads(path.read_text(encoding="utf-8")))
+        kinds = (str, int, str, (int, float))
+        if not all(isinstance(value, kind) for value, kind in zip(asdict(head).values(), kinds, strict=True)):
+            raise ValueError("a field has the wrong type")
     except (ValueError, TypeError) as exc:
         raise LedgerIntegrityError(f"the ledger's witness {path} cannot be read ({exc}). {RESOLVE}") from None
+    return head
 
 
 def write_witness(path: Path, head: LedgerHead) -> None:

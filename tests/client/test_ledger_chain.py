@@ -185,3 +185,15 @@ def test_a_ledger_below_the_coordinators_record_is_refused(tmp_path) -> None:
         ledger.require_at_least(epsilon, "the coordinator")  # equal: fine
         with pytest.raises(LedgerIntegrityError, match=r"the coordinator recorded epsilon 3\.0000.*records only"):
             ledger.require_at_least(3.0, "the coordinator")
+
+
+@pytest.mark.parametrize("witness", ["{not json", '{"ledger_id": "x"}', None])
+def test_a_garbled_witness_is_an_integrity_error_not_a_crash(tmp_path, witness) -> None:
+    path = tmp_path / "ledger.sqlite"
+    _ledger_with_rounds(path, rounds=1)
+    if witness is None:  # right keys, a wrong type
+        document = json.loads(witness_path(path).read_text())
+        witness = json.dumps({**document, "entries": str(document["entries"])})
+    witness_path(path).write_text(witness)
+    with pytest.raises(LedgerIntegrityError, match=r"ledger\.head\.json cannot be read"):
+        PrivacyLedger(path, **BUDGET)
