@@ -41,6 +41,9 @@ def test_demo_runs_the_whole_release_path(tmp_path: Path) -> None:
     assert len(synthetic) == summary["n_synthetic"] == sum(s["records"] for s in budget["sites"])
     provenance = json.loads((out / "synthetic.csv.provenance.json").read_text())
     assert provenance["differentially_private"] is True
+    # The release is the very sample every site audited (what `fedsynth signoff` requires).
+    audited = json.loads((out / "audit.json").read_text())["sample"]
+    assert {k: provenance[k] for k in ("n", "seed", "conditions")} == audited
     assert "chf all 1: True" in result.output
 
     # Audits and evaluation answered by every site, about this run's model.
