@@ -1,7 +1,7 @@
 """Saving and loading a model directory, verified by SHA-256.
 
 A model directory holds ``weights.pt`` (state dict), ``schema.toml`` (the public schema it
-was trained for), ``model.json`` (config and provenance: DP or not, training rows) and
+was trained for), ``model.json`` (config and provenance: a claim of DP or not, training rows) and
 ``manifest.json`` (SHA-256 of every other file). Loading checks every hash before reading
 anything, so a corrupted or tampered file is refused with its name. Writing goes to a
 temporary directory that is renamed into place: a failure leaves nothing half-written.
@@ -127,6 +127,8 @@ def load_model(path: str | Path) -> MCM:
     state = torch.load(root / WEIGHTS, map_location="cpu", weights_only=True)
     model.network_.load_state_dict(state)
     model.network_.eval()
+    # A claim only: the manifest is an unsigned checksum anyone can recompute. Whether the model
+    # is DP is decided from its run's records (fedsynth.privacy.evidence.check_dp_claim).
     model.differentially_private_ = bool(meta.get("differentially_private", False))
     model.n_train_ = int(meta.get("n_train", 0))
     model.training_info_ = dict(meta.get("training", {}))
