@@ -83,6 +83,13 @@ def dp_evidence(model_dir: str | Path, model: MCM | None = None) -> DPEvidence:
         )
     digest = weights_digest(model if model is not None else load_model(model_dir))
     run = RunDirectory(run_dir)
+    if not (run_dir / CHECKPOINT_RECORD).exists():
+        return DPEvidence(
+            False,
+            f"{run_dir} has no {CHECKPOINT_RECORD} (a run trained by a fedsynth that did not yet record which "
+            "weights each round produced; train it again to have that record)",
+            run_dir,
+        )
     rounds = [int(r["round"]) for r in run.checkpoint_records() if r.get("weights_sha256") == digest]
     if not rounds:
         return DPEvidence(False, f"{run_dir / CHECKPOINT_RECORD} records no round that produced these weights", run_dir)

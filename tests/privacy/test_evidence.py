@@ -104,6 +104,10 @@ def test_a_dp_model_outside_its_run_or_over_budget_is_not_dp(small_model: MCM, t
     assert not evidence.differentially_private and "site-b in round 1: epsilon 4.2 is over its target 4" in (
         evidence.reason
     )
+    # A run without the record (trained before it was kept): no evidence, so its DP claim is refused.
+    (run_dir / "checkpoints.jsonl").unlink()
+    with pytest.raises(DPClaimError, match="has no checkpoints.jsonl"):
+        check_dp_claim(run_dir / "model", load_model(run_dir / "model"))
     # The honest non-DP label of a `fit` model stands, and `sample` writes it with its notice.
     fitted = small_model.save(tmp_path / "fitted")
     assert not check_dp_claim(fitted, load_model(fitted)).differentially_private
