@@ -1,8 +1,10 @@
 """The sampling service's FastAPI app: routes, authentication, error bodies and headers.
 
 Routes: ``POST /v1/sample`` and ``GET /v1/model`` need a bearer token; ``GET /v1/schema``
-(the public schema), ``GET /healthz`` and the OpenAPI document (``/openapi.json``, ``/docs``)
-do not. Every answer is computed from the served model alone.
+(the public schema), ``GET /healthz`` and the OpenAPI document (``/openapi.json``, and
+``/docs``, a self-contained page: nothing is loaded from a CDN) do not. Every answer is
+computed from the served model alone. A sample request's body is read only once its token is
+accepted, and validated strictly (``{"n": true}`` is an error, not one row).
 """
 
 from __future__ import annotations
@@ -15,16 +17,18 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import ValidationError
 
 from fedsynth import __version__
 from fedsynth.model.provenance import provenance
-from fedsynth.server.service.access_log import AccessLog, AccessLogMiddleware
+from fedsynth.server.service.access_log import AccessLog, AccessLogMiddleware, RowCounter
 from fedsynth.server.service.auth import TokenFileError, TokenStore
 from fedsynth.server.service.card import model_card
 from fedsynth.server.service.config import ServiceConfig
-from fedsynth.server.service.models import ErrorBody, Health, ModelCard, SampleRequest
+from fedsynth.server.service.docs import CONTENT_SECURITY_POLICY, docs_page
+from fedsynth.server.service.models import MAX_BODY_BYTES, ErrorBody, Health, ModelCard, SampleRequest
 from fedsynth.server.service.sampling import (
     MEDIA_TYPES,
     SUFFIXES,
@@ -44,10 +48,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 class RequestProblem(Exception):
-    """A well-formed request the service cannot answer; becomes a 422 naming the field."""
+    """A request the service cannot answer; becomes a 422 (or ``status``) naming the field."""
 
-    def __init__(self, loc: list[str | int], msg: str, kind: str) -> None:
-        self.loc, self.msg, self.kind = loc, msg, kind
+    def __init__(self, loc: list[str | int], msg: str, kind: str, status: int = 422) -> None:
+        self.loc, self.msg, self.kind, self.status = loc, msg, kind, status
         super().__init__(msg)
 
 
@@ -57,6 +61,15 @@ class AuthProblem(Exception):
     def __init__(self, status: int, detail: str) -> None:
         self.status, self.detail = status, detail
         super().__init__(detail)
+
+
+# What to send instead, by pydantic error type (strict types refuse what lax ones would coerce).
+_HINTS = {
+    "int_type": "; send a JSON integer: no quotes, no decimal point, not true/false",
+    "string_type": "; send a JSON string",
+    "list_type": "; send a JSON list of strings",
+    "model_type": '; send a JSON object such as {"n": 100}',
+}
 
 
 def _validation_message(error: dict[str, Any]) -> str:
@@ -69,7 +82,10 @@ def _validation_message(error: dict[str, Any]) -> str:
     if error["type"] == "json_invalid":
         return f"the body is not valid JSON ({error.get('ctx', {}).get('error', error['msg'])}); send a JSON object"
     given = repr(error.get("input"))
-    return f"{error['msg']} (got {given if len(given) <= 80 else given[:77] + '...'})"
+    given = given if len(given) <= 80 else given[:77] + "..."
+    field = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"][1:]).lstrip(".")
+    where = f"field '{field}': " if field else ""
+    return f"{where}{error['msg']} (got {given}){_HINTS.get(error['type'], '')}"
 
 
 def _provenance_headers(served: ServedModel, privacy_epsilon: float | None) -> dict[str, str]:
@@ -126,6 +142,40 @@ Caller = Annotated[str, Depends(require_token)]
 router = APIRouter()
 
 
+async def sample_request(request: Request, who: Caller) -> SampleRequest:
+    """The sample request's body, read and validated only once the caller's token is accepted.
+
+    A body declared on the route would be read and parsed before any dependency runs: an
+    unauthenticated client would get 422s describing the API, and the server would read
+    whatever it sent. Here it gets 401 whatever its body, and no body is read past
+    ``MAX_BODY_BYTES``.
+    """
+    declared = request.headers.get("content-length", "")
+    too_large = RequestProblem(
+        ["body"], f"the body exceeds {MAX_BODY_BYTES} bytes; a sample request is a small JSON object", "too_large", 413
+    )
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise too_large
+    raw = bytearray()
+    async for part in request.stream():
+        raw += part
+        if len(raw) > MAX_BODY_BYTES:
+            raise too_large
+    try:
+        return SampleRequest.model_validate_json(bytes(raw))
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+
+
+# The body is read by ``sample_request``, so its schema is declared here for the OpenAPI document.
+_SAMPLE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": SampleRequest.model_json_schema()}},
+    }
+}
+
+
 @router.get("/healthz", response_model=Health, tags=["service"])
 async def healthz(request: Request) -> Health:
     """Liveness: the model is loaded; no token needed."""
@@ -157,11 +207,13 @@ def card(request: Request, who: Caller) -> ModelCard:
     },
     response_class=Response,
     tags=["sample"],
+    openapi_extra=_SAMPLE_BODY,
 )
-def sample(body: SampleRequest, request: Request, who: Caller) -> Response:
+def sample(request: Request, body: Annotated[SampleRequest, Depends(sample_request)]) -> Response:
     """Draw ``n`` rows, every one satisfying every condition; csv and json (lines) are streamed.
 
-    The same request and seed always give the same rows (see ``chunk_rows`` in the model card).
+    The same request and seed always give the same rows: those ``fedsynth sample --seed``
+    writes for the same model, n and conditions.
     """
     service = _service(request)
     served, cap = service.served, service.settings.max_rows_per_request
@@ -194,7 +246,9 @@ def sample(body: SampleRequest, request: Request, who: Caller) -> Response:
         "X-Fedsynth-Provenance": json.dumps(record, ensure_ascii=True, separators=(",", ":")),
         "Content-Disposition": f'attachment; filename="fedsynth-seed{body.seed}.{SUFFIXES[body.format]}"',
     }
-    chunks = sample_chunks(served.model, resolved, body.n, body.seed, service.limiter)
+    # The access log reads the counter: a line before the first row leaves, rows sent at the end.
+    request.state.rows = RowCounter()
+    chunks = sample_chunks(served.model, resolved, body.n, body.seed, service.limiter, request.state.rows)
     media_type = MEDIA_TYPES[body.format]
     if body.format == "parquet":
         return Response(encode_parquet(chunks, record), media_type=media_type, headers=headers)
@@ -226,6 +280,10 @@ def create_app(run_dir: str | Path, settings: ServiceConfig | None = None) -> Fa
             "Synthetic survival cohorts drawn from a federated run's global model alone. "
             f"{served.notice} Authenticate with `Authorization: Bearer <token>`."
         ),
+        # FastAPI's Swagger/ReDoc pages load scripts from a CDN; /docs is served below instead.
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     app.state.service = ServiceState(
         served=served,
@@ -235,6 +293,12 @@ def create_app(run_dir: str | Path, settings: ServiceConfig | None = None) -> Fa
         headers=_provenance_headers(served, epsilon),
     )
     app.include_router(router)
+    page = docs_page(app.openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return HTMLResponse(page, headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY})
+
     app.add_middleware(AccessLogMiddleware, log=log)
     app.add_exception_handler(AuthProblem, _auth_problem)
     app.add_exception_handler(RequestValidationError, _invalid)
@@ -258,4 +322,4 @@ async def _invalid(request: Request, exc: Exception) -> JSONResponse:
 async def _problem(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestProblem)
     request.state.error = f"{'.'.join(map(str, exc.loc))}: {exc.msg}"
-    return JSONResponse({"detail": [{"loc": exc.loc, "msg": exc.msg, "type": exc.kind}]}, status_code=422)
+    return JSONResponse({"detail": [{"loc": exc.loc, "msg": exc.msg, "type": exc.kind}]}, status_code=exc.status)

@@ -10,6 +10,8 @@ from fedsynth.model.conditions import SYNTAX_HELP
 
 MAX_CONDITIONS = 64
 MAX_SEED = 2**63 - 1
+# The largest valid request (64 conditions of 200 characters) is under 16 KiB.
+MAX_BODY_BYTES = 64 * 1024
 # Bounds the work of parsing one request and the size of its provenance header.
 ConditionText = Annotated[str, StringConstraints(max_length=200)]
 
@@ -18,8 +20,9 @@ class SampleRequest(BaseModel):
     """One cohort: ``n`` rows satisfying every condition, reproducible from ``seed``."""
 
     # Unknown fields are refused: a misspelt "condition" silently ignored would return an
-    # unconditional cohort that looks like the one asked for.
-    model_config = ConfigDict(extra="forbid")
+    # unconditional cohort that looks like the one asked for. Strict types: true, "5" or 5.0
+    # for n is a client bug to report, not a number to guess (true would draw 1 row).
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     n: int = Field(..., ge=1, description="rows to draw; at most the server's max_rows_per_request")
     conditions: list[ConditionText] = Field(
@@ -93,4 +96,6 @@ class ModelCard(BaseModel):
     audit: ResultSummary | None = Field(None, description="from RUN_DIR/audit.json, if audited")
     evaluation: ResultSummary | None = Field(None, description="from RUN_DIR/evaluation.json, if evaluated")
     max_rows_per_request: int
-    chunk_rows: int = Field(..., description="rows sampled per chunk; part of what makes a seed reproducible")
+    chunk_rows: int = Field(
+        ..., description="most rows per streamed chunk (row group); the split into groups is part of what a seed fixes"
+    )

@@ -1,11 +1,11 @@
-"""Answering one sample request: conditions located by index, chunked reproducible draws, encoders.
+"""Answering one sample request: conditions located by index, streamed reproducible draws, encoders.
 
-A request for ``n`` rows is drawn in chunks of ``CHUNK_ROWS``, so a large cohort streams out
-while later chunks are still being drawn and memory stays bounded. Chunk ``i`` is drawn with
-its own seed derived from (request seed, i) alone, so the same request gives the same rows
-whatever the server's load, thread scheduling or other requests. Chunk 0 uses the request seed
-itself: a request of up to ``CHUNK_ROWS`` rows returns exactly what
-``fedsynth sample --seed S`` writes for the same model and conditions.
+A request for ``n`` rows is drawn as the model's row groups (:meth:`MCM.sample_chunks`, at
+most ``CHUNK_ROWS`` rows each), so a large cohort streams out while later groups are still
+being drawn and memory stays bounded. Each group's generator is derived from the request seed
+and the group alone, so the same request gives the same rows whatever the server's load,
+thread scheduling or other requests: exactly the rows ``fedsynth sample --seed S`` writes
+(and ``MCM.sample`` returns) for the same model, n and conditions.
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from fedsynth.model.conditions import SYNTAX_HELP, Condition, ConditionError, ResolvedCondition, parse_conditions
 from fedsynth.model.mcm import MCM
+from fedsynth.model.sampler import GROUP_ROWS
+from fedsynth.server.service.access_log import RowCounter
 
-CHUNK_ROWS = 10_000
+CHUNK_ROWS = GROUP_ROWS  # the most rows one streamed chunk holds
 MEDIA_TYPES = {
     "csv": "text/csv; charset=utf-8",
     "json": "application/x-ndjson",
@@ -60,20 +61,26 @@ def resolve_indexed(model: MCM, conditions: list[str]) -> list[ResolvedCondition
         raise ConditionProblem(index, str(exc)) from None
 
 
-def chunk_seed(seed: int, index: int) -> int:
-    """Seed of chunk ``index``: a function of the request seed and the index only."""
-    if index == 0:
-        return seed
-    return int(np.random.SeedSequence(seed, spawn_key=(index,)).generate_state(1, np.uint64)[0])
-
-
 def sample_chunks(
-    model: MCM, resolved: list[ResolvedCondition], n: int, seed: int, limiter: threading.Semaphore
+    model: MCM,
+    resolved: list[ResolvedCondition],
+    n: int,
+    seed: int,
+    limiter: threading.Semaphore,
+    counter: RowCounter,
 ) -> Iterator[pd.DataFrame]:
-    """``n`` rows as frames of at most ``CHUNK_ROWS``; ``limiter`` bounds chunks drawn at once."""
-    for index, start in enumerate(range(0, n, CHUNK_ROWS)):
+    """The rows of ``model.sample(n, resolved, seed)``, a row group at a time.
+
+    ``limiter`` bounds the groups drawn at once over all requests (one thread per request
+    draws its own groups in turn); ``counter`` counts the rows handed on to be sent.
+    """
+    frames = model.sample_chunks(n, resolved, seed, workers=1)
+    while True:
         with limiter:
-            frame = model.sample(min(CHUNK_ROWS, n - start), resolved, seed=chunk_seed(seed, index))
+            frame = next(frames, None)
+        if frame is None:
+            return
+        counter.rows += len(frame)
         yield frame
 
 
