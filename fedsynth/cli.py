@@ -242,6 +242,7 @@ def sample(
     """Draw N synthetic rows from the model alone (no real row is read)."""
     from fedsynth.model.mcm import MCM
     from fedsynth.model.provenance import model_sample_record, write_synthetic
+    from fedsynth.privacy.evidence import check_dp_claim
 
     _check_table_output(output, force)
     model = MCM.load(model_dir)
@@ -249,7 +250,6 @@ def sample(
     dp = check_dp_claim(model_dir, model)  # the run's records, not model.json's flag; an unbacked claim exits 2
     record = model_sample_record(model_dir, dp.differentially_private, n, seed, list(where or []), dp.reason)
     # Streamed a row group at a time: bounded memory for any n, the rows of model.sample(n, seed).
-    from fedsynth.privacy.evidence import check_dp_claim
     write_synthetic(model.sample_chunks(n, resolved, seed=seed), output, record)
     conditions = f" satisfying {len(resolved)} condition(s)" if resolved else ""
     console.print(f"wrote {n} rows{conditions} to {output}")
