@@ -35,13 +35,18 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, gbsg2_model: MCM) -> Path:
 
 
 @pytest.fixture(scope="module")
-def token(run_dir: Path) -> str:
-    return add_token(run_dir.parent / "tokens.json", "alice")
+def tokens_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("input-tokens") / "tokens.json"  # not test_service's file
 
 
 @pytest.fixture(scope="module")
-def base_url(run_dir: Path, token: str) -> Iterator[str]:
-    settings = ServiceConfig(tokens=run_dir.parent / "tokens.json", max_rows_per_request=50_000, allow_non_dp=True)
+def token(tokens_path: Path) -> str:
+    return add_token(tokens_path, "alice")
+
+
+@pytest.fixture(scope="module")
+def base_url(run_dir: Path, tokens_path: Path, token: str) -> Iterator[str]:
+    settings = ServiceConfig(tokens=tokens_path, max_rows_per_request=50_000, allow_non_dp=True)
     with serving(create_app(run_dir, settings)) as url:
         yield url
 
@@ -118,13 +123,12 @@ def test_a_stream_logs_its_start_and_the_rows_sent(base_url: str, token: str, ru
     assert end["completed"] is False and 0 < end["rows"] < 50_000
 
 
-def test_a_killed_servers_log_still_has_the_stream(run_dir: Path, token: str) -> None:
+def test_a_killed_servers_log_still_has_the_stream(run_dir: Path, tokens_path: Path, token: str) -> None:
     """SIGKILL mid-stream: no end line can be written, but the start line already is."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    tokens = str(run_dir.parent / "tokens.json")
-    command = [sys.executable, "-m", "fedsynth.cli", "serve", str(run_dir), "--tokens", tokens,
+    command = [sys.executable, "-m", "fedsynth.cli", "serve", str(run_dir), "--tokens", str(tokens_path),
                "--port", str(port), "--max-rows", "100000", "--allow-non-dp"]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
