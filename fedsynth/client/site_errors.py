@@ -8,7 +8,9 @@ the error's type name for them. Two kinds are worth more and can be told safely:
   (3 rows); fix: ...``: the column, the rule broken, how many rows break it and the fix, all
   of which the public schema or the reply's record count already disclose; never a row
   number or a value;
-* a refusal for too few training records: counts and the minimum only.
+* a refusal for too few training records: counts and the minimum only;
+* a privacy-ledger integrity refusal: that it happened, and the command that explains it at
+  the site (the site's own message names its local paths, which stay at the site).
 
 On the coordinator, Flower wraps that text in its own error reason (with Ray's traceback in
 the simulation engine); :func:`site_reason` takes the site's text back out of it.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from fedsynth.client.ledger_chain import LedgerIntegrityError
 from fedsynth.data.minimum import TooFewRecordsError
 from fedsynth.data.validation import DataValidationError, Problem
 
@@ -37,6 +40,12 @@ def shareable_message(exc: BaseException, site_name: str, data_name: str) -> str
         return "\n".join(lines)
     if isinstance(exc, TooFewRecordsError):
         return str(exc)
+    if isinstance(exc, LedgerIntegrityError):
+        return (
+            f"{site_name}: refused to train: its privacy ledger failed its integrity check (missing, edited, "
+            "rolled back or replaced), so its spend could be under-counted; the site's operator runs "
+            "`fedsynth ledger verify SITE_DIR` at the site to see why and restores the site's own backup"
+        )
     return None
 
 

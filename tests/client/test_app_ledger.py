@@ -63,8 +63,9 @@ def test_a_deleted_ledger_stops_training_through_the_clientapp(whas500, site_dir
     assert first.content["metrics"]["epsilon"] > 0
     _restart()
     (site_dir / "state" / "ledger.sqlite").unlink()
-    with pytest.raises(SiteError, match="LedgerIntegrityError at the site"):  # an error, no reply: no weights leave
-        handle_train(_instruction(whas500[1], 2), _context(site_dir))
+    with pytest.raises(SiteError, match="hospital-a: refused to train: its privacy ledger failed") as refused:
+        handle_train(_instruction(whas500[1], 2), _context(site_dir))  # an error, no reply: no weights leave
+    assert str(site_dir) not in str(refused.value)  # the site's local paths stay at the site
     assert not (site_dir / "state" / "ledger.sqlite").exists()
 
 
@@ -74,7 +75,7 @@ def test_the_coordinators_floor_catches_a_site_wiped_of_ledger_and_witness(whas5
     _restart()
     shutil.rmtree(site_dir / "state")  # ledger, witness, split and plans: nothing local is left
     floors = {"hospital-a": spent, "another-site": 9.0}
-    with pytest.raises(SiteError, match="LedgerIntegrityError at the site"):
+    with pytest.raises(SiteError, match="hospital-a: refused to train: its privacy ledger failed"):
         handle_train(_instruction(whas500[1], 2, floors=floors), _context(site_dir))
     _restart()
     # Without the coordinator's record the wiped site would train, its spend counted from zero again.
