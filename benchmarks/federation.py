@@ -2,14 +2,14 @@
 
     python -m benchmarks.federation dp-epoch --out benchmarks/results/dp_epoch.json
     python -m benchmarks.federation rounds --out benchmarks/results/rounds.json
-    python -m benchmarks.federation many-sites --sites 100 --out benchmarks/results/many_sites.json
+    python -m benchmarks.federation many-sites --sites 50 --out benchmarks/results/many_sites.json
 
 * ``dp-epoch``: one epoch of MCM training on FLChain's rows (5,219: 80%),
   plain Adam vs the sites' DP-SGD (Poisson sampling, one-pass per-record clipping, noise), at
   batch 64 and 256. Target: DP <= 2x non-DP at batch 256. Best and median of ``--repeats``, plain and DP interleaved.
 * ``rounds``: seconds per federated round on Flower's simulation engine (Ray) and on the
   deployment engine (flower-superlink + one flower-supernode per site over TLS on loopback),
-  3 and 10 sites, WHAS500, one local epoch, DP. Round 1 includes start-up; rounds 2.. are the
+  3 and 10 sites, FLChain by default, one local epoch, DP. Round 1 includes start-up; rounds 2.. are the
   steady state. The deployment engine's extra cost is broken down (ClientApp process start-up
   and imports, measured separately).
 * ``many-sites``: a simulation with N virtual sites (FLChain, IID) runs to completion; peak
@@ -251,9 +251,9 @@ def main() -> None:
     if args.what == "dp-epoch":
         result = dp_epoch(args.repeats)
     elif args.what == "rounds":
-        result = rounds_benchmark(args.sites or [3, 10], args.rounds, args.dataset or "whas500")
+        result = rounds_benchmark(args.sites or [3, 10], args.rounds, args.dataset or "flchain")
     else:
-        result = many_sites((args.sites or [100])[0], args.dataset or "flchain")
+        result = many_sites((args.sites or [50])[0], args.dataset or "flchain")
     document = {"command": command, "machine": machine_info(), "result": result}
     text = json.dumps(document, indent=2)
     print(text)
