@@ -73,7 +73,10 @@ def score_simulated_run(
     ``n_synthetic`` rows are sampled (default: the pooled training size, the protocol's). More
     rows measure the model rather than one sample of its size: a benchmark's question only.
     """
+    from fedsynth.privacy.evidence import check_dp_claim
+
     model = MCM.load(Path(run_dir) / "model")
+    dp = check_dp_claim(Path(run_dir) / "model", model)  # the run's records decide, not the model's flag
     tables = site_tables(run_dir)
     pooled_train = pd.concat([train for _, train, _ in tables], ignore_index=True)
     synthetic = model.sample(len(pooled_train) if n_synthetic is None else n_synthetic, seed=seed)
@@ -85,7 +88,7 @@ def score_simulated_run(
     assert first is not None
     score = SimulatedRunScore(
         n_synthetic=len(synthetic),
-        differentially_private=bool(model.differentially_private_),
+        differentially_private=dp.differentially_private,
         mean_ks=first.mean_ks,
         hr_in_ci_fraction=first.hr_in_ci_fraction,
         hr_sign_agreement=first.hr_sign_agreement,
