@@ -45,7 +45,9 @@ def _site_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     training = [r for r in records if r.get("mechanism") != "marginals"] or records
     marginals = [r for r in records if r.get("mechanism") == "marginals"]
     first = training[0]
-    rounds = [{"round": r["round"], "epsilon": r["epsilon"]} for r in records]
+    # Falls are looked for over every record in order; "rounds" lists the training rounds.
+    spends = [{"round": r["round"], "epsilon": r["epsilon"]} for r in records]
+    rounds = [{"round": r["round"], "epsilon": r["epsilon"]} for r in training if r.get("mechanism") != "marginals"]
     history = [(float(r["noise-multiplier"]), float(r["sample-rate"]), int(r["steps"])) for r in records]
     # The weakest delta and the smallest target any of its replies gave: a swapped ledger with
     # a looser budget cannot move the bar.
@@ -53,7 +55,7 @@ def _site_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     target = min(float(r["target-epsilon"]) for r in records)
     reported = max(float(r["epsilon"]) for r in records)
     composed = rdp_epsilon(history, delta)
-    falls = [b["round"] for a, b in zip(rounds, rounds[1:], strict=False) if b["epsilon"] < a["epsilon"]]
+    falls = [b["round"] for a, b in zip(spends, spends[1:], strict=False) if b["epsilon"] < a["epsilon"]]
     spent = max(reported, composed)
     problems = []
     if falls:
