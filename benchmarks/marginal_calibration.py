@@ -53,10 +53,12 @@ def score(train, holdout, synthetic, schema) -> dict:
     }
 
 
-def run(seed: int, epochs: int, sigma: float, multiples: list[int], numeric_bins: int, time_bins: int) -> dict:
+def run(
+    seed: int, epochs: int, sigma: float, multiples: list[int], numeric_bins: int, time_bins: int, selection: str
+) -> dict:
     frame, schema = load_dataset("whas500")
     train, holdout = train_holdout_split(frame, 0.5, seed)
-    spec = MarginalSpec.from_schema(schema, numeric_bins=numeric_bins, time_bins=time_bins)
+    spec = MarginalSpec.from_schema(schema, numeric_bins=numeric_bins, time_bins=time_bins, selection=selection)
     rng = np.random.default_rng(seed)
     sites = np.array_split(rng.permutation(len(train)), 3)
     noisy = [add_gaussian_noise(count_tables(train.iloc[s], spec), sigma, spec, rng) for s in sites]
@@ -93,12 +95,16 @@ def main() -> None:
     parser.add_argument("--multiples", nargs="+", type=int, default=[3, 5, 10])
     parser.add_argument("--numeric-bins", type=int, default=16)
     parser.add_argument("--time-bins", type=int, default=8)
+    parser.add_argument("--selection", default="all", choices=["all", "compact"])
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     results = {}
     for eps in args.marginal_epsilon:
         sigma = noise_for(eps)
-        runs = [run(s, args.epochs, sigma, args.multiples, args.numeric_bins, args.time_bins) for s in args.seeds]
+        runs = [
+            run(s, args.epochs, sigma, args.multiples, args.numeric_bins, args.time_bins, args.selection)
+            for s in args.seeds
+        ]
         results[str(eps)] = {"noise_multiplier": sigma, "runs": runs}
         for key in runs[0]:
             mean = {m: float(np.mean([r[key][m] for r in runs])) for m in runs[0][key]}
@@ -109,7 +115,9 @@ def main() -> None:
     if args.out:
         threads = os.environ.get("OMP_NUM_THREADS", "")
         command = f"OMP_NUM_THREADS={threads} python -m benchmarks.marginal_calibration " + (
-            f"--seeds {' '.join(map(str, args.seeds))} --marginal-epsilon {' '.join(map(str, args.marginal_epsilon))}"
+            f"--seeds {' '.join(map(str, args.seeds))} --marginal-epsilon {' '.join(map(str, args.marginal_epsilon))} "
+            f"--multiples {' '.join(map(str, args.multiples))} --epochs {args.epochs} --selection {args.selection} "
+            f"--numeric-bins {args.numeric_bins} --time-bins {args.time_bins}"
         )
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"command": command, "args": {k: str(v) for k, v in vars(args).items()},

@@ -26,14 +26,13 @@ as the model drew them (resampled uniformly).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 
 from fedsynth.marginals.consistency import make_consistent
 from fedsynth.marginals.quantiles import quantile_map
-from fedsynth.marginals.tables import MarginalSpec, TableSpec
+from fedsynth.marginals.restrict import restricted, source_table
+from fedsynth.marginals.tables import MarginalSpec
 from fedsynth.model.conditions import ResolvedCondition
 
 RAKING_SWEEPS = 200
@@ -95,16 +94,15 @@ def rake(
     event = spec.event_column
     m = len(candidates)
     joint, margins = [], []
-    for table in spec.tables:
-        binned = set(table.columns) - ({spec.time_column} if len(table.columns) == 3 else set())
-        if not conditioned <= set(table.columns) or not binned <= set(cells):
-            continue
-        target = (consistent[table.name] * _allowed(table, spec, conditions).reshape(table.shape))
-        if len(table.columns) == 3:
-            index = cells[table.columns[0]] * table.shape[2] + cells[event]
-            joint.append(_target(index, target.sum(axis=1).reshape(-1), m))
-        else:
-            margins.append(_target(cells[table.columns[0]], target, m))
+    for name in cells:
+        table = source_table(spec, (name, event), conditioned) if name != event else None
+        if table is not None:
+            index = cells[name] * spec.bin(event).n_bins + cells[event]
+            joint.append(_target(index, restricted(table, consistent, spec, conditions, (name, event)), m))
+    for name, index in cells.items():
+        table = source_table(spec, (name,), conditioned)
+        if table is not None:
+            margins.append(_target(index, restricted(table, consistent, spec, conditions, (name,)), m))
     weights = np.ones(m, dtype=np.float64)
     # Covariate x event targets over several covariates need not be reachable together by
     # reweighting a finite set of rows (IPF then cycles); 1-way tables always are. So: rake to
@@ -143,31 +141,3 @@ def systematic_resample(weights: np.ndarray, n: int, rng: np.random.Generator) -
     cdf = np.cumsum(weights)
     positions = (rng.uniform() + np.arange(n)) * (cdf[-1] / n)
     return np.minimum(np.searchsorted(cdf, positions, side="right"), len(weights) - 1)
-
-
-def _allowed(table: TableSpec, spec: MarginalSpec, conditions: list[ResolvedCondition]) -> np.ndarray:
-    """Per flat cell, the share of it that the conditions allow (1 without conditions)."""
-    share = np.ones(table.shape, dtype=np.float64)
-    for condition in conditions:
-        name = condition.column.name
-        if name not in table.columns:
-            continue
-        axis = table.columns.index(name)
-        size = table.shape[axis]
-        if condition.codes is not None:
-            along = np.isin(np.arange(size), condition.codes).astype(np.float64)
-        else:
-            along = _overlap(spec.bin(name).unit_edges(), condition.unit_lower, condition.unit_upper)
-        share *= along.reshape([size if i == axis else 1 for i in range(len(table.shape))])
-    return share.reshape(-1)
-
-
-def _overlap(edges: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Share of each bin inside [low, high] (uniform within a bin); a point gets its bin whole."""
-    width = np.diff(edges)
-    inside = np.clip(np.minimum(edges[1:], high) - np.maximum(edges[:-1], low), 0.0, None) / width
-    if inside.sum() > 0.0:
-        return inside
-    point = np.zeros_like(width)
-    point[min(int(math.floor(low * len(width))), len(width) - 1)] = 1.0
-    return point

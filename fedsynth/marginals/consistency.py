@@ -8,9 +8,10 @@ histogram is not the margin of its 2-way table. Calibration needs one distributi
 2. one margin per column: the inverse-variance weighted mean of that column's margin in every
    table holding it (a margin summing k cells per entry has variance k s^2), clipped at 0 and
    scaled to N;
-3. one (time bin x event) joint: the weighted mean of the 2-way tables' outcome margins, clipped
+3. one (time bin x event) joint: the weighted mean of it in every table holding it, clipped
    and fitted (IPF) to the time and event margins of step 2;
-4. each 2-way table clipped at 0 and fitted (IPF) to its covariate's margin and that joint.
+4. each covariate x time x event table clipped at 0 and fitted (IPF) to its covariate's margin
+   and that joint; each other 2-way table to its two columns' margins.
 
 Inputs that are already consistent and non-negative come back unchanged (every estimate agrees,
 and IPF of a table already on its margins does nothing). Only the released tables are read.
@@ -22,7 +23,7 @@ import math
 
 import numpy as np
 
-from fedsynth.marginals.tables import MarginalSpec, TableSpec
+from fedsynth.marginals.tables import MarginalSpec
 
 IPF_SWEEPS = 200
 IPF_TOLERANCE = 1e-10  # relative to the total; IPF on two margins converges fast
@@ -33,25 +34,35 @@ def make_consistent(noisy: dict[str, np.ndarray], spec: MarginalSpec) -> dict[st
     tables = {t.name: np.asarray(noisy[t.name], dtype=np.float64).reshape(t.shape) for t in spec.tables}
     total = _weighted([tables[t.name].sum() for t in spec.tables], [1.0 / math.prod(t.shape) for t in spec.tables])
     total = max(float(total), 0.0)
-    margins = {b.name: _column_margin(b.name, tables, spec, total) for b in spec.bins}
+    margins = {b.name: _column_margin(b.name, tables, spec, total) for b in spec.bins if _holds(spec, b.name)}
     time, event = spec.time_column, spec.event_column
-    two_way = outcome_tables(spec)
-    out: dict[str, np.ndarray] = {}
-    if two_way:
-        estimates = [tables[t.name].sum(axis=0) for t in two_way]
-        weights = [1.0 / t.shape[0] for t in two_way]
+    with_outcome = [t for t in spec.tables if t.columns[-2:] == (time, event)]
+    joint = None
+    if with_outcome:
+        # (time bin x event) from every table holding it, weighted by the cells each entry sums.
+        estimates = [tables[t.name].reshape(-1, *t.shape[-2:]).sum(axis=0) for t in with_outcome]
+        weights = [1.0 / (math.prod(t.shape) // math.prod(t.shape[-2:])) for t in with_outcome]
         joint = ipf_2d(np.clip(_weighted(estimates, weights), 0.0, None), margins[time], margins[event])
-        flat_joint = joint.reshape(-1)
-        for t in two_way:
-            clipped = np.clip(tables[t.name], 0.0, None).reshape(t.shape[0], -1)
-            fitted = ipf_2d(clipped, margins[t.columns[0]], flat_joint)
-            out[t.name] = fitted.reshape(t.shape)
+    out: dict[str, np.ndarray] = {}
     for t in spec.tables:
+        clipped = np.clip(tables[t.name], 0.0, None)
         if len(t.columns) == 1:
             out[t.name] = margins[t.columns[0]].copy()
-        elif t.name not in out:
-            raise ValueError(f"table '{t.name}': only 1-way and covariate x time x event tables are supported")
+        elif t.columns == (time, event):
+            out[t.name] = joint
+        elif len(t.columns) == 3 and joint is not None and t.columns[1:] == (time, event):
+            out[t.name] = ipf_2d(clipped.reshape(t.shape[0], -1), margins[t.columns[0]], joint.reshape(-1)).reshape(
+                t.shape
+            )
+        elif len(t.columns) == 2:
+            out[t.name] = ipf_2d(clipped, margins[t.columns[0]], margins[t.columns[1]])
+        else:
+            raise ValueError(f"table '{t.name}': only 1-way, 2-way and covariate x time x event tables are supported")
     return {t.name: out[t.name] for t in spec.tables}
+
+
+def _holds(spec: MarginalSpec, name: str) -> bool:
+    return any(name in t.columns for t in spec.tables)
 
 
 def _column_margin(name: str, tables: dict[str, np.ndarray], spec: MarginalSpec, total: float) -> np.ndarray:
@@ -107,8 +118,3 @@ def ipf_2d(table: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
 
 def _ratio(target: np.ndarray, current: np.ndarray) -> np.ndarray:
     return np.divide(target, current, out=np.zeros_like(target), where=current > 0.0)
-
-
-def outcome_tables(spec: MarginalSpec) -> list[TableSpec]:
-    """The covariate x (time bin x event) tables of ``spec``."""
-    return [t for t in spec.tables if len(t.columns) == 3 and t.columns[1:] == (spec.time_column, spec.event_column)]

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 
 from fedsynth.data.transforms import from_unit
-from fedsynth.marginals.tables import MarginalSpec, TableSpec
+from fedsynth.marginals.restrict import restricted, source_table
+from fedsynth.marginals.tables import MarginalSpec
 from fedsynth.model.conditions import ResolvedCondition
 
 
@@ -26,8 +27,6 @@ def quantile_map(
 ) -> pd.DataFrame:
     """``rows`` with every numeric column mapped to its target (the time column within each event
     value); a column with no table crossing every conditioned column keeps the model's values."""
-    from fedsynth.marginals.calibration import _allowed  # one definition of the conditions' shares
-
     conditions = conditions or []
     conditioned = {c.column.name for c in conditions}
     out = rows.copy()
@@ -35,13 +34,12 @@ def quantile_map(
     for b in spec.bins:
         if not b.numeric or len(rows) == 0:
             continue
-        keep = [event] if b.name == time else []
-        table = _source(spec, b.name, keep, conditioned)
+        # The time column within each event value where a table crosses both, else overall.
+        keep = (event,) if b.name == time and source_table(spec, (time, event), conditioned) else ()
+        table = source_table(spec, (b.name, *keep), conditioned)
         if table is None:
             continue
-        weighted = consistent[table.name] * _allowed(table, spec, conditions).reshape(table.shape)
-        axes = tuple(i for i, c in enumerate(table.columns) if c not in (b.name, *keep))
-        target = weighted.sum(axis=axes) if axes else weighted
+        target = restricted(table, consistent, spec, conditions, (b.name, *keep))
         edges = _edges(b.unit_edges(), [c for c in conditions if c.column.name == b.name])
         column = spec.schema.column(b.name)
         values = out[b.name].to_numpy(dtype=np.float64)
@@ -59,12 +57,6 @@ def quantile_map(
                 mapped = np.clip(mapped, c.lower_value, c.upper_value)
         out[b.name] = mapped.astype(rows[b.name].dtype)
     return out
-
-
-def _source(spec: MarginalSpec, name: str, keep: list[str], conditioned: set[str]) -> TableSpec | None:
-    """The smallest table holding ``name`` and ``keep`` that crosses every conditioned column."""
-    fits = [t for t in spec.tables if {name, *keep, *conditioned} <= set(t.columns)]
-    return min(fits, key=lambda t: len(t.columns)) if fits else None
 
 
 def _edges(edges: np.ndarray, conditions: list[ResolvedCondition]) -> np.ndarray:

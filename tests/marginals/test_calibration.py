@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from fedsynth.data.datasets import load_dataset
 from fedsynth.evaluation.fidelity import marginal_distances
@@ -16,9 +17,10 @@ def _distances(real: pd.DataFrame, synthetic: pd.DataFrame, schema) -> np.ndarra
     return np.array([d["value"] for d in marginal_distances(real, synthetic, schema).values()])
 
 
-def test_uniform_candidates_get_the_true_marginals_and_event_rates() -> None:
+@pytest.mark.parametrize("selection", ["all", "compact"])
+def test_uniform_candidates_get_the_true_marginals_and_event_rates(selection: str) -> None:
     frame, schema = load_dataset("whas500")
-    spec = MarginalSpec.from_schema(schema)
+    spec = MarginalSpec.from_schema(schema, selection=selection)
     candidates = uniform_rows(schema, 10_000, seed=0)
     before = _distances(frame, candidates, schema)
     out = calibrate(candidates, count_tables(frame, spec), spec, n=2000, seed=0)

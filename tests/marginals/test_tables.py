@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from fedsynth.data.datasets import load_dataset
 from fedsynth.marginals.tables import (
@@ -28,7 +29,7 @@ def _frame() -> pd.DataFrame:
 
 
 def test_counts_by_hand(small_schema) -> None:
-    spec = MarginalSpec.from_schema(small_schema, numeric_bins=4, time_bins=2)
+    spec = MarginalSpec.from_schema(small_schema, numeric_bins=4, time_bins=2, selection="all")
     tables = count_tables(_frame(), spec)
     np.testing.assert_array_equal(tables["x"], [2, 2])
     # age bins of width 25 on [0, 100]: 5 -> 0, 50 and 55 -> 2, 99 -> 3
@@ -45,10 +46,21 @@ def test_counts_by_hand(small_schema) -> None:
     assert set(tables) == {t.name for t in spec.tables}
 
 
-def test_sensitivity_is_the_l2_change_of_one_record(small_schema) -> None:
-    spec = MarginalSpec.from_schema(small_schema)
-    assert len(spec.tables) == 5 + 3  # every column, plus each covariate x time x event
-    assert spec.l2_sensitivity == math.sqrt(8)
+def test_compact_tables_by_hand(small_schema) -> None:
+    spec = MarginalSpec.from_schema(small_schema, numeric_bins=4, time_bins=2)
+    tables = count_tables(_frame(), spec)
+    assert list(tables) == ["age", "time|event", "x|event", "grp|event"]
+    np.testing.assert_array_equal(tables["age"], [1, 0, 2, 1])
+    np.testing.assert_array_equal(tables["time|event"], [[0, 1], [1, 2]])
+    np.testing.assert_array_equal(tables["x|event"], [[0, 2], [1, 1]])
+    np.testing.assert_array_equal(tables["grp|event"], [[0, 1], [0, 1], [1, 1]])
+
+
+@pytest.mark.parametrize(("selection", "n_tables"), [("all", 5 + 3), ("compact", 4)])
+def test_sensitivity_is_the_l2_change_of_one_record(small_schema, selection: str, n_tables: int) -> None:
+    spec = MarginalSpec.from_schema(small_schema, selection=selection)
+    assert len(spec.tables) == n_tables
+    assert spec.l2_sensitivity == math.sqrt(n_tables)
     frame = _frame()
     full = count_tables(frame, spec)
     for i in range(len(frame)):
