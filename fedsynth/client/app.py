@@ -206,6 +206,7 @@ def marginals_reply(message: Message, site: Site) -> Message:
         numeric_bins=int(config["numeric-bins"]),
         time_bins=int(config["time-bins"]),
         coordinator_floor=ledger_floor(config, site.config.name),
+        expected_spec_sha256=str(config["spec-sha256"]) if "spec-sha256" in config else None,
     )
     result = json.dumps(release.to_result())
     content = RecordDict({MARGINALS_RECORD: ConfigRecord({"site": site.config.name, "result": result})})

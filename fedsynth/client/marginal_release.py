@@ -77,8 +77,13 @@ def release_marginals(
     numeric_bins: int,
     time_bins: int,
     coordinator_floor: float = 0.0,
+    expected_spec_sha256: str | None = None,
 ) -> MarginalRelease:
-    """The run's noisy tables of ``site``'s training rows: released once, then read back."""
+    """The run's noisy tables of ``site``'s training rows: released once, then read back.
+
+    ``expected_spec_sha256`` is the coordinator's spec: a site whose schema bins differently
+    refuses before spending anything, since the coordinator could not use its tables.
+    """
     name = site.config.name
     if not (2 <= numeric_bins <= MAX_BINS and 2 <= time_bins <= MAX_BINS):
         raise MarginalsRefusedError(
@@ -89,6 +94,11 @@ def release_marginals(
     # Built from the site's own public schema: the coordinator chooses only the two bin counts.
     spec = MarginalSpec.from_schema(site.schema, numeric_bins=numeric_bins, time_bins=time_bins)
     fingerprint = spec_fingerprint(spec)
+    if expected_spec_sha256 is not None and expected_spec_sha256 != fingerprint:
+        raise MarginalsRefusedError(
+            f"site '{name}': its public schema gives other marginal tables than the coordinator's "
+            f"(spec {fingerprint[:12]} against {expected_spec_sha256[:12]}); nothing released"
+        )
     path = site.dir / "runs" / run_id / MARGINALS_FILE
     if path.exists():
         stored = json.loads(path.read_text(encoding="utf-8"))

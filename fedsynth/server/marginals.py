@@ -79,6 +79,7 @@ def request_marginals(
             "planned-rounds": planned_rounds,
             "numeric-bins": numeric_bins,
             "time-bins": time_bins,
+            "spec-sha256": spec_fingerprint(spec),  # a site binning otherwise refuses before spending
             LEDGER_FLOORS: json.dumps(site_epsilon_floors(run.budget_records())),
         }
     )

@@ -228,5 +228,8 @@ def test_marginals_reply_holds_only_noisy_tables_the_spec_fingerprint_and_scalar
         {MARGINALS_RECORD: ConfigRecord({"site": "hospital-a", "result": json.dumps({**result, "n": 200})})}
     )
     assert "unexpected fields" in _problem(Message(content=extra, reply_to=query), spec)[0]
+    with pytest.raises(MarginalsRefusedError, match="other marginal tables than the coordinator's"):
+        handle_query(_marginals_query(**{"run-id": "other", "spec-sha256": "0" * 64}), _context(site_dir))
     with pytest.raises(MarginalsRefusedError, match="bins must be 2..64"):
         handle_query(_marginals_query(**{"run-id": "other", "numeric-bins": 100000}), _context(site_dir))
+    assert [e.round for e in _sites[site_dir.resolve()].ledger.entries()] == [0]  # refusals spent nothing
