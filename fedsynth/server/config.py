@@ -57,6 +57,10 @@ FEDERATED_MODEL_DEFAULTS = MCMConfig(
     survival_centre="marginal",
     survival_level=True,
     lr_schedule="constant",
+    # The plain fit's guards against memorising (MCMConfig) are no part of DP-SGD training.
+    weight_decay=0.0,
+    validation_fraction=0.0,
+    early_stopping_patience=None,
 )
 
 
