@@ -23,7 +23,7 @@ def test_uniform_candidates_get_the_true_marginals_and_event_rates(selection: st
     spec = MarginalSpec.from_schema(schema, selection=selection)
     candidates = uniform_rows(schema, 10_000, seed=0)
     before = _distances(frame, candidates, schema)
-    out = calibrate(candidates, count_tables(frame, spec), spec, n=2000, seed=0)
+    out = calibrate(candidates, count_tables(frame, spec), spec, n=2000, seed=0, relations=True)
     after = _distances(frame, out, schema)
     assert before.mean() > 0.2 and after.mean() < 0.04
     assert after.max() < 0.15  # the time column: uniform within its 8 bins
@@ -33,6 +33,11 @@ def test_uniform_candidates_get_the_true_marginals_and_event_rates(selection: st
     assert abs(rates[0] - real[0]) < 0.05 and abs(rates[1] - real[1]) < 0.05
     flat = candidates.groupby("chf")["fstat"].mean()
     assert abs(flat[1] - flat[0]) < 0.05  # there was no relation before
+    # Without ``relations`` the margins still match and the model's (absent) relation is kept.
+    plain = calibrate(candidates, count_tables(frame, spec), spec, n=2000, seed=0)
+    assert _distances(frame, plain, schema).mean() < 0.04
+    rates = plain.groupby("chf")["fstat"].mean()
+    assert abs(rates[1] - rates[0]) < 0.1
 
 
 def test_deterministic_for_a_seed() -> None:
