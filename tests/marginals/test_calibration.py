@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import ks_2samp
 
 from fedsynth.data.datasets import load_dataset
 from fedsynth.evaluation.fidelity import marginal_distances
@@ -78,3 +79,18 @@ def test_conditions_are_honoured_and_calibrated_within(small_schema) -> None:
     assert (out["x"] == 1).all()
     # Within x = 1, the x x time x event table gives the event rate; x's table gives nothing on age.
     assert abs(out["event"].mean() - real.loc[real.x == 1, "event"].mean()) < 0.05
+
+
+def test_a_numeric_range_is_honoured_and_mapped_within_it() -> None:
+    frame, schema = load_dataset("whas500")
+    spec = MarginalSpec.from_schema(schema)
+    tables = count_tables(frame, spec)
+    condition = resolve_conditions(parse_conditions(["bmi>=20"]), schema)
+    candidates = uniform_rows(schema, 20_000, seed=3)
+    keep = satisfies(candidates, condition[0]).to_numpy()
+    out = calibrate(candidates[keep].reset_index(drop=True), tables, spec, n=3000, seed=0, conditions=condition)
+    assert satisfies(out, condition[0]).all()
+    # Mapped to the real BMIs within the range (the bin cut at 20 keeps its overlap's share).
+    real = frame.loc[frame.bmi >= 20, "bmi"]
+    assert ks_2samp(out["bmi"], real).statistic < 0.08
+    assert ks_2samp(candidates.loc[keep, "bmi"], real).statistic > 0.3
