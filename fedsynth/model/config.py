@@ -145,10 +145,12 @@ class MCMConfig(BaseModel):
         DP-SGD clips and noises both in one mechanism: no extra privacy cost).
     weight_decay : float, default 0.01
         Adam's L2 penalty in the plain (non-DP) fit. Why: unpenalised, 1000 epochs on a few
-        hundred rows copy patients (WHAS500: DCR share 0.64, distance-MIA AUC 0.60); at 0.01
-        the validation loss keeps falling to the last epoch and the samples sit no closer to
-        the training rows than to unseen ones (0.52 / 0.52), at a KS cost of about 0.005
-        (``docs/research/2026-12-03-fit-memorisation.md``). DP-SGD ignores it (the federated
+        hundred rows copy patients (WHAS500: DCR share 0.64, distance-MIA AUC 0.60); with
+        0.01 and the early stop below, DCR share 0.53-0.55 and MIA AUC <= 0.51 on WHAS500 and
+        ACTG320 (3 seeds). The price is survival utility: the penalty shrinks the outcome's
+        weak dependence on the covariates (ACTG320 TSTR C-index gap 0.003 -> 0.095;
+        ``benchmarks/results/quality_fit_defaults.json``,
+        ``docs/research/2026-12-03-fit-memorisation.md``). DP-SGD ignores it (the federated
         defaults set 0): its noise is the regulariser there.
     validation_fraction : float, default 0.2
         Plain fit only: this share of the rows (seeded) is held out of training to score a
