@@ -47,8 +47,8 @@ def test_validation_split_is_disjoint_seeded_and_off_at_zero() -> None:
     assert torch.equal(torch.rand(3, generator=generator), torch.rand(3, generator=torch.Generator().manual_seed(0)))
 
 
-def test_plain_defaults_stop_early_but_the_federated_defaults_do_not_split() -> None:
+def test_plain_defaults_hold_out_and_penalise_but_the_federated_defaults_do_not() -> None:
     from fedsynth.server.config import FEDERATED_MODEL_DEFAULTS
 
     assert FEDERATED_MODEL_DEFAULTS.validation_fraction == 0.0
-    assert MCMConfig().early_stopping_patience is not None
+    assert MCMConfig().validation_fraction > 0 and MCMConfig().weight_decay > 0
