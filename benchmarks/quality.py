@@ -3,7 +3,10 @@
 For each dataset and seed: 50/50 train/holdout split, fit MCM with the CLI defaults, draw
 n_train rows from the model alone, then: mean KS of numeric columns vs train, share of Cox
 log-HRs inside the real 95% CI, C-index on the real holdout of Cox trained on synthetic
-(TSTR) vs trained on real (TRTR), and exact copies of training rows.
+(TSTR) vs trained on real (TRTR), exact copies of training rows, and the site audits'
+memorisation measures: DCR share (``fedsynth.privacy.nearest_neighbour``: share of synthetic
+rows closer to a training row than to a holdout row; 0.5 for a generator that does not
+memorise) and the distance membership attack's AUC (``fedsynth.privacy.membership``).
 
     OMP_NUM_THREADS=1 python -m benchmarks.quality --seeds 0 1 2 --out benchmarks/results/quality.json
 
@@ -27,6 +30,8 @@ from fedsynth.data.split import train_holdout_split
 from fedsynth.evaluation.utility import utility_report
 from fedsynth.model.mcm import MCM
 from fedsynth.privacy.copies import exact_copy_count
+from fedsynth.privacy.membership import distance_attack
+from fedsynth.privacy.nearest_neighbour import nearest_neighbour_audit
 
 
 def run(dataset: str, seed: int, overrides: dict) -> dict:
@@ -38,6 +43,8 @@ def run(dataset: str, seed: int, overrides: dict) -> dict:
     synthetic = model.sample(len(train), seed=seed + 1000)
     report = utility_report(train, holdout, synthetic, schema)
     ks_holdout = utility_report(holdout, train, synthetic, schema).mean_ks
+    # The audits compare equal-size train and holdout sets: an odd row count leaves one extra.
+    audit_holdout = holdout.iloc[: len(train)]
     return {
         "dataset": dataset,
         "seed": seed,
@@ -51,6 +58,9 @@ def run(dataset: str, seed: int, overrides: dict) -> dict:
         "cindex_trtr": report.cindex_trtr,
         "cindex_tstr": report.cindex_tstr,
         "exact_copies": exact_copy_count(synthetic, train),
+        "dcr_share": nearest_neighbour_audit(synthetic, train, audit_holdout, schema, seed=seed).dcr_share,
+        "mia_auc": distance_attack(synthetic, train, audit_holdout, schema, seed=seed).auc,
+        "training": model.training_info_,
     }
 
 
@@ -70,7 +80,8 @@ def main() -> None:
             print(
                 f"{dataset:8s} seed {seed}: KS {row['mean_ks_vs_train']:.3f} (holdout {row['mean_ks_vs_holdout']:.3f}) "
                 f"HR-in-CI {row['hr_in_ci_fraction']:.2f} C TRTR {row['cindex_trtr']:.4f} "
-                f"TSTR {row['cindex_tstr']:.4f} copies {row['exact_copies']} fit {row['fit_seconds']}s",
+                f"TSTR {row['cindex_tstr']:.4f} copies {row['exact_copies']} DCR {row['dcr_share']:.3f} "
+                f"MIA {row['mia_auc']:.3f} fit {row['fit_seconds']}s",
                 flush=True,
             )
     summary = {}
@@ -85,13 +96,16 @@ def main() -> None:
                 "cindex_trtr",
                 "cindex_tstr",
                 "exact_copies",
+                "dcr_share",
+                "mia_auc",
                 "fit_seconds",
             )
         }
         s = summary[dataset]
         print(
             f"{dataset:8s} MEAN: KS {s['mean_ks_vs_train']:.3f} HR-in-CI {s['hr_in_ci_fraction']:.2f} "
-            f"C gap {s['cindex_trtr'] - s['cindex_tstr']:+.4f} copies {s['exact_copies']:.1f}"
+            f"C gap {s['cindex_trtr'] - s['cindex_tstr']:+.4f} copies {s['exact_copies']:.1f} "
+            f"DCR {s['dcr_share']:.3f} MIA {s['mia_auc']:.3f}"
         )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

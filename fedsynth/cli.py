@@ -660,6 +660,12 @@ def _report_budget(run_dir: Path) -> None:
             str(site["steps"]),
         )
     console.print(table)
+    for site in report["sites"]:  # composed into "spent eps" above; noise, q and steps are DP-SGD's
+        for release in site.get("marginals", []):
+            console.print(
+                f"{site['site']}: marginal tables: one Gaussian step (noise {release['noise_multiplier']:.3f}, "
+                f"q 1), epsilon {release['epsilon_step'] or 0:.3f} alone, {release['epsilon']:.3f} with prior spend"
+            )
     for refusal in report["refusals"]:
         # The site's own words: Flower wraps them in Ray's traceback (simulation) or its error format.
         reason = escape(site_reason(str(refusal["reason"])))

@@ -29,6 +29,7 @@ from flwr.supercore import log
 from fedsynth.client.audit_log import AuditRefusedError
 from fedsynth.client.config import SiteConfig
 from fedsynth.client.ledger import BudgetExceededError
+from fedsynth.client.marginal_release import MarginalsRefusedError
 from fedsynth.client.site import RoundResult, Site
 from fedsynth.client.site_errors import shareable_message, site_identity
 from fedsynth.data.schema import Schema
@@ -113,7 +114,7 @@ class SiteError(RuntimeError):
 def without_details(handler):  # type: ignore[no-untyped-def]
     """Flower sends an exception's text back to the coordinator; data errors name rows and values.
 
-    Budget and audit-cap refusals (figures and the site's name only) pass unchanged; a data
+    Budget, audit-cap and marginal-release refusals (figures and the site's name only) pass unchanged; a data
     validation error or a too-few-records refusal is sent as its summary without values
     (:func:`fedsynth.client.site_errors.shareable_message`); any other error is logged in full at
     the site and replaced by its type name.
@@ -123,7 +124,7 @@ def without_details(handler):  # type: ignore[no-untyped-def]
     def wrapper(message: Message, context: Context, sites_root: Path | None = None) -> Message:
         try:
             return handler(message, context, sites_root)
-        except (BudgetExceededError, AuditRefusedError):
+        except (BudgetExceededError, AuditRefusedError, MarginalsRefusedError):
             raise
         except Exception as exc:
             log(ERROR, "%s failed at this site: %r", handler.__name__, exc)
@@ -184,11 +185,38 @@ def process_age_seconds() -> float:
 
 AUDIT_RECORD = "audit"
 EVALUATION_RECORD = "evaluation"
+MARGINALS_RECORD = "marginals"
+
+
+def marginals_reply(message: Message, site: Site) -> Message:
+    """The run's noisy marginal tables (released once: reserved in the ledger first, then stored).
+
+    The instruction carries only the run id, its planned rounds (the release is planned with
+    the run's DP-SGD) and two bin counts; the site builds the tables from its own public schema.
+    The reply is one ConfigRecord like the audit's: the site's name and the release as JSON
+    (noisy tables, the spec's fingerprint and the scalar privacy figures a train reply carries).
+    """
+    from fedsynth.client.marginal_release import release_marginals
+
+    config = message.content["config"]
+    release = release_marginals(
+        site,
+        run_id=str(config["run-id"]),
+        planned_rounds=int(config["planned-rounds"]),
+        numeric_bins=int(config["numeric-bins"]),
+        time_bins=int(config["time-bins"]),
+        coordinator_floor=ledger_floor(config, site.config.name),
+        expected_spec_sha256=str(config["spec-sha256"]) if "spec-sha256" in config else None,
+    )
+    result = json.dumps(release.to_result())
+    content = RecordDict({MARGINALS_RECORD: ConfigRecord({"site": site.config.name, "result": result})})
+    return Message(content=content, reply_to=message)
 
 
 @without_details
 def handle_query(message: Message, context: Context, sites_root: Path | None = None) -> Message:
-    """Audit or evaluate the global model in ``message`` against this site's own rows.
+    """Audit or evaluate the global model in ``message`` against this site's own rows, or release
+    the run's DP marginal tables (task "marginals", :func:`marginals_reply`).
 
     The instruction carries the global weights (which the coordinator holds anyway), the model
     config, a sampling seed and the task ("audit" or "evaluate"; an evaluation may name its
@@ -198,6 +226,8 @@ def handle_query(message: Message, context: Context, sites_root: Path | None = N
     """
     site = open_site(site_dir_from_context(context, sites_root))
     config = message.content["config"]
+    if "task" in config and str(config["task"]) == "marginals":  # no model: the tables are of the site's rows
+        return marginals_reply(message, site)
     model = MCM(MCMConfig.model_validate(json.loads(str(config["model-config"])))).build(site.schema)
     model.network_.load_state_dict(message.content["arrays"].to_torch_state_dict())
     seed = int(config["seed"])
@@ -215,7 +245,7 @@ def handle_query(message: Message, context: Context, sites_root: Path | None = N
         horizons = json.loads(str(config["horizons"])) if "horizons" in config else None
         record, result = EVALUATION_RECORD, run_site_evaluation(site, model, seed=seed, horizons=horizons)
     else:
-        raise ValueError(f"unknown query task {task!r}; this site answers 'audit' and 'evaluate'")
+        raise ValueError(f"unknown query task {task!r}; this site answers 'audit', 'evaluate' and 'marginals'")
     content = RecordDict({record: ConfigRecord({"site": site.config.name, "result": json.dumps(result)})})
     return Message(content=content, reply_to=message)
 

@@ -65,6 +65,10 @@ class DPPlan:
     batch_size: int
     local_epochs: int
     accountant: str = ACCOUNTANT
+    # The run's one Gaussian release of marginal tables (sample rate 1, one step), planned with
+    # DP-SGD so that whichever comes first leaves room for the other; None: no release this run.
+    marginals_share: float = 0.0
+    marginal_noise_multiplier: float | None = None
 
     @property
     def total_steps(self) -> int:
@@ -89,12 +93,15 @@ def plan_dp(
     target_delta: float,
     max_grad_norm: float,
     prior_history: list[tuple[float, float, int]] | None = None,
+    marginal_noise_multiplier: float | None = None,
+    marginals_share: float = 0.0,
 ) -> DPPlan:
     """Smallest noise (to 0.01 in epsilon) whose epsilon after all planned steps is <= target.
 
     ``prior_history`` is what the site's ledger already holds from earlier runs: the plan's
     steps are composed with it (in RDP, as the ledger will), so a site that joins a second
-    run plans for exactly what is left of its budget.
+    run plans for exactly what is left of its budget. ``marginal_noise_multiplier`` adds the
+    run's marginal release (one step at sample rate 1) to what the DP-SGD steps must leave room for.
     """
     if planned_rounds < 1:
         raise DPPlanError(f"planned_rounds must be >= 1, got {planned_rounds}")
@@ -104,6 +111,8 @@ def plan_dp(
     # makes loader_length - 1 for some lengths (93, 99, 105, ...): plan exactly what it runs.
     steps_per_round = local_epochs * int(1 / sample_rate)
     prior = list(prior_history or [])
+    if marginal_noise_multiplier is not None:
+        prior.append((float(marginal_noise_multiplier), 1.0, 1))
 
     def epsilon(noise: float) -> float:
         return rdp_epsilon([*prior, (noise, sample_rate, steps_per_round * planned_rounds)], target_delta)
@@ -134,7 +143,29 @@ def plan_dp(
         max_grad_norm=max_grad_norm,
         batch_size=batch_size,
         local_epochs=local_epochs,
+        marginals_share=marginals_share if marginal_noise_multiplier is not None else 0.0,
+        marginal_noise_multiplier=marginal_noise_multiplier,
     )
+
+
+def marginal_noise_for_share(share: float, epsilon: float, delta: float) -> float | None:
+    """The noise multiplier at which one Gaussian step (sample rate 1) alone costs ``share * epsilon``
+    at ``delta`` (RDP, within 0.1% above it); None for a share of 0 (no release)."""
+    if share <= 0:
+        return None
+    goal = share * epsilon
+    low, high = 1e-3, 1.0
+    while rdp_epsilon([(high, 1.0, 1)], delta) > goal:
+        low, high = high, 2.0 * high
+        if high > MAX_NOISE_MULTIPLIER:
+            raise DPPlanError(f"no noise multiplier up to {MAX_NOISE_MULTIPLIER:g} costs epsilon {goal:g} or less")
+    while high / low > 1.001:
+        middle = math.sqrt(low * high)
+        if rdp_epsilon([(middle, 1.0, 1)], delta) > goal:
+            low = middle
+        else:
+            high = middle
+    return float(high)
 
 
 class SiteDPOptimizer(DPOptimizerFastGradientClipping):

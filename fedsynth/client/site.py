@@ -11,7 +11,10 @@ The site directory holds the site's durable state:
   training rows into the holdout that audits assume was never trained on.
 * ``ledger.sqlite``: the append-only privacy ledger (see :mod:`fedsynth.client.ledger`), and
   ``ledger.head.json``, the witness of its hash chain's head.
-* ``runs/<run id>/dp_plan.json``: the noise multiplier fixed for a run at its first round.
+* ``runs/<run id>/dp_plan.json``: the noise multipliers (DP-SGD and marginal tables) fixed for a
+  run at its first round or marginal release, whichever comes first.
+* ``runs/<run id>/marginals.json``: the run's noisy marginal tables, released once
+  (:mod:`fedsynth.client.marginal_release`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import pandas as pd
 import torch
 
 from fedsynth.client.config import SiteConfig
-from fedsynth.client.dp_training import DPPlan, plan_dp, train_dp_round
+from fedsynth.client.dp_training import DPPlan, marginal_noise_for_share, plan_dp, train_dp_round
 from fedsynth.client.ledger import BudgetExceededError, PrivacyLedger, check_delta, default_delta
 from fedsynth.data.io import read_table, write_text
 from fedsynth.data.minimum import check_dp_training_records
@@ -135,7 +138,11 @@ class Site:
         return canonical[~is_holdout].reset_index(drop=True), canonical[is_holdout].reset_index(drop=True)
 
     def plan(self, run_id: str, planned_rounds: int) -> DPPlan:
-        """The run's DP plan: made at the run's first round, then read back unchanged."""
+        """The run's DP plan: made at the run's first round or marginal release, then read back unchanged.
+
+        Both spends are planned at once: the marginal tables' noise from ``privacy.marginals_share``
+        of the epsilon left, DP-SGD's from the rest, so that neither can starve the other.
+        """
         path = self.dir / "runs" / run_id / "dp_plan.json"
         if path.exists():
             return DPPlan(**json.loads(path.read_text(encoding="utf-8")))
@@ -146,6 +153,7 @@ class Site:
                 f"site '{self.config.name}' has spent its whole budget (epsilon {self.ledger.epsilon():.4f} of "
                 f"{privacy.target_epsilon:g}); it cannot join run '{run_id}'"
             )
+        marginal_noise = marginal_noise_for_share(privacy.marginals_share, remaining, self.ledger.target_delta)
         plan = plan_dp(
             n_records=self.n_train,
             batch_size=training.batch_size,
@@ -155,6 +163,8 @@ class Site:
             target_delta=self.ledger.target_delta,
             max_grad_norm=privacy.max_grad_norm,
             prior_history=self.ledger.history(),  # earlier runs compose with this one
+            marginal_noise_multiplier=marginal_noise,
+            marginals_share=privacy.marginals_share,
         )
         write_text(path, json.dumps(plan.to_dict(), indent=1) + "\n")
         return plan

@@ -16,7 +16,7 @@ from fedsynth.model.config import MCMConfig
 from fedsynth.model.layout import Layout
 from fedsynth.model.network import MCMNetwork
 from fedsynth.model.sampler import STREAM_WORKERS, ConditionalSampler
-from fedsynth.model.training import ProgressCallback, train_plain
+from fedsynth.model.training import ProgressCallback, train_plain, validation_split
 
 ConditionsLike = Sequence[str | Condition | ResolvedCondition] | None
 
@@ -97,10 +97,18 @@ class MCM:
         canonical, _ = validate_frame(frame, schema)
         self.build(schema)
         generator = torch.Generator().manual_seed(self.config.seed)
-        self.history_ = train_plain(self._network(), self.codes_tensor(canonical), self.config, generator, progress)
+        codes = self.codes_tensor(canonical)
+        fitted, held_out = validation_split(len(codes), self.config.validation_fraction, generator)
+        self.history_, stopping = train_plain(
+            self._network(), codes[fitted], self.config, generator, progress, validation=codes[held_out]
+        )
         self.n_train_ = len(canonical)
         self.differentially_private_ = False
         self.training_info_ = {"mode": "plain", "epochs": len(self.history_), "n_train": self.n_train_}
+        if stopping is not None:
+            self.training_info_.update(
+                validation_rows=len(held_out), best_epoch=stopping.best_epoch, validation_loss=stopping.best_loss
+            )
         return self
 
     def resolve(self, conditions: ConditionsLike) -> list[ResolvedCondition]:

@@ -7,6 +7,7 @@ gradients of exactly this loss).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import torch
@@ -17,6 +18,7 @@ from fedsynth.model.masking import training_mask
 from fedsynth.model.network import MCMNetwork
 
 ProgressCallback = Callable[[int, int, float], None]
+VALIDATION_MASK_DRAWS = 8  # mask draws per validation row (see validation_loss)
 
 
 def per_sample_loss(
@@ -57,18 +59,76 @@ def make_scheduler(
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs))
 
 
+class EarlyStopping:
+    """Keeps the weights of the best validation loss seen and says when to stop.
+
+    Stop once ``patience`` evaluations in a row failed to beat the best loss by more than
+    ``min_delta``; :meth:`restore` then loads the best weights (not the last ones, which have
+    already started to fit the training rows' noise).
+    """
+
+    def __init__(self, patience: int | None, min_delta: float = 0.0) -> None:
+        self.patience = patience
+        self.min_delta = min_delta
+        self.best_loss = float("inf")
+        self.best_epoch = 0
+        self.stale = 0
+        self._best_state: dict[str, torch.Tensor] | None = None
+
+    def update(self, epoch: int, loss: float, network: torch.nn.Module) -> bool:
+        """Record epoch ``epoch``'s validation ``loss``; True when training should stop."""
+        if loss < self.best_loss - self.min_delta:
+            self.best_loss, self.best_epoch, self.stale = loss, epoch, 0
+            self._best_state = copy.deepcopy(network.state_dict())
+        else:
+            self.stale += 1
+        return self.patience is not None and self.stale >= self.patience
+
+    def restore(self, network: torch.nn.Module) -> None:
+        if self._best_state is not None:
+            network.load_state_dict(self._best_state)
+
+
+def validation_split(n_rows: int, fraction: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded (train, validation) row positions; validation gets round(fraction x n_rows), at least 1
+    when fraction > 0, and train keeps at least 1."""
+    if fraction <= 0:  # no draw: the training stream stays what it was without a split
+        return torch.arange(n_rows), torch.arange(0)
+    n_valid = min(n_rows - 1, max(1, round(fraction * n_rows)))
+    order = torch.randperm(n_rows, generator=generator)
+    return order[n_valid:], order[:n_valid]
+
+
+def validation_loss(network: MCMNetwork, codes: torch.Tensor, config: MCMConfig) -> float:
+    """Mean masked NLL of ``codes`` under masks that are the same at every call.
+
+    Why fixed masks: fresh masks would move the loss more between epochs than the weights do
+    on a few hundred rows; ``VALIDATION_MASK_DRAWS`` copies of each row average the masks out.
+    """
+    generator = torch.Generator().manual_seed(config.seed + 7919)
+    repeated = codes.repeat(VALIDATION_MASK_DRAWS, 1)
+    network.eval()
+    with torch.no_grad():
+        loss = float(per_sample_loss(network, repeated, config, generator).mean())
+    network.train()
+    return loss
+
+
 def train_plain(
     network: MCMNetwork,
     codes: torch.Tensor,
     config: MCMConfig,
     generator: torch.Generator,
     progress: ProgressCallback | None = None,
-) -> list[float]:
-    """Non-private training with Adam; returns the mean loss of every epoch."""
+    validation: torch.Tensor | None = None,
+) -> tuple[list[float], EarlyStopping | None]:
+    """Non-private training with Adam; returns the mean loss of every epoch and, given
+    ``validation`` rows, the early-stopping record (the network then holds its best weights)."""
     optimizer = torch.optim.Adam(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     epochs = config.resolved_epochs(len(codes))
     scheduler = make_scheduler(optimizer, config, epochs)
     history: list[float] = []
+    stopping = None if validation is None or len(validation) == 0 else EarlyStopping(config.early_stopping_patience)
     network.train()
     for epoch in range(epochs):
         order = torch.randperm(len(codes), generator=generator)
@@ -86,5 +146,9 @@ def train_plain(
         history.append(total / count)
         if progress is not None:
             progress(epoch + 1, epochs, history[-1])
+        if stopping is not None and stopping.update(epoch + 1, validation_loss(network, validation, config), network):
+            break
+    if stopping is not None:
+        stopping.restore(network)
     network.eval()
-    return history
+    return history, stopping

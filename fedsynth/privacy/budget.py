@@ -40,8 +40,14 @@ def site_epsilon_floors(records: Iterable[dict[str, Any]]) -> dict[str, float]:
 
 def _site_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     """One site's figures from its records (in the order recorded), never below what they show."""
-    first = records[0]
-    rounds = [{"round": r["round"], "epsilon": r["epsilon"]} for r in records]
+    # The marginal release (round 0, one step at sample rate 1) composes with the rounds below;
+    # the DP-SGD figures (noise, rate, steps, records) are the training replies'.
+    training = [r for r in records if r.get("mechanism") != "marginals"] or records
+    marginals = [r for r in records if r.get("mechanism") == "marginals"]
+    first = training[0]
+    # Falls are looked for over every record in order; "rounds" lists the training rounds.
+    spends = [{"round": r["round"], "epsilon": r["epsilon"]} for r in records]
+    rounds = [{"round": r["round"], "epsilon": r["epsilon"]} for r in training if r.get("mechanism") != "marginals"]
     history = [(float(r["noise-multiplier"]), float(r["sample-rate"]), int(r["steps"])) for r in records]
     # The weakest delta and the smallest target any of its replies gave: a swapped ledger with
     # a looser budget cannot move the bar.
@@ -49,7 +55,7 @@ def _site_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     target = min(float(r["target-epsilon"]) for r in records)
     reported = max(float(r["epsilon"]) for r in records)
     composed = rdp_epsilon(history, delta)
-    falls = [b["round"] for a, b in zip(rounds, rounds[1:], strict=False) if b["epsilon"] < a["epsilon"]]
+    falls = [b["round"] for a, b in zip(spends, spends[1:], strict=False) if b["epsilon"] < a["epsilon"]]
     spent = max(reported, composed)
     problems = []
     if falls:
@@ -66,9 +72,13 @@ def _site_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
         "accountant": ACCOUNTANT,
         "noise_multiplier": first["noise-multiplier"],
         "sample_rate": first["sample-rate"],
-        "steps": sum(int(r["steps"]) for r in records),
+        "steps": sum(int(r["steps"]) for r in training if r.get("mechanism") != "marginals"),
         "rounds": rounds,
-        "records": first["num-examples"],
+        "records": first.get("num-examples"),
+        "marginals": [
+            {"noise_multiplier": r["noise-multiplier"], "epsilon_step": r.get("epsilon-step"), "epsilon": r["epsilon"]}
+            for r in marginals
+        ],
         "epsilon_spent": spent,
         "epsilon_max_reported": reported,
         "epsilon_composed_from_record": composed,
@@ -97,7 +107,8 @@ def budget_report(run_dir: str | Path) -> dict[str, Any]:
         "sites": sites,
         "refusals": refusals,
         "note": (
-            "Epsilon is per record at each site (record-level DP), composed over every round the site trained, "
+            "Epsilon is per record at each site (record-level DP), composed over every round the site trained "
+            "and its marginal-table release (round 0), "
             "as reported by the site's own ledger, and never below the largest figure the site ever reported "
             "in this run or what its recorded rounds compose to. The global model and samples drawn from it "
             "are post-processing."

@@ -31,6 +31,7 @@ from fedsynth.model.mcm import MCM
 from fedsynth.server.audit import run_audit
 from fedsynth.server.config import FederationConfig, FederationConfigError
 from fedsynth.server.evaluation import run_evaluation
+from fedsynth.server.marginals import MARGINALS_FILE, request_marginals
 from fedsynth.server.run import RunDirectory
 from fedsynth.server.strategy import MCMFedAvg
 
@@ -81,6 +82,12 @@ def run_federation(grid: Grid, config: FederationConfig, schema: Schema) -> Path
     if done >= config.rounds:
         log(INFO, "Run %s already completed its %s rounds", run_id, config.rounds)
         return run.publish_model(checkpoint) if checkpoint else None
+    if config.marginals and not (run.path / MARGINALS_FILE).exists():
+        # Before round 1: a site plans both spends at the first request, so the order is free.
+        expected = config.simulation.sites if config.engine == "simulation" else config.min_sites
+        request_marginals(
+            grid, run, run_id, config.rounds, schema, timeout=config.round_timeout, expected_sites=expected
+        )
     state = model.network_.state_dict()
     strategy = MCMFedAvg(
         run=run,

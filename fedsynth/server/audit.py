@@ -102,7 +102,7 @@ def pooled_training_size(run_dir: Path) -> int:
     """The records every site that trained reported (its latest ok reply): the default release size."""
     records: dict[str, int] = {}
     for record in RunDirectory(run_dir).budget_records():
-        if record.get("status") == "ok":
+        if record.get("status") == "ok" and "num-examples" in record:  # a marginal release has no count
             records[str(record["site"])] = int(record["num-examples"])
     if not records:
         raise ValueError(f"{run_dir}/budget.jsonl records no site that trained: train the run before auditing it")

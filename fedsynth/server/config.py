@@ -57,6 +57,10 @@ FEDERATED_MODEL_DEFAULTS = MCMConfig(
     survival_centre="marginal",
     survival_level=True,
     lr_schedule="constant",
+    # The plain fit's guards against memorising (MCMConfig) are no part of DP-SGD training.
+    weight_decay=0.0,
+    validation_fraction=0.0,
+    early_stopping_patience=None,
 )
 
 
@@ -93,6 +97,9 @@ class FederationConfig(BaseModel):
     rounds: int = Field(3, ge=1, le=10_000)
     min_sites: int = Field(2, ge=1)
     round_timeout: float = Field(600.0, gt=0)
+    # Ask every site once, before round 1, for its DP marginal tables (RUN_DIR/marginals.json);
+    # each site spends its own privacy.marginals_share on them, planned with its DP-SGD.
+    marginals: bool = True
     run_dir: Path = Path("runs/fedsynth")
     run_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
     schema_path: Path | None = Field(None, alias="schema", description="public schema (deployment engine)")

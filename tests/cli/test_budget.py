@@ -98,3 +98,31 @@ def test_the_largest_epsilon_ever_reported_is_spent_even_if_the_record_composes_
     assert (a["epsilon_spent"], a["within_budget"], b["within_budget"]) == (2.5, False, True)
     assert a["problems"] == ["epsilon 2.5000 exceeds the target 2"]
     assert report["within_budget"] is False
+
+
+def test_the_marginal_release_is_composed_into_the_sites_epsilon(tmp_path) -> None:
+    """Round 0 (mechanism "marginals", one step at q = 1) counts in the composed epsilon, not in the DP-SGD figures."""
+    from fedsynth.client.ledger import rdp_epsilon
+    from tests.client.rdp_reference import independent_epsilon
+
+    run = RunDirectory(tmp_path / "run")
+    run.initialise("r1", bundled_schema("whas500"), {})
+    marginal = (6.0, 1.0, 1)
+    after_marginal = rdp_epsilon([marginal], 1e-3)
+    release = {
+        "round": 0, "mechanism": "marginals", "node_id": 7, "time": "t", "status": "ok", "site": "a",
+        "epsilon": after_marginal, "epsilon-step": after_marginal, "target-epsilon": 2.0, "delta": 1e-3,
+        "noise-multiplier": 6.0, "sample-rate": 1.0, "steps": 1,
+    }  # fmt: skip
+    # The site's ledger reports everything composed; here too little, so the report must compose itself.
+    run.append_budget([release, _record("a", 1, after_marginal)])
+    result = CliRunner().invoke(app, ["budget", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    (a,) = json.loads((tmp_path / "run" / "budget.json").read_text())["sites"]
+    expected = independent_epsilon([marginal, (3.0, 0.25, 8)], 1e-3)
+    assert a["epsilon_composed_from_record"] == pytest.approx(expected, abs=1e-6)
+    assert a["epsilon_spent"] == pytest.approx(expected, abs=1e-6)
+    assert (a["noise_multiplier"], a["sample_rate"], a["steps"], a["records"]) == (3.0, 0.25, 8, 100)
+    assert a["marginals"] == [{"noise_multiplier": 6.0, "epsilon_step": after_marginal, "epsilon": after_marginal}]
+    assert [r["round"] for r in a["rounds"]] == [1]  # the training rounds; the release is listed apart
+    assert "marginal tables: one Gaussian step (noise 6.000" in result.output

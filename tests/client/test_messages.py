@@ -1,15 +1,17 @@
-"""Only weights, counts and scalar metrics leave a site: every message type a site sends.
+"""Only weights, counts, scalar metrics, aggregates and DP-noised tables leave a site: every message type a site sends.
 
-A site sends two kinds of message: the reply to a train instruction, and an error reply
-(built by Flower from the exception, e.g. an over-budget refusal). The train reply is
-checked field by field against the global model's parameters and the scalar whitelist,
-and the server's own check rejects anything more.
+A site sends these kinds of message: the reply to a train instruction, the replies to the
+audit, evaluation and marginals queries, and an error reply (built by Flower from the
+exception, e.g. an over-budget refusal). Each is checked field by field against its contract
+(the train reply against the global model's parameters and the scalar whitelist), and the
+server's own checks reject anything more.
 """
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
@@ -191,3 +193,43 @@ def test_the_server_rejects_non_finite_weights(whas500, site_dir) -> None:
     state[first] = state[first].clone().fill_(float("nan"))
     content["arrays"] = ArrayRecord(state)
     assert check_reply(Message(content=content, reply_to=message), shapes) == "non-finite weights"
+
+
+def _marginals_query(**config) -> Message:  # type: ignore[no-untyped-def]
+    settings = {"task": "marginals", "run-id": "test-run", "planned-rounds": 2, "numeric-bins": 8, "time-bins": 4}
+    content = RecordDict({"config": ConfigRecord({**settings, **config})})
+    return Message(content=content, dst_node_id=1, message_type=MessageType.QUERY)
+
+
+def test_marginals_reply_holds_only_noisy_tables_the_spec_fingerprint_and_scalars(whas500, site_dir) -> None:
+    from fedsynth.client.app import MARGINALS_RECORD, handle_query
+    from fedsynth.client.marginal_release import RESULT_KEYS, MarginalsRefusedError
+    from fedsynth.marginals.tables import MarginalSpec
+    from fedsynth.server.marginals import _problem
+
+    query = _marginals_query()
+    reply = handle_query(query, _context(site_dir))
+    assert set(reply.content.keys()) == {MARGINALS_RECORD}
+    record = reply.content[MARGINALS_RECORD]
+    assert isinstance(record, ConfigRecord) and set(record.keys()) == {"site", "result"}
+    result = json.loads(str(record["result"]))
+    assert set(result) == RESULT_KEYS == {
+        "site", "spec_sha256", "tables", "noise_multiplier", "epsilon_step", "epsilon", "target_epsilon", "delta"
+    }  # fmt: skip
+    assert len(reply.content.array_records) == 0 and len(reply.content.metric_records) == 0
+    spec = MarginalSpec.from_schema(whas500[1], numeric_bins=8, time_bins=4)
+    # Only the spec's tables, in its shapes: no list whose length follows the site's records.
+    tables = json.loads(result["tables"])
+    assert {name: np.shape(values) for name, values in tables.items()} == {t.name: t.shape for t in spec.tables}
+    assert _problem(reply, spec) == (None, result)
+    leaky = RecordDict({MARGINALS_RECORD: ConfigRecord({**dict(record), "rows": "[]"})})
+    assert "unexpected fields" in _problem(Message(content=leaky, reply_to=query), spec)[0]
+    extra = RecordDict(
+        {MARGINALS_RECORD: ConfigRecord({"site": "hospital-a", "result": json.dumps({**result, "n": 200})})}
+    )
+    assert "unexpected fields" in _problem(Message(content=extra, reply_to=query), spec)[0]
+    with pytest.raises(MarginalsRefusedError, match="other marginal tables than the coordinator's"):
+        handle_query(_marginals_query(**{"run-id": "other", "spec-sha256": "0" * 64}), _context(site_dir))
+    with pytest.raises(MarginalsRefusedError, match="bins must be 2..64"):
+        handle_query(_marginals_query(**{"run-id": "other", "numeric-bins": 100000}), _context(site_dir))
+    assert [e.round for e in _sites[site_dir.resolve()].ledger.entries()] == [0]  # refusals spent nothing

@@ -32,7 +32,8 @@ def _ledger_rounds(site_dir: Path) -> list[int]:
         return []
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
         try:
-            return [r[0] for r in db.execute("SELECT round FROM spend ORDER BY id")]
+            # The training rounds; round 0 is the run's marginal release, made before round 1.
+            return [r[0] for r in db.execute("SELECT round FROM spend WHERE round > 0 ORDER BY id")]
         except sqlite3.OperationalError:  # the site has not created its tables yet
             return []
 

@@ -56,8 +56,10 @@ def test_white_box_attack_exposes_an_overfit_model_and_not_a_dp_one(whas500) -> 
     frame, schema = whas500
     shuffled = frame.sample(frac=1.0, random_state=0).reset_index(drop=True)
     train, holdout = shuffled[:120], shuffled[120:240]
-    # Non-DP, many epochs on 120 rows: memorises.
-    overfit = MCM(MCMConfig(hidden=64, epochs=1500, seed=0)).fit(train, schema)
+    # Non-DP, many epochs on 120 rows, the fit's guards (penalty, early stop) off: memorises.
+    overfit = MCM(MCMConfig(hidden=64, epochs=1500, seed=0, weight_decay=0.0, validation_fraction=0.0)).fit(
+        train, schema
+    )
     exposed = white_box_attack(overfit, train, holdout)
     assert exposed.auc >= 0.9, exposed.auc
     # DP-SGD at epsilon 1 on the same rows, from the same architecture.

@@ -37,7 +37,7 @@ def test_a_resumed_run_is_refused_by_sites_whose_ledger_was_deleted(tmp_path) ->
     third = {r.get("site", r["node_id"]): r for r in RunDirectory(run_dir).budget_records() if r["round"] == 3}
     assert len(third) == 3 and all(r["status"] == "error" for r in third.values())
     reasons = sorted(r["reason"] for r in third.values())
-    assert sum("failed its integrity check" in reason for reason in reasons) == 2
+    assert sum("failed its integrity check" in reason for reason in reasons) == 2  # site_errors, since 2e3ca0c
     assert sum("refused: round 3" in reason for reason in reasons) == 1
     assert RunDirectory(run_dir).latest_checkpoint().round == 2  # nobody trained
     report = budget_report(run_dir)

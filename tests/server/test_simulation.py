@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 
+import numpy as np
 import pytest
 
 from fedsynth.model.mcm import MCM
@@ -11,6 +13,7 @@ from fedsynth.server.config import FederationConfig
 from fedsynth.server.run import RunDirectory
 from fedsynth.server.simulation import simulate
 from fedsynth.server.simulation_score import score_simulated_run, site_tables
+from tests.client.rdp_reference import independent_epsilon
 
 pytestmark = pytest.mark.integration
 
@@ -32,12 +35,28 @@ def test_federated_rounds_then_resume_past_the_budget_is_refused(tmp_path) -> No
     run = RunDirectory(run_dir)
     assert run.latest_checkpoint().round == 2
     records = run.budget_records()
+    # Before round 1 each site released its marginal tables once (round 0): one Gaussian step at q = 1.
+    released = [r for r in records if r["round"] == 0]
+    assert [(r["status"], r["mechanism"], r["sample-rate"], r["steps"]) for r in released] == [
+        ("ok", "marginals", 1.0, 1)
+    ] * 3
+    records = [r for r in records if r["round"] >= 1]
     assert [r["status"] for r in records] == ["ok"] * 6
     assert sorted({r["site"] for r in records}) == ["site-0", "site-1", "site-2"]
     for site in ("site-0", "site-1", "site-2"):
         spent = [r["epsilon"] for r in records if r["site"] == site]
         assert spent[0] < spent[1] <= 2.0  # planned for 2 rounds: the second reaches the target
         assert spent[1] > 2.0 - 0.05
+        # The site's reported epsilon is Opacus RDP of its whole history: the tables, then the rounds.
+        (marginal,) = [r for r in released if r["site"] == site]
+        history = [
+            (r["noise-multiplier"], r["sample-rate"], r["steps"]) for r in (marginal, *records) if r["site"] == site
+        ]
+        assert spent[1] == pytest.approx(independent_epsilon(history, marginal["delta"]), abs=1e-6)
+    document = json.loads((run_dir / "marginals.json").read_text())
+    assert document["complete"] and [s["site"] for s in document["sites"]] == ["site-0", "site-1", "site-2"]
+    consistent = document["consistent_tables"]
+    assert set(consistent) == set(document["noisy_tables"]) and all(min(np.ravel(t)) >= 0 for t in consistent.values())
     model = MCM.load(run_dir / "model")
     assert model.differentially_private_ and len(model.sample(50, seed=1)) == 50
 
