@@ -11,24 +11,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, R
 from fedsynth.client.app import LEDGER_FLOORS, SiteError, _sites, handle_train, ledger_floor
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.mcm import MCM
-from tests.client.conftest import write_site
 
-
-@pytest.fixture()
-def site_dir(whas500, tmp_path):
-    frame, schema = whas500
-    yield write_site(
-        tmp_path, frame.iloc[:250], schema, "[privacy]\ntarget_epsilon = 2.0\n[training]\nlocal_epochs = 1\n"
-    )
-    _sites.clear()
-
-
-@pytest.fixture(autouse=True)
-def server_identity():
-    """The identity Flower's runtime gives a ServerApp before it builds messages."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+pytestmark = pytest.mark.usefixtures("server_identity")
 
 
 def _instruction(schema, server_round: int, floors: dict[str, float] | None = None) -> Message:

@@ -22,24 +22,8 @@ from fedsynth.data.io import write_table
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.mcm import MCM
 from fedsynth.server.strategy import check_reply
-from tests.client.conftest import write_site
 
-
-@pytest.fixture()
-def site_dir(whas500, tmp_path):
-    frame, schema = whas500
-    yield write_site(
-        tmp_path, frame.iloc[:250], schema, "[privacy]\ntarget_epsilon = 2.0\n[training]\nlocal_epochs = 1\n"
-    )
-    _sites.clear()
-
-
-@pytest.fixture(autouse=True)
-def server_identity():
-    """The identity Flower's runtime gives a ServerApp before it builds messages."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+pytestmark = pytest.mark.usefixtures("server_identity")
 
 
 def _instruction(schema, server_round: int, planned_rounds: int = 2) -> tuple[Message, dict]:
