@@ -479,6 +479,19 @@ def test_service_config_from_toml(tmp_path: Path) -> None:
         ServiceConfig.from_toml(path)
 
 
+def wait_until_serving(url: str, process: subprocess.Popen, describe: Callable[[], str] = str) -> None:
+    """Poll ``url``/healthz until the `fedsynth serve` process answers (it must not exit; 120 s at most)."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(url + "/healthz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None and time.monotonic() < deadline, describe()
+        time.sleep(0.25)
+
+
 @pytest.mark.integration
 def test_fedsynth_serve_command(run_dir: Path, tokens: dict[str, Any], tmp_path: Path) -> None:
     """The CLI wires options through: a real `fedsynth serve` process, its --max-rows honoured."""
@@ -494,15 +507,7 @@ def test_fedsynth_serve_command(run_dir: Path, tokens: dict[str, Any], tmp_path:
         )
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(url + "/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.25)
+        wait_until_serving(url, process, log.read_text)
         headers = {"Authorization": f"Bearer {tokens['bob']}"}
         assert httpx.post(url + "/v1/sample", json={"n": 10}, headers=headers).status_code == 200
         capped = httpx.post(url + "/v1/sample", json={"n": 11}, headers=headers)

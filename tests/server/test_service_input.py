@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from fedsynth.model.mcm import MCM
 from fedsynth.server.service import ServiceConfig, create_app
 from fedsynth.server.service.auth import add_token
 from fedsynth.server.service.models import MAX_BODY_BYTES
-from tests.server.test_service import _log, _wait_for, _write_run, serving
+from tests.server.test_service import _log, _wait_for, _write_run, serving, wait_until_serving
 
 pytestmark = pytest.mark.integration
 BAD_BODIES = [b"{not json", b'{"n": true}', b'{"n": "5"}', b"", b"[" * 10_000, b" " * (MAX_BODY_BYTES + 1)]
@@ -133,15 +132,7 @@ def test_a_killed_servers_log_still_has_the_stream(run_dir: Path, tokens_path: P
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(url + "/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline
-            time.sleep(0.25)
+        wait_until_serving(url, process)
         body = {"n": 100_000, "seed": 717171, "conditions": ["horTh=yes"]}
         headers = {"Authorization": f"Bearer {token}"}
         with httpx.stream("POST", url + "/v1/sample", json=body, headers=headers, timeout=120) as r:
