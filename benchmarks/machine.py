@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -30,3 +33,9 @@ def machine_info() -> dict[str, object]:
         "torch": torch.__version__,
         "platform": platform.platform(),
     }
+
+
+def write_record(path: Path, module: str, results: Any) -> None:
+    """Write ``results`` with the command that produced them (this process's arguments) and the machine."""
+    record = {"command": f"python -m {module} " + " ".join(sys.argv[1:]), "machine": machine_info(), "results": results}
+    path.write_text(json.dumps(record, indent=1) + "\n")

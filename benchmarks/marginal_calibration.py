@@ -58,6 +58,17 @@ def score(train, holdout, synthetic, schema) -> dict:
     }
 
 
+def score_calibrated(model, train, holdout, tables, spec, multiples, seed, schema) -> dict:
+    """Score the model's own sample, then samples calibrated to ``tables`` from k x n candidates."""
+    n = len(train)
+    out = {"before": score(train, holdout, model.sample(n, seed=seed + 1000), schema)}
+    for k in multiples:
+        candidates = model.sample(k * n, seed=seed + 1000)
+        calibrated = calibrate(candidates, tables, spec, n, seed, relations=RELATIONS[0])
+        out[f"x{k}"] = score(train, holdout, calibrated, schema)
+    return out
+
+
 def run(
     seed: int, epochs: int, sigma: float, multiples: list[int], numeric_bins: int, time_bins: int, selection: str
 ) -> dict:
@@ -69,13 +80,7 @@ def run(
     noisy = [add_gaussian_noise(count_tables(train.iloc[s], spec), sigma, spec, rng) for s in sites]
     summed = {name: sum(t[name] for t in noisy) for name in noisy[0]}
     model = MCM(seed=seed, epochs=epochs).fit(train, schema)
-    n = len(train)
-    out = {"before": score(train, holdout, model.sample(n, seed=seed + 1000), schema)}
-    for k in multiples:
-        candidates = model.sample(k * n, seed=seed + 1000)
-        calibrated = calibrate(candidates, summed, spec, n, seed, relations=RELATIONS[0])
-        out[f"x{k}"] = score(train, holdout, calibrated, schema)
-    return out
+    return score_calibrated(model, train, holdout, summed, spec, multiples, seed, schema)
 
 
 def federated_model(dataset: str, seed: int, root: Path):
@@ -107,13 +112,7 @@ def run_federated(seed: int, sigma: float, multiples: list[int], spec_args: dict
     summed = {name: sum(t[name] for t in noisy) for name in noisy[0]}
     train = pd.concat([t for t, _ in sites], ignore_index=True)
     holdout = pd.concat([h for _, h in sites], ignore_index=True)
-    n = len(train)
-    out = {"before": score(train, holdout, model.sample(n, seed=seed + 1000), schema)}
-    for k in multiples:
-        candidates = model.sample(k * n, seed=seed + 1000)
-        calibrated = calibrate(candidates, summed, spec, n, seed, relations=RELATIONS[0])
-        out[f"x{k}"] = score(train, holdout, calibrated, schema)
-    return out
+    return score_calibrated(model, train, holdout, summed, spec, multiples, seed, schema)
 
 
 def speed() -> float:

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.machine import machine_info
+from benchmarks.machine import write_record
 from fedsynth.client.config import SiteConfig
 from fedsynth.client.marginal_release import release_marginals
 from fedsynth.client.site import Site
@@ -93,9 +92,7 @@ def main() -> None:
             print(json.dumps(row), flush=True)
             results.append(row)
     if args.out:
-        record = {"command": "python -m benchmarks.marginals_noise " + " ".join(sys.argv[1:]),
-                  "machine": machine_info(), "results": results}  # fmt: skip
-        args.out.write_text(json.dumps(record, indent=1) + "\n")
+        write_record(args.out, "benchmarks.marginals_noise", results)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
 
-from benchmarks.machine import machine_info
+from benchmarks.machine import write_record
 from fedsynth.client.config import SiteConfig
 from fedsynth.client.dp_training import marginal_noise_for_share, plan_dp
 from fedsynth.client.ledger import default_delta
@@ -68,9 +67,7 @@ def main() -> None:
     for row in results:
         print(json.dumps(row))
     if args.out:
-        record = {"command": "python -m benchmarks.marginals_share " + " ".join(sys.argv[1:]),
-                  "machine": machine_info(), "results": results}  # fmt: skip
-        args.out.write_text(json.dumps(record, indent=1) + "\n")
+        write_record(args.out, "benchmarks.marginals_share", results)
 
 
 if __name__ == "__main__":
