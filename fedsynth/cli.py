@@ -23,7 +23,7 @@ from fedsynth.data.io import TableFormatError, read_table, write_text
 from fedsynth.data.schema import Schema, SchemaError
 from fedsynth.data.validation import DataValidationError, validate_frame
 from fedsynth.deploy import DeploymentError
-from fedsynth.model.conditions import ConditionError
+from fedsynth.data.conditions import ConditionError
 from fedsynth.model.persistence import ModelFileError
 
 app = typer.Typer(

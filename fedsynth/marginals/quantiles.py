@@ -14,7 +14,7 @@ import pandas as pd
 from fedsynth.data.transforms import from_unit
 from fedsynth.marginals.restrict import restricted, source_table
 from fedsynth.marginals.tables import MarginalSpec
-from fedsynth.model.conditions import ResolvedCondition
+from fedsynth.data.conditions import ResolvedCondition
 
 
 def quantile_map(

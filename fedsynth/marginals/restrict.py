@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from fedsynth.marginals.tables import MarginalSpec, TableSpec
-from fedsynth.model.conditions import ResolvedCondition
+from fedsynth.data.conditions import ResolvedCondition
 
 
 def source_table(spec: MarginalSpec, columns: tuple[str, ...], conditioned: set[str]) -> TableSpec | None:

@@ -11,7 +11,7 @@ import torch
 from fedsynth.data.schema import Schema
 from fedsynth.data.transforms import Transformer
 from fedsynth.data.validation import validate_frame
-from fedsynth.model.conditions import Condition, ResolvedCondition, parse_conditions, resolve_conditions
+from fedsynth.data.conditions import Condition, ResolvedCondition, parse_conditions, resolve_conditions
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.layout import Layout
 from fedsynth.model.network import MCMNetwork
@@ -124,7 +124,7 @@ class MCM:
         """Draw ``n`` synthetic rows from the model alone; every row satisfies every condition.
 
         ``conditions`` are expressions such as ``"chf=1"`` or ``"60<=age<=80"`` (see
-        :mod:`fedsynth.model.conditions`), parsed Conditions, or resolved ones.
+        :mod:`fedsynth.data.conditions`), parsed Conditions, or resolved ones.
         """
         return self._sampler(n).sample(int(n), self.resolve(conditions), seed)
 

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from fedsynth.data.validation import validate_frame
-from fedsynth.model.conditions import parse_conditions, resolve_conditions
+from fedsynth.data.conditions import parse_conditions, resolve_conditions
 from fedsynth.model.mcm import MCM
 from fedsynth.model.sampler import satisfies
 

@@ -37,7 +37,7 @@ import torch
 
 from fedsynth.data.schema import ColumnKind
 from fedsynth.data.transforms import Transformer
-from fedsynth.model.conditions import ResolvedCondition
+from fedsynth.data.conditions import ResolvedCondition
 from fedsynth.model.inference import InferenceTrunk
 from fedsynth.model.layout import Layout
 from fedsynth.model.loss import hazard_log_probs

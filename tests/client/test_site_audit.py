@@ -10,7 +10,7 @@ import pytest
 from fedsynth.client.app import _sites, open_site
 from fedsynth.client.audit import check_audit_result, run_site_audit
 from fedsynth.client.audit_log import AUDIT_LOG, AuditRefusedError
-from fedsynth.model.conditions import ConditionError
+from fedsynth.data.conditions import ConditionError
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.mcm import MCM
 from fedsynth.model.rows_digest import rows_digest

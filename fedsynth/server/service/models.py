@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from fedsynth.model.conditions import SYNTAX_HELP
+from fedsynth.data.conditions import SYNTAX_HELP
 
 MAX_CONDITIONS = 64
 MAX_SEED = 2**63 - 1

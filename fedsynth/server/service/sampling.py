@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from fedsynth.model.conditions import SYNTAX_HELP, Condition, ConditionError, ResolvedCondition, parse_conditions
+from fedsynth.data.conditions import SYNTAX_HELP, Condition, ConditionError, ResolvedCondition, parse_conditions
 from fedsynth.model.mcm import MCM
 from fedsynth.model.sampler import GROUP_ROWS
 from fedsynth.server.service.access_log import RowCounter

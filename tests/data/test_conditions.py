@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from fedsynth.data.datasets import bundled_schema
-from fedsynth.model.conditions import Condition, ConditionError, parse_condition, parse_conditions, resolve_conditions
+from fedsynth.data.conditions import Condition, ConditionError, parse_condition, parse_conditions, resolve_conditions
 
 
 @pytest.mark.parametrize(
