@@ -19,11 +19,11 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from fedsynth.data.conditions import ConditionError
 from fedsynth.data.io import TableFormatError, read_table, write_text
 from fedsynth.data.schema import Schema, SchemaError
 from fedsynth.data.validation import DataValidationError, validate_frame
 from fedsynth.deploy import DeploymentError
-from fedsynth.data.conditions import ConditionError
 from fedsynth.model.persistence import ModelFileError
 
 app = typer.Typer(

@@ -29,11 +29,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from fedsynth.data.conditions import ResolvedCondition
 from fedsynth.marginals.consistency import make_consistent
 from fedsynth.marginals.quantiles import quantile_map
 from fedsynth.marginals.restrict import restricted, source_table
 from fedsynth.marginals.tables import MarginalSpec
-from fedsynth.data.conditions import ResolvedCondition
 
 RAKING_SWEEPS = 200
 RAKING_TOLERANCE = 1e-3  # largest total-variation distance between a weighted table and its target

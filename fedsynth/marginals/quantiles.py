@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from fedsynth.data.conditions import ResolvedCondition
 from fedsynth.data.transforms import from_unit
 from fedsynth.marginals.restrict import restricted, source_table
 from fedsynth.marginals.tables import MarginalSpec
-from fedsynth.data.conditions import ResolvedCondition
 
 
 def quantile_map(

@@ -12,8 +12,8 @@ import math
 
 import numpy as np
 
-from fedsynth.marginals.tables import MarginalSpec, TableSpec
 from fedsynth.data.conditions import ResolvedCondition
+from fedsynth.marginals.tables import MarginalSpec, TableSpec
 
 
 def source_table(spec: MarginalSpec, columns: tuple[str, ...], conditioned: set[str]) -> TableSpec | None:

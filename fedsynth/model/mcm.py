@@ -8,10 +8,10 @@ from typing import Any
 import pandas as pd
 import torch
 
+from fedsynth.data.conditions import Condition, ResolvedCondition, parse_conditions, resolve_conditions
 from fedsynth.data.schema import Schema
 from fedsynth.data.transforms import Transformer
 from fedsynth.data.validation import validate_frame
-from fedsynth.data.conditions import Condition, ResolvedCondition, parse_conditions, resolve_conditions
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.layout import Layout
 from fedsynth.model.network import MCMNetwork

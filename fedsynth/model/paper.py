@@ -11,8 +11,8 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from fedsynth.data.validation import validate_frame
 from fedsynth.data.conditions import parse_conditions, resolve_conditions
+from fedsynth.data.validation import validate_frame
 from fedsynth.model.mcm import MCM
 from fedsynth.model.sampler import satisfies
 

@@ -35,9 +35,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from fedsynth.data.conditions import ResolvedCondition
 from fedsynth.data.schema import ColumnKind
 from fedsynth.data.transforms import Transformer
-from fedsynth.data.conditions import ResolvedCondition
 from fedsynth.model.inference import InferenceTrunk
 from fedsynth.model.layout import Layout
 from fedsynth.model.loss import hazard_log_probs

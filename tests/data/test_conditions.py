@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from fedsynth.data.datasets import bundled_schema
 from fedsynth.data.conditions import Condition, ConditionError, parse_condition, parse_conditions, resolve_conditions
+from fedsynth.data.datasets import bundled_schema
 
 
 @pytest.mark.parametrize(

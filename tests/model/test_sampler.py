@@ -9,9 +9,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fedsynth.data.conditions import ConditionError
 from fedsynth.data.schema import ColumnKind, Schema
 from fedsynth.data.transforms import from_unit
-from fedsynth.data.conditions import ConditionError
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.mcm import MCM
 from fedsynth.privacy.copies import exact_copy_count
