@@ -33,6 +33,7 @@ from fedsynth.client.marginal_release import MarginalsRefusedError
 from fedsynth.client.site import RoundResult, Site
 from fedsynth.client.site_errors import shareable_message, site_identity
 from fedsynth.data.schema import Schema
+from fedsynth.marginals.target import MarginalTarget
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.mcm import MCM
 
@@ -230,6 +231,8 @@ def handle_query(message: Message, context: Context, sites_root: Path | None = N
         return marginals_reply(message, site)
     model = MCM(MCMConfig.model_validate(json.loads(str(config["model-config"])))).build(site.schema)
     model.network_.load_state_dict(message.content["arrays"].to_torch_state_dict())
+    if "calibration" in config:  # the run's DP tables: the site samples exactly as the release does
+        model.calibrate_to(MarginalTarget.from_json(str(config["calibration"]), site.schema, "the query's tables"))
     seed = int(config["seed"])
     task = str(config["task"]) if "task" in config else "audit"
     if task == "audit":

@@ -22,7 +22,7 @@ from typing import Any
 from fedsynth.client.audit_log import record_audit
 from fedsynth.client.site import Site
 from fedsynth.model.mcm import MCM
-from fedsynth.model.persistence import weights_digest
+from fedsynth.model.persistence import generator_digest
 from fedsynth.model.rows_digest import rows_digest
 from fedsynth.privacy.anonymeter_audit import AnonymeterSettings, anonymeter_audit, risks_to_dicts
 from fedsynth.privacy.membership import ROC_POINTS, density_attack, distance_attack, white_box_attack
@@ -58,7 +58,7 @@ def start_site_query(
     sample (:func:`site_sampling_seed`, evaluations). Returns (model digest, query number,
     synthetic sample)."""
     resolved = model.resolve(sample[1]) if sample else []  # a bad condition costs no query
-    digest = weights_digest(model)
+    digest = generator_digest(model)
     number = record_audit(site, digest, seed, kind=kind)
     if sample is None:
         return digest, number, model.sample(len(site.train), seed=site_sampling_seed(seed, site.config.name))

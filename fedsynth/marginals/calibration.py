@@ -8,7 +8,8 @@ model gets wrong under DP-SGD, the marginals. Two steps:
    not raked: a near-flat model puts almost no candidate inside the joint support of six
    concentrated numeric margins (measured: 16 raked margins on 5,000 uniform WHAS500 rows
    stall at mean KS/TVD 0.2), so reweighting whole rows cannot reach them.
-2. Numeric columns: quantile mapping. Each value goes to the same quantile of the DP histogram
+2. Numeric columns: quantile mapping of the weighted candidates, before resampling. Each value
+   goes to the same (weighted) quantile of the DP histogram
    (uniform within a bin of the column's public [0, 1] space), ties broken at random, so the
    model's ranks, and with them its dependence between columns, are kept while the marginal
    becomes the DP one. The time column is mapped within each event value, to the consistent
@@ -72,9 +73,11 @@ def calibrate(
     options = {"weight_bound": weight_bound, "sweeps": sweeps, "relations": relations}
     weights = rake(candidates, consistent, spec, conditions=conditions, **options)
     rng = np.random.default_rng(seed)
+    # Mapping the weighted candidates (not the n chosen rows) keeps a small sample random: mapped
+    # after resampling, one row would always land on the median.
+    mapped = quantile_map(candidates, consistent, spec, rng, conditions=conditions, weights=weights)
     chosen = systematic_resample(weights, n, rng)
-    rows = candidates.iloc[rng.permutation(chosen)].reset_index(drop=True)
-    return quantile_map(rows, consistent, spec, rng, conditions=conditions)
+    return mapped.iloc[rng.permutation(chosen)].reset_index(drop=True)
 
 
 def rake(

@@ -1,6 +1,7 @@
 """Quantile mapping of numeric columns onto DP histograms, keeping the model's ranks.
 
-A value at rank r of n goes to quantile (r + 1/2) / n of the target histogram, uniform within a
+A value at rank r of n goes to quantile (r + 1/2) / n of the target histogram (with weights, the
+weight below it plus half its own, over the total), uniform within a
 bin of the column's public [0, 1] space. Ranks are kept, so the model's dependence between
 columns (and the Cox model's risk order, which reads ranks of time) survives; the marginal
 becomes the DP one. Ties (resampled duplicates) are broken at random, so copies come apart.
@@ -24,12 +25,16 @@ def quantile_map(
     rng: np.random.Generator,
     *,
     conditions: list[ResolvedCondition] | None = None,
+    weights: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """``rows`` with every numeric column mapped to its target (the time column within each event
-    value); a column with no table crossing every conditioned column keeps the model's values."""
+    value); a column with no table crossing every conditioned column keeps the model's values.
+    ``weights`` (default 1 each): how many rows each stands for, so that rows resampled by these
+    weights have the target's marginal."""
     conditions = conditions or []
     conditioned = {c.column.name for c in conditions}
     out = rows.copy()
+    weights = np.ones(len(rows)) if weights is None else np.asarray(weights, dtype=np.float64)
     time, event = spec.time_column, spec.event_column
     for b in spec.bins:
         if not b.numeric or len(rows) == 0:
@@ -48,9 +53,9 @@ def quantile_map(
             event_codes = spec.bin(event).cells(spec.schema.column(event), out[event])
             for e in range(target.shape[1]):
                 group = np.flatnonzero(event_codes == e)
-                unit[group] = _map(values[group], target[:, e], edges, rng)
+                unit[group] = _map(values[group], weights[group], target[:, e], edges, rng)
         else:
-            unit = _map(values, target, edges, rng)
+            unit = _map(values, weights, target, edges, rng)
         mapped = np.where(np.isnan(unit), values, from_unit(column, np.nan_to_num(unit)))
         for c in conditions:
             if c.column.name == b.name and c.lower_value is not None:
@@ -66,15 +71,18 @@ def _edges(edges: np.ndarray, conditions: list[ResolvedCondition]) -> np.ndarray
     return edges
 
 
-def _map(values: np.ndarray, target: np.ndarray, edges: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Unit-space values at the ranks' quantiles of the histogram ``target``; NaN when it is empty."""
+def _map(
+    values: np.ndarray, weights: np.ndarray, target: np.ndarray, edges: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Unit-space values at the weighted ranks' quantiles of the histogram ``target``; NaN when it is empty."""
     n = len(values)
     mass = np.clip(np.asarray(target, dtype=np.float64), 0.0, None)
-    if n == 0 or mass.sum() <= 0.0:
+    if n == 0 or mass.sum() <= 0.0 or weights.sum() <= 0.0:
         return np.full(n, np.nan)
     order = np.lexsort((rng.random(n), values))
+    cumulative = np.cumsum(weights[order])
     quantile = np.empty(n)
-    quantile[order] = (np.arange(n) + 0.5) / n
+    quantile[order] = (cumulative - 0.5 * weights[order]) / cumulative[-1]
     keep = mass > 0.0
     lo, hi, mass = edges[:-1][keep], edges[1:][keep], mass[keep]
     cdf = np.cumsum(mass) / mass.sum()

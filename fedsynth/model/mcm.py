@@ -12,6 +12,8 @@ from fedsynth.data.conditions import Condition, ResolvedCondition, parse_conditi
 from fedsynth.data.schema import Schema
 from fedsynth.data.transforms import Transformer
 from fedsynth.data.validation import validate_frame
+from fedsynth.marginals.target import MarginalTarget
+from fedsynth.model.calibrated import calibrated_frames
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.layout import Layout
 from fedsynth.model.network import MCMNetwork
@@ -53,6 +55,8 @@ class MCM:
     history_ : list of float, mean training loss per epoch
     n_train_ : int, training rows
     differentially_private_ : bool, False for ``fit`` (the sites' DP-SGD sets it True)
+    calibration_ : MarginalTarget or None, the DP marginal tables samples are calibrated to
+        (:meth:`calibrate_to`; the coordinator attaches its run's tables to the published model)
 
     Examples
     --------
@@ -72,6 +76,7 @@ class MCM:
         self.n_train_ = 0
         self.differentially_private_ = False
         self.training_info_: dict[str, Any] = {}
+        self.calibration_: MarginalTarget | None = None
 
     # -- construction ---------------------------------------------------------------------------
 
@@ -111,6 +116,13 @@ class MCM:
             )
         return self
 
+    def calibrate_to(self, target: MarginalTarget | None) -> MCM:
+        """Calibrate every later sample to ``target`` (None: the model's own draws); returns self."""
+        if target is not None and target.spec.schema.to_dict() != self._schema().to_dict():
+            raise ValueError("the marginal tables are binned on another schema than the model's")
+        self.calibration_ = target
+        return self
+
     def resolve(self, conditions: ConditionsLike) -> list[ResolvedCondition]:
         """Parse (if text) and check conditions against the schema; resolved ones pass through."""
         items = list(conditions or [])
@@ -124,8 +136,13 @@ class MCM:
         """Draw ``n`` synthetic rows from the model alone; every row satisfies every condition.
 
         ``conditions`` are expressions such as ``"chf=1"`` or ``"60<=age<=80"`` (see
-        :mod:`fedsynth.data.conditions`), parsed Conditions, or resolved ones.
+        :mod:`fedsynth.data.conditions`), parsed Conditions, or resolved ones. With
+        ``calibration_`` the rows are calibrated to its DP marginal tables
+        (:mod:`fedsynth.model.calibrated`).
         """
+        if self.calibration_ is not None:
+            frames = list(self.sample_chunks(n, conditions, seed))
+            return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
         return self._sampler(n).sample(int(n), self.resolve(conditions), seed)
 
     def sample_chunks(
@@ -141,7 +158,10 @@ class MCM:
         """
         sampler = self._sampler(n)
         workers = min(torch.get_num_threads(), STREAM_WORKERS) if workers is None else workers
-        return sampler.iter_frames(int(n), self.resolve(conditions), seed, workers)
+        resolved = self.resolve(conditions)
+        if self.calibration_ is not None:
+            return calibrated_frames(sampler, self.calibration_, int(n), resolved, seed, workers)
+        return sampler.iter_frames(int(n), resolved, seed, workers)
 
     def _sampler(self, n: int) -> ConditionalSampler:
         if n < 0:

@@ -2,9 +2,11 @@
 
 A model directory holds ``weights.pt`` (state dict), ``schema.toml`` (the public schema it
 was trained for), ``model.json`` (config and provenance: a claim of DP or not, training rows) and
-``manifest.json`` (SHA-256 of every other file). Loading checks every hash before reading
-anything, so a corrupted or tampered file is refused with its name. Writing goes to a
-temporary directory that is renamed into place: a failure leaves nothing half-written.
+``manifest.json`` (SHA-256 of every other file), and for a model calibrated to its run's DP
+marginal tables ``marginals.json`` (:class:`~fedsynth.marginals.target.MarginalTarget`).
+Loading checks every hash before reading anything, so a corrupted or tampered file is refused
+with its name. Writing goes to a temporary directory that is renamed into place: a failure
+leaves nothing half-written.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from typing import Any
 import torch
 
 from fedsynth.data.schema import Schema, SchemaError
+from fedsynth.marginals.target import MarginalTarget, MarginalTargetError
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.mcm import MCM, network_for
 
 FORMAT_VERSION = 1
 WEIGHTS, SCHEMA, META, MANIFEST = "weights.pt", "schema.toml", "model.json", "manifest.json"
+MARGINALS = "marginals.json"
 
 
 class ModelFileError(ValueError):
@@ -57,9 +61,14 @@ def save_model(model: MCM, path: str | Path, overwrite: bool = False) -> Path:
             "n_train": model.n_train_,
             "training": model.training_info_,
             "loss_history": model.history_,
+            "calibration": _calibration_meta(model.calibration_),
         }
         (staging / META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
-        files = {name: sha256_file(staging / name) for name in (WEIGHTS, SCHEMA, META)}
+        names = [WEIGHTS, SCHEMA, META]
+        if model.calibration_ is not None:
+            (staging / MARGINALS).write_text(model.calibration_.to_json(), encoding="utf-8")
+            names.append(MARGINALS)
+        files = {name: sha256_file(staging / name) for name in names}
         (staging / MANIFEST).write_text(json.dumps({"files": files}, indent=2), encoding="utf-8")
         if target.exists():
             shutil.rmtree(target)
@@ -70,9 +79,24 @@ def save_model(model: MCM, path: str | Path, overwrite: bool = False) -> Path:
     return target
 
 
+def _calibration_meta(target: MarginalTarget | None) -> dict[str, Any] | None:
+    if target is None:
+        return None
+    return {"file": MARGINALS, "sha256": target.digest(), "source": target.source}
+
+
 def model_digest(path: str | Path) -> str:
     """SHA-256 of the manifest: one hash that pins every file of the model."""
     return sha256_file(Path(path) / MANIFEST)
+
+
+def generator_digest(model: MCM) -> str:
+    """SHA-256 of what determines the model's samples: its weights and, for a calibrated model,
+    its marginal tables. Sites name the model they audited by it, so a release calibrated to
+    other tables is not covered by their audit."""
+    if model.calibration_ is None:
+        return weights_digest(model)
+    return hashlib.sha256(f"{weights_digest(model)}:{model.calibration_.digest()}".encode()).hexdigest()
 
 
 def weights_digest(model: MCM) -> str:
@@ -101,7 +125,7 @@ def load_model(path: str | Path) -> MCM:
         raise ModelFileError(f"{manifest_path} is missing: {root} is not a fedsynth model directory") from None
     except (json.JSONDecodeError, KeyError, TypeError):
         raise ModelFileError(f"{manifest_path} is corrupted; re-create the model with `fedsynth fit`") from None
-    for name in (WEIGHTS, SCHEMA, META):
+    for name in (WEIGHTS, SCHEMA, META, *([MARGINALS] if MARGINALS in files else [])):
         file = root / name
         if name not in files:
             raise ModelFileError(f"{manifest_path} does not list {name}; the model directory is corrupted")
@@ -133,4 +157,12 @@ def load_model(path: str | Path) -> MCM:
     model.n_train_ = int(meta.get("n_train", 0))
     model.training_info_ = dict(meta.get("training", {}))
     model.history_ = list(meta.get("loss_history", []))
+    if MARGINALS in files:
+        try:
+            target = MarginalTarget.from_json(
+                (root / MARGINALS).read_text(encoding="utf-8"), schema, str(root / MARGINALS)
+            )
+        except MarginalTargetError as exc:
+            raise ModelFileError(str(exc)) from None
+        model.calibrate_to(target)
     return model

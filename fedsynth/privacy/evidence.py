@@ -26,7 +26,7 @@ from typing import Any
 
 from fedsynth.model.mcm import MCM
 from fedsynth.model.persistence import load_model, weights_digest
-from fedsynth.server.run import BUDGET, CHECKPOINT_RECORD, CHECKPOINTS, RunDirectory
+from fedsynth.server.run import BUDGET, CHECKPOINT_RECORD, CHECKPOINTS, MARGINALS_FILE, RunDirectory
 
 # Ledgers compose epsilon in floating point; a site at its target must not read as over it.
 EPSILON_SLACK = 1e-9
@@ -71,6 +71,24 @@ def _site_problem(record: dict[str, Any]) -> str | None:
     return None
 
 
+def _calibration_problem(run: RunDirectory, model: MCM, ok: list[dict[str, Any]]) -> str | None:
+    """Why the model's marginal tables are not the run's DP release (None if they are, or it has none)."""
+    if model.calibration_ is None:
+        return None
+    try:
+        released = run.marginal_target()
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"{run.path / MARGINALS_FILE} is unreadable ({exc})"
+    if released is None or released.digest() != model.calibration_.digest():
+        return f"the model's marginal tables are not {run.path / MARGINALS_FILE}'s complete DP release"
+    released_by = {str(r.get("site")) for r in ok if r.get("mechanism") == "marginals"}
+    sites = {str(s.get("site")) for s in released.source.get("sites", [])}
+    if not sites or sites - released_by:
+        missing = ", ".join(sorted(sites - released_by)) or "any site"
+        return f"{run.path / BUDGET} records no DP marginal release of {missing}"
+    return None
+
+
 def dp_evidence(model_dir: str | Path, model: MCM | None = None) -> DPEvidence:
     """What the run's records say about ``model_dir``'s weights (``model``: already loaded)."""
     model_dir = Path(model_dir)
@@ -81,7 +99,8 @@ def dp_evidence(model_dir: str | Path, model: MCM | None = None) -> DPEvidence:
             f"{model_dir} is not the model or a checkpoint of a federated run directory (no run.json beside "
             "it), so no budget record shows it was trained with DP",
         )
-    digest = weights_digest(model if model is not None else load_model(model_dir))
+    model = model if model is not None else load_model(model_dir)
+    digest = weights_digest(model)
     run = RunDirectory(run_dir)
     if not (run_dir / CHECKPOINT_RECORD).exists():
         return DPEvidence(
@@ -108,6 +127,9 @@ def dp_evidence(model_dir: str | Path, model: MCM | None = None) -> DPEvidence:
         if problem is not None:
             where = f"{reply.get('site')} in round {reply.get('round')}"
             return DPEvidence(False, f"{run_dir / BUDGET}: {where}: {problem}", run_dir, produced)
+    calibration = _calibration_problem(run, model, ok)
+    if calibration is not None:
+        return DPEvidence(False, calibration, run_dir, produced)
     epsilon = max(float(r["epsilon"]) for r in ok)
     return DPEvidence(
         True,

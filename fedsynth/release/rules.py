@@ -291,7 +291,7 @@ def evidence_rule(
     """audit.json and evaluation.json are of RUN_DIR/model and cover every site that trained; the
     run's records show that model DP (not its own flag); ``release`` (the checked synthetic file,
     or why it was refused) regenerates from it and holds exactly the rows the sites audited."""
-    from fedsynth.model.persistence import ModelFileError, load_model, weights_digest
+    from fedsynth.model.persistence import ModelFileError, generator_digest, load_model
     from fedsynth.privacy.evidence import dp_evidence
 
     name, shown = "evidence", "same model, every site, the audited rows"
@@ -303,7 +303,7 @@ def evidence_rule(
     dp = dp_evidence(run_dir / "model", model)
     if not (dp.differentially_private and model.differentially_private_):
         problems.append(f"RUN_DIR/model is not shown to be trained with DP ({dp.reason})")
-    digest = weights_digest(model)
+    digest = generator_digest(model)
     trained = {s["site"] for s in (budget.data or {}).get("sites", [])}
     for document in (audit, evaluation):
         if document.data is None:

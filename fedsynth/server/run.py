@@ -7,7 +7,9 @@
       checkpoints/LATEST        the last complete checkpoint's round (written after it)
       checkpoints.jsonl         one line per checkpoint: its round, weights digest and sites
       budget.jsonl              one line per site per round: the scalars the site replied
-      model -> the final global model (a copy of the last checkpoint)
+      marginals.json            the sites' summed DP marginal tables (fedsynth.server.marginals)
+      model -> the final global model: the last checkpoint, calibrated to marginals.json's
+               tables when every site released them
 
 Checkpoints are written atomically and LATEST only after, so a coordinator killed at any
 moment resumes from a complete, hash-verified checkpoint. ``checkpoints.jsonl`` ties each
@@ -30,6 +32,7 @@ import torch
 
 from fedsynth.data.io import write_text
 from fedsynth.data.schema import Schema
+from fedsynth.marginals.target import MarginalTarget
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.mcm import MCM
 from fedsynth.model.persistence import load_model, model_digest, save_model, weights_digest
@@ -37,6 +40,7 @@ from fedsynth.model.persistence import load_model, model_digest, save_model, wei
 CHECKPOINTS = "checkpoints"
 BUDGET = "budget.jsonl"
 CHECKPOINT_RECORD = "checkpoints.jsonl"
+MARGINALS_FILE = "marginals.json"
 
 
 @dataclass(frozen=True)
@@ -104,9 +108,20 @@ class RunDirectory:
         """The checkpoint's model; its manifest hashes are verified on load."""
         return load_model(checkpoint.path)
 
+    def marginal_target(self) -> MarginalTarget | None:
+        """The run's complete DP marginal tables as a calibration target (None: none, or incomplete)."""
+        path = self.path / MARGINALS_FILE
+        if not path.exists():
+            return None
+        return MarginalTarget.from_run_document(json.loads(path.read_text(encoding="utf-8")))
+
     def publish_model(self, checkpoint: Checkpoint) -> Path:
-        """Copy the final checkpoint to RUN_DIR/model, the model the server samples from."""
+        """The final checkpoint as RUN_DIR/model, the model the server samples from: calibrated
+        to the run's DP marginal tables where every site released them, else a copy."""
         target = self.path / "model"
+        calibration = self.marginal_target()
+        if calibration is not None:
+            return save_model(load_model(checkpoint.path).calibrate_to(calibration), target, overwrite=True)
         staging = self.path / ".model.tmp"
         if staging.exists():
             shutil.rmtree(staging)

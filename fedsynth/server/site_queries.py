@@ -74,6 +74,8 @@ def query_sites(
             "model-config": json.dumps(model.config.model_dump(mode="json")),
             "seed": seed,
             "task": task,
+            # DP tables (post-processing of the sites' releases): sites sample as the release does.
+            **({"calibration": model.calibration_.to_json()} if model.calibration_ is not None else {}),
             **{k: json.dumps(v) for k, v in (extra or {}).items()},
         }
     )

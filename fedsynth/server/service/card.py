@@ -57,7 +57,7 @@ def _summary(path: Path, weights_sha256: str) -> ResultSummary | None:
         return ResultSummary(
             time=document.get("time"),
             complete=bool(document["complete"]),
-            # The sites name a model by its weights' digest (fedsynth.model.persistence.weights_digest).
+            # The sites name a model by what determines its samples (fedsynth.model.persistence.generator_digest).
             matches_model=document.get("model_sha256") == weights_sha256,
             worst=document.get("worst"),
             failures=len(document.get("failures", [])),

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedsynth.model.mcm import MCM
-from fedsynth.model.persistence import ModelFileError, load_model, model_digest, weights_digest
+from fedsynth.model.persistence import ModelFileError, generator_digest, load_model, model_digest
 from fedsynth.model.provenance import DP_NOTICE, NON_DP_MODEL_NOTICE
 from fedsynth.privacy.evidence import DPClaimError, DPEvidence, check_dp_claim
 
@@ -58,4 +58,4 @@ class ServedModel:
                 "samples may reveal training rows. Serve a federated DP run, or pass --allow-non-dp (every "
                 "answer is then labelled not DP)"
             )
-        return cls(run_dir, model, before, weights_digest(model), evidence)
+        return cls(run_dir, model, before, generator_digest(model), evidence)
