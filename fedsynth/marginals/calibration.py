@@ -8,11 +8,10 @@ model gets wrong under DP-SGD, the marginals. Two steps:
    not raked: a near-flat model puts almost no candidate inside the joint support of six
    concentrated numeric margins (measured: 16 raked margins on 5,000 uniform WHAS500 rows
    stall at mean KS/TVD 0.2), so reweighting whole rows cannot reach them.
-2. Numeric columns: quantile mapping of the weighted candidates, before resampling. Each value
-   goes to the same (weighted) quantile of the DP histogram
-   (uniform within a bin of the column's public [0, 1] space), ties broken at random, so the
-   model's ranks, and with them its dependence between columns, are kept while the marginal
-   becomes the DP one. The time column is mapped within each event value, to the consistent
+2. Numeric columns: quantile mapping over the weighted candidates. Each value goes to the same
+   (weighted) quantile of the DP histogram (uniform within a bin of the column's public [0, 1]
+   space), ties broken at random, so the model's ranks, and with them its dependence between
+   columns, are kept while the marginal becomes the DP one. The time column is mapped within each event value, to the consistent
    (time bin x event) joint, so event and censoring times each get their own distribution.
 
 Only the released tables and the model's rows are read: post-processing of DP releases.
@@ -73,11 +72,8 @@ def calibrate(
     options = {"weight_bound": weight_bound, "sweeps": sweeps, "relations": relations}
     weights = rake(candidates, consistent, spec, conditions=conditions, **options)
     rng = np.random.default_rng(seed)
-    # Mapping the weighted candidates (not the n chosen rows) keeps a small sample random: mapped
-    # after resampling, one row would always land on the median.
-    mapped = quantile_map(candidates, consistent, spec, rng, conditions=conditions, weights=weights)
-    chosen = systematic_resample(weights, n, rng)
-    return mapped.iloc[rng.permutation(chosen)].reset_index(drop=True)
+    chosen = rng.permutation(systematic_resample(weights, n, rng))
+    return quantile_map(candidates, consistent, spec, rng, conditions=conditions, weights=weights, chosen=chosen)
 
 
 def rake(

@@ -1,10 +1,10 @@
 """Quantile mapping of numeric columns onto DP histograms, keeping the model's ranks.
 
-A value at rank r of n goes to quantile (r + 1/2) / n of the target histogram (with weights, the
-weight below it plus half its own, over the total), uniform within a
-bin of the column's public [0, 1] space. Ranks are kept, so the model's dependence between
-columns (and the Cox model's risk order, which reads ranks of time) survives; the marginal
-becomes the DP one. Ties (resampled duplicates) are broken at random, so copies come apart.
+A value at rank r of n goes to a uniform point of [r, r + 1) / n of the target histogram's CDF
+(with weights, of its weight's slot), uniform within a bin of the column's public [0, 1]
+space. Ranks are kept, so the model's dependence between columns (and the Cox model's risk
+order, which reads ranks of time) survives; the marginal becomes the DP one. Ties are broken at
+random, and resampled copies of a row get points of its slot of their own, so copies come apart.
 """
 
 from __future__ import annotations
@@ -26,18 +26,25 @@ def quantile_map(
     *,
     conditions: list[ResolvedCondition] | None = None,
     weights: np.ndarray | None = None,
+    chosen: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """``rows`` with every numeric column mapped to its target (the time column within each event
-    value); a column with no table crossing every conditioned column keeps the model's values.
-    ``weights`` (default 1 each): how many rows each stands for, so that rows resampled by these
-    weights have the target's marginal."""
+    """``rows.iloc[chosen]`` (default: every row) with every numeric column mapped to its target
+    (the time column within each event value); a column with no table crossing every conditioned
+    column keeps the model's values.
+
+    ``weights`` (default 1 each): how many rows each of ``rows`` stands for. Each row owns a slot
+    of the target's CDF as wide as its weight, in the order of its value; each chosen copy of it
+    gets a uniform point of its slot. So rows resampled by these weights have the target's
+    marginal, a one-row sample is still a random draw, and copies of a row come apart.
+    """
     conditions = conditions or []
     conditioned = {c.column.name for c in conditions}
-    out = rows.copy()
     weights = np.ones(len(rows)) if weights is None else np.asarray(weights, dtype=np.float64)
+    chosen = np.arange(len(rows)) if chosen is None else np.asarray(chosen)
+    out = rows.iloc[chosen].reset_index(drop=True)
     time, event = spec.time_column, spec.event_column
     for b in spec.bins:
-        if not b.numeric or len(rows) == 0:
+        if not b.numeric or len(out) == 0:
             continue
         # The time column within each event value where a table crosses both, else overall.
         keep = (event,) if b.name == time and source_table(spec, (time, event), conditioned) else ()
@@ -47,16 +54,18 @@ def quantile_map(
         target = restricted(table, consistent, spec, conditions, (b.name, *keep))
         edges = _edges(b.unit_edges(), [c for c in conditions if c.column.name == b.name])
         column = spec.schema.column(b.name)
-        values = out[b.name].to_numpy(dtype=np.float64)
-        unit = np.full(len(values), np.nan)
+        values = rows[b.name].to_numpy(dtype=np.float64)
+        unit = np.full(len(chosen), np.nan)
         if keep:
-            event_codes = spec.bin(event).cells(spec.schema.column(event), out[event])
+            event_codes = spec.bin(event).cells(spec.schema.column(event), rows[event])
             for e in range(target.shape[1]):
-                group = np.flatnonzero(event_codes == e)
-                unit[group] = _map(values[group], weights[group], target[:, e], edges, rng)
+                members = np.flatnonzero(event_codes == e)
+                picked = np.flatnonzero(event_codes[chosen] == e)
+                local = np.searchsorted(members, chosen[picked])
+                unit[picked] = _map(values[members], weights[members], local, target[:, e], edges, rng)
         else:
-            unit = _map(values, weights, target, edges, rng)
-        mapped = np.where(np.isnan(unit), values, from_unit(column, np.nan_to_num(unit)))
+            unit = _map(values, weights, chosen, target, edges, rng)
+        mapped = np.where(np.isnan(unit), values[chosen], from_unit(column, np.nan_to_num(unit)))
         for c in conditions:
             if c.column.name == b.name and c.lower_value is not None:
                 mapped = np.clip(mapped, c.lower_value, c.upper_value)
@@ -72,21 +81,28 @@ def _edges(edges: np.ndarray, conditions: list[ResolvedCondition]) -> np.ndarray
 
 
 def _map(
-    values: np.ndarray, weights: np.ndarray, target: np.ndarray, edges: np.ndarray, rng: np.random.Generator
+    values: np.ndarray,
+    weights: np.ndarray,
+    chosen: np.ndarray,
+    target: np.ndarray,
+    edges: np.ndarray,
+    rng: np.random.Generator,
 ) -> np.ndarray:
-    """Unit-space values at the weighted ranks' quantiles of the histogram ``target``; NaN when it is empty."""
+    """Unit-space values of the ``chosen`` rows at points of their weight slots in the histogram
+    ``target``'s CDF; NaN when it or the weights are empty."""
     n = len(values)
     mass = np.clip(np.asarray(target, dtype=np.float64), 0.0, None)
-    if n == 0 or mass.sum() <= 0.0 or weights.sum() <= 0.0:
-        return np.full(n, np.nan)
+    if len(chosen) == 0 or mass.sum() <= 0.0 or weights.sum() <= 0.0:
+        return np.full(len(chosen), np.nan)
     order = np.lexsort((rng.random(n), values))
     cumulative = np.cumsum(weights[order])
-    quantile = np.empty(n)
-    quantile[order] = (cumulative - 0.5 * weights[order]) / cumulative[-1]
+    start = np.empty(n)
+    start[order] = cumulative - weights[order]
+    quantile = (start[chosen] + rng.random(len(chosen)) * weights[chosen]) / cumulative[-1]
     keep = mass > 0.0
     lo, hi, mass = edges[:-1][keep], edges[1:][keep], mass[keep]
     cdf = np.cumsum(mass) / mass.sum()
     k = np.minimum(np.searchsorted(cdf, quantile, side="right"), len(cdf) - 1)
-    start = np.concatenate(([0.0], cdf[:-1]))[k]
-    within = np.clip((quantile - start) / (cdf[k] - start), 0.0, 1.0)
+    start_k = np.concatenate(([0.0], cdf[:-1]))[k]
+    within = np.clip((quantile - start_k) / (cdf[k] - start_k), 0.0, 1.0)
     return lo[k] + within * (hi[k] - lo[k])
