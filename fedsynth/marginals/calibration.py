@@ -11,8 +11,9 @@ model gets wrong under DP-SGD, the marginals. Two steps:
 2. Numeric columns: quantile mapping over the weighted candidates. Each value goes to the same
    (weighted) quantile of the DP histogram (uniform within a bin of the column's public [0, 1]
    space), ties broken at random, so the model's ranks, and with them its dependence between
-   columns, are kept while the marginal becomes the DP one. The time column is mapped within each event value, to the consistent
-   (time bin x event) joint, so event and censoring times each get their own distribution.
+   columns, are kept while the marginal becomes the DP one. The time column is mapped within
+   each event value, to the consistent (time bin x event) joint, so event and censoring times
+   each get their own distribution.
 
 Only the released tables and the model's rows are read: post-processing of DP releases.
 
