@@ -124,3 +124,49 @@ def test_sample_labels_a_model_dp_only_with_its_evidence(small_model: MCM, tmp_p
     assert result.exit_code == 0, result.output
     record = json.loads(out.with_name("rows.csv.provenance.json").read_text())
     assert record["differentially_private"] is True and "round 1 of run" in record["dp_evidence"]
+
+
+def calibrated_run(root: Path, model: MCM, frame, with_release_lines: bool = True) -> Path:
+    """A run whose two sites released DP marginal tables (round 0 lines) before round 1: the
+    published model carries the run's consistent tables."""
+    from fedsynth.marginals.tables import MarginalSpec, count_tables, tables_to_json
+
+    spec = MarginalSpec.from_schema(model.schema_)
+    tables = json.loads(tables_to_json(count_tables(frame, spec)))
+    run = RunDirectory(root)
+    run.initialise("run-evidence", model.schema_, {"rounds": 1})
+    sites = [{"site": s, "epsilon": 0.8, "noise_multiplier": 3.0} for s in ("site-a", "site-b")]
+    document = {"complete": True, "run_id": "run-evidence", "spec": spec.to_dict(), "sites": sites,
+                "noisy_tables": tables, "consistent_tables": tables}  # fmt: skip
+    (root / "marginals.json").write_text(json.dumps(document))
+    if with_release_lines:
+        release = {"mechanism": "marginals", "sample-rate": 1.0, "steps": 1}
+        run.append_budget([{**budget_record(0, s["site"], 0.8), **release} for s in sites])
+    run.append_budget([budget_record(1, "site-a", 2.5), budget_record(1, "site-b", 2.25)])
+    info = {"round": 1, "sites": ["site-a", "site-b"]}
+    run.publish_model(run.save_checkpoint(1, model.network_.state_dict(), model.schema_, model.config, info))
+    return root
+
+
+def test_a_model_calibrated_to_its_runs_release_is_dp_and_to_other_tables_is_not(
+    small_model: MCM, whas_split, tmp_path: Path
+) -> None:
+    run_dir = calibrated_run(tmp_path / "run", small_model, whas_split[0])
+    published = load_model(run_dir / "model")
+    assert published.calibration_ is not None
+    assert dp_evidence(run_dir / "model", published).differentially_private
+    # The same weights calibrated to other tables (here the holdout's exact counts: not a DP release).
+    from fedsynth.marginals.tables import MarginalSpec, count_tables
+    from fedsynth.marginals.target import MarginalTarget
+
+    spec = MarginalSpec.from_schema(published.schema_)
+    published.calibrate_to(MarginalTarget(spec, count_tables(whas_split[1], spec)))
+    published.save(run_dir / "model", overwrite=True)
+    evidence = dp_evidence(run_dir / "model")
+    assert not evidence.differentially_private and "not" in evidence.reason and "marginals.json" in evidence.reason
+
+
+def test_tables_without_the_sites_release_lines_are_not_dp(small_model: MCM, whas_split, tmp_path: Path) -> None:
+    run_dir = calibrated_run(tmp_path / "run", small_model, whas_split[0], with_release_lines=False)
+    evidence = dp_evidence(run_dir / "model")
+    assert not evidence.differentially_private and "no DP marginal release of site-a, site-b" in evidence.reason
