@@ -134,7 +134,14 @@ def run_one(
         gap_mean_over_draws=sum(s.cindex_tstr - s.cindex_trtr for s in every) / draws,
         hr_in_ci_mean_over_draws=sum(s.hr_in_ci_fraction for s in every) / draws,
         by_sample_multiple={
-            m: {"gap": s.cindex_tstr - s.cindex_trtr, "hr_in_ci_fraction": s.hr_in_ci_fraction, "mean_ks": s.mean_ks}
+            m: {
+                "gap": s.cindex_tstr - s.cindex_trtr,
+                "hr_in_ci_fraction": s.hr_in_ci_fraction,
+                "mean_ks": s.mean_ks,
+                "numeric_mean_ks": s.numeric_mean_ks,
+                "discrete_mean_tvd": s.discrete_mean_tvd,
+                "worst_ks": s.worst_ks,
+            }
             for m, s in larger.items()
         },
     )
@@ -207,7 +214,14 @@ def main() -> None:
             "by_sample_multiple": {
                 m: {
                     key: sum(r["by_sample_multiple"][m][key] for r in runs) / len(runs)
-                    for key in ("gap", "hr_in_ci_fraction", "mean_ks")
+                    for key in (
+                        "gap",
+                        "hr_in_ci_fraction",
+                        "mean_ks",
+                        "numeric_mean_ks",
+                        "discrete_mean_tvd",
+                        "worst_ks",
+                    )
                 }
                 for m in args.sample_multiples
             },
