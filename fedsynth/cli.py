@@ -229,7 +229,9 @@ def fit(
 @app.command()
 @user_errors
 def sample(
-    model_dir: Annotated[Path, typer.Argument(help="Model directory from `fedsynth fit` or a federated run.")],
+    model_dir: Annotated[
+        Path, typer.Argument(help="Model directory from `fedsynth fit`, or a run directory (samples RUN_DIR/model).")
+    ],
     n: Annotated[int, typer.Option("-n", help="Number of rows.", min=1)],
     output: Annotated[Path, typer.Option("-o", "--output", help="CSV or Parquet (by suffix).")],
     where: Annotated[
@@ -245,6 +247,8 @@ def sample(
     from fedsynth.privacy.evidence import check_dp_claim
 
     _check_table_output(output, force)
+    if (model_dir / "run.json").exists() and (model_dir / "model").is_dir():
+        model_dir = model_dir / "model"  # a run directory: its global model, as serve/audit/report take it
     model = MCM.load(model_dir)
     resolved = model.resolve(list(where or []))
     dp = check_dp_claim(model_dir, model)  # the run's records, not model.json's flag; an unbacked claim exits 2
@@ -343,6 +347,8 @@ def augment(
     from fedsynth.model.provenance import provenance, write_synthetic
 
     _check_table_output(output, force)
+    if (model_dir / "run.json").exists() and (model_dir / "model").is_dir():
+        model_dir = model_dir / "model"  # a run directory: its global model, as serve/audit/report take it
     model = MCM.load(model_dir)
     real, _ = _load_validated(data, model._schema())
     if where:

@@ -92,3 +92,18 @@ def test_sigkill_leaves_a_temp_file_the_next_run_removes(model_dir: Path, tmp_pa
     assert _temps(tmp_path) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.csv", "big.csv.provenance.json"]
     assert os.path.getsize(out) > 0
+
+
+def test_a_run_directory_samples_its_global_model(small_model: MCM, whas_split, tmp_path) -> None:
+    import pandas as pd
+
+    from tests.privacy.test_evidence import calibrated_run
+
+    run_dir = calibrated_run(tmp_path / "run", small_model, whas_split[0])
+    result = _sample(run_dir, "-n", 300, "-o", tmp_path / "out.csv", "--seed", 5)
+    assert result.exit_code == 0, result.output
+    written = pd.read_csv(tmp_path / "out.csv")
+    expected = MCM.load(run_dir / "model").sample(300, seed=5)
+    assert len(written) == 300 and MCM.load(run_dir / "model").calibration_ is not None
+    pd.testing.assert_frame_equal(written, expected, check_dtype=False, atol=1e-6)
+    assert json.loads(sidecar_path(tmp_path / "out.csv").read_text())["differentially_private"] is True
