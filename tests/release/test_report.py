@@ -85,9 +85,9 @@ def test_current_evaluation_draws_marginals_correlations_and_calibration(current
     assert len(_images(text)) == 1 + 3 + 5
 
 
-def test_pass_verdict_names_each_rules_value_threshold_and_reason(demo_run: Path, board_keys) -> None:
-    policy = load_policy()
-    verdict, bundle = sign_off(demo_run, policy, default_policy_path().read_text(), load_private_key(board_keys[0]))
+def test_pass_verdict_names_each_rules_value_threshold_and_reason(demo_run: Path, board_keys, demo_policy_path) -> None:
+    policy = load_policy(demo_policy_path)
+    verdict, bundle = sign_off(demo_run, policy, demo_policy_path.read_text(), load_private_key(board_keys[0]))
     assert verdict.passed and bundle is not None
     text = write_report(demo_run, demo_run / "report.html", None).read_text()  # read back from signoff.json
     assert 'class="banner pass"' in text and "PASS: every rule of policy" in text
