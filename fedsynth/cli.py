@@ -984,8 +984,9 @@ def _sign_off(
         lacking = "; ".join(
             f"{rule.name} ({rule.power or 'more rows at the sites'})" for rule in verdict.inconclusive_rules
         )
-        console.print(
-            f"[bold yellow]INCONCLUSIVE[/]: these rules lack the power to tell; they would decide with: {lacking}"
+        console.print(  # one line, however long: scripts and logs read it whole
+            f"[bold yellow]INCONCLUSIVE[/]: these rules lack the power to tell; they would decide with: {lacking}",
+            soft_wrap=True,
         )
     else:
         failed = ", ".join(rule.name for rule in verdict.failed_rules if rule.outcome == "FAIL")

@@ -38,7 +38,7 @@ def _items(pooled: dict[str, Any], figure: str, kind: str) -> list[tuple[str, fl
     """(label, value, noise floor) of each thing the rule tests: the mean, or every column of a kind."""
     if kind == "mean":
         entry = pooled.get(figure)
-        return [] if entry is None else [(figure.replace("_", " "), entry["value"], entry["noise_critical"])]
+        return [] if entry is None else [("", entry["value"], entry["noise_critical"])]
     columns = pooled.get("columns") or {}
     return [(name, c["value"], c["noise_critical"]) for name, c in columns.items() if c["statistic"] == figure]
 
@@ -47,8 +47,8 @@ def _power(pooled: dict[str, Any], floor: float, threshold: float) -> str:
     """What would bring the floor under the threshold: it falls as 1/sqrt(rows) at every site."""
     factor = (floor / threshold) ** 2
     rows = [r["real"] for r in (pooled.get("rows") or {}).values()]
-    now = f" (now {round(sum(rows) / len(rows))} training rows per site on average)" if rows else ""
-    return f"sites about {factor:.1f}x larger, with as many synthetic rows as training rows{now}"
+    target = f" (about {math.ceil(factor * sum(rows) / len(rows))} training rows each)" if rows else ""
+    return f"sites about {factor:.1f}x larger{target}, sampled at their training size"
 
 
 def judge_fidelity(
@@ -69,14 +69,14 @@ def judge_fidelity(
         name=name, value=value, threshold=shown, outcome=PASS, reason=f"{where} {value:.3g} within {shown}"
     )
     if failing:
-        named = ", ".join(f"{lab} {v:.3g} (noise floor {c:.3g})" for lab, v, c in failing)
+        named = ", ".join(f"{lab} {v:.3g} (noise floor {c:.3g})".lstrip() for lab, v, c in failing)
         return result.with_outcome(FAIL, f"{what} outside {shown}, beyond what noise at these sizes gives: {named}")
     if unpowered:
         worst_floor = max(c for _, _, c in unpowered)
-        named = ", ".join(f"{lab} {v:.3g} (noise floor {c:.3g})" for lab, v, c in unpowered)
+        named = ", ".join(f"{lab} {v:.3g}".lstrip() for lab, v, _ in unpowered)
         reason = (
-            f"{what}: the noise floor at these sizes is over {shown} for {named}: a sample of the real "
-            "distribution itself could read that, so the sites are too small to tell"
+            f"{what}: {named}, but at these sizes a sample of the real distribution itself reads up to "
+            f"{worst_floor:.3g} (95% noise floor), over {shown}: the sites are too small to tell"
         )
         return result.with_outcome(INCONCLUSIVE, reason, power=_power(pooled, worst_floor, threshold))
     return result.with_outcome(PASS, f"{result.reason} (noise floor {floor:.3g})")

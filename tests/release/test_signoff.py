@@ -296,10 +296,10 @@ def test_signoff_cli_inconclusive_exits_3_naming_what_would_give_power(demo_run:
     assert manifest["forced"]["failed_rules"] == ["mia_tpr_at_1pct_fpr"]
 
 
-def test_a_failure_while_bundling_leaves_nothing(demo_run: Path, board_keys, tmp_path) -> None:
+def test_a_failure_while_bundling_leaves_nothing(demo_run: Path, board_keys, demo_policy_path, tmp_path) -> None:
     (demo_run / "schema.toml").unlink()  # not a rule's evidence, but the bundle needs it
     out = tmp_path / "bundle"
-    args = ["signoff", str(demo_run), "--key", str(board_keys[0]), "-o", str(out)]
+    args = ["signoff", str(demo_run), "--key", str(board_keys[0]), "-o", str(out), "--policy", str(demo_policy_path)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "schema.toml is missing" in result.output
     assert not out.exists() and list(tmp_path.iterdir()) == [demo_run]
