@@ -935,7 +935,7 @@ def _verdict_table(verdict: Any) -> Table:
         )
     for rule in verdict.rules:
         value = f"{rule.value:.4g}" if isinstance(rule.value, float) else str(rule.value)
-        result = "[green]PASS[/]" if rule.passed else "[bold red]FAIL[/]"
+        result = {"PASS": "[green]PASS[/]", "FAIL": "[bold red]FAIL[/]"}.get(rule.outcome, "[yellow]INCONCLUSIVE[/]")
         table.add_row(rule.name, value, rule.threshold, result, rule.reason)
     return table
 
@@ -956,14 +956,17 @@ def signoff(
     ] = False,
     reason: Annotated[str | None, typer.Option("--reason", help="Why the board releases despite a FAIL.")] = None,
 ) -> None:
-    """Test the release policy against a run; on PASS (or --force --reason) write a signed bundle."""
+    """Test the release policy against a run; on PASS (or --force --reason) write a signed bundle.
+
+    Exits 1 on FAIL and 3 on INCONCLUSIVE (some rule's evidence lacks the power to tell), without a bundle.
+    """
     if force and not (reason and reason.strip()):
         raise ValueError('--force needs --reason "...": a forced release records why the verdict was overridden')
     if reason and not force:
         raise ValueError("--reason is recorded only with --force; drop it, or add --force to override a FAIL")
     verdict, bundle = _sign_off(run_dir, key, policy, output, reason if force else None)
     if bundle is None:
-        raise typer.Exit(code=1)
+        raise typer.Exit(code=3 if verdict.outcome == "INCONCLUSIVE" else 1)
 
 
 def _sign_off(
@@ -983,12 +986,23 @@ def _sign_off(
     console.print(_verdict_table(verdict))
     if verdict.passed:
         console.print(f"[bold green]PASS[/]: every rule of '{verdict.policy}' holds")
+    elif verdict.outcome == "INCONCLUSIVE":
+        lacking = "; ".join(
+            f"{rule.name} ({rule.power or 'more rows at the sites'})" for rule in verdict.inconclusive_rules
+        )
+        console.print(  # one line, however long: scripts and logs read it whole
+            f"[bold yellow]INCONCLUSIVE[/]: these rules lack the power to tell; they would decide with: {lacking}",
+            soft_wrap=True,
+        )
     else:
-        failed = ", ".join(rule.name for rule in verdict.failed_rules)
-        console.print(f"[bold red]FAIL[/]: {failed}")
+        failed = ", ".join(rule.name for rule in verdict.failed_rules if rule.outcome == "FAIL")
+        unsure = ", ".join(rule.name for rule in verdict.inconclusive_rules)
+        console.print(f"[bold red]FAIL[/]: {failed}" + (f" (and inconclusive: {unsure})" if unsure else ""))
     console.print(f"verdict: {run_dir / 'signoff.json'}")
     if bundle is None:
-        console.print("no release bundle written (the verdict failed; --force --reason overrides, and is recorded)")
+        console.print(
+            f"no release bundle written (the verdict is {verdict.outcome}; --force --reason overrides, and is recorded)"
+        )
         return verdict, None
     if not verdict.passed:
         console.print(f"[yellow]forced release, reason recorded in the signed manifest: {force_reason}[/]")

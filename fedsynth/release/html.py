@@ -28,8 +28,10 @@ th { background: #f3f5f7; } td:first-child { white-space: nowrap; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .banner { padding: 1rem 1.2rem; border-radius: 6px; font-size: 1.25rem; font-weight: 600; margin: 1rem 0; }
 .pass { background: #dafbe1; border: 2px solid #1a7f37; } .fail { background: #ffebe9; border: 2px solid #cf222e; }
-.forced { background: #fff8c5; border: 2px solid #9a6700; } .none { background: #eaeef2; border: 2px solid #57606a; }
+.forced, .inconclusive { background: #fff8c5; border: 2px solid #9a6700; }
+.none { background: #eaeef2; border: 2px solid #57606a; }
 .ok { color: #1a7f37; font-weight: 600; } .bad { color: #cf222e; font-weight: 600; }
+.unsure { color: #9a6700; font-weight: 600; }
 .note { background: #f6f8fa; border-left: 4px solid #57606a; padding: .5rem .8rem; margin: .6rem 0; }
 .warn { background: #fff8c5; border-left: 4px solid #9a6700; padding: .5rem .8rem; margin: .6rem 0; }
 figure { margin: 1rem 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eaeef2; }

@@ -8,7 +8,11 @@
     max_delta_times_n = 1.0
 
     [audit]
-    max_dcr_share_upper_ci = 0.70
+    max_dcr_share_upper_ci = 0.60
+    ...
+
+    [fidelity]
+    max_mean_ks = 0.08
     ...
 
 The shipped ``default_policy.toml`` gives every rule's reasoning. Unknown sections or fields
@@ -28,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fedsynth.config_files import read_toml, validate_sections
 
-SECTIONS = ("budget", "audit", "utility", "release")
+SECTIONS = ("budget", "audit", "fidelity", "utility", "release")
 
 
 class PolicyError(ValueError):
@@ -56,14 +60,32 @@ class AuditRules(BaseModel):
         description="DCR share and Anonymeter: 'pooled' over sites (and no site shown above the bound) or 'worst' site"
     )
     max_dcr_share_upper_ci: float = Field(gt=0, le=1, description="pass: <=")
+    max_dcr_share_ci_half_width: float = Field(
+        gt=0, le=0.5, description="wider: the DCR rule cannot tell, INCONCLUSIVE unless the estimate itself fails"
+    )
     max_exact_matches: int = Field(ge=0, description="synthetic rows equal to a training row, all sites (<=)")
     max_mia_tpr_at_1pct_fpr: float = Field(gt=0, le=1, description="pass: <=")
-    mia_tpr_withheld: Literal["pass", "fail"] = Field(
-        description="verdict where a site had too few non-members to measure the TPR"
+    mia_tpr_withheld: Literal["pass", "fail", "inconclusive"] = Field(
+        description="outcome where a site had too few non-members to measure the TPR"
     )
     max_mia_auc_upper_ci: float = Field(gt=0, le=1, description="pass: <=")
     max_empirical_epsilon_excess: float = Field(description="empirical minus accountant epsilon (<=)")
     max_anonymeter_risk_upper_ci: float = Field(gt=0, le=1, description="pass: <=")
+
+
+class FidelityRules(BaseModel):
+    """Thresholds on the marginal fidelity pooled over sites (evaluation.json's worst.fidelity).
+
+    A figure whose noise floor (its 95th percentile for a sample of the real distribution at
+    the sites' sizes) is above its threshold cannot tell: INCONCLUSIVE unless the value is
+    beyond the floor too (then noise cannot explain it: FAIL)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_mean_ks: float = Field(gt=0, le=1, description="mean KS over numeric columns (<=)")
+    max_mean_tvd: float = Field(gt=0, le=1, description="mean TVD over binary and categorical columns (<=)")
+    max_column_ks: float = Field(gt=0, le=1, description="every numeric column's KS (<=)")
+    max_column_tvd: float = Field(gt=0, le=1, description="every binary or categorical column's TVD (<=)")
 
 
 class UtilityRules(BaseModel):
@@ -99,6 +121,7 @@ class Policy(BaseModel):
     description: str = ""
     budget: BudgetRules
     audit: AuditRules
+    fidelity: FidelityRules
     utility: UtilityRules
     release: ReleaseRules
     source_sha256: str | None = Field(None, description="SHA-256 of the TOML text (set on load, not in the file)")

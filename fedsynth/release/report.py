@@ -69,14 +69,17 @@ def load_budget(run_dir: Path) -> Document:
 # -- sections -----------------------------------------------------------------------------------------
 
 
+OUTCOME_CLASS = {"PASS": "ok", "FAIL": "bad", "INCONCLUSIVE": "unsure"}
+
+
 def _rule_rows(verdict: Verdict) -> list[list[object]]:
     return [
         [
             rule.name,
             number(rule.value, 4),
             rule.threshold,
-            tag("span", "PASS", class_="ok") if rule.passed else tag("span", "FAIL", class_="bad"),
-            rule.reason,
+            tag("span", rule.outcome, class_=OUTCOME_CLASS[rule.outcome]),
+            rule.reason + (f" Would decide with: {rule.power}." if rule.power else ""),
         ]
         for rule in verdict.rules
     ]
@@ -91,8 +94,14 @@ def verdict_section(verdict: Verdict | None, forced: ForcedRelease | None, probl
     if verdict.passed:
         banner = tag("div", f"PASS: every rule of policy '{verdict.policy}' holds", class_="banner pass")
     elif forced is not None:
-        text = f"FORCED release: the verdict failed ({failed}); the board released anyway. Reason: {forced.reason}"
+        text = (
+            f"FORCED release: the verdict was {verdict.outcome} ({failed}); the board released anyway. "
+            f"Reason: {forced.reason}"
+        )
         banner = tag("div", text, class_="banner forced")
+    elif verdict.outcome == "INCONCLUSIVE":
+        text = f"INCONCLUSIVE under policy '{verdict.policy}': too little evidence to tell for {failed}"
+        banner = tag("div", text, class_="banner inconclusive")
     else:
         banner = tag("div", f"FAIL under policy '{verdict.policy}': {failed}", class_="banner fail")
     meta = tag("p", f"run {verdict.run_id}, signed off {verdict.time}", class_="meta")

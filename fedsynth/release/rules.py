@@ -2,6 +2,8 @@
 
 A rule whose evidence is missing, unreadable or incomplete FAILS and says which file and why:
 a release decision with a site's evidence absent would be a guess about that site's patients.
+A rule whose evidence is there but lacks the power to tell (a withheld measurement, a CI or a
+noise floor wider than the policy allows) is INCONCLUSIVE, and says what would give it power.
 Every result carries the value tested, the threshold and the comparison, so a board reads why.
 """
 
@@ -13,9 +15,9 @@ import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from fedsynth.release.binding import SYNTHETIC_NAMES, ReleaseFile, audit_binding_problems, synthetic_file
 from fedsynth.release.policy import Policy
@@ -33,8 +35,29 @@ HOW_TO_MAKE = {
 COMPARE: dict[str, Callable[[float, float], bool]] = {"<=": operator.le, ">=": operator.ge, "<": operator.lt}
 
 
+Outcome = Literal["PASS", "FAIL", "INCONCLUSIVE"]
+PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
+
+
+def outcome_fields(data: Any) -> Any:
+    """``outcome`` and ``passed`` agree (passed only for PASS); either one may be given: records
+    written before INCONCLUSIVE existed carry ``passed`` alone."""
+    if not isinstance(data, dict):
+        return data
+    data = dict(data)
+    if data.get("outcome") is None:
+        data["outcome"] = PASS if data.get("passed") else FAIL
+    elif "passed" not in data:
+        data["passed"] = data["outcome"] == PASS
+    elif bool(data["passed"]) != (data["outcome"] == PASS):
+        raise ValueError(f"passed={data['passed']} contradicts outcome {data['outcome']}")
+    return data
+
+
 class RuleResult(BaseModel):
-    """One rule's outcome: the value tested, its threshold, PASS/FAIL and why."""
+    """One rule's outcome: the value tested, its threshold, PASS/FAIL/INCONCLUSIVE and why.
+
+    ``power``: for an INCONCLUSIVE rule, what evidence would let it decide."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -42,7 +65,16 @@ class RuleResult(BaseModel):
     value: float | int | str | None
     threshold: str
     passed: bool
+    outcome: Outcome
     reason: str
+    power: str | None = None
+
+    _agree = model_validator(mode="before")(outcome_fields)
+
+    def with_outcome(self, outcome: Outcome, reason: str, power: str | None = None) -> RuleResult:
+        """This result with another outcome and reason (``passed`` kept consistent)."""
+        update = {"outcome": outcome, "passed": outcome == PASS, "reason": reason, "power": power}
+        return self.model_copy(update=update)
 
 
 @dataclass(frozen=True)
@@ -80,7 +112,7 @@ def load_site_query(run_dir: Path, name: str) -> Document:
 
 
 def failed(name: str, threshold: str, reason: str) -> RuleResult:
-    return RuleResult(name=name, value=None, threshold=threshold, passed=False, reason=reason)
+    return RuleResult(name=name, value=None, threshold=threshold, outcome=FAIL, reason=reason)
 
 
 def compare(name: str, value: float | None, op: str, threshold: float, what: str) -> RuleResult:
@@ -160,16 +192,19 @@ def mia_tpr_rule(audit: Document, policy: Policy) -> RuleResult:
         if s["site"] in withheld
     )
     measured = "none measured" if value is None else f"{value:.4g} where measured"
+    setting = rules.mia_tpr_withheld
     reason = (
         f"withheld at {', '.join(withheld)} (fewer than 100 non-members; {measured}); DP bounds it there at "
-        f"<= e^epsilon x 1% + delta = {bound:.3g}; policy audit.mia_tpr_withheld = '{rules.mia_tpr_withheld}'"
+        f"<= e^epsilon x 1% + delta = {bound:.3g}; policy audit.mia_tpr_withheld = '{setting}'"
     )
+    outcome = {"pass": PASS, "fail": FAIL, "inconclusive": INCONCLUSIVE}[setting]
     return RuleResult(
         name=name,
         value="withheld" if value is None else value,
         threshold=shown,
-        passed=rules.mia_tpr_withheld == "pass",
+        outcome=outcome,
         reason=reason,
+        power=f"at least 100 holdout rows at {', '.join(withheld)}" if outcome == INCONCLUSIVE else None,
     )
 
 
@@ -197,13 +232,46 @@ def pooled_upper_rule(audit: Document, figure: str, threshold: float, combine: s
         return failed(name, shown, f"not pooled: {audit.data['worst']['pooling_problem']}; re-run the audit")
     result = compare(name, pooled, "<=", threshold, f"{what} (pooled over sites)")
     if result.passed and site_max is not None and site_max > threshold:
-        return result.model_copy(
-            update={
-                "passed": False,
-                "reason": f"{result.reason}, but one site's own estimate {site_max:.4g} is above {threshold:g}",
-            }
+        return result.with_outcome(
+            FAIL, f"{result.reason}, but one site's own estimate {site_max:.4g} is above {threshold:g}"
         )
     return result
+
+
+def _dcr_estimate(audit: dict[str, Any], combine: str) -> float | None:
+    """The DCR share whose upper limit the rule read: pooled, or the worst site's own."""
+    if combine == "pooled":
+        return audit["worst"].get("dcr_share_pooled")
+    entries = [s.get("nearest_neighbour") or {} for s in audit.get("sites", [])]
+    entries = [e for e in entries if e.get("dcr_share_ci") and e.get("dcr_share") is not None]
+    if not entries:
+        return None
+    return max(entries, key=lambda e: e["dcr_share_ci"][1])["dcr_share"]
+
+
+def dcr_share_rule(audit: Document, policy: Policy) -> RuleResult:
+    """The DCR upper-CI rule; an upper limit over the threshold from a CI wider than the policy's
+    limit, with the estimate itself within it, is INCONCLUSIVE: the audit cannot tell."""
+    rules = policy.audit
+    threshold, limit = rules.max_dcr_share_upper_ci, rules.max_dcr_share_ci_half_width
+    result = pooled_upper_rule(audit, "dcr_share", threshold, rules.combine_sites, "DCR share upper 95% CI")
+    if result.passed or not isinstance(result.value, float) or result.value <= threshold or audit.data is None:
+        return result
+    estimate = _dcr_estimate(audit.data, rules.combine_sites)
+    site_max = audit.data["worst"].get("dcr_share_site_max")
+    if estimate is None or estimate > threshold or (site_max is not None and site_max > threshold):
+        return result
+    half_width = result.value - estimate
+    if half_width <= limit:
+        return result
+    factor = (half_width / limit) ** 2
+    return result.with_outcome(
+        INCONCLUSIVE,
+        f"{result.reason}, but the estimate {estimate:.4g} is within it and the CI's half-width "
+        f"{half_width:.3g} is over the policy's {limit:g} (audit.max_dcr_share_ci_half_width): too few "
+        "holdout rows to tell",
+        power=f"about {factor:.1f}x as many holdout rows (the CI narrows as 1/sqrt(rows))",
+    )
 
 
 def audit_rules(audit: Document, policy: Policy) -> list[RuleResult]:
@@ -225,11 +293,7 @@ def audit_rules(audit: Document, policy: Policy) -> list[RuleResult]:
             "empirical minus accountant epsilon",
         ),
     ]
-    results = [
-        pooled_upper_rule(
-            audit, "dcr_share", rules.max_dcr_share_upper_ci, rules.combine_sites, "DCR share upper 95% CI"
-        ),
-    ]
+    results = [dcr_share_rule(audit, policy)]
     for name, key, op, threshold, what in checks:
         value, problem = worst_figure(audit, key)
         if problem is not None:
@@ -246,39 +310,6 @@ def audit_rules(audit: Document, policy: Policy) -> list[RuleResult]:
             "worst Anonymeter attack's risk upper 95% CI",
         )
     )
-    return results
-
-
-# -- utility: is it worth releasing? ----------------------------------------------------------------
-
-
-def utility_rules(evaluation: Document, policy: Policy) -> list[RuleResult]:
-    rules = policy.utility
-    pooled = rules.combine_sites == "pooled"
-    checks = [
-        (
-            "hr_in_ci_fraction",
-            "hr_in_ci_pooled_fraction" if pooled else "hr_in_ci_fraction",
-            ">=",
-            rules.min_hr_in_ci_fraction,
-            "hazard ratios in the real CI",
-        ),
-        ("tstr_c_index_gap", "tstr_uno_c_shortfall", "<=", rules.max_tstr_c_index_gap, "TRTR - TSTR Uno C-index"),
-        ("tstr_calibration_ici", "tstr_ici", "<=", rules.max_tstr_ici, "TSTR calibration ICI"),
-    ]
-    unscored, problem = worst_figure(evaluation, "sites_not_scored")
-    results = []
-    for name, key, op, threshold, what in checks:
-        value, value_problem = worst_figure(evaluation, key)
-        if problem or value_problem:
-            results.append(failed(name, f"{op} {threshold:g}", problem or value_problem or ""))
-        elif unscored:
-            # The worst figure would silently skip the sites where a fit failed.
-            reason = f"not scored at {', '.join(unscored)} (a fit failed there; see {EVALUATION})"
-            results.append(failed(name, f"{op} {threshold:g}", reason))
-        else:
-            where = "all sites' covariates" if pooled and key == "hr_in_ci_pooled_fraction" else "worst site"
-            results.append(compare(name, value, op, threshold, f"{what} ({where})"))
     return results
 
 

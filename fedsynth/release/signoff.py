@@ -3,8 +3,9 @@
 ``evaluate_policy`` reads only what the run directory holds (budget.json, audit.json,
 evaluation.json, the model, the run's DP records and the synthetic data with its provenance,
 regenerated from the model: :mod:`fedsynth.release.binding`) and returns a :class:`Verdict`:
-PASS only if every rule passes. ``sign_off`` records the verdict in ``RUN_DIR/signoff.json`` and,
-on PASS or on a forced release with its reason, builds the signed bundle.
+FAIL if any rule fails, else INCONCLUSIVE if any rule lacks the power to tell, else PASS.
+``sign_off`` records the verdict in ``RUN_DIR/signoff.json`` and, on PASS or on a forced release
+with its reason, builds the signed bundle.
 """
 
 from __future__ import annotations
@@ -13,16 +14,21 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from fedsynth import __version__
 from fedsynth.data.io import write_text
 from fedsynth.release.binding import ReleaseFile, ReleaseFileError, check_release_file
 from fedsynth.release.policy import Policy
+from fedsynth.release.quality_rules import fidelity_rules, utility_rules
 from fedsynth.release.rules import (
     AUDIT,
     BUDGET,
     EVALUATION,
+    FAIL,
+    INCONCLUSIVE,
+    PASS,
+    Outcome,
     RuleResult,
     approvals_rule,
     audit_rules,
@@ -30,26 +36,41 @@ from fedsynth.release.rules import (
     evidence_rule,
     load_document,
     load_site_query,
-    utility_rules,
+    outcome_fields,
 )
 
 SIGNOFF_FILE = "signoff.json"
 
 
+def combine(rules: list[RuleResult]) -> Outcome:
+    """FAIL if any rule fails; else INCONCLUSIVE if any lacks power; else PASS."""
+    outcomes = {rule.outcome for rule in rules}
+    return FAIL if FAIL in outcomes else INCONCLUSIVE if INCONCLUSIVE in outcomes else PASS
+
+
 class Verdict(BaseModel):
-    """PASS only if every rule passed; each rule names its value, threshold and reason."""
+    """The combined outcome (:func:`combine`; ``passed`` only on PASS); each rule names its value,
+    threshold and reason."""
 
     model_config = ConfigDict(frozen=True)
 
     run_id: str | None
     policy: str
     passed: bool
+    outcome: Outcome
     rules: list[RuleResult]
     time: str
 
+    _agree = model_validator(mode="before")(outcome_fields)
+
     @property
     def failed_rules(self) -> list[RuleResult]:
+        """Every rule that did not pass, failed or inconclusive (what a forced release overrides)."""
         return [rule for rule in self.rules if not rule.passed]
+
+    @property
+    def inconclusive_rules(self) -> list[RuleResult]:
+        return [rule for rule in self.rules if rule.outcome == INCONCLUSIVE]
 
 
 class ForcedRelease(BaseModel):
@@ -86,13 +107,14 @@ def evaluate_policy(run_dir: str | Path, policy: Policy, release: ReleaseFile | 
         evidence_rule(run_dir, budget, audit, evaluation, checked),
         *budget_rules(budget, policy),
         *audit_rules(audit, policy),
+        *fidelity_rules(evaluation, policy),
         *utility_rules(evaluation, policy),
         approvals_rule(policy, budget),
     ]
     return Verdict(
         run_id=(run.data or {}).get("run_id"),
         policy=policy.name,
-        passed=all(rule.passed for rule in rules),
+        outcome=combine(rules),
         rules=rules,
         time=datetime.now(UTC).isoformat(timespec="seconds"),
     )

@@ -5,8 +5,9 @@ global model, evaluates against its own rows and returns aggregates. The coordin
 per-site results and, for the figures a sign-off policy tests, the worst site: the largest
 TSTR C-index shortfall against TRTR, the smallest share of hazard ratios inside the real CI,
 the largest calibration error and subgroup gap of the synthetic-trained model; and the share
-of hazard ratios inside the real CI over every site's comparisons together. Written to
-``RUN_DIR/evaluation.json``.
+of hazard ratios inside the real CI over every site's comparisons together; and the sites'
+per-column KS / TVD pooled with their noise floors (:mod:`fedsynth.evaluation.pooled_fidelity`).
+Written to ``RUN_DIR/evaluation.json``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from flwr.serverapp import Grid
 from fedsynth.client.app import EVALUATION_RECORD
 from fedsynth.client.evaluation import check_evaluation_result
 from fedsynth.data.io import write_text
+from fedsynth.evaluation.pooled_fidelity import pool_fidelity
 from fedsynth.model.mcm import MCM
 from fedsynth.server.site_queries import on_simulated_sites, query_sites, site_query_document
 
@@ -34,7 +36,8 @@ def _worst(values: list[float], pick: Any) -> float | None:
 
 
 def worst_over_sites(sites: list[dict[str, Any]]) -> dict[str, Any]:
-    """The figures a sign-off policy tests, each at its worst site (None where no site has it)."""
+    """The figures a sign-off policy tests: each at its worst site (None where no site has it), and
+    the marginal fidelity pooled over sites (``fidelity``)."""
     gaps, harrell, hr_in_ci, ici, subgroup_gap, unscored = [], [], [], [], [], []
     inside, compared = 0, 0
     for site in sites:
@@ -65,6 +68,7 @@ def worst_over_sites(sites: list[dict[str, Any]]) -> dict[str, Any]:
         "hr_in_ci_compared": compared,
         "tstr_ici": _worst(ici, max),
         "tstr_worst_subgroup_ici_gap": _worst(subgroup_gap, max),
+        "fidelity": pool_fidelity(sites),
     }
 
 

@@ -32,8 +32,10 @@ def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(printer, "width", 1000)
 
 
-def signoff(run: Path, key: Path):
-    return CliRunner().invoke(app, ["signoff", str(run), "--key", str(key)])
+def signoff(run: Path, key: Path, policy: Path | None = None):
+    return CliRunner().invoke(
+        app, ["signoff", str(run), "--key", str(key), *(["--policy", str(policy)] if policy else [])]
+    )
 
 
 def assert_refused(result, run: Path, *patterns: str) -> None:
@@ -93,7 +95,7 @@ def test_a_synthetic_file_edited_after_sampling_is_refused(demo_run: Path, board
 
 
 def test_a_file_sampled_with_another_seed_than_audited_fails_and_the_audited_one_passes(
-    demo_run: Path, board_keys
+    demo_run: Path, board_keys, demo_policy_path: Path
 ) -> None:
     sample = audited(demo_run)
     model = str(demo_run / "model")
@@ -102,7 +104,7 @@ def test_a_file_sampled_with_another_seed_than_audited_fails_and_the_audited_one
         app, ["sample", model, "-n", str(sample["n"]), "--seed", str(sample["seed"] + 7), "-o", out, "--force"]
     )
     assert made.exit_code == 0, made.output
-    result = signoff(demo_run, board_keys[0])
+    result = signoff(demo_run, board_keys[0], demo_policy_path)
     assert result.exit_code == 1 and "no release bundle" in result.output and not (demo_run / "release").exists()
     rule = _rules(evaluate_policy(demo_run, load_policy()))["evidence"]
     assert not rule.passed and "but the sites audited" in rule.reason
@@ -113,7 +115,7 @@ def test_a_file_sampled_with_another_seed_than_audited_fails_and_the_audited_one
         app, ["sample", model, "-n", str(sample["n"]), "--seed", str(sample["seed"]), "-o", out, "--force"]
     )
     assert made.exit_code == 0, made.output
-    result = signoff(demo_run, board_keys[0])
+    result = signoff(demo_run, board_keys[0], demo_policy_path)  # the demo run passes only a policy at its level
     assert result.exit_code == 0, result.output
     assert (demo_run / "release" / "synthetic.csv").read_bytes() == (demo_run / "synthetic.csv").read_bytes()
 

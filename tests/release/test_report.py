@@ -85,9 +85,9 @@ def test_current_evaluation_draws_marginals_correlations_and_calibration(current
     assert len(_images(text)) == 1 + 3 + 5
 
 
-def test_pass_verdict_names_each_rules_value_threshold_and_reason(demo_run: Path, board_keys) -> None:
-    policy = load_policy()
-    verdict, bundle = sign_off(demo_run, policy, default_policy_path().read_text(), load_private_key(board_keys[0]))
+def test_pass_verdict_names_each_rules_value_threshold_and_reason(demo_run: Path, board_keys, demo_policy_path) -> None:
+    policy = load_policy(demo_policy_path)
+    verdict, bundle = sign_off(demo_run, policy, demo_policy_path.read_text(), load_private_key(board_keys[0]))
     assert verdict.passed and bundle is not None
     text = write_report(demo_run, demo_run / "report.html", None).read_text()  # read back from signoff.json
     assert 'class="banner pass"' in text and "PASS: every rule of policy" in text
@@ -176,3 +176,16 @@ def test_report_command_writes_the_report(demo_run: Path, tmp_path: Path) -> Non
     assert "Not signed off" in target.read_text()
     missing = CliRunner().invoke(app, ["report", str(tmp_path / "nowhere")])
     assert missing.exit_code == 2 and "run directory not found" in missing.output
+
+
+def test_an_inconclusive_verdict_has_its_own_banner_and_says_what_would_decide(demo_run: Path, board_keys) -> None:
+    from tests.release.conftest import DEMO_POLICY_EDITS
+
+    edits = [edit for edit in DEMO_POLICY_EDITS if "mia_tpr_withheld" not in edit[0]]  # withheld: INCONCLUSIVE
+    policy, text = _policy(demo_run.parent, *edits)
+    verdict, bundle = sign_off(demo_run, policy, text, load_private_key(board_keys[0]))
+    assert verdict.outcome == "INCONCLUSIVE" and bundle is None
+    report = write_report(demo_run, demo_run / "report.html", None).read_text()
+    assert 'class="banner inconclusive"' in report and "mia_tpr_at_1pct_fpr" in report.split("banner inconclusive")[1]
+    assert '<span class="unsure">INCONCLUSIVE</span>' in report
+    assert "Would decide with: at least 100 holdout rows at site-0, site-1, site-2." in report

@@ -19,7 +19,7 @@ from PIL import Image
 
 from fedsynth.release.bundle import sign_off
 from fedsynth.release.keys import load_private_key
-from fedsynth.release.policy import default_policy_path, load_policy
+from fedsynth.release.policy import load_policy
 from fedsynth.release.report import write_report
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -46,9 +46,9 @@ def browser() -> Iterator[Any]:
         chromium.close()
 
 
-def _signed_recorded_run(recorded_run: Path, board_keys: tuple[Path, Path], tmp_path: Path) -> Path:
+def _signed_recorded_run(recorded_run: Path, board_keys: tuple[Path, Path], policy: Path, tmp_path: Path) -> Path:
     run = Path(shutil.copytree(recorded_run, tmp_path / "run"))
-    verdict, _ = sign_off(run, load_policy(), default_policy_path().read_text(), load_private_key(board_keys[0]))
+    verdict, _ = sign_off(run, load_policy(policy), policy.read_text(), load_private_key(board_keys[0]))
     assert verdict.passed
     return run
 
@@ -64,7 +64,10 @@ def report(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     current evaluation (every utility figure) and an empty run directory (only notes)."""
     if request.param == "recorded-signed":
         run = _signed_recorded_run(
-            request.getfixturevalue("recorded_run"), request.getfixturevalue("board_keys"), tmp_path
+            request.getfixturevalue("recorded_run"),
+            request.getfixturevalue("board_keys"),
+            request.getfixturevalue("demo_policy_path"),
+            tmp_path,
         )
     elif request.param == "current-evaluation":
         run = request.getfixturevalue("current_evaluation_run")

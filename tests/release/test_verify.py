@@ -12,7 +12,6 @@ from fedsynth.cli import app
 from fedsynth.release.approvals import ApprovalError, approve
 from fedsynth.release.bundle import sign_off
 from fedsynth.release.keys import keygen, load_private_key, load_public_key
-from fedsynth.release.policy import load_policy
 from fedsynth.release.verify import verify_bundle
 
 BUNDLE_FILES = [
@@ -88,9 +87,9 @@ def test_a_forged_manifest_signed_by_another_key_fails(bundle: Path, board_keys,
 
 
 @pytest.fixture()
-def approval_bundle(demo_run: Path, board_keys, tmp_path: Path) -> tuple[Path, Path]:
+def approval_bundle(demo_run: Path, board_keys, demo_policy, tmp_path: Path) -> tuple[Path, Path]:
     """A bundle whose policy requires every site's approval, and a directory of site keys."""
-    policy = load_policy()
+    policy = demo_policy
     policy = policy.model_copy(update={"release": policy.release.model_copy(update={"require_site_approvals": True})})
     _, bundle = sign_off(demo_run, policy, "require approvals", load_private_key(board_keys[0]))
     keys = tmp_path / "site-keys"
