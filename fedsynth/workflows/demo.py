@@ -146,8 +146,8 @@ def run_demo(options: DemoOptions, console: Console) -> DemoResult:
     write_text(run_dir / TIMINGS_FILE, json.dumps(reporter.seconds, indent=2) + "\n")
     logs = ", logs/ (libraries)" if quiet else ""
     console.print(f"results in {run_dir}/:")
-    console.print("  report.html, signoff.json, audit.json, evaluation.json, budget.json, summary.json,")
-    console.print(f"  synthetic.csv, model/, plots/{logs}")
+    console.print("  report.html, signoff.json, audit.json, evaluation.json, budget.json,")
+    console.print(f"  summary.json, synthetic.csv, model/, plots/{logs}")
     # The quality line scored the virtual sites' rows on this machine, which a real coordinator never holds.
     over = "over the deployment engine" if options.engine == "deployment" else "in one simulation"
     console.print(f"[dim]Sites answered the audit and evaluation {over}; only the quality line read their rows.[/]")
