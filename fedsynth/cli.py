@@ -7,7 +7,6 @@ one readable message (no traceback) and exits with status 2.
 from __future__ import annotations
 
 import functools
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -738,8 +737,10 @@ def ledger_verify(site_dir: SiteDirArgument) -> None:
 @app.command()
 @user_errors
 def demo(
-    dataset: Annotated[str, typer.Option(help="Bundled dataset, split over the virtual sites.")] = "whas500",
-    output: Annotated[Path, typer.Option("-o", "--output", help="Run directory.")] = Path("runs/demo"),
+    dataset: Annotated[str, typer.Option(help="Bundled dataset, split over the virtual sites.")] = "flchain",
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Run directory (a previous demo's run there is replaced).")
+    ] = Path("runs/demo"),
     sites: Annotated[int, typer.Option(help="Number of sites (hospitals).")] = 3,
     rounds: Annotated[int, typer.Option(help="Federated rounds.")] = 3,
     epsilon: Annotated[float, typer.Option(help="Each site's DP budget (epsilon).")] = 4.0,
@@ -754,140 +755,22 @@ def demo(
     policy: Annotated[
         Path | None, typer.Option("--policy", help="Release policy TOML (default: the shipped default policy).")
     ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Show Flower's, Ray's and other libraries' logs (default: RUN_DIR/logs).")
+    ] = False,
 ) -> None:
     """Whole path on one machine: federated DP training, samples, audits, utility, sign-off, bundle, report.
 
-    Exits 0 when every step ran, whatever the verdict (a FAIL names its rules); `fedsynth signoff` is the gate.
+    Exits 0 when every step ran, whatever the verdict (the report names each rule's outcome);
+    `fedsynth signoff` is the gate.
     """
-    from fedsynth.model.mcm import MCM
-    from fedsynth.release.policy import load_policy
-    from fedsynth.server.config import FederationConfig
-    from fedsynth.server.simulation_score import score_simulated_run
+    from fedsynth.server.library_output import terminal_stream
+    from fedsynth.workflows.demo import DemoOptions, run_demo
 
-    federation = FederationConfig.from_dict(
-        {
-            "federation": {
-                "engine": engine, "rounds": rounds, "min_sites": sites, "run_dir": str(output.resolve()),
-            },
-            "simulation": {"dataset": dataset, "sites": sites, "seed": seed},
-            "site": {"privacy": {"target_epsilon": epsilon}, "training": {"local_epochs": 5}},
-        },
-        source="fedsynth demo options",
-    )  # fmt: skip
-    # Every input of the release steps is checked before the minutes of training.
-    if (federation.run_dir / "release").exists():
-        raise FileExistsError(f"{federation.run_dir / 'release'} already exists: choose another --output for the demo")
-    load_policy(policy)
-    if key is not None:
-        from fedsynth.release.keys import load_private_key
-
-        load_private_key(key)
-    console.rule(f"fedsynth demo: {dataset} over {sites} sites, {rounds} rounds, DP epsilon {epsilon:g} per site")
-    if engine == "deployment":
-        from fedsynth.deploy.local import run_on_loopback
-
-        with console.status("deployment engine: flower-superlink + one flower-supernode per site (TLS, node auth)"):
-            run_on_loopback(federation)
-    else:
-        from fedsynth.server.simulation import simulate
-
-        with console.status("Flower simulation engine (Ray): each site trains with DP-SGD on its own rows"):
-            simulate(federation)
-    _report_budget(federation.run_dir)
-
-    run_dir = federation.run_dir
-    with console.status("sampling from the global model alone and scoring against each site's holdout"):
-        score, _ = score_simulated_run(run_dir, seed=seed + 1)
-    model_dir = run_dir / "model"
-
-    table = Table(title="Quality of the DP global model's samples (model only, no real row used to sample)")
-    for header in ("site", "holdout rows", "C-index: Cox on real", "C-index: Cox on synthetic"):
-        table.add_column(header, justify="left" if header == "site" else "right")
-    for site in score.sites:
-        table.add_row(site.site, str(site.n_holdout), f"{site.cindex_trtr:.3f}", f"{site.cindex_tstr:.3f}")
-    table.add_row("mean", "", f"{score.cindex_trtr:.3f}", f"{score.cindex_tstr:.3f}")
-    console.print(table)
-    console.print(
-        f"Cox log-HR inside the real 95% CI: {score.hr_in_ci_fraction:.0%} of covariates; "
-        f"HR sign agreement {score.hr_sign_agreement:.0%}; mean KS (numeric columns) {score.mean_ks:.3f}"
-    )
-    cohort_note = ""
-    if dataset == "whas500":
-        cohort = MCM.load(model_dir).sample(1000, ["chf=1", "60<=age<=80"], seed=seed + 2)
-        cohort_note = (
-            f"conditional cohort from the global model (chf=1, 60<=age<=80): {len(cohort)} rows, "
-            f"age {cohort['age'].min()}-{cohort['age'].max()}, chf all 1: {bool((cohort['chf'] == 1).all())}"
-        )
-        console.print(cohort_note)
-    summary = {"dataset": dataset, "engine": engine, "sites": sites, "rounds": rounds, "target_epsilon": epsilon,
-               **score.to_dict()}  # fmt: skip
-    write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
-    console.rule("privacy audit at every site (not DP: exact functions of each site's rows; capped per site)")
-    _run_audit(run_dir, seed)
-    console.rule("survival utility at every site")
-    _run_evaluation(run_dir, seed, None)
-    _demo_release(run_dir, key, policy)
-    if engine == "deployment":
-        console.print(
-            "[dim]The audit and the evaluation went to the sites over the deployment engine (QUERY messages, "
-            "aggregates only); only the quality table above read the virtual sites' rows, which a coordinator "
-            "holds only in this one-machine rehearsal.[/]"
-        )
-    else:
-        console.print(
-            "[dim]Audited and scored against the virtual sites' real rows because this is a simulation on one "
-            "machine; in a deployment the coordinator never holds a real row.[/]"
-        )
-
-
-def _demo_release(run_dir: Path, key: Path | None, policy: Path | None) -> None:
-    """The demo's last steps: the release file, sign-off, bundle on PASS, the report, and where everything is.
-
-    The release is the very sample the sites audited (audit.json's n, seed and conditions), as
-    `fedsynth signoff` requires. A FAIL is reported plainly (the failed rules, no bundle) and the
-    report is still written: the demo shows the release path, and a failed verdict is one of its outcomes.
-    """
-    from fedsynth.release.binding import write_audited_sample
-    from fedsynth.release.report import REPORT_FILE, write_report
-
-    console.rule("release sign-off")
-    release = write_audited_sample(run_dir)
-    console.print(f"release: {release}, the sample every site audited (`fedsynth sample` with audit.json's n and seed)")
-    key_path = key or _demo_board_key(run_dir)
-    verdict, bundle = _sign_off(run_dir, key_path, policy, None, None)
-    report_path = write_report(run_dir, run_dir / REPORT_FILE)
-    console.rule("where everything is")
-    console.print(
-        f"global model: {run_dir / 'model'}\nsynthetic data: {run_dir / 'synthetic.csv'}\n"
-        f"privacy budget: {run_dir / 'budget.json'} (+ budget.png)\nsummary: {run_dir / 'summary.json'}\n"
-        f"privacy audit: {run_dir / 'audit.json'}\nsurvival utility: {run_dir / 'evaluation.json'}\n"
-        f"figures: {run_dir / 'plots'}\nsign-off verdict: {run_dir / 'signoff.json'}\nreport: {report_path}"
-    )
-    if bundle is not None:
-        public = run_dir / "keys" / "board.pub.pem" if key is None else "BOARD.pub.pem"
-        console.print(f"signed release bundle: {bundle} (check it: fedsynth verify {bundle} --key {public})")
-    else:
-        failed = ", ".join(rule.name for rule in verdict.failed_rules)
-        console.print(
-            f"[bold red]verdict FAIL[/] (rules that failed: {failed}): no release bundle was written; "
-            f"the report shows each rule's value, threshold and reason ({report_path})"
-        )
-
-
-def _demo_board_key(run_dir: Path) -> Path:
-    """A board key for the demo under RUN_DIR/keys (reused if there), announced as a demo key."""
-    from fedsynth.release.keys import keygen
-
-    private = run_dir / "keys" / "board.key.pem"
-    if not private.exists():
-        private, _ = keygen(run_dir / "keys", "board")
-        console.print(
-            f"no --key given: made a demo board key {private} (0600). A real board keeps its key "
-            "outside the run directory: `fedsynth release keygen`."
-        )
-    else:
-        console.print(f"no --key given: using the demo board key {private}")
-    return private
+    options = DemoOptions(dataset=dataset, output=output, sites=sites, rounds=rounds, epsilon=epsilon, engine=engine,
+                          seed=seed, key=key, policy=policy, verbose=verbose)  # fmt: skip
+    # Its own stream to the terminal: the demo sends everything else printed to its log file.
+    run_demo(options, Console(file=terminal_stream(), width=console.width if console.width < 80 else 80))
 
 
 # -- release: sign-off, bundle, approvals, verify ---------------------------------------------------
