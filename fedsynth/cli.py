@@ -275,15 +275,22 @@ def serve(
     allow_non_dp: Annotated[
         bool, typer.Option("--allow-non-dp", help="Serve a model trained without DP; every answer says so.")
     ] = False,
+    allow_unsigned: Annotated[
+        bool, typer.Option("--allow-unsigned", help="Serve without a PASS release sign-off (recorded in the log).")
+    ] = False,
 ) -> None:
-    """Serve synthetic cohorts over HTTP from a run's global model alone (OpenAPI at /docs)."""
+    """Serve synthetic cohorts over HTTP from a run's global model alone (OpenAPI at /docs).
+
+    Only a model whose release sign-off passed (`fedsynth signoff`) is served, unless --allow-unsigned.
+    """
     import uvicorn
 
     from fedsynth.server.service import ServiceConfig, create_app
 
     settings = ServiceConfig.from_toml(config) if config else ServiceConfig()
     settings = settings.with_overrides(host=host, port=port, tokens=tokens, max_rows_per_request=max_rows,
-                                       allow_non_dp=allow_non_dp or None)  # fmt: skip
+                                       allow_non_dp=allow_non_dp or None,
+                                       allow_unsigned=allow_unsigned or None)  # fmt: skip
     service = create_app(run_dir, settings)
     served = service.state.service.served
     scheme = "https" if settings.tls_certfile else "http"
@@ -292,6 +299,12 @@ def serve(
                   f"{settings.access_log_path(run_dir)}")  # fmt: skip
     if not served.differentially_private:
         err_console.print(f"[yellow]{served.notice}[/]")
+    if allow_unsigned or settings.allow_unsigned:
+        from fedsynth.server.service.release_status import release_status
+
+        status = release_status(run_dir, served.sha256)
+        if not status.signed:
+            err_console.print(f"[yellow]serving without a release sign-off (--allow-unsigned): {status.problem}[/]")
     if scheme == "http" and not settings.is_loopback:
         err_console.print("[yellow]plain HTTP on a network interface: bearer tokens travel in clear text; "
                           "set tls_certfile/tls_keyfile or put a TLS proxy in front[/]")  # fmt: skip

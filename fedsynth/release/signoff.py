@@ -120,6 +120,12 @@ def evaluate_policy(run_dir: str | Path, policy: Policy, release: ReleaseFile | 
     )
 
 
+def _model_sha256(run_dir: Path) -> str | None:
+    from fedsynth.model.persistence import model_digest
+
+    return model_digest(run_dir / "model") if (run_dir / "model" / "manifest.json").exists() else None
+
+
 def write_signoff(
     run_dir: Path, verdict: Verdict, policy: Policy, forced: ForcedRelease | None, bundle: Path | None
 ) -> Path:
@@ -127,6 +133,8 @@ def write_signoff(
     record = {
         "fedsynth_version": __version__,
         "verdict": verdict.model_dump(mode="json"),
+        # Binds the verdict to the model's files: the sampling service serves only a signed-off model.
+        "model_sha256": _model_sha256(run_dir),
         "policy": policy.model_dump(mode="json"),
         "forced": forced.model_dump(mode="json") if forced else None,
         "bundle": str(bundle) if bundle else None,

@@ -107,7 +107,7 @@ def tokens(run_dir: Path) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def base_url(run_dir: Path, tokens: dict[str, Any]) -> Iterator[str]:
-    settings = ServiceConfig(tokens=tokens["path"], max_rows_per_request=CAP, allow_non_dp=True)
+    settings = ServiceConfig(tokens=tokens["path"], max_rows_per_request=CAP, allow_non_dp=True, allow_unsigned=True)
     with serving(create_app(run_dir, settings)) as url:
         yield url
 
@@ -441,7 +441,7 @@ def test_public_routes_schema_health_and_openapi(base_url: str, gbsg2_model: MCM
 
 def test_non_dp_model_is_refused_without_the_flag(run_dir: Path, tokens: dict[str, Any]) -> None:
     with pytest.raises(ServiceStartError, match="--allow-non-dp"):
-        create_app(run_dir, ServiceConfig(tokens=tokens["path"]))
+        create_app(run_dir, ServiceConfig(tokens=tokens["path"], allow_unsigned=True))
 
 
 @pytest.mark.integration
@@ -452,7 +452,7 @@ def test_answers_say_whether_the_model_is_dp(
     assert non_dp.headers["x-fedsynth-differentially-private"] == "false"
     assert non_dp.headers["x-fedsynth-notice"].startswith("NOT DIFFERENTIALLY PRIVATE")
     dp_run = _write_run(tmp_path / "dp-run", gbsg2_model, dp=True)
-    with serving(create_app(dp_run, ServiceConfig(tokens=tokens["path"]))) as url:
+    with serving(create_app(dp_run, ServiceConfig(tokens=tokens["path"], allow_unsigned=True))) as url:
         headers = {"Authorization": f"Bearer {tokens['alice']}"}
         response = httpx.post(url + "/v1/sample", json={"n": 3, "format": "parquet"}, headers=headers)
     assert response.headers["x-fedsynth-differentially-private"] == "true"
@@ -500,7 +500,7 @@ def test_fedsynth_serve_command(run_dir: Path, tokens: dict[str, Any], tmp_path:
         port = probe.getsockname()[1]
     log = tmp_path / "serve.log"
     command = [sys.executable, "-m", "fedsynth.cli", "serve", str(run_dir), "--tokens", str(tokens["path"]),
-               "--port", str(port), "--max-rows", "10", "--allow-non-dp"]  # fmt: skip
+               "--port", str(port), "--max-rows", "10", "--allow-non-dp", "--allow-unsigned"]  # fmt: skip
     with log.open("w") as output:
         process = subprocess.Popen(
             command, stdout=output, stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "200"}
@@ -522,3 +522,50 @@ def test_fedsynth_serve_refuses_a_non_dp_model_without_the_flag(run_dir: Path, t
     result = CliRunner().invoke(cli_app, ["serve", str(run_dir), "--tokens", str(tokens["path"])])
     assert result.exit_code == 2
     assert "trained without differential privacy" in result.output
+
+
+# -- release sign-off --------------------------------------------------------------------------------
+
+
+def _sign(run_dir: Path, outcome: str) -> None:
+    """RUN_DIR/signoff.json as `fedsynth signoff` writes it, with ``outcome`` as the verdict."""
+    from fedsynth.release.policy import load_policy
+    from fedsynth.release.signoff import Verdict, write_signoff
+
+    verdict = Verdict(run_id="r", policy="p", passed=outcome == "PASS", outcome=outcome, rules=[], time="t")
+    write_signoff(run_dir, verdict, load_policy(None), None, None)
+
+
+def test_only_a_model_with_a_pass_sign_off_is_served(tmp_path: Path, gbsg2_model: MCM, tokens: dict[str, Any]) -> None:
+    dp_run = _write_run(tmp_path / "dp-run", gbsg2_model, dp=True)
+    settings = ServiceConfig(tokens=tokens["path"])
+    with pytest.raises(ServiceStartError, match="signoff.json is missing.*--allow-unsigned"):
+        create_app(dp_run, settings)
+    for outcome in ("FAIL", "INCONCLUSIVE"):
+        _sign(dp_run, outcome)
+        with pytest.raises(ServiceStartError, match=f"verdict is {outcome}, not PASS"):
+            create_app(dp_run, settings)
+    _sign(dp_run, "PASS")
+    with serving(create_app(dp_run, settings)) as url:
+        headers = {"Authorization": f"Bearer {tokens['alice']}"}
+        card = httpx.get(url + "/v1/model", headers=headers).json()
+    assert card["release"]["outcome"] == "PASS" and card["release"]["matches_model"] is True
+    # A PASS of another model (this run's model replaced after sign-off) does not count.
+    other = _write_run(tmp_path / "other", gbsg2_model, dp=True)
+    _sign(other, "PASS")
+    record = json.loads((other / "signoff.json").read_text())
+    record["model_sha256"] = "0" * 64
+    (other / "signoff.json").write_text(json.dumps(record))
+    with pytest.raises(ServiceStartError, match="of another model"):
+        create_app(other, settings)
+
+
+def test_allow_unsigned_serves_and_records_it(tmp_path: Path, gbsg2_model: MCM, tokens: dict[str, Any]) -> None:
+    dp_run = _write_run(tmp_path / "dp-run", gbsg2_model, dp=True)
+    settings = ServiceConfig(tokens=tokens["path"], allow_unsigned=True)
+    with serving(create_app(dp_run, settings)) as url:
+        headers = {"Authorization": f"Bearer {tokens['alice']}"}
+        card = httpx.get(url + "/v1/model", headers=headers).json()
+    assert card["release"]["outcome"] is None and "signoff.json is missing" in card["release"]["problem"]
+    lines = [json.loads(line) for line in settings.access_log_path(dp_run).read_text().splitlines()]
+    assert lines[0]["event"] == "unsigned-model-served"

@@ -45,7 +45,7 @@ def token(tokens_path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def base_url(run_dir: Path, tokens_path: Path, token: str) -> Iterator[str]:
-    settings = ServiceConfig(tokens=tokens_path, max_rows_per_request=50_000, allow_non_dp=True)
+    settings = ServiceConfig(tokens=tokens_path, max_rows_per_request=50_000, allow_non_dp=True, allow_unsigned=True)
     with serving(create_app(run_dir, settings)) as url:
         yield url
 
@@ -128,7 +128,7 @@ def test_a_killed_servers_log_still_has_the_stream(run_dir: Path, tokens_path: P
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     command = [sys.executable, "-m", "fedsynth.cli", "serve", str(run_dir), "--tokens", str(tokens_path),
-               "--port", str(port), "--max-rows", "100000", "--allow-non-dp"]  # fmt: skip
+               "--port", str(port), "--max-rows", "100000", "--allow-non-dp", "--allow-unsigned"]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,6 +30,7 @@ from fedsynth.server.service.card import model_card
 from fedsynth.server.service.config import ServiceConfig
 from fedsynth.server.service.docs import CONTENT_SECURITY_POLICY, docs_page
 from fedsynth.server.service.models import MAX_BODY_BYTES, ErrorBody, Health, ModelCard, SampleRequest
+from fedsynth.server.service.release_status import release_status
 from fedsynth.server.service.sampling import (
     MEDIA_TYPES,
     SUFFIXES,
@@ -269,8 +271,17 @@ def create_app(run_dir: str | Path, settings: ServiceConfig | None = None) -> Fa
             "issue a token with `fedsynth serve-token add FILE --name NAME`"
         )
     served = ServedModel.load(run_dir, settings.allow_non_dp)
+    status = release_status(served.run_dir, served.sha256)
+    if not status.signed and not settings.allow_unsigned:
+        raise ServiceStartError(
+            f"{status.problem}. A model is served only after its release sign-off passes; "
+            "pass --allow-unsigned (allow_unsigned = true) to serve it anyway, recorded in the access log"
+        )
     tokens = TokenStore(settings.tokens)
     log = AccessLog(settings.access_log_path(served.run_dir))
+    if not status.signed:
+        log.write({"event": "unsigned-model-served", "model_sha256": served.sha256, "reason": status.problem,
+                   "time": datetime.now(UTC).isoformat(timespec="seconds")})  # fmt: skip
     # The spend is fixed once training has ended: read once for the headers (the card re-reads).
     epsilon = model_card(served, settings.max_rows_per_request).privacy.epsilon
     app = FastAPI(

@@ -15,6 +15,7 @@ from fedsynth.privacy.budget import budget_report
 from fedsynth.server.audit import AUDIT_FILE
 from fedsynth.server.evaluation import EVALUATION_FILE
 from fedsynth.server.service.models import ModelCard, Privacy, ResultSummary, SitePrivacy
+from fedsynth.server.service.release_status import release_status
 from fedsynth.server.service.sampling import CHUNK_ROWS
 from fedsynth.server.service.served import ServedModel
 
@@ -81,4 +82,5 @@ def model_card(served: ServedModel, max_rows_per_request: int) -> ModelCard:
         evaluation=_summary(served.run_dir / EVALUATION_FILE, served.weights_sha256),
         max_rows_per_request=max_rows_per_request,
         chunk_rows=CHUNK_ROWS,
+        release=release_status(served.run_dir, served.sha256),
     )

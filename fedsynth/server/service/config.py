@@ -9,6 +9,7 @@ override the file:
     tokens = "tokens.json"          # from `fedsynth serve-token add`; relative to this file
     max_rows_per_request = 100000
     allow_non_dp = false            # serve a model trained without DP (labelled as such)
+    allow_unsigned = false          # serve a model without a PASS release sign-off (logged)
     # access_log = "access.jsonl"   # default RUN_DIR/access.jsonl
     # tls_certfile = "server.pem"   # serve HTTPS (tokens must not cross a network in clear text)
     # tls_keyfile = "server.key"
@@ -46,6 +47,9 @@ class ServiceConfig(BaseModel):
     # Refusing non-DP models by default keeps a model from `fedsynth fit` (which may have
     # memorised its training rows) from being served by accident.
     allow_non_dp: bool = False
+    # A model whose release the board has not signed off (fedsynth signoff: PASS, or a forced
+    # release) is not served unless asked for; the access log and /v1/model say so.
+    allow_unsigned: bool = False
     access_log: Path | None = Field(None, description=f"append-only JSON lines; default RUN_DIR/{ACCESS_LOG}")
     # Chunks are sampled on worker threads; more at once than there are cores only adds latency
     # to every stream, and bounds memory under a burst of requests.

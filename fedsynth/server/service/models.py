@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from fedsynth.data.conditions import SYNTAX_HELP
+from fedsynth.server.service.release_status import ReleaseStatus
 
 MAX_CONDITIONS = 64
 MAX_SEED = 2**63 - 1
@@ -96,6 +97,7 @@ class ModelCard(BaseModel):
     audit: ResultSummary | None = Field(None, description="from RUN_DIR/audit.json, if audited")
     evaluation: ResultSummary | None = Field(None, description="from RUN_DIR/evaluation.json, if evaluated")
     max_rows_per_request: int
+    release: ReleaseStatus = Field(..., description="the run's release sign-off (RUN_DIR/signoff.json) of this model")
     chunk_rows: int = Field(
         ..., description="most rows per streamed chunk (row group); the split into groups is part of what a seed fixes"
     )
