@@ -6,9 +6,9 @@ histogram is not the margin of its 2-way table. Calibration needs one distributi
 1. one total N: the inverse-variance weighted mean of the tables' totals (a table of k cells
    has total variance k s^2, every cell the same s^2);
 2. one margin per column: the inverse-variance weighted mean of that column's margin in every
-   table holding it (a margin summing k cells per entry has variance k s^2), clipped at 0 and
-   scaled to N;
-3. one (time bin x event) joint: the weighted mean of it in every table holding it, clipped
+   table holding it (a margin summing k cells per entry has variance k s^2), projected onto the
+   non-negative tables of total N (:func:`nonnegative`);
+3. one (time bin x event) joint: the weighted mean of it in every table holding it, projected
    and fitted (IPF) to the time and event margins of step 2;
 4. each covariate x time x event table clipped at 0 and fitted (IPF) to its covariate's margin
    and that joint; each other 2-way table to its two columns' margins.
@@ -42,9 +42,11 @@ def make_consistent(noisy: dict[str, np.ndarray], spec: MarginalSpec) -> dict[st
         # (time bin x event) from every table holding it, weighted by the cells each entry sums.
         estimates = [tables[t.name].reshape(-1, *t.shape[-2:]).sum(axis=0) for t in with_outcome]
         weights = [1.0 / (math.prod(t.shape) // math.prod(t.shape[-2:])) for t in with_outcome]
-        joint = ipf_2d(np.clip(_weighted(estimates, weights), 0.0, None), margins[time], margins[event])
+        joint = ipf_2d(nonnegative(_weighted(estimates, weights), total), margins[time], margins[event])
     out: dict[str, np.ndarray] = {}
     for t in spec.tables:
+        # Clipped, not projected: a projection zeroes whole regions of a large table, and a zero
+        # pattern can leave no fit to the margins; the margins themselves were projected above.
         clipped = np.clip(tables[t.name], 0.0, None)
         if len(t.columns) == 1:
             out[t.name] = margins[t.columns[0]].copy()
@@ -73,23 +75,31 @@ def _column_margin(name: str, tables: dict[str, np.ndarray], spec: MarginalSpec,
             others = tuple(i for i in range(len(t.shape)) if i != axis)
             estimates.append(tables[t.name].sum(axis=others) if others else tables[t.name])
             weights.append(1.0 / (math.prod(t.shape) // t.shape[axis]))
-    margin = np.clip(_weighted(estimates, weights), 0.0, None)
-    return _scaled(margin, total)
+    return nonnegative(_weighted(estimates, weights), total)
+
+
+def nonnegative(values: np.ndarray, total: float) -> np.ndarray:
+    """The non-negative table summing to ``total`` nearest to ``values`` (least squares).
+
+    Clipping negative cells and rescaling keeps every empty cell's positive noise, so a column
+    whose public bounds are wide gains mass in its empty tails; the projection subtracts one
+    constant from every cell and clips, which zeroes such cells (Norm-Sub, Wang et al. 2020).
+    """
+    flat = np.asarray(values, dtype=np.float64).reshape(-1)
+    if total <= 0.0:
+        return np.zeros_like(values, dtype=np.float64)
+    ordered = np.sort(flat)[::-1]
+    cumulative = np.cumsum(ordered) - total
+    k = np.arange(1, flat.size + 1)
+    fits = ordered - cumulative / k > 0
+    rho = int(np.nonzero(fits)[0][-1]) if fits.any() else flat.size - 1
+    shift = cumulative[rho] / (rho + 1)
+    return np.clip(flat - shift, 0.0, None).reshape(np.shape(values))
 
 
 def _weighted(values: list, weights: list[float]) -> np.ndarray:
     w = np.asarray(weights, dtype=np.float64)
     return sum(wi * np.asarray(v, dtype=np.float64) for wi, v in zip(w / w.sum(), values, strict=True))
-
-
-def _scaled(values: np.ndarray, total: float) -> np.ndarray:
-    """``values`` scaled to sum to ``total``; uniform where there is nothing to scale."""
-    s = values.sum()
-    if total <= 0.0:
-        return np.zeros_like(values)
-    if s <= 0.0:
-        return np.full_like(values, total / values.size)
-    return values * (total / s)
 
 
 def ipf_2d(table: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:

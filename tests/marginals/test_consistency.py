@@ -43,3 +43,17 @@ def test_noisy_input_becomes_non_negative_with_agreeing_margins(selection: str) 
         ]
         for margin in margins[1:]:
             np.testing.assert_allclose(margin, margins[0], atol=1e-6)
+
+
+def test_nonnegative_is_the_least_squares_projection_onto_the_scaled_simplex() -> None:
+    from fedsynth.marginals.consistency import nonnegative
+
+    np.testing.assert_allclose(nonnegative(np.array([5.0, -1.0, 0.5, 0.2]), 5.0), [4.75, 0.0, 0.25, 0.0])
+    valid = np.array([3.0, 0.0, 7.0])
+    np.testing.assert_allclose(nonnegative(valid, 10.0), valid)  # already a table of that total
+    # Pure noise in empty cells: clipping keeps every positive draw, the projection zeroes most.
+    rng = np.random.default_rng(0)
+    noisy = np.concatenate([[200.0, 200.0], rng.normal(0.0, 15.0, size=14)])
+    projected = nonnegative(noisy, 400.0)
+    assert projected.sum() == pytest.approx(400.0) and projected.min() >= 0.0
+    assert projected[2:].sum() < 0.5 * np.clip(noisy[2:], 0.0, None).sum()
