@@ -13,9 +13,12 @@ import numpy as np
 import pandas as pd
 
 from fedsynth.data.conditions import ResolvedCondition
-from fedsynth.data.transforms import from_unit
+from fedsynth.data.transforms import from_unit, to_unit
 from fedsynth.marginals.restrict import restricted, source_table
 from fedsynth.marginals.tables import MarginalSpec
+
+# Fewer model values than this in a bin: too few to stand for a shape; uniform within the bin.
+MIN_BIN_VALUES = 20
 
 
 def quantile_map(
@@ -55,6 +58,7 @@ def quantile_map(
         edges = _edges(b.unit_edges(), [c for c in conditions if c.column.name == b.name])
         column = spec.schema.column(b.name)
         values = rows[b.name].to_numpy(dtype=np.float64)
+        units = to_unit(column, values)
         unit = np.full(len(chosen), np.nan)
         if keep:
             event_codes = spec.bin(event).cells(spec.schema.column(event), rows[event])
@@ -62,9 +66,9 @@ def quantile_map(
                 members = np.flatnonzero(event_codes == e)
                 picked = np.flatnonzero(event_codes[chosen] == e)
                 local = np.searchsorted(members, chosen[picked])
-                unit[picked] = _map(values[members], weights[members], local, target[:, e], edges, rng)
+                unit[picked] = _map(units[members], weights[members], local, target[:, e], edges, rng)
         else:
-            unit = _map(values, weights, chosen, target, edges, rng)
+            unit = _map(units, weights, chosen, target, edges, rng)
         mapped = np.where(np.isnan(unit), values[chosen], from_unit(column, np.nan_to_num(unit)))
         for c in conditions:
             if c.column.name == b.name and c.lower_value is not None:
@@ -89,7 +93,12 @@ def _map(
     rng: np.random.Generator,
 ) -> np.ndarray:
     """Unit-space values of the ``chosen`` rows at points of their weight slots in the histogram
-    ``target``'s CDF; NaN when it or the weights are empty."""
+    ``target``'s CDF; NaN when it or the weights are empty. ``values``: the rows' unit values.
+
+    Within a bin the point goes to the same weighted quantile of the model's own values in that
+    bin, so the model's finer shape (its bins are finer than the tables') is kept where it has
+    drawn enough values there; uniform within the bin otherwise.
+    """
     n = len(values)
     mass = np.clip(np.asarray(target, dtype=np.float64), 0.0, None)
     if len(chosen) == 0 or mass.sum() <= 0.0 or weights.sum() <= 0.0:
@@ -105,4 +114,16 @@ def _map(
     k = np.minimum(np.searchsorted(cdf, quantile, side="right"), len(cdf) - 1)
     start_k = np.concatenate(([0.0], cdf[:-1]))[k]
     within = np.clip((quantile - start_k) / (cdf[k] - start_k), 0.0, 1.0)
-    return lo[k] + within * (hi[k] - lo[k])
+    out = lo[k] + within * (hi[k] - lo[k])
+    kept = np.flatnonzero(keep)
+    source = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 2)
+    for j in np.unique(k):
+        members = np.flatnonzero((source == kept[j]) & (weights > 0.0))
+        if len(members) < MIN_BIN_VALUES:
+            continue
+        members = members[np.argsort(values[members], kind="stable")]
+        w = weights[members]
+        positions = (np.cumsum(w) - 0.5 * w) / w.sum()
+        rows = np.flatnonzero(k == j)
+        out[rows] = np.interp(within[rows], positions, values[members])
+    return out

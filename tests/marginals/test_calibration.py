@@ -94,3 +94,20 @@ def test_a_numeric_range_is_honoured_and_mapped_within_it() -> None:
     real = frame.loc[frame.bmi >= 20, "bmi"]
     assert ks_2samp(out["bmi"], real).statistic < 0.08
     assert ks_2samp(candidates.loc[keep, "bmi"], real).statistic > 0.3
+
+
+def test_within_a_bin_values_follow_the_models_shape_not_a_uniform(small_schema) -> None:
+    """Ages the model draws at 33 or 36 only (both inside the table bin [31.25, 37.5)): the
+    tables move mass between bins, and inside this bin the rows keep the model's two values."""
+    candidates = uniform_rows(small_schema, 4000, seed=1)
+    rng = np.random.default_rng(2)
+    candidates["age"] = rng.choice([33, 36], size=len(candidates))
+    real = uniform_rows(small_schema, 3000, seed=3)
+    real["age"] = rng.choice([33, 36, 80], size=len(real), p=[0.4, 0.4, 0.2])
+    spec = MarginalSpec.from_schema(small_schema)
+    out = calibrate(candidates, count_tables(real, spec), spec, n=2000, seed=0)
+    inside = out["age"][(out["age"] >= 31.25) & (out["age"] < 37.5)]
+    assert len(inside) > 1400 and set(np.unique(inside)) <= {33, 36}
+    # Bin [75, 81.25), where the model drew nothing: uniform within it, as the table says.
+    high = out["age"][out["age"] >= 75]
+    assert 300 < len(high) < 500 and high.nunique() > 3
