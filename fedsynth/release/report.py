@@ -24,7 +24,8 @@ from fedsynth import __version__
 from fedsynth.release.html import Html, join, note, number, page, section, table, tag
 from fedsynth.release.report_audit import audit_section
 from fedsynth.release.report_budget import budget_section
-from fedsynth.release.report_parts import short
+from fedsynth.release.report_fidelity import fidelity_section
+from fedsynth.release.report_parts import load_schema, short
 from fedsynth.release.report_utility import utility_section
 from fedsynth.release.rules import AUDIT, BUDGET, EVALUATION, HOW_TO_MAKE, Document, load_document, synthetic_file
 from fedsynth.release.signoff import SIGNOFF_FILE, ForcedRelease, Verdict
@@ -195,6 +196,7 @@ def render_report(run_dir: Path, verdict: Verdict | None = None, forced: ForcedR
         tag("h1", f"fedsynth run report: {run_id}"),
         tag("p", f"run directory {run_dir.name}; report written {created} by fedsynth {__version__}", class_="meta"),
     ]
+    schema = load_schema(run_dir)[0]  # its problem, if any, is noted in the fidelity section
     with tempfile.TemporaryDirectory(prefix="fedsynth-report-") as scratch:
         workdir = Path(scratch)
         sections = [
@@ -202,7 +204,8 @@ def render_report(run_dir: Path, verdict: Verdict | None = None, forced: ForcedR
             missing_section(missing),
             _guarded("Privacy budget", BUDGET, lambda: budget_section(budget, workdir)),
             _guarded("Privacy audits", AUDIT, lambda: audit_section(audit, workdir)),
-            _guarded("Survival utility", EVALUATION, lambda: utility_section(evaluation, run_dir, workdir)),
+            _guarded("Fidelity", EVALUATION, lambda: fidelity_section(evaluation, verdict, run_dir, workdir)),
+            _guarded("Survival utility", EVALUATION, lambda: utility_section(evaluation, schema, workdir)),
             dp_section(run_dir, budget, audit, evaluation),
         ]
     return page(f"fedsynth report {run_id}", [*header, *(s for s in sections if s is not None)])

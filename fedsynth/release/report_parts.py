@@ -3,6 +3,9 @@ incomplete site query."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from fedsynth.release.html import Html, note
 from fedsynth.release.rules import HOW_TO_MAKE, Document
 
@@ -20,3 +23,15 @@ def site_query_notes(document: Document) -> list[Html]:
         notes.append(note(f"{document.name} is incomplete: not every site answered; "
                           f"{HOW_TO_MAKE[document.name]} again once every site is up", "warn"))  # fmt: skip
     return notes
+
+
+def load_schema(run_dir: Path) -> tuple[Any, str | None]:
+    """The run's public schema (figures on the columns' real scale), or None and why not."""
+    if not (run_dir / "schema.toml").exists():
+        return None, None
+    from fedsynth.data.schema import Schema, SchemaError
+
+    try:
+        return Schema.from_toml(run_dir / "schema.toml"), None
+    except SchemaError as exc:
+        return None, f"schema.toml unreadable ({short(exc)}): histograms on bin numbers"

@@ -15,7 +15,6 @@ from fedsynth.release.rules import EVALUATION, HOW_TO_MAKE, Document
 EVALUATION_FIGURES = (
     ("km", None, "Kaplan-Meier curves, real vs synthetic"),
     ("hazard_ratios", "hazard_ratios.covariates", "Cox hazard ratios: real 95% CI and synthetic estimate"),
-    ("marginals", "fidelity.histograms", "Marginal histograms on the public bins"),
     ("correlations", "fidelity.correlation_matrices", "Correlation heatmaps: real, synthetic, difference"),
     ("calibration", "models.*.calibration[].overall.curve", "Calibration curves on the real holdout"),
 )
@@ -44,7 +43,9 @@ def _site_figures(site: dict[str, Any], directory: Path, schema: Any) -> list[ob
     # (it comes from a site's config) is drawn under a sanitised one.
     safe = re.sub(r"[^\w.-]", "_", name)
     try:
-        drawn = evaluation_figures({"sites": [{**site, "site": safe}]}, directory, schema)
+        # The marginal histograms are the fidelity section's: not drawn twice.
+        fidelity = {k: v for k, v in (site.get("fidelity") or {}).items() if k != "histograms"}
+        drawn = evaluation_figures({"sites": [{**site, "site": safe, "fidelity": fidelity}]}, directory, schema)
         written = {p.name.removesuffix(f"_{safe}.png"): p for p in drawn}
     except (KeyError, TypeError, ValueError, IndexError, OSError) as exc:
         return [note(f"{name}: figures not drawn ({short(exc)}); {HOW_TO_MAKE[EVALUATION]} with this version", "warn")]
@@ -64,7 +65,7 @@ def _uno(site: dict[str, Any], model: str) -> str:
     return number(site.get("models", {}).get(model, {}).get("discrimination", {}).get("uno_c"))
 
 
-def utility_section(evaluation: Document, run_dir: Path, workdir: Path) -> Html:
+def utility_section(evaluation: Document, schema: Any, workdir: Path) -> Html:
     if evaluation.data is None:
         return section("Survival utility", note(evaluation.problem, "warn"), id_="utility")
     sites = evaluation.data.get("sites") or []
@@ -84,14 +85,6 @@ def utility_section(evaluation: Document, run_dir: Path, workdir: Path) -> Html:
                      _uno(s, "augmented"), number(ici)])  # fmt: skip
     parts.append(table(["site", "mean KS", "HR in real CI", "Uno C TRTR", "Uno C TSTR", "Uno C augmented",
                         "ICI TSTR"], rows, numeric=(1, 2, 3, 4, 5, 6)))  # fmt: skip
-    schema = None
-    if (run_dir / "schema.toml").exists():
-        from fedsynth.data.schema import Schema, SchemaError
-
-        try:
-            schema = Schema.from_toml(run_dir / "schema.toml")
-        except SchemaError as exc:
-            parts.append(note(f"schema.toml unreadable ({short(exc)}): histograms on bin numbers", "warn"))
     for index, site in enumerate(sites):
         parts += [tag("h3", f"{site.get('site', '?')}"), *_site_figures(site, workdir / f"site{index}", schema)]
     return section("Survival utility", *parts, id_="utility")
