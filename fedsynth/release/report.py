@@ -202,7 +202,7 @@ def render_report(run_dir: Path, verdict: Verdict | None = None, forced: ForcedR
         sections = [
             verdict_section(verdict, forced, problem),
             missing_section(missing),
-            _guarded("Privacy budget", BUDGET, lambda: budget_section(budget, workdir)),
+            _guarded("Privacy budget", BUDGET, lambda: budget_section(budget, run_dir, workdir)),
             _guarded("Privacy audits", AUDIT, lambda: audit_section(audit, workdir)),
             _guarded("Fidelity", EVALUATION, lambda: fidelity_section(evaluation, verdict, run_dir, workdir)),
             _guarded("Survival utility", EVALUATION, lambda: utility_section(evaluation, schema, workdir)),
