@@ -69,12 +69,38 @@ def load_budget(run_dir: Path) -> Document:
 
 
 OUTCOME_CLASS = {"PASS": "ok", "FAIL": "bad", "INCONCLUSIVE": "unsure"}
+# What each rule checks, in words a privacy officer reads without the source.
+RULE_GLOSSES = {
+    "evidence": "The audits and evaluations are of this very model and these very released rows, from every site.",
+    "max_epsilon": "The privacy loss each site spent on its patients (ε) is within the policy's ceiling.",
+    "delta_below_1_over_n": "The chance the privacy guarantee fails (δ) is below one patient's worth (1/n) at "
+    "every site.",
+    "site_approvals": "Each site's data custodian signed their approval of this release.",
+    "dcr_share": "Synthetic rows are no closer to the training patients than to patients the model never saw "
+    "(no sign of copying).",
+    "exact_matches": "No synthetic row is an exact copy of a training patient.",
+    "mia_tpr_at_1pct_fpr": "An attacker guessing who was in the training data, allowed 1 false accusation in 100, "
+    "finds few real members.",
+    "mia_auc_upper_ci": "Membership attacks do no better than chance overall, allowing for their uncertainty.",
+    "empirical_epsilon": "The privacy loss the attacks demonstrate does not exceed what the accounting claims.",
+    "anonymeter_risk": "Singling out, linking and inferring a patient's attributes from the synthetic rows "
+    "succeeds no more than the policy allows.",
+    "fidelity_mean_ks": "Numeric columns' distributions look like the real ones, on average.",
+    "fidelity_mean_tvd": "Yes/no and category columns have the real shares, on average.",
+    "fidelity_column_ks": "No single numeric column's distribution is far from the real one.",
+    "fidelity_column_tvd": "No single yes/no or category column's shares are far from the real ones.",
+    "hr_in_ci_fraction": "Each covariate's effect on survival (hazard ratio) in the synthetic data is mostly "
+    "within the real data's confidence interval.",
+    "tstr_c_index_gap": "A survival model trained on synthetic rows ranks real patients' risk almost as well as "
+    "one trained on real rows.",
+    "tstr_calibration_ici": "Risks predicted by a model trained on synthetic rows match what happens to real patients.",
+}
 
 
 def _rule_rows(verdict: Verdict) -> list[list[object]]:
     return [
         [
-            rule.name,
+            join([tag("code", rule.name), tag("div", RULE_GLOSSES.get(rule.name, ""), class_="gloss")]),
             number(rule.value, 4),
             rule.threshold,
             tag("span", rule.outcome, class_=OUTCOME_CLASS[rule.outcome]),
@@ -214,7 +240,8 @@ def render_report(run_dir: Path, verdict: Verdict | None = None, forced: ForcedR
 def write_report(
     run_dir: Path, path: Path, verdict: Verdict | None = None, *, forced: ForcedRelease | None = None
 ) -> Path:
-    """Write the self-contained report of ``run_dir`` to ``path``; returns it.
+    """Write the self-contained report of ``run_dir`` to ``path``; returns it, mode 0600 when it
+    carries non-DP site results (audits, evaluations), else 0644.
 
     ``verdict`` None reads RUN_DIR/signoff.json if present ("not signed off" otherwise); the
     bundle passes its verdict (and a forced release) because signoff.json is written after it.
@@ -222,5 +249,11 @@ def write_report(
     from fedsynth.data.io import write_text
 
     written = write_text(Path(path), render_report(Path(run_dir), verdict, forced))
-    written.chmod(0o644)  # written via a private temporary file (0600); the report is for its readers
+    written.chmod(0o600 if carries_site_results(Path(run_dir)) else 0o644)
     return written
+
+
+def carries_site_results(run_dir: Path) -> bool:
+    """Whether the report shows audit or evaluation results: exact functions of real rows, not DP,
+    so the file is its owner's alone until someone decides to share it."""
+    return any(load_document(run_dir, name).data is not None for name in (AUDIT, EVALUATION))
