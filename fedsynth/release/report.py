@@ -76,14 +76,14 @@ RULE_GLOSSES = {
     "delta_below_1_over_n": "The chance the privacy guarantee fails (δ) is below one patient's worth (1/n) at "
     "every site.",
     "site_approvals": "Each site's data custodian signed their approval of this release.",
-    "dcr_share": "Synthetic rows are no closer to the training patients than to patients the model never saw "
+    "dcr_share_upper_ci": "Synthetic rows are no closer to the training patients than to patients the model never saw "
     "(no sign of copying).",
     "exact_matches": "No synthetic row is an exact copy of a training patient.",
     "mia_tpr_at_1pct_fpr": "An attacker guessing who was in the training data, allowed 1 false accusation in 100, "
     "finds few real members.",
     "mia_auc_upper_ci": "Membership attacks do no better than chance overall, allowing for their uncertainty.",
     "empirical_epsilon": "The privacy loss the attacks demonstrate does not exceed what the accounting claims.",
-    "anonymeter_risk": "Singling out, linking and inferring a patient's attributes from the synthetic rows "
+    "anonymeter_risk_upper_ci": "Singling out, linking and inferring a patient's attributes from the synthetic rows "
     "succeeds no more than the policy allows.",
     "fidelity_mean_ks": "Numeric columns' distributions look like the real ones, on average.",
     "fidelity_mean_tvd": "Yes/no and category columns have the real shares, on average.",
