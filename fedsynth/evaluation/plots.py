@@ -52,13 +52,17 @@ def hazard_ratio_forest(site: dict[str, Any], path: Path) -> Path:
     covariates = site["hazard_ratios"]["covariates"]
     names = list(covariates)
     figure, axis = plt.subplots(figsize=(7, 0.4 * len(names) + 1.5))
+    labelled: set[str] = set()  # each marker kind once in the legend
     for row, name in enumerate(names):
         entry = covariates[name]
         axis.plot([entry["real_lower"], entry["real_upper"]], [row, row], color="tab:blue", linewidth=2)
         axis.plot(entry["real_log_hr"], row, "o", color="tab:blue", label="real (95% CI)" if row == 0 else None)
         if entry["synthetic_log_hr"] is not None and math.isfinite(entry["synthetic_log_hr"]):
-            colour = "tab:green" if entry["inside_real_ci"] else "tab:red"
-            axis.plot(entry["synthetic_log_hr"], row, "D", color=colour, label="synthetic" if row == 0 else None)
+            inside = bool(entry["inside_real_ci"])
+            label = "synthetic, inside the real CI" if inside else "synthetic, outside the real CI"
+            colour = "tab:green" if inside else "tab:red"
+            axis.plot(entry["synthetic_log_hr"], row, "D", color=colour, label=None if label in labelled else label)
+            labelled.add(label)
     axis.axvline(0.0, color="black", linewidth=0.8, linestyle="--")
     axis.set_yticks(range(len(names)), names)
     axis.set_xlabel("log hazard ratio")
@@ -72,34 +76,75 @@ def _nan_for_none(values: list[float | None]) -> np.ndarray:
     return np.array([np.nan if v is None else v for v in values], dtype=float)
 
 
+WITHHELD_STYLE = {"facecolor": "none", "edgecolor": "grey", "hatch": "///", "linewidth": 0.0}
+STATISTIC_LABELS = {"ks": "KS", "tv": "TVD"}
+
+
+def _axis_name(name: str, schema: Schema | None) -> str:
+    """A column's name as a reader knows it; the time and event columns say which they are."""
+    if schema is None:
+        return name
+    if name == schema.time_column:
+        return f"{name} (time)"
+    return f"{name} (event)" if name == schema.event_column else name
+
+
+def _withheld(axis: Any, lefts: np.ndarray, widths: np.ndarray, mask: np.ndarray) -> None:
+    """Hatched full-height spans over the cells whose real share is withheld: unknown, not zero."""
+    for left, width in zip(lefts[mask], widths[mask], strict=True):
+        axis.axvspan(left, left + width, **WITHHELD_STYLE)
+
+
 def marginal_histograms(site: dict[str, Any], path: Path, schema: Schema | None = None) -> Path:
-    """One panel per column: real vs synthetic shares per public bin or level (withheld cells blank)."""
+    """One panel per column (every column the site reported): real vs synthetic shares per public
+    bin or level; a real cell withheld for its small count is hatched, never drawn as zero."""
     histograms = site["fidelity"]["histograms"]
-    figure, axes = panel_grid(len(histograms), 4, 3.6, 2.6)
+    distances = site["fidelity"].get("marginals") or {}
+    figure, axes = panel_grid(len(histograms), 4, 3.6, 2.9)
+    any_withheld = False
     for axis, (name, entry) in zip(axes, histograms.items(), strict=True):
         real, synthetic = _nan_for_none(entry["real"]), _nan_for_none(entry["synthetic"])
+        hidden = np.isnan(real)
+        any_withheld = any_withheld or bool(hidden.any())
         if entry["kind"] == "bins":
             edges = histogram_edges(schema.column(name)) if schema is not None else np.arange(len(real) + 1.0)
             centres, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
             axis.bar(centres, real, width=width, alpha=0.5, label="real")
             axis.step(edges, np.append(synthetic, synthetic[-1]), where="post", color="tab:orange", label="synthetic")
+            _withheld(axis, edges[:-1], width, hidden)
         else:
             positions = np.arange(len(real))
             axis.bar(positions - 0.2, real, width=0.4, label="real")
             axis.bar(positions + 0.2, synthetic, width=0.4, label="synthetic")
+            _withheld(axis, positions - 0.4, np.full(len(real), 0.4), hidden)
             axis.set_xticks(positions, entry["levels"], fontsize=7)
-        withheld = f" ({entry['withheld_cells']} cells < 5 withheld)" if entry["withheld_cells"] else ""
-        axis.set_title(f"{name}{withheld}", fontsize=8)
+        distance = distances.get(name) or {}
+        statistic = STATISTIC_LABELS.get(distance.get("statistic", ""))
+        value = distance.get("value")
+        shown = f" {statistic} {value:.2f}" if statistic and isinstance(value, int | float) else ""
+        withheld = f", {entry['withheld_cells']} real cells < 5 withheld" if entry["withheld_cells"] else ""
+        axis.set_title(f"{name}:{shown}{withheld}", fontsize=8)
+        axis.set_xlabel(_axis_name(name, schema), fontsize=7)
+        axis.set_ylabel("share of rows", fontsize=7)
         axis.tick_params(labelsize=7)
-    axes[0].legend(fontsize=7)
-    figure.suptitle(f"Marginals, real vs synthetic at {site['site']} (share of rows)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if any_withheld:
+        from matplotlib.patches import Patch
+
+        handles.append(Patch(**WITHHELD_STYLE, label="real share withheld (< 5 rows)"))
+    axes[0].legend(handles=handles, fontsize=7)
+    figure.suptitle(f"Marginals, real vs synthetic at {site['site']}, every column (share of rows)")
     return save_figure(figure, path, dpi=90)
 
 
-def correlation_heatmaps(site: dict[str, Any], path: Path) -> Path:
+def correlation_heatmaps(site: dict[str, Any], path: Path, schema: Schema | None = None) -> Path:
     """Real, synthetic and |difference| Pearson correlation matrices side by side."""
     matrices = site["fidelity"]["correlation_matrices"]
-    names = matrices["columns"]
+    # The survival target's internal names (_time, _event) as a reader knows them.
+    target = {"_time": "time", "_event": "event"}
+    if schema is not None:
+        target = {"_time": _axis_name(schema.time_column, schema), "_event": _axis_name(schema.event_column, schema)}
+    names = [target.get(name, name) for name in matrices["columns"]]
     real, synthetic = (np.array([_nan_for_none(r) for r in matrices[k]]) for k in ("real", "synthetic"))
     figure, axes = plt.subplots(1, 3, figsize=(15, 5.2))
     panels = (("real", real, "coolwarm", -1), ("synthetic", synthetic, "coolwarm", -1),
@@ -153,7 +198,7 @@ def evaluation_figures(document: dict[str, Any], directory: Path, schema: Schema
         if "histograms" in fidelity:
             written.append(marginal_histograms(site, directory / f"marginals_{name}.png", schema))
         if "correlation_matrices" in fidelity:
-            written.append(correlation_heatmaps(site, directory / f"correlations_{name}.png"))
+            written.append(correlation_heatmaps(site, directory / f"correlations_{name}.png", schema))
         curves = calibration_curves(site, directory / f"calibration_{name}.png")
         if curves is not None:
             written.append(curves)

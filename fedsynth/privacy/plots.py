@@ -22,15 +22,30 @@ DCR_CURVES = (("dcr_synthetic_histogram", "synthetic to train"), ("dcr_holdout_h
 ROC_FLOOR = 1e-4  # the ROC grid's smallest positive FPR; zero cannot sit on a log axis
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+LINESTYLES = ("-", "--", "-.", ":")
+
+
 def budget_figure(report: dict[str, Any], path: Path) -> Path:
-    """Cumulative epsilon after each round, per site, with each site's target dotted."""
+    """Cumulative epsilon after each round, per site, with each site's target dotted.
+
+    Round 0 is the DP marginal tables' release where a site made one. Sites often spend alike,
+    so each has its own marker and line style: overlapping lines stay distinguishable. The y-axis
+    starts at 0, so the spend reads as a share of the target.
+    """
     figure, axis = plt.subplots(figsize=(6, 3.5))
-    for site in report["sites"]:
-        rounds = [r["round"] for r in site["rounds"]]
-        line = axis.plot(rounds, [r["epsilon"] for r in site["rounds"]], marker="o", label=site["site"])[0]
+    count = len(report["sites"])
+    for index, site in enumerate(report["sites"]):
+        points = [(0, m["epsilon"]) for m in site.get("marginals") or []]
+        points += [(r["round"], r["epsilon"]) for r in site["rounds"]]
+        dodge = (index - (count - 1) / 2) * 0.06  # equal spends side by side, not one on top of another
+        style = {"marker": MARKERS[index % len(MARKERS)], "linestyle": LINESTYLES[index % len(LINESTYLES)]}
+        rounds, epsilons = [p[0] + dodge for p in points], [p[1] for p in points]
+        line = axis.plot(rounds, epsilons, label=site["site"], markersize=5, **style)[0]
         axis.axhline(site["target_epsilon"], color=line.get_color(), linestyle=":", linewidth=1)
-    axis.set_xlabel("round")
+    axis.set_xlabel("round (0: DP marginal tables)" if any(s.get("marginals") for s in report["sites"]) else "round")
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.set_ylim(bottom=0)
     axis.set_ylabel("epsilon spent (cumulative)")
     axis.set_title("Privacy budget per site (dotted: target)")
     if report["sites"]:
@@ -68,15 +83,17 @@ def roc_curves(sites: list[dict[str, Any]], path: Path) -> Path:
     """Per site: every membership attack's ROC on log-log axes, TPR at 1% and 0.1% FPR marked.
 
     Log axes show the low-FPR regime where an attack would be used against individuals, which a
-    linear ROC (and the AUC) hides. FPRs below one non-member cannot be resolved: shaded. A
-    withheld TPR (too few non-members to measure it) is written on the panel, never drawn as 0.
+    linear ROC (and the AUC) hides. FPRs below one non-member cannot be resolved: shaded, and no
+    curve is drawn there (a curve on the grid would read as a measured TPR). A withheld TPR (too
+    few non-members to measure it) is written on the panel, never drawn as 0.
     """
     figure, axes = panel_grid(len(sites), 3, 4.6, 4.0)
     for axis, site in zip(axes, sites, strict=True):
         unmeasured: dict[str, list[str]] = {}  # FPR -> attacks whose TPR there is withheld (or 0: off a log axis)
         for attack in site["attacks"]:
             fpr, tpr = np.array(attack["roc_fpr"], dtype=float), np.array(attack["roc_tpr"], dtype=float)
-            shown = (fpr > 0) & (tpr > 0)
+            resolvable = 1 / attack["n_non_members"] if attack.get("n_non_members") else ROC_FLOOR
+            shown = (fpr >= resolvable * (1 - 1e-9)) & (tpr > 0)
             line = axis.plot(fpr[shown], tpr[shown], label=f"{attack['attack']} (AUC {attack['auc']:.2f})")[0]
             for fpr_mark, key, text in LOW_FPRS:
                 value = attack.get(key)

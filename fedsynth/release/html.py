@@ -37,6 +37,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 figure { margin: 1rem 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eaeef2; }
 figcaption { font-size: .85rem; color: #57606a; } code { background: #f3f5f7; padding: 0 .2rem; }
 .meta { color: #57606a; font-size: .9rem; }
+.gloss { color: #57606a; font-size: .82rem; white-space: normal; max-width: 24rem; }
 """
 
 

@@ -13,26 +13,25 @@ skipped figure.
 from __future__ import annotations
 
 import json
-import re
 import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
 from fedsynth import __version__
-from fedsynth.release.html import Html, figure, interval, join, note, number, page, section, table, tag
+from fedsynth.release.html import Html, join, note, number, page, section, table, tag
+from fedsynth.release.report_audit import audit_section
+from fedsynth.release.report_budget import budget_section
+from fedsynth.release.report_fidelity import fidelity_section
+from fedsynth.release.report_parts import load_schema, short
+from fedsynth.release.report_utility import utility_section
 from fedsynth.release.rules import AUDIT, BUDGET, EVALUATION, HOW_TO_MAKE, Document, load_document, synthetic_file
 from fedsynth.release.signoff import SIGNOFF_FILE, ForcedRelease, Verdict
 
 REPORT_FILE = "report.html"
 SIGNOFF_HOW = "run `fedsynth signoff RUN_DIR --key BOARD.key.pem`"
-
-
-def _short(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {exc}"[:200]
 
 
 # -- inputs -------------------------------------------------------------------------------------------
@@ -48,7 +47,7 @@ def load_signoff(run_dir: Path) -> tuple[Verdict | None, ForcedRelease | None, s
         verdict = Verdict.model_validate(record["verdict"])
         forced = ForcedRelease.model_validate(record["forced"]) if record.get("forced") else None
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValidationError) as exc:
-        return None, None, f"{SIGNOFF_FILE} is unreadable ({_short(exc)}); {SIGNOFF_HOW} again"
+        return None, None, f"{SIGNOFF_FILE} is unreadable ({short(exc)}); {SIGNOFF_HOW} again"
     return verdict, forced, None
 
 
@@ -63,19 +62,45 @@ def load_budget(run_dir: Path) -> Document:
     try:
         return Document(BUDGET, budget_report(run_dir), None)
     except (OSError, ValueError, KeyError) as exc:
-        return Document(BUDGET, None, f"{document.problem}; budget.jsonl could not be read ({_short(exc)})")
+        return Document(BUDGET, None, f"{document.problem}; budget.jsonl could not be read ({short(exc)})")
 
 
 # -- sections -----------------------------------------------------------------------------------------
 
 
 OUTCOME_CLASS = {"PASS": "ok", "FAIL": "bad", "INCONCLUSIVE": "unsure"}
+# What each rule checks, in words a privacy officer reads without the source.
+RULE_GLOSSES = {
+    "evidence": "The audits and evaluations are of this very model and these very released rows, from every site.",
+    "max_epsilon": "The privacy loss each site spent on its patients (ε) is within the policy's ceiling.",
+    "delta_below_1_over_n": "The chance the privacy guarantee fails (δ) is below one patient's worth (1/n) at "
+    "every site.",
+    "site_approvals": "Each site's data custodian signed their approval of this release.",
+    "dcr_share_upper_ci": "Synthetic rows are no closer to the training patients than to patients the model never saw "
+    "(no sign of copying).",
+    "exact_matches": "No synthetic row is an exact copy of a training patient.",
+    "mia_tpr_at_1pct_fpr": "An attacker guessing who was in the training data, allowed 1 false accusation in 100, "
+    "finds few real members.",
+    "mia_auc_upper_ci": "Membership attacks do no better than chance overall, allowing for their uncertainty.",
+    "empirical_epsilon": "The privacy loss the attacks demonstrate does not exceed what the accounting claims.",
+    "anonymeter_risk_upper_ci": "Singling out, linking and inferring a patient's attributes from the synthetic rows "
+    "succeeds no more than the policy allows.",
+    "fidelity_mean_ks": "Numeric columns' distributions look like the real ones, on average.",
+    "fidelity_mean_tvd": "Yes/no and category columns have the real shares, on average.",
+    "fidelity_column_ks": "No single numeric column's distribution is far from the real one.",
+    "fidelity_column_tvd": "No single yes/no or category column's shares are far from the real ones.",
+    "hr_in_ci_fraction": "Each covariate's effect on survival (hazard ratio) in the synthetic data is mostly "
+    "within the real data's confidence interval.",
+    "tstr_c_index_gap": "A survival model trained on synthetic rows ranks real patients' risk almost as well as "
+    "one trained on real rows.",
+    "tstr_calibration_ici": "Risks predicted by a model trained on synthetic rows match what happens to real patients.",
+}
 
 
 def _rule_rows(verdict: Verdict) -> list[list[object]]:
     return [
         [
-            rule.name,
+            join([tag("code", rule.name), tag("div", RULE_GLOSSES.get(rule.name, ""), class_="gloss")]),
             number(rule.value, 4),
             rule.threshold,
             tag("span", rule.outcome, class_=OUTCOME_CLASS[rule.outcome]),
@@ -109,211 +134,6 @@ def verdict_section(verdict: Verdict | None, forced: ForcedRelease | None, probl
     return section("Verdict", banner, meta, rules, id_="verdict")
 
 
-def budget_section(budget: Document, workdir: Path) -> Html:
-    from fedsynth.privacy.plots import budget_figure
-
-    if budget.data is None:
-        return section("Privacy budget", note(budget.problem, "warn"), id_="budget")
-    sites = budget.data.get("sites") or []
-    rows = [
-        [
-            s.get("site"),
-            s.get("records"),
-            number(s.get("target_epsilon")),
-            number(s.get("epsilon_spent"), 4),
-            number(s.get("remaining_epsilon")),
-            number(s.get("delta")),
-            number(s["delta"] * s["records"]) if "delta" in s and "records" in s else "n/a",
-            s.get("accountant", "n/a"),
-            number(s.get("noise_multiplier"), 4),
-            number(s.get("sample_rate")),
-            s.get("steps"),
-        ]
-        for s in sites
-    ]
-    headers = ["site", "records", "target ε", "spent ε", "remaining ε", "δ", "δ × n", "accountant", "noise multiplier",
-               "sample rate", "steps"]  # fmt: skip
-    parts: list[object] = [table(headers, rows, numeric=(1, 2, 3, 4, 5, 6, 8, 9, 10))]
-    for refusal in budget.data.get("refusals") or []:
-        parts.append(note(f"round {refusal.get('round')}, {refusal.get('site')}: {refusal.get('status')}: "
-                          f"{refusal.get('reason')}", "warn"))  # fmt: skip
-    if budget.data.get("note"):
-        parts.append(note(budget.data["note"]))
-    try:
-        parts.append(figure(budget_figure(budget.data, workdir / "budget.png"), "Cumulative epsilon per round"))
-    except (KeyError, TypeError, ValueError) as exc:
-        parts.append(note(f"epsilon-per-round figure not drawn: {_short(exc)}", "warn"))
-    return section("Privacy budget", *parts, id_="budget")
-
-
-def _site_query_notes(document: Document) -> list[Html]:
-    """Incomplete queries: the sites that did not answer, so no reader takes the tables for all."""
-    assert document.data is not None
-    notes = [note(f"node {f.get('node_id')}: {f.get('reason')}", "warn") for f in document.data.get("failures") or []]
-    if not document.data.get("complete"):
-        notes.append(note(f"{document.name} is incomplete: not every site answered; "
-                          f"{HOW_TO_MAKE[document.name]} again once every site is up", "warn"))  # fmt: skip
-    return notes
-
-
-def _tpr_cell(attack: dict[str, Any], key: str, fpr: float) -> str:
-    value = attack.get(key)
-    if value is not None:
-        return number(value)
-    return f"withheld ({attack.get('n_non_members')} non-members < {round(1 / fpr)} needed)"
-
-
-NN_HEADERS = ["site", "train", "holdout", "synthetic", "DCR share", "95% CI", "exact matches", "DCR p5 synthetic",
-              "DCR p5 holdout"]  # fmt: skip
-DCR_NOTE = (
-    "DCR share: the share of synthetic rows closer to a training row than to a holdout row (training rows "
-    "subsampled to the holdout's size); 0.5 means no closer to the model's training patients than to unseen ones."
-)
-ATTACK_HEADERS = ["site", "attack", "members / non-members", "AUC", "95% CI", "TPR at 1% FPR", "TPR at 0.1% FPR",
-                  "empirical ε (lower bound)", "accountant ε", "empirical > accountant"]  # fmt: skip
-ATTACK_NOTE = (
-    "A TPR at an FPR below one non-member is not a measurement: sites withhold it below 1/FPR non-members, and DP "
-    "bounds it (TPR ≤ e^ε × FPR + δ). The empirical ε is a 95%-confidence lower bound on the privacy loss the attack "
-    "proves; above the accountant's ε it would mean the DP accounting is wrong."
-)
-
-
-def audit_section(audit: Document, workdir: Path) -> Html:
-    from fedsynth.privacy.plots import audit_figures
-
-    if audit.data is None:
-        return section("Privacy audits", note(audit.problem, "warn"), id_="audits")
-    sites = audit.data.get("sites") or []
-    parts: list[object] = _site_query_notes(audit)
-    nn_rows = []
-    for s in sites:
-        nn = s["nearest_neighbour"]
-        nn_rows.append([s["site"], s["n_train"], s["n_holdout"], s["n_synthetic"], number(nn["dcr_share"]),
-                        interval(nn["dcr_share_ci"]), nn["exact_matches"], number(nn["dcr_synthetic_p5"]),
-                        number(nn["dcr_holdout_p5"])])  # fmt: skip
-    parts += [
-        tag("h3", "Distance to closest record"),
-        table(NN_HEADERS, nn_rows, numeric=(1, 2, 3, 4, 6, 7, 8)),
-        note(DCR_NOTE),
-    ]
-    attack_rows = []
-    for s in sites:
-        for a in s["attacks"]:
-            empirical = a.get("empirical_epsilon") or {}
-            exceeds = empirical.get("exceeds_accountant")
-            attack_rows.append([
-                s["site"], a["attack"], f"{a['n_members']} / {a['n_non_members']}", number(a["auc"]),
-                interval(a["auc_ci"]), _tpr_cell(a, "tpr_at_1pct_fpr", 0.01), _tpr_cell(a, "tpr_at_0_1pct_fpr", 0.001),
-                number(empirical.get("epsilon_lower_bound")), number(s["accountant_epsilon"], 4),
-                tag("span", "EXCEEDS: probable DP bug", class_="bad") if exceeds else "no",
-            ])  # fmt: skip
-    parts += [
-        tag("h3", "Membership inference"),
-        table(ATTACK_HEADERS, attack_rows, numeric=(3, 7, 8)),
-        note(ATTACK_NOTE),
-    ]
-    risk_rows = [[s["site"], r["attack"], number(r["risk"]), interval(r["ci"]), r["n_attacks"]]
-                 for s in sites for r in s["anonymeter"]]  # fmt: skip
-    parts += [tag("h3", "Anonymeter"),
-              table(["site", "attack", "risk", "95% CI", "attacks"], risk_rows, numeric=(2, 4))]  # fmt: skip
-    captions = {
-        "audit_dcr.png": "DCR histograms: synthetic-to-train vs holdout-to-train, on the public edges",
-        "audit_roc.png": "Membership-attack ROC curves, log-log; TPR at 1% and 0.1% FPR marked where measured",
-        "audit_anonymeter.png": "Anonymeter risks with 95% CIs",
-    }
-    try:
-        parts += [figure(path, captions[path.name]) for path in audit_figures(audit.data, workdir / "audit")]
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
-        parts.append(note(f"audit figures not drawn ({_short(exc)}): {HOW_TO_MAKE[AUDIT]} with this version", "warn"))
-    return section("Privacy audits", *parts, id_="audits")
-
-
-# evaluation_figures' files, the document field each needs, and the caption.
-EVALUATION_FIGURES = (
-    ("km", None, "Kaplan-Meier curves, real vs synthetic"),
-    ("hazard_ratios", "hazard_ratios.covariates", "Cox hazard ratios: real 95% CI and synthetic estimate"),
-    ("marginals", "fidelity.histograms", "Marginal histograms on the public bins"),
-    ("correlations", "fidelity.correlation_matrices", "Correlation heatmaps: real, synthetic, difference"),
-    ("calibration", "models.*.calibration[].overall.curve", "Calibration curves on the real holdout"),
-)
-WORST_ROWS = (
-    ("tstr_uno_c_shortfall", "TSTR C-index shortfall (TRTR − TSTR Uno C), worst site"),
-    ("hr_in_ci_fraction", "hazard ratios inside the real 95% CI (fraction), worst site"),
-    ("hr_in_ci_pooled_fraction", "the same, every site's covariates pooled"),
-    ("tstr_ici", "TSTR calibration ICI, worst site"),
-)
-
-
-def _has_calibration_curves(site: dict[str, Any]) -> bool:
-    return any(
-        (entry.get("overall") or {}).get("curve")
-        for model in site.get("models", {}).values()
-        for entry in model.get("calibration", [])
-    )
-
-
-def _site_figures(site: dict[str, Any], directory: Path, schema: Any) -> list[object]:
-    """One site's evaluation figures, each one its data lacks replaced by a note."""
-    from fedsynth.evaluation.plots import evaluation_figures
-
-    name = str(site.get("site", "?"))
-    # evaluation_figures names its files after the site: a name that is not a safe file name
-    # (it comes from a site's config) is drawn under a sanitised one.
-    safe = re.sub(r"[^\w.-]", "_", name)
-    try:
-        drawn = evaluation_figures({"sites": [{**site, "site": safe}]}, directory, schema)
-        written = {p.name.removesuffix(f"_{safe}.png"): p for p in drawn}
-    except (KeyError, TypeError, ValueError, IndexError, OSError) as exc:
-        return [note(f"{name}: figures not drawn ({_short(exc)}); {HOW_TO_MAKE[EVALUATION]} with this version", "warn")]
-    if not _has_calibration_curves(site):
-        written.pop("calibration", None)  # drawn with the diagonal alone: an empty panel, not a figure
-    parts: list[object] = []
-    for key, field, caption in EVALUATION_FIGURES:
-        if key in written:
-            parts.append(figure(written[key], f"{name}: {caption}"))
-        else:
-            parts.append(note(f"{name}: {caption.split(':')[0].lower()} skipped: evaluation.json has no {field} "
-                              f"(an older fedsynth wrote it); {HOW_TO_MAKE[EVALUATION]} to draw it"))  # fmt: skip
-    return parts
-
-
-def _uno(site: dict[str, Any], model: str) -> str:
-    return number(site.get("models", {}).get(model, {}).get("discrimination", {}).get("uno_c"))
-
-
-def utility_section(evaluation: Document, run_dir: Path, workdir: Path) -> Html:
-    if evaluation.data is None:
-        return section("Survival utility", note(evaluation.problem, "warn"), id_="utility")
-    sites = evaluation.data.get("sites") or []
-    parts: list[object] = _site_query_notes(evaluation)
-    worst = evaluation.data.get("worst") or {}
-    if worst:
-        parts.append(table(["over sites", "value"], [[label, number(worst.get(key))] for key, label in WORST_ROWS],
-                           numeric=(1,)))  # fmt: skip
-        if worst.get("sites_not_scored"):
-            parts.append(note(f"no TSTR scores at {', '.join(worst['sites_not_scored'])} (a fit failed there)", "warn"))
-    rows = []
-    for s in sites:
-        calibration = s.get("models", {}).get("tstr", {}).get("calibration") or [{}]
-        ici = (calibration[0].get("overall") or {}).get("ici")
-        rows.append([s["site"], number(s.get("fidelity", {}).get("mean_ks")),
-                     number(s.get("hazard_ratios", {}).get("hr_in_ci_fraction")), _uno(s, "trtr"), _uno(s, "tstr"),
-                     _uno(s, "augmented"), number(ici)])  # fmt: skip
-    parts.append(table(["site", "mean KS", "HR in real CI", "Uno C TRTR", "Uno C TSTR", "Uno C augmented",
-                        "ICI TSTR"], rows, numeric=(1, 2, 3, 4, 5, 6)))  # fmt: skip
-    schema = None
-    if (run_dir / "schema.toml").exists():
-        from fedsynth.data.schema import Schema, SchemaError
-
-        try:
-            schema = Schema.from_toml(run_dir / "schema.toml")
-        except SchemaError as exc:
-            parts.append(note(f"schema.toml unreadable ({_short(exc)}): histograms on bin numbers", "warn"))
-    for index, site in enumerate(sites):
-        parts += [tag("h3", f"{site.get('site', '?')}"), *_site_figures(site, workdir / f"site{index}", schema)]
-    return section("Survival utility", *parts, id_="utility")
-
-
 def _max_audits(run_dir: Path) -> str:
     """The sites' cap on audits and evaluations, as far as the coordinator knows it."""
     from fedsynth.client.config import PrivacyConfig
@@ -344,7 +164,7 @@ def dp_section(run_dir: Path, budget: Document, audit: Document, evaluation: Doc
             dp = "differentially private" if record.get("differentially_private") else "NOT differentially private"
             provenance = f"{data.name}, {dp} (provenance: {record.get('mode')})"
         except (OSError, json.JSONDecodeError) as exc:
-            provenance = f"{data.name}: provenance unreadable ({_short(exc)}); its origin is unknown"
+            provenance = f"{data.name}: provenance unreadable ({short(exc)}); its origin is unknown"
     items = [
         "Differentially private: the global model's weights and every synthetic row sampled from it. Each site "
         "trained with DP-SGD (per-record clipping and Gaussian noise, Opacus), accounted over all its rounds: "
@@ -381,7 +201,7 @@ def _guarded(title: str, source: str, build: Callable[[], Html]) -> Html:
     try:
         return build()
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
-        return section(title, note(f"{source} does not have the expected structure ({_short(exc)}); "
+        return section(title, note(f"{source} does not have the expected structure ({short(exc)}); "
                                    f"{HOW_TO_MAKE[source]} again with this fedsynth", "warn"))  # fmt: skip
 
 
@@ -402,14 +222,16 @@ def render_report(run_dir: Path, verdict: Verdict | None = None, forced: ForcedR
         tag("h1", f"fedsynth run report: {run_id}"),
         tag("p", f"run directory {run_dir.name}; report written {created} by fedsynth {__version__}", class_="meta"),
     ]
+    schema = load_schema(run_dir)[0]  # its problem, if any, is noted in the fidelity section
     with tempfile.TemporaryDirectory(prefix="fedsynth-report-") as scratch:
         workdir = Path(scratch)
         sections = [
             verdict_section(verdict, forced, problem),
             missing_section(missing),
-            _guarded("Privacy budget", BUDGET, lambda: budget_section(budget, workdir)),
+            _guarded("Privacy budget", BUDGET, lambda: budget_section(budget, run_dir, workdir)),
             _guarded("Privacy audits", AUDIT, lambda: audit_section(audit, workdir)),
-            _guarded("Survival utility", EVALUATION, lambda: utility_section(evaluation, run_dir, workdir)),
+            _guarded("Fidelity", EVALUATION, lambda: fidelity_section(evaluation, verdict, run_dir, workdir)),
+            _guarded("Survival utility", EVALUATION, lambda: utility_section(evaluation, schema, workdir)),
             dp_section(run_dir, budget, audit, evaluation),
         ]
     return page(f"fedsynth report {run_id}", [*header, *(s for s in sections if s is not None)])
@@ -418,7 +240,8 @@ def render_report(run_dir: Path, verdict: Verdict | None = None, forced: ForcedR
 def write_report(
     run_dir: Path, path: Path, verdict: Verdict | None = None, *, forced: ForcedRelease | None = None
 ) -> Path:
-    """Write the self-contained report of ``run_dir`` to ``path``; returns it.
+    """Write the self-contained report of ``run_dir`` to ``path``; returns it, mode 0600 when it
+    carries non-DP site results (audits, evaluations), else 0644.
 
     ``verdict`` None reads RUN_DIR/signoff.json if present ("not signed off" otherwise); the
     bundle passes its verdict (and a forced release) because signoff.json is written after it.
@@ -426,5 +249,11 @@ def write_report(
     from fedsynth.data.io import write_text
 
     written = write_text(Path(path), render_report(Path(run_dir), verdict, forced))
-    written.chmod(0o644)  # written via a private temporary file (0600); the report is for its readers
+    written.chmod(0o600 if carries_site_results(Path(run_dir)) else 0o644)
     return written
+
+
+def carries_site_results(run_dir: Path) -> bool:
+    """Whether the report shows audit or evaluation results: exact functions of real rows, not DP,
+    so the file is its owner's alone until someone decides to share it."""
+    return any(load_document(run_dir, name).data is not None for name in (AUDIT, EVALUATION))

@@ -19,7 +19,7 @@ from fedsynth.cli import app
 from fedsynth.release.bundle import sign_off
 from fedsynth.release.keys import load_private_key
 from fedsynth.release.policy import Policy, default_policy_path, load_policy
-from fedsynth.release.report import write_report
+from fedsynth.release.report import RULE_GLOSSES, write_report
 
 IMAGE = re.compile(r'<img src="([^"]*)"')
 
@@ -92,8 +92,9 @@ def test_pass_verdict_names_each_rules_value_threshold_and_reason(demo_run: Path
     text = write_report(demo_run, demo_run / "report.html", None).read_text()  # read back from signoff.json
     assert 'class="banner pass"' in text and "PASS: every rule of policy" in text
     for rule in verdict.rules:
-        assert f"<td>{rule.name}</td>" in text
+        assert f"<code>{rule.name}</code>" in text
         assert html.escape(rule.reason) in text and html.escape(rule.threshold) in text
+        assert html.escape(RULE_GLOSSES[rule.name]) in text  # every rule has its plain-language line
 
 
 def test_fail_and_forced_banners_name_the_failed_rules_and_the_reason(
@@ -117,7 +118,7 @@ def test_fail_and_forced_banners_name_the_failed_rules_and_the_reason(
         report = path.read_text()
         assert 'class="banner forced"' in report
         assert "Reason: board accepts epsilon 4 &lt;for&gt; this cohort" in report
-        assert path.stat().st_mode & 0o777 == 0o644  # readable by the bundle's recipients
+        assert path.stat().st_mode & 0o777 == 0o600  # it carries audit and evaluation results: not DP
 
 
 def test_missing_inputs_give_notes_with_the_command_that_makes_them(tmp_path: Path) -> None:
@@ -132,6 +133,7 @@ def test_missing_inputs_give_notes_with_the_command_that_makes_them(tmp_path: Pa
         assert expected in text
     assert "<h2>Missing inputs" in text and "Not signed off" in text and "no synthetic data" in text
     assert _images(text) == []
+    assert (tmp_path / "report.html").stat().st_mode & 0o777 == 0o644  # no site result in it: nothing but DP
 
 
 def test_incomplete_audit_and_unreadable_signoff_are_reported_not_fatal(demo_run: Path) -> None:
@@ -189,3 +191,71 @@ def test_an_inconclusive_verdict_has_its_own_banner_and_says_what_would_decide(d
     assert 'class="banner inconclusive"' in report and "mia_tpr_at_1pct_fpr" in report.split("banner inconclusive")[1]
     assert '<span class="unsure">INCONCLUSIVE</span>' in report
     assert "Would decide with: at least 100 holdout rows at site-0, site-1, site-2." in report
+
+
+def _text(markup: str) -> str:
+    """The report's words as a reader sees them: tags dropped, entities decoded, cells separated by |."""
+    plain = re.sub(r"<[^>]+>", "|", re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", markup))
+    return html.unescape(re.sub(r"\|+", "|", plain))
+
+
+def test_fidelity_section_marks_every_column_against_the_policy(demo_run: Path, board_keys, tmp_path: Path) -> None:
+    policy, text = _policy(tmp_path)  # the default policy: this run's near-uniform marginals fail it
+    verdict, _ = sign_off(demo_run, policy, text, load_private_key(board_keys[0]))
+    assert verdict.outcome == "FAIL"
+    path = write_report(demo_run, demo_run / "report.html", None)
+    assert path.stat().st_mode & 0o777 == 0o600  # audits and evaluations are not DP
+    report = _text(path.read_text())
+    section = report.split("|Fidelity|")[1].split("|Survival utility|")[0]
+    pooled = json.loads((demo_run / "evaluation.json").read_text())["worst"]["fidelity"]
+    assert len(pooled["columns"]) == 16  # every WHAS500 column, time and event included
+    for name, column in pooled["columns"].items():
+        over = column["value"] > (0.15 if column["statistic"] == "ks" else 0.10)
+        mark = "over: beyond the noise floor" if over and column["value"] > column["noise_critical"] else "within"
+        assert f"|{name}|" in section and f"|{column['value']:.3g}|{column['noise_expected']:.3g}|" in section
+        assert f"|{column['noise_critical']:.3g}|" in section and mark in section.split(f"|{name}|")[1][:200]
+    assert "|lenfol|integer (time)|KS|" in section and "|fstat|binary (event)|TVD|" in section
+    assert f"mean KS over 7 columns|{pooled['mean_ks']['value']:.3g}|" in section
+    assert f"worst column by KS: {pooled['worst_ks']['column']}|" in section
+    assert f"worst column by TVD: {pooled['worst_tvd']['column']}|" in section
+    assert "|<= 0.15|" in section and "|<= 0.1|" in section and "noise floor" in section
+    for site in ("site-0", "site-1", "site-2"):  # a histogram of every column per site
+        assert f"{site}: Marginal histograms on the public bins, real vs synthetic, every column" in section
+    assert "drawn hatched: unknown, not zero" in section
+
+
+def _with_marginal_release(run: Path, noise: float) -> None:
+    """The run as if each site had released DP marginal tables first (round 0), budget.json rebuilt."""
+    from fedsynth.client.ledger import rdp_epsilon
+    from fedsynth.privacy.budget import budget_report
+
+    records = [json.loads(line) for line in (run / "budget.jsonl").read_text().splitlines()]
+    released = []
+    for record in (r for r in records if r["round"] == 1):
+        epsilon = rdp_epsilon([(noise, 1.0, 1)], record["delta"])
+        kept = {k: record[k] for k in ("node_id", "time", "site", "delta", "target-epsilon")}
+        step = {"noise-multiplier": noise, "sample-rate": 1.0, "steps": 1, "epsilon": epsilon, "epsilon-step": epsilon}
+        released.append({**kept, **step, "round": 0, "mechanism": "marginals", "status": "ok"})
+    (run / "budget.jsonl").write_text("".join(json.dumps(r) + "\n" for r in released + records))
+    (run / "budget.json").write_text(json.dumps(budget_report(run)))
+
+
+def test_budget_section_states_the_split_between_marginal_tables_and_dp_sgd(demo_run: Path) -> None:
+    from fedsynth.client.ledger import rdp_epsilon
+
+    before = _text(write_report(demo_run, demo_run / "report.html", None).read_text())
+    assert "ε marginal tables alone" in before and "|none released|" in before
+    assert "carries no DP marginal tables" in before and "What ε and δ mean" in before
+
+    _with_marginal_release(demo_run, noise=8.0)
+    (demo_run / "model" / "marginals.json").write_text("{}")
+    report = _text(write_report(demo_run, demo_run / "report.html", None).read_text())
+    budget = json.loads((demo_run / "budget.json").read_text())
+    for site in budget["sites"]:
+        alone = rdp_epsilon([(8.0, 1.0, 1)], site["delta"])
+        training = rdp_epsilon([(site["noise_multiplier"], site["sample_rate"], site["steps"])], site["delta"])
+        composed = site["epsilon_spent"]
+        assert max(alone, training) < composed < alone + training  # RDP composes below the sum
+        row = f"|{site['site']}|{alone:.4g}|{training:.4g}|{composed:.4g}|{alone + training:.4g}|8|0.25 by default"
+        assert row in report
+    assert "less than the sum" in report and "samples are calibrated to them" in report
