@@ -124,7 +124,7 @@ def test_train_then_audit_and_evaluate_over_the_deployment_engine(tmp_path) -> N
     from typer.testing import CliRunner
 
     from fedsynth.cli import app
-    from fedsynth.model.persistence import weights_digest
+    from fedsynth.model.persistence import generator_digest
 
     document = {
         "federation": {"engine": "deployment", "rounds": 1, "min_sites": 3, "round_timeout": 300, "run_dir": "run"},
@@ -148,7 +148,7 @@ def test_train_then_audit_and_evaluate_over_the_deployment_engine(tmp_path) -> N
     audit = json.loads((run_dir / "audit.json").read_text())
     assert audit["complete"] and audit["seed"] == 4 and not audit["failures"]
     assert [s["site"] for s in audit["sites"]] == ["site-0", "site-1", "site-2"]
-    assert audit["model_sha256"] == weights_digest(MCM.load(run_dir / "model"))  # the published model
+    assert audit["model_sha256"] == generator_digest(MCM.load(run_dir / "model"))  # the published, calibrated model
     assert 0.0 <= audit["worst"]["dcr_share_pooled"] <= 1.0 and audit["worst"]["mia_auc_upper_ci"] <= 1.0
     # Each site's SuperNode ran the query (its log grew): the answers came over the deployment engine.
     assert all((logs / name).stat().st_size > size for name, size in before.items())

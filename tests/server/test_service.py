@@ -33,7 +33,7 @@ from typer.testing import CliRunner
 
 from fedsynth.cli import app as cli_app
 from fedsynth.model.mcm import MCM
-from fedsynth.model.persistence import model_digest, weights_digest
+from fedsynth.model.persistence import generator_digest, model_digest
 from fedsynth.server.run import RunDirectory
 from fedsynth.server.service import ServiceConfig, ServiceConfigError, create_app
 from fedsynth.server.service.auth import TokenFileError, TokenStore, add_token, hash_token, revoke_token
@@ -67,7 +67,7 @@ def _write_run(root: Path, model: MCM, dp: bool) -> Path:
         run.publish_model(run.save_checkpoint(2, saved.network_.state_dict(), saved.schema_, saved.config, info))
     else:
         saved.save(root / "model")
-    audit = {"time": "2026-01-01T00:00:00+00:00", "model_sha256": weights_digest(saved), "sites": [], "failures": [],
+    audit = {"time": "2026-01-01T00:00:00+00:00", "model_sha256": generator_digest(saved), "sites": [], "failures": [],
              "complete": True, "worst": {"exact_matches": 0, "mia_auc_upper_ci": 0.55}}  # fmt: skip
     (root / "audit.json").write_text(json.dumps(audit), encoding="utf-8")
     return root
