@@ -56,6 +56,23 @@ USER_ERRORS = (
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from fedsynth import __version__
+
+        console.print(f"fedsynth {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Federated, differentially private synthetic clinical survival data."""
+
+
 def user_errors(func: F) -> F:
     """Turn expected errors into one clear message and exit status 2."""
 

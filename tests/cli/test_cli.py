@@ -244,3 +244,10 @@ def test_schema_with_negative_time_bound_is_refused(files, tmp_path) -> None:
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert str(schema) in result.output and "columns[lenfol]" in result.output
     assert "survival times cannot be negative" in result.output
+
+
+def test_version_prints_the_package_version() -> None:
+    from fedsynth import __version__
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"fedsynth {__version__}"
