@@ -16,6 +16,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from fedsynth.cli import app
+from fedsynth.client.config import PrivacyConfig
 from fedsynth.release.bundle import sign_off
 from fedsynth.release.keys import load_private_key
 from fedsynth.release.policy import Policy, default_policy_path, load_policy
@@ -256,6 +257,7 @@ def test_budget_section_states_the_split_between_marginal_tables_and_dp_sgd(demo
         training = rdp_epsilon([(site["noise_multiplier"], site["sample_rate"], site["steps"])], site["delta"])
         composed = site["epsilon_spent"]
         assert max(alone, training) < composed < alone + training  # RDP composes below the sum
-        row = f"|{site['site']}|{alone:.4g}|{training:.4g}|{composed:.4g}|{alone + training:.4g}|8|0.25 by default"
+        default = f"{PrivacyConfig().marginals_share:g} by default"
+        row = f"|{site['site']}|{alone:.4g}|{training:.4g}|{composed:.4g}|{alone + training:.4g}|8|{default}"
         assert row in report
     assert "less than the sum" in report and "samples are calibrated to them" in report
