@@ -71,7 +71,7 @@ def calibrate(
         return candidates.reset_index(drop=True)
     consistent = make_consistent(tables, spec)
     options = {"weight_bound": weight_bound, "sweeps": sweeps, "relations": relations}
-    weights = rake(candidates, consistent, spec, conditions=conditions, **options)
+    weights = _rake_consistent(candidates, consistent, spec, conditions=conditions, **options)
     rng = np.random.default_rng(seed)
     chosen = rng.permutation(systematic_resample(weights, n, rng))
     return quantile_map(candidates, consistent, spec, rng, conditions=conditions, weights=weights, chosen=chosen)
@@ -90,9 +90,24 @@ def rake(
     """Raking weights (mean 1) of the candidate rows to the discrete columns' margins; with
     ``relations``, first to each discrete covariate x event as well (the event rate per level).
     All ones when no table applies."""
+    consistent = make_consistent(tables, spec)
+    options = {"weight_bound": weight_bound, "sweeps": sweeps, "relations": relations}
+    return _rake_consistent(candidates, consistent, spec, conditions=conditions, **options)
+
+
+def _rake_consistent(
+    candidates: pd.DataFrame,
+    consistent: dict[str, np.ndarray],
+    spec: MarginalSpec,
+    *,
+    conditions: list[ResolvedCondition] | None,
+    weight_bound: float,
+    sweeps: int,
+    relations: bool,
+) -> np.ndarray:
+    """:func:`rake` on tables already made consistent (calibrate makes them so once)."""
     if weight_bound <= 1.0:
         raise ValueError(f"weight_bound must be > 1, got {weight_bound}")
-    consistent = make_consistent(tables, spec)
     conditions = conditions or []
     conditioned = {c.column.name for c in conditions}
     discrete = [b for b in spec.bins if not b.numeric]
