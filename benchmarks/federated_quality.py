@@ -21,6 +21,7 @@ sample of the real data's size rather than the model. The acceptance reading sta
 from __future__ import annotations
 
 import argparse
+import shutil
 import json
 import sys
 import tempfile
@@ -93,6 +94,7 @@ def run_one(
     draws: int = 1,
     sample_multiples: tuple[int, ...] = (),
     marginals_share: float | None = None,
+    keep: Path | None = None,
 ) -> dict[str, Any]:
     from fedsynth.privacy.budget import budget_report
     from fedsynth.server.config import FederationConfig
@@ -127,6 +129,8 @@ def run_one(
             for m in sample_multiples
         }
         budget = budget_report(config.run_dir)
+        if keep is not None:  # the trained run, for re-scoring sampling variants without retraining
+            shutil.copytree(config.run_dir, keep / f"{dataset}-{seed}", dirs_exist_ok=True)
     result = score.to_dict()
     every = [score, *more]
     result.update(
@@ -170,6 +174,7 @@ def main() -> None:
         "--sample-multiples", nargs="*", type=int, default=[], help="also score one sample of M x the pooled size"
     )
     parser.add_argument("--marginals-share", type=float, help="site privacy.marginals_share (default: the site's)")
+    parser.add_argument("--keep", type=Path, help="copy each trained run to KEEP/<dataset>-<seed>")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     results: dict[str, Any] = {}
@@ -185,6 +190,7 @@ def main() -> None:
                 args.draws,
                 tuple(args.sample_multiples),
                 args.marginals_share,
+                args.keep,
             )
             for s in args.seeds
         ]
@@ -235,7 +241,7 @@ def main() -> None:
     document = {
         "command": " ".join(["python -m benchmarks.federated_quality", *sys.argv[1:]]),
         "protocol": __doc__.strip().split("\n\n", 2)[2],
-        "settings": {k: v for k, v in vars(args).items() if k != "out"},
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "keep")},
         "machine": machine_info(),
         "results": results,
     }
