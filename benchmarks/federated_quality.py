@@ -21,8 +21,8 @@ sample of the real data's size rather than the model. The acceptance reading sta
 from __future__ import annotations
 
 import argparse
-import shutil
 import json
+import shutil
 import sys
 import tempfile
 import time

@@ -55,6 +55,9 @@ class Column(BaseModel):
     the [0, 1] scaling without looking at private data. Binary columns hold 0/1, or two
     declared labels in ``categories`` (the first maps to 0). Categorical columns list every
     category. ``offset`` is added before log / Box-Cox so that zeros can be transformed.
+    ``step`` (numeric, optional) is the public resolution values are recorded at, e.g. 10 for a
+    Karnofsky score or 0.1 for creatinine in mg/dL: sampled values are put on the grid
+    ``lower + k * step``, so a synthetic column has the real one's atoms, not values between them.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
@@ -68,6 +71,7 @@ class Column(BaseModel):
     transform: TransformKind = TransformKind.IDENTITY
     boxcox_lambda: float | None = None
     offset: float = 0.0
+    step: float | None = None
     missing: MissingPolicy = MissingPolicy.REJECT
     fill_value: float | str | None = None
     description: str = ""
@@ -90,7 +94,16 @@ class Column(BaseModel):
                 raise ValueError(f"{where}: need finite lower < upper, got [{self.lower}, {self.upper}]")
             if self.categories is not None:
                 raise ValueError(f"{where}: 'categories' is only for binary/categorical columns; remove it")
+            if self.step is not None and not (math.isfinite(self.step) and 0 < self.step <= self.upper - self.lower):
+                raise ValueError(
+                    f"{where}: 'step' must be a positive number no larger than upper - lower "
+                    f"({self.upper - self.lower:g}), got {self.step}"
+                )
+            if self.step is not None and self.kind == ColumnKind.INTEGER and not float(self.step).is_integer():
+                raise ValueError(f"{where}: an integer column's 'step' must be a whole number, got {self.step}")
         else:
+            if self.step is not None:
+                raise ValueError(f"{where}: 'step' applies to numeric columns only; remove it")
             if self.transform != TransformKind.IDENTITY:
                 raise ValueError(f"{where}: transform '{self.transform}' applies to numeric columns only")
             if self.lower is not None or self.upper is not None:

@@ -4,11 +4,13 @@ Every parameter comes from the public schema (bounds, Box-Cox lambda, offset), s
 transform leaks nothing about any site's rows. Numeric columns go through
 Box-Cox (log when lambda = 0) then min-max scaling by the transformed public bounds;
 binary columns are their 0/1 code; categorical columns are one-hot. The inverse rounds
-integer columns and clips to the bounds, so ``decode(encode(df))`` reproduces ``df``.
+integer columns (and columns with a declared ``step``, to its grid) and clips to the bounds, so
+``decode(encode(df))`` reproduces ``df`` recorded at that resolution.
 """
 
 from __future__ import annotations
 
+import decimal
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,9 +71,24 @@ def from_unit(column: Column, u: np.ndarray | float) -> np.ndarray:
     lo, hi = _forward(column, np.array([column.lower, column.upper], dtype=np.float64))
     y = lo + np.clip(np.asarray(u, dtype=np.float64), 0.0, 1.0) * (hi - lo)
     x = _backward(column, y)
-    if column.kind == ColumnKind.INTEGER:
+    if column.step is not None:
+        x = on_grid(x, float(column.lower), column.step)
+    elif column.kind == ColumnKind.INTEGER:
         x = np.round(x)
     return np.clip(x, column.lower, column.upper)
+
+
+def on_grid(values: np.ndarray, lower: float, step: float) -> np.ndarray:
+    """Values rounded to the nearest ``lower + k * step``, as the decimal a recorded value parses to:
+    ``11 * 0.1`` is 1.1000000000000001, not the 1.1 read from a file, and would sit beside that atom."""
+    decimals = max(_decimals(lower), _decimals(step))
+    return np.round(lower + np.round((values - lower) / step) * step, decimals)
+
+
+def _decimals(number: float) -> int:
+    """Digits after the point in the shortest decimal of ``number`` (0.1 -> 1, 10.0 -> 0)."""
+    exponent = decimal.Decimal(repr(float(number))).normalize().as_tuple().exponent
+    return max(0, -int(exponent)) if isinstance(exponent, int) else 0
 
 
 @dataclass(frozen=True)

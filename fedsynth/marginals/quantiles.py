@@ -1,8 +1,8 @@
 """Quantile mapping of numeric columns onto DP histograms, keeping the model's ranks.
 
 A value at rank r of n goes to a uniform point of [r, r + 1) / n of the target histogram's CDF
-(with weights, of its weight's slot), uniform within a bin of the column's public [0, 1]
-space. Ranks are kept, so the model's dependence between columns (and the Cox model's risk
+(rows are ranked by a point of their weight's slot), uniform within a bin of the column's public
+[0, 1] space. Ranks are kept, so the model's dependence between columns (and the Cox model's risk
 order, which reads ranks of time) survives; the marginal becomes the DP one. Ties are broken at
 random, and resampled copies of a row get points of its slot of their own, so copies come apart.
 """
@@ -108,6 +108,11 @@ def _map(
     start = np.empty(n)
     start[order] = cumulative - weights[order]
     quantile = (start[chosen] + rng.random(len(chosen)) * weights[chosen]) / cumulative[-1]
+    # The chosen rows keep that order but fill the CDF evenly, one 1/N stratum each: the sample's
+    # marginal is then the target's up to 1/N, not up to the noise of which rows were chosen.
+    rank = np.empty(len(chosen))
+    rank[np.argsort(quantile, kind="stable")] = np.arange(len(chosen))
+    quantile = (rank + rng.random(len(chosen))) / len(chosen)
     keep = mass > 0.0
     lo, hi, mass = edges[:-1][keep], edges[1:][keep], mass[keep]
     cdf = np.cumsum(mass) / mass.sum()

@@ -36,6 +36,23 @@ def test_numeric_column_without_bounds_names_column_and_fix() -> None:
         Schema.from_dict({"columns": columns})
 
 
+@pytest.mark.parametrize(
+    ("column", "message"),
+    [
+        ({"step": 0.0}, "positive number no larger than upper - lower"),
+        ({"step": 500.0}, "positive number no larger than upper - lower"),
+        ({"step": 2.5}, "whole number"),
+    ],
+)
+def test_a_step_is_positive_within_the_bounds_and_whole_for_integers(column: dict, message: str) -> None:
+    columns = _base_columns()
+    columns[0].update(column)
+    with pytest.raises(SchemaError, match=rf"columns\[age\].*{message}"):
+        Schema.from_dict({"columns": columns})
+    columns[0].update(kind="integer", step=5.0)
+    assert Schema.from_dict({"columns": columns}).column("age").step == 5.0
+
+
 def test_boxcox_needs_lambda_and_positive_support() -> None:
     columns = _base_columns()
     columns[0].update(transform="boxcox")

@@ -98,3 +98,14 @@ def _assert_frames_close(left: pd.DataFrame, right: pd.DataFrame, schema: Schema
             )
         else:
             assert left[column.name].tolist() == right[column.name].tolist(), column.name
+
+
+def test_a_declared_step_puts_values_on_the_recorded_grid_as_files_write_them() -> None:
+    creatinine = _column(kind="continuous", lower=0.0, upper=20.0, transform="log", offset=1.0, step=0.1)
+    values = from_unit(creatinine, np.linspace(0.0, 0.2, 500))
+    # The decimals a file holds: 1.1, never 11 * 0.1 = 1.1000000000000001 beside the real atom.
+    assert set(values) == {float(f"{v:.1f}") for v in values}
+    karnofsky = _column(kind="integer", lower=70.0, upper=100.0, step=10.0)
+    assert set(from_unit(karnofsky, np.linspace(0.0, 1.0, 200))) == {70.0, 80.0, 90.0, 100.0}
+    real = np.array([0.4, 0.7, 1.1, 2.3])
+    assert np.array_equal(from_unit(creatinine, to_unit(creatinine, real)), real)

@@ -107,7 +107,8 @@ def test_within_a_bin_values_follow_the_models_shape_not_a_uniform(small_schema)
     spec = MarginalSpec.from_schema(small_schema)
     out = calibrate(candidates, count_tables(real, spec), spec, n=2000, seed=0)
     inside = out["age"][(out["age"] >= 31.25) & (out["age"] < 37.5)]
-    assert len(inside) > 1400 and set(np.unique(inside)) <= {33, 36}
+    # Interpolation between neighbouring model values reaches the few points between 33 and 36.
+    assert len(inside) > 1400 and np.isin(inside, [33, 36]).mean() > 0.99
     # Bin [75, 81.25), where the model drew nothing: uniform within it, as the table says.
     high = out["age"][out["age"] >= 75]
     assert 300 < len(high) < 500 and high.nunique() > 3
