@@ -4,10 +4,10 @@ Summed noisy tables disagree: cells are negative, totals differ, and a covariate
 histogram is not the margin of its 2-way table. Calibration needs one distribution, so:
 
 1. one total N: the inverse-variance weighted mean of the tables' totals (a table of k cells
-   has total variance k s^2, every cell the same s^2);
+   released at weight w has total variance k s^2 / w^2, each cell s^2 / w^2);
 2. one margin per column: the inverse-variance weighted mean of that column's margin in every
-   table holding it (a margin summing k cells per entry has variance k s^2), projected onto the
-   non-negative tables of total N (:func:`nonnegative`);
+   table holding it (a margin summing k cells per entry has variance k s^2 / w^2), projected
+   onto the non-negative tables of total N (:func:`nonnegative`);
 3. one (time bin x event) joint: the weighted mean of it in every table holding it, projected
    and fitted (IPF) to the time and event margins of step 2;
 4. each covariate x time x event table clipped at 0 and fitted (IPF) to its covariate's margin
@@ -32,7 +32,9 @@ IPF_TOLERANCE = 1e-10  # relative to the total; IPF on two margins converges fas
 def make_consistent(noisy: dict[str, np.ndarray], spec: MarginalSpec) -> dict[str, np.ndarray]:
     """Non-negative tables with one total and 2-way margins equal to the 1-way tables."""
     tables = {t.name: np.asarray(noisy[t.name], dtype=np.float64).reshape(t.shape) for t in spec.tables}
-    total = _weighted([tables[t.name].sum() for t in spec.tables], [1.0 / math.prod(t.shape) for t in spec.tables])
+    total = _weighted(
+        [tables[t.name].sum() for t in spec.tables], [t.weight**2 / math.prod(t.shape) for t in spec.tables]
+    )
     total = max(float(total), 0.0)
     margins = {b.name: _column_margin(b.name, tables, spec, total) for b in spec.bins if _holds(spec, b.name)}
     time, event = spec.time_column, spec.event_column
@@ -41,7 +43,7 @@ def make_consistent(noisy: dict[str, np.ndarray], spec: MarginalSpec) -> dict[st
     if with_outcome:
         # (time bin x event) from every table holding it, weighted by the cells each entry sums.
         estimates = [tables[t.name].reshape(-1, *t.shape[-2:]).sum(axis=0) for t in with_outcome]
-        weights = [1.0 / (math.prod(t.shape) // math.prod(t.shape[-2:])) for t in with_outcome]
+        weights = [t.weight**2 / (math.prod(t.shape) // math.prod(t.shape[-2:])) for t in with_outcome]
         joint = ipf_2d(nonnegative(_weighted(estimates, weights), total), margins[time], margins[event])
     out: dict[str, np.ndarray] = {}
     for t in spec.tables:
@@ -74,7 +76,7 @@ def _column_margin(name: str, tables: dict[str, np.ndarray], spec: MarginalSpec,
             axis = t.columns.index(name)
             others = tuple(i for i in range(len(t.shape)) if i != axis)
             estimates.append(tables[t.name].sum(axis=others) if others else tables[t.name])
-            weights.append(1.0 / (math.prod(t.shape) // t.shape[axis]))
+            weights.append(t.weight**2 / (math.prod(t.shape) // t.shape[axis]))
     return nonnegative(_weighted(estimates, weights), total)
 
 

@@ -2,16 +2,19 @@
 
 A site releases, once per run, noisy counts of its rows on bins that only the public schema
 fixes (never the data). Default ("compact"): each numeric covariate's 1-way histogram, the
-(time bin x event) table, and each discrete covariate x event; "all": every column's 1-way
-histogram and every covariate x (time bin x event). Compact is what calibration reads, with half
-the tables and so a third less noise per cell on WHAS500 (measured: mean KS 0.153 -> 0.117 at the
-same privacy, docs/research/2026-12-03-marginal-calibration.md).
+(time bin x event) table, and each discrete covariate's 1-way table at weight 1/sqrt(2); "all":
+every column's 1-way histogram and every covariate x (time bin x event). Compact is what
+calibration reads, each column as directly as possible (docs/research/).
+
+Weights: a table released at weight w is released as w x its counts, so its noise, in counts, is
+1/w as large as a weight-1 table's. A discrete share is one difference of cells, a numeric CDF
+sums several, so the discrete tables give up precision to the numeric ones.
 
 Neighbouring relation: add/remove one record (the site's DP-SGD uses the same one, Opacus with
-Poisson sampling). One record adds exactly 1 to one cell of every table, so the concatenated
-tables move by sqrt(number of tables) in L2: that is ``MarginalSpec.l2_sensitivity``. Gaussian
-noise of std ``noise_multiplier * l2_sensitivity`` per cell is then exactly one Opacus RDP step
-at sample rate 1 with that noise multiplier.
+Poisson sampling). One record adds exactly w to one cell of every (weighted) table, so the
+concatenated tables move by sqrt(sum of w^2) in L2: that is ``MarginalSpec.l2_sensitivity``.
+Gaussian noise of std ``noise_multiplier * l2_sensitivity`` per weighted cell (``/ w`` in counts)
+is then exactly one Opacus RDP step at sample rate 1 with that noise multiplier.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from fedsynth.data.transforms import encode_labels, to_unit
 
 DEFAULT_NUMERIC_BINS = 16
 DEFAULT_TIME_BINS = 8
+DISCRETE_WEIGHT = 1.0 / math.sqrt(2.0)
 SELECTIONS = ("all", "compact")
 
 
@@ -55,11 +59,13 @@ class BinSpec:
 
 @dataclass(frozen=True)
 class TableSpec:
-    """One released table: the columns it crosses (row-major in this order) and its shape."""
+    """One released table: the columns it crosses (row-major in this order), its shape, and the
+    weight its counts are released at (noise in counts 1/weight as large)."""
 
     name: str
     columns: tuple[str, ...]
     shape: tuple[int, ...]
+    weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -84,8 +90,8 @@ class MarginalSpec:
     ) -> MarginalSpec:
         """``selection``: ``"all"``, every column's 1-way table and every covariate x (time bin x
         event); ``"compact"``, only what calibration reads, each as directly as possible: the
-        numeric covariates' 1-way tables, (time bin x event), and each discrete covariate x event
-        (15 tables on WHAS500 instead of 30: noise std per cell down by a third)."""
+        numeric covariates' 1-way tables, (time bin x event), and each discrete covariate's 1-way
+        table at ``DISCRETE_WEIGHT`` (15 tables on WHAS500 instead of 30)."""
         if numeric_bins < 2 or time_bins < 2:
             raise ValueError(f"need at least 2 bins, got numeric_bins={numeric_bins}, time_bins={time_bins}")
         if selection not in SELECTIONS:
@@ -112,13 +118,17 @@ class MarginalSpec:
             tables.append(TableSpec(f"{time}|{event}", (time, event), (by_name[time].n_bins, by_name[event].n_bins)))
             for b in bins:
                 if not b.numeric and b.name != event:
-                    tables.append(TableSpec(f"{b.name}|{event}", (b.name, event), (b.n_bins, by_name[event].n_bins)))
+                    tables.append(TableSpec(b.name, (b.name,), (b.n_bins,), DISCRETE_WEIGHT))
         return cls(schema, tuple(bins), tuple(tables), time, event)
 
     @property
     def l2_sensitivity(self) -> float:
-        """One record adds 1 to one cell of each table (add/remove-one neighbours)."""
-        return math.sqrt(len(self.tables))
+        """One record adds w to one cell of each table of weight w (add/remove-one neighbours)."""
+        return math.sqrt(sum(t.weight**2 for t in self.tables))
+
+    def noise_std(self, table: TableSpec, noise_multiplier: float) -> float:
+        """Std, in counts, of the Gaussian noise on each cell of ``table``."""
+        return noise_multiplier * self.l2_sensitivity / table.weight
 
     @property
     def n_cells(self) -> int:
@@ -136,7 +146,11 @@ class MarginalSpec:
             "time_column": self.time_column,
             "event_column": self.event_column,
             "bins": [{"name": b.name, "numeric": b.numeric, "n_bins": b.n_bins} for b in self.bins],
-            "tables": [{"name": t.name, "columns": list(t.columns), "shape": list(t.shape)} for t in self.tables],
+            "tables": [
+                {"name": t.name, "columns": list(t.columns), "shape": list(t.shape)}
+                | ({"weight": t.weight} if t.weight != 1.0 else {})
+                for t in self.tables
+            ],
         }
 
     @classmethod
@@ -145,12 +159,24 @@ class MarginalSpec:
             schema=Schema.from_dict(data["schema"], source="marginal spec"),
             bins=tuple(BinSpec(str(b["name"]), bool(b["numeric"]), int(b["n_bins"])) for b in data["bins"]),
             tables=tuple(
-                TableSpec(str(t["name"]), tuple(map(str, t["columns"])), tuple(int(s) for s in t["shape"]))
+                TableSpec(
+                    str(t["name"]),
+                    tuple(map(str, t["columns"])),
+                    tuple(int(s) for s in t["shape"]),
+                    _weight(t.get("weight", 1.0), str(t["name"])),
+                )
                 for t in data["tables"]
             ),
             time_column=str(data["time_column"]),
             event_column=str(data["event_column"]),
         )
+
+
+def _weight(value: Any, table: str) -> float:
+    weight = float(value)
+    if not (math.isfinite(weight) and weight > 0.0):
+        raise ValueError(f"marginal table '{table}': weight must be a positive number, got {value}")
+    return weight
 
 
 def cell_indices(frame: pd.DataFrame, spec: MarginalSpec) -> dict[str, np.ndarray]:
@@ -175,11 +201,13 @@ def count_tables(frame: pd.DataFrame, spec: MarginalSpec) -> dict[str, np.ndarra
 def add_gaussian_noise(
     tables: dict[str, np.ndarray], noise_multiplier: float, spec: MarginalSpec, rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
-    """Independent N(0, (noise_multiplier * l2_sensitivity)^2) on every cell of every table."""
+    """Independent N(0, spec.noise_std(table)^2) on every cell of every table: the weighted
+    counts plus N(0, (noise_multiplier * l2_sensitivity)^2), divided by the weight again."""
     if not (noise_multiplier > 0 and math.isfinite(noise_multiplier)):
         raise ValueError(f"noise_multiplier must be a positive number, got {noise_multiplier}")
-    std = noise_multiplier * spec.l2_sensitivity
-    return {t.name: tables[t.name] + rng.normal(0.0, std, size=t.shape) for t in spec.tables}
+    return {
+        t.name: tables[t.name] + rng.normal(0.0, spec.noise_std(t, noise_multiplier), size=t.shape) for t in spec.tables
+    }
 
 
 def tables_to_json(tables: dict[str, np.ndarray]) -> str:

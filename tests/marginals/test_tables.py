@@ -8,6 +8,7 @@ import pytest
 
 from fedsynth.data.datasets import load_dataset
 from fedsynth.marginals.tables import (
+    DISCRETE_WEIGHT,
     MarginalSpec,
     add_gaussian_noise,
     count_tables,
@@ -49,36 +50,49 @@ def test_counts_by_hand(small_schema) -> None:
 def test_compact_tables_by_hand(small_schema) -> None:
     spec = MarginalSpec.from_schema(small_schema, numeric_bins=4, time_bins=2)
     tables = count_tables(_frame(), spec)
-    assert list(tables) == ["age", "time|event", "x|event", "grp|event"]
+    assert list(tables) == ["age", "time|event", "x", "grp"]
     np.testing.assert_array_equal(tables["age"], [1, 0, 2, 1])
     np.testing.assert_array_equal(tables["time|event"], [[0, 1], [1, 2]])
-    np.testing.assert_array_equal(tables["x|event"], [[0, 2], [1, 1]])
-    np.testing.assert_array_equal(tables["grp|event"], [[0, 1], [0, 1], [1, 1]])
+    np.testing.assert_array_equal(tables["x"], [2, 2])
+    np.testing.assert_array_equal(tables["grp"], [1, 1, 2])
+    weights = {t.name: t.weight for t in spec.tables}
+    assert weights == {"age": 1.0, "time|event": 1.0, "x": DISCRETE_WEIGHT, "grp": DISCRETE_WEIGHT}
 
 
-@pytest.mark.parametrize(("selection", "n_tables"), [("all", 5 + 3), ("compact", 4)])
-def test_sensitivity_is_the_l2_change_of_one_record(small_schema, selection: str, n_tables: int) -> None:
+@pytest.mark.parametrize(("selection", "squared"), [("all", 5 + 3), ("compact", 2 + 2 * DISCRETE_WEIGHT**2)])
+def test_sensitivity_is_the_l2_change_of_one_record(small_schema, selection: str, squared: float) -> None:
     spec = MarginalSpec.from_schema(small_schema, selection=selection)
-    assert len(spec.tables) == n_tables
-    assert spec.l2_sensitivity == math.sqrt(n_tables)
+    assert spec.l2_sensitivity == pytest.approx(math.sqrt(squared))
+    weight = {t.name: t.weight for t in spec.tables}
     frame = _frame()
     full = count_tables(frame, spec)
     for i in range(len(frame)):
         less = count_tables(frame.drop(index=i), spec)
-        diff = np.concatenate([(full[k] - less[k]).ravel() for k in full])
-        assert np.linalg.norm(diff) == spec.l2_sensitivity
+        # What is released is weight x counts (plus noise): the L2 change of that.
+        diff = np.concatenate([weight[k] * (full[k] - less[k]).ravel() for k in full])
+        assert np.linalg.norm(diff) == pytest.approx(spec.l2_sensitivity)
 
 
-def test_noise_std_is_multiplier_times_sensitivity() -> None:
+def test_noise_std_is_multiplier_times_sensitivity_over_the_weight() -> None:
     frame, schema = load_dataset("whas500")
     spec = MarginalSpec.from_schema(schema)
     exact = count_tables(frame, spec)
-    noisy = add_gaussian_noise(exact, 1.5, spec, np.random.default_rng(0))
-    residual = np.concatenate([(noisy[k] - exact[k]).ravel() for k in exact])
-    expected = 1.5 * spec.l2_sensitivity
-    # ~1,900 cells: the sample SD's relative standard error is about 1.6%; 6% is ~4 of them.
-    assert abs(residual.std() / expected - 1.0) < 0.06
-    assert abs(residual.mean()) < 4 * expected / math.sqrt(residual.size)
+    draws = [add_gaussian_noise(exact, 1.5, spec, np.random.default_rng(seed)) for seed in range(10)]
+    for weight in {t.weight for t in spec.tables}:
+        tables = [t for t in spec.tables if t.weight == weight]
+        residual = np.concatenate([(noisy[t.name] - exact[t.name]).ravel() for noisy in draws for t in tables])
+        expected = 1.5 * spec.l2_sensitivity / weight
+        assert expected == spec.noise_std(tables[0], 1.5)
+        # At least 160 cells: the sample SD's relative standard error is at most 5.6%; 20% is ~3.5.
+        assert residual.size >= 160 and abs(residual.std() / expected - 1.0) < 0.2
+        assert abs(residual.mean()) < 4 * expected / math.sqrt(residual.size)
+
+
+def test_a_spec_document_with_a_bad_weight_is_refused(small_schema) -> None:
+    document = MarginalSpec.from_schema(small_schema).to_dict()
+    document["tables"][-1]["weight"] = 0.0
+    with pytest.raises(ValueError, match="weight must be a positive number"):
+        MarginalSpec.from_dict(document)
 
 
 def test_json_round_trips(small_schema) -> None:

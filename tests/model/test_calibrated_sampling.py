@@ -86,7 +86,7 @@ def test_edited_tables_are_refused_on_load(calibrated: MCM, tmp_path) -> None:
     calibrated.save(tmp_path / "m")
     path = tmp_path / "m" / MARGINALS
     data = json.loads(path.read_text())
-    data["tables"]["sho|fstat"][1][1] += 100.0
+    data["tables"]["sho"][1] += 100.0
     path.write_text(json.dumps(data))
     with pytest.raises(ModelFileError, match="marginals.json does not match its SHA-256"):
         load_model(tmp_path / "m")
