@@ -64,7 +64,9 @@ def marginal_noise(run_dir: Path) -> dict[str, float]:
     return out
 
 
-def score_variant(run_dir: Path, variant: str, repeats: int, utility: bool) -> dict[str, Any]:
+def score_variant(
+    run_dir: Path, variant: str, repeats: int, utility: bool, multiple: int | None = None
+) -> dict[str, Any]:
     model = MCM.load(run_dir / "model")
     _, schema = load_dataset(model.schema_.name)
     model.schema_ = schema
@@ -82,7 +84,10 @@ def score_variant(run_dir: Path, variant: str, repeats: int, utility: bool) -> d
             for t in spec.tables:
                 std = spec.noise_std(t, noise[name])
                 summed[t.name] += counts[t.name] + rng.normal(0.0, std, size=t.shape)
-        model.calibrate_to(MarginalTarget(spec, make_consistent(summed, spec)))
+        target = MarginalTarget(spec, make_consistent(summed, spec))
+        if multiple is not None:
+            target = dataclasses.replace(target, candidate_multiple=multiple)
+        model.calibrate_to(target)
         synthetic = model.sample(len(train), seed=seed + 1 + r)
         d = marginal_distances(train, synthetic, schema)
         ks = {k: v["value"] for k, v in d.items() if v["statistic"] == "ks"}
@@ -103,13 +108,16 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=["xevent-16-8", "compact-16-8"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--utility", action="store_true")
+    parser.add_argument(
+        "--candidate-multiple", type=int, help="candidates drawn per sampled row (default: the target's)"
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     results: dict[str, dict[str, Any]] = {}
     for variant in args.variants:
         for run_dir in args.runs:
             dataset = run_dir.name.rsplit("-", 1)[0]
-            score = score_variant(run_dir, variant, args.repeats, args.utility)
+            score = score_variant(run_dir, variant, args.repeats, args.utility, args.candidate_multiple)
             results.setdefault(variant, {}).setdefault(dataset, []).append(score)
             print(variant, run_dir.name, {k: round(v, 4) for k, v in score.items()}, flush=True)
     summary = {
