@@ -1,0 +1,69 @@
+"""`fedsynth deploy`: TLS credentials, SuperNode keys, the Fleet gateway."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fedsynth.cli.base import (
+    console,
+    deploy_app,
+    user_errors,
+)
+
+
+@deploy_app.command("certs")
+@user_errors
+def deploy_certs(
+    directory: Annotated[Path, typer.Argument(help="Where to write ca.crt, server.pem/.key and nodes/*.key/.pub.")],
+    host: Annotated[
+        list[str] | None, typer.Option("--host", help="SuperLink host name or IP (repeat); default loopback.")
+    ] = None,
+    node: Annotated[
+        list[str] | None, typer.Option("--node", help="A SuperNode to make a key pair for (repeat).")
+    ] = None,
+    days: Annotated[int, typer.Option(help="Validity of the certificates in days.")] = 365,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing credential set.")] = False,
+) -> None:
+    """Make a federation CA, the SuperLink's TLS certificate and SuperNode authentication keys."""
+    from fedsynth.deploy.certs import DEFAULT_HOSTS, make_credentials
+
+    files = make_credentials(directory, nodes=tuple(node or ()), hosts=tuple(host or DEFAULT_HOSTS), days=days,
+                             overwrite=force)  # fmt: skip
+    console.print(f"CA certificate (give to every site and `flwr` user): {files.ca_cert}")
+    console.print(f"SuperLink certificate and key: {files.server_cert}, {files.server_key}  (key is private)")
+    for name in node or ():
+        console.print(f"SuperNode {name}: private key {files.node_key(name)} (stays at the site), "
+                      f"public key {files.node_public_key(name)} (register: flwr supernode register)")  # fmt: skip
+    console.print(f"[bold]{files.ca_key} signs certificates: keep it offline, never copy it to a site.[/]")
+
+
+@deploy_app.command("node-key")
+@user_errors
+def deploy_node_key(
+    directory: Annotated[Path, typer.Argument(help="A credential directory made by `fedsynth deploy certs`.")],
+    name: Annotated[str, typer.Argument(help="The SuperNode's name, e.g. site-4.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing key pair.")] = False,
+) -> None:
+    """Make one more SuperNode authentication key pair (for a site joining later)."""
+    from fedsynth.deploy.certs import add_node_key
+
+    private, public = add_node_key(directory, name, overwrite=force)
+    console.print(f"private key {private} (stays at the site); public key {public} (register it at the SuperLink)")
+
+
+@deploy_app.command("gateway")
+@user_errors
+def deploy_gateway(
+    certs: Annotated[Path, typer.Argument(help="The credential directory (server.pem, server.key, ca.crt).")],
+    listen: Annotated[str, typer.Option(help="Public host:port that SuperNodes connect to.")] = "0.0.0.0:9092",
+    superlink: Annotated[
+        str, typer.Option(help="The SuperLink's loopback host:port (flower-superlink --host 127.0.0.1 --port).")
+    ] = "127.0.0.1:9093",
+) -> None:
+    """Serve the coordinator's only public port: Flower's Fleet API over TLS, nothing else (deploy/README.md)."""
+    from fedsynth.deploy.gateway import serve
+
+    serve(certs, listen, superlink, announce=console.print)
