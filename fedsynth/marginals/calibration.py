@@ -60,8 +60,9 @@ def calibrate(
     Deterministic for a seed. ``tables`` are summed noisy counts; they are made consistent first
     (a no-op on consistent ones). ``relations``: also rake each discrete covariate x event the
     spec releases (the event rate per level; selection "all"). Off by default: on WHAS500 (DP
-    federated model, 3 sites, 3 seeds) the noisy rates cost C TSTR 0.73 -> 0.67-0.69 at marginal epsilon 0.4-0.8 and HR-in-CI
-    0.55-0.62 -> 0.36-0.38, for the same marginals (docs/research/2026-12-03-marginal-calibration.md).
+    federated model, 3 sites, 3 seeds) the noisy rates cost C TSTR 0.73 -> 0.67-0.69 at marginal
+    epsilon 0.4-0.8 and HR-in-CI 0.55-0.62 -> 0.36-0.38, for the same marginals
+    (docs/research/2026-12-03-marginal-calibration.md).
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
