@@ -162,7 +162,7 @@ def clientapp_startup(repeats: int = 3) -> dict[str, float]:
 
 
 def rounds_benchmark(site_counts: list[int], rounds: int, dataset: str) -> dict[str, Any]:
-    from fedsynth.deploy.local import run_on_loopback
+    from fedsynth.deploy.loopback_runs import run_on_loopback
     from fedsynth.server.simulation import simulate
 
     results: dict[str, Any] = {"dataset": dataset, "rounds": rounds, "local_epochs": 1}

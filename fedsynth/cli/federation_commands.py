@@ -50,7 +50,7 @@ def train(
     check_simulated_sites(federation, source=str(config))
     first_round = rounds_done(federation.run_dir) + 1
     if federation.engine == "deployment":
-        from fedsynth.deploy.local import run_on_loopback
+        from fedsynth.deploy.loopback_runs import run_on_loopback
 
         logs = federation.run_dir / "deployment" / "logs"
         with console.status("deployment engine on loopback: flower-superlink + one flower-supernode per site"):
@@ -118,7 +118,7 @@ def _query_sites(
     from fedsynth.server.evaluation import evaluate_simulated_run
 
     if _query_engine(run_dir, engine) == "deployment":
-        from fedsynth.deploy.local import query_on_loopback
+        from fedsynth.deploy.loopback_runs import query_on_loopback
 
         return query_on_loopback(run_dir, task, seed=seed, horizons=horizons)
     if task == "audit":

@@ -151,7 +151,7 @@ def _on_loopback(
     options: DemoOptions, federation: FederationConfig, reporter: DemoReporter
 ) -> dict[str, dict[str, Any]]:
     """The deployment engine on loopback: SuperLink, one SuperNode per site, TLS, node auth."""
-    from fedsynth.deploy.local import query_on_loopback, run_on_loopback
+    from fedsynth.deploy.loopback_runs import query_on_loopback, run_on_loopback
 
     run_dir = federation.run_dir
     with reporter.phase("training", "flower-superlink + one flower-supernode per site (TLS, node auth)"):
