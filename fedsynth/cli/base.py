@@ -5,19 +5,17 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from fedsynth.data.conditions import ConditionError
-from fedsynth.data.io import TableFormatError, read_table
-from fedsynth.data.schema import Schema, SchemaError
-from fedsynth.data.validation import DataValidationError, validate_frame
-from fedsynth.deploy import DeploymentError
-from fedsynth.model.persistence import ModelFileError
+from fedsynth.errors import UserError
+
+if TYPE_CHECKING:
+    from fedsynth.data.schema import Schema
 
 app = typer.Typer(
     help="Federated, differentially private synthetic clinical survival data.",
@@ -35,18 +33,9 @@ app.add_typer(serve_token_app, name="serve-token")
 
 console = Console()
 err_console = Console(stderr=True)
-USER_ERRORS = (
-    DataValidationError,
-    SchemaError,
-    ConditionError,
-    ModelFileError,
-    TableFormatError,
-    FileExistsError,
-    FileNotFoundError,
-    KeyError,
-    ValueError,
-    DeploymentError,
-)
+# UserError is the one base for bad input; the builtins stay until every raise of bad input
+# is a UserError (a ValueError from a library call on a user's file is still the user's to fix).
+USER_ERRORS = (UserError, FileExistsError, FileNotFoundError, KeyError, ValueError)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -97,6 +86,9 @@ def check_table_output(path: Path, force: bool) -> None:
 
 
 def load_validated(data: Path, schema: Schema) -> tuple[Any, Schema]:
+    from fedsynth.data.io import read_table
+    from fedsynth.data.validation import validate_frame
+
     frame, report = validate_frame(read_table(data), schema, source=str(data))
     if report.ignored_columns:
         err_console.print(f"note: columns not in the schema are ignored: {', '.join(report.ignored_columns)}")

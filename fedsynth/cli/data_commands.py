@@ -16,8 +16,6 @@ from fedsynth.cli.base import (
     schema_app,
     user_errors,
 )
-from fedsynth.data.io import read_table, write_text
-from fedsynth.data.schema import Schema
 
 
 @schema_app.command("infer")
@@ -32,6 +30,7 @@ def schema_infer(
 ) -> None:
     """Draft a schema from DATA for review. This READS the data: review before sharing."""
     from fedsynth.data.infer import draft_header, infer_schema
+    from fedsynth.data.io import read_table, write_text
 
     refuse_existing(output, force)
     frame = read_table(data)
@@ -50,6 +49,8 @@ def schema_check(
     schema: Annotated[Path, typer.Option("--schema", help="Schema TOML.")],
 ) -> None:
     """Validate DATA against the schema, reporting every problem at once."""
+    from fedsynth.data.schema import Schema
+
     frame, parsed = load_validated(data, Schema.from_toml(schema))
     console.print(f"[green]OK[/]: {len(frame)} rows of {data} match {schema} ({len(parsed.columns)} columns)")
 
@@ -75,7 +76,7 @@ def dataset_export(
 ) -> None:
     """Write a bundled dataset and its schema, e.g. to try the CLI on real files."""
     from fedsynth.data.datasets import load_dataset
-    from fedsynth.data.io import write_table
+    from fedsynth.data.io import write_table, write_text
 
     schema_path = output.with_suffix(".schema.toml")
     refuse_existing(output, force)

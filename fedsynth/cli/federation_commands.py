@@ -14,7 +14,6 @@ from fedsynth.cli.base import (
     console,
     user_errors,
 )
-from fedsynth.data.schema import Schema
 
 
 @app.command()
@@ -200,6 +199,7 @@ def evaluate(
 
 def _run_evaluation(run_dir: Path, seed: int, horizons: list[float] | None, engine: str = "auto") -> dict[str, Any]:
     """The federated evaluation, its table and figures (`fedsynth evaluate` and the demo)."""
+    from fedsynth.data.schema import Schema
     from fedsynth.evaluation.plots import evaluation_figures
     from fedsynth.server.evaluation import EVALUATION_FILE
 

@@ -17,7 +17,6 @@ from fedsynth.cli.base import (
     refuse_existing,
     user_errors,
 )
-from fedsynth.data.schema import Schema
 
 
 @app.command()
@@ -35,6 +34,7 @@ def fit(
 
     At least 100 rows (fedsynth.data.minimum.MIN_FIT_ROWS)."""
     from fedsynth.data.minimum import check_fit_rows
+    from fedsynth.data.schema import Schema
     from fedsynth.model.config import MCMConfig
 
     refuse_existing(output, force)

@@ -30,9 +30,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from fedsynth.config_files import read_toml, validate_sections
+from fedsynth.errors import UserError
 
 
-class SiteConfigError(ValueError):
+class SiteConfigError(UserError, ValueError):
     """The site configuration is invalid; the message names the field and the fix."""
 
 

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from fedsynth.client.ledger import rdp_epsilon
 from fedsynth.client.single_pass_clipping import ClipGroup, SinglePassClipping
+from fedsynth.errors import UserError
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.network import HazardHead, MCMNetwork
 from fedsynth.model.training import per_sample_loss
@@ -47,7 +48,7 @@ MAX_EFFECT_SPEED_UP = 2.0  # sweep, ACTG320, 10 seeds: 4x gap -0.063, HR-in-CI 6
 MAX_NOISE_MULTIPLIER = 1e4
 
 
-class DPPlanError(ValueError):
+class DPPlanError(UserError, ValueError):
     """The requested budget cannot be met with these settings; the message says what to change."""
 
 

@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from fedsynth.data.io import atomic_path
+from fedsynth.errors import UserError
 
 SPEND_FIELDS = "created, run_id, round, noise_multiplier, sample_rate, steps, epsilon_after"
 WITNESS_SUFFIX = ".head.json"
@@ -39,7 +40,7 @@ RESOLVE = (
 )
 
 
-class LedgerError(ValueError):
+class LedgerError(UserError, ValueError):
     """The ledger file or its parameters are inconsistent; the message says how to fix it."""
 
 

@@ -35,11 +35,12 @@ from fedsynth.data.io import read_table, write_text
 from fedsynth.data.minimum import check_dp_training_records
 from fedsynth.data.schema import Schema
 from fedsynth.data.validation import validate_frame
+from fedsynth.errors import UserError
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.mcm import MCM
 
 
-class SiteError(ValueError):
+class SiteError(UserError, ValueError):
     """The site cannot take part as configured; the message says why and what to do."""
 
 

@@ -23,9 +23,10 @@ import numpy as np
 
 from fedsynth.data.schema import Column, ColumnKind, Schema
 from fedsynth.data.transforms import to_unit
+from fedsynth.errors import UserError
 
 
-class ConditionError(ValueError):
+class ConditionError(UserError, ValueError):
     """A condition is malformed or impossible under the schema; says which and how to fix it."""
 
     def __init__(self, message: str, column: str | None = None) -> None:

@@ -22,10 +22,12 @@ from typing import BinaryIO
 
 import pandas as pd
 
+from fedsynth.errors import UserError
+
 TABLE_SUFFIXES = (".csv", ".parquet")
 
 
-class TableFormatError(ValueError):
+class TableFormatError(UserError, ValueError):
     """A table file cannot be read or written as given (suffix, encoding, separator, header)."""
 
 

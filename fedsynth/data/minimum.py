@@ -11,6 +11,8 @@ and by ``fedsynth fit`` before it trains.
 
 from __future__ import annotations
 
+from fedsynth.errors import UserError
+
 # DP-SGD at a site: delta = 1/n^1.1 is 0.47 at n = 2 and still 0.0135 at n = 50; at n = 100 it is
 # 0.0063 (one record's chance of an unprotected release, at most, across the whole run).
 MIN_DP_TRAINING_RECORDS = 100
@@ -19,7 +21,7 @@ MIN_DP_TRAINING_RECORDS = 100
 MIN_FIT_ROWS = 100
 
 
-class TooFewRecordsError(ValueError):
+class TooFewRecordsError(UserError, ValueError):
     """Too few records to train on as asked; the message gives the counts, the minimum and the fix."""
 
 

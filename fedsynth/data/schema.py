@@ -17,9 +17,10 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fedsynth.config_files import read_toml
+from fedsynth.errors import UserError
 
 
-class SchemaError(ValueError):
+class SchemaError(UserError, ValueError):
     """A schema file or object is malformed; the message names the field and the fix."""
 
 

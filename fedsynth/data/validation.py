@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from fedsynth.data.schema import Column, ColumnKind, MissingPolicy, Schema
+from fedsynth.errors import UserError
 
 MAX_SHOWN = 5
 # Cell texts that mean "no value" (what spreadsheets and R/pandas exports write for missing).
@@ -44,7 +45,7 @@ class Problem:
         return f"{text}\n      fix: {self.fix}"
 
 
-class DataValidationError(ValueError):
+class DataValidationError(UserError, ValueError):
     """The data does not match the schema; ``problems`` lists every reason."""
 
     def __init__(self, problems: list[Problem], source: str = "data") -> None:

@@ -8,6 +8,8 @@ and starts a complete federation on one machine's loopback (:mod:`fedsynth.deplo
 tests, benchmarks and rehearsals.
 """
 
+from fedsynth.errors import UserError
 
-class DeploymentError(RuntimeError):
+
+class DeploymentError(UserError, RuntimeError):
     """A deployment process failed; the message says which, and where its log is."""

@@ -32,6 +32,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from fedsynth.errors import UserError
+
 DEFAULT_HOSTS = ("127.0.0.1", "::1", "localhost")
 # The SuperLink listens on loopback only (its port serves the unauthenticated Control API); the
 # tools on the coordinator's host connect to it there, so its certificate must name it.
@@ -42,7 +44,7 @@ SERVER_CERT = "server.pem"
 SERVER_KEY = "server.key"
 
 
-class CredentialsError(ValueError):
+class CredentialsError(UserError, ValueError):
     """Credentials cannot be made as asked; the message names the argument and the fix."""
 
 

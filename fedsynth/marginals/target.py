@@ -20,6 +20,7 @@ import pandas as pd
 
 from fedsynth.data.conditions import ResolvedCondition
 from fedsynth.data.schema import Schema
+from fedsynth.errors import UserError
 from fedsynth.marginals.calibration import calibrate
 from fedsynth.marginals.tables import MarginalSpec, tables_from_json, tables_to_json
 
@@ -33,7 +34,7 @@ CANDIDATE_MULTIPLE = 2
 MIN_CANDIDATES = 2048
 
 
-class MarginalTargetError(ValueError):
+class MarginalTargetError(UserError, ValueError):
     """A marginal target is unreadable or does not fit the model's schema."""
 
 

@@ -9,9 +9,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fedsynth.config_files import read_toml, validate_sections
+from fedsynth.errors import UserError
 
 
-class ModelConfigError(ValueError):
+class ModelConfigError(UserError, ValueError):
     """A model config file is invalid; the message names the table or key and the known ones."""
 
 

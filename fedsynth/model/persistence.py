@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from fedsynth.data.schema import Schema, SchemaError
+from fedsynth.errors import UserError
 from fedsynth.marginals.target import MarginalTarget, MarginalTargetError
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.mcm import MCM, network_for
@@ -30,7 +31,7 @@ WEIGHTS, SCHEMA, META, MANIFEST = "weights.pt", "schema.toml", "model.json", "ma
 MARGINALS = "marginals.json"
 
 
-class ModelFileError(ValueError):
+class ModelFileError(UserError, ValueError):
     """A model directory is missing, incomplete, corrupted or of another format."""
 
 

@@ -26,6 +26,7 @@ import pandas as pd
 
 from fedsynth.data.schema import Schema
 from fedsynth.data.transforms import Transformer
+from fedsynth.errors import UserError
 
 Z_95 = 1.959963984540054
 HISTOGRAM_BINS = 40
@@ -35,7 +36,7 @@ BOOTSTRAP_REPS = 200  # replicates of the DCR share's bootstrap standard error
 BOOTSTRAP_CAP = 2_000  # rows of each set the bootstrap resamples from (distance matrices stay small)
 
 
-class AuditInputError(ValueError):
+class AuditInputError(UserError, ValueError):
     """The audit's inputs cannot give a meaningful answer; the message says why and the fix."""
 
 

@@ -17,11 +17,12 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedsynth.data.io import atomic_path
+from fedsynth.errors import UserError
 from fedsynth.release.bundle import APPROVALS, MANIFEST, check_files
 from fedsynth.release.keys import PUBLIC_SUFFIX, ReleaseKeyError, load_public_key
 
 
-class ApprovalError(ValueError):
+class ApprovalError(UserError, ValueError):
     """A site cannot approve this bundle; the message says why."""
 
 

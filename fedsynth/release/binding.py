@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fedsynth.errors import UserError
 from fedsynth.model.mcm import MCM
 from fedsynth.model.persistence import ModelFileError, load_model, model_digest, sha256_file
 from fedsynth.model.provenance import sidecar_path
@@ -31,7 +32,7 @@ READ_ROWS = 65_536  # rows of the file held at a time while comparing
 RTOL, ATOL = 1e-9, 1e-12  # CSV text round-trips a float to within this
 
 
-class ReleaseFileError(ValueError):
+class ReleaseFileError(UserError, ValueError):
     """The file offered for release is not provably the audited model's output: refused."""
 
 

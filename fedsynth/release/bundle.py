@@ -29,6 +29,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedsynth import __version__
+from fedsynth.errors import UserError
 from fedsynth.model.persistence import load_model, sha256_file
 from fedsynth.privacy.evidence import check_dp_claim
 from fedsynth.release.binding import ReleaseFile, ReleaseFileError, check_release_file
@@ -43,7 +44,7 @@ MANIFEST, SIGNATURE, APPROVALS = "manifest.json", "manifest.sig", "approvals"
 REPORT = "report.html"
 
 
-class ReleaseRefusedError(ValueError):
+class ReleaseRefusedError(UserError, ValueError):
     """The verdict failed and no forced release was asked for: no bundle was written."""
 
 

@@ -15,10 +15,12 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from fedsynth.errors import UserError
+
 PRIVATE_SUFFIX, PUBLIC_SUFFIX = ".key.pem", ".pub.pem"
 
 
-class ReleaseKeyError(ValueError):
+class ReleaseKeyError(UserError, ValueError):
     """A key file is missing, unreadable or not an Ed25519 key of the expected kind."""
 
 

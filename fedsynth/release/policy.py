@@ -31,11 +31,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from fedsynth.config_files import read_toml, validate_sections
+from fedsynth.errors import UserError
 
 SECTIONS = ("budget", "audit", "fidelity", "utility", "release")
 
 
-class PolicyError(ValueError):
+class PolicyError(UserError, ValueError):
     """The policy file is missing or invalid; the message names the field and the fix."""
 
 

@@ -28,6 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fedsynth.config_files import read_toml, validate_sections
+from fedsynth.errors import UserError
 from fedsynth.model.config import MCMConfig
 
 # Smaller than the non-DP default (hidden 64, 64 bins): DP noise is added to every parameter,
@@ -64,7 +65,7 @@ FEDERATED_MODEL_DEFAULTS = MCMConfig(
 )
 
 
-class FederationConfigError(ValueError):
+class FederationConfigError(UserError, ValueError):
     """The federation config is invalid; the message names the field and the fix."""
 
 

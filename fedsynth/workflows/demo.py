@@ -21,6 +21,7 @@ from pathlib import Path
 from rich.console import Console
 
 from fedsynth.data.io import write_text
+from fedsynth.errors import UserError
 from fedsynth.server.config import FederationConfig
 from fedsynth.server.library_output import library_output_to
 from fedsynth.workflows.demo_output import DemoReporter
@@ -31,7 +32,7 @@ TIMINGS_FILE = "logs/demo-timings.json"
 SOURCE = "fedsynth demo options"
 
 
-class DemoDirectoryError(FileExistsError):
+class DemoDirectoryError(UserError, FileExistsError):
     """The demo's run directory exists and the demo did not make it: nothing is replaced."""
 
 

@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from fedsynth.data.io import write_text
+from fedsynth.errors import UserError
 
 TOKEN_PREFIX = "fsk_"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 
 
-class TokenFileError(ValueError):
+class TokenFileError(UserError, ValueError):
     """The tokens file is missing, unreadable or malformed; the message says how to fix it."""
 
 

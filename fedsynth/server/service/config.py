@@ -25,11 +25,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fedsynth.config_files import read_toml, validate_sections
+from fedsynth.errors import UserError
 
 ACCESS_LOG = "access.jsonl"
 
 
-class ServiceConfigError(ValueError):
+class ServiceConfigError(UserError, ValueError):
     """The service configuration is invalid or incomplete; the message names the field and the fix."""
 
 

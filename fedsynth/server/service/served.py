@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from fedsynth.errors import UserError
 from fedsynth.model.mcm import MCM
 from fedsynth.model.persistence import ModelFileError, generator_digest, load_model, model_digest
 from fedsynth.model.provenance import DP_NOTICE, NON_DP_MODEL_NOTICE
 from fedsynth.privacy.evidence import DPClaimError, DPEvidence, check_dp_claim
 
 
-class ServiceStartError(ValueError):
+class ServiceStartError(UserError, ValueError):
     """The service must not start as asked; the message says why and what to do."""
 
 
