@@ -103,7 +103,8 @@ def _map(
     mass = np.clip(np.asarray(target, dtype=np.float64), 0.0, None)
     if len(chosen) == 0 or mass.sum() <= 0.0 or weights.sum() <= 0.0:
         return np.full(len(chosen), np.nan)
-    order = np.lexsort((rng.random(n), values))
+    shuffled = rng.permutation(n)  # a stable sort of shuffled rows breaks ties at random
+    order = shuffled[np.argsort(values[shuffled], kind="stable")]
     cumulative = np.cumsum(weights[order])
     start = np.empty(n)
     start[order] = cumulative - weights[order]
@@ -121,14 +122,18 @@ def _map(
     within = np.clip((quantile - start_k) / (cdf[k] - start_k), 0.0, 1.0)
     out = lo[k] + within * (hi[k] - lo[k])
     kept = np.flatnonzero(keep)
-    source = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 2)
+    # ``order`` sorts by value, so each bin's rows (with weight) are one run of it, in value order.
+    ranked = order[weights[order] > 0.0]
+    source = np.clip(np.searchsorted(edges, values[ranked], side="right") - 1, 0, len(edges) - 2)
+    by_bin = np.argsort(k, kind="stable")
+    bin_starts = np.searchsorted(k[by_bin], np.arange(len(kept) + 1))
     for j in np.unique(k):
-        members = np.flatnonzero((source == kept[j]) & (weights > 0.0))
-        if len(members) < MIN_BIN_VALUES:
+        first, last = np.searchsorted(source, kept[j], side="left"), np.searchsorted(source, kept[j], side="right")
+        if last - first < MIN_BIN_VALUES:
             continue
-        members = members[np.argsort(values[members], kind="stable")]
+        members = ranked[first:last]
         w = weights[members]
         positions = (np.cumsum(w) - 0.5 * w) / w.sum()
-        rows = np.flatnonzero(k == j)
+        rows = by_bin[bin_starts[j] : bin_starts[j + 1]]
         out[rows] = np.interp(within[rows], positions, values[members])
     return out
