@@ -27,6 +27,8 @@ as the model drew them (resampled uniformly).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
@@ -54,8 +56,15 @@ def calibrate(
     weight_bound: float = WEIGHT_BOUND,
     sweeps: int = RAKING_SWEEPS,
     relations: bool = False,
+    redraw_outcome: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
     """``n`` rows resampled from ``candidates`` (canonical, from the model) weighted to ``tables``.
+
+    ``redraw_outcome``: the model's p(outcome | covariates). Given, the covariates are calibrated
+    (the event is not raked), the outcome is drawn again given them, and the time column gets one
+    monotone map to its DP margin. A rank-keeping map of a covariate changes its scale, and with it
+    the per-unit effect the model learnt (a covariate the model spreads too wide gets a steeper
+    hazard ratio); drawing the outcome again keeps that effect.
 
     Deterministic for a seed. ``tables`` are summed noisy counts; they are made consistent first
     (a no-op on consistent ones). ``relations``: also rake each discrete covariate x event the
@@ -72,10 +81,19 @@ def calibrate(
         return candidates.reset_index(drop=True)
     consistent = make_consistent(tables, spec)
     options = {"weight_bound": weight_bound, "sweeps": sweeps, "relations": relations}
-    weights = _rake_consistent(candidates, consistent, spec, conditions=conditions, **options)
+    outcome = {spec.event_column} if redraw_outcome is not None else set()
+    weights = _rake_consistent(candidates, consistent, spec, conditions=conditions, skip=outcome, **options)
     rng = np.random.default_rng(seed)
     chosen = rng.permutation(systematic_resample(weights, n, rng))
-    return quantile_map(candidates, consistent, spec, rng, conditions=conditions, weights=weights, chosen=chosen)
+    if redraw_outcome is None:
+        return quantile_map(candidates, consistent, spec, rng, conditions=conditions, weights=weights, chosen=chosen)
+    covariates = {b.name for b in spec.bins if b.numeric and b.name != spec.time_column}
+    rows = quantile_map(
+        candidates, consistent, spec, rng, conditions=conditions, weights=weights, chosen=chosen, columns=covariates
+    )
+    rows = redraw_outcome(rows)
+    time = {spec.time_column}
+    return quantile_map(rows, consistent, spec, rng, conditions=conditions, columns=time, time_within_event=False)
 
 
 def rake(
@@ -105,13 +123,15 @@ def _rake_consistent(
     weight_bound: float,
     sweeps: int,
     relations: bool,
+    skip: set[str] | None = None,
 ) -> np.ndarray:
-    """:func:`rake` on tables already made consistent (calibrate makes them so once)."""
+    """:func:`rake` on tables already made consistent (calibrate makes them so once); ``skip``:
+    columns not raked (an outcome drawn again afterwards)."""
     if weight_bound <= 1.0:
         raise ValueError(f"weight_bound must be > 1, got {weight_bound}")
     conditions = conditions or []
     conditioned = {c.column.name for c in conditions}
-    discrete = [b for b in spec.bins if not b.numeric]
+    discrete = [b for b in spec.bins if not b.numeric and b.name not in (skip or set())]
     cells = {b.name: b.cells(spec.schema.column(b.name), candidates[b.name]) for b in discrete}
     event = spec.event_column
     m = len(candidates)

@@ -30,6 +30,8 @@ def quantile_map(
     conditions: list[ResolvedCondition] | None = None,
     weights: np.ndarray | None = None,
     chosen: np.ndarray | None = None,
+    columns: set[str] | None = None,
+    time_within_event: bool = True,
 ) -> pd.DataFrame:
     """``rows.iloc[chosen]`` (default: every row) with every numeric column mapped to its target
     (the time column within each event value); a column with no table crossing every conditioned
@@ -39,6 +41,10 @@ def quantile_map(
     of the target's CDF as wide as its weight, in the order of its value; each chosen copy of it
     gets a uniform point of its slot. So rows resampled by these weights have the target's
     marginal, a one-row sample is still a random draw, and copies of a row come apart.
+
+    ``columns``: map only these (default: every numeric column). ``time_within_event=False``: the
+    time column by one monotone map to its overall margin, the same for every row, which keeps
+    the order of every event and censoring time (a Cox model's risk sets).
     """
     conditions = conditions or []
     conditioned = {c.column.name for c in conditions}
@@ -47,10 +53,11 @@ def quantile_map(
     out = rows.iloc[chosen].reset_index(drop=True)
     time, event = spec.time_column, spec.event_column
     for b in spec.bins:
-        if not b.numeric or len(out) == 0:
+        if not b.numeric or len(out) == 0 or (columns is not None and b.name not in columns):
             continue
         # The time column within each event value where a table crosses both, else overall.
-        keep = (event,) if b.name == time and source_table(spec, (time, event), conditioned) else ()
+        within = time_within_event and b.name == time and source_table(spec, (time, event), conditioned)
+        keep = (event,) if within else ()
         table = source_table(spec, (b.name, *keep), conditioned)
         if table is None:
             continue

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,10 +52,18 @@ class MarginalTarget:
         return max(self.candidate_multiple * n, MIN_CANDIDATES)
 
     def calibrate(
-        self, candidates: pd.DataFrame, n: int, seed: int, conditions: list[ResolvedCondition] | None = None
+        self,
+        candidates: pd.DataFrame,
+        n: int,
+        seed: int,
+        conditions: list[ResolvedCondition] | None = None,
+        redraw_outcome: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
     ) -> pd.DataFrame:
-        """``n`` rows of ``candidates`` (canonical, from the model) calibrated to the tables."""
-        return calibrate(candidates, self.tables, self.spec, n, seed, conditions=conditions)
+        """``n`` rows of ``candidates`` (canonical, from the model) calibrated to the tables
+        (``redraw_outcome``: see :func:`fedsynth.marginals.calibration.calibrate`)."""
+        return calibrate(
+            candidates, self.tables, self.spec, n, seed, conditions=conditions, redraw_outcome=redraw_outcome
+        )
 
     # -- files ------------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import pandas as pd
 
 from fedsynth.data.conditions import ResolvedCondition
@@ -32,9 +33,15 @@ def calibrated_frames(
         yield from sampler.iter_frames(0, conditions, seed, workers)
         return
     starts = sampler.group_starts(n)
+    outcome = {target.spec.time_column, target.spec.event_column}
+    # With a survival head the outcome is drawn again given the calibrated covariates (unless a
+    # condition fixes part of it): the model's per-unit effects survive calibration.
+    redraw = sampler.has_survival_head and not any(c.column.name in outcome for c in conditions)
     for group, group_seed in enumerate(group_seeds(seed, len(starts) - 1)):
         size = starts[group + 1] - starts[group]
         pool = sampler.iter_frames(target.n_candidates(size), conditions, int(group_seed), workers)
         candidates = pd.concat(list(pool), ignore_index=True)
-        rows = target.calibrate(candidates, size, int(group_seed), conditions)
+        outcome_seed = int(np.random.SeedSequence([int(group_seed), 1]).generate_state(1)[0] >> 1)
+        redraw_outcome = (lambda rows, s=outcome_seed: sampler.redraw_outcome(rows, s)) if redraw else None
+        rows = target.calibrate(candidates, size, int(group_seed), conditions, redraw_outcome)
         yield enforce_conditions(rows, conditions)

@@ -222,6 +222,23 @@ class ConditionalSampler:
             self._draw_outcome(codes, encoded, generator)
         return codes
 
+    @property
+    def has_survival_head(self) -> bool:
+        return self.network.survival_head is not None
+
+    def redraw_outcome(self, frame: pd.DataFrame, seed: int) -> pd.DataFrame:
+        """``frame`` (canonical) with (event, time) drawn afresh from the survival head given each
+        row's covariates, which are kept as they are."""
+        codes = torch.tensor(self.transformer.codes(frame), dtype=torch.float32)
+        with torch.no_grad():
+            self._draw_outcome(codes, self.layout.encode_codes(codes), torch.Generator().manual_seed(int(seed)))
+        drawn = self.transformer.from_codes(codes.double().numpy())
+        out = frame.copy()
+        for index in self._outcome_columns:
+            name = self.layout.heads[index].column.name
+            out[name] = drawn[name].to_numpy()
+        return out
+
     def _draw_outcome(self, codes: torch.Tensor, encoded: torch.Tensor, generator: torch.Generator) -> None:
         """(event, time) of every row from the survival head, given all its covariates."""
         n_bins = self.layout.n_bins

@@ -115,3 +115,31 @@ def test_within_a_bin_values_follow_the_models_shape_not_a_uniform(small_schema)
     # Bin [75, 81.25), where the model drew nothing: uniform within it, as the table says.
     high = out["age"][out["age"] >= 75]
     assert 300 < len(high) < 500 and high.nunique() > 3
+
+
+def test_with_an_outcome_model_the_outcome_is_drawn_again_given_the_calibrated_covariates() -> None:
+    frame, schema = load_dataset("whas500")
+    spec = MarginalSpec.from_schema(schema)
+    candidates = uniform_rows(schema, 4000, seed=4)
+    seen: list[pd.DataFrame] = []
+
+    def redraw(rows: pd.DataFrame) -> pd.DataFrame:
+        seen.append(rows.copy())
+        out = rows.copy()
+        out["lenfol"] = 3000.0 - 20.0 * rows["age"]  # an outcome that depends on a covariate only
+        out["fstat"] = (rows["age"] > 70).astype(rows["fstat"].dtype)
+        return out
+
+    out = calibrate(candidates, count_tables(frame, spec), spec, n=2000, seed=0, redraw_outcome=redraw)
+    (given,) = seen
+    # The outcome model sees covariates already on their DP margins ...
+    assert ks_2samp(given["age"], frame["age"]).statistic < 0.06
+    assert ks_2samp(candidates["age"], frame["age"]).statistic > 0.2
+    # ... its event is kept, and its time gets one monotone map to the time margin, the same for
+    # every row, so the order of all times (the Cox risk sets) is the outcome model's.
+    np.testing.assert_array_equal(out["fstat"].to_numpy(), (given["age"] > 70).to_numpy().astype(np.int64))
+    drawn = 3000.0 - 20.0 * given["age"].to_numpy()
+    final = out["lenfol"].to_numpy()
+    strictly = drawn[:, None] < drawn[None, :]
+    assert not np.any(strictly & (final[:, None] > final[None, :]))
+    assert ks_2samp(out["lenfol"], frame["lenfol"]).statistic < 0.15  # uniform within 8 time bins

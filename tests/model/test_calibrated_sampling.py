@@ -90,3 +90,29 @@ def test_edited_tables_are_refused_on_load(calibrated: MCM, tmp_path) -> None:
     path.write_text(json.dumps(data))
     with pytest.raises(ModelFileError, match="marginals.json does not match its SHA-256"):
         load_model(tmp_path / "m")
+
+
+@pytest.fixture(scope="module")
+def head_model(whas_split: tuple[pd.DataFrame, pd.DataFrame], whas500: tuple[pd.DataFrame, Schema]) -> MCM:
+    frame, schema = whas500
+    spec = MarginalSpec.from_schema(schema)
+    model = MCM(epochs=10, survival_head=True, seed=0).fit(whas_split[0], schema)
+    return model.calibrate_to(MarginalTarget(spec, count_tables(frame, spec)))
+
+
+def test_the_survival_head_draws_the_outcome_again_and_keeps_the_covariates(head_model: MCM) -> None:
+    rows = head_model.sample(500, seed=5)
+    sampler = head_model._sampler(len(rows))
+    again = sampler.redraw_outcome(rows, seed=1)
+    covariates = list(head_model.schema_.covariates)
+    pd.testing.assert_frame_equal(again[covariates], rows[covariates])
+    assert (again["lenfol"] != rows["lenfol"]).mean() > 0.9
+    pd.testing.assert_frame_equal(again, sampler.redraw_outcome(rows, seed=1))
+
+
+def test_calibrated_samples_of_a_head_model_stream_the_same_rows(head_model: MCM) -> None:
+    in_memory = head_model.sample(20_000, seed=3)  # two row groups
+    streamed = pd.concat(list(head_model.sample_chunks(20_000, seed=3, workers=1)), ignore_index=True)
+    pd.testing.assert_frame_equal(in_memory, streamed)
+    for condition in head_model.resolve(["fstat=1"]):  # a condition on the outcome: no redraw
+        assert satisfies(head_model.sample(300, conditions=["fstat=1"], seed=2), condition).all()
