@@ -30,8 +30,10 @@ from fedsynth.model.mcm import MCM
 from fedsynth.server.simulation_score import site_tables
 
 
-def rescore(run_dir: Path, seed: int, bundled_schema: bool) -> dict[str, Any]:
+def rescore(run_dir: Path, seed: int, bundled_schema: bool, uncalibrated: bool = False) -> dict[str, Any]:
     model = MCM.load(run_dir / "model")
+    if uncalibrated:
+        model.calibrate_to(None)
     if bundled_schema:
         _, schema = load_dataset(model.schema_.name)
         model.schema_ = schema
@@ -62,14 +64,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--bundled-schema", action="store_true")
+    parser.add_argument("--uncalibrated", action="store_true", help="sample the model without its DP tables")
+    parser.add_argument("--draws", type=int, default=1, help="samples per run (seeds: the run's seed + 1, + 2, ...)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     by_dataset: dict[str, list[dict[str, Any]]] = {}
     for run_dir in args.runs:
         dataset, seed = run_dir.name.rsplit("-", 1)
-        result = rescore(run_dir, int(seed) + 1, args.bundled_schema)
-        by_dataset.setdefault(dataset, []).append(result)
-        print(json.dumps({k: v for k, v in result.items() if k not in ("ks", "tvd")}), flush=True)
+        for draw in range(1, args.draws + 1):
+            result = rescore(run_dir, int(seed) + draw, args.bundled_schema, args.uncalibrated)
+            by_dataset.setdefault(dataset, []).append(result)
+            print(json.dumps({k: v for k, v in result.items() if k not in ("ks", "tvd")}), flush=True)
     summary = {
         dataset: {
             key: float(np.mean([r[key] for r in runs]))
