@@ -31,24 +31,8 @@ from fedsynth.config_files import read_toml, validate_sections
 from fedsynth.errors import UserError
 from fedsynth.model.config import MCMConfig
 
-# Smaller than the non-DP default (hidden 64, 64 bins): DP noise is added to every parameter,
-# so fewer parameters keep more signal per step. The outcome is drawn by the survival head in
-# hazard form (a baseline per time bin and one scaled linear effect of the covariates per cause;
-# see MCMConfig): at epsilon 4, 3 sites, the MCM alone trailed real data in TSTR C-index by 0.15
-# (ACTG320) and 0.06 (FLChain); with the head, 0.05 and 0.003 (benchmarks/federated_sweep.py,
-# 10 and 5 seeds). Random orders for the covariates: drawing the outcome last from the MCM's own
-# heads cost ACTG320 0.65 -> 0.43. A constant learning rate: one cosine decay over the run
-# trailed by 0.074 on ACTG320 (10 seeds), the constant rate by 0.053. The head's covariates
-# centred at the model's own marginal means with a per-cause level: FLChain HR-in-CI 64% (was
-# 57.5%, 10 seeds); FLChain's mgus no longer doubles as an intercept (see MCMConfig.survival_centre).
-# The effects at the site's own learning rate (survival_effect_steps = 0): 2x on ACTG320's short
-# plan read better in unpaired 5-seed sweeps (-0.042 over 20 seeds) but, with the DP noise held
-# the same for both settings (20 paired seeds), 1x is ahead by 0.007 +- 0.004 in TSTR gap and
-# 0.007 +- 0.003 in the head's own C-index; the head fitted alone agrees (benchmarks/head_dp_limit.py).
-# One clip for the whole gradient: group-wise clipping (MCMConfig.dp_head_clip_fraction) draws
-# ACTG320's covariates far closer to the real ones (mean KS 0.28 -> 0.19) but costs its TSTR
-# C-index 0.007 (20 paired seeds, 10 synthetic draws each; Flower benchmark -0.055 over 60 seeds
-# against -0.047), the acceptance target of issue 3; kept as an option (see the field's docstring).
+# Fewer parameters than the non-DP default (DP noise is added to every one) and the outcome
+# drawn by a survival head; the measurements behind each choice: docs/research/2026-12-03-federated-model-defaults.md.
 FEDERATED_MODEL_DEFAULTS = MCMConfig(
     hidden=32,
     n_bins=16,
