@@ -19,6 +19,11 @@ from fedsynth.cli.base import (
 )
 
 
+def model_directory(path: Path) -> Path:
+    """A model directory, or a run directory's global model (as serve, audit and report take it)."""
+    return path / "model" if (path / "run.json").exists() and (path / "model").is_dir() else path
+
+
 @app.command()
 @user_errors
 def fit(
@@ -72,8 +77,7 @@ def sample(
     from fedsynth.privacy.evidence import check_dp_claim
 
     check_table_output(output, force)
-    if (model_dir / "run.json").exists() and (model_dir / "model").is_dir():
-        model_dir = model_dir / "model"  # a run directory: its global model, as serve/audit/report take it
+    model_dir = model_directory(model_dir)
     model = MCM.load(model_dir)
     resolved = model.resolve(list(where or []))
     dp = check_dp_claim(model_dir, model)  # the run's records, not model.json's flag; an unbacked claim exits 2
@@ -109,8 +113,7 @@ def augment(
     from fedsynth.model.provenance import provenance, write_synthetic
 
     check_table_output(output, force)
-    if (model_dir / "run.json").exists() and (model_dir / "model").is_dir():
-        model_dir = model_dir / "model"  # a run directory: its global model, as serve/audit/report take it
+    model_dir = model_directory(model_dir)
     model = MCM.load(model_dir)
     real, _ = load_validated(data, model._schema())
     if where:
