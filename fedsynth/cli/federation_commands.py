@@ -91,6 +91,8 @@ def _max_or_withheld(values: list[float | None]) -> str:
 
 
 QUERY_ENGINES = ("auto", "simulation", "deployment")
+QueriedRunArgument = Annotated[Path, typer.Argument(help="A run directory made by `fedsynth train` (either engine).")]
+QuerySeedOption = Annotated[int, typer.Option(help="Seed of the synthetic sample each site draws.")]
 EngineOption = Annotated[
     str,
     typer.Option(
@@ -168,8 +170,8 @@ def _run_audit(run_dir: Path, seed: int, engine: str = "auto") -> dict[str, Any]
 @app.command()
 @user_errors
 def audit(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory made by `fedsynth train` (either engine).")],
-    seed: Annotated[int, typer.Option(help="Seed of the synthetic sample each site draws.")] = 0,
+    run_dir: QueriedRunArgument,
+    seed: QuerySeedOption = 0,
     engine: EngineOption = "auto",
 ) -> None:
     """Federated privacy audit: each site audits the global model on its own rows; aggregates only."""
@@ -179,8 +181,8 @@ def audit(
 @app.command()
 @user_errors
 def evaluate(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory made by `fedsynth train` (either engine).")],
-    seed: Annotated[int, typer.Option(help="Seed of the synthetic sample each site draws.")] = 0,
+    run_dir: QueriedRunArgument,
+    seed: QuerySeedOption = 0,
     engine: EngineOption = "auto",
     horizon: Annotated[
         list[float] | None,
