@@ -19,7 +19,7 @@ import numpy as np
 from fedsynth.data.schema import Schema
 from fedsynth.evaluation.calibration import RISK_GRID
 from fedsynth.evaluation.fidelity import histogram_edges
-from fedsynth.figures import panel_grid, plt, save_figure
+from fedsynth.figures import drawn_once, panel_grid, plt, save_figure
 
 MODEL_LABELS = {
     "trtr": "real only (TRTR)",
@@ -29,6 +29,7 @@ MODEL_LABELS = {
 }
 
 
+@drawn_once
 def survival_curves(site: dict[str, Any], path: Path) -> Path:
     """One panel per compared group (overall first, at most 9): real vs synthetic KM curves."""
     curves = site["fidelity"]["survival"][:9]
@@ -47,6 +48,7 @@ def survival_curves(site: dict[str, Any], path: Path) -> Path:
     return save_figure(figure, path)
 
 
+@drawn_once
 def hazard_ratio_forest(site: dict[str, Any], path: Path) -> Path:
     """Real log-HR with its 95% CI per covariate, the synthetic log-HR marked on the same row."""
     covariates = site["hazard_ratios"]["covariates"]
@@ -95,6 +97,7 @@ def _withheld(axis: Any, lefts: np.ndarray, widths: np.ndarray, mask: np.ndarray
         axis.axvspan(left, left + width, **WITHHELD_STYLE)
 
 
+@drawn_once
 def marginal_histograms(site: dict[str, Any], path: Path, schema: Schema | None = None) -> Path:
     """One panel per column (every column the site reported): real vs synthetic shares per public
     bin or level; a real cell withheld for its small count is hatched, never drawn as zero."""
@@ -137,6 +140,7 @@ def marginal_histograms(site: dict[str, Any], path: Path, schema: Schema | None 
     return save_figure(figure, path, dpi=90)
 
 
+@drawn_once
 def correlation_heatmaps(site: dict[str, Any], path: Path, schema: Schema | None = None) -> Path:
     """Real, synthetic and |difference| Pearson correlation matrices side by side."""
     matrices = site["fidelity"]["correlation_matrices"]
@@ -159,6 +163,7 @@ def correlation_heatmaps(site: dict[str, Any], path: Path, schema: Schema | None
     return save_figure(figure, path, dpi=90)
 
 
+@drawn_once
 def calibration_curves(site: dict[str, Any], path: Path) -> Path | None:
     """One panel per horizon: each model's smoothed observed risk against predicted risk."""
     horizons = site.get("horizons", [])

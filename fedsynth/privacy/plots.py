@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from fedsynth.figures import panel_grid, plt, save_figure
+from fedsynth.figures import drawn_once, panel_grid, plt, save_figure
 
 # The FPRs a privacy officer reads (Carlini et al. 2022): the attack's power where it would be used.
 LOW_FPRS = ((0.01, "tpr_at_1pct_fpr", "1%"), (0.001, "tpr_at_0_1pct_fpr", "0.1%"))
@@ -26,6 +26,7 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 LINESTYLES = ("-", "--", "-.", ":")
 
 
+@drawn_once
 def budget_figure(report: dict[str, Any], path: Path) -> Path:
     """Cumulative epsilon after each round, per site, with each site's target dotted.
 
@@ -53,6 +54,7 @@ def budget_figure(report: dict[str, Any], path: Path) -> Path:
     return save_figure(figure, path, dpi=120)
 
 
+@drawn_once
 def dcr_histograms(sites: list[dict[str, Any]], path: Path) -> Path:
     """Per site: distances to the closest training row of synthetic rows and of holdout rows.
 
@@ -79,6 +81,7 @@ def dcr_histograms(sites: list[dict[str, Any]], path: Path) -> Path:
     return save_figure(figure, path)
 
 
+@drawn_once
 def roc_curves(sites: list[dict[str, Any]], path: Path) -> Path:
     """Per site: every membership attack's ROC on log-log axes, TPR at 1% and 0.1% FPR marked.
 
@@ -125,6 +128,7 @@ def roc_curves(sites: list[dict[str, Any]], path: Path) -> Path:
     return save_figure(figure, path)
 
 
+@drawn_once
 def anonymeter_risks(sites: list[dict[str, Any]], path: Path) -> Path:
     """Every Anonymeter risk with its 95% CI, one row per attack and site."""
     rows = [(site["site"], risk) for site in sites for risk in site["anonymeter"]]
