@@ -10,6 +10,7 @@ from fedsynth.cli import (  # noqa: F401 - each module registers its commands on
     demo_command,
     deploy_commands,
     federation_commands,
+    init_command,
     ledger_commands,
     model_commands,
     release_commands,

@@ -96,6 +96,12 @@ def load_validated(data: Path, schema: Schema) -> tuple[Any, Schema]:
         err_console.print(f"note: dropped {count} row(s) with missing '{column}' (schema policy drop_row)")
     for column, count in report.filled_values.items():
         err_console.print(f"note: filled {count} missing value(s) of '{column}' (schema policy fill)")
+    if len(frame) < report.n_input_rows:
+        lost = report.n_input_rows - len(frame)
+        err_console.print(
+            f"[yellow]warning: {lost} of {report.n_input_rows} rows ({lost / report.n_input_rows:.0%}) are dropped "
+            'by the schema\'s missing-value policies; if that is too many, use missing = "fill" for those columns[/]'
+        )
     return frame, schema
 
 

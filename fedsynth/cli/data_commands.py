@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -29,17 +29,25 @@ def schema_infer(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output file.")] = False,
 ) -> None:
     """Draft a schema from DATA for review. This READS the data: review before sharing."""
-    from fedsynth.data.infer import draft_header, infer_schema
+    from fedsynth.data.infer import draft_header, draft_schema
     from fedsynth.data.io import read_table, write_text
 
     refuse_existing(output, force)
     frame = read_table(data)
-    schema = infer_schema(frame, time=time, event=event, name=name, source=str(data))
+    schema, notes = draft_schema(frame, time=time, event=event, name=name, source=str(data))
     write_text(output, draft_header(str(data), len(frame)) + schema.to_toml())
     err_console.print(
         f"[yellow]Read {len(frame)} rows of {data} to draft {output}.[/] The draft describes this site's data: "
         "review every bound, category and transform, and coarsen bounds, before sharing it as the public schema."
     )
+    print_draft_notes(notes)
+
+
+def print_draft_notes(notes: list[Any]) -> None:
+    """What the custodian should review, a column per line (identifiers left out first)."""
+    for note in sorted(notes, key=lambda n: not n.excluded):
+        mark = " [red](left out)[/]" if note.excluded else ""
+        err_console.print(f"  [bold]{note.column}[/]{mark}: {note.text}", highlight=False)
 
 
 @schema_app.command("check")
@@ -52,7 +60,7 @@ def schema_check(
     from fedsynth.data.schema import Schema
 
     frame, parsed = load_validated(data, Schema.from_toml(schema))
-    console.print(f"[green]OK[/]: {len(frame)} rows of {data} match {schema} ({len(parsed.columns)} columns)")
+    console.print(f"[green]OK[/]: {len(frame)} usable rows of {data} match {schema} ({len(parsed.columns)} columns)")
 
 
 # -- datasets -------------------------------------------------------------------------------------

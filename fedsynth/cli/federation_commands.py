@@ -32,7 +32,7 @@ def train(
     """Federated DP training of the MCM generator; resumes RUN_DIR from its last checkpoint."""
     from fedsynth.server.config import FederationConfig
     from fedsynth.server.outcome import check_training_outcome, rounds_done
-    from fedsynth.server.simulated_sites import check_simulated_sites
+    from fedsynth.server.simulated_sites import check_simulated_sites, partition_summary
 
     overrides = {
         key: value
@@ -46,7 +46,9 @@ def train(
     }
     federation = FederationConfig.from_toml(config, overrides)
     # Everything checkable is refused before a file is written or a process starts.
-    check_simulated_sites(federation, source=str(config))
+    checked = check_simulated_sites(federation, source=str(config))
+    console.print(f"sites ({federation.simulation.partition}): " + "; ".join(
+        partition_summary(checked.tables, federation.simulation.partition)), highlight=False)  # fmt: skip
     first_round = rounds_done(federation.run_dir) + 1
     if federation.engine == "deployment":
         from fedsynth.deploy.loopback_runs import run_on_loopback

@@ -70,13 +70,29 @@ def serve(
 def serve_token_add(
     tokens_file: Annotated[Path, typer.Argument(help="Tokens file (created if absent).")],
     name: Annotated[str, typer.Option("--name", help="Who holds the token; written to the access log.")],
+    days: Annotated[float, typer.Option("--days", help="Days until the token expires (at most 366).")] = 90,
 ) -> None:
-    """Issue a token: printed once on stdout, only its SHA-256 is stored."""
-    from fedsynth.server.service.auth import add_token
+    """Issue a token: printed once on stdout, only its SHA-256 and expiry are stored."""
+    from fedsynth.server.service.auth import add_token, read_tokens
 
-    token = add_token(tokens_file, name)
-    err_console.print(f"token for '{name}' (shown only now; {tokens_file} keeps its SHA-256):")
+    token = add_token(tokens_file, name, days)
+    expires = next(e.expires for e in read_tokens(tokens_file) if e.name == name)
+    err_console.print(f"token for '{name}', expires {expires} (shown only now; {tokens_file} keeps its SHA-256):")
     typer.echo(token)
+
+
+@serve_token_app.command("list")
+@user_errors
+def serve_token_list(tokens_file: Annotated[Path, typer.Argument(help="Tokens file.")]) -> None:
+    """Who holds a token, since when, until when (the tokens themselves are never stored)."""
+    from datetime import UTC, datetime
+
+    from fedsynth.server.service.auth import read_tokens
+
+    now = datetime.now(UTC)
+    for entry in read_tokens(tokens_file):
+        state = "EXPIRED" if entry.expired(now) else "valid"
+        console.print(f"{entry.name}  created {entry.created}  expires {entry.expires or 'never'}  {state}")
 
 
 @serve_token_app.command("revoke")

@@ -9,6 +9,8 @@ them before the schema becomes the public contract.
 from __future__ import annotations
 
 import math
+import re
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -18,6 +20,42 @@ from fedsynth.data.schema import Column, ColumnKind, ColumnRole, MissingPolicy, 
 from fedsynth.data.validation import MISSING_TOKENS
 
 MAX_CATEGORIES = 50
+# Names a hospital extract gives identifiers: a patient, record, institution or site code.
+IDENTIFIER_NAME = re.compile(
+    r"(?i)^(id|ids|mrn|uuid|guid|patient|patient[_.]?(id|no|number)|subject|record|inst|institution|site|"
+    r"hospital|centre|center|clinic)$|[_.](id|mrn)$"
+)
+MIN_ROWS_FOR_KEY = 20  # a column distinct on every row of at least this many rows is a row key
+
+
+@dataclass(frozen=True)
+class DraftNote:
+    """One thing the custodian should know about a drafted (or left-out) column, in plain words."""
+
+    column: str
+    text: str
+    excluded: bool = False
+
+
+def identifier_reason(name: str, raw: pd.Series) -> str | None:
+    """Why a column looks like an identifier (never to be modelled), or None."""
+    present = raw.dropna()
+    if IDENTIFIER_NAME.search(name):
+        return f"its name says it is an identifier ({present.nunique()} distinct values)"
+    if len(present) >= MIN_ROWS_FOR_KEY and present.nunique() == len(present):
+        numbers = pd.to_numeric(present, errors="coerce")
+        if numbers.isna().any() or bool((numbers == numbers.round()).all()):
+            return f"every one of its {len(present)} values is different: a row key"
+    return None
+
+
+def _step(values: np.ndarray, lower: float) -> float | None:
+    """The recording step of whole-number values (10 for a Karnofsky score), when above 1."""
+    offsets = np.unique(np.round(values - lower).astype(np.int64))
+    if len(offsets) < 3:
+        return None
+    step = int(np.gcd.reduce(offsets))
+    return float(step) if step > 1 else None
 
 
 def round_outward(low: float, high: float) -> tuple[float, float]:
@@ -107,12 +145,14 @@ def _infer_column(name: str, raw: pd.Series, role: ColumnRole) -> Column:
     if values.min() >= 0 and skew > 1.0:
         transform = TransformKind.LOG
         offset = 0.0 if lower > 0 else 1.0
+    step = _step(values, lower) if integral and role == ColumnRole.FEATURE else None
     return Column(
         name=name,
         kind=ColumnKind.INTEGER if integral else ColumnKind.CONTINUOUS,
         role=role,
         lower=lower,
         upper=upper,
+        step=step if step is not None and step <= upper - lower else None,
         transform=transform,
         offset=offset,
         missing=missing,
@@ -124,6 +164,14 @@ def infer_schema(frame: pd.DataFrame, time: str, event: str, name: str = "datase
 
     Raises ValueError starting with ``source`` (the file) and naming the column and the fix.
     """
+    return draft_schema(frame, time, event, name, source)[0]
+
+
+def draft_schema(
+    frame: pd.DataFrame, time: str, event: str, name: str = "dataset", source: str = "data"
+) -> tuple[Schema, list[DraftNote]]:
+    """The draft schema and, per column, what the custodian should review: identifiers left
+    out, missing values and the rows their policy drops, bounds and steps and why."""
     for role, column in (("time", time), ("event", event)):
         if column not in frame.columns:
             raise ValueError(
@@ -135,18 +183,19 @@ def infer_schema(frame: pd.DataFrame, time: str, event: str, name: str = "datase
     if len(frame) == 0:
         raise ValueError(f"{source} has no rows; draft the schema from a file that holds the data")
     frame = frame.reset_index(drop=True)
+    notes: list[DraftNote] = []
     try:
         columns = []
-        for column_name in frame.columns:
-            role = (
-                ColumnRole.TIME
-                if column_name == time
-                else ColumnRole.EVENT
-                if column_name == event
-                else ColumnRole.FEATURE
-            )
-            columns.append(_infer_column(str(column_name), frame[column_name], role))
-        return Schema(
+        for column_name in map(str, frame.columns):
+            role = {time: ColumnRole.TIME, event: ColumnRole.EVENT}.get(column_name, ColumnRole.FEATURE)
+            reason = identifier_reason(column_name, frame[column_name]) if role == ColumnRole.FEATURE else None
+            if reason is not None:
+                notes.append(DraftNote(column_name, _excluded_text(column_name, reason), excluded=True))
+                continue
+            column = _infer_column(column_name, frame[column_name], role)
+            columns.append(column)
+            notes.extend(_column_notes(column, frame[column_name]))
+        schema = Schema(
             name=name,
             description=f"Draft inferred from {len(frame)} rows; review before sharing.",
             columns=tuple(columns),
@@ -156,6 +205,57 @@ def infer_schema(frame: pd.DataFrame, time: str, event: str, name: str = "datase
         raise ValueError(f"{source}: cannot draft a valid schema: {reasons}") from None
     except ValueError as exc:
         raise ValueError(f"{source}: {exc}") from None
+    bounded = any(c.lower is not None for c in schema.columns)
+    return schema, notes + _rows_lost(schema, frame) + ([BOUNDS_NOTE] if bounded else [])
+
+
+def _excluded_text(name: str, reason: str) -> str:
+    return (
+        f"{reason}; identifiers are never modelled (training ignores the column). To give each of its values "
+        f'its own simulated site: partition = "column:{name}". A clinical variable? Add it to the schema by hand.'
+    )
+
+
+BOUNDS_NOTE = DraftNote(
+    "(bounds)",
+    "numeric bounds are the observed range rounded outward, so that the exact extremes (the most identifying "
+    "values) are not published; where a column has a known public scale (a 0-100 score), declare that instead",
+)
+
+
+def _absent(raw: pd.Series) -> pd.Series:
+    return raw.isna() | raw.astype(str).str.strip().isin(MISSING_TOKENS)
+
+
+def _column_notes(column: Column, raw: pd.Series) -> list[DraftNote]:
+    notes = []
+    absent = int(_absent(raw).sum())
+    if absent:
+        notes.append(DraftNote(column.name, f"{absent} of {len(raw)} values missing ({absent / len(raw):.0%}): "
+                               f"missing = \"{column.missing.value}\" drops those rows"))  # fmt: skip
+    if column.lower is not None and column.upper is not None:
+        values = pd.to_numeric(raw[~_absent(raw)], errors="coerce")
+        text = f"observed {values.min():g} to {values.max():g}, bounds {column.lower:g} to {column.upper:g}"
+        if column.step is not None:
+            text += f"; recorded in steps of {column.step:g} (step = {column.step:g})"
+        if column.transform != TransformKind.IDENTITY:
+            text += f'; skewed, so transform = "{column.transform.value}"'
+        notes.append(DraftNote(column.name, text))
+    return notes
+
+
+def _rows_lost(schema: Schema, frame: pd.DataFrame) -> list[DraftNote]:
+    dropping = [c.name for c in schema.columns if c.missing == MissingPolicy.DROP_ROW]
+    if not dropping:
+        return []
+    lost = int(pd.concat([_absent(frame[name]) for name in dropping], axis=1).any(axis=1).sum())
+    return [
+        DraftNote(
+            "(all rows)",
+            f"{lost} of {len(frame)} rows ({lost / len(frame):.0%}) have a missing value in a drop_row column and "
+            'would not be used; for a column missing often, missing = "fill" with a fill_value keeps the rows',
+        )
+    ]
 
 
 def draft_header(source: str, n_rows: int) -> str:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import socket
@@ -50,11 +51,13 @@ from fedsynth.deploy.processes import (  # noqa: F401  (_children, is_running: t
     _signal_tree,
     free_port,
     is_running,
+    runs_descendant,
 )
 from fedsynth.server.app import APP_CONFIG
 
 CONNECTION = "fedsynth-loopback"
 FINISHED = "finished"
+RUNNING_POLL = 15.0
 
 
 @dataclass
@@ -330,9 +333,19 @@ class LoopbackFederation:
         return dict(answer["runs"][0])
 
     def wait(self, run_id: int, timeout: float = 600.0, poll: float = 2.0) -> dict[str, Any]:
-        """Wait for the run to finish; its final status (``finished:completed`` on success)."""
+        """Wait for the run to finish; its final status (``finished:completed`` on success).
+
+        The ``flwr`` CLI costs a second of CPU per call, taken from the sites' training on a small
+        machine: while a ServerApp process is alive it is asked only every ``RUNNING_POLL`` seconds.
+        """
         deadline = time.monotonic() + timeout
+        asked = -math.inf
         while time.monotonic() < deadline:
+            running = self._superlink is not None and runs_descendant(self._superlink.pid, "flwr-serverapp")
+            if running and time.monotonic() - asked < RUNNING_POLL:
+                time.sleep(0.5)
+                continue
+            asked = time.monotonic()
             status = self.run_status(run_id)
             if str(status["status"]).startswith(FINISHED):
                 return status

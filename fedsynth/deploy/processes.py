@@ -44,6 +44,15 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def runs_descendant(pid: int, program: str) -> bool:
+    """Whether a live descendant of ``pid`` runs ``program`` (its command line names it)."""
+    for child in _children(pid):
+        with contextlib.suppress(OSError):
+            if program.encode() in Path(f"/proc/{child}/cmdline").read_bytes():
+                return True
+    return False
+
+
 def _raise_system_exit(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 

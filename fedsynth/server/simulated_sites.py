@@ -57,20 +57,57 @@ def load_simulation_table(config: FederationConfig) -> tuple[pd.DataFrame, Schem
 
 
 def partition(frame: pd.DataFrame, n_sites: int, how: str, seed: int) -> list[pd.DataFrame]:
-    """IID: a seeded shuffle cut into equal parts. ``column:<name>``: rows sorted by the
-    column (ties shuffled) and cut into equal parts, so sites differ in that column."""
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(frame))
-    if how.startswith("column:"):
-        column = how.split(":", 1)[1]
-        if column not in frame.columns:
-            raise FederationConfigError(
-                f"simulation.partition: column '{column}' is not in the data; use one of {list(frame.columns)}"
-            )
-        shuffled = frame.iloc[order]
-        order = order[np.argsort(shuffled[column].to_numpy(), kind="stable")]
-    parts = np.array_split(order, n_sites)
-    return [frame.iloc[np.sort(part)].reset_index(drop=True) for part in parts]
+    """IID: a seeded shuffle cut into equal parts. ``column:<name>``: every row with one value of
+    the column on one site (an institution code stays one hospital), the values in sorted order
+    cut into ``n_sites`` runs of about equal row counts, so sites also differ in that column."""
+    if not how.startswith("column:"):
+        order = np.random.default_rng(seed).permutation(len(frame))
+        return [frame.iloc[np.sort(part)].reset_index(drop=True) for part in np.array_split(order, n_sites)]
+    column = how.split(":", 1)[1]
+    site_of_row = _sites_by_value(frame, column, n_sites)
+    return [frame[site_of_row == site].reset_index(drop=True) for site in range(n_sites)]
+
+
+def _sites_by_value(frame: pd.DataFrame, column: str, n_sites: int) -> np.ndarray:
+    """Each row's site: the column's sorted distinct values cut into contiguous runs, a cut placed
+    at the value boundary nearest each equal share of the rows, every site at least one value."""
+    where = f"simulation.partition = 'column:{column}'"
+    if column not in frame.columns:
+        raise FederationConfigError(f"{where}: column '{column}' is not in the data; use one of {list(frame.columns)}")
+    values = frame[column]
+    if values.isna().any():
+        raise FederationConfigError(
+            f"{where}: {int(values.isna().sum())} row(s) have no '{column}', so no site can be chosen for them; "
+            "fill or drop those rows, or partition by another column"
+        )
+    levels, inverse, counts = np.unique(values.astype(str) if values.dtype == object else values,
+                                        return_inverse=True, return_counts=True)  # fmt: skip
+    if len(levels) < n_sites:
+        raise FederationConfigError(
+            f"{where}: '{column}' has {len(levels)} distinct value(s) and each value's rows go to one site, so it "
+            f"cannot make {n_sites} sites; set simulation.sites (or --sites) to at most {len(levels)}"
+        )
+    cumulative, cuts = np.cumsum(counts), []
+    for k in range(1, n_sites):
+        nearest = int(np.argmin(np.abs(cumulative - k * len(frame) / n_sites)))
+        lowest = cuts[-1] + 1 if cuts else 0
+        cuts.append(min(max(nearest, lowest), len(levels) - (n_sites - k) - 1))
+    site_of_level = np.searchsorted(np.asarray(cuts), np.arange(len(levels)), side="left")
+    return site_of_level[inverse]
+
+
+def partition_summary(parts: list[pd.DataFrame], how: str) -> list[str]:
+    """One line per site: its rows, and for ``column:<name>`` the values it holds."""
+    column = how.split(":", 1)[1] if how.startswith("column:") else None
+    lines = []
+    for index, part in enumerate(parts):
+        line = f"site-{index}: {len(part)} rows"
+        if column is not None and len(part):
+            held = sorted(part[column].unique().tolist(), key=str)
+            shown = ", ".join(map(str, held[:8])) + (f", ... ({len(held)} values)" if len(held) > 8 else "")
+            line += f", {column} = {shown}"
+        lines.append(line)
+    return lines
 
 
 def check_min_sites(config: FederationConfig, source: str) -> None:

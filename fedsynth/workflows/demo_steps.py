@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
     from fedsynth.workflows.demo import DemoOptions
 
-COHORT = ["chf=1", "60<=age<=80"]  # WHAS500's conditional cohort, drawn from the model alone
+# A rare subgroup per bundled dataset (binary column, level), drawn aged 60-80 from the model alone.
+COHORTS = {"whas500": ("chf", 1), "flchain": ("mgus", 1)}
 
 
 def _training(reporter: DemoReporter, run_dir: Path, rounds: int, sites: int) -> None:
@@ -50,11 +51,12 @@ def _quality(options: DemoOptions, run_dir: Path, reporter: DemoReporter) -> Non
 
     with reporter.phase("quality", "sampling from the global model alone, scoring against each holdout"):
         score, _ = score_simulated_run(run_dir, seed=options.seed + 1)
-        cohort = None
-        if options.dataset == "whas500":
+        cohort, subgroup = None, COHORTS.get(options.dataset)
+        if subgroup is not None:
             from fedsynth.model.mcm import MCM
 
-            cohort = MCM.load(run_dir / "model").sample(1000, COHORT, seed=options.seed + 2)
+            conditions = [f"{subgroup[0]}={subgroup[1]}", "60<=age<=80"]
+            cohort = MCM.load(run_dir / "model").sample(1000, conditions, seed=options.seed + 2)
     summary = {"dataset": options.dataset, "engine": options.engine, "sites": options.sites,
                "rounds": options.rounds, "target_epsilon": options.epsilon, **score.to_dict()}  # fmt: skip
     write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
@@ -63,10 +65,11 @@ def _quality(options: DemoOptions, run_dir: Path, reporter: DemoReporter) -> Non
         f"C-index real {score.cindex_trtr:.3f} / synth {score.cindex_tstr:.3f}, "
         f"HR in CI {score.hr_in_ci_fraction:.0%}, KS {score.mean_ks:.3f}",
     )
-    if cohort is not None:
+    if cohort is not None and subgroup is not None:
+        column, level = subgroup
         reporter.line(
-            f"  cohort {', '.join(COHORT)}: {len(cohort)} rows, age {cohort['age'].min()}-"
-            f"{cohort['age'].max()}, chf all 1: {bool((cohort['chf'] == 1).all())}"
+            f"  cohort {column}={level}, age 60-80: {len(cohort)} rows, age {cohort['age'].min()}-"
+            f"{cohort['age'].max()}, {column} all {level}: {bool((cohort[column] == level).all())}"
         )
 
 

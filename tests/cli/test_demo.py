@@ -33,11 +33,11 @@ VERDICT_LINE = re.compile(r"^verdict (PASS|FAIL|INCONCLUSIVE)\b")  # the outcome
 
 
 @pytest.mark.integration
-def test_demo_runs_the_whole_release_path_quietly_and_reruns(tmp_path: Path) -> None:
-    """A real run as `make demo` starts it (a terminal 80 columns wide), on WHAS500 to stay cheap."""
+def test_demo_runs_the_whole_release_path_quietly_passes_and_reruns(tmp_path: Path) -> None:
+    """A real run as `make demo` starts it (its defaults: FLChain, 3 sites, epsilon 4; a terminal
+    80 columns wide). The default policy PASSes it and the signed bundle verifies."""
     out = tmp_path / "demo"
-    command = [sys.executable, "-m", "fedsynth.cli", "demo", "--dataset", "whas500", "-o", str(out),
-               "--rounds", "2", "--epsilon", "3"]  # fmt: skip
+    command = [sys.executable, "-m", "fedsynth.cli", "demo", "-o", str(out)]
     env = {**os.environ, "COLUMNS": "80", "PYTHONPATH": str(Path(__file__).parents[2])}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
     output = result.stdout + result.stderr
@@ -51,7 +51,7 @@ def test_demo_runs_the_whole_release_path_quietly_and_reruns(tmp_path: Path) -> 
 
     budget = json.loads((out / "budget.json").read_text())
     assert [s["site"] for s in budget["sites"]] == ["site-0", "site-1", "site-2"]
-    assert all(2.9 < s["epsilon_spent"] <= 3.0 for s in budget["sites"])
+    assert all(3.9 < s["epsilon_spent"] <= 4.0 for s in budget["sites"])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["differentially_private"] is True and len(summary["sites"]) == 3
     assert 0.5 < summary["cindex_tstr_mean"] <= 1.0 and 0.0 <= summary["hr_in_ci_fraction"] <= 1.0
@@ -63,7 +63,7 @@ def test_demo_runs_the_whole_release_path_quietly_and_reruns(tmp_path: Path) -> 
     assert {k: provenance[k] for k in ("n", "seed", "conditions")} == json.loads((out / "audit.json").read_text())[
         "sample"
     ]
-    assert "chf all 1: True" in output
+    assert re.search(r"\w+ all \d: True", output)  # the conditional sample held its condition
     for name in ("audit.json", "evaluation.json"):
         document = json.loads((out / name).read_text())
         assert document["complete"] and [s["site"] for s in document["sites"]] == ["site-0", "site-1", "site-2"]
@@ -74,14 +74,10 @@ def test_demo_runs_the_whole_release_path_quietly_and_reruns(tmp_path: Path) -> 
     key = out / "keys" / "board.key.pem"
     assert key.stat().st_mode & 0o777 == 0o600
     verdict = json.loads((out / "signoff.json").read_text())["verdict"]
-    outcome = verdict_lines[0]
-    assert (outcome == "PASS") == verdict["passed"]
+    assert verdict_lines == ["PASS"] and verdict["passed"], output
     for rule in verdict["rules"]:
         assert rule["name"][:20] in output
-    if verdict["passed"]:
-        assert verify_bundle(out / "release", load_public_key(out / "keys" / "board.pub.pem")).ok
-    else:
-        assert not (out / "release").exists() and "no release bundle" in output
+    assert verify_bundle(out / "release", load_public_key(out / "keys" / "board.pub.pem")).ok
     report = (out / "report.html").read_text()
     assert report.count("<img ") >= 1 + 3 + 5 * 3  # budget, audit figures, five utility figures per site
 

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from fedsynth.data.datasets import raw_dataset
-from fedsynth.data.infer import infer_schema, round_outward
+from fedsynth.data.infer import draft_schema, infer_schema, round_outward
 from fedsynth.data.schema import ColumnKind
 from fedsynth.data.validation import validate_frame
 
@@ -29,10 +30,53 @@ def test_infer_drafts_a_schema_the_data_passes() -> None:
     validate_frame(frame, schema)
 
 
-def test_infer_refuses_identifier_like_text() -> None:
-    frame = pd.DataFrame({"id": [f"p{i}" for i in range(100)], "t": range(100), "e": [0, 1] * 50})
-    with pytest.raises(ValueError, match="identifier"):
+def test_infer_refuses_free_text() -> None:
+    frame = pd.DataFrame({"note": [f"p{i % 60}" for i in range(100)], "t": range(100), "e": [0, 1] * 50})
+    with pytest.raises(ValueError, match="free text or an identifier"):
         infer_schema(frame, time="t", event="e")
+
+
+def _hospital_extract(n: int = 200) -> pd.DataFrame:
+    rng = np.random.default_rng(3)
+    return pd.DataFrame({
+        "inst": rng.integers(1, 12, n),                      # an institution code
+        "record": [f"r{i:05d}" for i in range(n)],            # named like an identifier
+        "key": rng.permutation(n) + 10_000,                  # a row key by its values
+        "days": rng.integers(1, 900, n),
+        "died": rng.integers(0, 2, n),
+        "karnofsky": rng.choice([50, 60, 70, 80, 90, 100], n),
+        "calories": np.where(np.arange(n) % 5 == 0, np.nan, rng.integers(100, 2500, n)),
+        "weight": np.where(np.arange(n) % 10 == 1, np.nan, rng.normal(70, 10, n).round(1)),
+    })  # fmt: skip
+
+
+def test_the_draft_leaves_identifiers_out_and_says_why() -> None:
+    frame = _hospital_extract()
+    schema, notes = draft_schema(frame, time="days", event="died")
+    assert schema.names == ["days", "died", "karnofsky", "calories", "weight"]
+    left_out = {n.column: n.text for n in notes if n.excluded}
+    assert set(left_out) == {"inst", "record", "key"}
+    assert "its name says it is an identifier (11 distinct values)" in left_out["inst"]
+    assert 'partition = "column:inst"' in left_out["inst"]
+    assert "every one of its 200 values is different: a row key" in left_out["key"]
+    validate_frame(frame, schema)  # the file keeps the columns; validation ignores them
+
+
+def test_the_draft_reports_missingness_rows_lost_bounds_and_steps() -> None:
+    frame = _hospital_extract()
+    schema, notes = draft_schema(frame, time="days", event="died")
+    text = {(n.column, n.text.split(":")[0].split(",")[0]): n.text for n in notes}
+    assert text[("calories", "40 of 200 values missing (20%)")].endswith('missing = "drop_row" drops those rows')
+    assert ("weight", "20 of 200 values missing (10%)") in text
+    # Rows 0, 5, 10, ... lack calories and rows 1, 11, 21, ... weight: 40 + 20 rows, none both.
+    lost = next(n.text for n in notes if n.column == "(all rows)")
+    assert lost.startswith("60 of 200 rows (30%) have a missing value in a drop_row column")
+    assert len(validate_frame(frame, schema)[0]) == 140  # what the note said
+    karnofsky = schema.column("karnofsky")
+    assert (karnofsky.lower, karnofsky.upper, karnofsky.step) == (40.0, 110.0, 10.0)
+    assert any(n.column == "karnofsky" and "recorded in steps of 10" in n.text for n in notes)
+    assert schema.column("days").step is None and schema.column("weight").step is None  # time; not integral
+    assert any(n.column == "(bounds)" and "rounded outward" in n.text for n in notes)
 
 
 def test_infer_unknown_time_column() -> None:

@@ -23,7 +23,7 @@ from tests.client.rdp_reference import independent_epsilon
 
 pytestmark = pytest.mark.integration
 
-ROUNDS = 3
+ROUNDS = 2  # the kill lands in the last round; the run still completes with the two live sites
 
 
 def _ledger_rounds(site_dir: Path) -> list[int]:

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -184,7 +185,11 @@ def test_tokens_file_keeps_only_hashes(tmp_path: Path) -> None:
     text = path.read_text(encoding="utf-8")
     assert token not in text and token[4:] not in text
     (entry,) = json.loads(text)["tokens"]
-    assert (set(entry), entry["name"], entry["sha256"]) == ({"name", "sha256", "created"}, "dora", hash_token(token))
+    assert (set(entry), entry["name"], entry["sha256"]) == (
+        {"name", "sha256", "created", "expires"}, "dora", hash_token(token)
+    )  # fmt: skip
+    created, expires = (datetime.fromisoformat(entry[k]) for k in ("created", "expires"))
+    assert expires - created == timedelta(days=90)  # the default validity
     assert os.stat(path).st_mode & 0o077 == 0  # readable by its owner only
     again = CliRunner().invoke(cli_app, ["serve-token", "add", str(path), "--name", "dora"])
     assert again.exit_code == 2 and "already has a token named 'dora'" in again.output
@@ -206,6 +211,45 @@ def test_token_store_fails_closed(tmp_path: Path) -> None:
         store.identify(token)
     with pytest.raises(ValueError, match="use 1-64 letters"):
         add_token(path, "bad name")
+
+
+@pytest.mark.integration
+def test_an_expired_token_is_refused_and_says_so(base_url: str, tokens: dict[str, Any], run_dir: Path) -> None:
+    token = add_token(tokens["path"], "frank", valid_days=1)
+    document = json.loads(tokens["path"].read_text(encoding="utf-8"))
+    entry = next(e for e in document["tokens"] if e["name"] == "frank")
+    assert httpx.post(base_url + "/v1/sample", json={"n": 2}, headers={"Authorization": f"Bearer {token}"}).is_success
+    entry["expires"] = (datetime.now(UTC) - timedelta(seconds=1)).isoformat(timespec="seconds")
+    tokens["path"].write_text(json.dumps(document), encoding="utf-8")  # as if a day had passed
+    response = httpx.post(base_url + "/v1/sample", json={"n": 2}, headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 403 and f"token expired at {entry['expires']}" in response.json()["detail"]
+    logged = _wait_for(lambda: [r for r in _log(run_dir) if r.get("auth") == "expired token"])
+    assert logged[-1]["who"] == "frank" and logged[-1]["status"] == 403
+    revoke_token(tokens["path"], "frank")
+
+
+def test_token_validity_is_bounded_and_listed(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.json"
+    for days in ("0", "400", "-1"):
+        result = CliRunner().invoke(cli_app, ["serve-token", "add", str(path), "--name", "gil", "--days", days])
+        assert result.exit_code == 2 and "a token is valid for more than 0 and at most 366" in result.output
+    assert not path.exists()
+    token = add_token(path, "gil", valid_days=7)
+    store = TokenStore(path)
+    expires = datetime.fromisoformat(store.entries()[0].expires)
+    assert store.identify(token, now=expires - timedelta(seconds=1)) == "gil"
+    assert store.identify(token, now=expires) is None and store.holder(token, now=expires).expired
+    listed = CliRunner().invoke(cli_app, ["serve-token", "list", str(path)])
+    assert listed.exit_code == 0 and "gil" in listed.output and "valid" in listed.output and token not in listed.output
+    # A file written before tokens expired (no 'expires'): accepted until revoked.
+    document = json.loads(path.read_text(encoding="utf-8"))
+    del document["tokens"][0]["expires"]
+    path.write_text(json.dumps(document), encoding="utf-8")
+    assert TokenStore(path).identify(token, now=expires + timedelta(days=999)) == "gil"
+    document["tokens"][0]["expires"] = "next tuesday"
+    path.write_text(json.dumps(document), encoding="utf-8")
+    with pytest.raises(TokenFileError, match=r"tokens\[0\] \('gil'\) has expires = 'next tuesday'"):
+        TokenStore(path)
 
 
 # -- request validation ------------------------------------------------------------------------

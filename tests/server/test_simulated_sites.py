@@ -88,3 +88,39 @@ def test_a_valid_set_up_writes_every_site(tmp_path) -> None:
     _, root = prepare_sites(config)
     assert sorted(p.name for p in root.iterdir()) == ["site-0", "site-1", "site-2", "site-3"]
     assert all((root / f"site-{i}" / "data.parquet").exists() for i in range(4))
+
+
+def test_a_column_partition_puts_each_value_on_one_site_with_sites_differing_in_it() -> None:
+    from fedsynth.server.simulated_sites import partition, partition_summary
+
+    # 11 institutions of very different sizes, listed in no order.
+    sizes = {7: 40, 2: 5, 9: 31, 1: 12, 4: 60, 3: 8, 11: 22, 5: 9, 8: 17, 6: 25, 10: 11}
+    frame = pd.DataFrame({"inst": [code for code, n in sizes.items() for _ in range(n)]})
+    frame["row"] = range(len(frame))
+    parts = partition(frame.sample(frac=1, random_state=1), 3, "column:inst", seed=0)
+    held = [set(part["inst"]) for part in parts]
+    assert set.union(*held) == set(sizes) and sum(map(len, held)) == len(sizes)  # each code on exactly one site
+    assert sorted(pd.concat(parts)["row"]) == list(range(len(frame)))  # every row once
+    assert max(held[0]) < min(held[1]) and max(held[1]) < min(held[2])  # contiguous runs of sorted codes
+    # Cuts at the value boundaries nearest the equal shares (80 rows each of 240).
+    assert [len(p) for p in parts] == [85, 74, 81]  # cumulative 85 (codes 1-4) and 159 (codes 5-7)
+    assert partition_summary(parts, "column:inst")[0] == "site-0: 85 rows, inst = 1, 2, 3, 4"
+    with pytest.raises(FederationConfigError, match="'inst' has 11 distinct value.*at most 11"):
+        partition(frame, 12, "column:inst", seed=0)
+    with pytest.raises(FederationConfigError, match="'nope' is not in the data"):
+        partition(frame, 2, "column:nope", seed=0)
+    holes = frame.assign(inst=frame["inst"].where(frame["row"] != 3))
+    with pytest.raises(FederationConfigError, match="1 row\\(s\\) have no 'inst'"):
+        partition(holes, 2, "column:inst", seed=0)
+
+
+def test_an_iid_partition_is_a_seeded_shuffle_in_equal_parts() -> None:
+    from fedsynth.server.simulated_sites import partition
+
+    frame = pd.DataFrame({"row": range(100)})
+    parts = partition(frame, 3, "iid", seed=4)
+    assert [len(p) for p in parts] == [34, 33, 33]
+    assert sorted(pd.concat(parts)["row"]) == list(range(100))
+    again = partition(frame, 3, "iid", seed=4)
+    assert all(a.equals(b) for a, b in zip(parts, again, strict=True))
+    assert not parts[0].equals(partition(frame, 3, "iid", seed=5)[0])

@@ -45,7 +45,7 @@ from fedsynth.server.service.served import ServedModel, ServiceStartError
 SAMPLE_FIELDS = ", ".join(SampleRequest.model_fields)
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "no bearer token"},
-    403: {"model": ErrorBody, "description": "unknown or revoked token"},
+    403: {"model": ErrorBody, "description": "unknown, revoked or expired token"},
 }
 
 
@@ -128,16 +128,19 @@ async def require_token(
         request.state.auth = "no token"
         raise AuthProblem(401, "missing bearer token: send 'Authorization: Bearer <token>'")
     try:
-        name = _service(request).tokens.identify(credentials.credentials)
+        holder = _service(request).tokens.holder(credentials.credentials)
     except TokenFileError as exc:
         # The detail (a server path) goes to the operator's log, not to the client.
         request.state.auth, request.state.error = "tokens file unusable", str(exc)
         raise AuthProblem(503, "the service cannot check tokens now; tell its operator") from None
-    if name is None:
+    if holder is None:
         request.state.auth = "unknown token"
         raise AuthProblem(403, "unknown or revoked token; ask the coordinator for a token")
-    request.state.who = name
-    return name
+    if holder.expired:
+        request.state.auth, request.state.who = "expired token", holder.name
+        raise AuthProblem(403, f"token expired at {holder.expires}; ask the coordinator for a new one")
+    request.state.who = holder.name
+    return holder.name
 
 
 Caller = Annotated[str, Depends(require_token)]

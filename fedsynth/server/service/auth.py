@@ -3,9 +3,12 @@
 A token is 256 random bits, shown once when issued; the tokens file keeps its holder's name
 and the token's SHA-256. A stolen tokens file therefore grants nothing, and the hash of a
 high-entropy secret needs no salt or slow KDF (nothing to brute-force). The file is re-read
-when it changes, so issuing or revoking a token needs no restart.
+when it changes, so issuing or revoking a token needs no restart. Every token issued expires
+(``DEFAULT_VALID_DAYS`` unless chosen); an entry without ``expires`` (written before expiry
+existed) is accepted until revoked.
 
-    {"tokens": [{"name": "alice", "sha256": "9f86d0...", "created": "2026-11-22T13:00:00+00:00"}]}
+    {"tokens": [{"name": "alice", "sha256": "9f86d0...", "created": "2026-11-22T13:00:00+00:00",
+                 "expires": "2027-02-20T13:00:00+00:00"}]}
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import re
 import secrets
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +29,17 @@ from fedsynth.errors import UserError
 
 TOKEN_PREFIX = "fsk_"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+# A quarter: a leaked token stops working within one review cycle of the data-access agreement.
+DEFAULT_VALID_DAYS = 90
+MAX_VALID_DAYS = 366
 
 
 class TokenFileError(UserError, ValueError):
     """The tokens file is missing, unreadable or malformed; the message says how to fix it."""
+
+
+class TokenRequestError(UserError, ValueError):
+    """A token cannot be issued or revoked as asked (name, validity); the message says why."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,21 @@ class TokenEntry:
     name: str
     sha256: str
     created: str
+    expires: str | None = None
+
+    def expired(self, now: datetime | None = None) -> bool:
+        if self.expires is None:
+            return False
+        return (now or datetime.now(UTC)) >= datetime.fromisoformat(self.expires)
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Whose token a request carried, and whether it has expired."""
+
+    name: str
+    expires: str | None
+    expired: bool
 
 
 def hash_token(token: str) -> str:
@@ -67,29 +92,45 @@ def read_tokens(path: Path) -> list[TokenEntry]:
             and re.fullmatch(r"[0-9a-f]{64}", entry["sha256"])
         ):
             raise TokenFileError(f"{path}: tokens[{i}] needs a 'name' and a 64-hex-digit 'sha256'")
-        parsed.append(TokenEntry(entry["name"], entry["sha256"], str(entry.get("created", ""))))
+        expires = entry.get("expires")
+        try:
+            if expires is not None and datetime.fromisoformat(expires).tzinfo is None:
+                raise ValueError("no time zone")
+        except (TypeError, ValueError):
+            raise TokenFileError(
+                f"{path}: tokens[{i}] ('{entry['name']}') has expires = {expires!r}, not an ISO 8601 time with a "
+                "time zone; revoke it and issue a new token with `fedsynth serve-token add`"
+            ) from None
+        parsed.append(TokenEntry(entry["name"], entry["sha256"], str(entry.get("created", "")), expires))
     return parsed
 
 
 def _write_tokens(path: Path, entries: list[TokenEntry]) -> None:
-    document: dict[str, Any] = {"tokens": [entry.__dict__ for entry in entries]}
+    rows = [{k: v for k, v in entry.__dict__.items() if v is not None} for entry in entries]
+    document: dict[str, Any] = {"tokens": rows}
     # write_text goes through mkstemp, so the file is created readable by its owner only.
     write_text(path, json.dumps(document, indent=2) + "\n")
 
 
-def add_token(path: str | Path, name: str) -> str:
-    """Issue a token for ``name``: store its hash in ``path`` (created if absent); return the token.
-
-    The token itself is never written anywhere; whoever loses it gets a new one.
+def add_token(path: str | Path, name: str, valid_days: float = DEFAULT_VALID_DAYS) -> str:
+    """Issue a token for ``name`` valid ``valid_days``: store its hash in ``path`` (created if
+    absent); return the token. The token itself is never written anywhere; whoever loses it gets
+    a new one.
     """
     path = Path(path)
     if not NAME_PATTERN.match(name):
-        raise ValueError(f"token name '{name}': use 1-64 letters, digits or _.@- (it is written to the access log)")
+        raise TokenRequestError(
+            f"token name '{name}': use 1-64 letters, digits or _.@- (it is written to the access log)"
+        )
+    if not 0 < valid_days <= MAX_VALID_DAYS:
+        raise TokenRequestError(f"--days {valid_days:g}: a token is valid for more than 0 and at most {MAX_VALID_DAYS}")
     entries = read_tokens(path) if path.exists() else []
     if any(entry.name == name for entry in entries):
-        raise ValueError(f"{path} already has a token named '{name}'; choose another name or revoke it first")
+        raise TokenRequestError(f"{path} already has a token named '{name}'; choose another name or revoke it first")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    entries.append(TokenEntry(name, hash_token(token), datetime.now(UTC).isoformat(timespec="seconds")))
+    now = datetime.now(UTC).replace(microsecond=0)
+    expires = (now + timedelta(days=valid_days)).isoformat(timespec="seconds")
+    entries.append(TokenEntry(name, hash_token(token), now.isoformat(timespec="seconds"), expires))
     _write_tokens(path, entries)
     return token
 
@@ -101,7 +142,7 @@ def revoke_token(path: str | Path, name: str) -> None:
     kept = [entry for entry in entries if entry.name != name]
     if len(kept) == len(entries):
         known = ", ".join(entry.name for entry in entries) or "none"
-        raise ValueError(f"{path} has no token named '{name}'; tokens: {known}")
+        raise TokenRequestError(f"{path} has no token named '{name}'; tokens: {known}")
     _write_tokens(path, kept)
 
 
@@ -136,12 +177,21 @@ class TokenStore:
                 self._entries = read_tokens(self.path)
                 self._stamp = stamp
 
-    def identify(self, token: str) -> str | None:
-        """The name of ``token``'s holder, or None; compares against every entry in constant time."""
+    def holder(self, token: str, now: datetime | None = None) -> Holder | None:
+        """``token``'s holder (expired or not), or None; compares against every entry in constant time."""
         self._reload()
         digest = hash_token(token)
-        holder = None
+        found = None
         for entry in self._entries:
             if hmac.compare_digest(entry.sha256, digest):
-                holder = entry.name
-        return holder
+                found = Holder(entry.name, entry.expires, entry.expired(now))
+        return found
+
+    def identify(self, token: str, now: datetime | None = None) -> str | None:
+        """The name of the holder of ``token`` if it is known and has not expired, else None."""
+        found = self.holder(token, now)
+        return None if found is None or found.expired else found.name
+
+    def entries(self) -> list[TokenEntry]:
+        self._reload()
+        return list(self._entries)
