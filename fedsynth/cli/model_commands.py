@@ -62,13 +62,16 @@ def sample(
     model_dir: Annotated[
         Path, typer.Argument(help="Model directory from `fedsynth fit`, or a run directory (samples RUN_DIR/model).")
     ],
-    n: Annotated[int, typer.Option("-n", help="Number of rows.", min=1)],
-    output: Annotated[Path, typer.Option("-o", "--output", help="CSV or Parquet (by suffix).")],
+    n: Annotated[int | None, typer.Option("-n", help="Number of rows.", min=1)] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="CSV or Parquet (by suffix).")] = None,
     where: Annotated[
         list[str] | None,
         typer.Option("--where", help="Condition, e.g. 'chf=1', 'stage in {2,3}', '60<=age<=80'. Repeatable."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same rows).")] = 0,
+    audited: Annotated[
+        bool, typer.Option("--audited", help="Write RUN_DIR/synthetic.csv: the sample the sites audited (for signoff).")
+    ] = False,
     force: Annotated[bool, typer.Option("--force")] = False,
 ) -> None:
     """Draw N synthetic rows from the model alone (no real row is read)."""
@@ -76,6 +79,11 @@ def sample(
     from fedsynth.model.provenance import model_sample_record, write_synthetic
     from fedsynth.privacy.evidence import check_dp_claim
 
+    if audited:
+        _audited_sample(model_dir, n, output, where, force)
+        return
+    if n is None or output is None:
+        raise typer.BadParameter("give -n N and -o FILE, or --audited for the sample the sites audited")
     check_table_output(output, force)
     model_dir = model_directory(model_dir)
     model = MCM.load(model_dir)
@@ -88,6 +96,21 @@ def sample(
     console.print(f"wrote {n} rows{conditions} to {output}")
     if not dp.differentially_private:
         err_console.print(f"[yellow]{record['notice']}[/]")
+
+
+def _audited_sample(run_dir: Path, n: int | None, output: Path | None, where: list[str] | None, force: bool) -> None:
+    """RUN_DIR/synthetic.csv with audit.json's n, seed and conditions: the file signoff releases."""
+    from fedsynth.release.binding import write_audited_sample
+
+    if n is not None or output is not None or where:
+        raise typer.BadParameter("--audited takes n, seed, conditions and the file from the run; drop -n, -o, --where")
+    if not (run_dir / "audit.json").exists():
+        raise FileNotFoundError(
+            f"{run_dir / 'audit.json'} not found: --audited needs a run directory after `fedsynth audit`"
+        )
+    check_table_output(run_dir / "synthetic.csv", force)
+    written = write_audited_sample(run_dir)
+    console.print(f"wrote the audited sample to {written}")
 
 
 # -- sampling service ---------------------------------------------------------------------------

@@ -58,6 +58,8 @@ class NearestNeighbourAudit:
     histogram_edges: list[float] = field(repr=False)
     dcr_synthetic_histogram: list[int] = field(repr=False)
     dcr_holdout_histogram: list[int] = field(repr=False)
+    # Holdout rows identical to a training row: how often unseen patients share a whole record by chance.
+    exact_matches_holdout: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -194,6 +196,7 @@ def nearest_neighbour_audit(
     nndr_synthetic = _nndr(nearest_distances(train_rows, _at_most(synthetic_rows, NNDR_QUERIES, rng), 2))
     nndr_holdout = _nndr(nearest_distances(train_rows, _at_most(holdout_rows, NNDR_QUERIES, rng), 2))
     exact = int(np.count_nonzero(synthetic_train**2 <= EXACT_MATCH_TOLERANCE))
+    exact_holdout = int(np.count_nonzero(holdout_train**2 <= EXACT_MATCH_TOLERANCE))
     edges = dcr_histogram_edges(synthetic_rows.shape[1])
     return NearestNeighbourAudit(
         n_synthetic=len(synthetic_rows),
@@ -210,4 +213,5 @@ def nearest_neighbour_audit(
         histogram_edges=edges.tolist(),
         dcr_synthetic_histogram=np.histogram(synthetic_train, bins=edges)[0].tolist(),
         dcr_holdout_histogram=np.histogram(holdout_train, bins=edges)[0].tolist(),
+        exact_matches_holdout=exact_holdout,
     )

@@ -65,6 +65,9 @@ class AuditRules(BaseModel):
         gt=0, le=0.5, description="wider: the DCR rule cannot tell, INCONCLUSIVE unless the estimate itself fails"
     )
     max_exact_matches: int = Field(ge=0, description="synthetic rows equal to a training row, all sites (<=)")
+    exact_matches_baseline: Literal["holdout", "none"] = Field(
+        "holdout", description="'holdout': the synthetic share within unseen patients' upper 95%; 'none': the count"
+    )
     max_mia_tpr_at_1pct_fpr: float = Field(gt=0, le=1, description="pass: <=")
     mia_tpr_withheld: Literal["pass", "fail", "inconclusive"] = Field(
         description="outcome where a site had too few non-members to measure the TPR"

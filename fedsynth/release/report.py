@@ -78,7 +78,7 @@ RULE_GLOSSES = {
     "site_approvals": "Each site's data custodian signed their approval of this release.",
     "dcr_share_upper_ci": "Synthetic rows are no closer to the training patients than to patients the model never saw "
     "(no sign of copying).",
-    "exact_matches": "No synthetic row is an exact copy of a training patient.",
+    "exact_matches": "Synthetic rows equal a training patient no more often than unseen patients do by chance.",
     "mia_tpr_at_1pct_fpr": "An attacker guessing who was in the training data, allowed 1 false accusation in 100, "
     "finds few real members.",
     "mia_auc_upper_ci": "Membership attacks do no better than chance overall, allowing for their uncertainty.",

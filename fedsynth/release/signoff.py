@@ -31,13 +31,13 @@ from fedsynth.release.rules import (
     Outcome,
     RuleResult,
     approvals_rule,
-    audit_rules,
     budget_rules,
     evidence_rule,
     load_document,
     load_site_query,
     outcome_fields,
 )
+from fedsynth.release.rules_audit import audit_rules
 
 SIGNOFF_FILE = "signoff.json"
 

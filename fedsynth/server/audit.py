@@ -62,6 +62,18 @@ def _pooled_anonymeter(sites: list[dict[str, Any]]) -> dict[str, dict[str, Any]]
     return pooled
 
 
+def _exact_match_baseline(audits: list[dict[str, Any]]) -> dict[str, int | None]:
+    """Pooled counts for the exact-match rule: synthetic rows audited, and holdout rows equal to a
+    training row out of all holdout rows (None where a site's reply predates the count)."""
+    if any("exact_matches_holdout" not in a for a in audits):
+        return {"exact_matches_holdout": None, "exact_matches_n_holdout": None, "exact_matches_n_synthetic": None}
+    return {
+        "exact_matches_holdout": sum(a["exact_matches_holdout"] for a in audits),
+        "exact_matches_n_holdout": sum(a["n_holdout"] for a in audits),
+        "exact_matches_n_synthetic": sum(a["n_synthetic"] for a in audits),
+    }
+
+
 def worst_over_sites(sites: list[dict[str, Any]]) -> dict[str, Any]:
     """The figures a sign-off policy tests: each at its worst site, and pooled where it pools."""
     attacks = [a for s in sites for a in s["attacks"]]
@@ -80,6 +92,7 @@ def worst_over_sites(sites: list[dict[str, Any]]) -> dict[str, Any]:
         "dcr_share_site_max": max(s["nearest_neighbour"]["dcr_share"] for s in sites),
         "pooling_problem": pooled_problem,
         "exact_matches": sum(s["nearest_neighbour"]["exact_matches"] for s in sites),
+        **_exact_match_baseline([s["nearest_neighbour"] for s in sites]),
         # None where no site had enough non-members to measure it (see AttackResult).
         "mia_tpr_at_1pct_fpr": _max_measured(a["tpr_at_1pct_fpr"] for a in attacks),
         "mia_tpr_at_0_1pct_fpr": _max_measured(a["tpr_at_0_1pct_fpr"] for a in attacks),

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from fedsynth.workflows.demo import DemoOptions
 
 # A rare subgroup per bundled dataset (binary column, level), drawn aged 60-80 from the model alone.
-COHORTS = {"whas500": ("chf", 1), "flchain": ("mgus", 1)}
+COHORTS = {"whas500": ("chf", 1), "flchain": ("mgus", "yes")}
 
 
 def _training(reporter: DemoReporter, run_dir: Path, rounds: int, sites: int) -> None:

@@ -28,6 +28,7 @@ def test_a_copy_of_the_training_rows_fails(flchain_thirds) -> None:
     assert audit.dcr_share == pytest.approx(1.0, abs=0.01)
     assert audit.dcr_share_ci[0] > 0.95
     assert audit.exact_matches == len(train)
+    assert audit.exact_matches_holdout == 0  # FLChain's continuous columns: unseen patients never match
     assert audit.dcr_synthetic_p5 == 0.0 < audit.dcr_holdout_p5
     assert audit.nndr_synthetic_p5 == 0.0
 
@@ -39,6 +40,17 @@ def test_fresh_rows_from_the_same_population_pass(flchain_thirds) -> None:
     assert low <= 0.5 <= high and high - low < 0.08  # 1,500 rows per set; bootstrap over all three
     assert audit.exact_matches == 0
     assert audit.dcr_synthetic_p5 == pytest.approx(audit.dcr_holdout_p5, rel=0.2)
+
+
+def test_on_coarse_columns_unseen_patients_match_training_rows_too() -> None:
+    """Only four binary columns vary (16 possible records): whole records repeat between real
+    patients, so holdout rows match training rows as often as fresh ones do."""
+    frame, schema = load_dataset("whas500")
+    varying = ("gender", "cvd", "afb", "fstat")
+    coarse = frame.assign(**{c: frame[c].iloc[0] for c in frame.columns if c not in varying})
+    train, holdout, fresh = coarse[:150], coarse[150:300], coarse[300:450]
+    audit = nearest_neighbour_audit(fresh, train, holdout, schema)
+    assert audit.exact_matches_holdout == len(holdout) and audit.exact_matches == len(fresh)
     assert audit.nndr_synthetic_p5 == pytest.approx(audit.nndr_holdout_p5, rel=0.2)
 
 

@@ -189,8 +189,8 @@ def test_a_copy_of_the_training_data_fails(demo_run: Path, tmp_path: Path) -> No
     rules = _rules(verdict)
     assert not verdict.passed
     n_rows = sum(len(c) for c in copies)
-    assert rules["exact_matches"].value == n_rows and not rules["exact_matches"].passed
-    assert f"{n_rows} outside <= 0" in rules["exact_matches"].reason
+    assert rules["exact_matches"].value == 1.0 and not rules["exact_matches"].passed  # every row, against chance
+    assert f"{n_rows} of {n_rows} synthetic rows (100.000%) equal a training row" in rules["exact_matches"].reason
     assert rules["anonymeter_risk_upper_ci"].value > 0.95 and not rules["anonymeter_risk_upper_ci"].passed
     assert rules["mia_auc_upper_ci"].value > 0.95 and not rules["mia_auc_upper_ci"].passed
     # No DP training happened at the copying sites: measured leakage beats their accountant (0).
