@@ -33,8 +33,10 @@ test: $(STAMP) system
 	$(BIN)/ruff check fedsynth tests benchmarks
 	$(BIN)/python -m pytest
 
+# The quick benchmarks (speed, start-up); each quality protocol's command is in benchmarks/README.md.
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.run_all
+	$(BIN)/python -m benchmarks.speed --repeats 5 --epochs 30 --out benchmarks/results/speed.json
+	$(BIN)/python -m benchmarks.startup --label current --out benchmarks/results/startup.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -20,7 +20,7 @@ from fedsynth.cli.base import (
 @user_errors
 def train(
     config: Annotated[
-        Path, typer.Option("--config", help="Federation TOML ([federation], [simulation], [site], [model]).")
+        Path, typer.Option("--config", help="Federation TOML: \\[federation], \\[simulation], \\[site], \\[model].")
     ],
     rounds: Annotated[int | None, typer.Option(help="Override federation.rounds.")] = None,
     run_dir: Annotated[Path | None, typer.Option(help="Override federation.run_dir.")] = None,

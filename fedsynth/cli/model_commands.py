@@ -32,7 +32,7 @@ def fit(
     output: Annotated[Path, typer.Option("-o", "--output", help="Model directory to create.")],
     epochs: Annotated[int | None, typer.Option(help="Epochs (default: enough for the configured steps).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
-    config: Annotated[Path | None, typer.Option(help="TOML with a [model] table of MCMConfig fields.")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML with a \\[model] table of MCMConfig fields.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing model directory.")] = False,
 ) -> None:
     """Train MCM on DATA (non-DP, for one site's own use; federated DP training is `fedsynth train`).
