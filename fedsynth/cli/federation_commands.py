@@ -117,8 +117,7 @@ def _query_sites(
     run_dir: Path, task: str, seed: int, engine: str, horizons: list[float] | None = None
 ) -> dict[str, Any]:
     """Ask every site of the run to audit or evaluate its global model, on the chosen engine."""
-    from fedsynth.server.audit import audit_simulated_run
-    from fedsynth.server.evaluation import evaluate_simulated_run
+    from fedsynth.server.simulated_queries import audit_simulated_run, evaluate_simulated_run
 
     if _query_engine(run_dir, engine) == "deployment":
         from fedsynth.deploy.loopback_runs import query_on_loopback
@@ -239,7 +238,7 @@ def _run_evaluation(run_dir: Path, seed: int, horizons: list[float] | None, engi
 
 def _report_budget(run_dir: Path) -> None:
     from fedsynth.client.site_errors import site_reason
-    from fedsynth.privacy.budget import write_budget_report
+    from fedsynth.server.budget import write_budget_report
 
     report, json_path, png_path = write_budget_report(run_dir)
     table = Table(title=f"Privacy budget, run {report['run_id']}")

@@ -77,7 +77,7 @@ def sample(
     """Draw N synthetic rows from the model alone (no real row is read)."""
     from fedsynth.model.mcm import MCM
     from fedsynth.model.provenance import model_sample_record, write_synthetic
-    from fedsynth.privacy.evidence import check_dp_claim
+    from fedsynth.server.evidence import check_dp_claim
 
     if audited:
         _audited_sample(model_dir, n, output, where, force)

@@ -21,8 +21,7 @@ from typing import Any
 
 from fedsynth.client.audit_log import record_audit
 from fedsynth.client.site import Site
-from fedsynth.model.mcm import MCM
-from fedsynth.model.persistence import generator_digest
+from fedsynth.model.mcm import MCM, generator_digest
 from fedsynth.model.rows_digest import rows_digest
 from fedsynth.privacy.anonymeter_audit import AnonymeterSettings, anonymeter_audit, risks_to_dicts
 from fedsynth.privacy.membership import ROC_POINTS, density_attack, distance_attack, white_box_attack

@@ -29,7 +29,7 @@ def run_on_loopback(config: FederationConfig, timeout: float = 3600.0) -> dict[s
     is written to ``RUN_DIR/deployment/federation.toml`` for the ServerApp to read). Returns
     the Flower run's final status.
     """
-    from fedsynth.server.app import check_resumable
+    from fedsynth.server.resume import check_resumable
     from fedsynth.server.run import RunDirectory
     from fedsynth.server.simulation import prepare_sites
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -17,6 +19,7 @@ from fedsynth.model.calibrated import calibrated_frames
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.layout import Layout
 from fedsynth.model.network import MCMNetwork
+from fedsynth.model.persistence import read_model_files, state_digest, write_model_files
 from fedsynth.model.sampler import STREAM_WORKERS, ConditionalSampler
 from fedsynth.model.training import ProgressCallback, train_plain, validation_split
 
@@ -206,13 +209,62 @@ class MCM:
     def n_parameters(self) -> int:
         return int(sum(p.numel() for p in self._network().parameters()))
 
-    def save(self, path: Any, overwrite: bool = False) -> Any:
-        from fedsynth.model.persistence import save_model
-
-        return save_model(self, path, overwrite=overwrite)
+    def save(self, path: str | Path, overwrite: bool = False) -> Path:
+        """Write the model directory (:mod:`fedsynth.model.persistence`) atomically; returns it."""
+        meta = {
+            "generator": "mcm",
+            "config": self.config.model_dump(mode="json"),
+            "differentially_private": self.differentially_private_,
+            "n_train": self.n_train_,
+            "training": self.training_info_,
+            "loss_history": self.history_,
+        }
+        state = self._network().state_dict()
+        return write_model_files(path, state, self._schema(), meta, self.calibration_, overwrite)
 
     @classmethod
-    def load(cls, path: Any) -> MCM:
-        from fedsynth.model.persistence import load_model
+    def load(cls, path: str | Path) -> MCM:
+        """Load and verify a model directory written by :meth:`save`."""
+        files = read_model_files(path)
+        model = cls(MCMConfig.model_validate(files.meta["config"]))
+        model.schema_ = files.schema
+        model.network_ = network_for(model.config, files.schema)
+        model.network_.load_state_dict(files.state)
+        model.network_.eval()
+        # A claim only: the manifest is an unsigned checksum anyone can recompute. Whether the model
+        # is DP is decided from its run's records (fedsynth.server.evidence.check_dp_claim).
+        model.differentially_private_ = bool(files.meta.get("differentially_private", False))
+        model.n_train_ = int(files.meta.get("n_train", 0))
+        model.training_info_ = dict(files.meta.get("training", {}))
+        model.history_ = list(files.meta.get("loss_history", []))
+        return model.calibrate_to(files.target)
 
-        return load_model(path)
+
+def load_model(path: str | Path) -> MCM:
+    """:meth:`MCM.load` as a function."""
+    return MCM.load(path)
+
+
+def save_model(model: MCM, path: str | Path, overwrite: bool = False) -> Path:
+    """:meth:`MCM.save` as a function."""
+    return model.save(path, overwrite=overwrite)
+
+
+def weights_digest(model: MCM) -> str:
+    """SHA-256 of the model's weights, in parameter order: how sites name the model they audited.
+
+    Not :func:`~fedsynth.model.persistence.model_digest` (the hash of a saved model's manifest,
+    i.e. of its files): a site holds the weights it was sent, not the coordinator's files, so
+    audits and evaluations record this one, and whoever matches their results to a model
+    compares this one.
+    """
+    return state_digest(model._network().state_dict())
+
+
+def generator_digest(model: MCM) -> str:
+    """SHA-256 of what determines the model's samples: its weights and, for a calibrated model,
+    its marginal tables. Sites name the model they audited by it, so a release calibrated to
+    other tables is not covered by their audit."""
+    if model.calibration_ is None:
+        return weights_digest(model)
+    return hashlib.sha256(f"{weights_digest(model)}:{model.calibration_.digest()}".encode()).hexdigest()

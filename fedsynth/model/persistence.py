@@ -7,6 +7,9 @@ marginal tables ``marginals.json`` (:class:`~fedsynth.marginals.target.MarginalT
 Loading checks every hash before reading anything, so a corrupted or tampered file is refused
 with its name. Writing goes to a temporary directory that is renamed into place: a failure
 leaves nothing half-written.
+
+This module knows the files, not the generator: :meth:`fedsynth.model.mcm.MCM.save` and
+:meth:`~fedsynth.model.mcm.MCM.load` turn a model into them and back.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +27,6 @@ import torch
 from fedsynth.data.schema import Schema, SchemaError
 from fedsynth.errors import UserError
 from fedsynth.marginals.target import MarginalTarget, MarginalTargetError
-from fedsynth.model.config import MCMConfig
-from fedsynth.model.mcm import MCM, network_for
 
 FORMAT_VERSION = 1
 WEIGHTS, SCHEMA, META, MANIFEST = "weights.pt", "schema.toml", "model.json", "manifest.json"
@@ -43,41 +45,49 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save_model(model: MCM, path: str | Path, overwrite: bool = False) -> Path:
-    """Write ``model`` to directory ``path`` atomically; returns the path."""
-    target = Path(path)
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} already exists; choose another directory or pass overwrite (--force)")
-    network, schema = model._network(), model._schema()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+@dataclass(frozen=True)
+class ModelFiles:
+    """A verified model directory's contents."""
+
+    meta: dict[str, Any]
+    schema: Schema
+    state: dict[str, torch.Tensor]
+    target: MarginalTarget | None
+
+
+def write_model_files(
+    path: str | Path,
+    state: dict[str, torch.Tensor],
+    schema: Schema,
+    meta: dict[str, Any],
+    target: MarginalTarget | None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a model directory atomically (``meta`` gains the format version and the tables'
+    digest); returns the path."""
+    target_dir = Path(path)
+    if target_dir.exists() and not overwrite:
+        raise FileExistsError(f"{target_dir} already exists; choose another directory or pass overwrite (--force)")
+    target_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}.", dir=target_dir.parent))
     try:
-        torch.save(network.state_dict(), staging / WEIGHTS)
+        torch.save(state, staging / WEIGHTS)
         (staging / SCHEMA).write_text(schema.to_toml(), encoding="utf-8")
-        meta: dict[str, Any] = {
-            "format_version": FORMAT_VERSION,
-            "generator": "mcm",
-            "config": model.config.model_dump(mode="json"),
-            "differentially_private": model.differentially_private_,
-            "n_train": model.n_train_,
-            "training": model.training_info_,
-            "loss_history": model.history_,
-            "calibration": _calibration_meta(model.calibration_),
-        }
-        (staging / META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        document = {"format_version": FORMAT_VERSION, **meta, "calibration": _calibration_meta(target)}
+        (staging / META).write_text(json.dumps(document, indent=2), encoding="utf-8")
         names = [WEIGHTS, SCHEMA, META]
-        if model.calibration_ is not None:
-            (staging / MARGINALS).write_text(model.calibration_.to_json(), encoding="utf-8")
+        if target is not None:
+            (staging / MARGINALS).write_text(target.to_json(), encoding="utf-8")
             names.append(MARGINALS)
         files = {name: sha256_file(staging / name) for name in names}
         (staging / MANIFEST).write_text(json.dumps({"files": files}, indent=2), encoding="utf-8")
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
+        if target_dir.exists():
+            shutil.rmtree(target_dir)
+        staging.rename(target_dir)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
-    return target
+    return target_dir
 
 
 def _calibration_meta(target: MarginalTarget | None) -> dict[str, Any] | None:
@@ -91,31 +101,17 @@ def model_digest(path: str | Path) -> str:
     return sha256_file(Path(path) / MANIFEST)
 
 
-def generator_digest(model: MCM) -> str:
-    """SHA-256 of what determines the model's samples: its weights and, for a calibrated model,
-    its marginal tables. Sites name the model they audited by it, so a release calibrated to
-    other tables is not covered by their audit."""
-    if model.calibration_ is None:
-        return weights_digest(model)
-    return hashlib.sha256(f"{weights_digest(model)}:{model.calibration_.digest()}".encode()).hexdigest()
-
-
-def weights_digest(model: MCM) -> str:
-    """SHA-256 of the model's weights, in parameter order: how sites name the model they audited.
-
-    Not :func:`model_digest` (the hash of a saved model's manifest, i.e. of its files): a site
-    holds the weights it was sent, not the coordinator's files, so audits and evaluations
-    record this one, and whoever matches their results to a model compares this one.
-    """
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict, in parameter order (how sites name the weights they audited)."""
     hasher = hashlib.sha256()
-    for name, tensor in model.network_.state_dict().items():
+    for name, tensor in state.items():
         hasher.update(name.encode())
         hasher.update(tensor.detach().to(torch.float32).contiguous().numpy().tobytes())
     return hasher.hexdigest()
 
 
-def load_model(path: str | Path) -> MCM:
-    """Load and verify a model directory written by :func:`save_model`."""
+def read_model_files(path: str | Path) -> ModelFiles:
+    """Verify and read a model directory written by :func:`write_model_files`."""
     root = Path(path)
     if not root.is_dir():
         raise ModelFileError(f"model directory not found: {root}; train one with `fedsynth fit`")
@@ -146,18 +142,8 @@ def load_model(path: str | Path) -> MCM:
         raise ModelFileError(
             f"{root}: model format {meta.get('format_version')} is not supported (this fedsynth reads {FORMAT_VERSION})"
         )
-    model = MCM(MCMConfig.model_validate(meta["config"]))
-    model.schema_ = schema
-    model.network_ = network_for(model.config, schema)
     state = torch.load(root / WEIGHTS, map_location="cpu", weights_only=True)
-    model.network_.load_state_dict(state)
-    model.network_.eval()
-    # A claim only: the manifest is an unsigned checksum anyone can recompute. Whether the model
-    # is DP is decided from its run's records (fedsynth.privacy.evidence.check_dp_claim).
-    model.differentially_private_ = bool(meta.get("differentially_private", False))
-    model.n_train_ = int(meta.get("n_train", 0))
-    model.training_info_ = dict(meta.get("training", {}))
-    model.history_ = list(meta.get("loss_history", []))
+    target = None
     if MARGINALS in files:
         try:
             target = MarginalTarget.from_json(
@@ -165,5 +151,4 @@ def load_model(path: str | Path) -> MCM:
             )
         except MarginalTargetError as exc:
             raise ModelFileError(str(exc)) from None
-        model.calibrate_to(target)
-    return model
+    return ModelFiles(meta, schema, state, target)

@@ -56,7 +56,7 @@ def model_sample_record(
     """Provenance of rows sampled from a saved model, pinned by the model's manifest hash.
 
     ``differentially_private`` must come from the run's records
-    (:func:`fedsynth.privacy.evidence.check_dp_claim`), whose reason is ``dp_evidence``; the
+    (:func:`fedsynth.server.evidence.check_dp_claim`), whose reason is ``dp_evidence``; the
     model, n, seed and conditions are what ``fedsynth signoff`` regenerates the rows from.
     """
     from fedsynth.model.persistence import model_digest

@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from fedsynth.errors import UserError
-from fedsynth.model.mcm import MCM
-from fedsynth.model.persistence import ModelFileError, load_model, model_digest, sha256_file
+from fedsynth.model.mcm import MCM, load_model
+from fedsynth.model.persistence import ModelFileError, model_digest, sha256_file
 from fedsynth.model.provenance import sidecar_path
 from fedsynth.model.rows_digest import RowsDigest
 
@@ -224,7 +224,7 @@ def write_audited_sample(run_dir: Path) -> Path:
     """Write RUN_DIR/synthetic.csv as ``fedsynth sample`` would, with audit.json's n, seed and
     conditions: the releasable file (the demo's release step)."""
     from fedsynth.model.provenance import model_sample_record, write_synthetic
-    from fedsynth.privacy.evidence import check_dp_claim
+    from fedsynth.server.evidence import check_dp_claim
 
     run_dir = Path(run_dir)
     try:

@@ -30,14 +30,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedsynth import __version__
 from fedsynth.errors import UserError
-from fedsynth.model.persistence import load_model, sha256_file
-from fedsynth.privacy.evidence import check_dp_claim
+from fedsynth.model.mcm import load_model
+from fedsynth.model.persistence import sha256_file
 from fedsynth.release.binding import ReleaseFile, ReleaseFileError, check_release_file
 from fedsynth.release.keys import fingerprint
 from fedsynth.release.policy import Policy
 from fedsynth.release.report import write_report
 from fedsynth.release.rules import AUDIT, BUDGET, DP_RULES, EVALUATION, synthetic_file
 from fedsynth.release.signoff import ForcedRelease, Verdict, evaluate_policy, write_signoff
+from fedsynth.server.evidence import check_dp_claim
 
 FORMAT = "fedsynth-release/1"
 MANIFEST, SIGNATURE, APPROVALS = "manifest.json", "manifest.sig", "approvals"
@@ -82,7 +83,8 @@ def _write_report(run_dir: Path, path: Path, verdict: Verdict, forced: ForcedRel
 
 
 def _model_hashes(run_dir: Path) -> dict[str, Any]:
-    from fedsynth.model.persistence import load_model, model_digest, weights_digest
+    from fedsynth.model.mcm import load_model, weights_digest
+    from fedsynth.model.persistence import model_digest
     from fedsynth.server.run import RunDirectory
 
     checkpoint = RunDirectory(run_dir).latest_checkpoint()
@@ -172,7 +174,7 @@ def sign_off(
     with a reason). Returns the verdict and the bundle's path (None: no bundle).
 
     Refused before anything is written, forced or not (:class:`ReleaseFileError`,
-    :class:`fedsynth.privacy.evidence.DPClaimError`): a synthetic file that is not provably
+    :class:`fedsynth.server.evidence.DPClaimError`): a synthetic file that is not provably
     RUN_DIR/model's output for its sidecar's n, seed and conditions, and a model whose
     model.json claims DP that the run's records do not show. A board may override a policy
     threshold with a reason; it cannot release rows that are not the model's."""

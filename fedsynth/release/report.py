@@ -57,7 +57,7 @@ def load_budget(run_dir: Path) -> Document:
     document = load_document(run_dir, BUDGET)
     if document.data is not None or not (run_dir / "budget.jsonl").exists():
         return document
-    from fedsynth.privacy.budget import budget_report
+    from fedsynth.server.budget import budget_report
 
     try:
         return Document(BUDGET, budget_report(run_dir), None)

@@ -174,8 +174,9 @@ def evidence_rule(
     """audit.json and evaluation.json are of RUN_DIR/model and cover every site that trained; the
     run's records show that model DP (not its own flag); ``release`` (the checked synthetic file,
     or why it was refused) regenerates from it and holds exactly the rows the sites audited."""
-    from fedsynth.model.persistence import ModelFileError, generator_digest, load_model
-    from fedsynth.privacy.evidence import dp_evidence
+    from fedsynth.model.mcm import generator_digest, load_model
+    from fedsynth.model.persistence import ModelFileError
+    from fedsynth.server.evidence import dp_evidence
 
     name, shown = "evidence", "same model, every site, the audited rows"
     try:

@@ -10,7 +10,6 @@ questions must travel over the deployment engine like a training round (see ``AP
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,44 +21,21 @@ from typing import Any
 from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 from flwr.supercore import log
-from pydantic import ValidationError
 
 from fedsynth.data.datasets import bundled_schema
 from fedsynth.data.schema import Schema
-from fedsynth.model.config import MCMConfig
 from fedsynth.model.mcm import MCM
 from fedsynth.server.audit import run_audit
-from fedsynth.server.config import FederationConfig, FederationConfigError
+from fedsynth.server.config import FederationConfig
 from fedsynth.server.evaluation import run_evaluation
 from fedsynth.server.marginals import MARGINALS_FILE, request_marginals
+from fedsynth.server.resume import check_resumable
 from fedsynth.server.run import RunDirectory
 from fedsynth.server.strategy import MCMFedAvg
 
 
 def new_run_id() -> str:
     return datetime.now(UTC).strftime("run-%Y%m%dT%H%M%SZ")
-
-
-def check_resumable(run: RunDirectory, config: FederationConfig, schema: Schema) -> None:
-    """Refuse to resume a run whose model or schema changed: its checkpoints would not fit."""
-    # A run recorded before a field existed used that field's base default: fill it in, so that
-    # adding a field to MCMConfig never makes older runs unresumable.
-    recorded = run.info()["config"].get("model", {})
-    with contextlib.suppress(ValidationError):  # a field since removed: compared as recorded (changed)
-        recorded = MCMConfig.model_validate(recorded).model_dump(mode="json")
-    current = config.model.model_dump(mode="json")
-    changed = {k: (recorded.get(k), v) for k, v in current.items() if recorded.get(k) != v}
-    if changed:
-        listed = ", ".join(f"model.{k}: {old!r} -> {new!r}" for k, (old, new) in sorted(changed.items()))
-        raise FederationConfigError(
-            f"{run.path} was started with a different [model] ({listed}); its checkpoints cannot be resumed "
-            "with it. Restore the original [model] values, or give a new federation.run_dir."
-        )
-    if (run.path / "schema.toml").exists() and Schema.from_toml(run.path / "schema.toml") != schema:
-        raise FederationConfigError(
-            f"{run.path} was started with another schema than the one given now; a run keeps its public "
-            "schema. Use the run's schema.toml, or give a new federation.run_dir."
-        )
 
 
 def run_federation(grid: Grid, config: FederationConfig, schema: Schema) -> Path | None:

@@ -39,7 +39,7 @@ from fedsynth.model.mcm import MCM
 from fedsynth.privacy.anonymeter_audit import pooled_risk, risk_key
 from fedsynth.privacy.nearest_neighbour import pooled_dcr_share
 from fedsynth.server.run import RunDirectory
-from fedsynth.server.site_queries import on_simulated_sites, query_sites, site_query_document
+from fedsynth.server.site_queries import query_sites, site_query_document
 
 AUDIT_FILE = "audit.json"
 
@@ -168,14 +168,3 @@ def run_audit(
     document = site_query_document(kept, failures, seed, worst_over_sites, sample=sample)
     write_text(Path(run_dir) / AUDIT_FILE, json.dumps(document, indent=2))
     return document
-
-
-def audit_simulated_run(
-    run_dir: Path, seed: int = 0, n: int | None = None, conditions: list[str] | None = None
-) -> dict[str, Any]:
-    """Run the federated audit on Flower's simulation engine over a simulation run's virtual sites."""
-    return on_simulated_sites(
-        run_dir,
-        AUDIT_FILE,
-        lambda grid, sites: run_audit(grid, run_dir, seed, expected_sites=sites, n=n, conditions=conditions),
-    )

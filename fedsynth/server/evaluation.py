@@ -25,7 +25,7 @@ from fedsynth.client.evaluation import check_evaluation_result
 from fedsynth.data.io import write_text
 from fedsynth.evaluation.pooled_fidelity import pool_fidelity
 from fedsynth.model.mcm import MCM
-from fedsynth.server.site_queries import on_simulated_sites, query_sites, site_query_document
+from fedsynth.server.site_queries import query_sites, site_query_document
 
 EVALUATION_FILE = "evaluation.json"
 
@@ -97,10 +97,3 @@ def run_evaluation(
     document = site_query_document(sites, failures, seed, worst_over_sites, horizons=horizons)
     write_text(Path(run_dir) / EVALUATION_FILE, json.dumps(document, indent=2))
     return document
-
-
-def evaluate_simulated_run(run_dir: Path, seed: int = 0, horizons: list[float] | None = None) -> dict[str, Any]:
-    """Run the federated evaluation on Flower's simulation engine over a simulation run's sites."""
-    return on_simulated_sites(
-        run_dir, EVALUATION_FILE, lambda grid, n: run_evaluation(grid, run_dir, seed, horizons, expected_sites=n)
-    )

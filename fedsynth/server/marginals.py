@@ -31,7 +31,7 @@ from fedsynth.data.io import write_text
 from fedsynth.data.schema import Schema
 from fedsynth.marginals.consistency import make_consistent
 from fedsynth.marginals.tables import DEFAULT_NUMERIC_BINS, DEFAULT_TIME_BINS, MarginalSpec, tables_to_json
-from fedsynth.privacy.budget import site_epsilon_floors
+from fedsynth.server.budget import site_epsilon_floors
 from fedsynth.server.run import MARGINALS_FILE, RunDirectory
 from fedsynth.server.site_queries import connected_nodes
 

@@ -14,7 +14,7 @@
 Checkpoints are written atomically and LATEST only after, so a coordinator killed at any
 moment resumes from a complete, hash-verified checkpoint. ``checkpoints.jsonl`` ties each
 checkpoint's weights to the round that produced them: whether a model is DP is decided from
-it and the round's budget records (:mod:`fedsynth.privacy.evidence`), never from the
+it and the round's budget records (:mod:`fedsynth.server.evidence`), never from the
 ``differentially_private`` flag in the model's own files.
 """
 
@@ -34,8 +34,8 @@ from fedsynth.data.io import write_text
 from fedsynth.data.schema import Schema
 from fedsynth.marginals.target import MarginalTarget
 from fedsynth.model.config import MCMConfig
-from fedsynth.model.mcm import MCM
-from fedsynth.model.persistence import load_model, model_digest, save_model, weights_digest
+from fedsynth.model.mcm import MCM, load_model, save_model, weights_digest
+from fedsynth.model.persistence import model_digest
 
 CHECKPOINTS = "checkpoints"
 BUDGET = "budget.jsonl"
@@ -84,7 +84,7 @@ class RunDirectory:
         save_model(model, target, overwrite=True)
         checkpoint = Checkpoint(server_round, target, model_digest(target))
         # Recorded before LATEST: a checkpoint the run resumes from or publishes is always in the
-        # record that DP evidence reads (fedsynth.privacy.evidence).
+        # record that DP evidence reads (fedsynth.server.evidence).
         record = {
             "round": server_round,
             "weights_sha256": weights_digest(model),

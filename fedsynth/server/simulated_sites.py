@@ -32,8 +32,8 @@ from fedsynth.data.io import read_table
 from fedsynth.data.minimum import min_dp_training_records, rows_for_training_records, training_records
 from fedsynth.data.schema import Schema
 from fedsynth.data.validation import validate_frame
-from fedsynth.server.app import check_resumable
 from fedsynth.server.config import FederationConfig, FederationConfigError
+from fedsynth.server.resume import check_resumable
 from fedsynth.server.run import RunDirectory
 
 SITES = "sites"

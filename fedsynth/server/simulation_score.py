@@ -82,7 +82,7 @@ def score_simulated_run(
     ``n_synthetic`` rows are sampled (default: the pooled training size, the protocol's). More
     rows measure the model rather than one sample of its size: a benchmark's question only.
     """
-    from fedsynth.privacy.evidence import check_dp_claim
+    from fedsynth.server.evidence import check_dp_claim
 
     model = MCM.load(Path(run_dir) / "model")
     dp = check_dp_claim(Path(run_dir) / "model", model)  # the run's records decide, not the model's flag

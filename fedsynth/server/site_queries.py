@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
-from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp import Grid
 
 from fedsynth.model.mcm import MCM
 
@@ -148,30 +148,3 @@ def require_model(run_dir: Path) -> None:
     """Refuse to ask sites about a run that has no published model yet."""
     if not (Path(run_dir) / "model").exists():
         raise FileNotFoundError(f"{run_dir}/model is missing: train first (fedsynth train)")
-
-
-def on_simulated_sites(run_dir: Path, output: str, main: Callable[[Grid, int], None]) -> dict[str, Any]:
-    """Run ``main(grid, n_sites)`` on Flower's simulation engine over a simulation run's virtual
-    sites; return the JSON document it wrote to ``RUN_DIR/output``."""
-    from fedsynth.client.app import make_client_app
-    from fedsynth.server.simulation import run_on_ray
-
-    run_dir = Path(run_dir)
-    site_dirs = sorted((run_dir / "sites").glob("site-*"))
-    if not site_dirs:
-        raise FileNotFoundError(
-            f"{run_dir}/sites holds no site-* directories: the simulation engine asks a run's virtual sites. "
-            + ON_SEPARATE_MACHINES
-        )
-    require_model(run_dir)
-    server_app = ServerApp()
-
-    @server_app.main()
-    def _main(grid: Grid, context: Any) -> None:
-        main(grid, len(site_dirs))
-
-    run_on_ray(server_app, make_client_app(run_dir / "sites"), len(site_dirs))
-    path = run_dir / output
-    if not path.exists():
-        raise RuntimeError(f"the federated run wrote no {path}; see the log above")
-    return json.loads(path.read_text())

@@ -31,7 +31,7 @@ from flwr.supercore import log
 from fedsynth.client.app import LEDGER_FLOORS, REPLY_METRICS
 from fedsynth.data.schema import Schema
 from fedsynth.model.config import MCMConfig
-from fedsynth.privacy.budget import site_epsilon_floors
+from fedsynth.server.budget import site_epsilon_floors
 from fedsynth.server.run import RunDirectory
 
 

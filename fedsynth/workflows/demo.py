@@ -24,7 +24,10 @@ from fedsynth.data.io import write_text
 from fedsynth.errors import UserError
 from fedsynth.server.config import FederationConfig
 from fedsynth.server.library_output import library_output_to
+from fedsynth.workflows.demo_options import DemoOptions
 from fedsynth.workflows.demo_output import DemoReporter
+
+__all__ = ["DemoOptions", "prepare_run_dir", "run_demo"]
 
 DEMO_MARKER = ".fedsynth-demo"  # the demo replaces a run directory only if it holds this file
 DEMO_LOG = "logs/demo.log"
@@ -34,22 +37,6 @@ SOURCE = "fedsynth demo options"
 
 class DemoDirectoryError(UserError, FileExistsError):
     """The demo's run directory exists and the demo did not make it: nothing is replaced."""
-
-
-@dataclass(frozen=True)
-class DemoOptions:
-    """What a demo run is asked to do (the CLI's options)."""
-
-    dataset: str = "flchain"
-    output: Path = Path("runs/demo")
-    sites: int = 3
-    rounds: int = 3
-    epsilon: float = 4.0
-    engine: str = "simulation"
-    seed: int = 0
-    key: Path | None = None
-    policy: Path | None = None
-    verbose: bool = False
 
 
 @dataclass(frozen=True)

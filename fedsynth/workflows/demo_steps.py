@@ -28,14 +28,14 @@ from fedsynth.workflows.demo_output import (
 if TYPE_CHECKING:
     from flwr.serverapp import Grid
 
-    from fedsynth.workflows.demo import DemoOptions
+    from fedsynth.workflows.demo_options import DemoOptions
 
 # A rare subgroup per bundled dataset (binary column, level), drawn aged 60-80 from the model alone.
 COHORTS = {"whas500": ("chf", 1), "flchain": ("mgus", "yes")}
 
 
 def _training(reporter: DemoReporter, run_dir: Path, rounds: int, sites: int) -> None:
-    from fedsynth.privacy.budget import write_budget_report
+    from fedsynth.server.budget import write_budget_report
 
     check_training_outcome(run_dir, 1, rounds, run_dir / "logs")
     report, _, _ = write_budget_report(run_dir)

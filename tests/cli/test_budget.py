@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from fedsynth.cli import app
 from fedsynth.data.datasets import bundled_schema
-from fedsynth.privacy.budget import budget_report
+from fedsynth.server.budget import budget_report
 from fedsynth.server.run import RunDirectory
 
 

@@ -97,7 +97,7 @@ def test_sigkill_leaves_a_temp_file_the_next_run_removes(model_dir: Path, tmp_pa
 def test_a_run_directory_samples_its_global_model(small_model: MCM, whas_split, tmp_path) -> None:
     import pandas as pd
 
-    from tests.privacy.test_evidence import calibrated_run
+    from tests.server.test_evidence import calibrated_run
 
     run_dir = calibrated_run(tmp_path / "run", small_model, whas_split[0])
     result = _sample(run_dir, "-n", 300, "-o", tmp_path / "out.csv", "--seed", 5)

@@ -124,7 +124,7 @@ def test_train_then_audit_and_evaluate_over_the_deployment_engine(tmp_path) -> N
     from typer.testing import CliRunner
 
     from fedsynth.cli import app
-    from fedsynth.model.persistence import generator_digest
+    from fedsynth.model.mcm import generator_digest
 
     document = {
         "federation": {"engine": "deployment", "rounds": 1, "min_sites": 3, "round_timeout": 300, "run_dir": "run"},

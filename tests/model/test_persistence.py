@@ -5,8 +5,8 @@ import json
 import pandas as pd
 import pytest
 
-from fedsynth.model.mcm import MCM, NotFittedError
-from fedsynth.model.persistence import MANIFEST, META, SCHEMA, WEIGHTS, ModelFileError, load_model
+from fedsynth.model.mcm import MCM, NotFittedError, load_model
+from fedsynth.model.persistence import MANIFEST, META, SCHEMA, WEIGHTS, ModelFileError
 
 
 def test_round_trip_gives_identical_samples(small_model: MCM, tmp_path) -> None:

@@ -13,8 +13,7 @@ from fedsynth.data.transforms import from_unit
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.layout import Layout
 from fedsynth.model.loss import hazard_log_probs, survival_hazard_nll
-from fedsynth.model.mcm import MCM
-from fedsynth.model.persistence import load_model, save_model
+from fedsynth.model.mcm import MCM, load_model, save_model
 from fedsynth.model.sampler import _draw_competing_hazards
 
 

@@ -14,15 +14,14 @@ from typer.testing import CliRunner
 
 from fedsynth.cli import app, console, err_console
 from fedsynth.data.datasets import load_dataset
-from fedsynth.model.mcm import MCM
-from fedsynth.model.persistence import load_model
+from fedsynth.model.mcm import MCM, load_model
 from fedsynth.model.provenance import model_sample_record, sidecar_path, write_synthetic
 from fedsynth.model.rows_digest import rows_digest
 from fedsynth.release.binding import ReleaseFileError, check_release_file
 from fedsynth.release.policy import load_policy
 from fedsynth.release.signoff import evaluate_policy
 from fedsynth.server.run import RunDirectory
-from tests.privacy.test_evidence import claim_dp
+from tests.server.test_evidence import claim_dp
 
 
 @pytest.fixture(autouse=True)

@@ -228,7 +228,7 @@ def test_fidelity_section_marks_every_column_against_the_policy(demo_run: Path, 
 def _with_marginal_release(run: Path, noise: float) -> None:
     """The run as if each site had released DP marginal tables first (round 0), budget.json rebuilt."""
     from fedsynth.client.ledger import rdp_epsilon
-    from fedsynth.privacy.budget import budget_report
+    from fedsynth.server.budget import budget_report
 
     records = [json.loads(line) for line in (run / "budget.jsonl").read_text().splitlines()]
     released = []

@@ -42,7 +42,7 @@ def test_bad_site_fields_are_named() -> None:
 
 def test_resuming_with_a_changed_model_or_schema_is_refused(tmp_path) -> None:
     from fedsynth.data.datasets import bundled_schema
-    from fedsynth.server.app import check_resumable
+    from fedsynth.server.resume import check_resumable
     from fedsynth.server.run import RunDirectory
 
     def config(hidden: int) -> FederationConfig:
@@ -63,7 +63,7 @@ def test_a_run_recorded_before_a_model_field_existed_resumes_with_that_fields_ba
     # clipping fields existed trained with the base defaults (midpoint, no level, no speed-up,
     # one clip): those values resume them; the new federated defaults are refused by name.
     from fedsynth.data.datasets import bundled_schema
-    from fedsynth.server.app import check_resumable
+    from fedsynth.server.resume import check_resumable
     from fedsynth.server.run import RunDirectory
 
     fields = dict(survival_centre="midpoint", survival_level=False, survival_effect_steps=0,
@@ -93,7 +93,7 @@ def test_a_run_recorded_before_a_model_field_existed_resumes_with_that_fields_ba
 def test_a_run_recorded_with_a_site_optimiser_option_resumes_only_with_it(tmp_path, recorded_model, refused) -> None:
     # Such a run keeps training with its recorded optimiser: today's default is refused by name, not adopted.
     from fedsynth.data.datasets import bundled_schema
-    from fedsynth.server.app import check_resumable
+    from fedsynth.server.resume import check_resumable
     from fedsynth.server.run import RunDirectory
 
     recorded = run_config(tmp_path, **recorded_model)

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from fedsynth.privacy.budget import budget_report
+from fedsynth.server.budget import budget_report
 from fedsynth.server.config import FederationConfig
 from fedsynth.server.run import RunDirectory
 from fedsynth.server.simulation import simulate

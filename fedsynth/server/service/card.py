@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fedsynth.privacy.budget import budget_report
 from fedsynth.server.audit import AUDIT_FILE
+from fedsynth.server.budget import budget_report
 from fedsynth.server.evaluation import EVALUATION_FILE
 from fedsynth.server.service.models import ModelCard, Privacy, ResultSummary, SitePrivacy
 from fedsynth.server.service.release_status import release_status

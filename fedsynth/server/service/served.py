@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedsynth.errors import UserError
-from fedsynth.model.mcm import MCM
-from fedsynth.model.persistence import ModelFileError, generator_digest, load_model, model_digest
+from fedsynth.model.mcm import MCM, generator_digest, load_model
+from fedsynth.model.persistence import ModelFileError, model_digest
 from fedsynth.model.provenance import DP_NOTICE, NON_DP_MODEL_NOTICE
-from fedsynth.privacy.evidence import DPClaimError, DPEvidence, check_dp_claim
+from fedsynth.server.evidence import DPClaimError, DPEvidence, check_dp_claim
 
 
 class ServiceStartError(UserError, ValueError):
@@ -38,7 +38,7 @@ class ServedModel:
 
         The digest is taken before and after loading: a model replaced on disk meanwhile
         would otherwise be served under another model's hash. DP status is what the run's
-        records show (:mod:`fedsynth.privacy.evidence`); a model whose model.json claims DP
+        records show (:mod:`fedsynth.server.evidence`); a model whose model.json claims DP
         without them is refused, ``allow_non_dp`` or not: its label cannot be trusted.
         """
         run_dir = Path(run_dir)

@@ -24,8 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedsynth.model.mcm import MCM
-from fedsynth.model.persistence import load_model, weights_digest
+from fedsynth.model.mcm import MCM, load_model, weights_digest
 from fedsynth.server.run import BUDGET, CHECKPOINT_RECORD, CHECKPOINTS, MARGINALS_FILE, RunDirectory
 
 # Ledgers compose epsilon in floating point; a site at its target must not read as over it.

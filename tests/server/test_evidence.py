@@ -14,9 +14,9 @@ import torch
 from typer.testing import CliRunner
 
 from fedsynth.cli import app
-from fedsynth.model.mcm import MCM
-from fedsynth.model.persistence import MANIFEST, META, load_model
-from fedsynth.privacy.evidence import DPClaimError, check_dp_claim, dp_evidence
+from fedsynth.model.mcm import MCM, load_model
+from fedsynth.model.persistence import MANIFEST, META
+from fedsynth.server.evidence import DPClaimError, check_dp_claim, dp_evidence
 from fedsynth.server.run import RunDirectory
 
 

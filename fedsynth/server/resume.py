@@ -1,0 +1,34 @@
+"""Whether a run directory can be resumed with the configuration given now."""
+
+from __future__ import annotations
+
+import contextlib
+
+from pydantic import ValidationError
+
+from fedsynth.data.schema import Schema
+from fedsynth.model.config import MCMConfig
+from fedsynth.server.config import FederationConfig, FederationConfigError
+from fedsynth.server.run import RunDirectory
+
+
+def check_resumable(run: RunDirectory, config: FederationConfig, schema: Schema) -> None:
+    """Refuse to resume a run whose model or schema changed: its checkpoints would not fit."""
+    # A run recorded before a field existed used that field's base default: fill it in, so that
+    # adding a field to MCMConfig never makes older runs unresumable.
+    recorded = run.info()["config"].get("model", {})
+    with contextlib.suppress(ValidationError):  # a field since removed: compared as recorded (changed)
+        recorded = MCMConfig.model_validate(recorded).model_dump(mode="json")
+    current = config.model.model_dump(mode="json")
+    changed = {k: (recorded.get(k), v) for k, v in current.items() if recorded.get(k) != v}
+    if changed:
+        listed = ", ".join(f"model.{k}: {old!r} -> {new!r}" for k, (old, new) in sorted(changed.items()))
+        raise FederationConfigError(
+            f"{run.path} was started with a different [model] ({listed}); its checkpoints cannot be resumed "
+            "with it. Restore the original [model] values, or give a new federation.run_dir."
+        )
+    if (run.path / "schema.toml").exists() and Schema.from_toml(run.path / "schema.toml") != schema:
+        raise FederationConfigError(
+            f"{run.path} was started with another schema than the one given now; a run keeps its public "
+            "schema. Use the run's schema.toml, or give a new federation.run_dir."
+        )
