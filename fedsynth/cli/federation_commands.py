@@ -12,6 +12,7 @@ from rich.table import Table
 from fedsynth.cli.base import (
     app,
     console,
+    err_console,
     user_errors,
 )
 
@@ -47,6 +48,11 @@ def train(
     federation = FederationConfig.from_toml(config, overrides)
     # Everything checkable is refused before a file is written or a process starts.
     checked = check_simulated_sites(federation, source=str(config))
+    fraction = federation.site.get("training", {}).get("holdout_fraction", 0.2)
+    warn_low_power(
+        {f"site-{i}": round(len(table) * fraction) for i, table in enumerate(checked.tables)},
+        "the sites' privacy audits and evaluations will lack power, and the sign-off will say INCONCLUSIVE",
+    )
     console.print(f"sites ({federation.simulation.partition}): " + "; ".join(
         partition_summary(checked.tables, federation.simulation.partition)), highlight=False)  # fmt: skip
     first_round = rounds_done(federation.run_dir) + 1
@@ -85,6 +91,19 @@ def _print_site_query_summary(document: dict[str, Any]) -> None:
         console.print(f"[yellow]node {failure['node_id']}: {failure['reason']}[/]")
     if not document["complete"]:
         console.print("[red]incomplete: not every site answered, so no worst-site figures are given[/]")
+
+
+def warn_low_power(holdouts: dict[str, int], what: str) -> None:
+    """Say which sites hold too few holdout rows for ``what`` to measure anything."""
+    from fedsynth.privacy.membership import MIN_NON_MEMBERS
+
+    small = {site: n for site, n in holdouts.items() if n < MIN_NON_MEMBERS}
+    if small:
+        listed = ", ".join(f"{site} {n}" for site, n in small.items())
+        err_console.print(
+            f"[yellow]low power: holdout rows at {listed}, under {MIN_NON_MEMBERS}: {what}; "
+            "more rows per site (fewer sites) or a larger training.holdout_fraction give it power[/]"
+        )
 
 
 def _max_or_withheld(values: list[float | None]) -> str:
@@ -151,6 +170,10 @@ def _run_audit(run_dir: Path, seed: int, engine: str = "auto") -> dict[str, Any]
         )
     console.print(table)
     _print_site_query_summary(document)
+    warn_low_power(
+        {site["site"]: site["nearest_neighbour"]["n_holdout"] for site in document["sites"]},
+        "a membership attack's TPR at 1% FPR is withheld there and DCR intervals are wide",
+    )
     flagged = [
         f"{site['site']} ({attack['attack']})"
         for site in document["sites"]
@@ -231,6 +254,10 @@ def _run_evaluation(run_dir: Path, seed: int, horizons: list[float] | None, engi
         )
     console.print(table)
     _print_site_query_summary(document)
+    warn_low_power(
+        {site["site"]: site["n_holdout"] for site in document["sites"]},
+        "C-index, calibration and hazard-ratio figures from so few real rows are noise",
+    )
     figures = evaluation_figures(document, run_dir / "plots", Schema.from_toml(run_dir / "schema.toml"))
     console.print(f"evaluation results: {run_dir / EVALUATION_FILE}; {len(figures)} figures in {run_dir / 'plots'}")
     return document

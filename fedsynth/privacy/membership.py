@@ -37,6 +37,9 @@ ROC_POINTS = 101  # FPR grid for the plotted curve: log-spaced from 1e-4 to 1
 # and mask draw).
 MAX_CANDIDATES = 10_000
 
+# Non-members a TPR at 1% FPR needs: one false positive is then 1% (at 0.1% FPR, ten times as many).
+MIN_NON_MEMBERS = 100
+
 
 def candidate_indices(
     n_train: int, n_holdout: int, rng: np.random.Generator, cap: int = MAX_CANDIDATES
@@ -105,8 +108,8 @@ def summarise_attack(
         n_non_members=n,
         auc=auc,
         auc_ci=(max(0.0, auc - half), min(1.0, auc + half)),
-        tpr_at_0_1pct_fpr=tpr_at_fpr(members, non_members, 0.001) if n >= 1000 else None,
-        tpr_at_1pct_fpr=tpr_at_fpr(members, non_members, 0.01) if n >= 100 else None,
+        tpr_at_0_1pct_fpr=tpr_at_fpr(members, non_members, 0.001) if n >= 10 * MIN_NON_MEMBERS else None,
+        tpr_at_1pct_fpr=tpr_at_fpr(members, non_members, 0.01) if n >= MIN_NON_MEMBERS else None,
         roc_fpr=grid.tolist(),
         roc_tpr=[tpr_at_fpr(members, non_members, f) for f in grid],
         empirical_epsilon=None if delta is None else empirical_epsilon(members, non_members, delta).to_dict(),

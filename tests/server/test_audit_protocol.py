@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 
 import pytest
@@ -38,6 +39,9 @@ def test_federated_evaluation_over_three_sites(config) -> None:
     result = CliRunner().invoke(app, ["evaluate", str(config.run_dir), "--seed", "2"])
     assert result.exit_code == 0, result.output
     assert "Survival utility per site" in result.output and "site-2" in result.output
+    # About 33 holdout rows per site: said, with what it costs and the fix.
+    said = " ".join(result.output.split())
+    assert re.search(r"low power: holdout rows at site-0 3\d, site-1 3\d, site-2 3\d, under 100: C-index", said)
     document = json.loads((config.run_dir / "evaluation.json").read_text())
     assert [s["site"] for s in document["sites"]] == ["site-0", "site-1", "site-2"]
     assert document["complete"] is True and document["failures"] == []
@@ -67,6 +71,8 @@ def test_federated_audit_over_three_sites(config) -> None:  # after the evaluati
     result = CliRunner().invoke(app, ["audit", str(config.run_dir), "--seed", "5"])
     assert result.exit_code == 0, result.output
     assert "Privacy audit per site" in result.output and "site-2" in result.output
+    said = " ".join(result.output.split())
+    assert re.search(r"low power: holdout rows at site-0 3\d, .*TPR at 1% FPR is withheld there", said)
     document = json.loads((config.run_dir / "audit.json").read_text())
     assert [s["site"] for s in document["sites"]] == ["site-0", "site-1", "site-2"]
     assert document["failures"] == []
