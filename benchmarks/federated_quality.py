@@ -96,7 +96,7 @@ def run_one(
     marginals_share: float | None = None,
     keep: Path | None = None,
 ) -> dict[str, Any]:
-    from fedsynth.privacy.budget import budget_report
+    from fedsynth.server.budget import budget_report
     from fedsynth.server.config import FederationConfig
     from fedsynth.server.simulation import simulate
     from fedsynth.server.simulation_score import score_simulated_run

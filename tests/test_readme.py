@@ -74,41 +74,63 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _serve(line: str, cwd: Path, port: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(["bash", "-c", f"exec {line} --port {port}"], cwd=cwd, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+
+
+def _sample_over_http(server: subprocess.Popen[str], port: int, token: str) -> pd.DataFrame:
+    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.5)
+    answer = httpx.post(f"{url}/v1/sample", json={"n": 200, "conditions": ["diabetes=1"], "seed": 3},
+                        headers={"Authorization": f"Bearer {token}"}, timeout=60)  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    return pd.read_csv(io.StringIO(answer.text))
+
+
 @pytest.mark.integration
 def test_your_own_data_runs_as_written_from_a_csv_to_a_served_release(tmp_path: Path) -> None:
+    """Every line as written. The verdict is the policy's to give: a PASS is served as written;
+    any other verdict exits as the README says, `serve` refuses the run, and the README's
+    override for trying it (`--allow-unsigned`, logged) serves it."""
     hospital_extract(6000).to_csv(tmp_path / "patients.csv", index=False)
     *steps, serve = bash_block("Your own data")
     outputs: dict[str, str] = {}
+    exits = {"PASS": 0, "FAIL": 1, "INCONCLUSIVE": 3}
+    run = tmp_path / "project" / "runs" / "patients"
     for line in steps:
-        done = _run(line, tmp_path)
+        if line.startswith("fedsynth signoff "):
+            done = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=_env(), capture_output=True, text=True)
+            verdict = json.loads((run / "signoff.json").read_text())["verdict"]
+            assert done.returncode == exits[verdict["outcome"]], done.stdout + done.stderr
+            assert all(rule["name"][:16] in done.stdout for rule in verdict["rules"])
+            assert (run / "release" / "manifest.json").exists() == verdict["passed"]
+        else:
+            done = _run(line, tmp_path)
         outputs[" ".join(line.split()[1:3])] = " ".join((done.stdout + done.stderr).split())
     init = next(text for command, text in outputs.items() if command.startswith("init"))
     assert "patient_id (left out)" in init and "hospital (left out)" in init and "values missing" in init
-    run = tmp_path / "project" / "runs" / "patients"
-    signoff = json.loads((run / "signoff.json").read_text())["verdict"]
-    assert signoff["passed"], signoff  # signoff exited 0: the default policy passed this release
-    assert (run / "release" / "manifest.json").exists() and (run / "report.html").exists()
+    assert (run / "report.html").exists()
     assert len(pd.read_csv(run / "synthetic.csv")) == json.loads((run / "audit.json").read_text())["sample"]["n"]
 
     # `serve` runs until stopped: started as written (on a free port rather than 8000), asked, stopped.
     assert serve.startswith("fedsynth serve ")
+    token = (tmp_path / "alice.token").read_text().strip()
+    if not verdict["passed"]:
+        refused = subprocess.run(["bash", "-c", f"{serve} --port {_free_port()}"], cwd=tmp_path, env=_env(),
+                                 capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert refused.returncode == 2 and "--allow-unsigned" in refused.stdout + refused.stderr
+        assert "--allow-unsigned" in (ROOT / "README.md").read_text(encoding="utf-8").split("## Your own data")[1]
+        serve += " --allow-unsigned"
     port = _free_port()
-    server = subprocess.Popen(["bash", "-c", f"exec {serve} --port {port}"], cwd=tmp_path, env=_env(),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    server = _serve(serve, tmp_path, port)
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and server.poll() is None:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.5)
-        token = (tmp_path / "alice.token").read_text().strip()
-        answer = httpx.post(f"{url}/v1/sample", json={"n": 200, "conditions": ["diabetes=1"], "seed": 3},
-                            headers={"Authorization": f"Bearer {token}"}, timeout=60)  # fmt: skip
-        assert answer.status_code == 200, answer.text
-        rows = pd.read_csv(io.StringIO(answer.text))
+        rows = _sample_over_http(server, port, token)
         assert len(rows) == 200 and (rows["diabetes"] == 1).all() and "patient_id" not in rows
     finally:
         server.terminate()

@@ -100,7 +100,8 @@ def test_sites_that_all_fail_inside_the_run_exit_2_with_their_reasons_and_no_mod
     )  # fmt: skip
     terminal = done.stdout + done.stderr
     assert done.returncode == 2, terminal
-    assert done.stderr.startswith("error: training ended without a model: no site returned weights."), terminal
+    # The error comes after any warning (this run's sites are small: a low-power warning first).
+    assert "\nerror: training ended without a model: no site returned weights." in "\n" + done.stderr, terminal
     for site in ("site-0", "site-1"):
         assert f"  - {site} (round 1): SiteError at the site; details are in the site's own log (not sent)" in terminal
     log = config.run_dir / "logs" / "train.log"

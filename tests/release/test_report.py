@@ -172,7 +172,9 @@ def test_every_string_from_the_run_is_escaped(demo_run: Path) -> None:
 def test_report_command_writes_the_report(demo_run: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["report", str(demo_run)])
     assert result.exit_code == 0, result.output
-    assert (demo_run / "report.html").read_text().startswith("<!DOCTYPE html>") and "report.html" in result.output
+    assert (demo_run / "report.html").read_text().startswith(
+        "<!DOCTYPE html>"
+    ) and "report.html" in result.output.replace("\n", "")
     empty, target = tmp_path / "empty", tmp_path / "elsewhere.html"
     empty.mkdir()
     assert CliRunner().invoke(app, ["report", str(empty), "-o", str(target)]).exit_code == 0
