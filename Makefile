@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system demo test lint bench clean
+.PHONY: install system demo test test-fast lint bench clean
 
 # torch is installed alone first, pinned to the local CPU wheel, so that the later resolve
 # finds it satisfied and never downloads a CUDA build.
@@ -32,6 +32,12 @@ system:
 test: $(STAMP) system
 	$(BIN)/ruff check fedsynth tests benchmarks
 	$(BIN)/python -m pytest
+
+# For development: skips the tests marked slow (quality fits) and integration (real Ray, Flower
+# deployments, HTTP servers, browsers, subprocess CLIs). `make test` runs everything, as CI does.
+test-fast: $(STAMP)
+	$(BIN)/ruff check fedsynth tests benchmarks
+	$(BIN)/python -m pytest -m "not slow and not integration"
 
 # The quick benchmarks (speed, start-up); each quality protocol's command is in benchmarks/README.md.
 bench: $(STAMP)

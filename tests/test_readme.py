@@ -41,6 +41,7 @@ def _run(line: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return done
 
 
+@pytest.mark.integration
 def test_the_quickstart_runs_as_written(tmp_path: Path) -> None:
     lines = bash_block("Quickstart")
     assert lines[0] == ACTIVATE  # the set-up `make demo` made; here: this test's environment

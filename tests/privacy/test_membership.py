@@ -45,6 +45,7 @@ def test_distance_attack_catches_a_copy_and_not_fresh_rows(flchain_thirds) -> No
     assert independent.tpr_at_1pct_fpr < 0.05
 
 
+@pytest.mark.slow  # a 1,500-epoch fit to overfit on purpose
 def test_white_box_attack_exposes_an_overfit_model_and_not_a_dp_one(whas500) -> None:
     import torch
 
