@@ -66,6 +66,19 @@ class SimulationConfig(BaseModel):
     seed: int = 0
     cpus_per_site: float = Field(1.0, gt=0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _data_replaces_the_bundled_default(cls, values: Any) -> Any:
+        """``data`` is the table: no bundled dataset is named then (run.json's provenance)."""
+        if isinstance(values, dict) and values.get("data") is not None:
+            if values.get("dataset") is not None:
+                raise ValueError(
+                    f"simulation.dataset = {values['dataset']!r} and simulation.data = {str(values['data'])!r} both "
+                    "name the table: keep one (dataset for a bundled one, data + schema for your own file)"
+                )
+            return {**values, "dataset": None}
+        return values
+
     @model_validator(mode="after")
     def _one_source(self) -> SimulationConfig:
         if self.data is not None and self.schema_path is None:

@@ -111,3 +111,15 @@ def test_a_model_table_changes_only_the_fields_it_names() -> None:
     assert default == FEDERATED_MODEL_DEFAULTS and (default.hidden, default.n_bins) == (32, 16)
     changed = FederationConfig.from_dict({"model": {"seed": 7}}).model
     assert (changed.hidden, changed.n_bins, changed.seed) == (32, 16, 7)
+
+
+def test_an_own_table_names_no_bundled_dataset_and_both_are_refused(tmp_path) -> None:
+    from fedsynth.server.config import FederationConfig, FederationConfigError
+
+    own = {"data": "lung.csv", "schema": "schema.toml"}
+    config = FederationConfig.from_dict({"federation": {}, "simulation": own})
+    assert config.simulation.dataset is None  # run.json's provenance: the file, not "whas500"
+    assert "dataset" not in config.to_document()["simulation"]
+    with pytest.raises(FederationConfigError, match="simulation.dataset = 'whas500' and simulation.data = 'lung.csv'"):
+        FederationConfig.from_dict({"federation": {}, "simulation": {**own, "dataset": "whas500"}})
+    assert FederationConfig.from_dict({"federation": {}}).simulation.dataset == "whas500"
