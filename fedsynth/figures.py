@@ -60,7 +60,7 @@ def _plain(value: Any) -> Any:
 
 def _key(draw: Callable[..., Any], arguments: list[Any]) -> str | None:
     try:
-        content = json.dumps([draw.__qualname__, *arguments], sort_keys=True, default=_plain)
+        content = json.dumps([draw.__module__, draw.__qualname__, *arguments], sort_keys=True, default=_plain)
     except (TypeError, ValueError):  # an input without stable content is drawn every time
         return None
     return hashlib.sha256(content.encode()).hexdigest()

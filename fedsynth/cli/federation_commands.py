@@ -31,6 +31,8 @@ def train(
     ] = None,
 ) -> None:
     """Federated DP training of the MCM generator; resumes RUN_DIR from its last checkpoint."""
+    from fedsynth.client.config import SiteConfig
+    from fedsynth.data.minimum import training_records
     from fedsynth.server.config import FederationConfig
     from fedsynth.server.outcome import check_training_outcome, rounds_done
     from fedsynth.server.simulated_sites import check_simulated_sites, partition_summary
@@ -48,9 +50,9 @@ def train(
     federation = FederationConfig.from_toml(config, overrides)
     # Everything checkable is refused before a file is written or a process starts.
     checked = check_simulated_sites(federation, source=str(config))
-    fraction = federation.site.get("training", {}).get("holdout_fraction", 0.2)
+    fraction = SiteConfig.from_dict(checked.documents[0]).training.holdout_fraction
     warn_low_power(
-        {f"site-{i}": round(len(table) * fraction) for i, table in enumerate(checked.tables)},
+        {f"site-{i}": len(table) - training_records(len(table), fraction) for i, table in enumerate(checked.tables)},
         "the sites' privacy audits and evaluations will lack power, and the sign-off will say INCONCLUSIVE",
     )
     console.print(f"sites ({federation.simulation.partition}): " + "; ".join(

@@ -8,6 +8,7 @@ of the three cannot be made, and nothing is replaced without ``--force``.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from pathlib import Path
@@ -33,7 +34,7 @@ min_sites = {sites}
 run_dir = "runs/{name}"
 
 [simulation]
-data = "{data}"
+data = {json.dumps(str(data))}
 schema = "{SCHEMA}"
 sites = {sites}
 partition = "{partition}"   # or "column:NAME": every row with one value of NAME on one site
