@@ -17,7 +17,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from fedsynth.data.schema import Column, ColumnKind, ColumnRole, MissingPolicy, Schema, TransformKind
-from fedsynth.data.validation import MISSING_TOKENS
+from fedsynth.data.validation import missing_cells
 
 MAX_CATEGORIES = 50
 # Names a hospital extract gives identifiers: a patient, record, institution or site code.
@@ -94,7 +94,7 @@ def _refuse(name: str, bad: pd.Series, present: pd.Series, problem: str, fix: st
 
 def _infer_column(name: str, raw: pd.Series, role: ColumnRole) -> Column:
     # The same cells count as missing here as in validation, so that the draft's policy fits.
-    absent = raw.isna() | raw.astype(str).str.strip().isin(MISSING_TOKENS)
+    absent = missing_cells(raw)
     missing = MissingPolicy.DROP_ROW if absent.any() else MissingPolicy.REJECT
     present = raw[~absent]
     if present.empty:
@@ -223,18 +223,14 @@ BOUNDS_NOTE = DraftNote(
 )
 
 
-def _absent(raw: pd.Series) -> pd.Series:
-    return raw.isna() | raw.astype(str).str.strip().isin(MISSING_TOKENS)
-
-
 def _column_notes(column: Column, raw: pd.Series) -> list[DraftNote]:
-    notes = []
-    absent = int(_absent(raw).sum())
+    notes, cells = [], missing_cells(raw)
+    absent = int(cells.sum())
     if absent:
         notes.append(DraftNote(column.name, f"{absent} of {len(raw)} values missing ({absent / len(raw):.0%}): "
                                f"missing = \"{column.missing.value}\" drops those rows"))  # fmt: skip
     if column.lower is not None and column.upper is not None:
-        values = pd.to_numeric(raw[~_absent(raw)], errors="coerce")
+        values = pd.to_numeric(raw[~cells], errors="coerce")
         text = f"observed {values.min():g} to {values.max():g}, bounds {column.lower:g} to {column.upper:g}"
         if column.step is not None:
             text += f"; recorded in steps of {column.step:g} (step = {column.step:g})"
@@ -248,7 +244,7 @@ def _rows_lost(schema: Schema, frame: pd.DataFrame) -> list[DraftNote]:
     dropping = [c.name for c in schema.columns if c.missing == MissingPolicy.DROP_ROW]
     if not dropping:
         return []
-    lost = int(pd.concat([_absent(frame[name]) for name in dropping], axis=1).any(axis=1).sum())
+    lost = int(pd.concat([missing_cells(frame[name]) for name in dropping], axis=1).any(axis=1).sum())
     return [
         DraftNote(
             "(all rows)",

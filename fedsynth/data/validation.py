@@ -25,6 +25,11 @@ _TRUE = {"1", "1.0", "true", "t", "yes", "y"}
 _FALSE = {"0", "0.0", "false", "f", "no", "n"}
 
 
+def missing_cells(raw: pd.Series) -> pd.Series:
+    """Which cells of a raw column are missing: empty, NaN or one of ``MISSING_TOKENS``."""
+    return raw.isna() | raw.astype(str).str.strip().isin(MISSING_TOKENS)
+
+
 @dataclass(frozen=True)
 class Problem:
     """One validation problem, phrased for the person who has to fix the data."""
@@ -195,7 +200,7 @@ def validate_frame(frame: pd.DataFrame, schema: Schema, source: str = "data") ->
         if column.name in missing_columns:
             continue
         raw = frame[column.name]
-        missing = raw.isna() | raw.astype(str).str.strip().isin(MISSING_TOKENS)
+        missing = missing_cells(raw)
         if missing.any():
             if column.missing == MissingPolicy.REJECT:
                 problems.append(
