@@ -17,13 +17,17 @@ from fedsynth.cli.base import (
     user_errors,
 )
 
+# The survival columns a schema is drafted around (`schema infer` and `init`).
+TimeColumnOption = Annotated[str, typer.Option("--time", help="Survival time column.")]
+EventColumnOption = Annotated[str, typer.Option("--event", help="Event indicator column (1 = event, 0 = censored).")]
+
 
 @schema_app.command("infer")
 @user_errors
 def schema_infer(
     data: Annotated[Path, typer.Argument(help="CSV or Parquet file at this site.")],
-    time: Annotated[str, typer.Option("--time", help="Survival time column.")],
-    event: Annotated[str, typer.Option("--event", help="Event indicator column (1 = event).")],
+    time: TimeColumnOption,
+    event: EventColumnOption,
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the draft schema (TOML).")],
     name: Annotated[str, typer.Option(help="Dataset name in the schema.")] = "dataset",
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output file.")] = False,

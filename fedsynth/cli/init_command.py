@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 
 from fedsynth.cli.base import app, console, err_console, refuse_existing, user_errors
-from fedsynth.cli.data_commands import print_draft_notes
+from fedsynth.cli.data_commands import EventColumnOption, TimeColumnOption, print_draft_notes
 
 SCHEMA, FEDERATION, SITE = "schema.toml", "federation.toml", "site.toml"
 
@@ -66,8 +66,8 @@ holdout_fraction = 0.2      # rows kept back for the site's audits and evaluatio
 @user_errors
 def init(
     data: Annotated[Path, typer.Argument(help="Your CSV or Parquet file (one row per patient).")],
-    time: Annotated[str, typer.Option("--time", help="Survival time column.")],
-    event: Annotated[str, typer.Option("--event", help="Event indicator column (1 = event, 0 = censored).")],
+    time: TimeColumnOption,
+    event: EventColumnOption,
     output: Annotated[Path, typer.Option("-o", "--output", help="Project directory to write.")] = Path("."),
     name: Annotated[str | None, typer.Option(help="Dataset name (default: the file's name).")] = None,
     sites: Annotated[int, typer.Option(min=1, max=1000, help="Simulated sites to split the rows over.")] = 3,
