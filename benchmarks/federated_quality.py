@@ -95,6 +95,7 @@ def run_one(
     sample_multiples: tuple[int, ...] = (),
     marginals_share: float | None = None,
     keep: Path | None = None,
+    max_grad_norm: float | None = None,
 ) -> dict[str, Any]:
     from fedsynth.server.budget import budget_report
     from fedsynth.server.config import FederationConfig
@@ -110,6 +111,7 @@ def run_one(
                     "privacy": {
                         "target_epsilon": epsilon,
                         **({"marginals_share": marginals_share} if marginals_share is not None else {}),
+                        **({"max_grad_norm": max_grad_norm} if max_grad_norm is not None else {}),
                     },
                     "training": {"local_epochs": local_epochs, "batch_size": batch_size, "split_seed": seed},
                 },
@@ -174,6 +176,7 @@ def main() -> None:
         "--sample-multiples", nargs="*", type=int, default=[], help="also score one sample of M x the pooled size"
     )
     parser.add_argument("--marginals-share", type=float, help="site privacy.marginals_share (default: the site's)")
+    parser.add_argument("--max-grad-norm", type=float, help="site privacy.max_grad_norm (default: the site's)")
     parser.add_argument("--keep", type=Path, help="copy each trained run to KEEP/<dataset>-<seed>")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -191,6 +194,7 @@ def main() -> None:
                 tuple(args.sample_multiples),
                 args.marginals_share,
                 args.keep,
+                args.max_grad_norm,
             )
             for s in args.seeds
         ]
