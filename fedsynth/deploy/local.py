@@ -69,6 +69,7 @@ class NodeProcess:
     process: subprocess.Popen[bytes]
     log_path: Path
     node_id: int | None = None
+    executor: subprocess.Popen[bytes] | None = None  # its SuperExec, when not the SuperNode's own
 
 
 @dataclass
@@ -92,6 +93,9 @@ class LoopbackFederation:
     # coordinator wants, but Flower's SQLite state answers "database is locked" (HTTP 500, a lost
     # reply) when many SuperNodes share a small machine; measured with 10 on 2 cores.
     database: Path | None = None
+    # Each SuperNode's ClientApp processes fork from a process that imported them already
+    # (fedsynth.deploy.warm_superexec) instead of Flower's cold flwr-clientapp per message.
+    warm_clientapps: bool = True
     port: int = field(default_factory=free_port)
     public_host: str = HOST
     fleet_port: int | None = None
@@ -268,6 +272,7 @@ class LoopbackFederation:
         node_id = self.register(name) if register else None
         if not self.tls.node_key(name).exists():
             add_node_key(self.tls.directory, name)
+        runtime_port = free_port()
         args = [
             str(Path(sys.executable).parent / "flower-supernode"),
             "--superlink", self.address,
@@ -275,13 +280,27 @@ class LoopbackFederation:
             "--auth-supernode-private-key", str(self.tls.node_key(name)),
             "--node-config", f"site-dir={json.dumps(str(Path(site_dir).resolve()))}",
             "--host", HOST,
-            "--port", str(free_port()),
+            "--port", str(runtime_port),
         ]  # fmt: skip
         if max_retries is not None:
             args += ["--max-retries", str(max_retries)]
+        if self.warm_clientapps:
+            args += ["--isolation", "process"]
         threads = {} if self.threads_per_node is None else {"OMP_NUM_THREADS": str(self.threads_per_node)}
         process, log_path = self._spawn(args, f"supernode-{name}", threads)
-        node = NodeProcess(name, Path(site_dir), process, log_path, node_id)
+        executor = None
+        if self.warm_clientapps:
+            executor, _ = self._spawn(
+                [
+                    sys.executable, "-m", "fedsynth.deploy.warm_superexec",
+                    "--runtime-api-address", f"{HOST}:{runtime_port}",
+                    "--insecure",  # the Runtime API listens on loopback only, as Flower's own SuperExec uses it
+                    "--parent-pid", str(process.pid),
+                ],
+                f"superexec-{name}",
+                threads,
+            )  # fmt: skip
+        node = NodeProcess(name, Path(site_dir), process, log_path, node_id, executor)
         self.nodes[name] = node
         return node
 
@@ -308,8 +327,10 @@ class LoopbackFederation:
     def kill_node(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Kill a SuperNode and everything it spawned (its ClientApp mid-round included)."""
         node = self.nodes[name]
-        _signal_tree(node.process, sig)
-        node.process.wait(timeout=30)
+        for process in (node.process, node.executor):
+            if process is not None:
+                _signal_tree(process, sig)
+                process.wait(timeout=30)
 
     # ------------------------------------------------------------------ runs
     def submit(

@@ -1,0 +1,98 @@
+"""A site's SuperExec whose ClientApp processes start warm: ``python -m fedsynth.deploy.warm_superexec``.
+
+Why: Flower's SuperExec starts a fresh ``flwr-clientapp`` process for every message, and each
+one imports torch, Opacus and fedsynth again: 5-11 s on a 2-core machine, most of a
+deployment round (``benchmarks/results/rounds.json``). Here every message still runs in its own
+process (its own memory, gone when the message is answered, killed with its SuperExec), but that
+process is forked from a ``multiprocessing`` forkserver that imported the ClientApp's modules
+once, and then runs Flower's own ``run_clientapp`` unchanged.
+
+It is run beside ``flower-supernode --isolation process`` (Flower's documented pairing of a
+SuperNode with a SuperExec it does not start itself), with the same arguments as
+``flower-superexec``; every other task type goes to Flower's subprocess executor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+from pathlib import Path
+
+# What every ClientApp process needs before it can answer: imported once, in the forkserver.
+PRELOAD = ("fedsynth.client.app",)
+
+
+def _answer_one_message(address: str, token: str, certificates_path: str | None, parent_pid: int) -> None:
+    """Body of one forked ClientApp process: Flower's ``flwr-clientapp`` without its imports."""
+    from flwr.supernode.runtime.run_clientapp import run_clientapp
+
+    run_clientapp(
+        runtime_api_address=address,
+        token=token,
+        insecure=certificates_path is None,
+        certificates=Path(certificates_path).read_bytes() if certificates_path else None,
+        parent_pid=parent_pid,
+        runtime_dependency_install=False,
+    )
+
+
+def warm_executor_class() -> type:
+    """Flower's subprocess executor, with ClientApp tasks forked warm (built lazily: Flower's
+    executor modules are imported only in the SuperExec process)."""
+    from flwr.supercore.constant import TaskType
+    from flwr.supercore.superexec.executor.subprocess_executor import SubprocessExecutor
+    from flwr.supercore.superexec.executor.types import ExecutionSpec, LaunchResult
+
+    class WarmClientAppExecutor(SubprocessExecutor):
+        def __init__(self) -> None:
+            self._context = multiprocessing.get_context("forkserver")
+            self._context.set_forkserver_preload(list(PRELOAD))
+            # Import now, while the SuperNode connects and the run is submitted, not at the first message.
+            from multiprocessing import forkserver
+
+            forkserver.ensure_running()
+
+        def launch(self, spec: ExecutionSpec) -> LaunchResult:
+            if spec.task_type != TaskType.CLIENT_APP or spec.runtime_dependency_install or spec.parent_pid is None:
+                return super().launch(spec)
+            certificates = None if spec.insecure else spec.root_certificates_path
+            process = self._context.Process(
+                target=_answer_one_message,
+                args=(spec.runtime_api_address, spec.token, certificates, spec.parent_pid),
+                name="flwr-clientapp",
+            )
+            process.start()
+            return LaunchResult.accepted()
+
+        def reconcile(self) -> None:
+            multiprocessing.active_children()  # reap the finished ClientApp processes
+
+    return WarmClientAppExecutor
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="A Flower SuperExec whose ClientApp processes start warm.")
+    parser.add_argument("--runtime-api-address", required=True, help="the SuperNode's Runtime API (host:port)")
+    parser.add_argument("--insecure", action="store_true", help="the Runtime API serves plain HTTP (loopback)")
+    parser.add_argument("--root-certificates", help="CA certificate of the Runtime API's TLS")
+    parser.add_argument("--parent-pid", type=int, help="exit when this process (the SuperNode) exits")
+    args = parser.parse_args(argv)
+    if args.insecure == (args.root_certificates is not None):
+        parser.error("give exactly one of --insecure and --root-certificates")
+
+    import flwr.supercore.superexec.run_superexec as superexec
+
+    executor = warm_executor_class()()
+    # run_superexec builds its executor from a type name and has no way to pass one in.
+    superexec.get_executor = lambda *args, **kwargs: executor
+    superexec.run_superexec(
+        runtime_api_address=args.runtime_api_address,
+        insecure=args.insecure,
+        root_certificates_path=args.root_certificates,
+        parent_pid=args.parent_pid,
+        runtime_dependency_install=False,
+    )
+
+
+if __name__ == "__main__":
+    main()
