@@ -41,8 +41,8 @@ from typing import Any
 
 import tomli_w
 
-from fedsynth import __version__
 from fedsynth.deploy import DeploymentError
+from fedsynth.deploy.app_dir import write_app_dir
 from fedsynth.deploy.certs import DEFAULT_HOSTS, TLSFiles, add_node_key, make_credentials
 from fedsynth.deploy.processes import (  # noqa: F401  (_children, is_running: tests and benchmarks)
     HOST,
@@ -53,6 +53,7 @@ from fedsynth.deploy.processes import (  # noqa: F401  (_children, is_running: t
     is_running,
     runs_descendant,
 )
+from fedsynth.deploy.warm_superexec import warm_superexec_command
 from fedsynth.server.app import APP_CONFIG
 
 CONNECTION = "fedsynth-loopback"
@@ -149,35 +150,6 @@ class LoopbackFederation:
         }
         (self.flwr_home / "config.toml").write_text(tomli_w.dumps(config))
 
-    def _write_app(self) -> None:
-        """A Flower app directory naming fedsynth's installed ServerApp and ClientApp.
-
-        Generated rather than taken from a source checkout so that it works wherever fedsynth
-        is installed; the FAB carries only this pyproject, the code comes from the installation.
-        """
-        self.app_dir.mkdir(parents=True, exist_ok=True)
-        document = {
-            "project": {
-                "name": "fedsynth",
-                "version": __version__,
-                "description": "fedsynth federated DP training",
-                "license": "Apache-2.0",
-            },
-            "tool": {
-                "flwr": {
-                    "app": {
-                        "publisher": "fedsynth",
-                        "components": {
-                            "serverapp": "fedsynth.server.app:app",
-                            "clientapp": "fedsynth.client.app:app",
-                        },
-                        "config": dict(APP_CONFIG),
-                    }
-                }
-            },
-        }
-        (self.app_dir / "pyproject.toml").write_text(tomli_w.dumps(document))
-
     def _spawn(
         self, args: list[str], log_name: str, env: dict[str, str] | None = None
     ) -> tuple[subprocess.Popen[bytes], Path]:
@@ -211,7 +183,7 @@ class LoopbackFederation:
     def start(self) -> LoopbackFederation:
         """Start the SuperLink (loopback only) and its Fleet gateway; wait until both answer over TLS."""
         self._write_cli_config()
-        self._write_app()
+        write_app_dir(self.app_dir)
         tls = self.tls
         self._superlink, log_path = self._spawn(
             [
@@ -290,16 +262,8 @@ class LoopbackFederation:
         process, log_path = self._spawn(args, f"supernode-{name}", threads)
         executor = None
         if self.warm_clientapps:
-            executor, _ = self._spawn(
-                [
-                    sys.executable, "-m", "fedsynth.deploy.warm_superexec",
-                    "--runtime-api-address", f"{HOST}:{runtime_port}",
-                    "--insecure",  # the Runtime API listens on loopback only, as Flower's own SuperExec uses it
-                    "--parent-pid", str(process.pid),
-                ],
-                f"superexec-{name}",
-                threads,
-            )  # fmt: skip
+            command = warm_superexec_command(f"{HOST}:{runtime_port}", process.pid)
+            executor, _ = self._spawn(command, f"superexec-{name}", threads)
         node = NodeProcess(name, Path(site_dir), process, log_path, node_id, executor)
         self.nodes[name] = node
         return node

@@ -16,10 +16,24 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import sys
 from pathlib import Path
 
 # What every ClientApp process needs before it can answer: imported once, in the forkserver.
 PRELOAD = ("fedsynth.client.app",)
+
+
+def warm_superexec_command(runtime_api_address: str, supernode_pid: int) -> list[str]:
+    """The command that runs this SuperExec beside a SuperNode on the same machine.
+
+    Plain HTTP to the Runtime API, as Flower's own SuperExec uses it: it listens on loopback only.
+    """
+    return [
+        sys.executable, "-m", "fedsynth.deploy.warm_superexec",
+        "--runtime-api-address", runtime_api_address,
+        "--insecure",
+        "--parent-pid", str(supernode_pid),
+    ]  # fmt: skip
 
 
 def _answer_one_message(address: str, token: str, certificates_path: str | None, parent_pid: int) -> None:
