@@ -118,7 +118,7 @@ def _timed(func) -> float:
 
 
 # ----------------------------------------------------------------------------------- rounds
-def _federation_config(root: Path, engine: str, sites: int, rounds: int, dataset: str) -> Any:
+def _federation_config(root: Path, engine: str, sites: int, rounds: int, dataset: str, local_epochs: int) -> Any:
     from fedsynth.server.config import FederationConfig
 
     return FederationConfig.from_dict(
@@ -128,7 +128,7 @@ def _federation_config(root: Path, engine: str, sites: int, rounds: int, dataset
                 "run_dir": str(root / f"{engine}-{sites}"),
             },
             "simulation": {"dataset": dataset, "sites": sites},
-            "site": {"privacy": {"target_epsilon": 4.0}, "training": {"local_epochs": 1}},
+            "site": {"privacy": {"target_epsilon": 4.0}, "training": {"local_epochs": local_epochs}},
         }
     )  # fmt: skip
 
@@ -161,16 +161,16 @@ def clientapp_startup(repeats: int = 3) -> dict[str, float]:
     return {"python_start_seconds": bare, "import_fedsynth_client_app_seconds_best": min(imports)}
 
 
-def rounds_benchmark(site_counts: list[int], rounds: int, dataset: str) -> dict[str, Any]:
+def rounds_benchmark(site_counts: list[int], rounds: int, dataset: str, local_epochs: int = 1) -> dict[str, Any]:
     from fedsynth.deploy.loopback_runs import run_on_loopback
     from fedsynth.server.simulation import simulate
 
-    results: dict[str, Any] = {"dataset": dataset, "rounds": rounds, "local_epochs": 1}
+    results: dict[str, Any] = {"dataset": dataset, "rounds": rounds, "local_epochs": local_epochs}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         for sites in site_counts:
             for engine in ("simulation", "deployment"):
-                config = _federation_config(root, engine, sites, rounds, dataset)
+                config = _federation_config(root, engine, sites, rounds, dataset, local_epochs)
                 started = time.time()
                 if engine == "simulation":
                     simulate(config)
@@ -179,6 +179,9 @@ def rounds_benchmark(site_counts: list[int], rounds: int, dataset: str) -> dict[
                 total = time.time() - started
                 entry = {"total_seconds": total, **_round_seconds(config.run_dir, started)}
                 results[f"{engine}_{sites}_sites"] = entry
+                if engine == "deployment" and entry["steady_round_mean"]:
+                    simulated = results[f"simulation_{sites}_sites"]["steady_round_mean"]
+                    results[f"deployment_over_simulation_{sites}_sites"] = entry["steady_round_mean"] / simulated
                 print(f"{engine} {sites} sites: {json.dumps(entry)}", flush=True)
     results["clientapp_process_startup"] = clientapp_startup()
     return results
@@ -245,13 +248,14 @@ def main() -> None:
     parser.add_argument("--sites", type=int, nargs="+", default=None)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--dataset", default=None)
+    parser.add_argument("--local-epochs", type=int, default=1, help="rounds: each site's epochs per round")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     command = " ".join(["python -m benchmarks.federation", *sys.argv[1:]])
     if args.what == "dp-epoch":
         result = dp_epoch(args.repeats)
     elif args.what == "rounds":
-        result = rounds_benchmark(args.sites or [3, 10], args.rounds, args.dataset or "flchain")
+        result = rounds_benchmark(args.sites or [3, 10], args.rounds, args.dataset or "flchain", args.local_epochs)
     else:
         result = many_sites((args.sites or [50])[0], args.dataset or "flchain")
     document = {"command": command, "machine": machine_info(), "result": result}

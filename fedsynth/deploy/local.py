@@ -238,15 +238,24 @@ class LoopbackFederation:
         return int(answer["node-id"])
 
     def start_node(
-        self, name: str, site_dir: Path, register: bool = True, max_retries: int | None = None
+        self,
+        name: str,
+        site_dir: Path,
+        register: bool = True,
+        max_retries: int | None = None,
+        netns: str | None = None,
     ) -> NodeProcess:
-        """Start a SuperNode for the site at ``site_dir`` with ``name``'s key (registered first)."""
+        """Start a SuperNode for the site at ``site_dir`` with ``name``'s key (registered first).
+
+        ``netns``: run the SuperNode and its SuperExec inside that network namespace (``ip netns
+        exec``), a host of its own that reaches the coordinator only over its link.
+        """
         node_id = self.register(name) if register else None
         if not self.tls.node_key(name).exists():
             add_node_key(self.tls.directory, name)
         runtime_port = free_port()
         args = [
-            str(Path(sys.executable).parent / "flower-supernode"),
+            sys.executable, "-m", "fedsynth.deploy.prompt_supernode",  # flower-supernode, polling every 0.5 s
             "--superlink", self.address,
             "--root-certificates", str(self.tls.ca_cert),
             "--auth-supernode-private-key", str(self.tls.node_key(name)),
@@ -259,11 +268,12 @@ class LoopbackFederation:
         if self.warm_clientapps:
             args += ["--isolation", "process"]
         threads = {} if self.threads_per_node is None else {"OMP_NUM_THREADS": str(self.threads_per_node)}
-        process, log_path = self._spawn(args, f"supernode-{name}", threads)
+        host = ["ip", "netns", "exec", netns] if netns else []  # exec's the command: the pid stays the node's
+        process, log_path = self._spawn([*host, *args], f"supernode-{name}", threads)
         executor = None
         if self.warm_clientapps:
             command = warm_superexec_command(f"{HOST}:{runtime_port}", process.pid)
-            executor, _ = self._spawn(command, f"superexec-{name}", threads)
+            executor, _ = self._spawn([*host, *command], f"superexec-{name}", threads)
         node = NodeProcess(name, Path(site_dir), process, log_path, node_id, executor)
         self.nodes[name] = node
         return node

@@ -29,6 +29,7 @@ from fedsynth.server.audit import run_audit
 from fedsynth.server.config import FederationConfig
 from fedsynth.server.evaluation import run_evaluation
 from fedsynth.server.marginals import MARGINALS_FILE, request_marginals
+from fedsynth.server.prompt_grid import PromptGrid
 from fedsynth.server.resume import check_resumable
 from fedsynth.server.run import RunDirectory
 from fedsynth.server.strategy import MCMFedAvg
@@ -187,6 +188,7 @@ def main(grid: Grid, context: Context) -> None:
             "'federation-config=\"/abs/path/federation.toml\"'`"
         )
     config = FederationConfig.from_toml(path)
+    grid = PromptGrid(grid)  # the deployment engine's grid waits 3 s between pulls of replies
     task = str(context.run_config.get("task", "train"))
     if task not in TASKS:
         raise ValueError(f"run config 'task' is {task!r}: use one of {', '.join(TASKS)}")
