@@ -1,0 +1,154 @@
+"""A federation across hosts of their own: the coordinator (flower-superlink behind fedsynth's
+Fleet gateway, TLS, SuperNode authentication) on a bridge, each site's SuperNode in a network
+namespace that reaches it over one veth link (tests/deploy/netns.py).
+
+One run of two rounds: every site trains round 1; in round 2 one site is killed with SIGKILL and
+another's link is cut, both after they reserved the round's spend, and the run finishes with the
+third. A revoked site is refused before the run.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+import tomli_w
+
+from fedsynth.client.app import open_site
+from fedsynth.deploy.local import CONNECTION, LoopbackFederation, _children, is_running
+from fedsynth.model.mcm import MCM
+from fedsynth.server.config import FederationConfig
+from fedsynth.server.run import RunDirectory
+from fedsynth.server.simulation import prepare_sites
+from tests.client.rdp_reference import independent_epsilon
+from tests.deploy.netns import Hosts, NamespacesNotPermitted
+
+pytestmark = pytest.mark.integration
+
+ROUNDS = 2  # the losses land in the last round; the run still completes with the live site
+
+
+def _ledger_rounds(site_dir: Path) -> list[int]:
+    path = site_dir / "state" / "ledger.sqlite"
+    if not path.exists():
+        return []
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        try:
+            # The training rounds; round 0 is the run's marginal release, made before round 1.
+            return [r[0] for r in db.execute("SELECT round FROM spend WHERE round > 0 ORDER BY id")]
+        except sqlite3.OperationalError:  # the site has not created its tables yet
+            return []
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture
+def hosts():
+    topology = Hosts()
+    try:
+        topology.open()
+        for name in ("site-0", "site-1", "site-2", "revoked"):
+            topology.add_site(name)
+    except NamespacesNotPermitted as error:
+        topology.close()
+        pytest.skip(f"this machine does not permit network namespaces (needs root or CAP_NET_ADMIN): {error}")
+    yield topology
+    topology.close()
+
+
+@pytest.fixture
+def federation_config(tmp_path) -> Path:
+    document = {
+        "federation": {
+            "engine": "deployment",
+            "rounds": ROUNDS,
+            "min_sites": 1,
+            # The lost sites' round-2 replies never come: the round ends at this timeout (or when
+            # the SuperLink marks the nodes offline, after two missed 30-s heartbeats).
+            "round_timeout": 45,
+            "run_dir": "run",
+            "schema": "run/sites/site-0/schema.toml",
+        },
+        "simulation": {"dataset": "whas500", "sites": 3},
+        "site": {"privacy": {"target_epsilon": 3.0}, "training": {"local_epochs": 1}},
+        "model": {"hidden": 16, "n_bins": 16},
+    }
+    path = tmp_path / "federation.toml"
+    path.write_text(tomli_w.dumps(document))
+    prepare_sites(FederationConfig.from_toml(path))  # three site directories, one per SuperNode
+    return path
+
+
+def test_sites_on_hosts_of_their_own_a_revoked_site_refused_and_two_sites_lost_mid_round(
+    hosts, federation_config, tmp_path
+) -> None:
+    config = FederationConfig.from_toml(federation_config)
+    sites = config.run_dir / "sites"
+    with LoopbackFederation(tmp_path / "deployment", public_host=hosts.coordinator) as federation:
+        for i in range(3):
+            name = f"site-{i}"
+            federation.start_node(name, sites / name, netns=hosts.sites[name])
+        # The coordinator enrolled a site and then revoked it: its key is refused at activation.
+        revoked_id = federation.register("revoked")
+        federation.flwr("supernode", "unregister", str(revoked_id), CONNECTION)
+        revoked = federation.start_node(
+            "revoked", sites / "site-0", register=False, max_retries=1, netns=hosts.sites["revoked"]
+        )
+        federation.wait_online(["site-0", "site-1", "site-2"])
+        assert revoked.process.wait(timeout=120) != 0
+        assert "Failed to activate SuperNode" in revoked.log_path.read_text()
+        assert revoked_id not in federation.online_nodes() and len(federation.online_nodes()) == 3
+        # Each site reaches the coordinator's Fleet gateway over its own link, and nothing else of it.
+        assert hosts.reaches_coordinator("site-0", federation.fleet_port)
+        assert not hosts.reaches_coordinator("site-0", federation.port)  # the SuperLink: its loopback only
+
+        run_id = federation.submit(federation_config)
+        # Mid-round 2: once both have reserved their round-2 spend, site-1 is cut off and site-2 killed.
+        _wait_for(
+            lambda: _ledger_rounds(sites / "site-1") == _ledger_rounds(sites / "site-2") == [1, 2],
+            300,
+            "site-1 and site-2 to start round 2",
+        )
+        hosts.cut("site-1")
+        federation.kill_node("site-2")
+        assert not hosts.reaches_coordinator("site-1", federation.fleet_port)
+        status = federation.wait(run_id, timeout=600)
+        assert status["status"] == "finished:completed", federation.logs(run_id)
+        executors = [node.executor for node in federation.nodes.values() if node.executor is not None]
+        assert len(executors) == 4  # one warm SuperExec per SuperNode, the revoked one's included
+        spawned = [p for e in executors for p in [e.pid, *_children(e.pid)]]
+        assert len(spawned) > len(executors), "the SuperExecs' forkserver and ClientApp processes were not found"
+    assert not [pid for pid in spawned if is_running(pid)], "a process outlived the federation"
+    assert all(node.process.poll() is not None for node in federation.nodes.values())
+
+    run = RunDirectory(config.run_dir)
+    assert run.latest_checkpoint().round == ROUNDS
+    records = run.budget_records()
+    by_round = {r: {x["site"]: x["status"] for x in records if x["round"] == r} for r in range(1, ROUNDS + 1)}
+    assert by_round[1] == {"site-0": "ok", "site-1": "ok", "site-2": "ok"}
+    assert by_round[2].get("site-0") == "ok"
+    assert by_round[2].get("site-1") != "ok" and by_round[2].get("site-2") != "ok"
+    # The lost sites' ledgers still hold their round-2 reservations: spend is never under-counted.
+    for lost in ("site-1", "site-2"):
+        assert _ledger_rounds(sites / lost) == [1, 2]
+        # Reopened, a lost site reports round 1 plus the whole interrupted round 2 (at least what
+        # it actually spent), recomputed by Opacus' RDP from the stored history.
+        reopened = open_site(sites / lost)
+        entries = reopened.ledger.entries()
+        assert reopened.ledger.epsilon() == pytest.approx(
+            independent_epsilon(reopened.ledger.history(), reopened.ledger.target_delta), abs=1e-6
+        )
+        assert reopened.ledger.epsilon() == pytest.approx(entries[-1].epsilon_after)
+        assert entries[-1].epsilon_after > entries[0].epsilon_after
+    assert _ledger_rounds(sites / "site-0") == list(range(1, ROUNDS + 1))
+    model = MCM.load(config.run_dir / "model")
+    assert model.differentially_private_ and len(model.sample(20, seed=3)) == 20
