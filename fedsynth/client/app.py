@@ -1,8 +1,8 @@
 """The site's Flower ClientApp: train one DP round on the global weights, reply with aggregates.
 
 The reply is built only by :func:`train_reply`, and its contents are fixed by
-:data:`REPLY_METRICS`: the weights (an ``ArrayRecord`` with exactly the global model's
-parameter names and shapes), the number of training records and scalar privacy figures.
+:data:`REPLY_METRICS`: the weights (one packed vector of exactly the global model's parameters,
+:mod:`fedsynth.client.packed_weights`), the number of training records and scalar privacy figures.
 Tests check every message type against this contract. An over-budget round or a bad site
 set-up raises, and Flower turns the exception into an error reply: no weights leave.
 
@@ -22,7 +22,7 @@ import time
 from logging import ERROR, INFO
 from pathlib import Path
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.supercore import log
 
@@ -30,6 +30,7 @@ from fedsynth.client.audit_log import AuditRefusedError
 from fedsynth.client.config import SiteConfig
 from fedsynth.client.ledger import BudgetExceededError
 from fedsynth.client.marginal_release import MarginalsRefusedError
+from fedsynth.client.packed_weights import layout_from_json, pack, unpack
 from fedsynth.client.site import RoundResult, Site
 from fedsynth.client.site_errors import shareable_message, site_identity
 from fedsynth.data.schema import Schema
@@ -51,6 +52,8 @@ REPLY_METRICS = (
 # The train instruction's JSON map of site name -> the largest epsilon the coordinator has
 # recorded for it in the run: a site whose ledger composes to less refuses (it was reset).
 LEDGER_FLOORS = "ledger-floors"
+# The train instruction's JSON list of [name, shape] that unpacks the global weights.
+WEIGHTS_LAYOUT = "weights-layout"
 SITE_FILE = "site.toml"
 SCHEMA_FILE = "schema.toml"
 
@@ -100,7 +103,7 @@ def train_reply(message: Message, result: RoundResult, site_name: str) -> Messag
     assert tuple(metrics.keys()) == REPLY_METRICS
     content = RecordDict(
         {
-            "arrays": ArrayRecord(result.state_dict),
+            "arrays": pack(result.state_dict),
             "metrics": metrics,
             "site": ConfigRecord({"name": site_name}),
         }
@@ -150,7 +153,7 @@ def handle_train(message: Message, context: Context, sites_root: Path | None = N
     model_config = MCMConfig.model_validate(json.loads(str(config["model-config"])))
     opened = time.monotonic()
     result = site.train_round(
-        message.content["arrays"].to_torch_state_dict(),
+        unpack(message.content["arrays"], layout_from_json(str(config[WEIGHTS_LAYOUT]))),
         model_config,
         run_id=str(config["run-id"]),
         server_round=int(config["server-round"]),

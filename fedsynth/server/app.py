@@ -18,10 +18,11 @@ from logging import INFO
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord, Context
+from flwr.app import ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 from flwr.supercore import log
 
+from fedsynth.client.packed_weights import layout_of, pack
 from fedsynth.data.datasets import bundled_schema
 from fedsynth.data.schema import Schema
 from fedsynth.model.mcm import MCM
@@ -70,7 +71,7 @@ def run_federation(grid: Grid, config: FederationConfig, schema: Schema) -> Path
         run=run,
         schema=schema,
         model_config=config.model,
-        expected_arrays={name: tuple(t.shape) for name, t in state.items()},
+        layout=layout_of(state),
         round_offset=done,
         min_sites=config.min_sites,
     )
@@ -83,7 +84,7 @@ def run_federation(grid: Grid, config: FederationConfig, schema: Schema) -> Path
     )
     strategy.start(
         grid=grid,
-        initial_arrays=ArrayRecord(state),
+        initial_arrays=pack(state),
         num_rounds=config.rounds - done,
         timeout=config.round_timeout,
         train_config=train_config,

@@ -28,14 +28,15 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 
-from fedsynth.client.app import LEDGER_FLOORS, REPLY_METRICS
+from fedsynth.client.app import LEDGER_FLOORS, REPLY_METRICS, WEIGHTS_LAYOUT
+from fedsynth.client.packed_weights import WEIGHTS, Layout, layout_size, layout_to_json, unpack
 from fedsynth.data.schema import Schema
 from fedsynth.model.config import MCMConfig
 from fedsynth.server.budget import site_epsilon_floors
 from fedsynth.server.run import RunDirectory
 
 
-def check_reply(message: Message, expected_arrays: dict[str, tuple[int, ...]]) -> str | None:
+def check_reply(message: Message, layout: Layout) -> str | None:
     """Why a training reply breaks the site contract, or None if it keeps to it."""
     content = message.content
     if set(content.keys()) != {"arrays", "metrics", "site"}:
@@ -46,8 +47,8 @@ def check_reply(message: Message, expected_arrays: dict[str, tuple[int, ...]]) -
     if any(not isinstance(value, int | float) for value in metrics.values()):
         return "metrics must be scalars"
     shapes = {name: tuple(array.shape) for name, array in content["arrays"].items()}
-    if shapes != expected_arrays:
-        return "arrays differ from the global model's parameters"
+    if shapes != {WEIGHTS: (layout_size(layout),)}:
+        return "arrays differ from the global model's packed parameters"
     if set(content["site"].keys()) != {"name"}:
         return f"unexpected site fields {sorted(content['site'].keys())}"
     # One diverged site must not turn the global model (and its checkpoint) into NaN.
@@ -66,7 +67,7 @@ class MCMFedAvg(FedAvg):
         run: RunDirectory,
         schema: Schema,
         model_config: MCMConfig,
-        expected_arrays: dict[str, tuple[int, ...]],
+        layout: Layout,
         round_offset: int = 0,
         min_sites: int = 2,
     ) -> None:
@@ -80,7 +81,7 @@ class MCMFedAvg(FedAvg):
         self.run = run
         self.schema = schema
         self.model_config = model_config
-        self.expected_arrays = expected_arrays
+        self.layout = layout
         self.round_offset = round_offset
         self.last_checkpoint = None
         self._sent: list[Message] = []
@@ -96,6 +97,7 @@ class MCMFedAvg(FedAvg):
         # Every site is told the largest epsilon this run ever recorded for it (public, aggregate
         # figures): a site whose ledger composes to less was reset, ledger and witness both, and refuses.
         config[LEDGER_FLOORS] = json.dumps(site_epsilon_floors(self.run.budget_records()))
+        config[WEIGHTS_LAYOUT] = layout_to_json(self.layout)
         # Kept: the grid gives each message its id when it sends it, and replies (errors the
         # SuperLink makes for an unreachable node included) point back to that id.
         self._sent = list(super().configure_train(self.round_offset + server_round, arrays, config, grid))
@@ -126,7 +128,7 @@ class MCMFedAvg(FedAvg):
             if message.has_error():
                 records.append({**base, "status": "error", "reason": message.error.reason})
                 continue
-            problem = check_reply(message, self.expected_arrays)
+            problem = check_reply(message, self.layout)
             if problem is not None:
                 log(WARNING, "Rejected reply from node %s: %s", message.metadata.src_node_id, problem)
                 records.append({**base, "status": "rejected", "reason": problem})
@@ -149,7 +151,7 @@ class MCMFedAvg(FedAvg):
                 "epsilon_per_site": {r["site"]: r["epsilon"] for r in records if r["status"] == "ok"},
             }
             self.last_checkpoint = self.run.save_checkpoint(
-                global_round, arrays.to_torch_state_dict(), self.schema, self.model_config, info
+                global_round, unpack(arrays, self.layout), self.schema, self.model_config, info
             )
         else:
             log(WARNING, "Round %s: no site returned weights; the global model is unchanged", global_round)

@@ -6,9 +6,10 @@ import json
 import shutil
 
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 
-from fedsynth.client.app import LEDGER_FLOORS, SiteError, _sites, handle_train, ledger_floor
+from fedsynth.client.app import LEDGER_FLOORS, WEIGHTS_LAYOUT, SiteError, _sites, handle_train, ledger_floor
+from fedsynth.client.packed_weights import layout_of, layout_to_json, pack
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.mcm import MCM
 
@@ -25,9 +26,9 @@ def _instruction(schema, server_round: int, floors: dict[str, float] | None = No
     }
     if floors is not None:
         settings[LEDGER_FLOORS] = json.dumps(floors)
-    content = RecordDict(
-        {"arrays": ArrayRecord(MCM(config).build(schema).network_.state_dict()), "config": ConfigRecord(settings)}
-    )
+    state = MCM(config).build(schema).network_.state_dict()
+    settings[WEIGHTS_LAYOUT] = layout_to_json(layout_of(state))
+    content = RecordDict({"arrays": pack(state), "config": ConfigRecord(settings)})
     return Message(content=content, dst_node_id=1, message_type=MessageType.TRAIN)
 
 

@@ -16,8 +16,9 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 
-from fedsynth.client.app import REPLY_METRICS, _sites, handle_train
+from fedsynth.client.app import REPLY_METRICS, WEIGHTS_LAYOUT, _sites, handle_train
 from fedsynth.client.ledger import BudgetExceededError
+from fedsynth.client.packed_weights import layout_of, layout_size, layout_to_json, pack, unpack
 from fedsynth.data.io import write_table
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.mcm import MCM
@@ -31,19 +32,20 @@ def _instruction(schema, server_round: int, planned_rounds: int = 2) -> tuple[Me
     state = MCM(config).build(schema).network_.state_dict()
     content = RecordDict(
         {
-            "arrays": ArrayRecord(state),
+            "arrays": pack(state),
             "config": ConfigRecord(
                 {
                     "run-id": "test-run",
                     "server-round": server_round,
                     "planned-rounds": planned_rounds,
                     "model-config": json.dumps(config.model_dump(mode="json")),
+                    WEIGHTS_LAYOUT: layout_to_json(layout_of(state)),
                 }
             ),
         }
     )
     message = Message(content=content, dst_node_id=1, message_type=MessageType.TRAIN)
-    return message, {name: tuple(t.shape) for name, t in state.items()}
+    return message, layout_of(state)
 
 
 def _context(site_dir) -> Context:
@@ -51,20 +53,23 @@ def _context(site_dir) -> Context:
 
 
 def test_train_reply_holds_only_weights_a_count_and_scalars(whas500, site_dir) -> None:
-    message, shapes = _instruction(whas500[1], server_round=1)
+    message, layout = _instruction(whas500[1], server_round=1)
     reply = handle_train(message, _context(site_dir))
     content = reply.content
     assert set(content.keys()) == {"arrays", "metrics", "site"}
     arrays = content["arrays"]
-    assert {name: tuple(a.shape) for name, a in arrays.items()} == shapes  # exactly the model's parameters
+    # exactly the model's parameters, packed into one vector
+    assert {name: tuple(a.shape) for name, a in arrays.items()} == {"weights": (layout_size(layout),)}
+    state = unpack(arrays, layout)
+    assert [(name, tuple(t.shape)) for name, t in state.items()] == layout
     assert isinstance(content["metrics"], MetricRecord)
     assert tuple(content["metrics"].keys()) == REPLY_METRICS
     assert all(isinstance(v, int | float) for v in content["metrics"].values())
     assert dict(content["site"]) == {"name": "hospital-a"}  # the custodian's label, not data
     assert content["metrics"]["num-examples"] == 200  # a count: 250 rows minus the 20% holdout
     # no parameter tensor has a dimension that grows with the site's records
-    assert all(200 not in a.shape and 250 not in a.shape for a in arrays.values())
-    assert check_reply(reply, shapes) is None
+    assert all(200 not in shape and 250 not in shape for _, shape in layout)
+    assert check_reply(reply, layout) is None
 
 
 def test_the_server_rejects_a_reply_carrying_anything_more(whas500, site_dir) -> None:
@@ -76,6 +81,13 @@ def test_the_server_rejects_a_reply_carrying_anything_more(whas500, site_dir) ->
     extra_metric = RecordDict(dict(reply.content.items()))
     extra_metric["metrics"] = MetricRecord({**dict(reply.content["metrics"]), "age-of-patient-1": 71.0})
     assert "unexpected metrics" in check_reply(Message(content=extra_metric, reply_to=message), shapes)
+    for arrays in (
+        ArrayRecord({"weights": torch.zeros(layout_size(shapes) + 5)}),  # more numbers than the model has
+        ArrayRecord(unpack(reply.content["arrays"], shapes)),  # unpacked: arrays the contract does not name
+    ):
+        other = RecordDict(dict(reply.content.items()))
+        other["arrays"] = arrays
+        assert "arrays differ" in check_reply(Message(content=other, reply_to=message), shapes)
 
 
 def test_an_over_budget_round_raises_so_only_an_error_leaves(whas500, site_dir) -> None:
@@ -169,14 +181,14 @@ def test_a_data_error_leaves_the_site_without_its_rows_or_values(whas500, site_d
 
 
 def test_the_server_rejects_non_finite_weights(whas500, site_dir) -> None:
-    message, shapes = _instruction(whas500[1], server_round=1)
+    message, layout = _instruction(whas500[1], server_round=1)
     reply = handle_train(message, _context(site_dir))
     content = RecordDict(dict(reply.content.items()))
-    state = content["arrays"].to_torch_state_dict()
+    state = unpack(content["arrays"], layout)
     first = next(iter(state))
     state[first] = state[first].clone().fill_(float("nan"))
-    content["arrays"] = ArrayRecord(state)
-    assert check_reply(Message(content=content, reply_to=message), shapes) == "non-finite weights"
+    content["arrays"] = pack(state)
+    assert check_reply(Message(content=content, reply_to=message), layout) == "non-finite weights"
 
 
 def _marginals_query(**config) -> Message:  # type: ignore[no-untyped-def]

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 
-from fedsynth.client.app import SiteError, _sites, handle_train
+from fedsynth.client.app import WEIGHTS_LAYOUT, SiteError, _sites, handle_train
+from fedsynth.client.packed_weights import layout_of, layout_to_json, pack
 from fedsynth.client.site_errors import site_reason
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.mcm import MCM
@@ -26,12 +27,14 @@ def server_identity():
 
 def _train(schema, site_dir) -> str:
     config = MCMConfig(hidden=16, n_bins=16)
+    state = MCM(config).build(schema).network_.state_dict()
     content = RecordDict(
         {
-            "arrays": ArrayRecord(MCM(config).build(schema).network_.state_dict()),
+            "arrays": pack(state),
             "config": ConfigRecord(
                 {"run-id": "r", "server-round": 1, "planned-rounds": 1,
-                 "model-config": json.dumps(config.model_dump(mode="json"))}
+                 "model-config": json.dumps(config.model_dump(mode="json")),
+                 WEIGHTS_LAYOUT: layout_to_json(layout_of(state))}
             ),
         }
     )  # fmt: skip

@@ -43,8 +43,8 @@ def test_train_instructions_carry_the_largest_epsilon_recorded_per_site(tmp_path
             {"status": "error", "round": 2, "node_id": 12, "reason": "refused: ... epsilon from 0.9 to 9.0"},
         ]
     )
-    strategy = MCMFedAvg(run, schema, MCMConfig(hidden=16, n_bins=16), expected_arrays={}, round_offset=2)
-    arrays = ArrayRecord({"w": torch.zeros(2)})
+    strategy = MCMFedAvg(run, schema, MCMConfig(hidden=16, n_bins=16), layout=[("w", (2,))], round_offset=2)
+    arrays = ArrayRecord({"weights": torch.zeros(2)})
     messages = list(strategy.configure_train(1, arrays, ConfigRecord({"run-id": "r1"}), _TwoNodes()))
     assert len(messages) == 2
     for message in messages:
