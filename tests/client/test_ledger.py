@@ -96,3 +96,17 @@ def test_kill_minus_9_mid_round_never_under_counts(tmp_path) -> None:
     reopened = PrivacyLedger(path, target_epsilon=3.0, target_delta=1e-5)
     assert reopened.history() == [(1.0, 0.02, 50)]
     assert reopened.epsilon() == pytest.approx(independent_epsilon([(1.0, 0.02, 50)], 1e-5), abs=1e-6)
+
+
+def test_epsilon_equals_opacus_accountant_bit_for_bit_on_a_repeating_history() -> None:
+    from opacus.accountants import RDPAccountant
+
+    from fedsynth.client.ledger import RDP_ORDERS, rdp_epsilon
+
+    history = [(2.1, 1.0, 1), *[(1.3, 0.02, 250)] * 12, (1.6, 0.05, 40)]
+    accountant = RDPAccountant()
+    accountant.history = list(history)
+    for delta in (1e-5, 1e-6):
+        expected = float(accountant.get_epsilon(delta, alphas=list(RDP_ORDERS)))
+        assert rdp_epsilon(history, delta) == expected
+        assert rdp_epsilon(history[:5], delta) < expected  # fewer rounds, less spent
