@@ -15,6 +15,7 @@ from fedsynth.cli import (  # noqa: F401 - each module registers its commands on
     model_commands,
     release_commands,
     serve_commands,
+    site_commands,
 )
 from fedsynth.cli.base import app, console, err_console
 

@@ -108,6 +108,10 @@ def load_validated(data: Path, schema: Schema) -> tuple[Any, Schema]:
 ledger_app = typer.Typer(help="Back up, restore and check a site's privacy ledger.", no_args_is_help=True)
 app.add_typer(ledger_app, name="ledger")
 SiteDirArgument = Annotated[Path, typer.Argument(help="The site directory (site.toml; the ledger is in state/).")]
+site_app = typer.Typer(
+    help="At a site: its privacy status, and a pre-flight check before starting its SuperNode.", no_args_is_help=True
+)
+app.add_typer(site_app, name="site")
 
 
 release_app = typer.Typer(help="Release keys and site approvals (sign-off: `fedsynth signoff`).", no_args_is_help=True)

@@ -27,8 +27,9 @@ from flwr.clientapp import ClientApp
 from flwr.supercore import log
 
 from fedsynth.client.audit_log import AuditRefusedError
-from fedsynth.client.config import SiteConfig
+from fedsynth.client.config import SCHEMA_FILE, SITE_FILE, SiteConfig
 from fedsynth.client.ledger import BudgetExceededError
+from fedsynth.client.ledger_backup import STATE
 from fedsynth.client.marginal_release import MarginalsRefusedError
 from fedsynth.client.packed_weights import layout_from_json, pack, unpack
 from fedsynth.client.site import RoundResult, Site
@@ -54,8 +55,6 @@ REPLY_METRICS = (
 LEDGER_FLOORS = "ledger-floors"
 # The train instruction's JSON list of [name, shape] that unpacks the global weights.
 WEIGHTS_LAYOUT = "weights-layout"
-SITE_FILE = "site.toml"
-SCHEMA_FILE = "schema.toml"
 
 _sites: dict[Path, Site] = {}
 _sites_lock = threading.Lock()
@@ -82,7 +81,7 @@ def open_site(site_dir: Path) -> Site:
         if site_dir not in _sites:
             config = SiteConfig.from_toml(site_dir / SITE_FILE)
             schema_path = config.schema_path or site_dir / SCHEMA_FILE
-            _sites[site_dir] = Site(config, Schema.from_toml(schema_path), site_dir / "state")
+            _sites[site_dir] = Site(config, Schema.from_toml(schema_path), site_dir / STATE)
         return _sites[site_dir]
 
 

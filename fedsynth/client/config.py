@@ -32,6 +32,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from fedsynth.config_files import read_toml, validate_sections
 from fedsynth.errors import UserError
 
+# A site directory: this config, the federation's public schema (unless site.schema names
+# another) and the data; the site's durable state lies under ``state/`` (fedsynth.client.ledger_backup.STATE).
+SITE_FILE = "site.toml"
+SCHEMA_FILE = "schema.toml"
+
 
 class SiteConfigError(UserError, ValueError):
     """The site configuration is invalid; the message names the field and the fix."""

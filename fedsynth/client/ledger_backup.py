@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 
 from fedsynth.client.ledger_chain import (
     RESOLVE,
     LedgerHead,
     LedgerIntegrityError,
+    SpendEntry,
     check_against_witness,
     read_witness,
     verify_chain,
@@ -49,18 +51,38 @@ def _open(path: Path, what: str) -> sqlite3.Connection:
     return sqlite3.connect(path)
 
 
-def read_head(db: sqlite3.Connection, source: Path) -> tuple[LedgerHead, list[str]]:
-    """A ledger file's verified head and chain; LedgerIntegrityError if broken or unreadable."""
+@dataclass(frozen=True)
+class VerifiedLedger:
+    """A ledger that checked out against its chain and witness: its head, entries and budget."""
+
+    head: LedgerHead
+    entries: list[SpendEntry]
+    target_epsilon: float
+    target_delta: float
+
+
+def _read(db: sqlite3.Connection, source: Path) -> tuple[LedgerHead, list[str], list[SpendEntry]]:
     try:
         ledger_id, entries, chain = verify_chain(db, source)
     except sqlite3.DatabaseError as exc:
         raise LedgerIntegrityError(f"{source} is not a readable fedsynth ledger ({exc})") from None
     epsilon = entries[-1].epsilon_after if entries else 0.0  # as the site records it (hash-covered)
-    return LedgerHead(ledger_id, len(entries), chain[-1], epsilon), chain
+    return LedgerHead(ledger_id, len(entries), chain[-1], epsilon), chain, entries
+
+
+def read_head(db: sqlite3.Connection, source: Path) -> tuple[LedgerHead, list[str]]:
+    """A ledger file's verified head and chain; LedgerIntegrityError if broken or unreadable."""
+    head, chain, _ = _read(db, source)
+    return head, chain
 
 
 def verify_ledger(site_dir: str | Path) -> LedgerHead:
     """Check a site's ledger against its chain and witness, as the site does before training."""
+    return read_verified_ledger(site_dir).head
+
+
+def read_verified_ledger(site_dir: str | Path) -> VerifiedLedger:
+    """:func:`verify_ledger`'s checks, returning the ledger's entries and budget as well (reads only)."""
     path = ledger_path(site_dir)
     witness = read_witness(witness_path(path))
     if witness is not None and not path.exists():
@@ -69,7 +91,10 @@ def verify_ledger(site_dir: str | Path) -> LedgerHead:
             f"(epsilon {witness.epsilon:.4f}). {RESOLVE}"
         )
     with contextlib.closing(_open(path, "privacy ledger")) as db:
-        head, chain = read_head(db, path)
+        head, chain, entries = _read(db, path)
+        budget = db.execute("SELECT target_epsilon, target_delta FROM budget").fetchone()
+    if budget is None:  # the chain's genesis covers the budget: only a ledger never written lacks one
+        raise LedgerIntegrityError(f"{path} records no budget: it is not a fedsynth ledger. {RESOLVE}")
     if witness is None:
         raise LedgerIntegrityError(
             f"the ledger's witness {witness_path(path)} is missing: {path} ({head.entries} entries, "
@@ -78,7 +103,7 @@ def verify_ledger(site_dir: str | Path) -> LedgerHead:
             "`fedsynth ledger restore SITE_DIR FILE`"
         )
     check_against_witness(head, chain, witness, path)
-    return head
+    return VerifiedLedger(head, entries, float(budget[0]), float(budget[1]))
 
 
 def backup_ledger(site_dir: str | Path, output: str | Path, *, force: bool = False) -> LedgerHead:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from fedsynth.client.ledger import BudgetExceededError, rdp_epsilon
-from fedsynth.client.site import Site
+from fedsynth.client.site import RUNS_DIR, Site
 from fedsynth.data.io import write_text
 from fedsynth.marginals.tables import (
     MarginalSpec,
@@ -99,7 +99,7 @@ def release_marginals(
             f"site '{name}': its public schema gives other marginal tables than the coordinator's "
             f"(spec {fingerprint[:12]} against {expected_spec_sha256[:12]}); nothing released"
         )
-    path = site.dir / "runs" / run_id / MARGINALS_FILE
+    path = site.dir / RUNS_DIR / run_id / MARGINALS_FILE
     if path.exists():
         stored = json.loads(path.read_text(encoding="utf-8"))
         if stored["spec_sha256"] != fingerprint:

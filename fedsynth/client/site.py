@@ -39,6 +39,16 @@ from fedsynth.errors import UserError
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.mcm import MCM
 
+# The site's state directory's files (``Site``'s ``site_dir``: ``SITE_DIR/state`` at a deployed site).
+SPLIT_FILE = "split.json"
+RUNS_DIR = "runs"
+PLAN_FILE = "dp_plan.json"
+
+
+def prior_state_files(state_dir: Path) -> list[Path]:
+    """The files showing a site has worked before (its split, its run plans), those that exist."""
+    return [p for p in (state_dir / SPLIT_FILE, *state_dir.glob(f"{RUNS_DIR}/*/{PLAN_FILE}")) if p.exists()]
+
 
 class SiteError(UserError, ValueError):
     """The site cannot take part as configured; the message says why and what to do."""
@@ -86,7 +96,7 @@ class Site:
         )  # fmt: skip
         # Looked at before the split below writes split.json: with any of these, the site has
         # worked before, and a missing ledger is refused rather than started afresh at zero.
-        prior_state = [p for p in (self.dir / "split.json", *self.dir.glob("runs/*/dp_plan.json")) if p.exists()]
+        prior_state = prior_state_files(self.dir)
         self.train, self.holdout = self._split(canonical)
         n = len(self.train)
         delta = config.privacy.target_delta if config.privacy.target_delta is not None else default_delta(n)
@@ -106,7 +116,7 @@ class Site:
         """Seeded split, persisted on first use and verified against the data afterwards."""
         training = self.config.training
         digest = frame_digest(canonical)
-        path = self.dir / "split.json"
+        path = self.dir / SPLIT_FILE
         if path.exists():
             saved = json.loads(path.read_text(encoding="utf-8"))
             if saved["data_sha256"] != digest:
@@ -144,7 +154,7 @@ class Site:
         Both spends are planned at once: the marginal tables' noise from ``privacy.marginals_share``
         of the epsilon left, DP-SGD's from the rest, so that neither can starve the other.
         """
-        path = self.dir / "runs" / run_id / "dp_plan.json"
+        path = self.dir / RUNS_DIR / run_id / PLAN_FILE
         if path.exists():
             return DPPlan(**json.loads(path.read_text(encoding="utf-8")))
         privacy, training = self.config.privacy, self.config.training

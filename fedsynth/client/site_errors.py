@@ -51,11 +51,11 @@ def shareable_message(exc: BaseException, site_name: str, data_name: str) -> str
 
 def site_identity(site_dir: Path | None) -> tuple[str, str]:
     """The site's name and its data file's name, from its ``site.toml``; placeholders if unreadable."""
-    from fedsynth.client.config import SiteConfig
+    from fedsynth.client.config import SITE_FILE, SiteConfig
 
     try:
         assert site_dir is not None
-        config = SiteConfig.from_toml(site_dir / "site.toml")
+        config = SiteConfig.from_toml(site_dir / SITE_FILE)
     except Exception:  # the error being reported may be this very file's
         return "this site", "its data"
     return config.name, config.data.name if config.data else "its data"
