@@ -17,7 +17,6 @@ created. What is read:
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -35,6 +34,7 @@ from fedsynth.data.io import read_table
 from fedsynth.data.schema import Schema
 from fedsynth.data.validation import validate_frame
 from fedsynth.errors import UserError
+from fedsynth.model.persistence import sha256_file
 
 NEVER_TRAINED, VERIFIED, FAILED = "never trained", "verified", "failed"
 
@@ -187,14 +187,6 @@ def ledger_status(site_dir: Path) -> LedgerStatus:
     )
 
 
-def file_sha256(path: Path) -> str:
-    hasher = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            hasher.update(block)
-    return hasher.hexdigest()
-
-
 def data_status(config: SiteConfig, site_dir: Path) -> DataStatus:
     """The data's digests (file and validated rows) and the split's; why not, if the data cannot be read."""
     split, created, problem = None, None, None
@@ -220,7 +212,7 @@ def data_status(config: SiteConfig, site_dir: Path) -> DataStatus:
             split_created=created,
             problem=f"the data file {data} (site.data in {site_dir / SITE_FILE}) is not there",
         )
-    digest = file_sha256(data)
+    digest = sha256_file(data)
     schema_path = config.schema_path or site_dir / SCHEMA_FILE
     try:
         canonical, _ = validate_frame(read_table(data), Schema.from_toml(schema_path), source=str(data))
