@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Rehearse deploy/README.md on one machine: its commands, in its order, for a coordinator and
+# SITES hospitals (default 3) on loopback, each long-running process supervised by this script
+# and stopped at the end (or on any failure). Run from a fedsynth checkout with fedsynth
+# installed (`make install`, then `PATH=.venv/bin:$PATH deploy/rehearse.sh /tmp/rehearsal`).
+#
+# Each step prints "== <runbook section>" and the commands it runs; every process logs to
+# WORKDIR/logs. Exit 0 only if the run trained, was audited and every process stopped.
+set -euo pipefail
+
+WORK=${1:?usage: deploy/rehearse.sh WORKDIR [SITES]}
+SITES=${2:-3}
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+mkdir -p "$WORK"
+WORK=$(cd "$WORK" && pwd)
+cd "$WORK"
+mkdir -p logs state
+export FLWR_HOME="$WORK/flwr-home"   # the flwr CLI's connections and the runs' FAB cache
+
+PIDS=()
+stop_all() {
+    for pid in "${PIDS[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+        kill -KILL -- "-$pid" 2>/dev/null || true
+    done
+}
+trap stop_all EXIT
+supervise() {  # supervise NAME COMMAND...: start it in its own process group, logging to logs/NAME.log
+    local name=$1
+    shift
+    setsid "$@" >"logs/$name.log" 2>&1 &
+    PIDS+=("$!")
+    echo "   started $name (pid $!): $*"
+}
+step() { echo "== $(date +%T) $*"; }
+run() { echo "   \$ $*"; "$@"; }
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_port() {  # wait_port PORT NAME: until something accepts connections there
+    for _ in $(seq 150); do
+        python3 -c "import socket; socket.create_connection(('127.0.0.1', $1), timeout=1).close()" 2>/dev/null && return 0
+        sleep 0.2
+    done
+    echo "$2 did not listen on 127.0.0.1:$1; see logs/$2.log" >&2
+    return 1
+}
+
+LINK_PORT=$(free_port)   # the runbook's 9093: the SuperLink, loopback only
+FLEET_PORT=$(free_port)  # the runbook's 9092: the gateway, the sites' only way in
+NODES=()
+for i in $(seq 0 $((SITES - 1))); do NODES+=("site-$i"); done
+
+step "0. each hospital's data (here: the bundled WHAS500, cut in $SITES parts) and site.toml"
+run fedsynth dataset export whas500 -o whas500.csv --force
+python3 - "$SITES" <<'PY'
+import csv, sys
+from pathlib import Path
+sites = int(sys.argv[1])
+rows = list(csv.DictReader(open("whas500.csv", newline="")))
+for i in range(sites):
+    site = Path(f"site-{i}")
+    site.mkdir(exist_ok=True)
+    with open(site / "data.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows[i::sites])
+    (site / "schema.toml").write_text(Path("whas500.schema.toml").read_text())
+    (site / "site.toml").write_text(
+        f'[site]\nname = "site-{i}"\ndata = "data.csv"\nschema = "schema.toml"\n\n'
+        "[privacy]\ntarget_epsilon = 3.0\n\n[training]\nlocal_epochs = 1\n"
+    )
+PY
+
+step "1. credentials (coordinator, once)"
+run fedsynth deploy certs certs/ --host 127.0.0.1 $(printf -- '--node %s ' "${NODES[@]}")
+
+step "2. SuperLink and Fleet gateway (coordinator)"
+supervise superlink flower-superlink \
+    --ssl-certfile certs/server.pem --ssl-keyfile certs/server.key --ssl-ca-certfile certs/ca.crt \
+    --enable-supernode-auth --disable-runtime-dependency-installation \
+    --database state/superlink.db --host 127.0.0.1 --port "$LINK_PORT"
+wait_port "$LINK_PORT" superlink
+supervise gateway fedsynth deploy gateway certs/ --listen "127.0.0.1:$FLEET_PORT" --superlink "127.0.0.1:$LINK_PORT"
+wait_port "$FLEET_PORT" gateway
+mkdir -p "$FLWR_HOME"
+cat >"$FLWR_HOME/config.toml" <<EOF
+[superlink]
+default = "hospitals"
+
+[superlink.hospitals]
+address = "127.0.0.1:$LINK_PORT"
+root-certificates = "$WORK/certs/ca.crt"
+EOF
+for node in "${NODES[@]}"; do
+    run flwr supernode register "certs/nodes/$node.pub" hospitals --name "$node"
+done
+run flwr supernode list hospitals
+
+step "3. SuperNode (each hospital): check, then start it with its warm SuperExec"
+for node in "${NODES[@]}"; do
+    run fedsynth site check "$node" --superlink "127.0.0.1:$FLEET_PORT" \
+        --root-certificates certs/ca.crt --auth-key "certs/nodes/$node.key"
+    runtime_port=$(free_port)
+    supervise "supernode-$node" python3 -m fedsynth.deploy.prompt_supernode --isolation process \
+        --host 127.0.0.1 --port "$runtime_port" \
+        --superlink "127.0.0.1:$FLEET_PORT" --root-certificates certs/ca.crt \
+        --auth-supernode-private-key "certs/nodes/$node.key" --node-config "site-dir='$WORK/$node'"
+    wait_port "$runtime_port" "supernode-$node"
+    supervise "superexec-$node" python3 -m fedsynth.deploy.warm_superexec \
+        --runtime-api-address "127.0.0.1:$runtime_port" --insecure
+done
+for _ in $(seq 120); do
+    online=$(flwr supernode list hospitals --format json | python3 -c \
+        'import json, sys; t = sys.stdin.read(); print(sum(n.get("status") == "online" for n in json.loads(t[t.index("{"):])["nodes"]))')
+    [ "$online" -ge "$SITES" ] && break
+    sleep 0.5
+done
+echo "   $online of $SITES SuperNodes online"
+[ "$online" -ge "$SITES" ] || { echo "not every SuperNode came online; see logs/" >&2; exit 1; }
+
+step "4. the run (coordinator)"
+cat >federation.toml <<EOF
+[federation]
+engine = "deployment"
+rounds = 2
+min_sites = $SITES
+round_timeout = 120
+run_dir = "$WORK/runs/rehearsal"
+schema = "$WORK/site-0/schema.toml"
+EOF
+run flwr run "$REPO" hospitals --stream --run-config "federation-config=\"$WORK/federation.toml\"" >logs/run-train.log 2>&1
+run fedsynth budget runs/rehearsal
+test -f runs/rehearsal/model/manifest.json || { echo "no published model; see logs/run-train.log" >&2; exit 1; }
+
+step "5. audit the published model (coordinator)"
+run flwr run "$REPO" hospitals --stream \
+    --run-config "federation-config=\"$WORK/federation.toml\" task=\"audit\" seed=0 expected-sites=$SITES" \
+    >logs/run-audit.log 2>&1
+test -f runs/rehearsal/audit.json || { echo "no audit.json; see logs/run-audit.log" >&2; exit 1; }
+for node in "${NODES[@]}"; do run fedsynth site status "$node"; done
+
+step "tear down"
+stop_all
+trap - EXIT
+for pid in "${PIDS[@]}"; do
+    if kill -0 "$pid" 2>/dev/null; then echo "process $pid did not stop" >&2; exit 1; fi
+done
+echo "rehearsal complete: $WORK/runs/rehearsal"

@@ -1,0 +1,41 @@
+"""deploy/rehearse.sh: the runbook's commands, in its order, bring up a coordinator and three
+sites as supervised processes, train, audit, and tear everything down."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "rehearse.sh"
+
+
+def test_the_runbook_rehearsed_by_its_script_trains_audits_and_leaves_nothing_running(tmp_path) -> None:
+    work = tmp_path / "rehearsal"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(["bash", str(SCRIPT), str(work)], capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    steps = [line.split(" ", 2)[2] for line in done.stdout.splitlines() if line.startswith("== ")]
+    assert [s.split(".")[0] for s in steps[:6]] == ["0", "1", "2", "3", "4", "5"] and steps[-1] == "tear down"
+    assert done.stdout.count("all 8 checks passed") == 3  # `fedsynth site check` at every site
+    run = work / "runs" / "rehearsal"
+    budget = json.loads((run / "budget.json").read_text())
+    assert sorted(s["site"] for s in budget["sites"]) == ["site-0", "site-1", "site-2"]
+    assert all(0 < s["epsilon_spent"] <= s["target_epsilon"] for s in budget["sites"])
+    audit = json.loads((run / "audit.json").read_text())
+    assert audit["complete"] and [s["site"] for s in audit["sites"]] == ["site-0", "site-1", "site-2"]
+    # Nothing the script started (SuperLink, gateway, SuperNodes, SuperExecs, app processes) survives it.
+    home = f"FLWR_HOME={work / 'flwr-home'}".encode()
+    left = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and home in (entry / "environ").read_bytes().split(b"\0"):
+                left.append(int(entry.name))
+    assert not left, f"processes of the rehearsal outlived it: {left}"
