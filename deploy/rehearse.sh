@@ -105,7 +105,7 @@ for node in "${NODES[@]}"; do
         --host 127.0.0.1 --port "$runtime_port" \
         --superlink "127.0.0.1:$FLEET_PORT" --root-certificates certs/ca.crt \
         --auth-supernode-private-key "certs/nodes/$node.key" --node-config "site-dir='$WORK/$node'"
-    wait_port "$runtime_port" "supernode-$node"
+    # No wait: the SuperExec retries until its SuperNode's Runtime API answers.
     supervise "superexec-$node" python3 -m fedsynth.deploy.warm_superexec \
         --runtime-api-address "127.0.0.1:$runtime_port" --insecure
 done
