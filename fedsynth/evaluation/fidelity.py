@@ -23,6 +23,10 @@ Every number is an aggregate, and no grid is placed by the data: the curves' gri
 real follow-up's 95th percentile *rounded up to a twentieth of the time column's public bound*
 (an exact quantile is one patient's time), and a histogram cell holding fewer than
 ``MIN_CELL_ROWS`` real rows is withheld (``None``), as statistical offices suppress small cells.
+A real Kaplan-Meier curve is cut (``None``) from the first grid point where fewer than
+``MIN_GROUP_ROWS`` real rows remain at risk: its tail would show a handful of patients' times.
+A real correlation is withheld for a site under ``MIN_GROUP_ROWS`` rows, and for a 0/1 design
+column with fewer than ``MIN_CELL_ROWS`` real rows on either side.
 """
 
 from __future__ import annotations
@@ -149,11 +153,19 @@ class SurvivalCurveComparison:
     optimism: float  # mean (S_synthetic - S_real) over the grid: > 0 means synthetic patients live longer
     logrank_p: float
     grid: list[float] = field(repr=False)
-    real_survival: list[float] = field(repr=False)
+    real_survival: list[float | None] = field(repr=False)  # None from where < MIN_GROUP_ROWS are at risk
     synthetic_survival: list[float] = field(repr=False)
+    real_cut_at: float | None = None  # the first grid time withheld, None when the whole curve is shown
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def at_risk_cut(times: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Grid points whose number at risk (rows with time >= t) is under ``MIN_GROUP_ROWS``; the
+    count only falls, so once cut a curve stays cut."""
+    at_risk = len(times) - np.searchsorted(np.sort(times), grid, side="left")
+    return at_risk < MIN_GROUP_ROWS
 
 
 def compare_survival(
@@ -169,7 +181,10 @@ def compare_survival(
     for frame in (real, synthetic):
         fitter = KaplanMeierFitter().fit(frame[time].to_numpy(float), frame[event].to_numpy(float) > 0)
         curves.append(fitter.survival_function_at_times(grid).to_numpy())
-    gap = curves[1] - curves[0]
+    cut = at_risk_cut(real[time].to_numpy(float), grid)
+    shown = ~cut
+    # The gaps are read where the real curve is released: beyond it they would carry its tail.
+    gap = (curves[1] - curves[0])[shown] if shown.any() else np.zeros(1)
     test = logrank_test(
         real[time].to_numpy(float),
         synthetic[time].to_numpy(float),
@@ -185,8 +200,9 @@ def compare_survival(
         optimism=float(gap.mean()),
         logrank_p=float(test.p_value),
         grid=grid.tolist(),
-        real_survival=curves[0].tolist(),
+        real_survival=[None if hide else float(v) for v, hide in zip(curves[0], cut, strict=True)],
         synthetic_survival=curves[1].tolist(),
+        real_cut_at=float(grid[cut.argmax()]) if cut.any() else None,
     )
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from fedsynth.data.schema import Schema
 from fedsynth.evaluation.calibration import RISK_GRID
-from fedsynth.evaluation.fidelity import histogram_edges
+from fedsynth.evaluation.fidelity import MIN_CELL_ROWS, MIN_GROUP_ROWS, histogram_edges
 from fedsynth.figures import drawn_once, panel_grid, plt, save_figure
 
 MODEL_LABELS = {
@@ -31,11 +31,17 @@ MODEL_LABELS = {
 
 @drawn_once
 def survival_curves(site: dict[str, Any], path: Path) -> Path:
-    """One panel per compared group (overall first, at most 9): real vs synthetic KM curves."""
+    """One panel per compared group (overall first, at most 9): real vs synthetic KM curves; the
+    real curve stops where the site cut it (fewer than ``MIN_GROUP_ROWS`` real rows at risk)."""
     curves = site["fidelity"]["survival"][:9]
     figure, axes = panel_grid(len(curves), 3, 4, 3)
     for axis, curve in zip(axes, curves, strict=True):
-        axis.step(curve["grid"], curve["real_survival"], where="post", label=f"real (n={curve['n_real']})")
+        real = _nan_for_none(curve["real_survival"])
+        axis.step(curve["grid"], real, where="post", label=f"real (n={curve['n_real']})")
+        cut = curve.get("real_cut_at")
+        if cut is not None:
+            axis.axvspan(cut, curve["grid"][-1], **WITHHELD_STYLE,
+                         label=f"real withheld: fewer than {MIN_GROUP_ROWS} at risk")  # fmt: skip
         axis.step(
             curve["grid"], curve["synthetic_survival"], where="post", label=f"synthetic (n={curve['n_synthetic']})"
         )
@@ -125,7 +131,8 @@ def marginal_histograms(site: dict[str, Any], path: Path, schema: Schema | None 
         statistic = STATISTIC_LABELS.get(distance.get("statistic", ""))
         value = distance.get("value")
         shown = f" {statistic} {value:.2f}" if statistic and isinstance(value, int | float) else ""
-        withheld = f", {entry['withheld_cells']} real cells < 5 withheld" if entry["withheld_cells"] else ""
+        cells = entry["withheld_cells"]
+        withheld = f", {cells} real cells < {MIN_CELL_ROWS} withheld" if cells else ""
         axis.set_title(f"{name}:{shown}{withheld}", fontsize=8)
         axis.set_xlabel(_axis_name(name, schema), fontsize=7)
         axis.set_ylabel("share of rows", fontsize=7)
@@ -134,7 +141,7 @@ def marginal_histograms(site: dict[str, Any], path: Path, schema: Schema | None 
     if any_withheld:
         from matplotlib.patches import Patch
 
-        handles.append(Patch(**WITHHELD_STYLE, label="real share withheld (< 5 rows)"))
+        handles.append(Patch(**WITHHELD_STYLE, label=f"real share withheld (< {MIN_CELL_ROWS} rows)"))
     axes[0].legend(handles=handles, fontsize=7)
     figure.suptitle(f"Marginals, real vs synthetic at {site['site']}, every column (share of rows)")
     return save_figure(figure, path, dpi=90)

@@ -103,3 +103,25 @@ def test_correlation_matrices_and_the_curve_grid_end_are_public_shaped(whas500) 
     step = bound / GRID_STEPS
     assert end / step == pytest.approx(round(end / step))  # a multiple of the public step
     assert np.quantile(frame[schema.time_column], 0.95) <= end < np.quantile(frame[schema.time_column], 0.95) + step
+
+
+def test_a_km_curve_on_30_rows_is_cut_where_fewer_than_20_remain_at_risk(whas500) -> None:
+    """Times 1..30, every one an event: at t in (k-1, k] 31-k rows are at risk, under 20 once t > 11."""
+    frame, schema = whas500
+    rows = frame.head(30).assign(**{schema.time_column: np.arange(1.0, 31.0), schema.event_column: 1})
+    curve = compare_survival(rows, rows.copy(), schema, horizon=29.4)
+    grid = np.array(curve.grid)
+    shown = np.array([v is not None for v in curve.real_survival])
+    assert MIN_GROUP_ROWS == 20
+    assert (shown == (grid <= 11.0)).all()  # released exactly where >= 20 are at risk
+    assert curve.real_cut_at == pytest.approx(grid[grid > 11.0][0])
+    released = np.array([v for v in curve.real_survival if v is not None])
+    assert released == pytest.approx(1.0 - np.floor(grid[shown]) / 30)  # the KM values, untouched
+    assert len(curve.synthetic_survival) == 50 and None not in curve.synthetic_survival  # synthetic: not real rows
+    # WHAS500: the grid's end is the 95th percentile rounded up, where 25 rows or fewer remain; the
+    # last points fall under 20 at risk and are cut there, at the first such point.
+    whole = compare_survival(frame, frame.copy(), schema)
+    times, points = frame[schema.time_column].to_numpy(float), np.array(whole.grid)
+    at_risk = np.array([(times >= t).sum() for t in points])
+    assert whole.real_cut_at == points[at_risk < MIN_GROUP_ROWS][0]
+    assert [v is None for v in whole.real_survival] == list(at_risk < MIN_GROUP_ROWS)
