@@ -172,7 +172,8 @@ def correlation_heatmaps(site: dict[str, Any], path: Path, schema: Schema | None
 
 @drawn_once
 def calibration_curves(site: dict[str, Any], path: Path) -> Path | None:
-    """One panel per horizon: each model's smoothed observed risk against predicted risk."""
+    """One panel per horizon: each model's smoothed observed risk against predicted risk; the
+    points the site withheld (too few holdout rows near them) are gaps, counted in the legend."""
     horizons = site.get("horizons", [])
     models = {name: m for name, m in site["models"].items() if "calibration" in m}
     if not horizons or not models:
@@ -184,6 +185,8 @@ def calibration_curves(site: dict[str, Any], path: Path) -> Path | None:
             overall = model["calibration"][index].get("overall")
             if overall and overall.get("curve"):
                 label = f"{MODEL_LABELS.get(name, name)}: ICI {overall['ici']:.3f}"
+                if overall.get("curve_withheld"):
+                    label += f"; {overall['curve_withheld']} points withheld: fewer than {MIN_CELL_ROWS} real rows"
                 axis.plot(RISK_GRID, _nan_for_none(overall["curve"]), marker=".", label=label)
         axis.set_xlim(0, 1)
         axis.set_ylim(0, 1)
