@@ -26,7 +26,7 @@ real follow-up's 95th percentile *rounded up to a twentieth of the time column's
 A real Kaplan-Meier curve is cut (``None``) from the first grid point where fewer than
 ``MIN_GROUP_ROWS`` real rows remain at risk: its tail would show a handful of patients' times.
 A real correlation is withheld for a site under ``MIN_GROUP_ROWS`` rows, and for a 0/1 design
-column with fewer than ``MIN_CELL_ROWS`` real rows on either side.
+column with fewer than ``MIN_CELL_ROWS`` real rows on either side (a rare level's indicator).
 """
 
 from __future__ import annotations
@@ -108,16 +108,37 @@ def marginal_histograms(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Sch
     return out
 
 
+def small_indicator_columns(design: pd.DataFrame) -> list[str]:
+    """The 0/1 columns of a design with fewer than ``MIN_CELL_ROWS`` rows on one side: a correlation
+    with such a column describes those few rows."""
+    small = []
+    for name in design.columns:
+        values = design[name].to_numpy(float)
+        if np.isin(values, (0.0, 1.0)).all():
+            ones = int(values.sum())
+            if min(ones, len(values) - ones) < MIN_CELL_ROWS:
+                small.append(name)
+    return small
+
+
 def correlation_matrices(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema) -> dict[str, Any]:
-    """Pearson correlations of the design's columns, real and synthetic (``None`` for a constant column)."""
+    """Pearson correlations of the design's columns, real and synthetic (``None`` for a constant column).
+
+    The real matrix is withheld whole (every entry ``None``) under ``MIN_GROUP_ROWS`` real rows, and
+    in the row and column of each :func:`small_indicator_columns` column; ``real_withheld`` lists them.
+    """
     real_design, synthetic_design = design_matrix(real, schema), design_matrix(synthetic, schema)
     columns = list(real_design.columns)
+    hidden = columns if len(real) < MIN_GROUP_ROWS else small_indicator_columns(real_design)
 
-    def matrix(design: pd.DataFrame) -> list[list[float | None]]:
+    def matrix(design: pd.DataFrame, withheld: list[str]) -> list[list[float | None]]:
         values = design[columns].corr().to_numpy()
-        return [[float(v) if math.isfinite(v) else None for v in row] for row in values]
+        mask = np.isin(columns, withheld)
+        return [[float(v) if math.isfinite(v) and not (mask[i] or mask[j]) else None for j, v in enumerate(row)]
+                for i, row in enumerate(values)]  # fmt: skip
 
-    return {"columns": columns, "real": matrix(real_design), "synthetic": matrix(synthetic_design)}
+    return {"columns": columns, "real": matrix(real_design, hidden), "synthetic": matrix(synthetic_design, []),
+            "real_withheld": hidden}  # fmt: skip
 
 
 def survival_grid_end(real: pd.DataFrame, schema: Schema) -> float:

@@ -149,7 +149,8 @@ def marginal_histograms(site: dict[str, Any], path: Path, schema: Schema | None 
 
 @drawn_once
 def correlation_heatmaps(site: dict[str, Any], path: Path, schema: Schema | None = None) -> Path:
-    """Real, synthetic and |difference| Pearson correlation matrices side by side."""
+    """Real, synthetic and |difference| Pearson correlation matrices side by side; the real entries
+    the site withheld (a small site, a rare level's indicator) are grey and the title says why."""
     matrices = site["fidelity"]["correlation_matrices"]
     # The survival target's internal names (_time, _event) as a reader knows them.
     target = {"_time": "time", "_event": "event"}
@@ -158,10 +159,17 @@ def correlation_heatmaps(site: dict[str, Any], path: Path, schema: Schema | None
     names = [target.get(name, name) for name in matrices["columns"]]
     real, synthetic = (np.array([_nan_for_none(r) for r in matrices[k]]) for k in ("real", "synthetic"))
     figure, axes = plt.subplots(1, 3, figsize=(15, 5.2))
-    panels = (("real", real, "coolwarm", -1), ("synthetic", synthetic, "coolwarm", -1),
+    withheld = matrices.get("real_withheld") or []
+    real_title = "real"
+    if withheld and len(withheld) == len(names):
+        real_title = f"real: withheld, fewer than {MIN_GROUP_ROWS} real rows"
+    elif withheld:
+        real_title = f"real: {len(withheld)} columns withheld (grey), fewer than {MIN_CELL_ROWS} real rows"
+    panels = ((real_title, real, "coolwarm", -1), ("synthetic", synthetic, "coolwarm", -1),
               ("|real - synthetic|", np.abs(real - synthetic), "viridis", 0))  # fmt: skip
     for axis, (title, matrix, colours, low) in zip(axes, panels, strict=True):
-        image = axis.imshow(matrix, cmap=colours, vmin=low, vmax=1)
+        palette = plt.get_cmap(colours).with_extremes(bad="lightgrey")  # withheld or undefined: grey, not a value
+        image = axis.imshow(matrix, cmap=palette, vmin=low, vmax=1)
         axis.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
         axis.set_yticks(range(len(names)), names, fontsize=6)
         axis.set_title(title)

@@ -13,6 +13,7 @@ from fedsynth.evaluation.fidelity import (
     short_sightedness,
     total_variation,
 )
+from fedsynth.evaluation.utility import design_matrix
 
 
 def test_real_rows_against_themselves_are_identical_everywhere(whas500) -> None:
@@ -125,3 +126,23 @@ def test_a_km_curve_on_30_rows_is_cut_where_fewer_than_20_remain_at_risk(whas500
     at_risk = np.array([(times >= t).sum() for t in points])
     assert whole.real_cut_at == points[at_risk < MIN_GROUP_ROWS][0]
     assert [v is None for v in whole.real_survival] == list(at_risk < MIN_GROUP_ROWS)
+
+
+def test_real_correlations_are_withheld_on_a_small_site_and_for_a_rare_indicator(whas500) -> None:
+    from fedsynth.evaluation.fidelity import correlation_matrices, small_indicator_columns
+
+    frame, schema = whas500
+    rows = frame.head(100).assign(gender=[1] * 4 + [0] * 96)  # 4 rows with gender=1: under MIN_CELL_ROWS
+    matrices = correlation_matrices(rows, rows.copy(), schema)
+    g = matrices["columns"].index("gender")
+    assert matrices["real_withheld"] == ["gender"] == small_indicator_columns(design_matrix(rows, schema))
+    assert all(v is None for v in matrices["real"][g]) and all(row[g] is None for row in matrices["real"])
+    assert matrices["synthetic"][g][0] is not None  # synthetic rows are not real ones
+    other = [i for i in range(len(matrices["columns"])) if i != g]
+    assert all(matrices["real"][i][j] == matrices["synthetic"][i][j] for i in other for j in other)
+    small = correlation_matrices(frame.head(19), frame.head(19), schema)  # under MIN_GROUP_ROWS
+    assert small["real_withheld"] == small["columns"]
+    assert all(v is None for row in small["real"] for v in row)
+    twenty = correlation_matrices(frame.head(20), frame.head(20), schema)  # 20 rows: only rare indicators withheld
+    kept = [i for i, name in enumerate(twenty["columns"]) if name not in twenty["real_withheld"]]
+    assert kept and all(twenty["real"][i][i] == pytest.approx(1.0) for i in kept)
