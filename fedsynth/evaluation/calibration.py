@@ -29,7 +29,7 @@ import pandas as pd
 from lifelines import CoxPHFitter, KaplanMeierFitter
 
 from fedsynth.data.schema import ColumnKind, ColumnRole, Schema
-from fedsynth.evaluation.fidelity import MIN_CELL_ROWS, MIN_GROUP_ROWS
+from fedsynth.evaluation.minimums import MIN_CELL_ROWS, MIN_GROUP_ROWS
 from fedsynth.evaluation.utility import design_matrix
 
 REASON_LENGTH = 150  # a failure's reason travels in a site's reply: short, like every label there

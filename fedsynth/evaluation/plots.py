@@ -18,7 +18,9 @@ import numpy as np
 
 from fedsynth.data.schema import Schema
 from fedsynth.evaluation.calibration import RISK_GRID
-from fedsynth.evaluation.fidelity import MIN_CELL_ROWS, MIN_GROUP_ROWS, histogram_edges
+from fedsynth.evaluation.fidelity import histogram_edges
+from fedsynth.evaluation.minimums import MIN_CELL_ROWS, MIN_GROUP_ROWS
+from fedsynth.evaluation.utility import SMALL_LEVEL
 from fedsynth.figures import drawn_once, panel_grid, plt, save_figure
 
 MODEL_LABELS = {
@@ -56,7 +58,8 @@ def survival_curves(site: dict[str, Any], path: Path) -> Path:
 
 @drawn_once
 def hazard_ratio_forest(site: dict[str, Any], path: Path) -> Path:
-    """Real log-HR with its 95% CI per covariate, the synthetic log-HR marked on the same row."""
+    """Real log-HR with its 95% CI per covariate, the synthetic log-HR marked on the same row; the
+    covariates the site withheld (a level under ``MIN_CELL_ROWS`` real rows) are named under the axis."""
     covariates = site["hazard_ratios"]["covariates"]
     names = list(covariates)
     figure, axis = plt.subplots(figsize=(7, 0.4 * len(names) + 1.5))
@@ -73,7 +76,10 @@ def hazard_ratio_forest(site: dict[str, Any], path: Path) -> Path:
             labelled.add(label)
     axis.axvline(0.0, color="black", linewidth=0.8, linestyle="--")
     axis.set_yticks(range(len(names)), names)
-    axis.set_xlabel("log hazard ratio")
+    withheld = [name for name, why in (site["hazard_ratios"].get("excluded_covariates") or {}).items()
+                if why == SMALL_LEVEL]  # fmt: skip
+    note = f"\nwithheld: {', '.join(withheld)} (fewer than {MIN_CELL_ROWS} real rows in a level)" if withheld else ""
+    axis.set_xlabel(f"log hazard ratio{note}")
     fraction = site["hazard_ratios"]["hr_in_ci_fraction"]
     axis.set_title(f"Cox hazard ratios at {site['site']}: {fraction:.0%} of synthetic inside the real CI")
     axis.legend(fontsize=8)
