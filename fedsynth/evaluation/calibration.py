@@ -29,8 +29,8 @@ import pandas as pd
 from lifelines import CoxPHFitter, KaplanMeierFitter
 
 from fedsynth.data.schema import ColumnKind, ColumnRole, Schema
-from fedsynth.evaluation.minimums import MIN_CELL_ROWS, MIN_GROUP_ROWS
 from fedsynth.evaluation.utility import design_matrix
+from fedsynth.suppression import MIN_CELL_ROWS, MIN_GROUP_ROWS
 
 REASON_LENGTH = 150  # a failure's reason travels in a site's reply: short, like every label there
 MIN_SUBGROUP_EVENTS = 5  # fewer events before the horizon: the subgroup's calibration is not estimable

@@ -42,11 +42,11 @@ from lifelines.statistics import logrank_test
 from scipy.stats import ks_2samp
 
 from fedsynth.data.schema import Column, ColumnKind, ColumnRole, Schema
-from fedsynth.evaluation.minimums import MIN_CELL_ROWS, MIN_GROUP_ROWS
 from fedsynth.evaluation.utility import design_matrix
+from fedsynth.suppression import MIN_CELL_ROWS, MIN_GROUP_ROWS
 
 CURVE_POINTS = 50
-# Small-cell suppression (the minimums live in evaluation.minimums): a Kaplan-Meier curve of a
+# Small-cell suppression (the minimums live in fedsynth.suppression): a Kaplan-Meier curve of a
 # handful of patients shows each one's event time (to the grid's resolution); groups with fewer
 # than MIN_GROUP_ROWS rows on either side are listed, not drawn; a histogram cell needs
 # MIN_CELL_ROWS real rows before its share is released.

@@ -19,9 +19,9 @@ import numpy as np
 from fedsynth.data.schema import Schema
 from fedsynth.evaluation.calibration import RISK_GRID
 from fedsynth.evaluation.fidelity import histogram_edges
-from fedsynth.evaluation.minimums import MIN_CELL_ROWS, MIN_GROUP_ROWS
 from fedsynth.evaluation.utility import SMALL_LEVEL
 from fedsynth.figures import drawn_once, panel_grid, plt, save_figure
+from fedsynth.suppression import MIN_CELL_ROWS, MIN_GROUP_ROWS
 
 MODEL_LABELS = {
     "trtr": "real only (TRTR)",

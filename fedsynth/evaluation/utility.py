@@ -19,7 +19,7 @@ from lifelines.utils import concordance_index
 from scipy.stats import ks_2samp
 
 from fedsynth.data.schema import ColumnKind, ColumnRole, Schema
-from fedsynth.evaluation.minimums import MIN_CELL_ROWS
+from fedsynth.suppression import MIN_CELL_ROWS
 
 # A tiny ridge keeps Cox fits finite when a rare category has no events (ACTG320's raceth),
 # and is applied identically to real and synthetic data so comparisons stay fair.

@@ -58,8 +58,8 @@ def test_exact_copy_count(whas_split) -> None:
 
 
 def test_non_estimable_covariates_are_excluded_with_reason() -> None:
-    from fedsynth.evaluation.minimums import MIN_CELL_ROWS
     from fedsynth.evaluation.utility import estimable_covariates
+    from fedsynth.suppression import MIN_CELL_ROWS
 
     design = pd.DataFrame(
         {

@@ -1,7 +1,8 @@
-"""Small-group minimums: how many real rows an aggregate a site sends must rest on.
+"""Small-cell suppression: how many real rows an aggregate a site sends must rest on.
 
-One place for the thresholds every site aggregate and figure applies, as statistical offices
-suppress small cells: a number describing a handful of patients describes those patients.
+One place for the minimums every site aggregate and figure applies (evaluation and privacy), as
+statistical offices suppress small cells: a number describing a handful of patients describes
+those patients. (Training's own minimums are :mod:`fedsynth.data.minimum`'s.)
 
 * ``MIN_GROUP_ROWS``: a group or curve (a Kaplan-Meier curve, its subgroups, a correlation
   matrix, a calibration curve) needs this many real rows; a Kaplan-Meier curve is cut where
