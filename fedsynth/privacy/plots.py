@@ -56,6 +56,11 @@ def budget_figure(report: dict[str, Any], path: Path) -> Path:
     return save_figure(figure, path, dpi=120)
 
 
+def withheld_holdout_cells(nn: dict[str, Any]) -> int:
+    """Holdout DCR cells not drawn: withheld by the site, or under ``MIN_CELL_ROWS`` in an older document."""
+    return sum(1 for c in nn["dcr_holdout_histogram"] if c is None or c < MIN_CELL_ROWS)
+
+
 @drawn_once
 def dcr_histograms(sites: list[dict[str, Any]], path: Path) -> Path:
     """Per site: distances to the closest training row of synthetic rows and of holdout rows.
@@ -73,6 +78,9 @@ def dcr_histograms(sites: list[dict[str, Any]], path: Path) -> Path:
         for key, label in DCR_CURVES:
             counts = np.array([np.nan if c is None else c for c in nn[key]], dtype=float)
             withheld = np.isnan(counts)
+            if key == "dcr_holdout_histogram":  # an older site sent its small cells: not drawn either
+                withheld |= counts < MIN_CELL_ROWS
+                counts[withheld] = np.nan
             total = nn.get("n_holdout") if withheld.any() and key == "dcr_holdout_histogram" else None
             total = total or np.nansum(counts)
             shares = counts / total if total else counts
@@ -80,7 +88,7 @@ def dcr_histograms(sites: list[dict[str, Any]], path: Path) -> Path:
             for left, right in zip(edges[:-1][withheld], edges[1:][withheld], strict=True):
                 axis.axvspan(left, right, facecolor="none", edgecolor="grey", hatch="///", linewidth=0.0)
         handles, _ = axis.get_legend_handles_labels()
-        if any(c is None for c in nn["dcr_holdout_histogram"]):
+        if withheld_holdout_cells(nn):
             handles.append(Patch(facecolor="none", edgecolor="grey", hatch="///",
                                  label=f"holdout withheld: fewer than {MIN_CELL_ROWS} real rows"))  # fmt: skip
         axis.set_xscale("log")
