@@ -126,11 +126,17 @@ def correlation_matrices(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Sc
     """Pearson correlations of the design's columns, real and synthetic (``None`` for a constant column).
 
     The real matrix is withheld whole (every entry ``None``) under ``MIN_GROUP_ROWS`` real rows, and
-    in the row and column of each :func:`small_indicator_columns` column; ``real_withheld`` lists them.
+    in the row and column of each :func:`small_indicator_columns` column; ``real_withheld`` names them,
+    with the reason (a mapping: an empty list would read as a list of numbers of no allowed length).
     """
     real_design, synthetic_design = design_matrix(real, schema), design_matrix(synthetic, schema)
     columns = list(real_design.columns)
-    hidden = columns if len(real) < MIN_GROUP_ROWS else small_indicator_columns(real_design)
+    if len(real) < MIN_GROUP_ROWS:
+        withheld = dict.fromkeys(columns, f"fewer than {MIN_GROUP_ROWS} real rows")
+    else:
+        reason = f"fewer than {MIN_CELL_ROWS} real rows in a level"
+        withheld = dict.fromkeys(small_indicator_columns(real_design), reason)
+    hidden = list(withheld)
 
     def matrix(design: pd.DataFrame, withheld: list[str]) -> list[list[float | None]]:
         values = design[columns].corr().to_numpy()
@@ -139,7 +145,7 @@ def correlation_matrices(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Sc
                 for i, row in enumerate(values)]  # fmt: skip
 
     return {"columns": columns, "real": matrix(real_design, hidden), "synthetic": matrix(synthetic_design, []),
-            "real_withheld": hidden}  # fmt: skip
+            "real_withheld": withheld}  # fmt: skip
 
 
 def survival_grid_end(real: pd.DataFrame, schema: Schema) -> float:

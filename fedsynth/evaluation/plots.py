@@ -165,7 +165,7 @@ def correlation_heatmaps(site: dict[str, Any], path: Path, schema: Schema | None
     names = [target.get(name, name) for name in matrices["columns"]]
     real, synthetic = (np.array([_nan_for_none(r) for r in matrices[k]]) for k in ("real", "synthetic"))
     figure, axes = plt.subplots(1, 3, figsize=(15, 5.2))
-    withheld = matrices.get("real_withheld") or []
+    withheld = matrices.get("real_withheld") or {}
     real_title = "real"
     if withheld and len(withheld) == len(names):
         real_title = f"real: withheld, fewer than {MIN_GROUP_ROWS} real rows"

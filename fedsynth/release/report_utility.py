@@ -48,9 +48,10 @@ def withheld_labels(site: dict[str, Any]) -> dict[str, str]:
     small = [name for name, why in excluded.items() if why == SMALL_LEVEL]
     if small:
         labels["hazard_ratios"] = f"withheld: {', '.join(small)}: fewer than {MIN_CELL_ROWS} real rows in a level"
-    columns = ((site.get("fidelity") or {}).get("correlation_matrices") or {}).get("real_withheld") or []
+    columns = ((site.get("fidelity") or {}).get("correlation_matrices") or {}).get("real_withheld") or {}
     if columns:
-        labels["correlations"] = f"real withheld (grey): {', '.join(columns)}: too few real rows"
+        reasons = sorted(set(columns.values()))
+        labels["correlations"] = f"real withheld (grey): {', '.join(columns)}: {'; '.join(reasons)}"
     points = sum(
         (entry.get("overall") or {}).get("curve_withheld") or 0
         for model in (site.get("models") or {}).values()

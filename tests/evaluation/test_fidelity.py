@@ -135,14 +135,23 @@ def test_real_correlations_are_withheld_on_a_small_site_and_for_a_rare_indicator
     rows = frame.head(100).assign(gender=[1] * 4 + [0] * 96)  # 4 rows with gender=1: under MIN_CELL_ROWS
     matrices = correlation_matrices(rows, rows.copy(), schema)
     g = matrices["columns"].index("gender")
-    assert matrices["real_withheld"] == ["gender"] == small_indicator_columns(design_matrix(rows, schema))
+    assert list(matrices["real_withheld"]) == ["gender"] == small_indicator_columns(design_matrix(rows, schema))
+    assert matrices["real_withheld"]["gender"] == "fewer than 5 real rows in a level"
     assert all(v is None for v in matrices["real"][g]) and all(row[g] is None for row in matrices["real"])
     assert matrices["synthetic"][g][0] is not None  # synthetic rows are not real ones
     other = [i for i in range(len(matrices["columns"])) if i != g]
     assert all(matrices["real"][i][j] == matrices["synthetic"][i][j] for i in other for j in other)
     small = correlation_matrices(frame.head(19), frame.head(19), schema)  # under MIN_GROUP_ROWS
-    assert small["real_withheld"] == small["columns"]
+    assert list(small["real_withheld"]) == small["columns"]
+    assert set(small["real_withheld"].values()) == {"fewer than 20 real rows"}
     assert all(v is None for row in small["real"] for v in row)
+    from fedsynth.client.audit import check_audit_result
+    from fedsynth.client.evaluation import evaluation_list_lengths
+
+    for withheld in ({}, matrices["real_withheld"]):  # a reply with nothing withheld passes the aggregate check
+        check_audit_result(
+            {**matrices, "real_withheld": withheld}, len(rows), allowed_lengths=evaluation_list_lengths(schema)
+        )
     twenty = correlation_matrices(frame.head(20), frame.head(20), schema)  # 20 rows: only rare indicators withheld
     kept = [i for i, name in enumerate(twenty["columns"]) if name not in twenty["real_withheld"]]
     assert kept and all(twenty["real"][i][i] == pytest.approx(1.0) for i in kept)
