@@ -12,7 +12,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).parents[1] / "fedsynth"
 # Bottom to top. A folder is one user concept; the top-level modules are shared conventions.
 LAYERS = [
-    {"__init__", "errors", "config_files", "figures"},
+    {"__init__", "errors", "config_files", "figures", "suppression"},
     {"data"},
     {"marginals"},
     {"model"},

@@ -30,10 +30,13 @@ from lifelines import CoxPHFitter, KaplanMeierFitter
 
 from fedsynth.data.schema import ColumnKind, ColumnRole, Schema
 from fedsynth.evaluation.utility import design_matrix
+from fedsynth.suppression import MIN_CELL_ROWS, MIN_GROUP_ROWS
 
 REASON_LENGTH = 150  # a failure's reason travels in a site's reply: short, like every label there
 MIN_SUBGROUP_EVENTS = 5  # fewer events before the horizon: the subgroup's calibration is not estimable
 RISK_GRID = np.round(np.linspace(0.025, 0.975, 39), 3)  # predicted risks a calibration curve is given at
+# Each grid point's cell: the predicted risks nearer to it than to its neighbours (0 and 1 at the ends).
+RISK_CELL_EDGES = np.concatenate([[0.0], (RISK_GRID[:-1] + RISK_GRID[1:]) / 2, [1.0 + 1e-9]])
 
 
 def short_reason(exc: Exception) -> str:
@@ -58,13 +61,15 @@ class Calibration:
     mean_predicted_risk: float
     in_the_large: float
     slope: float
-    # Smoothed observed risk at each RISK_GRID point (None outside the predicted range): for the figure.
+    # Smoothed observed risk at each RISK_GRID point (None outside the predicted range, or withheld): for the figure.
     curve: list[float | None] = field(default_factory=list, repr=False)
+    curve_withheld: int = 0  # grid points inside the range withheld: fewer than MIN_CELL_ROWS rows in their cell
 
     def to_dict(self, curve: bool = True) -> dict[str, Any]:
         out = asdict(self)
         if not curve:
             out.pop("curve")
+            out.pop("curve_withheld")
         return out
 
 
@@ -130,16 +135,22 @@ def observed_risk_curve(risk: np.ndarray, design: pd.DataFrame, horizon: float) 
     return ObservedRiskSmoother.fit(risk, design, horizon)(risk)
 
 
-def calibration_curve(smoother: ObservedRiskSmoother, risk: np.ndarray) -> list[float | None]:
-    """Smoothed observed risk at each point of the public ``RISK_GRID`` inside the predicted range.
+def calibration_curve(smoother: ObservedRiskSmoother, risk: np.ndarray) -> tuple[list[float | None], int]:
+    """Smoothed observed risk at each point of the public ``RISK_GRID`` inside the predicted range,
+    and how many of those points are withheld.
 
     A fixed grid, not the rows' own predictions: a curve through every row's predicted risk
     would be one number per patient. Grid points outside the predicted range are ``None``
-    (the spline is not extrapolated).
+    (the spline is not extrapolated), and so are those whose cell (:data:`RISK_CELL_EDGES`) holds
+    fewer than ``MIN_CELL_ROWS`` rows, or every point when there are fewer than ``MIN_GROUP_ROWS``
+    rows: there the curve would be drawn by a few patients.
     """
     inside = (risk.min() <= RISK_GRID) & (risk.max() >= RISK_GRID)
+    cells = np.histogram(risk, RISK_CELL_EDGES)[0]
+    enough = (cells >= MIN_CELL_ROWS) & (len(risk) >= MIN_GROUP_ROWS)
     observed = smoother(RISK_GRID)
-    return [float(o) if ok else None for o, ok in zip(observed, inside, strict=True)]
+    curve = [float(o) if ok and big else None for o, ok, big in zip(observed, inside, enough, strict=True)]
+    return curve, int((inside & ~enough).sum())
 
 
 def calibration(model: CoxPHFitter, rows: pd.DataFrame, schema: Schema, horizon: float, ax: Any = None) -> Calibration:
@@ -161,6 +172,7 @@ def calibration(model: CoxPHFitter, rows: pd.DataFrame, schema: Schema, horizon:
         ax.plot([0, 1], [0, 1], linestyle="--", color="black", linewidth=0.8)
         ax.set_xlabel(f"predicted risk by t = {horizon:g}")
         ax.set_ylabel("observed risk")
+    curve, withheld = calibration_curve(smoother, risk)
     km = KaplanMeierFitter().fit(design["_time"], design["_event"])
     observed = 1.0 - float(km.survival_function_at_times(horizon).iloc[0])
     return Calibration(
@@ -173,7 +185,8 @@ def calibration(model: CoxPHFitter, rows: pd.DataFrame, schema: Schema, horizon:
         mean_predicted_risk=float(risk.mean()),
         in_the_large=observed - float(risk.mean()),
         slope=calibration_slope(model, design),
-        curve=calibration_curve(smoother, risk),
+        curve=curve,
+        curve_withheld=withheld,
     )
 
 

@@ -23,6 +23,10 @@ Every number is an aggregate, and no grid is placed by the data: the curves' gri
 real follow-up's 95th percentile *rounded up to a twentieth of the time column's public bound*
 (an exact quantile is one patient's time), and a histogram cell holding fewer than
 ``MIN_CELL_ROWS`` real rows is withheld (``None``), as statistical offices suppress small cells.
+A real Kaplan-Meier curve is cut (``None``) from the first grid point where fewer than
+``MIN_GROUP_ROWS`` real rows remain at risk: its tail would show a handful of patients' times.
+A real correlation is withheld for a site under ``MIN_GROUP_ROWS`` rows, and for a 0/1 design
+column with fewer than ``MIN_CELL_ROWS`` real rows on either side (a rare level's indicator).
 """
 
 from __future__ import annotations
@@ -39,13 +43,14 @@ from scipy.stats import ks_2samp
 
 from fedsynth.data.schema import Column, ColumnKind, ColumnRole, Schema
 from fedsynth.evaluation.utility import design_matrix
+from fedsynth.suppression import MIN_CELL_ROWS, MIN_GROUP_ROWS
 
 CURVE_POINTS = 50
-# Small-cell suppression: a Kaplan-Meier curve of a handful of patients shows each one's event
-# time (to the grid's resolution); groups with fewer rows on either side are listed, not drawn.
-MIN_GROUP_ROWS = 20
+# Small-cell suppression (the minimums live in fedsynth.suppression): a Kaplan-Meier curve of a
+# handful of patients shows each one's event time (to the grid's resolution); groups with fewer
+# than MIN_GROUP_ROWS rows on either side are listed, not drawn; a histogram cell needs
+# MIN_CELL_ROWS real rows before its share is released.
 HISTOGRAM_BINS = 20
-MIN_CELL_ROWS = 5  # real rows a histogram cell needs before its share is released
 GRID_STEPS = 20  # the KM grid ends on a multiple of (time bound / GRID_STEPS)
 
 
@@ -104,16 +109,43 @@ def marginal_histograms(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Sch
     return out
 
 
+def small_indicator_columns(design: pd.DataFrame) -> list[str]:
+    """The 0/1 columns of a design with fewer than ``MIN_CELL_ROWS`` rows on one side: a correlation
+    with such a column describes those few rows."""
+    small = []
+    for name in design.columns:
+        values = design[name].to_numpy(float)
+        if np.isin(values, (0.0, 1.0)).all():
+            ones = int(values.sum())
+            if min(ones, len(values) - ones) < MIN_CELL_ROWS:
+                small.append(name)
+    return small
+
+
 def correlation_matrices(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema) -> dict[str, Any]:
-    """Pearson correlations of the design's columns, real and synthetic (``None`` for a constant column)."""
+    """Pearson correlations of the design's columns, real and synthetic (``None`` for a constant column).
+
+    The real matrix is withheld whole (every entry ``None``) under ``MIN_GROUP_ROWS`` real rows, and
+    in the row and column of each :func:`small_indicator_columns` column; ``real_withheld`` names them,
+    with the reason (a mapping: an empty list would read as a list of numbers of no allowed length).
+    """
     real_design, synthetic_design = design_matrix(real, schema), design_matrix(synthetic, schema)
     columns = list(real_design.columns)
+    if len(real) < MIN_GROUP_ROWS:
+        withheld = dict.fromkeys(columns, f"fewer than {MIN_GROUP_ROWS} real rows")
+    else:
+        reason = f"fewer than {MIN_CELL_ROWS} real rows in a level"
+        withheld = dict.fromkeys(small_indicator_columns(real_design), reason)
+    hidden = list(withheld)
 
-    def matrix(design: pd.DataFrame) -> list[list[float | None]]:
+    def matrix(design: pd.DataFrame, withheld: list[str]) -> list[list[float | None]]:
         values = design[columns].corr().to_numpy()
-        return [[float(v) if math.isfinite(v) else None for v in row] for row in values]
+        mask = np.isin(columns, withheld)
+        return [[float(v) if math.isfinite(v) and not (mask[i] or mask[j]) else None for j, v in enumerate(row)]
+                for i, row in enumerate(values)]  # fmt: skip
 
-    return {"columns": columns, "real": matrix(real_design), "synthetic": matrix(synthetic_design)}
+    return {"columns": columns, "real": matrix(real_design, hidden), "synthetic": matrix(synthetic_design, []),
+            "real_withheld": withheld}  # fmt: skip
 
 
 def survival_grid_end(real: pd.DataFrame, schema: Schema) -> float:
@@ -149,11 +181,19 @@ class SurvivalCurveComparison:
     optimism: float  # mean (S_synthetic - S_real) over the grid: > 0 means synthetic patients live longer
     logrank_p: float
     grid: list[float] = field(repr=False)
-    real_survival: list[float] = field(repr=False)
+    real_survival: list[float | None] = field(repr=False)  # None from where < MIN_GROUP_ROWS are at risk
     synthetic_survival: list[float] = field(repr=False)
+    real_cut_at: float | None = None  # the first grid time withheld, None when the whole curve is shown
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def at_risk_cut(times: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Grid points whose number at risk (rows with time >= t) is under ``MIN_GROUP_ROWS``; the
+    count only falls, so once cut a curve stays cut."""
+    at_risk = len(times) - np.searchsorted(np.sort(times), grid, side="left")
+    return at_risk < MIN_GROUP_ROWS
 
 
 def compare_survival(
@@ -169,7 +209,10 @@ def compare_survival(
     for frame in (real, synthetic):
         fitter = KaplanMeierFitter().fit(frame[time].to_numpy(float), frame[event].to_numpy(float) > 0)
         curves.append(fitter.survival_function_at_times(grid).to_numpy())
-    gap = curves[1] - curves[0]
+    cut = at_risk_cut(real[time].to_numpy(float), grid)
+    shown = ~cut
+    # The gaps are read where the real curve is released: beyond it they would carry its tail.
+    gap = (curves[1] - curves[0])[shown] if shown.any() else np.zeros(1)
     test = logrank_test(
         real[time].to_numpy(float),
         synthetic[time].to_numpy(float),
@@ -185,8 +228,9 @@ def compare_survival(
         optimism=float(gap.mean()),
         logrank_p=float(test.p_value),
         grid=grid.tolist(),
-        real_survival=curves[0].tolist(),
+        real_survival=[None if hide else float(v) for v, hide in zip(curves[0], cut, strict=True)],
         synthetic_survival=curves[1].tolist(),
+        real_cut_at=float(grid[cut.argmax()]) if cut.any() else None,
     )
 
 

@@ -19,7 +19,9 @@ import numpy as np
 from fedsynth.data.schema import Schema
 from fedsynth.evaluation.calibration import RISK_GRID
 from fedsynth.evaluation.fidelity import histogram_edges
+from fedsynth.evaluation.utility import SMALL_LEVEL
 from fedsynth.figures import drawn_once, panel_grid, plt, save_figure
+from fedsynth.suppression import MIN_CELL_ROWS, MIN_GROUP_ROWS
 
 MODEL_LABELS = {
     "trtr": "real only (TRTR)",
@@ -31,11 +33,17 @@ MODEL_LABELS = {
 
 @drawn_once
 def survival_curves(site: dict[str, Any], path: Path) -> Path:
-    """One panel per compared group (overall first, at most 9): real vs synthetic KM curves."""
+    """One panel per compared group (overall first, at most 9): real vs synthetic KM curves; the
+    real curve stops where the site cut it (fewer than ``MIN_GROUP_ROWS`` real rows at risk)."""
     curves = site["fidelity"]["survival"][:9]
     figure, axes = panel_grid(len(curves), 3, 4, 3)
     for axis, curve in zip(axes, curves, strict=True):
-        axis.step(curve["grid"], curve["real_survival"], where="post", label=f"real (n={curve['n_real']})")
+        real = _nan_for_none(curve["real_survival"])
+        axis.step(curve["grid"], real, where="post", label=f"real (n={curve['n_real']})")
+        cut = curve.get("real_cut_at")
+        if cut is not None:
+            axis.axvspan(cut, curve["grid"][-1], **WITHHELD_STYLE,
+                         label=f"real withheld: fewer than {MIN_GROUP_ROWS} at risk")  # fmt: skip
         axis.step(
             curve["grid"], curve["synthetic_survival"], where="post", label=f"synthetic (n={curve['n_synthetic']})"
         )
@@ -50,7 +58,8 @@ def survival_curves(site: dict[str, Any], path: Path) -> Path:
 
 @drawn_once
 def hazard_ratio_forest(site: dict[str, Any], path: Path) -> Path:
-    """Real log-HR with its 95% CI per covariate, the synthetic log-HR marked on the same row."""
+    """Real log-HR with its 95% CI per covariate, the synthetic log-HR marked on the same row; the
+    covariates the site withheld (a level under ``MIN_CELL_ROWS`` real rows) are named under the axis."""
     covariates = site["hazard_ratios"]["covariates"]
     names = list(covariates)
     figure, axis = plt.subplots(figsize=(7, 0.4 * len(names) + 1.5))
@@ -67,7 +76,10 @@ def hazard_ratio_forest(site: dict[str, Any], path: Path) -> Path:
             labelled.add(label)
     axis.axvline(0.0, color="black", linewidth=0.8, linestyle="--")
     axis.set_yticks(range(len(names)), names)
-    axis.set_xlabel("log hazard ratio")
+    withheld = [name for name, why in (site["hazard_ratios"].get("excluded_covariates") or {}).items()
+                if why == SMALL_LEVEL]  # fmt: skip
+    note = f"\nwithheld: {', '.join(withheld)} (fewer than {MIN_CELL_ROWS} real rows in a level)" if withheld else ""
+    axis.set_xlabel(f"log hazard ratio{note}")
     fraction = site["hazard_ratios"]["hr_in_ci_fraction"]
     axis.set_title(f"Cox hazard ratios at {site['site']}: {fraction:.0%} of synthetic inside the real CI")
     axis.legend(fontsize=8)
@@ -125,7 +137,8 @@ def marginal_histograms(site: dict[str, Any], path: Path, schema: Schema | None 
         statistic = STATISTIC_LABELS.get(distance.get("statistic", ""))
         value = distance.get("value")
         shown = f" {statistic} {value:.2f}" if statistic and isinstance(value, int | float) else ""
-        withheld = f", {entry['withheld_cells']} real cells < 5 withheld" if entry["withheld_cells"] else ""
+        cells = entry["withheld_cells"]
+        withheld = f", {cells} real cells < {MIN_CELL_ROWS} withheld" if cells else ""
         axis.set_title(f"{name}:{shown}{withheld}", fontsize=8)
         axis.set_xlabel(_axis_name(name, schema), fontsize=7)
         axis.set_ylabel("share of rows", fontsize=7)
@@ -134,7 +147,7 @@ def marginal_histograms(site: dict[str, Any], path: Path, schema: Schema | None 
     if any_withheld:
         from matplotlib.patches import Patch
 
-        handles.append(Patch(**WITHHELD_STYLE, label="real share withheld (< 5 rows)"))
+        handles.append(Patch(**WITHHELD_STYLE, label=f"real share withheld (< {MIN_CELL_ROWS} rows)"))
     axes[0].legend(handles=handles, fontsize=7)
     figure.suptitle(f"Marginals, real vs synthetic at {site['site']}, every column (share of rows)")
     return save_figure(figure, path, dpi=90)
@@ -142,7 +155,8 @@ def marginal_histograms(site: dict[str, Any], path: Path, schema: Schema | None 
 
 @drawn_once
 def correlation_heatmaps(site: dict[str, Any], path: Path, schema: Schema | None = None) -> Path:
-    """Real, synthetic and |difference| Pearson correlation matrices side by side."""
+    """Real, synthetic and |difference| Pearson correlation matrices side by side; the real entries
+    the site withheld (a small site, a rare level's indicator) are grey and the title says why."""
     matrices = site["fidelity"]["correlation_matrices"]
     # The survival target's internal names (_time, _event) as a reader knows them.
     target = {"_time": "time", "_event": "event"}
@@ -151,10 +165,17 @@ def correlation_heatmaps(site: dict[str, Any], path: Path, schema: Schema | None
     names = [target.get(name, name) for name in matrices["columns"]]
     real, synthetic = (np.array([_nan_for_none(r) for r in matrices[k]]) for k in ("real", "synthetic"))
     figure, axes = plt.subplots(1, 3, figsize=(15, 5.2))
-    panels = (("real", real, "coolwarm", -1), ("synthetic", synthetic, "coolwarm", -1),
+    withheld = matrices.get("real_withheld") or {}
+    real_title = "real"
+    if withheld and len(withheld) == len(names):
+        real_title = f"real: withheld, fewer than {MIN_GROUP_ROWS} real rows"
+    elif withheld:
+        real_title = f"real: {len(withheld)} columns withheld (grey), fewer than {MIN_CELL_ROWS} real rows"
+    panels = ((real_title, real, "coolwarm", -1), ("synthetic", synthetic, "coolwarm", -1),
               ("|real - synthetic|", np.abs(real - synthetic), "viridis", 0))  # fmt: skip
     for axis, (title, matrix, colours, low) in zip(axes, panels, strict=True):
-        image = axis.imshow(matrix, cmap=colours, vmin=low, vmax=1)
+        palette = plt.get_cmap(colours).with_extremes(bad="lightgrey")  # withheld or undefined: grey, not a value
+        image = axis.imshow(matrix, cmap=palette, vmin=low, vmax=1)
         axis.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
         axis.set_yticks(range(len(names)), names, fontsize=6)
         axis.set_title(title)
@@ -165,7 +186,8 @@ def correlation_heatmaps(site: dict[str, Any], path: Path, schema: Schema | None
 
 @drawn_once
 def calibration_curves(site: dict[str, Any], path: Path) -> Path | None:
-    """One panel per horizon: each model's smoothed observed risk against predicted risk."""
+    """One panel per horizon: each model's smoothed observed risk against predicted risk; the
+    points the site withheld (too few holdout rows near them) are gaps, counted in the legend."""
     horizons = site.get("horizons", [])
     models = {name: m for name, m in site["models"].items() if "calibration" in m}
     if not horizons or not models:
@@ -177,6 +199,8 @@ def calibration_curves(site: dict[str, Any], path: Path) -> Path | None:
             overall = model["calibration"][index].get("overall")
             if overall and overall.get("curve"):
                 label = f"{MODEL_LABELS.get(name, name)}: ICI {overall['ici']:.3f}"
+                if overall.get("curve_withheld"):
+                    label += f"; {overall['curve_withheld']} points withheld: fewer than {MIN_CELL_ROWS} real rows"
                 axis.plot(RISK_GRID, _nan_for_none(overall["curve"]), marker=".", label=label)
         axis.set_xlim(0, 1)
         axis.set_ylim(0, 1)

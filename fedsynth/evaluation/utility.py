@@ -19,6 +19,7 @@ from lifelines.utils import concordance_index
 from scipy.stats import ks_2samp
 
 from fedsynth.data.schema import ColumnKind, ColumnRole, Schema
+from fedsynth.suppression import MIN_CELL_ROWS
 
 # A tiny ridge keeps Cox fits finite when a rare category has no events (ACTG320's raceth),
 # and is applied identically to real and synthetic data so comparisons stay fair.
@@ -56,10 +57,15 @@ def varying_covariates(design: pd.DataFrame) -> list[str]:
     return [c for c in design.columns if c not in ("_time", "_event") and design[c].nunique() > 1]
 
 
+SMALL_LEVEL = f"fewer than {MIN_CELL_ROWS} real rows in one of its levels (withheld)"  # an exclusion's reason
+
+
 def estimable_covariates(design: pd.DataFrame) -> tuple[list[str], dict[str, str]]:
     """Covariates whose Cox coefficient has a finite estimate, and why the others have none.
 
-    A constant covariate carries no information; an indicator with no event in one of its
+    A constant covariate carries no information; an indicator with fewer than ``MIN_CELL_ROWS``
+    real rows in one of its levels is withheld (its log-HR would describe those few patients); an
+    indicator with no event in one of its
     levels makes the partial likelihood monotone, so its maximum-likelihood log-HR is
     infinite (a penalised fit reports an arbitrary large value with a meaningless CI).
     """
@@ -69,6 +75,11 @@ def estimable_covariates(design: pd.DataFrame) -> tuple[list[str], dict[str, str
         values = design[name]
         if values.nunique() < 2:
             excluded[name] = "constant in the real data"
+        elif (
+            set(values.unique()) <= {0.0, 1.0}
+            and min(int(values.sum()), len(values) - int(values.sum())) < MIN_CELL_ROWS
+        ):
+            excluded[name] = SMALL_LEVEL
         elif (
             set(values.unique()) <= {0.0, 1.0} and (events & (values == 1)).sum() * (events & (values == 0)).sum() == 0
         ):

@@ -11,7 +11,8 @@ Distances are Euclidean in the schema's transformed space (every column in [0, 1
 one-hot), so no column dominates by its unit. Exact search with faiss (``IndexFlatL2``): exact,
 not approximate, because a privacy audit must not miss the nearest record.
 
-Only aggregates leave this module: counts, shares, percentiles and fixed-bin histograms.
+Only aggregates leave this module: counts, shares, percentiles and fixed-bin histograms (a
+holdout cell under ``MIN_CELL_ROWS`` real rows withheld).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import pandas as pd
 from fedsynth.data.schema import Schema
 from fedsynth.data.transforms import Transformer
 from fedsynth.errors import UserError
+from fedsynth.suppression import MIN_CELL_ROWS
 
 Z_95 = 1.959963984540054
 HISTOGRAM_BINS = 40
@@ -57,7 +59,8 @@ class NearestNeighbourAudit:
     nndr_holdout_p5: float
     histogram_edges: list[float] = field(repr=False)
     dcr_synthetic_histogram: list[int] = field(repr=False)
-    dcr_holdout_histogram: list[int] = field(repr=False)
+    # Real holdout rows per cell; None (withheld) under MIN_CELL_ROWS, as for the marginal histograms.
+    dcr_holdout_histogram: list[int | None] = field(repr=False)
     # Holdout rows identical to a training row: how often unseen patients share a whole record by chance.
     exact_matches_holdout: int = 0
 
@@ -128,6 +131,11 @@ def pooled_dcr_share(audits: list[dict[str, Any]]) -> tuple[float, tuple[float, 
     mean = sum(w * float(a["dcr_share"]) for w, a in zip(weights, audits, strict=True))
     se = math.sqrt(sum((w * float(a["dcr_share_se"])) ** 2 for w, a in zip(weights, audits, strict=True)))
     return mean, _normal_ci(mean, se)
+
+
+def withhold_small(counts: np.ndarray) -> list[int | None]:
+    """Real-row counts per cell, a cell under ``MIN_CELL_ROWS`` rows withheld (``None``)."""
+    return [int(c) if c >= MIN_CELL_ROWS else None for c in counts]
 
 
 def dcr_histogram_edges(width: int) -> np.ndarray:
@@ -212,6 +220,6 @@ def nearest_neighbour_audit(
         nndr_holdout_p5=float(np.percentile(nndr_holdout, 5)),
         histogram_edges=edges.tolist(),
         dcr_synthetic_histogram=np.histogram(synthetic_train, bins=edges)[0].tolist(),
-        dcr_holdout_histogram=np.histogram(holdout_train, bins=edges)[0].tolist(),
+        dcr_holdout_histogram=withhold_small(np.histogram(holdout_train, bins=edges)[0]),
         exact_matches_holdout=exact_holdout,
     )

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from fedsynth.figures import drawn_once, panel_grid, plt, save_figure
+from fedsynth.suppression import MIN_CELL_ROWS
 
 # The FPRs a privacy officer reads (Carlini et al. 2022): the attack's power where it would be used.
 LOW_FPRS = ((0.01, "tpr_at_1pct_fpr", "1%"), (0.001, "tpr_at_0_1pct_fpr", "0.1%"))
@@ -54,13 +56,19 @@ def budget_figure(report: dict[str, Any], path: Path) -> Path:
     return save_figure(figure, path, dpi=120)
 
 
+def withheld_holdout_cells(nn: dict[str, Any]) -> int:
+    """Holdout DCR cells not drawn: withheld by the site, or under ``MIN_CELL_ROWS`` in an older document."""
+    return sum(1 for c in nn["dcr_holdout_histogram"] if c is None or c < MIN_CELL_ROWS)
+
+
 @drawn_once
 def dcr_histograms(sites: list[dict[str, Any]], path: Path) -> Path:
     """Per site: distances to the closest training row of synthetic rows and of holdout rows.
 
     Shares, not counts (the synthetic set is larger than the holdout). A synthetic curve shifted
     left of the holdout's means the model's rows sit closer to its training patients than unseen
-    patients do: memorisation. The first public bin starts at 0, drawn at half the next edge.
+    patients do: memorisation. The first public bin starts at 0, drawn at half the next edge. A
+    holdout cell the site withheld (under ``MIN_CELL_ROWS`` real rows) is hatched, not drawn as 0.
     """
     figure, axes = panel_grid(len(sites), 3, 4.6, 3.2)
     for axis, site in zip(axes, sites, strict=True):
@@ -68,15 +76,27 @@ def dcr_histograms(sites: list[dict[str, Any]], path: Path) -> Path:
         edges = np.array(nn["histogram_edges"], dtype=float)
         edges[0] = edges[1] / 2
         for key, label in DCR_CURVES:
-            counts = np.array(nn[key], dtype=float)
-            shares = counts / counts.sum() if counts.sum() else counts
-            axis.stairs(shares, edges, label=f"{label} (n={int(counts.sum())})", linewidth=1.5)
+            counts = np.array([np.nan if c is None else c for c in nn[key]], dtype=float)
+            withheld = np.isnan(counts)
+            if key == "dcr_holdout_histogram":  # an older site sent its small cells: not drawn either
+                withheld |= counts < MIN_CELL_ROWS
+                counts[withheld] = np.nan
+            total = nn.get("n_holdout") if withheld.any() and key == "dcr_holdout_histogram" else None
+            total = total or np.nansum(counts)
+            shares = counts / total if total else counts
+            axis.stairs(shares, edges, label=f"{label} (n={int(total)})", linewidth=1.5)
+            for left, right in zip(edges[:-1][withheld], edges[1:][withheld], strict=True):
+                axis.axvspan(left, right, facecolor="none", edgecolor="grey", hatch="///", linewidth=0.0)
+        handles, _ = axis.get_legend_handles_labels()
+        if withheld_holdout_cells(nn):
+            handles.append(Patch(facecolor="none", edgecolor="grey", hatch="///",
+                                 label=f"holdout withheld: fewer than {MIN_CELL_ROWS} real rows"))  # fmt: skip
         axis.set_xscale("log")
         axis.set_xlabel("distance to closest training row (encoded)")
         axis.set_ylabel("share of rows")
         low, high = nn["dcr_share_ci"]
         axis.set_title(f"{site['site']}: DCR share {nn['dcr_share']:.2f} [{low:.2f}, {high:.2f}]", fontsize=9)
-        axis.legend(fontsize=7)
+        axis.legend(handles=handles, fontsize=7)
     figure.suptitle("Distance to closest record (public edges)")
     return save_figure(figure, path)
 

@@ -9,6 +9,7 @@ from typing import Any
 from fedsynth.release.html import Html, figure, interval, note, number, section, table, tag
 from fedsynth.release.report_parts import short, site_query_notes
 from fedsynth.release.rules import AUDIT, HOW_TO_MAKE, Document
+from fedsynth.suppression import MIN_CELL_ROWS
 
 
 def _tpr_cell(attack: dict[str, Any], key: str, fpr: float) -> str:
@@ -34,7 +35,7 @@ ATTACK_NOTE = (
 
 
 def audit_section(audit: Document, workdir: Path) -> Html:
-    from fedsynth.privacy.plots import audit_figures
+    from fedsynth.privacy.plots import audit_figures, withheld_holdout_cells
 
     if audit.data is None:
         return section("Privacy audits", note(audit.problem, "warn"), id_="audits")
@@ -77,6 +78,9 @@ def audit_section(audit: Document, workdir: Path) -> Html:
         "audit_anonymeter.png": "Anonymeter risks with 95% CIs",
     }
     try:
+        cells = sum(withheld_holdout_cells(s["nearest_neighbour"]) for s in sites)
+        if cells:
+            captions["audit_dcr.png"] += f"; {cells} holdout cells withheld (hatched): fewer than {MIN_CELL_ROWS} rows"
         parts += [figure(path, captions[path.name]) for path in audit_figures(audit.data, workdir / "audit")]
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         parts.append(note(f"audit figures not drawn ({short(exc)}): {HOW_TO_MAKE[AUDIT]} with this version", "warn"))

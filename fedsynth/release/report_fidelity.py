@@ -18,6 +18,7 @@ from fedsynth.release.html import Html, figure, note, number, section, table, ta
 from fedsynth.release.report_parts import load_schema, short, site_query_notes
 from fedsynth.release.rules import EVALUATION, HOW_TO_MAKE, Document
 from fedsynth.release.signoff import Verdict
+from fedsynth.suppression import MIN_CELL_ROWS
 
 # pooled statistic -> (the rule whose threshold a column is held to, the rule of the mean)
 RULES = {"ks": ("fidelity_column_ks", "fidelity_mean_ks"), "tvd": ("fidelity_column_tvd", "fidelity_mean_tvd")}
@@ -156,7 +157,7 @@ def fidelity_section(evaluation: Document, verdict: Verdict | None, run_dir: Pat
             parts.append(note("No verdict: the columns are not marked against a policy's thresholds."))
     parts.append(tag("h3", "Each column, real vs synthetic"))
     parts.append(note("Real rows' shares (bars) against the synthetic rows' (orange) on the schema's public bins, per "
-                      "site. A real cell with fewer than 5 rows is withheld by the site and drawn hatched: unknown, "
-                      "not zero."))  # fmt: skip
+                      f"site. A real cell with fewer than {MIN_CELL_ROWS} rows is withheld by the site and drawn "
+                      "hatched: unknown, not zero."))  # fmt: skip
     parts += [_site_marginals(site, workdir / f"fidelity{index}", schema) for index, site in enumerate(sites)]
     return section("Fidelity", *parts, id_="fidelity")

@@ -10,6 +10,7 @@ from typing import Any
 from fedsynth.release.html import Html, figure, note, number, section, table, tag
 from fedsynth.release.report_parts import short, site_query_notes
 from fedsynth.release.rules import EVALUATION, HOW_TO_MAKE, Document
+from fedsynth.suppression import MIN_CELL_ROWS, MIN_GROUP_ROWS
 
 # evaluation_figures' files, the document field each needs, and the caption.
 EVALUATION_FIGURES = (
@@ -34,6 +35,35 @@ def _has_calibration_curves(site: dict[str, Any]) -> bool:
     )
 
 
+def withheld_labels(site: dict[str, Any]) -> dict[str, str]:
+    """Per figure, what the site withheld for its small groups, as the caption says it."""
+    from fedsynth.evaluation.utility import SMALL_LEVEL
+
+    labels: dict[str, str] = {}
+    cut = [f"{c.get('group')} from t = {c['real_cut_at']:g}" for c in (site.get("fidelity") or {}).get("survival", [])
+           if c.get("real_cut_at") is not None]  # fmt: skip
+    if cut:
+        labels["km"] = f"real curve withheld: fewer than {MIN_GROUP_ROWS} real rows at risk ({'; '.join(cut)})"
+    excluded = (site.get("hazard_ratios") or {}).get("excluded_covariates") or {}
+    small = [name for name, why in excluded.items() if why == SMALL_LEVEL]
+    if small:
+        labels["hazard_ratios"] = f"withheld: {', '.join(small)}: fewer than {MIN_CELL_ROWS} real rows in a level"
+    columns = ((site.get("fidelity") or {}).get("correlation_matrices") or {}).get("real_withheld") or {}
+    if columns:
+        reasons = sorted(set(columns.values()))
+        labels["correlations"] = f"real withheld (grey): {', '.join(columns)}: {'; '.join(reasons)}"
+    points = sum(
+        (entry.get("overall") or {}).get("curve_withheld") or 0
+        for model in (site.get("models") or {}).values()
+        for entry in model.get("calibration", [])
+    )
+    if points:
+        labels["calibration"] = (
+            f"{points} curve points withheld: fewer than {MIN_CELL_ROWS} real holdout rows near them"
+        )
+    return labels
+
+
 def _site_figures(site: dict[str, Any], directory: Path, schema: Any) -> list[object]:
     """One site's evaluation figures, each one its data lacks replaced by a note."""
     from fedsynth.evaluation.plots import evaluation_figures
@@ -52,9 +82,11 @@ def _site_figures(site: dict[str, Any], directory: Path, schema: Any) -> list[ob
     if not _has_calibration_curves(site):
         written.pop("calibration", None)  # drawn with the diagonal alone: an empty panel, not a figure
     parts: list[object] = []
+    labels = withheld_labels(site)
     for key, field, caption in EVALUATION_FIGURES:
         if key in written:
-            parts.append(figure(written[key], f"{name}: {caption}"))
+            label = f"; {labels[key]}" if key in labels else ""
+            parts.append(figure(written[key], f"{name}: {caption}{label}"))
         else:
             parts.append(note(f"{name}: {caption.split(':')[0].lower()} skipped: evaluation.json has no {field} "
                               f"(an older fedsynth wrote it); {HOW_TO_MAKE[EVALUATION]} to draw it"))  # fmt: skip

@@ -124,8 +124,9 @@ def test_subgroups_too_small_are_listed_with_the_reason_not_scored(split) -> Non
 
 
 def test_tau_is_on_the_public_grid_and_the_calibration_curve_on_the_risk_grid(split) -> None:
-    from fedsynth.evaluation.calibration import RISK_GRID, calibration
+    from fedsynth.evaluation.calibration import RISK_CELL_EDGES, RISK_GRID, calibration
     from fedsynth.evaluation.discrimination import GRID_STEPS
+    from fedsynth.evaluation.fidelity import MIN_CELL_ROWS
 
     train, holdout, schema = split
     model = fit_cox(train, schema)
@@ -136,10 +137,28 @@ def test_tau_is_on_the_public_grid_and_the_calibration_curve_on_the_risk_grid(sp
     result = calibration(model, train, schema, horizon)
     assert len(result.curve) == len(RISK_GRID)
     risk = predicted_risk(model, design_matrix(train, schema), horizon)
-    for point, observed in zip(RISK_GRID, result.curve, strict=True):
-        assert (observed is None) == (not risk.min() <= point <= risk.max())
+    cells = np.histogram(risk, RISK_CELL_EDGES)[0]
+    for point, observed, count in zip(RISK_GRID, result.curve, cells, strict=True):
+        assert (observed is None) == (not risk.min() <= point <= risk.max() or count < MIN_CELL_ROWS)
+    assert result.curve_withheld == sum(1 for p, c in zip(RISK_GRID, cells, strict=True)
+                                        if risk.min() <= p <= risk.max() and c < MIN_CELL_ROWS)  # fmt: skip
     inside = [(p, o) for p, o in zip(RISK_GRID, result.curve, strict=True) if o is not None]
     assert len(inside) >= 10
     # In-sample, a Cox model is close to calibrated: its curve stays near the diagonal.
     assert np.mean([abs(o - p) for p, o in inside]) < 0.1
     assert "curve" not in stratified_calibration(model, train, schema, horizon).to_dict()["groups"]["gender=0"]
+
+
+def test_a_calibration_point_with_3_rows_in_its_cell_is_withheld_and_a_small_holdout_draws_none() -> None:
+    from fedsynth.evaluation.calibration import RISK_GRID, calibration_curve
+
+    identity = lambda risk: np.asarray(risk, float)  # noqa: E731 -- a perfectly calibrated smoother
+    risk = np.array([0.5] * 25 + [0.2] * 3)
+    curve, withheld = calibration_curve(identity, risk)
+    at = {round(float(p), 3): o for p, o in zip(RISK_GRID, curve, strict=True)}
+    assert at[0.5] == pytest.approx(0.5)  # 25 rows in its cell: released
+    assert at[0.2] is None  # 3 rows: withheld
+    assert sum(o is not None for o in curve) == 1
+    assert withheld == 12  # 0.2 .. 0.475 are in the predicted range, each cell under 5 rows
+    curve, withheld = calibration_curve(identity, np.array([0.5] * 19))  # under 20 rows: no curve at all
+    assert all(o is None for o in curve) and withheld == 1

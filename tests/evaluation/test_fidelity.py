@@ -13,6 +13,7 @@ from fedsynth.evaluation.fidelity import (
     short_sightedness,
     total_variation,
 )
+from fedsynth.evaluation.utility import design_matrix
 
 
 def test_real_rows_against_themselves_are_identical_everywhere(whas500) -> None:
@@ -103,3 +104,54 @@ def test_correlation_matrices_and_the_curve_grid_end_are_public_shaped(whas500) 
     step = bound / GRID_STEPS
     assert end / step == pytest.approx(round(end / step))  # a multiple of the public step
     assert np.quantile(frame[schema.time_column], 0.95) <= end < np.quantile(frame[schema.time_column], 0.95) + step
+
+
+def test_a_km_curve_on_30_rows_is_cut_where_fewer_than_20_remain_at_risk(whas500) -> None:
+    """Times 1..30, every one an event: at t in (k-1, k] 31-k rows are at risk, under 20 once t > 11."""
+    frame, schema = whas500
+    rows = frame.head(30).assign(**{schema.time_column: np.arange(1.0, 31.0), schema.event_column: 1})
+    curve = compare_survival(rows, rows.copy(), schema, horizon=29.4)
+    grid = np.array(curve.grid)
+    shown = np.array([v is not None for v in curve.real_survival])
+    assert MIN_GROUP_ROWS == 20
+    assert (shown == (grid <= 11.0)).all()  # released exactly where >= 20 are at risk
+    assert curve.real_cut_at == pytest.approx(grid[grid > 11.0][0])
+    released = np.array([v for v in curve.real_survival if v is not None])
+    assert released == pytest.approx(1.0 - np.floor(grid[shown]) / 30)  # the KM values, untouched
+    assert len(curve.synthetic_survival) == 50 and None not in curve.synthetic_survival  # synthetic: not real rows
+    # WHAS500: the grid's end is the 95th percentile rounded up, where 25 rows or fewer remain; the
+    # last points fall under 20 at risk and are cut there, at the first such point.
+    whole = compare_survival(frame, frame.copy(), schema)
+    times, points = frame[schema.time_column].to_numpy(float), np.array(whole.grid)
+    at_risk = np.array([(times >= t).sum() for t in points])
+    assert whole.real_cut_at == points[at_risk < MIN_GROUP_ROWS][0]
+    assert [v is None for v in whole.real_survival] == list(at_risk < MIN_GROUP_ROWS)
+
+
+def test_real_correlations_are_withheld_on_a_small_site_and_for_a_rare_indicator(whas500) -> None:
+    from fedsynth.evaluation.fidelity import correlation_matrices, small_indicator_columns
+
+    frame, schema = whas500
+    rows = frame.head(100).assign(gender=[1] * 4 + [0] * 96)  # 4 rows with gender=1: under MIN_CELL_ROWS
+    matrices = correlation_matrices(rows, rows.copy(), schema)
+    g = matrices["columns"].index("gender")
+    assert list(matrices["real_withheld"]) == ["gender"] == small_indicator_columns(design_matrix(rows, schema))
+    assert matrices["real_withheld"]["gender"] == "fewer than 5 real rows in a level"
+    assert all(v is None for v in matrices["real"][g]) and all(row[g] is None for row in matrices["real"])
+    assert matrices["synthetic"][g][0] is not None  # synthetic rows are not real ones
+    other = [i for i in range(len(matrices["columns"])) if i != g]
+    assert all(matrices["real"][i][j] == matrices["synthetic"][i][j] for i in other for j in other)
+    small = correlation_matrices(frame.head(19), frame.head(19), schema)  # under MIN_GROUP_ROWS
+    assert list(small["real_withheld"]) == small["columns"]
+    assert set(small["real_withheld"].values()) == {"fewer than 20 real rows"}
+    assert all(v is None for row in small["real"] for v in row)
+    from fedsynth.client.audit import check_audit_result
+    from fedsynth.client.evaluation import evaluation_list_lengths
+
+    for withheld in ({}, matrices["real_withheld"]):  # a reply with nothing withheld passes the aggregate check
+        check_audit_result(
+            {**matrices, "real_withheld": withheld}, len(rows), allowed_lengths=evaluation_list_lengths(schema)
+        )
+    twenty = correlation_matrices(frame.head(20), frame.head(20), schema)  # 20 rows: only rare indicators withheld
+    kept = [i for i, name in enumerate(twenty["columns"]) if name not in twenty["real_withheld"]]
+    assert kept and all(twenty["real"][i][i] == pytest.approx(1.0) for i in kept)

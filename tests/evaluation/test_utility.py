@@ -59,21 +59,25 @@ def test_exact_copy_count(whas_split) -> None:
 
 def test_non_estimable_covariates_are_excluded_with_reason() -> None:
     from fedsynth.evaluation.utility import estimable_covariates
+    from fedsynth.suppression import MIN_CELL_ROWS
 
     design = pd.DataFrame(
         {
-            "age": [50.0, 60, 70, 80, 55, 65],
-            "rare": [1.0, 0, 0, 0, 0, 0],  # its only patient has no event: monotone likelihood
-            "flat": [1.0] * 6,
-            "sex": [0.0, 1, 0, 1, 1, 0],
-            "_time": [5.0, 3, 4, 2, 6, 1],
-            "_event": [0.0, 1, 1, 1, 0, 1],
+            "age": [50.0, 60, 70, 80, 55, 65, 52, 61, 73, 84, 58, 66],
+            "rare": [1.0] * 5 + [0.0] * 7,  # its 5 patients have no event: monotone likelihood
+            "small": [0.0] * 5 + [1.0] * 4 + [0.0] * 3,  # 4 patients: under MIN_CELL_ROWS, withheld
+            "flat": [1.0] * 12,
+            "sex": [0.0, 1] * 6,
+            "_time": [5.0, 3, 4, 2, 6, 1, 7, 8, 9, 10, 11, 12],
+            "_event": [0.0] * 5 + [1.0, 1, 1, 0, 1, 1, 1],
         }
     )
     keep, excluded = estimable_covariates(design)
+    assert MIN_CELL_ROWS == 5
     assert keep == ["age", "sex"]
-    assert set(excluded) == {"rare", "flat"}
+    assert set(excluded) == {"rare", "small", "flat"}
     assert "not estimable" in excluded["rare"] and "constant" in excluded["flat"]
+    assert excluded["small"] == "fewer than 5 real rows in one of its levels (withheld)"
 
 
 def test_cox_fit_reaches_the_optimum_where_lifelines_default_newton_stops_short(tmp_path) -> None:

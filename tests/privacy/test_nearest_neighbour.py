@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from fedsynth.data.datasets import load_dataset
@@ -12,6 +13,7 @@ from fedsynth.privacy.nearest_neighbour import (
     nearest_neighbour_audit,
     pooled_dcr_share,
 )
+from fedsynth.suppression import MIN_CELL_ROWS
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +65,16 @@ def test_only_aggregates_come_back(flchain_thirds) -> None:
         else:
             assert isinstance(value, (int, float, tuple)), key
     assert sum(result["dcr_synthetic_histogram"]) == len(fresh)
+    holdout_cells = result["dcr_holdout_histogram"]  # real rows: no cell under MIN_CELL_ROWS released
+    assert all(c is None or c >= MIN_CELL_ROWS for c in holdout_cells) and None in holdout_cells
+    assert sum(c for c in holdout_cells if c is not None) <= len(holdout)
+
+
+def test_a_holdout_dcr_cell_under_5_rows_is_withheld() -> None:
+    from fedsynth.privacy.nearest_neighbour import withhold_small
+
+    assert MIN_CELL_ROWS == 5
+    assert withhold_small(np.array([0, 3, 4, 5, 12])) == [None, None, None, 5, 12]
 
 
 def test_too_few_rows_are_refused_with_the_fix(flchain_thirds) -> None:

@@ -132,3 +132,98 @@ def test_the_browser_check_catches_a_broken_report(browser: Any, tmp_path: Path,
     path.write_text(path.read_text().replace("</body>", fault + "</body>"))
     with pytest.raises(AssertionError):
         check_in_browser(browser, path)
+
+
+def _real_rows() -> tuple[Any, Any, Any]:
+    """The real rows current_evaluation_run's site evaluated (its fixture's split)."""
+    from fedsynth.data.datasets import load_dataset
+    from fedsynth.data.split import train_holdout_split
+
+    frame, schema = load_dataset("whas500")
+    train, holdout = train_holdout_split(frame, 0.2, seed=0)
+    return train, holdout, schema
+
+
+def _group(rows: Any, name: str) -> Any:
+    if name == "all":
+        return rows
+    column, level = name.split("=")
+    return rows[rows[column].astype(str) == level]
+
+
+def small_groups_in_evaluation(site: dict[str, Any], run: Path) -> list[str]:
+    """Every released real aggregate of a figure that rests on fewer real rows than the minimum."""
+    import pandas as pd
+
+    from fedsynth.evaluation.calibration import RISK_CELL_EDGES, predicted_risk
+    from fedsynth.evaluation.fidelity import small_indicator_columns
+    from fedsynth.evaluation.utility import design_matrix, utility_report
+    from fedsynth.suppression import MIN_CELL_ROWS, MIN_GROUP_ROWS
+
+    train, holdout, schema = _real_rows()
+    found = []
+    fidelity = site["fidelity"]
+    for curve in fidelity["survival"]:  # KM: every released point has >= MIN_GROUP_ROWS at risk
+        times = _group(train, curve["group"])[schema.time_column].to_numpy(float)
+        for t, value in zip(curve["grid"], curve["real_survival"], strict=True):
+            if value is not None and (times >= t).sum() < MIN_GROUP_ROWS:
+                found.append(f"KM {curve['group']} at t={t:g}: {(times >= t).sum()} at risk")
+    for name, entry in fidelity["histograms"].items():  # marginal cells
+        found += [f"histogram {name} cell {i}" for i, share in enumerate(entry["real"])
+                  if share is not None and round(share * len(train)) < MIN_CELL_ROWS]  # fmt: skip
+    design = design_matrix(train, schema)
+    small = set(small_indicator_columns(design))
+    matrices = fidelity["correlation_matrices"]
+    for i, row in enumerate(matrices["real"]):  # correlations: no rare indicator's entry released
+        for j, value in enumerate(row):
+            if value is not None and {matrices["columns"][i], matrices["columns"][j]} & small:
+                found.append(f"correlation {matrices['columns'][i]} x {matrices['columns'][j]}")
+    found += [f"hazard ratio {name}" for name in site["hazard_ratios"]["covariates"] if name in small]
+    # Calibration: the real-only model refitted as the site fits it; each released point's cell.
+    synthetic = pd.read_csv(run / "synthetic.csv")
+    risk = predicted_risk(utility_report(train, holdout, synthetic, schema).real_model,
+                          design_matrix(holdout, schema), site["horizons"][0])  # fmt: skip
+    cells = np.histogram(risk, RISK_CELL_EDGES)[0]
+    curve = site["models"]["trtr"]["calibration"][0]["overall"]["curve"]
+    found += [f"calibration point {i}" for i, (value, count) in enumerate(zip(curve, cells, strict=True))
+              if value is not None and count < MIN_CELL_ROWS]  # fmt: skip
+    return found
+
+
+@pytest.mark.slow
+def test_no_real_data_figure_shows_a_group_under_the_minimum_and_the_withheld_labels_appear(
+    browser: Any, current_evaluation_run: Path, tmp_path: Path
+) -> None:
+    import json
+
+    from fedsynth.privacy.plots import withheld_holdout_cells
+    from fedsynth.release.report_utility import withheld_labels
+
+    document = json.loads((current_evaluation_run / "evaluation.json").read_text())
+    site = document["sites"][0]
+    assert small_groups_in_evaluation(site, current_evaluation_run) == []
+    # The check is not vacuous: the cut tail of the KM curve put back is found.
+    leaked = json.loads(json.dumps(site))
+    leaked["fidelity"]["survival"][0]["real_survival"][-1] = 0.5
+    assert [f for f in small_groups_in_evaluation(leaked, current_evaluation_run) if f.startswith("KM all")]
+    labels = withheld_labels(site)
+    # WHAS500 train (400 rows): the KM grid ends past the last 20 at risk; the holdout (100 rows)
+    # leaves some calibration points with fewer than 5 rows near them; some histogram cells are small.
+    assert "fewer than 20 real rows at risk" in labels["km"]
+    assert "curve points withheld: fewer than 5 real holdout rows near them" in labels["calibration"]
+    assert any(entry["withheld_cells"] for entry in site["fidelity"]["histograms"].values())
+    audit = json.loads((current_evaluation_run / "audit.json").read_text())
+    assert sum(withheld_holdout_cells(s["nearest_neighbour"]) for s in audit["sites"]) > 0
+
+    report = write_report(current_evaluation_run, tmp_path / "report.html", None)
+    check_in_browser(browser, report)
+    page = browser.new_page(viewport=VIEWPORT)
+    try:
+        page.goto(report.as_uri(), wait_until="load")
+        text = page.inner_text("body")
+    finally:
+        page.close()
+    for label in labels.values():  # each figure's caption says what its site withheld, as a reader sees it
+        assert label in text, label
+    assert "holdout cells withheld (hatched): fewer than 5 rows" in text
+    assert "A real cell with fewer than 5 rows is withheld by the site and drawn hatched" in text
