@@ -5,15 +5,13 @@ A site lost mid-round is tested across hosts of their own in tests/deploy/test_m
 
 from __future__ import annotations
 
-import contextlib
 import json
-from pathlib import Path
 
 import pytest
 import tomli_w
 
-from fedsynth.deploy.local import is_running
 from fedsynth.model.mcm import MCM
+from tests.deploy.leftovers import running_with_flwr_home
 
 pytestmark = pytest.mark.integration
 
@@ -61,10 +59,5 @@ def test_train_then_audit_and_evaluate_over_the_deployment_engine(tmp_path) -> N
     assert [s["site"] for s in evaluation["sites"]] == ["site-0", "site-1", "site-2"]
     # Every process the commands started (SuperLink, SuperNodes, their SuperExec, ServerApp and
     # ClientApp processes, orphans included) inherited the federation's FLWR_HOME: none survives.
-    home = f"FLWR_HOME={run_dir.resolve() / 'deployment' / 'flwr-home'}".encode()
-    started = []
-    for entry in Path("/proc").iterdir():
-        with contextlib.suppress(OSError):
-            if entry.name.isdigit() and home in (entry / "environ").read_bytes().split(b"\0"):
-                started.append(int(entry.name))
-    assert not [pid for pid in started if is_running(pid)], "a process of the federation outlived the command"
+    left = running_with_flwr_home(run_dir.resolve() / "deployment" / "flwr-home")
+    assert not left, f"processes of the federation outlived the command: {left}"

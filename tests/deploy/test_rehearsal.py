@@ -3,7 +3,6 @@ sites as supervised processes, train, audit, and tear everything down."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -11,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.deploy.leftovers import running_with_flwr_home
 
 pytestmark = pytest.mark.integration
 
@@ -32,10 +33,5 @@ def test_the_runbook_rehearsed_by_its_script_trains_audits_and_leaves_nothing_ru
     audit = json.loads((run / "audit.json").read_text())
     assert audit["complete"] and [s["site"] for s in audit["sites"]] == ["site-0", "site-1", "site-2"]
     # Nothing the script started (SuperLink, gateway, SuperNodes, SuperExecs, app processes) survives it.
-    home = f"FLWR_HOME={work / 'flwr-home'}".encode()
-    left = []
-    for entry in Path("/proc").iterdir():
-        with contextlib.suppress(OSError):
-            if entry.name.isdigit() and home in (entry / "environ").read_bytes().split(b"\0"):
-                left.append(int(entry.name))
+    left = running_with_flwr_home(work / "flwr-home")
     assert not left, f"processes of the rehearsal outlived it: {left}"
