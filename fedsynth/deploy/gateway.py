@@ -60,12 +60,12 @@ def fleet_paths() -> frozenset[str]:
     return paths
 
 
-def split_address(address: str, what: str) -> tuple[str, int]:
+def split_address(address: str, what: str, example: str = DEFAULT_SUPERLINK) -> tuple[str, int]:
     """``host:port`` (``[v6]:port`` for IPv6) as (host, port); a clear error naming ``what`` otherwise."""
     host, sep, port = address.rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise DeploymentError(f"{what} {address!r} is not host:port (e.g. {DEFAULT_SUPERLINK})")
+        raise DeploymentError(f"{what} {address!r} is not host:port (e.g. {example})")
     return host, int(port)
 
 

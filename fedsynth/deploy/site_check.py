@@ -37,6 +37,8 @@ from fedsynth.client.site_status import (
     require_site_dir,
 )
 from fedsynth.data.minimum import TooFewRecordsError, check_dp_training_records
+from fedsynth.deploy import DeploymentError
+from fedsynth.deploy.gateway import split_address
 from fedsynth.errors import UserError
 
 PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
@@ -185,21 +187,12 @@ def check_auth_key(path: Path) -> Check:
     return Check("auth key", PASS, f"{path} is an OpenSSH private key readable by its owner only")
 
 
-def parse_address(address: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) -> (host, port); ValueError saying what is wrong."""
-    host, sep, port = address.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{address!r} is not HOST:PORT")
-    return host, int(port)
-
-
 def check_superlink(address: str, ca: Path | None = None, timeout: float = CONNECT_TIMEOUT_S) -> Check:
     """A TCP connection to ``address``; with ``ca``, a TLS handshake verifying the server for its host."""
     try:
-        host, port = parse_address(address)
-    except ValueError as exc:
-        return Check("superlink", FAIL, str(exc), "give the gateway's address as HOST:PORT, e.g. fed.example.org:9092")
+        host, port = split_address(address, "--superlink", example="fed.example.org:9092")
+    except DeploymentError as exc:
+        return Check("superlink", FAIL, str(exc), "give the coordinator's gateway address as host:port")
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
     except OSError as exc:
