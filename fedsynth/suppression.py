@@ -13,5 +13,19 @@ those patients. (Training's own minimums are :mod:`fedsynth.data.minimum`'s.)
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+import numpy as np
+
 MIN_GROUP_ROWS = 20
 MIN_CELL_ROWS = 5
+
+
+def is_small_indicator(values: Iterable[float]) -> bool:
+    """A 0/1 column with fewer than ``MIN_CELL_ROWS`` real rows in one of its levels: a figure
+    read from it (a correlation, a log-HR) describes those few rows."""
+    array = np.asarray(values, dtype=float)
+    if not np.isin(array, (0.0, 1.0)).all():
+        return False
+    ones = int(array.sum())
+    return min(ones, len(array) - ones) < MIN_CELL_ROWS

@@ -43,7 +43,7 @@ from scipy.stats import ks_2samp
 
 from fedsynth.data.schema import Column, ColumnKind, ColumnRole, Schema
 from fedsynth.evaluation.utility import design_matrix
-from fedsynth.suppression import MIN_CELL_ROWS, MIN_GROUP_ROWS
+from fedsynth.suppression import MIN_CELL_ROWS, MIN_GROUP_ROWS, is_small_indicator
 
 CURVE_POINTS = 50
 # Small-cell suppression (the minimums live in fedsynth.suppression): a Kaplan-Meier curve of a
@@ -112,14 +112,7 @@ def marginal_histograms(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Sch
 def small_indicator_columns(design: pd.DataFrame) -> list[str]:
     """The 0/1 columns of a design with fewer than ``MIN_CELL_ROWS`` rows on one side: a correlation
     with such a column describes those few rows."""
-    small = []
-    for name in design.columns:
-        values = design[name].to_numpy(float)
-        if np.isin(values, (0.0, 1.0)).all():
-            ones = int(values.sum())
-            if min(ones, len(values) - ones) < MIN_CELL_ROWS:
-                small.append(name)
-    return small
+    return [name for name in design.columns if is_small_indicator(design[name].to_numpy(float))]
 
 
 def correlation_matrices(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from lifelines.utils import concordance_index
 from scipy.stats import ks_2samp
 
 from fedsynth.data.schema import ColumnKind, ColumnRole, Schema
-from fedsynth.suppression import MIN_CELL_ROWS
+from fedsynth.suppression import MIN_CELL_ROWS, is_small_indicator
 
 # A tiny ridge keeps Cox fits finite when a rare category has no events (ACTG320's raceth),
 # and is applied identically to real and synthetic data so comparisons stay fair.
@@ -75,10 +75,7 @@ def estimable_covariates(design: pd.DataFrame) -> tuple[list[str], dict[str, str
         values = design[name]
         if values.nunique() < 2:
             excluded[name] = "constant in the real data"
-        elif (
-            set(values.unique()) <= {0.0, 1.0}
-            and min(int(values.sum()), len(values) - int(values.sum())) < MIN_CELL_ROWS
-        ):
+        elif is_small_indicator(values.to_numpy(float)):
             excluded[name] = SMALL_LEVEL
         elif (
             set(values.unique()) <= {0.0, 1.0} and (events & (values == 1)).sum() * (events & (values == 0)).sum() == 0
