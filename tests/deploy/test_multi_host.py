@@ -2,8 +2,8 @@
 Fleet gateway, TLS, SuperNode authentication) on a bridge, each site's SuperNode in a network
 namespace that reaches it over one veth link (tests/deploy/netns.py).
 
-One run of two rounds: every site trains round 1; in round 2 one site is killed with SIGKILL and
-another's link is cut, both after they reserved the round's spend, and the run finishes with the
+One run of two rounds: every site trains round 1; as round 2 begins one site's link is cut, and
+another is killed with SIGKILL after it reserved the round's spend; the run finishes with the
 third. A revoked site is refused before the run.
 """
 
@@ -74,7 +74,7 @@ def federation_config(tmp_path) -> Path:
             "min_sites": 1,
             # The lost sites' round-2 replies never come: the round ends at this timeout (or when
             # the SuperLink marks the nodes offline, after two missed 30-s heartbeats).
-            "round_timeout": 20,
+            "round_timeout": 45,
             "run_dir": "run",
             "schema": "run/sites/site-0/schema.toml",
         },
@@ -112,13 +112,16 @@ def test_sites_on_hosts_of_their_own_a_revoked_site_refused_and_two_sites_lost_m
         assert not hosts.reaches_coordinator("site-0", federation.port)  # the SuperLink: its loopback only
 
         run_id = federation.submit(federation_config)
-        # Mid-round 2: once both have reserved their round-2 spend, site-1 is cut off and site-2 killed.
+        # As round 1 closes, site-1's link is cut (its round-2 reply cannot arrive, whenever it
+        # answers); once site-2 has reserved its round-2 spend, it is killed mid-round.
+        run = RunDirectory(config.run_dir)
         _wait_for(
-            lambda: _ledger_rounds(sites / "site-1") == _ledger_rounds(sites / "site-2") == [1, 2],
+            lambda: (config.run_dir / "budget.jsonl").exists() and any(r["round"] == 1 for r in run.budget_records()),
             300,
-            "site-1 and site-2 to start round 2",
+            "round 1 to close",
         )
         hosts.cut("site-1")
+        _wait_for(lambda: _ledger_rounds(sites / "site-2") == [1, 2], 120, "site-2 to start round 2")
         federation.kill_node("site-2")
         assert not hosts.reaches_coordinator("site-1", federation.fleet_port)
         status = federation.wait(run_id, timeout=600)
@@ -137,9 +140,11 @@ def test_sites_on_hosts_of_their_own_a_revoked_site_refused_and_two_sites_lost_m
     assert by_round[1] == {"site-0": "ok", "site-1": "ok", "site-2": "ok"}
     assert by_round[2].get("site-0") == "ok"
     assert by_round[2].get("site-1") != "ok" and by_round[2].get("site-2") != "ok"
-    # The lost sites' ledgers still hold their round-2 reservations: spend is never under-counted.
+    # The killed site's ledger still holds its round-2 reservation (spend is never under-counted);
+    # the cut site's holds it too if round 2 reached it before the cut.
+    assert _ledger_rounds(sites / "site-2") == [1, 2]
+    assert _ledger_rounds(sites / "site-1") in ([1], [1, 2])
     for lost in ("site-1", "site-2"):
-        assert _ledger_rounds(sites / lost) == [1, 2]
         # Reopened, a lost site reports round 1 plus the whole interrupted round 2 (at least what
         # it actually spent), recomputed by Opacus' RDP from the stored history.
         reopened = open_site(sites / lost)
@@ -148,7 +153,7 @@ def test_sites_on_hosts_of_their_own_a_revoked_site_refused_and_two_sites_lost_m
             independent_epsilon(reopened.ledger.history(), reopened.ledger.target_delta), abs=1e-6
         )
         assert reopened.ledger.epsilon() == pytest.approx(entries[-1].epsilon_after)
-        assert entries[-1].epsilon_after > entries[0].epsilon_after
+        assert entries[-1].epsilon_after > entries[0].epsilon_after  # the marginal release, then rounds
     assert _ledger_rounds(sites / "site-0") == list(range(1, ROUNDS + 1))
     model = MCM.load(config.run_dir / "model")
     assert model.differentially_private_ and len(model.sample(20, seed=3)) == 20
