@@ -24,6 +24,9 @@ stop_all() {
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
         kill -KILL -- "-$pid" 2>/dev/null || true
     done
+    # Flower starts the SuperLink's SuperExec (and the apps it runs) in sessions of their own;
+    # every process of this rehearsal inherited FLWR_HOME, so stop whatever still carries it.
+    env -u FLWR_HOME python3 -m fedsynth.deploy.processes stop "FLWR_HOME=$FLWR_HOME"
 }
 trap stop_all EXIT
 supervise() {  # supervise NAME COMMAND...: start it in its own process group, logging to logs/NAME.log

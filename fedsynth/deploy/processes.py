@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 HOST = "127.0.0.1"
@@ -66,6 +68,37 @@ def is_running(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
+def running_with_env(name: str, value: str) -> list[int]:
+    """Pids of live processes started with ``name=value`` in their environment, orphans included.
+
+    Why: Flower starts some processes in a session of their own (the SuperLink's SuperExec and
+    the apps it launches), so stopping a process group misses them; each inherits FLWR_HOME.
+    """
+    wanted = f"{name}={value}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and wanted in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+    return [pid for pid in found if pid != os.getpid() and is_running(pid)]
+
+
+def stop_all_with_env(name: str, value: str, grace: float = 10.0) -> list[int]:
+    """SIGTERM every process ``running_with_env(name, value)``, SIGKILL what is left after
+    ``grace`` seconds, and return once none is running; the pids that needed SIGKILL."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        pids = running_with_env(name, value)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 30.0)
+        while (left := running_with_env(name, value)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not left:
+            return [] if sig == signal.SIGTERM else pids
+    raise RuntimeError(f"processes with {name}={value} survived SIGKILL: {left}")
+
+
 def _signal_tree(process: subprocess.Popen[bytes], sig: int) -> None:
     for pid in [process.pid, *_children(process.pid)]:
         with contextlib.suppress(ProcessLookupError):
@@ -104,3 +137,12 @@ def _proc_address(raw: bytes, width: int) -> str:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return str(address.ipv4_mapped)
     return str(address)
+
+
+if __name__ == "__main__":
+    # `python -m fedsynth.deploy.processes stop FLWR_HOME=/path`: deploy/rehearse.sh's teardown.
+    if len(sys.argv) != 3 or sys.argv[1] != "stop" or "=" not in sys.argv[2]:
+        sys.exit("usage: python -m fedsynth.deploy.processes stop NAME=VALUE")
+    killed = stop_all_with_env(*sys.argv[2].split("=", 1))
+    if killed:
+        print(f"   stopped with SIGKILL: {killed}")

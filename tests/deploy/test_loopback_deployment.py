@@ -11,7 +11,7 @@ import pytest
 import tomli_w
 
 from fedsynth.model.mcm import MCM
-from tests.deploy.leftovers import running_with_flwr_home
+from fedsynth.deploy.processes import running_with_env
 
 pytestmark = pytest.mark.integration
 
@@ -59,5 +59,5 @@ def test_train_then_audit_and_evaluate_over_the_deployment_engine(tmp_path) -> N
     assert [s["site"] for s in evaluation["sites"]] == ["site-0", "site-1", "site-2"]
     # Every process the commands started (SuperLink, SuperNodes, their SuperExec, ServerApp and
     # ClientApp processes, orphans included) inherited the federation's FLWR_HOME: none survives.
-    left = running_with_flwr_home(run_dir.resolve() / "deployment" / "flwr-home")
+    left = running_with_env("FLWR_HOME", str(run_dir.resolve() / "deployment" / "flwr-home"))
     assert not left, f"processes of the federation outlived the command: {left}"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.leftovers import running_with_flwr_home
+from fedsynth.deploy.processes import running_with_env
 
 pytestmark = pytest.mark.integration
 
@@ -33,5 +33,5 @@ def test_the_runbook_rehearsed_by_its_script_trains_audits_and_leaves_nothing_ru
     audit = json.loads((run / "audit.json").read_text())
     assert audit["complete"] and [s["site"] for s in audit["sites"]] == ["site-0", "site-1", "site-2"]
     # Nothing the script started (SuperLink, gateway, SuperNodes, SuperExecs, app processes) survives it.
-    left = running_with_flwr_home(work / "flwr-home")
+    left = running_with_env("FLWR_HOME", str(work / "flwr-home"))
     assert not left, f"processes of the rehearsal outlived it: {left}"
