@@ -10,8 +10,8 @@ import json
 import pytest
 import tomli_w
 
-from fedsynth.model.mcm import MCM
 from fedsynth.deploy.processes import running_with_env
+from fedsynth.model.mcm import MCM
 
 pytestmark = pytest.mark.integration
 

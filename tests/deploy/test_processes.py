@@ -7,7 +7,9 @@ import uuid
 from fedsynth.deploy.processes import is_running, running_with_env, stop_all_with_env
 
 # A process in a session of its own (as Flower starts its SuperExec), one that ignores SIGTERM.
-STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(600)"
+STUBBORN = (
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(600)"
+)
 POLITE = "import time; print('up', flush=True); time.sleep(600)"
 
 
