@@ -70,7 +70,7 @@ for i in range(sites):
     (site / "schema.toml").write_text(Path("whas500.schema.toml").read_text())
     (site / "site.toml").write_text(
         f'[site]\nname = "site-{i}"\ndata = "data.csv"\nschema = "schema.toml"\n\n'
-        "[privacy]\ntarget_epsilon = 3.0\n\n[training]\nlocal_epochs = 1\n"
+        "[privacy]\ntarget_epsilon = 3.0\nevaluation_horizons = [365.0, 730.0]\n\n[training]\nlocal_epochs = 1\n"
     )
 PY
 
@@ -135,11 +135,15 @@ run flwr run "$REPO" hospitals --stream --run-config "federation-config=\"$WORK/
 run fedsynth budget runs/rehearsal
 test -f runs/rehearsal/model/manifest.json || { echo "no published model; see logs/run-train.log" >&2; exit 1; }
 
-step "5. audit the published model (coordinator)"
+step "5. audit and evaluate the published model (coordinator)"
 run flwr run "$REPO" hospitals --stream \
     --run-config "federation-config=\"$WORK/federation.toml\" task=\"audit\" seed=0 expected-sites=$SITES" \
     >logs/run-audit.log 2>&1
 test -f runs/rehearsal/audit.json || { echo "no audit.json; see logs/run-audit.log" >&2; exit 1; }
+run flwr run "$REPO" hospitals --stream \
+    --run-config "federation-config=\"$WORK/federation.toml\" task=\"evaluate\" expected-sites=$SITES horizons=\"[365, 730]\"" \
+    >logs/run-evaluate.log 2>&1
+test -f runs/rehearsal/evaluation.json || { echo "no evaluation.json; see logs/run-evaluate.log" >&2; exit 1; }
 for node in "${NODES[@]}"; do run fedsynth site status "$node"; done
 
 step "tear down"

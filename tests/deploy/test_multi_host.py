@@ -74,7 +74,7 @@ def federation_config(tmp_path) -> Path:
             "min_sites": 1,
             # The lost sites' round-2 replies never come: the round ends at this timeout (or when
             # the SuperLink marks the nodes offline, after two missed 30-s heartbeats).
-            "round_timeout": 45,
+            "round_timeout": 25,
             "run_dir": "run",
             "schema": "run/sites/site-0/schema.toml",
         },

@@ -32,6 +32,9 @@ def test_the_runbook_rehearsed_by_its_script_trains_audits_and_leaves_nothing_ru
     assert all(0 < s["epsilon_spent"] <= s["target_epsilon"] for s in budget["sites"])
     audit = json.loads((run / "audit.json").read_text())
     assert audit["complete"] and [s["site"] for s in audit["sites"]] == ["site-0", "site-1", "site-2"]
+    evaluation = json.loads((run / "evaluation.json").read_text())
+    assert evaluation["complete"] and evaluation["horizons"] == [365.0, 730.0]
+    assert [s["site"] for s in evaluation["sites"]] == ["site-0", "site-1", "site-2"]
     # Nothing the script started (SuperLink, gateway, SuperNodes, SuperExecs, app processes) survives it.
     left = running_with_env("FLWR_HOME", str(work / "flwr-home"))
     assert not left, f"processes of the rehearsal outlived it: {left}"
