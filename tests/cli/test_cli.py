@@ -251,3 +251,27 @@ def test_version_prints_the_package_version() -> None:
 
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"fedsynth {__version__}"
+
+
+HEAVY = ("torch", "opacus", "flwr", "lifelines", "ray")
+_IMPORTS_AFTER = """
+import sys
+from typer.testing import CliRunner
+from fedsynth.cli import app
+done = CliRunner().invoke(app, sys.argv[1:])
+assert done.exit_code == 0, done.output
+print(" ".join(m for m in {heavy!r} if m in sys.modules))
+"""
+
+
+LIGHT = [["--help"], ["--version"], ["serve-token", "add", "{tmp}/tokens.json", "--name", "a"]]
+
+
+@pytest.mark.parametrize("args", LIGHT)
+def test_light_commands_do_not_import_the_heavy_libraries(tmp_path: Path, args: list[str]) -> None:
+    # Each of torch, opacus, Flower, lifelines and Ray costs a light command seconds of start-up.
+    code = _IMPORTS_AFTER.format(heavy=HEAVY)
+    argv = [a.format(tmp=tmp_path) for a in args]
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [], f"`fedsynth {' '.join(args)}` imported {done.stdout.split()}"

@@ -5,7 +5,26 @@ uvicorn. Only the global model is read to answer a request, so every answer is p
 of the DP model and carries its privacy guarantee.
 """
 
-from fedsynth.server.service.app import create_app
-from fedsynth.server.service.config import ServiceConfig, ServiceConfigError
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fedsynth.server.service.app import create_app
+    from fedsynth.server.service.config import ServiceConfig, ServiceConfigError
 
 __all__ = ["ServiceConfig", "ServiceConfigError", "create_app"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: `fedsynth serve-token` imports service.auth alone and must not pay for torch and the
+    # app (seconds of start-up) that importing this package would otherwise load.
+    if name == "create_app":
+        from fedsynth.server.service.app import create_app
+
+        return create_app
+    if name in ("ServiceConfig", "ServiceConfigError"):
+        from fedsynth.server.service import config
+
+        return getattr(config, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
