@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -106,3 +108,15 @@ def test_conditions_on_a_modelled_column_sample_present_values_only(missing_mode
 def test_a_saved_model_samples_the_same_rows_with_their_missing_values(missing_model, tmp_path) -> None:
     path = missing_model.save(tmp_path / "model")
     pd.testing.assert_frame_equal(load_model(path).sample(200, seed=5), missing_model.sample(200, seed=5))
+
+
+def test_a_calibrated_model_samples_the_tables_missing_shares(missing_data, missing_model) -> None:
+    from fedsynth.marginals.tables import MarginalSpec, count_tables
+    from fedsynth.marginals.target import MarginalTarget
+
+    frame, schema = missing_data
+    spec = MarginalSpec.from_schema(schema)
+    model = copy.deepcopy(missing_model).calibrate_to(MarginalTarget(spec, count_tables(frame, spec)))
+    rows = model.sample(2000, seed=6)
+    for name in ("bmi", "cvd", "hr"):
+        assert rows[name].isna().mean() == pytest.approx(frame[name].isna().mean(), abs=0.015)
