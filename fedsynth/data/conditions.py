@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from fedsynth.data.schema import Column, ColumnKind, Schema
 from fedsynth.data.transforms import to_unit
@@ -262,3 +263,16 @@ def resolve_conditions(conditions: list[Condition], schema: Schema) -> list[Reso
                 )
             resolved.append(ResolvedCondition(column, index, tuple(sorted(codes))))
     return resolved
+
+
+def satisfies(frame: pd.DataFrame, condition: ResolvedCondition) -> pd.Series:
+    """Row-wise truth of one resolved condition on a canonical frame; a missing value (NaN, a
+    missing = "model" column) satisfies no condition."""
+    values = frame[condition.column.name]
+    if condition.codes is not None:
+        allowed = {condition.column.labels[c] for c in condition.codes}
+        if condition.column.kind == ColumnKind.BINARY and condition.column.categories is None:
+            allowed_codes = set(condition.codes)
+            return values.isin(allowed_codes)
+        return values.isin(allowed)
+    return (values >= condition.lower_value) & (values <= condition.upper_value)

@@ -20,6 +20,8 @@ from fedsynth.data.schema import Column, ColumnKind, ColumnRole, MissingPolicy, 
 from fedsynth.data.validation import missing_cells
 
 MAX_CATEGORIES = 50
+# A covariate missing at least this often is drafted with missing = "model" (see _missing_policy).
+MODEL_MISSING_SHARE = 0.05
 # Names a hospital extract gives identifiers: a patient, record, institution or site code.
 IDENTIFIER_NAME = re.compile(
     r"(?i)^(id|ids|mrn|uuid|guid|patient|patient[_.]?(id|no|number)|subject|record|inst|institution|site|"
@@ -92,10 +94,21 @@ def _refuse(name: str, bad: pd.Series, present: pd.Series, problem: str, fix: st
         )
 
 
+def _missing_policy(absent: pd.Series, role: ColumnRole) -> MissingPolicy:
+    """reject without missing values; a covariate missing in at least ``MODEL_MISSING_SHARE`` of
+    the rows: model (dropping them would lose those patients, and with them whatever their
+    missingness says); otherwise drop_row (a few rows; time and event must be observed)."""
+    if not absent.any():
+        return MissingPolicy.REJECT
+    if role == ColumnRole.FEATURE and absent.mean() >= MODEL_MISSING_SHARE:
+        return MissingPolicy.MODEL
+    return MissingPolicy.DROP_ROW
+
+
 def _infer_column(name: str, raw: pd.Series, role: ColumnRole) -> Column:
     # The same cells count as missing here as in validation, so that the draft's policy fits.
     absent = missing_cells(raw)
-    missing = MissingPolicy.DROP_ROW if absent.any() else MissingPolicy.REJECT
+    missing = _missing_policy(absent, role)
     present = raw[~absent]
     if present.empty:
         raise ValueError(f"column '{name}' is empty; drop it from the file or fill it")
@@ -227,8 +240,16 @@ def _column_notes(column: Column, raw: pd.Series) -> list[DraftNote]:
     notes, cells = [], missing_cells(raw)
     absent = int(cells.sum())
     if absent:
+        if column.missing == MissingPolicy.MODEL:
+            action = ("keeps those rows: the generator learns when the value is missing (trained under DP like "
+                      "every column) and samples empty cells")  # fmt: skip
+        elif column.role == ColumnRole.FEATURE:
+            action = (f"drops those rows (under {MODEL_MISSING_SHARE:.0%} missing: few rows, and so rare a "
+                      'missingness is hard to learn under DP noise; missing = "model" would keep them)')  # fmt: skip
+        else:
+            action = "drops those rows (the survival outcome must be observed)"
         notes.append(DraftNote(column.name, f"{absent} of {len(raw)} values missing ({absent / len(raw):.0%}): "
-                               f"missing = \"{column.missing.value}\" drops those rows"))  # fmt: skip
+                               f"missing = \"{column.missing.value}\" {action}"))  # fmt: skip
     if column.lower is not None and column.upper is not None:
         values = pd.to_numeric(raw[~cells], errors="coerce")
         text = f"observed {values.min():g} to {values.max():g}, bounds {column.lower:g} to {column.upper:g}"
@@ -249,7 +270,7 @@ def _rows_lost(schema: Schema, frame: pd.DataFrame) -> list[DraftNote]:
         DraftNote(
             "(all rows)",
             f"{lost} of {len(frame)} rows ({lost / len(frame):.0%}) have a missing value in a drop_row column and "
-            'would not be used; for a column missing often, missing = "fill" with a fill_value keeps the rows',
+            'would not be used; missing = "model" (a covariate) or "fill" with a fill_value keeps the rows',
         )
     ]
 

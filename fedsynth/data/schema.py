@@ -47,6 +47,7 @@ class MissingPolicy(StrEnum):
     REJECT = "reject"
     DROP_ROW = "drop_row"
     FILL = "fill"
+    MODEL = "model"  # missing cells stay missing: the generator learns and samples them (see docs)
 
 
 class Column(BaseModel):
@@ -135,6 +136,13 @@ class Column(BaseModel):
             )
         if self.role == ColumnRole.EVENT and self.kind != ColumnKind.BINARY:
             raise ValueError(f"{where}: the event column must be binary (0 = censored, 1 = event)")
+        if self.missing == MissingPolicy.MODEL and self.role != ColumnRole.FEATURE:
+            # The survival outcome must be observed for every row: time and event are what every
+            # table, head and Cox model reads, and a missing one has no meaning for censoring.
+            raise ValueError(
+                f"{where}: missing = 'model' is for covariates only, not the {self.role} column; use "
+                "'reject' or 'drop_row' for it"
+            )
         if self.missing == MissingPolicy.FILL and self.fill_value is None:
             raise ValueError(f"{where}: missing = 'fill' needs a declared 'fill_value'")
         return self
@@ -142,6 +150,11 @@ class Column(BaseModel):
     @property
     def is_numeric(self) -> bool:
         return self.kind in (ColumnKind.CONTINUOUS, ColumnKind.INTEGER)
+
+    @property
+    def models_missing(self) -> bool:
+        """Whether missing values are data here (kept as NaN, learnt and sampled by the generator)."""
+        return self.missing == MissingPolicy.MODEL
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -203,6 +216,11 @@ class Schema(BaseModel):
     @property
     def covariates(self) -> list[str]:
         return [c.name for c in self.columns if c.role == ColumnRole.FEATURE]
+
+    @property
+    def modelled_missing(self) -> list[Column]:
+        """The columns with missing = 'model', in schema order (each gets a missingness indicator)."""
+        return [c for c in self.columns if c.models_missing]
 
     # -- TOML ---------------------------------------------------------------------------------
 

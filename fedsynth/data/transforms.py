@@ -6,6 +6,10 @@ Box-Cox (log when lambda = 0) then min-max scaling by the transformed public bou
 binary columns are their 0/1 code; categorical columns are one-hot. The inverse rounds
 integer columns (and columns with a declared ``step``, to its grid) and clips to the bounds, so
 ``decode(encode(df))`` reproduces ``df`` recorded at that resolution.
+
+Columns with missing = "model" hold NaN where a value is missing: their codes are NaN there
+(the model layer turns that into an indicator it learns), and the [0, 1] matrix gets one 0/1
+indicator column per such column after all the others, with the value's own entries at 0.
 """
 
 from __future__ import annotations
@@ -111,64 +115,87 @@ class Transformer:
             slots.append(ColumnSlot(column, start, start + column.width))
             start += column.width
         self.slots: tuple[ColumnSlot, ...] = tuple(slots)
+        # One missingness indicator per missing = "model" column, after every value slot.
+        self.indicators: dict[str, int] = {}
+        for column in schema.modelled_missing:
+            self.indicators[column.name] = start
+            start += 1
         self.width = start
 
     def encode(self, frame: pd.DataFrame) -> np.ndarray:
-        """Return an (n, width) float64 matrix in [0, 1]; ``frame`` must be validated first."""
+        """Return an (n, width) float64 matrix in [0, 1]; ``frame`` must be validated first.
+
+        A missing value (missing = "model") encodes as its indicator at 1 and its own entries at 0."""
         out = np.zeros((len(frame), self.width), dtype=np.float64)
         for slot in self.slots:
             column = slot.column
             values = frame[column.name]
+            missing = values.isna().to_numpy() if column.models_missing else np.zeros(len(frame), dtype=bool)
+            if column.models_missing:
+                out[:, self.indicators[column.name]] = missing
+            present = np.flatnonzero(~missing)
+            values = values.iloc[present]
             if column.is_numeric:
-                out[:, slot.start] = to_unit(column, values.to_numpy(dtype=np.float64))
+                out[present, slot.start] = to_unit(column, values.to_numpy(dtype=np.float64))
             else:
                 codes = encode_labels(column, values)
                 if column.kind == ColumnKind.BINARY:
-                    out[:, slot.start] = codes
+                    out[present, slot.start] = codes
                 else:
-                    out[np.arange(len(frame)), slot.start + codes] = 1.0
+                    out[present, slot.start + codes] = 1.0
         return out
 
     def decode(self, matrix: np.ndarray) -> pd.DataFrame:
         """Inverse of :meth:`encode`; categoricals take the arg-max of their one-hot block."""
-        data: dict[str, object] = {}
-        for slot in self.slots:
+        codes = np.zeros((len(matrix), len(self.slots)), dtype=np.float64)
+        for j, slot in enumerate(self.slots):
             column = slot.column
             block = matrix[:, slot.start : slot.stop]
             if column.is_numeric:
-                data[column.name] = _numeric_output(column, from_unit(column, block[:, 0]))
+                codes[:, j] = block[:, 0]
             elif column.kind == ColumnKind.BINARY:
-                data[column.name] = decode_labels(column, (block[:, 0] >= 0.5).astype(np.int64))
+                codes[:, j] = block[:, 0] >= 0.5
             else:
-                data[column.name] = decode_labels(column, block.argmax(axis=1))
-        return pd.DataFrame(data, columns=self.schema.names)
+                codes[:, j] = block.argmax(axis=1)
+            if column.models_missing:
+                codes[matrix[:, self.indicators[column.name]] >= 0.5, j] = np.nan
+        return self.from_codes(codes)
 
     def codes(self, frame: pd.DataFrame) -> np.ndarray:
-        """Per-column targets for the model: unit value (numeric) or integer code (discrete)."""
-        out = np.zeros((len(frame), len(self.slots)), dtype=np.float64)
+        """Per-column targets for the model: unit value (numeric) or integer code (discrete);
+        NaN where a missing = "model" column's value is missing."""
+        out = np.full((len(frame), len(self.slots)), np.nan, dtype=np.float64)
         for j, slot in enumerate(self.slots):
             column = slot.column
             values = frame[column.name]
+            present = np.flatnonzero(values.notna().to_numpy()) if column.models_missing else slice(None)
+            values = values.iloc[present]
             if column.is_numeric:
-                out[:, j] = to_unit(column, values.to_numpy(dtype=np.float64))
+                out[present, j] = to_unit(column, values.to_numpy(dtype=np.float64))
             else:
-                out[:, j] = encode_labels(column, values)
+                out[present, j] = encode_labels(column, values)
         return out
 
     def from_codes(self, codes: np.ndarray) -> pd.DataFrame:
-        """Inverse of :meth:`codes`."""
+        """Inverse of :meth:`codes` (NaN codes of a missing = "model" column decode to NaN)."""
         data: dict[str, object] = {}
         for j, slot in enumerate(self.slots):
             column = slot.column
             if column.is_numeric:
                 data[column.name] = _numeric_output(column, from_unit(column, codes[:, j]))
+            elif column.models_missing:
+                missing = np.isnan(codes[:, j])
+                labels = decode_labels(column, np.where(missing, 0, codes[:, j]).astype(np.int64))
+                kind = object if labels.dtype == object else np.float64
+                data[column.name] = np.where(missing, np.nan, labels.astype(kind))
             else:
                 data[column.name] = decode_labels(column, codes[:, j].astype(np.int64))
         return pd.DataFrame(data, columns=self.schema.names)
 
 
 def _numeric_output(column: Column, values: np.ndarray) -> np.ndarray:
-    return values.astype(np.int64) if column.kind == ColumnKind.INTEGER else values
+    # A missing = "model" integer column stays float64: NaN marks its missing values.
+    return values.astype(np.int64) if column.kind == ColumnKind.INTEGER and not column.models_missing else values
 
 
 def encode_labels(column: Column, values: pd.Series) -> np.ndarray:

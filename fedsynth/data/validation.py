@@ -5,7 +5,9 @@ the fix), because a data custodian fixing a hospital extract one error per run w
 up. It never writes anything: callers write only after it returned.
 
 Canonical form: continuous columns float64, integer columns int64, unlabeled binary
-columns int64 0/1, labeled binary and categorical columns their label strings.
+columns int64 0/1, labeled binary and categorical columns their label strings. A column with
+missing = "model" keeps its missing cells as NaN, so its integer or unlabeled binary values are
+float64 (a whole number or 0.0/1.0 where present).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class ValidationReport:
     n_input_rows: int
     dropped_rows: dict[str, int] = field(default_factory=dict)
     filled_values: dict[str, int] = field(default_factory=dict)
+    kept_missing: dict[str, int] = field(default_factory=dict)  # missing = "model": cells kept as NaN
     ignored_columns: list[str] = field(default_factory=list)
 
 
@@ -209,10 +212,12 @@ def validate_frame(frame: pd.DataFrame, schema: Schema, source: str = "data") ->
                         missing,
                         raw.astype(object).where(~missing, "<missing>"),
                         "missing values, and the schema's missing policy is 'reject'",
-                        "fill the values, or set missing = 'drop_row' / 'fill' (with fill_value) "
-                        "for this column in the schema",
+                        "fill the values, or set missing = 'drop_row' / 'fill' (with fill_value) / "
+                        "'model' (a covariate whose missingness the generator learns) for this column in the schema",
                     )
                 )
+            elif column.missing == MissingPolicy.MODEL:
+                report.kept_missing[column.name] = int(missing.sum())
             elif column.missing == MissingPolicy.DROP_ROW:
                 report.dropped_rows[column.name] = int(missing.sum())
                 drop |= missing
@@ -225,6 +230,8 @@ def validate_frame(frame: pd.DataFrame, schema: Schema, source: str = "data") ->
             parsed[column.name] = _check_numeric(column, raw, present, problems)
         else:
             parsed[column.name] = _check_discrete(column, raw, present, problems)
+        if column.models_missing:
+            parsed[column.name] = parsed[column.name].where(present, np.nan)
 
     if problems:
         raise DataValidationError(problems, source)
@@ -243,10 +250,20 @@ def validate_frame(frame: pd.DataFrame, schema: Schema, source: str = "data") ->
     canonical = {}
     for column in schema.columns:
         values = parsed[column.name][keep].reset_index(drop=True)
-        if column.kind == ColumnKind.CONTINUOUS:
+        if column.models_missing:
+            canonical[column.name] = canonical_with_missing(column, values)
+        elif column.kind == ColumnKind.CONTINUOUS:
             canonical[column.name] = values.astype(np.float64)
         elif column.kind == ColumnKind.INTEGER or (column.kind == ColumnKind.BINARY and column.categories is None):
             canonical[column.name] = values.astype(np.int64)
         else:
             canonical[column.name] = values.astype(object)
     return pd.DataFrame(canonical, columns=schema.names), report
+
+
+def canonical_with_missing(column: Column, values: pd.Series) -> pd.Series:
+    """A missing = "model" column in canonical form: NaN where missing, so numbers are float64
+    (integers included: int64 holds no NaN) and labels are objects."""
+    if column.is_numeric or (column.kind == ColumnKind.BINARY and column.categories is None):
+        return pd.to_numeric(values, errors="coerce").astype(np.float64)
+    return values.astype(object).where(values.notna(), np.nan)

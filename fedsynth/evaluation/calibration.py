@@ -29,7 +29,7 @@ import pandas as pd
 from lifelines import CoxPHFitter, KaplanMeierFitter
 
 from fedsynth.data.schema import ColumnKind, ColumnRole, Schema
-from fedsynth.evaluation.utility import design_matrix
+from fedsynth.evaluation.utility import complete_cases, design_matrix
 from fedsynth.suppression import MIN_CELL_ROWS, MIN_GROUP_ROWS
 
 REASON_LENGTH = 150  # a failure's reason travels in a site's reply: short, like every label there
@@ -154,7 +154,9 @@ def calibration_curve(smoother: ObservedRiskSmoother, risk: np.ndarray) -> tuple
 
 
 def calibration(model: CoxPHFitter, rows: pd.DataFrame, schema: Schema, horizon: float, ax: Any = None) -> Calibration:
-    """Calibration of ``model`` at ``horizon`` on real ``rows``; draws the curve on ``ax`` if given."""
+    """Calibration of ``model`` at ``horizon`` on real ``rows`` (their complete cases, as every Cox
+    score reads them); draws the curve on ``ax`` if given."""
+    rows = complete_cases(rows, schema)
     design = design_matrix(rows, schema)
     events = int(((design["_event"] > 0) & (design["_time"] <= horizon)).sum())
     if events < MIN_SUBGROUP_EVENTS:

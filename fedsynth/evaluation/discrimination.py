@@ -23,7 +23,7 @@ from sksurv.metrics import concordance_index_ipcw, integrated_brier_score
 from sksurv.util import Surv
 
 from fedsynth.data.schema import Schema
-from fedsynth.evaluation.utility import design_matrix
+from fedsynth.evaluation.utility import complete_cases, design_matrix
 
 # Horizons for Uno's C and the Brier score: inside the holdout's follow-up, where the censoring
 # distribution (which both weight by) is estimable.
@@ -97,6 +97,7 @@ def discrimination(
     Uno's C and the Brier score weight by; it is the same real data for every model compared,
     so TRTR, TSTR and augmentation are scored on identical terms.
     """
+    evaluation = complete_cases(evaluation, schema)  # rows a Cox model can score (see utility)
     design = design_matrix(evaluation, schema)
     covariates = list(model.params_.index)
     risk = model.predict_partial_hazard(design[covariates]).to_numpy()

@@ -3,9 +3,12 @@
 What a survival analyst looks at before fitting anything:
 
 * each column's marginal: two-sample KS statistic for numeric columns, total-variation distance
-  for binary and categorical ones (both 0 for identical distributions, 1 for disjoint ones);
+  for binary and categorical ones (both 0 for identical distributions, 1 for disjoint ones), on
+  present values; for a missing = "model" column also its missing share, real and synthetic;
 * the dependence between columns: the largest and mean absolute difference of the Pearson
-  correlation matrices of the schema's design (numeric as is, categoricals one-hot);
+  correlation matrices of the schema's design (numeric as is, categoricals one-hot, pairwise
+  complete), with a 0/1 ``name:missing`` column per missing = "model" column, so that whether a
+  value is missing is compared in its relation to the outcome and the other columns too;
 * the survival curves: Kaplan-Meier real vs synthetic, overall and within each level of every
   binary covariate, on a fixed grid, with the largest vertical gap, the mean gap, and a
   log-rank test of equality (lifelines). The gaps matter more than the test: two samples with
@@ -61,15 +64,30 @@ def total_variation(real: pd.Series, synthetic: pd.Series) -> float:
     return float(0.5 * p.subtract(q, fill_value=0.0).abs().sum())
 
 
+def missing_share(real: pd.Series, synthetic: pd.Series) -> dict[str, float | None]:
+    """Share of missing values, real and synthetic; the real one is withheld (None) when fewer than
+    ``MIN_CELL_ROWS`` real values are missing, or present (it would count those few rows)."""
+    absent = int(real.isna().sum())
+    small = min(absent, len(real) - absent) < MIN_CELL_ROWS
+    return {
+        "real": None if small or len(real) == 0 else absent / len(real),
+        "synthetic": float(synthetic.isna().mean()) if len(synthetic) else 0.0,
+    }
+
+
 def marginal_distances(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema) -> dict[str, dict[str, Any]]:
-    """Per column: the statistic's name and value (KS for numeric, TV for the others)."""
+    """Per column: the statistic's name and value (KS for numeric, TV for the others) on present
+    values, and for a missing = "model" column its ``missing`` shares (:func:`missing_share`)."""
     out: dict[str, dict[str, Any]] = {}
     for column in schema.columns:
+        present = real[column.name].dropna(), synthetic[column.name].dropna()
         if column.is_numeric:
-            statistic = ks_2samp(real[column.name].to_numpy(float), synthetic[column.name].to_numpy(float)).statistic
+            statistic = ks_2samp(present[0].to_numpy(float), present[1].to_numpy(float)).statistic
             out[column.name] = {"statistic": "ks", "value": float(statistic)}
         else:
-            out[column.name] = {"statistic": "tv", "value": total_variation(real[column.name], synthetic[column.name])}
+            out[column.name] = {"statistic": "tv", "value": total_variation(*present)}
+        if column.models_missing:
+            out[column.name]["missing"] = missing_share(real[column.name], synthetic[column.name])
     return out
 
 
@@ -86,13 +104,14 @@ def marginal_histograms(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Sch
     """Per column, real and synthetic shares per public bin or level; small real cells withheld.
 
     Numeric columns: ``edges`` are :func:`histogram_edges` (public, recomputable from the schema);
-    discrete columns: ``levels`` are the declared ones, in order.
+    discrete columns: ``levels`` are the declared ones, in order. Shares are of all rows: for a
+    missing = "model" column the bins or levels and ``missing`` (:func:`missing_share`) add up to 1.
     """
     out: dict[str, dict[str, Any]] = {}
     for column in schema.columns:
         if column.is_numeric:
             edges = histogram_edges(column)
-            counts = [np.histogram(np.clip(f[column.name].to_numpy(float), edges[0], edges[-1]), edges)[0]
+            counts = [np.histogram(np.clip(f[column.name].dropna().to_numpy(float), edges[0], edges[-1]), edges)[0]
                       for f in (real, synthetic)]  # fmt: skip
             entry: dict[str, Any] = {"kind": "bins"}
         else:
@@ -105,6 +124,8 @@ def marginal_histograms(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Sch
         entry["real"] = [None if hide else float(v) for v, hide in zip(real_share, small, strict=True)]
         entry["synthetic"] = [float(v) for v in synthetic_share]
         entry["withheld_cells"] = int(small.sum())
+        if column.models_missing:
+            entry["missing"] = missing_share(real[column.name], synthetic[column.name])
         out[column.name] = entry
     return out
 
@@ -122,7 +143,7 @@ def correlation_matrices(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Sc
     in the row and column of each :func:`small_indicator_columns` column; ``real_withheld`` names them,
     with the reason (a mapping: an empty list would read as a list of numbers of no allowed length).
     """
-    real_design, synthetic_design = design_matrix(real, schema), design_matrix(synthetic, schema)
+    real_design, synthetic_design = (_with_indicators(f, schema) for f in (real, synthetic))
     columns = list(real_design.columns)
     if len(real) < MIN_GROUP_ROWS:
         withheld = dict.fromkeys(columns, f"fewer than {MIN_GROUP_ROWS} real rows")
@@ -139,6 +160,15 @@ def correlation_matrices(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Sc
 
     return {"columns": columns, "real": matrix(real_design, hidden), "synthetic": matrix(synthetic_design, []),
             "real_withheld": withheld}  # fmt: skip
+
+
+def _with_indicators(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
+    """The design with missing values as NaN (correlations pairwise complete) and a 0/1
+    ``name:missing`` column per missing = "model" column, before time and event."""
+    design = design_matrix(frame, schema, complete=False)
+    for column in schema.modelled_missing:
+        design.insert(len(design.columns) - 2, f"{column.name}:missing", frame[column.name].isna().to_numpy(float))
+    return design
 
 
 def survival_grid_end(real: pd.DataFrame, schema: Schema) -> float:

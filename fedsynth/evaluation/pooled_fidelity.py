@@ -10,7 +10,9 @@ from those aggregates and the row counts alone:
   describes the federation's patients rather than its sites; and a large site's statistic, whose
   sampling noise is smaller, counts for more than a handful of rows at a small one;
 * **mean KS** over numeric columns, **mean TVD** over binary and categorical ones, and the
-  **worst column** of each kind (name and value).
+  **worst column** of each kind (name and value);
+* for a missing = "model" column, its **missing share**, real and synthetic, pooled with the same
+  weights (the real one ``None`` when any site withheld its own: a small count).
 
 A distance between two finite samples is positive even when both come from one distribution.
 For every figure the **noise floor** is given: what it reads, in expectation
@@ -99,13 +101,21 @@ def _column_entries(sites: list[dict[str, Any]]) -> tuple[dict[str, dict[str, An
             mean += weight * site_mean
             variance += (weight * site_sd) ** 2
         sd = math.sqrt(variance)
+        shares = [(site["n_train"] / total, site["fidelity"]["marginals"][name].get("missing")) for site in sites]
+        missing = None
+        if all(share is not None for _, share in shares):
+            real = [(w, share.get("real")) for w, share in shares]
+            missing = {
+                "real": None if any(v is None for _, v in real) else sum(w * v for w, v in real),
+                "synthetic": sum(w * float(share.get("synthetic", 0.0)) for w, share in shares),
+            }
         columns[name] = {
             "statistic": STATISTICS[statistic],
             "value": value,
             "noise_expected": mean,
             "noise_sd": sd,
             "noise_critical": mean + Z_CRITICAL * sd,
-        }
+        } | ({"missing": missing} if missing is not None else {})
     return columns, None
 
 

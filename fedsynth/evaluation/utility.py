@@ -4,6 +4,12 @@ Two questions a survival analyst asks first: are the hazard ratios the same (syn
 log-HR inside the real 95% CI), and does a model trained on synthetic data rank real
 patients as well as one trained on real data (C-index on a real holdout, TSTR vs TRTR)?
 Both use lifelines' CoxPHFitter on the same design matrix built from the public schema.
+
+Missing covariates (missing = "model"): every Cox fit and score uses complete cases, the rows
+with no missing covariate, real and synthetic alike (:func:`complete_cases`). A complete-case
+Cox model is unbiased when missingness does not depend on the outcome given the covariates; a
+synthetic sample that keeps the real missingness keeps the same selection, so the comparison is
+like for like either way.
 """
 
 from __future__ import annotations
@@ -30,8 +36,19 @@ class CoxFitError(RuntimeError):
     """A Cox model could not be fitted (e.g. a covariate is constant in the sample)."""
 
 
-def design_matrix(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
-    """Numeric covariates as they are, binaries as 0/1, categoricals one-hot (first dropped)."""
+def complete_cases(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
+    """The rows of ``frame`` with every covariate present (all of them without missing = "model")."""
+    modelled = [c.name for c in schema.modelled_missing]
+    return frame[frame[modelled].notna().all(axis=1)] if modelled else frame
+
+
+def design_matrix(frame: pd.DataFrame, schema: Schema, complete: bool = True) -> pd.DataFrame:
+    """Numeric covariates as they are, binaries as 0/1, categoricals one-hot (first dropped).
+
+    ``complete``: complete cases only (what Cox fits read); otherwise a missing value is NaN in
+    its columns (pairwise correlations)."""
+    if complete:
+        frame = complete_cases(frame, schema)
     out: dict[str, np.ndarray] = {}
     for column in schema.columns:
         values = frame[column.name]
@@ -44,8 +61,9 @@ def design_matrix(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
             codes = values if column.categories is None else values.map({labels[0]: 0, labels[1]: 1})
             out[column.name] = np.asarray(codes, dtype=float)
         else:
+            absent = values.isna().to_numpy()
             for label in column.labels[1:]:
-                out[f"{column.name}={label}"] = (values.astype(str) == label).to_numpy(dtype=float)
+                out[f"{column.name}={label}"] = np.where(absent, np.nan, (values.astype(str) == label).to_numpy(float))
     design = pd.DataFrame(out, index=frame.index)
     design["_time"] = frame[schema.time_column].to_numpy(dtype=float)
     design["_event"] = frame[schema.event_column].to_numpy(dtype=float)
@@ -171,9 +189,11 @@ def cindex_on(model: CoxPHFitter, frame: pd.DataFrame, schema: Schema) -> float:
 
 
 def marginal_ks(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema) -> dict[str, float]:
-    """Two-sample KS statistic for every numeric column (continuous and integer)."""
+    """Two-sample KS statistic for every numeric column (continuous and integer), on present values."""
     return {
-        c.name: float(ks_2samp(real[c.name].to_numpy(float), synthetic[c.name].to_numpy(float)).statistic)
+        c.name: float(
+            ks_2samp(real[c.name].dropna().to_numpy(float), synthetic[c.name].dropna().to_numpy(float)).statistic
+        )
         for c in schema.columns
         if c.is_numeric
     }

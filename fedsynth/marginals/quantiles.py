@@ -69,13 +69,16 @@ def quantile_map(
         unit = np.full(len(chosen), np.nan)
         if keep:
             event_codes = spec.bin(event).cells(spec.schema.column(event), rows[event])
-            for e in range(target.shape[1]):
-                members = np.flatnonzero(event_codes == e)
-                picked = np.flatnonzero(event_codes[chosen] == e)
-                local = np.searchsorted(members, chosen[picked])
-                unit[picked] = _map(units[members], weights[members], local, target[:, e], edges, rng)
+            groups = [(event_codes == e, target[:, e]) for e in range(target.shape[1])]
         else:
-            unit = _map(units, weights, chosen, target, edges, rng)
+            # Present values only, to the bins' part of the table: a missing value stays missing
+            # (raking matched the missing share), the missing cell is no bin.
+            groups = [(~np.isnan(values), target[: b.n_bins])]
+        for members_mask, group_target in groups:
+            members = np.flatnonzero(members_mask)
+            picked = np.flatnonzero(members_mask[chosen])
+            local = np.searchsorted(members, chosen[picked])
+            unit[picked] = _map(units[members], weights[members], local, group_target, edges, rng)
         mapped = np.where(np.isnan(unit), values[chosen], from_unit(column, np.nan_to_num(unit)))
         for c in conditions:
             if c.column.name == b.name and c.lower_value is not None:

@@ -50,6 +50,8 @@ def _allowed(table: TableSpec, spec: MarginalSpec, conditions: list[ResolvedCond
             along = np.isin(np.arange(size), condition.codes).astype(np.float64)
         else:
             along = _overlap(spec.bin(name).unit_edges(), condition.unit_lower, condition.unit_upper)
+            # A missing value satisfies no condition: the missing cell (if any) is not allowed.
+            along = np.concatenate([along, np.zeros(size - len(along))])
         share *= along.reshape([size if i == axis else 1 for i in range(len(table.shape))])
     return share.reshape(-1)
 

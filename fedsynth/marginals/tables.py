@@ -15,6 +15,11 @@ Poisson sampling). One record adds exactly w to one cell of every (weighted) tab
 concatenated tables move by sqrt(sum of w^2) in L2: that is ``MarginalSpec.l2_sensitivity``.
 Gaussian noise of std ``noise_multiplier * l2_sensitivity`` per weighted cell (``/ w`` in counts)
 is then exactly one Opacus RDP step at sample rate 1 with that noise multiplier.
+
+A column with missing = "model" gets one more cell, after its bins or levels, that counts the
+rows where it is missing: its other cells count present values only, and every record still
+adds to exactly one cell of each table, so the sensitivity above stays exact (a separate
+missing-count table would add a table's worth of sensitivity to every release).
 """
 
 from __future__ import annotations
@@ -44,13 +49,24 @@ class BinSpec:
     name: str
     numeric: bool
     n_bins: int
+    missing: bool = False  # one more cell, index n_bins, for missing values (missing = "model")
+
+    @property
+    def n_cells(self) -> int:
+        """The column's cells in a table: its bins or levels, and the missing cell if any."""
+        return self.n_bins + int(self.missing)
 
     def cells(self, column: Column, values: pd.Series) -> np.ndarray:
-        """Cell index (int64) of every value of a canonical column."""
+        """Cell index (int64) of every value of a canonical column (``n_bins`` where missing)."""
+        absent = values.isna().to_numpy() if self.missing else np.zeros(len(values), dtype=bool)
+        out = np.full(len(values), self.n_bins, dtype=np.int64)
+        present = values[~absent]
         if self.numeric:
-            unit = to_unit(column, values.to_numpy(dtype=np.float64))
-            return np.minimum((unit * self.n_bins).astype(np.int64), self.n_bins - 1)
-        return encode_labels(column, values)
+            unit = to_unit(column, present.to_numpy(dtype=np.float64))
+            out[~absent] = np.minimum((unit * self.n_bins).astype(np.int64), self.n_bins - 1)
+        else:
+            out[~absent] = encode_labels(column, present)
+        return out
 
     def unit_edges(self) -> np.ndarray:
         """The bins' edges in the column's [0, 1] space (numeric columns only)."""
@@ -100,25 +116,25 @@ class MarginalSpec:
         for column in schema.columns:
             if column.is_numeric:
                 n = time_bins if column.name == schema.time_column else numeric_bins
-                bins.append(BinSpec(column.name, True, n))
+                bins.append(BinSpec(column.name, True, n, column.models_missing))
             else:
-                bins.append(BinSpec(column.name, False, len(column.labels)))
+                bins.append(BinSpec(column.name, False, len(column.labels), column.models_missing))
         by_name = {b.name: b for b in bins}
         time, event = schema.time_column, schema.event_column
         if selection == "all":
             # Covariate x (time bin x event): levels x time_bins x 2 cells each, the hazard
             # structure per covariate. All pairs of covariates would be 91 more tables on
             # WHAS500: the noise std grows with sqrt(#tables); a Cox model reads covariate-outcome.
-            tables = [TableSpec(b.name, (b.name,), (b.n_bins,)) for b in bins]
+            tables = [TableSpec(b.name, (b.name,), (b.n_cells,)) for b in bins]
             for name in schema.covariates:
-                shape = (by_name[name].n_bins, by_name[time].n_bins, by_name[event].n_bins)
+                shape = (by_name[name].n_cells, by_name[time].n_bins, by_name[event].n_bins)
                 tables.append(TableSpec(f"{name}|{time}|{event}", (name, time, event), shape))
         else:
-            tables = [TableSpec(b.name, (b.name,), (b.n_bins,)) for b in bins if b.numeric and b.name != time]
+            tables = [TableSpec(b.name, (b.name,), (b.n_cells,)) for b in bins if b.numeric and b.name != time]
             tables.append(TableSpec(f"{time}|{event}", (time, event), (by_name[time].n_bins, by_name[event].n_bins)))
             for b in bins:
                 if not b.numeric and b.name != event:
-                    tables.append(TableSpec(b.name, (b.name,), (b.n_bins,), DISCRETE_WEIGHT))
+                    tables.append(TableSpec(b.name, (b.name,), (b.n_cells,), DISCRETE_WEIGHT))
         return cls(schema, tuple(bins), tuple(tables), time, event)
 
     @property
@@ -145,7 +161,10 @@ class MarginalSpec:
             "schema": self.schema.to_dict(),
             "time_column": self.time_column,
             "event_column": self.event_column,
-            "bins": [{"name": b.name, "numeric": b.numeric, "n_bins": b.n_bins} for b in self.bins],
+            "bins": [
+                {"name": b.name, "numeric": b.numeric, "n_bins": b.n_bins} | ({"missing": True} if b.missing else {})
+                for b in self.bins
+            ],
             "tables": [
                 {"name": t.name, "columns": list(t.columns), "shape": list(t.shape)}
                 | ({"weight": t.weight} if t.weight != 1.0 else {})
@@ -157,7 +176,10 @@ class MarginalSpec:
     def from_dict(cls, data: dict[str, Any]) -> MarginalSpec:
         return cls(
             schema=Schema.from_dict(data["schema"], source="marginal spec"),
-            bins=tuple(BinSpec(str(b["name"]), bool(b["numeric"]), int(b["n_bins"])) for b in data["bins"]),
+            bins=tuple(
+                BinSpec(str(b["name"]), bool(b["numeric"]), int(b["n_bins"]), bool(b.get("missing", False)))
+                for b in data["bins"]
+            ),
             tables=tuple(
                 TableSpec(
                     str(t["name"]),

@@ -95,8 +95,10 @@ class MCM:
         return Transformer(self._schema())
 
     def codes_tensor(self, frame: pd.DataFrame) -> torch.Tensor:
-        """Model targets for a canonical frame: (n, n_columns) float32."""
-        return torch.tensor(self.transformer.codes(frame), dtype=torch.float32)
+        """Model targets for a canonical frame: (n, n_columns) float32, missingness indicators
+        appended (:meth:`Layout.expand`)."""
+        codes = torch.tensor(self.transformer.codes(frame), dtype=torch.float32)
+        return self._network().layout.expand(codes)
 
     # -- fit / sample ---------------------------------------------------------------------------
 
@@ -175,11 +177,15 @@ class MCM:
         """Point reconstruction of masked cells (the papers' deterministic output).
 
         Numeric columns get the mean of their bin distribution, binary columns p >= 0.5,
-        categorical columns their most likely category; visible cells are kept.
+        categorical columns their most likely category; visible cells are kept. ``codes`` are model
+        codes (:meth:`codes_tensor`): a missing value is never shown but reconstructed like a masked
+        cell, and stays missing after :meth:`Layout.collapse` where its (kept or reconstructed)
+        indicator says so.
         """
         network = self._network().eval()
         layout = network.layout
         with torch.inference_mode():
+            masked = masked | layout.missing_mask(codes)
             hidden = network.trunk(layout.encode_codes(codes), masked)
             out = codes.clone()
             centres = (torch.arange(layout.n_bins, dtype=torch.float32) + 0.5) / layout.n_bins

@@ -45,7 +45,8 @@ def copy_and_mask(
     n_masked = max(1, min(maskable, d - 1, round(mask_ratio * d)))
     masked = ranks < n_masked
     reconstructed = model.reconstruct_point(codes, masked)
-    return model.transformer.from_codes(reconstructed.double().numpy())
+    layout = model._network().layout
+    return model.transformer.from_codes(layout.collapse(reconstructed).double().numpy())
 
 
 def augment_subgroup(

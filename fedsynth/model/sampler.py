@@ -15,6 +15,10 @@ covariates are drawn this way and the outcome last, jointly (event, time bin) fr
 given every covariate. A condition on time or event keeps the MCM's own outcome heads, drawn
 in the order above, so the covariates are drawn given the condition.
 
+A missing = "model" column's missingness indicator is drawn just before its value; where it
+says missing, the value stays hidden from every later draw and comes out as NaN. A condition
+on such a column fixes its indicator to "present": a missing value satisfies no condition.
+
 Every row gets its own random order, so the errors any one order would make average out
 over a sample instead of shifting all of it; each step is still one batched forward pass
 in which every row draws its own next column. Rows are
@@ -35,12 +39,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fedsynth.data.conditions import ResolvedCondition
+from fedsynth.data.conditions import ResolvedCondition, satisfies
 from fedsynth.data.schema import ColumnKind
 from fedsynth.data.transforms import Transformer
+from fedsynth.model.draws import draw_competing_hazards, inverse_cdf
 from fedsynth.model.inference import InferenceTrunk
 from fedsynth.model.layout import Layout
-from fedsynth.model.loss import hazard_log_probs
 from fedsynth.model.network import MASKED_SCORE, MCMNetwork
 
 GROUP_ROWS = 16384
@@ -73,6 +77,10 @@ class ConditionalSampler:
         self._in_start = torch.tensor([h.in_start for h in layout.heads])
         self._width = torch.tensor([h.in_stop - h.in_start for h in layout.heads])
         self._max_width = int(self._width.max())
+        # Per head, the index of its missingness indicator (-1: none).
+        self._indicator = torch.full((layout.n_columns,), -1, dtype=torch.long)
+        for value, indicator in layout.indicator_of.items():
+            self._indicator[value] = indicator
 
     def _tables(self, conditions: list[ResolvedCondition]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per column and outcome: log prior weight (truncation; -inf excludes), bin bounds [lo, hi]."""
@@ -99,8 +107,9 @@ class ConditionalSampler:
 
     @torch.inference_mode()
     def sample_codes(self, n: int, conditions: list[ResolvedCondition], seed: int) -> np.ndarray:
-        """(n, n_columns) codes: unit values for numeric columns, integer codes otherwise."""
-        out = np.empty((n, self.layout.n_columns), dtype=np.float64)
+        """(n, n_schema_columns) codes: unit values for numeric columns, integer codes otherwise, NaN
+        for missing values (the transformer's codes)."""
+        out = np.empty((n, self.layout.n_schema_columns), dtype=np.float64)
         start = 0
         for codes in self.iter_codes(n, conditions, seed):
             out[start : start + len(codes)] = codes
@@ -119,7 +128,7 @@ class ConditionalSampler:
         most that many wait to be consumed, so memory is bounded whatever ``n`` is.
         """
         if n == 0:
-            yield np.empty((0, self.layout.n_columns), dtype=np.float64)
+            yield np.empty((0, self.layout.n_schema_columns), dtype=np.float64)
             return
         tables = self._tables(conditions)
         starts = self.group_starts(n)
@@ -130,7 +139,7 @@ class ConditionalSampler:
             generator = torch.Generator().manual_seed(int(seeds[group]))
             with torch.inference_mode():  # thread-local: pool threads do not inherit it
                 codes = self._sample_group(starts[group + 1] - starts[group], conditions, tables, generator)
-            return codes.double().numpy()
+            return self.layout.collapse(codes).double().numpy()
 
         workers = min(n_groups, torch.get_num_threads() if workers is None else max(1, workers))
         if workers <= 1:
@@ -197,6 +206,8 @@ class ConditionalSampler:
         rows = torch.arange(n)
         state = (codes, encoded, masked_f, score_bias)
         for condition in conditions:
+            if condition.index in layout.indicator_of:  # a conditioned value is present
+                self._set(rows, torch.full((n,), layout.indicator_of[condition.index]), torch.zeros(n), state)
             if condition.is_fixed:
                 value = float(condition.codes[0]) if condition.codes is not None else condition.unit_lower
                 self._set(rows, torch.full((n,), condition.index), torch.full((n,), value), state)
@@ -229,10 +240,10 @@ class ConditionalSampler:
     def redraw_outcome(self, frame: pd.DataFrame, seed: int) -> pd.DataFrame:
         """``frame`` (canonical) with (event, time) drawn afresh from the survival head given each
         row's covariates, which are kept as they are."""
-        codes = torch.tensor(self.transformer.codes(frame), dtype=torch.float32)
+        codes = self.layout.expand(torch.tensor(self.transformer.codes(frame), dtype=torch.float32))
         with torch.no_grad():
             self._draw_outcome(codes, self.layout.encode_codes(codes), torch.Generator().manual_seed(int(seed)))
-        drawn = self.transformer.from_codes(codes.double().numpy())
+        drawn = self.transformer.from_codes(self.layout.collapse(codes).double().numpy())
         out = frame.copy()
         for index in self._outcome_columns:
             name = self.layout.heads[index].column.name
@@ -245,10 +256,10 @@ class ConditionalSampler:
         logits = self.network.survival_logits(encoded)
         u_within = torch.rand(len(codes), generator=generator)
         if self.network.survival_form == "hazard":
-            cause, time_bin = _draw_competing_hazards(logits, generator)
+            cause, time_bin = draw_competing_hazards(logits, generator)
         else:
             u_outcome = torch.rand(len(codes), generator=generator)
-            k = _inverse_cdf(torch.exp(logits - logits.amax(dim=1, keepdim=True)), u_outcome)
+            k = inverse_cdf(torch.exp(logits - logits.amax(dim=1, keepdim=True)), u_outcome)
             cause, time_bin = torch.div(k, n_bins, rounding_mode="floor"), torch.remainder(k, n_bins)
         time = next(h for h in self.layout.heads if h.column.role == "time")
         event = next(h for h in self.layout.heads if h.column.role == "event")
@@ -265,18 +276,26 @@ class ConditionalSampler:
         and never drawn, nor are ``skip`` columns (drawn otherwise). Within each tier the
         order is uniformly random, row by row.
         """
-        key = torch.rand(n, self.layout.n_columns, generator=generator)
+        layout = self.layout
+        key = torch.rand(n, layout.n_columns, generator=generator)
         if self.outcome_last:
             key[:, self._outcome_columns] += 1.0
         key[:, list(skip)] = math.inf
         n_fixed = len(skip)
+        for value, indicator in layout.indicator_of.items():
+            # Just before its value: the value head is trained on present values only, so it must
+            # be drawn knowing the value is there (and is not drawn where it is not).
+            key[:, indicator] = torch.nextafter(key[:, value], torch.tensor(-math.inf))
         for condition in conditions:
+            if condition.index in layout.indicator_of:  # fixed to "present" (see _sample_group)
+                key[:, layout.indicator_of[condition.index]] = math.inf
+                n_fixed += 1
             if condition.is_fixed:
                 key[:, condition.index] = math.inf
                 n_fixed += 1
             else:
                 key[:, condition.index] -= 2.0
-        return key.argsort(dim=1)[:, : self.layout.n_columns - n_fixed]
+        return key.argsort(dim=1)[:, : layout.n_columns - n_fixed]
 
     def _draw_sorted(
         self,
@@ -311,7 +330,7 @@ class ConditionalSampler:
             if head.index in constrained:
                 logits = logits + log_weight[head.index, : head.n_outcomes]
             # Unnormalised probabilities suffice: the inverse-CDF draw scales by their sum.
-            k = _inverse_cdf(torch.exp(logits - logits.amax(dim=1, keepdim=True)), u_outcome[rows])
+            k = inverse_cdf(torch.exp(logits - logits.amax(dim=1, keepdim=True)), u_outcome[rows])
             if head.column.is_numeric:
                 low, high = lo[head.index, k], hi[head.index, k]
                 value[rows] = low + u_within[rows] * (high - low)
@@ -326,6 +345,12 @@ class ConditionalSampler:
         advanced indexing for one element per row).
         """
         codes, encoded, masked_f, score_bias = state
+        indicator = self._indicator[columns]
+        if (indicator >= 0).any():
+            # A value whose indicator was drawn "missing" stays hidden (its code is NaN once collapsed).
+            is_missing = codes.view(-1)[rows * codes.shape[1] + indicator.clamp(min=0)] >= 0.5
+            keep = ~((indicator >= 0) & is_missing)
+            rows, columns, value = rows[keep], columns[keep], value[keep]
         flat_column = rows * codes.shape[1] + columns
         codes.view(-1).index_copy_(0, flat_column, value)
         masked_f.view(-1).index_fill_(0, flat_column, 0.0)
@@ -346,30 +371,6 @@ def group_seeds(seed: int, n_groups: int) -> np.ndarray:
     return np.random.SeedSequence(int(seed)).generate_state(n_groups, dtype=np.uint64)
 
 
-def _draw_competing_hazards(logits: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cause, bin) per row: walk the bins, in each drawing nothing, censoring or the event.
-
-    All bins are drawn at once; a row's outcome is its first bin that drew a cause (the last
-    bin always does: there only the two causes compete).
-    """
-    log_nothing, log_cause = hazard_log_probs(logits)
-    probs = torch.exp(torch.cat([log_nothing.unsqueeze(1), log_cause], dim=1))  # (n, 3, bins)
-    n, _, n_bins = probs.shape
-    flat = probs.permute(0, 2, 1).reshape(n * n_bins, 3)
-    drawn = _inverse_cdf(flat, torch.rand(n * n_bins, generator=generator)).reshape(n, n_bins)
-    ended = drawn > 0
-    time_bin = ended.float().argmax(dim=1)  # first True (the last bin always is)
-    cause = drawn.gather(1, time_bin.unsqueeze(1)).squeeze(1) - 1
-    return cause, time_bin
-
-
-def _inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Index drawn per row from unnormalised probabilities, given uniforms ``u`` in [0, 1)."""
-    cdf = probs.cumsum(dim=1)
-    index = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True).squeeze(1)
-    return torch.clamp(index, max=probs.shape[1] - 1)
-
-
 def enforce_conditions(frame: pd.DataFrame, conditions: list[ResolvedCondition]) -> pd.DataFrame:
     """Make returned rows satisfy numeric conditions to the last bit, then verify all of them.
 
@@ -385,15 +386,3 @@ def enforce_conditions(frame: pd.DataFrame, conditions: list[ResolvedCondition])
     if violations:
         raise RuntimeError(f"internal error: sampled rows violate conditions on {violations}")
     return frame
-
-
-def satisfies(frame: pd.DataFrame, condition: ResolvedCondition) -> pd.Series:
-    """Row-wise truth of one resolved condition on a canonical frame."""
-    values = frame[condition.column.name]
-    if condition.codes is not None:
-        allowed = {condition.column.labels[c] for c in condition.codes}
-        if condition.column.kind == ColumnKind.BINARY and condition.column.categories is None:
-            allowed_codes = set(condition.codes)
-            return values.isin(allowed_codes)
-        return values.isin(allowed)
-    return (values >= condition.lower_value) & (values <= condition.upper_value)

@@ -38,8 +38,16 @@ def per_sample_loss(
         last,
         config.outcome_last_share,
     )
+    targets, counted = masked, None
+    if layout.models_missing:
+        # A missing value (missing = "model") is hidden from the input and is no target: the value's
+        # head learns from present values only, its indicator learns when it is missing.
+        missing = layout.missing_mask(codes)
+        counted = layout.tie_masks(masked)
+        masked, targets = counted | missing, counted & ~missing
     logits = network(layout.encode_codes(codes), masked)
-    loss = masked_nll_per_sample(layout, logits[:, : layout.output_width], codes, masked, config.bin_smoothing)
+    head_logits = logits[:, : layout.output_width]
+    loss = masked_nll_per_sample(layout, head_logits, codes, targets, config.bin_smoothing, counted)
     if config.survival_head:
         head = logits[:, layout.output_width :]
         if config.survival_form == "hazard":

@@ -9,8 +9,15 @@ query: 4.3 s per 500 queries against 100k synthetic rows here, 62 s of a 100k-ro
 The same distance is an L1 distance in a re-encoded space: numeric columns scaled exactly as
 Anonymeter scales them (``mixed_types_transform``), each categorical column one-hot with
 entries 1/2 (two differing one-hots are L1 distance 1 apart, equal ones 0). faiss searches L1
-exactly. Rows with a missing value fall back to Anonymeter's own search (its distance gives
-missing values a special meaning). Ties resolve to a random one of the equally near records.
+exactly. Ties resolve to a random one of the equally near records.
+
+Missing values (missing = "model" columns): a missing value is at distance 1 from any present
+value of its column, and 0 from another missing value, as for a level of its own. (Anonymeter's
+own distance adds 1 for two missing values and is NaN between a missing and a present number,
+which ranks such records arbitrarily; it is slow besides.) A categorical column's missing value is
+one more one-hot level; a numeric column with missing values takes two coordinates, (v/2, (1-v)/2)
+for a present value v shifted to [0, 1], whose L1 distances are |v - w|, and (-1/4, -1/4) for a
+missing one, at L1 distance exactly 1 from every present value.
 """
 
 from __future__ import annotations
@@ -31,11 +38,24 @@ from anonymeter.preprocessing.type_detection import detect_consistent_col_types
 TIE_BREAK_SEED = 0
 
 
-def _l1_space(frame: pd.DataFrame, num_cols: list[str], cat_cols: list[str], categories: dict) -> np.ndarray:
-    parts = [frame[num_cols].to_numpy(dtype=np.float32)] if num_cols else []
+def _l1_space(
+    frame: pd.DataFrame, num_cols: list[str], cat_cols: list[str], categories: dict, lowest: dict
+) -> np.ndarray:
+    """The L1 space of the module docstring; ``lowest``: each numeric column with missing values
+    (in either frame), mapped to its smallest scaled value (the shift to [0, 1])."""
+    parts = []
+    for column in num_cols:
+        values = frame[column].to_numpy(dtype=np.float64)
+        if column in lowest:
+            shifted = values - lowest[column]
+            pair = np.column_stack([shifted / 2, (1 - shifted) / 2])
+            parts.append(np.where(np.isnan(values)[:, None], -0.25, pair))
+        else:
+            parts.append(values[:, None])
     for column in cat_cols:
         codes = pd.Categorical(frame[column], categories=categories[column]).codes
-        one_hot = np.zeros((len(frame), len(categories[column])), dtype=np.float32)
+        codes = np.where(codes < 0, len(categories[column]), codes)  # missing: one more level
+        one_hot = np.zeros((len(frame), len(categories[column]) + 1), dtype=np.float32)
         one_hot[np.arange(len(frame)), codes] = 0.5
         parts.append(one_hot)
     return np.ascontiguousarray(np.hstack(parts), dtype=np.float32)
@@ -48,21 +68,26 @@ class FaissMixedTypeKNeighbors(MixedTypeKNeighbors):
         n_neighbors = min(n_neighbors or self._n_neighbors, self._candidates.shape[0])
         if self._ctypes is None:
             self._ctypes = detect_consistent_col_types(df1=self._candidates, df2=queries)
-        if self._candidates.isna().any().any() or queries.isna().any().any():
-            return super().kneighbors(queries, n_neighbors, return_distance)
         num_cols, cat_cols = self._ctypes["num"], self._ctypes["cat"]
-        candidates, queries = mixed_types_transform(
-            df1=self._candidates, df2=queries, num_cols=num_cols, cat_cols=cat_cols
-        )
-        categories = {c: pd.unique(pd.concat([candidates[c], queries[c]], ignore_index=True)) for c in cat_cols}
-        reference = _l1_space(candidates, num_cols, cat_cols, categories)
+        # Categorical levels from the raw values: anonymeter's label encoder would make NaN a level.
+        categories = {
+            c: pd.unique(pd.concat([self._candidates[c], queries[c]], ignore_index=True).dropna()) for c in cat_cols
+        }
+        candidates, queries = self._candidates.copy(), queries.copy()
+        if num_cols:  # numbers scaled as anonymeter scales them; categories compared by value
+            candidates[num_cols], queries[num_cols] = mixed_types_transform(
+                df1=candidates[num_cols], df2=queries[num_cols], num_cols=num_cols, cat_cols=[]
+            )
+        both = pd.concat([candidates[num_cols], queries[num_cols]], ignore_index=True)
+        lowest = {c: float(both[c].min()) for c in num_cols if both[c].isna().any()}
+        reference = _l1_space(candidates, num_cols, cat_cols, categories, lowest)
         # faiss keeps the lowest index among equally near rows; the linkability attack counts a
         # success when both halves of a record pick the *same* row, so a fixed tie-break would
         # inflate it. Searching a shuffled copy breaks ties at random (seeded: reproducible).
         order = np.random.default_rng(TIE_BREAK_SEED).permutation(len(reference))
         index = faiss.IndexFlat(reference.shape[1], faiss.METRIC_L1)
         index.add(np.ascontiguousarray(reference[order]))
-        distances, shuffled = index.search(_l1_space(queries, num_cols, cat_cols, categories), n_neighbors)
+        distances, shuffled = index.search(_l1_space(queries, num_cols, cat_cols, categories, lowest), n_neighbors)
         indexes = order[shuffled].astype(np.int64)
         return (distances.astype(np.float64), indexes) if return_distance else indexes
 

@@ -94,6 +94,19 @@ def _column_rows(pooled: dict[str, Any], sites: list[dict[str, Any]], limits: di
     return rows
 
 
+def _missing_rows(pooled: dict[str, Any]) -> list[list[object]]:
+    """Per missing = "model" column: its pooled missing share, real and synthetic, and their gap."""
+    rows: list[list[object]] = []
+    for name, column in pooled["columns"].items():
+        share = column.get("missing")
+        if share is None:
+            continue
+        real, synthetic = share.get("real"), share.get("synthetic")
+        gap = "n/a" if real is None or synthetic is None else number(synthetic - real)
+        rows.append([name, "withheld" if real is None else number(real), number(synthetic), gap])
+    return rows
+
+
 def _summary_rows(pooled: dict[str, Any], limits: dict[str, float]) -> list[list[object]]:
     rows: list[list[object]] = []
     for statistic, (column_rule, mean_rule) in RULES.items():
@@ -153,6 +166,16 @@ def fidelity_section(evaluation: Document, verdict: Verdict | None, run_dir: Pat
             table(HEADERS, _column_rows(pooled, sites, limits, schema), numeric=(3, 4, 5, 8)),
             note(EXPLANATION),
         ]
+        missing = _missing_rows(pooled)
+        if missing:
+            parts += [
+                tag("h3", "Missing values"),
+                table(["column", "real missing share", "synthetic", "synthetic - real"], missing, numeric=(1, 2, 3)),
+                note('Columns with missing = "model": the generator learns whether each value is missing, and the '
+                     "distances above compare present values only. Shares are pooled over sites by their rows; the "
+                     f"real share is withheld when a site has fewer than {MIN_CELL_ROWS} missing (or present) "
+                     "values."),
+            ]  # fmt: skip
         if verdict is None:
             parts.append(note("No verdict: the columns are not marked against a policy's thresholds."))
     parts.append(tag("h3", "Each column, real vs synthetic"))

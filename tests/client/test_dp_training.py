@@ -383,3 +383,21 @@ def test_the_optimizer_groups_hold_every_parameter_once(whas500) -> None:
         assert [g["lr"] for g in groups] == ([1e-2] if speed_up == 1.0 else [1e-2, 2e-2])
     fast = optimizer_groups(network, 1e-2, 2.0)[1]["params"]
     assert {id(p) for p in fast} == {id(p) for p in network.survival_head.effects.parameters()}
+
+
+def test_single_pass_clipping_equals_opacus_with_missing_values_modelled(whas500) -> None:
+    # missing = "model" changes only the masks and the loss's targets: DP-SGD clips each record's
+    # gradient of that loss exactly as Opacus does, indicator heads included.
+    from tests.missing import blank
+
+    frame, schema = blank(*whas500, {"bmi": 0.3, "cvd": 0.3}, seed=0)
+    config = MCMConfig(hidden=16, n_bins=16, survival_head=True, survival_form="hazard", survival_centre="marginal")
+    model = MCM(config).build(schema)
+    batch = model.codes_tensor(frame.head(64))
+    assert model.network_.layout.missing_mask(batch).any()
+    ours, norms = _single_pass_clipped_mean(model.network_, batch, config)
+    opacus = _opacus_clipped_mean(model.network_, batch, config)
+    assert bool((norms > CLIP).all())
+    scale = max(float(g.abs().max()) for g in opacus)
+    for g, h in zip(ours, opacus, strict=True):
+        torch.testing.assert_close(g, h, rtol=1e-4, atol=1e-6 * scale)

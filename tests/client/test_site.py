@@ -115,3 +115,18 @@ def test_a_wiped_site_is_caught_by_the_coordinators_floor(whas500, tmp_path) -> 
         wiped.train_round(state, model_config, run_id="r", server_round=2, planned_rounds=3, coordinator_floor=spent)
     assert wiped.ledger.entries() == []  # refused before anything was reserved
     wiped.close()
+
+
+def test_a_site_with_modelled_missing_values_spends_what_opacus_computes(whas500, tmp_path) -> None:
+    from tests.missing import blank
+
+    frame, schema = blank(*whas500, {"bmi": 0.3}, seed=0)
+    site = Site(_config(), schema, tmp_path, frame=frame.iloc[:300])
+    assert site.train["bmi"].isna().any()  # the rows with a missing bmi are trained on, not dropped
+    model_config = MCMConfig(hidden=16, n_bins=16)
+    state = MCM(model_config).build(schema).network_.state_dict()
+    result = site.train_round(state, model_config, run_id="r", server_round=1, planned_rounds=3)
+    history = [(result.noise_multiplier, result.sample_rate, result.steps)]
+    assert result.epsilon_spent == pytest.approx(independent_epsilon(history, result.target_delta), abs=1e-6)
+    assert result.num_examples == 240
+    site.close()

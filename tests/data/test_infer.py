@@ -66,12 +66,23 @@ def test_the_draft_reports_missingness_rows_lost_bounds_and_steps() -> None:
     frame = _hospital_extract()
     schema, notes = draft_schema(frame, time="days", event="died")
     text = {(n.column, n.text.split(":")[0].split(",")[0]): n.text for n in notes}
-    assert text[("calories", "40 of 200 values missing (20%)")].endswith('missing = "drop_row" drops those rows')
+    # Covariates missing in 5% of the rows or more are modelled: their rows are kept.
+    assert 'missing = "model" keeps those rows' in text[("calories", "40 of 200 values missing (20%)")]
+    assert schema.column("calories").missing == schema.column("weight").missing == "model"
     assert ("weight", "20 of 200 values missing (10%)") in text
-    # Rows 0, 5, 10, ... lack calories and rows 1, 11, 21, ... weight: 40 + 20 rows, none both.
+    assert not any(n.column == "(all rows)" for n in notes) and len(validate_frame(frame, schema)[0]) == 200
+    # Rarer missingness drops the rows, and the note counts them. Rows 0, 5, 10, ... lack calories
+    # and rows 1, 11, 21, ... weight: keep 8 and 4 of those, 12 rows, none both.
+    rare = frame.copy()
+    rare.loc[rare.index[rare["calories"].isna()][8:], "calories"] = 1000
+    rare.loc[rare.index[rare["weight"].isna()][4:], "weight"] = 70.5
+    schema, notes = draft_schema(rare, time="days", event="died")
+    assert schema.column("calories").missing == "drop_row"
+    text = {(n.column, n.text.split(":")[0].split(",")[0]): n.text for n in notes}
+    assert "drops those rows (under 5% missing" in text[("calories", "8 of 200 values missing (4%)")]
     lost = next(n.text for n in notes if n.column == "(all rows)")
-    assert lost.startswith("60 of 200 rows (30%) have a missing value in a drop_row column")
-    assert len(validate_frame(frame, schema)[0]) == 140  # what the note said
+    assert lost.startswith("12 of 200 rows (6%) have a missing value in a drop_row column")
+    assert len(validate_frame(rare, schema)[0]) == 188  # what the note said
     karnofsky = schema.column("karnofsky")
     assert (karnofsky.lower, karnofsky.upper, karnofsky.step) == (40.0, 110.0, 10.0)
     assert any(n.column == "karnofsky" and "recorded in steps of 10" in n.text for n in notes)
@@ -118,6 +129,6 @@ def test_infer_counts_missing_tokens_as_missing_like_validation() -> None:
     frame = pd.DataFrame({"x": ["1.5", "NA", "3.5", "nan", "7.25"], "t": [10, 20, 30, 40, 50], "e": [0, 1, 1, 0, 1]})
     schema = infer_schema(frame, time="t", event="e")
     assert schema.column("x").kind == ColumnKind.CONTINUOUS
-    assert schema.column("x").missing == "drop_row"
+    assert schema.column("x").missing == "model"  # 2 of 5 missing: modelled, not dropped
     canonical, report = validate_frame(frame, schema)
-    assert report.dropped_rows == {"x": 2} and len(canonical) == 3
+    assert report.kept_missing == {"x": 2} and canonical["x"].isna().sum() == 2

@@ -103,3 +103,15 @@ def test_categorical_width_is_one_hot() -> None:
     tgrade = schema.column("tgrade")
     assert tgrade.kind == ColumnKind.CATEGORICAL
     assert tgrade.width == 3
+
+
+def test_missing_model_is_for_covariates_and_names_the_column() -> None:
+    columns = _base_columns()
+    columns[0]["missing"] = "model"
+    schema = Schema.from_dict({"columns": columns})
+    assert [c.name for c in schema.modelled_missing] == ["age"]
+    for outcome in (1, 2):
+        columns = _base_columns()
+        columns[outcome]["missing"] = "model"
+        with pytest.raises(SchemaError, match=rf"columns\[{columns[outcome]['name']}\].*covariates only"):
+            Schema.from_dict({"columns": columns})

@@ -109,3 +109,20 @@ def test_a_declared_step_puts_values_on_the_recorded_grid_as_files_write_them() 
     assert set(from_unit(karnofsky, np.linspace(0.0, 1.0, 200))) == {70.0, 80.0, 90.0, 100.0}
     real = np.array([0.4, 0.7, 1.1, 2.3])
     assert np.array_equal(from_unit(creatinine, to_unit(creatinine, real)), real)
+
+
+def test_missing_values_round_trip_through_codes_and_the_encoded_matrix() -> None:
+    from tests.missing import blank
+
+    frame, schema = blank(*_cached("gbsg2"), {"age": 0.3, "horTh": 0.2, "tgrade": 0.1, "pnodes": 0.5}, seed=3)
+    transformer = Transformer(schema)
+    codes = transformer.codes(frame)
+    for name in ("age", "horTh", "tgrade", "pnodes"):
+        j = schema.names.index(name)
+        assert (np.isnan(codes[:, j]) == frame[name].isna().to_numpy()).all()
+    pd.testing.assert_frame_equal(transformer.from_codes(codes), frame)
+    matrix = transformer.encode(frame)
+    assert matrix.shape[1] == sum(c.width for c in schema.columns) + 4
+    assert not np.isnan(matrix).any()
+    assert (matrix[:, transformer.indicators["age"]] == frame["age"].isna()).all()
+    pd.testing.assert_frame_equal(transformer.decode(matrix), frame)

@@ -132,3 +132,21 @@ def test_infinite_numbers_are_named_as_such(schema: Schema, raw: pd.DataFrame) -
     assert set(problems) == {"age", "time"}
     assert all(p.message == "values are infinite, not numbers" for p in problems.values())
     assert problems["age"].rows == (3,) and problems["time"].rows == (4,)
+
+
+def test_missing_model_keeps_missing_cells_as_nan_in_every_kind(raw: pd.DataFrame, schema: Schema) -> None:
+    from tests.missing import modelled_schema
+
+    modelled = modelled_schema(schema, ["age", "horTh", "tgrade"])
+    raw.loc[[2, 4], "age"] = ""
+    raw.loc[[4], "horTh"] = "NA"
+    raw.loc[[6, 7, 8], "tgrade"] = None
+    frame, report = validate_frame(raw, modelled)
+    assert len(frame) == len(raw)  # nothing dropped
+    assert report.kept_missing == {"age": 2, "horTh": 1, "tgrade": 3}
+    assert frame["age"].dtype == np.float64 and frame["age"].isna().sum() == 2
+    assert frame.loc[0, "age"] == float(raw.loc[0, "age"])
+    assert frame["horTh"].isna().sum() == 1 and set(frame["horTh"].dropna()) == {"no", "yes"}
+    assert list(frame.index[frame["tgrade"].isna()]) == [6, 7, 8]
+    with pytest.raises(DataValidationError, match="'model'"):
+        validate_frame(raw, schema)  # the reject policy's fix names the new policy

@@ -155,3 +155,42 @@ def test_real_correlations_are_withheld_on_a_small_site_and_for_a_rare_indicator
     twenty = correlation_matrices(frame.head(20), frame.head(20), schema)  # 20 rows: only rare indicators withheld
     kept = [i for i, name in enumerate(twenty["columns"]) if name not in twenty["real_withheld"]]
     assert kept and all(twenty["real"][i][i] == pytest.approx(1.0) for i in kept)
+
+
+def test_missing_values_are_compared_as_shares_and_present_values_by_their_distribution(whas500) -> None:
+    from tests.missing import blank
+
+    frame, schema = whas500
+    real, modelled = blank(frame, schema, {"bmi": 0.3, "cvd": 0.3}, seed=0)
+    # The same present values, far fewer missing: distributions identical, missing shares not.
+    synthetic = real.copy()
+    synthetic["bmi"] = frame["bmi"].where(real["bmi"].notna() | (np.arange(len(frame)) % 3 > 0))
+    result = fidelity(real, real.copy(), modelled)
+    assert all(m["value"] == 0.0 for m in result.marginals.values())
+    assert result.marginals["bmi"]["missing"]["real"] == result.marginals["bmi"]["missing"]["synthetic"]
+    assert "missing" not in result.marginals["age"]
+    shifted = fidelity(real, synthetic, modelled)
+    share = shifted.marginals["bmi"]["missing"]
+    assert share["real"] == pytest.approx(real["bmi"].isna().mean())
+    assert share["synthetic"] == pytest.approx(synthetic["bmi"].isna().mean()) and share["synthetic"] < 0.15
+    assert shifted.marginals["bmi"]["value"] < 0.06  # KS of present values: a subsample of the same values
+    histogram = shifted.histograms["bmi"]
+    assert histogram["missing"]["real"] == share["real"]
+    assert sum(v for v in histogram["synthetic"]) + share["synthetic"] == pytest.approx(1.0)
+    # Three missing values are a small cell: the real share is withheld.
+    few, modelled_few = blank(frame, schema, {"bmi": 0.006}, seed=0)
+    assert 0 < few["bmi"].isna().sum() < 10
+    assert fidelity(few, few.copy(), modelled_few).marginals["bmi"]["missing"]["real"] is None
+
+
+def test_missingness_that_depends_on_the_outcome_shows_in_the_correlations(whas500) -> None:
+    from tests.missing import blank
+
+    frame, schema = whas500
+    real, modelled = blank(frame, schema, {"hr": 0.6}, seed=0, when=frame["fstat"] == 1)
+    at_random, _ = blank(frame, schema, {"hr": real["hr"].isna().mean()}, seed=1)
+    result = fidelity(real, at_random, modelled)
+    matrices = result.correlation_matrices
+    i, j = matrices["columns"].index("hr:missing"), matrices["columns"].index("_event")
+    assert matrices["real"][i][j] > 0.5 and abs(matrices["synthetic"][i][j]) < 0.1
+    assert result.correlation["max_abs"] > 0.5

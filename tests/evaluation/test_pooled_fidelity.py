@@ -98,3 +98,13 @@ def test_a_site_without_what_pooling_needs_leaves_no_figure_and_says_why(edit, m
     pooled = pool_fidelity(sites)
     assert message in pooled["problem"]
     assert pooled["mean_ks"] is None and pooled["worst_tvd"] is None and pooled["columns"] is None
+
+
+def test_missing_shares_are_pooled_with_the_sites_weights_and_withheld_if_any_site_withheld() -> None:
+    def marginals(real, synthetic) -> dict:
+        return {"bmi": {"statistic": "ks", "value": 0.1, "missing": {"real": real, "synthetic": synthetic}}}
+
+    pooled = pool_fidelity([_site("a", 300, 300, marginals(0.2, 0.25)), _site("b", 100, 300, marginals(0.4, 0.3))])
+    assert pooled["columns"]["bmi"]["missing"] == pytest.approx({"real": 0.25, "synthetic": 0.2625})
+    pooled = pool_fidelity([_site("a", 300, 300, marginals(None, 0.25)), _site("b", 100, 300, marginals(0.4, 0.3))])
+    assert pooled["columns"]["bmi"]["missing"]["real"] is None

@@ -64,3 +64,21 @@ def test_a_model_that_cannot_be_fitted_is_reported_briefly_and_the_site_worst_ca
     check_evaluation_result(result, schema)  # a failure's reason passes the aggregate-only contract
     worst = worst_over_sites([result])
     assert worst["sites_not_scored"] == ["site-0"] and worst["tstr_uno_c_shortfall"] is None
+
+
+def test_missing_covariates_are_left_out_of_every_cox_fit_and_score_as_complete_cases(whas500) -> None:
+    from fedsynth.evaluation.utility import complete_cases, fit_cox
+    from tests.missing import blank
+
+    frame, schema = blank(*whas500, {"bmi": 0.3, "chf": 0.2}, seed=0)
+    train, holdout = train_holdout_split(frame, 0.5, seed=0)
+    complete = complete_cases(train, schema)
+    assert len(complete) < 0.7 * len(train) and complete[["bmi", "chf"]].notna().all().all()
+    fitted, reference = fit_cox(train, schema), fit_cox(complete, schema)
+    assert fitted.params_.equals(reference.params_)
+    result = evaluate_synthetic(train, holdout, train.copy(), schema)
+    assert result["hazard_ratios"]["hr_in_ci_fraction"] == 1.0
+    scores = result["models"]["tstr"]
+    assert "error" not in scores["discrimination"] and scores["discrimination"]["harrell_c"] > 0.6
+    assert scores["calibration"][0]["overall"] is not None
+    assert result["fidelity"]["marginals"]["bmi"]["missing"]["real"] == pytest.approx(train["bmi"].isna().mean())

@@ -143,3 +143,25 @@ def test_with_an_outcome_model_the_outcome_is_drawn_again_given_the_calibrated_c
     strictly = drawn[:, None] < drawn[None, :]
     assert not np.any(strictly & (final[:, None] > final[None, :]))
     assert ks_2samp(out["lenfol"], frame["lenfol"]).statistic < 0.15  # uniform within 8 time bins
+
+
+def test_the_missing_share_and_the_present_values_are_calibrated_to_the_tables() -> None:
+    # Candidates miss bmi and cvd in half of the rows, the tables say about 20% and 10%.
+    from tests.missing import blank
+
+    frame, schema = load_dataset("whas500")
+    real, modelled = blank(frame, schema, {"bmi": 0.2, "cvd": 0.1}, seed=0)
+    spec = MarginalSpec.from_schema(modelled)
+    candidates, _ = blank(uniform_rows(schema, 8000, seed=2), schema, {"bmi": 0.5, "cvd": 0.5}, seed=1)
+    out = calibrate(candidates, count_tables(real, spec), spec, n=3000, seed=0)
+    for name in ("bmi", "cvd"):
+        assert out[name].isna().mean() == pytest.approx(real[name].isna().mean(), abs=0.01)
+    # Present values to the DP histogram (16 bins: uniform within each, hence not closer than this).
+    assert ks_2samp(candidates["bmi"].dropna(), real["bmi"].dropna()).statistic > 0.2
+    assert ks_2samp(out["bmi"].dropna(), real["bmi"].dropna()).statistic < 0.08
+    assert out["cvd"].dropna().mean() == pytest.approx(real["cvd"].dropna().mean(), abs=0.02)
+    # Under a condition on bmi no row is missing it, and the others are still calibrated.
+    conditions = resolve_conditions(parse_conditions(["bmi>=25"]), modelled)
+    within = candidates[satisfies(candidates, conditions[0])].reset_index(drop=True)
+    conditioned = calibrate(within, count_tables(real, spec), spec, n=1000, seed=0, conditions=conditions)
+    assert conditioned["bmi"].notna().all() and (conditioned["bmi"] >= 25).all()

@@ -102,3 +102,28 @@ def test_json_round_trips(small_schema) -> None:
     back = tables_from_json(tables_to_json(tables), spec)
     for name, values in tables.items():
         np.testing.assert_array_equal(back[name], values)
+
+
+@pytest.mark.parametrize("selection", ["all", "compact"])
+def test_a_missing_value_counts_in_the_missing_cell_and_the_sensitivity_stays_exact(small_schema, selection) -> None:
+    from tests.missing import modelled_schema
+
+    schema = modelled_schema(small_schema, ["age", "grp"])
+    spec = MarginalSpec.from_schema(schema, numeric_bins=4, time_bins=2, selection=selection)
+    assert spec.bin("age").n_cells == 5 and spec.bin("grp").n_cells == 4 and spec.bin("x").n_cells == 2
+    # The same tables as without missing values: only each table's shape grew by its missing cell.
+    plain = MarginalSpec.from_schema(small_schema, numeric_bins=4, time_bins=2, selection=selection)
+    assert spec.l2_sensitivity == plain.l2_sensitivity
+    frame = _frame().astype({"age": float, "grp": object})
+    frame.loc[[1, 3], "age"] = np.nan
+    frame.loc[[2], "grp"] = np.nan
+    tables = count_tables(frame, spec)
+    np.testing.assert_array_equal(tables["age"], [1, 0, 0, 1, 2])  # 5 -> 0, 99 -> 3, two missing
+    np.testing.assert_array_equal(tables["grp"], [1, 1, 1, 1])  # a, b, c, one missing
+    weight = {t.name: t.weight for t in spec.tables}
+    for i in range(len(frame)):  # every record, missing values or not, moves the release by exactly this
+        less = count_tables(frame.drop(index=i), spec)
+        diff = np.concatenate([weight[k] * (tables[k] - less[k]).ravel() for k in tables])
+        assert np.linalg.norm(diff) == pytest.approx(spec.l2_sensitivity)
+    assert MarginalSpec.from_dict(spec.to_dict()) == spec
+    assert "missing" not in str(plain.to_dict()["bins"])  # specs without missing cells read as before

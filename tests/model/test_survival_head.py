@@ -11,10 +11,10 @@ import torch
 from fedsynth.data.datasets import load_dataset
 from fedsynth.data.transforms import from_unit
 from fedsynth.model.config import MCMConfig
+from fedsynth.model.draws import draw_competing_hazards as _draw_competing_hazards
 from fedsynth.model.layout import Layout
 from fedsynth.model.loss import hazard_log_probs, survival_hazard_nll
 from fedsynth.model.mcm import MCM, load_model, save_model
-from fedsynth.model.sampler import _draw_competing_hazards
 
 
 def _outcome_codes(layout: Layout, cause: int, time_bin: int) -> torch.Tensor:

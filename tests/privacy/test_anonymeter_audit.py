@@ -110,3 +110,15 @@ def test_pooled_risk_needs_every_sites_counts() -> None:
     with pytest.raises(ValueError, match="n_success"):
         pooled_risk([_risk_dict(33, 3, 33, 3), old])
     assert risk_key({"attack": "inference", "detail": {"secret": "age"}}) == "inference:age"
+
+
+def test_missing_values_run_every_attack_and_a_copy_is_still_caught(whas500) -> None:
+    from tests.missing import blank
+
+    frame, schema = blank(*whas500, {"bmi": 0.3, "cvd": 0.3}, seed=0)
+    shuffled = frame.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    train, holdout, fresh = shuffled[:160], shuffled[160:320], shuffled[320:480]
+    copied = {r.attack: r for r in anonymeter_audit(train.copy(), train, holdout, schema, SETTINGS)}
+    assert all(r.ci[0] > 0.5 for r in copied.values()), copied
+    risks = {r.attack: r for r in anonymeter_audit(fresh, train, holdout, schema, SETTINGS)}
+    assert risks["linkability"].risk < 0.2 and risks["inference"].risk < 0.2

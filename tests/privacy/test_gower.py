@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from anonymeter.evaluators import linkability_evaluator
 from anonymeter.neighbors.mixed_types_kneighbors import MixedTypeKNeighbors, gower_distance
 from anonymeter.preprocessing.transformations import mixed_types_transform
@@ -51,3 +52,20 @@ def test_linkability_search_is_swapped_only_inside_the_block() -> None:
     with faiss_linkability_neighbours():
         assert linkability_evaluator.MixedTypeKNeighbors is FaissMixedTypeKNeighbors
     assert linkability_evaluator.MixedTypeKNeighbors is MixedTypeKNeighbors
+
+
+def test_a_missing_value_is_at_distance_one_from_any_value_and_zero_from_another_missing() -> None:
+    candidates = pd.DataFrame({"age": [40.0, 60.0, np.nan, 80.0], "stage": ["I", None, "II", "II"]})
+    queries = pd.DataFrame({"age": [np.nan, 60.0, 40.0], "stage": ["II", None, None]})
+    distances, indexes = (
+        FaissMixedTypeKNeighbors(n_neighbors=4).fit(candidates).kneighbors(queries, return_distance=True)
+    )
+    # age is scaled by its range (40): 40 and 80 are 1 apart, 60 is 0.5 from either.
+    expected = {
+        0: {2: 0.0, 3: 1.0, 1: 2.0, 0: 2.0},  # (nan, II): equal to row 2; 1 from row 3 (age)
+        1: {1: 0.0, 0: 1.5, 3: 1.5, 2: 2.0},  # (60, None): equal to row 1; missing vs present counts 1
+        2: {1: 0.5, 0: 1.0, 2: 2.0, 3: 2.0},  # (40, None): both missing stage count 0
+    }
+    for q, row in expected.items():
+        found = dict(zip(indexes[q].tolist(), distances[q].tolist(), strict=True))
+        assert found == pytest.approx(row, abs=1e-6)

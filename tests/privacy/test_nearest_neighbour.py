@@ -110,3 +110,15 @@ def test_pooling_three_sites_narrows_the_interval(flchain_thirds) -> None:
     widths = [a["dcr_share_ci"][1] - a["dcr_share_ci"][0] for a in audits]
     assert high - low == pytest.approx(sum(widths) / 3 / 3**0.5, rel=0.25)
     assert low < 0.5 < high  # fresh rows from the population: no closer to train than to holdout
+
+
+def test_missing_values_encode_as_indicators_and_a_copy_is_still_caught(whas500) -> None:
+    from fedsynth.privacy.membership import density_attack, distance_attack
+    from tests.missing import blank
+
+    frame, schema = blank(*whas500, {"bmi": 0.3, "cvd": 0.3}, seed=0)
+    train, holdout = frame.iloc[:250], frame.iloc[250:]
+    audit = nearest_neighbour_audit(train.copy(), train, holdout, schema, seed=0)
+    assert audit.exact_matches == len(train) and audit.dcr_share > 0.9
+    assert distance_attack(train.copy(), train, holdout, schema).auc > 0.9
+    assert np.isfinite(density_attack(train.copy(), train, holdout, schema).auc)

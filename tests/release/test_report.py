@@ -263,3 +263,18 @@ def test_budget_section_states_the_split_between_marginal_tables_and_dp_sgd(demo
         row = f"|{site['site']}|{alone:.4g}|{training:.4g}|{composed:.4g}|{alone + training:.4g}|8|{default}"
         assert row in report
     assert "less than the sum" in report and "samples are calibrated to them" in report
+
+
+def test_fidelity_section_shows_each_modelled_columns_missing_share(demo_run: Path) -> None:
+    evaluation = json.loads((demo_run / "evaluation.json").read_text())
+    columns = evaluation["worst"]["fidelity"]["columns"]
+    columns["bmi"]["missing"] = {"real": 0.3, "synthetic": 0.28}
+    columns["chf"]["missing"] = {"real": None, "synthetic": 0.01}  # a site withheld its small count
+    for site in evaluation["sites"]:  # the histograms carry the shares too; the figures still draw
+        site["fidelity"]["histograms"]["bmi"]["missing"] = {"real": 0.3, "synthetic": 0.28}
+    (demo_run / "evaluation.json").write_text(json.dumps(evaluation))
+    report = _text(write_report(demo_run, demo_run / "report.html", None).read_text())
+    section = report.split("|Fidelity|")[1].split("|Survival utility|")[0]
+    assert "|Missing values|" in section
+    assert "|bmi|0.3|0.28|-0.02|" in section and "|chf|withheld|0.01|n/a|" in section
+    assert "site-0: Marginal histograms on the public bins" in section and "not drawn" not in section
