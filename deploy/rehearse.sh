@@ -77,14 +77,30 @@ PY
 step "1. credentials (coordinator, once)"
 run fedsynth deploy certs certs/ --host 127.0.0.1 $(printf -- '--node %s ' "${NODES[@]}")
 
+start_coordinator() {  # the SuperLink, then the gateway in front of it (section 2)
+    supervise superlink flower-superlink \
+        --ssl-certfile certs/server.pem --ssl-keyfile certs/server.key --ssl-ca-certfile certs/ca.crt \
+        --enable-supernode-auth --disable-runtime-dependency-installation \
+        --database state/superlink.db --host 127.0.0.1 --port "$LINK_PORT"
+    LINK_PID=$!
+    wait_port "$LINK_PORT" superlink
+    supervise gateway fedsynth deploy gateway certs/ --listen "127.0.0.1:$FLEET_PORT" --superlink "127.0.0.1:$LINK_PORT"
+    GATEWAY_PID=$!
+    wait_port "$FLEET_PORT" gateway
+}
+wait_online() {  # until every SuperNode is online at the SuperLink
+    for _ in $(seq 120); do
+        online=$(flwr supernode list hospitals --format json | python3 -c \
+            'import json, sys; t = sys.stdin.read(); print(sum(n.get("status") == "online" for n in json.loads(t[t.index("{"):])["nodes"]))')
+        [ "$online" -ge "$SITES" ] && break
+        sleep 0.5
+    done
+    echo "   $online of $SITES SuperNodes online"
+    [ "$online" -ge "$SITES" ] || { echo "not every SuperNode came online; see logs/" >&2; exit 1; }
+}
+
 step "2. SuperLink and Fleet gateway (coordinator)"
-supervise superlink flower-superlink \
-    --ssl-certfile certs/server.pem --ssl-keyfile certs/server.key --ssl-ca-certfile certs/ca.crt \
-    --enable-supernode-auth --disable-runtime-dependency-installation \
-    --database state/superlink.db --host 127.0.0.1 --port "$LINK_PORT"
-wait_port "$LINK_PORT" superlink
-supervise gateway fedsynth deploy gateway certs/ --listen "127.0.0.1:$FLEET_PORT" --superlink "127.0.0.1:$LINK_PORT"
-wait_port "$FLEET_PORT" gateway
+start_coordinator
 mkdir -p "$FLWR_HOME"
 cat >"$FLWR_HOME/config.toml" <<EOF
 [superlink]
@@ -112,14 +128,7 @@ for node in "${NODES[@]}"; do
     supervise "superexec-$node" python3 -m fedsynth.deploy.warm_superexec \
         --runtime-api-address "127.0.0.1:$runtime_port" --insecure
 done
-for _ in $(seq 120); do
-    online=$(flwr supernode list hospitals --format json | python3 -c \
-        'import json, sys; t = sys.stdin.read(); print(sum(n.get("status") == "online" for n in json.loads(t[t.index("{"):])["nodes"]))')
-    [ "$online" -ge "$SITES" ] && break
-    sleep 0.5
-done
-echo "   $online of $SITES SuperNodes online"
-[ "$online" -ge "$SITES" ] || { echo "not every SuperNode came online; see logs/" >&2; exit 1; }
+wait_online
 
 step "4. the run (coordinator)"
 cat >federation.toml <<EOF
@@ -134,6 +143,15 @@ EOF
 run flwr run "$REPO" hospitals --stream --run-config "federation-config=\"$WORK/federation.toml\"" >logs/run-train.log 2>&1
 run fedsynth budget runs/rehearsal
 test -f runs/rehearsal/model/manifest.json || { echo "no published model; see logs/run-train.log" >&2; exit 1; }
+
+step "rotate the SuperLink's certificate (coordinator; the runbook's credentials section)"
+run fedsynth deploy renew-server certs/
+for pid in "$GATEWAY_PID" "$LINK_PID"; do
+    kill -TERM -- "-$pid"
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+done
+start_coordinator
+wait_online  # the SuperNodes reconnect by themselves, verifying the new certificate with ca.crt
 
 step "5. audit and evaluate the published model (coordinator)"
 run flwr run "$REPO" hospitals --stream \

@@ -40,6 +40,25 @@ def deploy_certs(
     console.print(f"[bold]{files.ca_key} signs certificates: keep it offline, never copy it to a site.[/]")
 
 
+@deploy_app.command("renew-server")
+@user_errors
+def deploy_renew_server(
+    directory: Annotated[Path, typer.Argument(help="The coordinator's credential directory (with ca.key).")],
+    host: Annotated[
+        list[str] | None, typer.Option("--host", help="Host name or IP (repeat); default: the current certificate's.")
+    ] = None,
+    days: Annotated[int, typer.Option(help="Validity of the new certificate in days.")] = 365,
+) -> None:
+    """Renew the SuperLink's TLS certificate with the federation's own CA (sites need nothing new)."""
+    from fedsynth.deploy.certs import TLSFiles, renew_server_certificate
+
+    cert = renew_server_certificate(directory, hosts=tuple(host or ()), days=days)
+    files = TLSFiles(directory)
+    console.print(f"new SuperLink certificate {files.server_cert} (key {files.server_key}), "
+                  f"valid until {cert.not_valid_after_utc:%Y-%m-%d}")  # fmt: skip
+    console.print("restart the SuperLink and the gateway to serve it; sites keep their ca.crt")
+
+
 @deploy_app.command("node-key")
 @user_errors
 def deploy_node_key(

@@ -42,6 +42,9 @@ CA_CERT = "ca.crt"
 CA_KEY = "ca.key"
 SERVER_CERT = "server.pem"
 SERVER_KEY = "server.key"
+# The CA outlives the yearly SuperLink certificates it signs: renewing one (renew_server_certificate)
+# then needs nothing from the sites, whose only copy of the federation's trust is ca.crt.
+CA_DAYS = 3650
 
 
 class CredentialsError(UserError, ValueError):
@@ -173,8 +176,10 @@ def make_credentials(
     hosts: tuple[str, ...] = DEFAULT_HOSTS,
     days: int = 365,
     overwrite: bool = False,
+    ca_days: int = CA_DAYS,
 ) -> TLSFiles:
-    """Write a CA, a SuperLink certificate for ``hosts`` and one key pair per node to ``directory``.
+    """Write a CA (valid ``ca_days``), a SuperLink certificate for ``hosts`` (valid ``days``) and
+    one key pair per node to ``directory``.
 
     Refuses to overwrite an existing credential set unless ``overwrite``: replacing a CA silently
     would lock every site out.
@@ -184,6 +189,8 @@ def make_credentials(
         raise CredentialsError("hosts is empty: give the SuperLink's host names or IP addresses (e.g. 127.0.0.1)")
     if days < 1:
         raise CredentialsError(f"days={days}: a certificate must be valid for at least 1 day")
+    if ca_days < days:
+        raise CredentialsError(f"ca_days={ca_days} < days={days}: the CA must outlive the certificate it signs")
     for node in nodes:
         _check_node_name(node)
     if len(set(nodes)) != len(nodes):
@@ -199,7 +206,7 @@ def make_credentials(
             "or add SuperNode keys to it with `fedsynth deploy node-key DIR NAME`"
         )
     now = dt.datetime.now(dt.UTC)
-    ca_key, ca_cert = _certificate_authority(days, now)
+    ca_key, ca_cert = _certificate_authority(ca_days, now)
     hosts = tuple(dict.fromkeys((*hosts, COORDINATOR_LOOPBACK)))  # the public names first: hosts[0] is the CN
     server_key, server_cert = _server_certificate(ca_key, ca_cert, hosts, days, now)
 
@@ -236,3 +243,47 @@ def add_node_key(directory: Path, node: str, overwrite: bool = False) -> tuple[P
     _write(public_path, public)
     private_path.with_suffix(".key.tmp").replace(private_path)
     return private_path, public_path
+
+
+def renew_server_certificate(directory: Path, hosts: tuple[str, ...] = (), days: int = 365) -> x509.Certificate:
+    """Replace ``server.pem`` / ``server.key`` with a new pair signed by the set's own CA.
+
+    ``hosts``: the names the new certificate is valid for (default: the current certificate's).
+    The CA is kept, so sites need nothing new; the SuperLink and gateway load the pair when they
+    restart. Refuses a certificate that would outlive the CA (every site then needs a new CA).
+    """
+    files = TLSFiles(Path(directory))
+    for path in (files.ca_cert, files.ca_key):
+        if not path.exists():
+            raise CredentialsError(
+                f"{path} is missing: renew on the coordinator's credential directory made by `fedsynth deploy certs`"
+            )
+    if days < 1:
+        raise CredentialsError(f"days={days}: a certificate must be valid for at least 1 day")
+    ca_cert = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(files.ca_key.read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey) or ca_key.public_key() != ca_cert.public_key():
+        raise CredentialsError(f"{files.ca_key} is not the key of {files.ca_cert}: restore the pair from the backup")
+    if not hosts:
+        if not files.server_cert.exists():
+            raise CredentialsError(f"{files.server_cert} is missing: name the SuperLink's hosts with --host")
+        current = x509.load_pem_x509_certificate(files.server_cert.read_bytes())
+        san = current.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        hosts = tuple(str(name.value) for name in san)
+    now = dt.datetime.now(dt.UTC)
+    if now + dt.timedelta(days=days) > ca_cert.not_valid_after_utc:
+        left = (ca_cert.not_valid_after_utc - now).days
+        raise CredentialsError(
+            f"the CA {files.ca_cert} expires on {ca_cert.not_valid_after_utc:%Y-%m-%d}: a certificate for {days} days "
+            f"would outlive it. Renew with --days {max(left, 1)} or less, or make a new set (`fedsynth deploy certs "
+            "--force`), whose ca.crt every site then needs"
+        )
+    hosts = tuple(dict.fromkeys((*hosts, COORDINATOR_LOOPBACK)))
+    key, cert = _server_certificate(ca_key, ca_cert, hosts, days, now)
+    # Both files written beside their targets first, then each moved in place: never half a file.
+    staged_key, staged_cert = files.server_key.with_suffix(".key.new"), files.server_cert.with_suffix(".pem.new")
+    _write(staged_key, _private_key_pem(key), private=True)
+    _write(staged_cert, cert.public_bytes(serialization.Encoding.PEM))
+    staged_key.replace(files.server_key)
+    staged_cert.replace(files.server_cert)
+    return cert

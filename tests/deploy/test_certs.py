@@ -11,7 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key, load_ssh_public_key
 
-from fedsynth.deploy.certs import CredentialsError, add_node_key, make_credentials
+from fedsynth.deploy.certs import CredentialsError, add_node_key, make_credentials, renew_server_certificate
 
 
 def test_server_certificate_verifies_against_the_ca_for_each_host(tmp_path) -> None:
@@ -87,3 +87,37 @@ def test_the_server_certificate_always_names_the_coordinators_loopback(tmp_path)
     assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
     assert san.get_values_for_type(x509.DNSName) == ["fed.example.org"]
     assert server.subject.rfc4514_string() == "CN=fed.example.org"
+
+
+def test_renewal_keeps_the_ca_and_the_names_and_refuses_to_outlive_the_ca(tmp_path) -> None:
+    files = make_credentials(tmp_path / "certs", hosts=("fed.example.org",), days=30, ca_days=400)
+    ca_before = files.ca_cert.read_bytes()
+    old = x509.load_pem_x509_certificate(files.server_cert.read_bytes())
+    new = renew_server_certificate(files.directory, days=365)
+    assert files.ca_cert.read_bytes() == ca_before  # sites keep their ca.crt
+    on_disk = x509.load_pem_x509_certificate(files.server_cert.read_bytes())
+    assert on_disk == new and new.serial_number != old.serial_number
+    new.verify_directly_issued_by(x509.load_pem_x509_certificate(ca_before))
+    names = new.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert set(names) == set(old.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+    assert (new.not_valid_after_utc - old.not_valid_after_utc).days == 335
+    assert stat.S_IMODE(files.server_key.stat().st_mode) == 0o600
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(files.server_cert, files.server_key)  # the new key matches the new certificate
+    assert not list(files.directory.glob("*.new"))
+    # A certificate past the CA's own expiry would be refused by every site: not written.
+    with pytest.raises(CredentialsError, match="would outlive it. Renew with --days 399 or less"):
+        renew_server_certificate(files.directory, days=500)
+    assert x509.load_pem_x509_certificate(files.server_cert.read_bytes()) == new
+
+
+def test_renewal_needs_the_ca_key_and_a_new_set_has_a_ca_that_outlives_its_certificate(tmp_path) -> None:
+    files = make_credentials(tmp_path / "certs")
+    ca = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
+    server = x509.load_pem_x509_certificate(files.server_cert.read_bytes())
+    assert (ca.not_valid_after_utc - server.not_valid_after_utc).days >= 9 * 365
+    files.ca_key.unlink()
+    with pytest.raises(CredentialsError, match="ca.key is missing"):
+        renew_server_certificate(files.directory)
+    with pytest.raises(CredentialsError, match="the CA must outlive"):
+        make_credentials(tmp_path / "other", days=30, ca_days=10)

@@ -24,7 +24,10 @@ def test_the_runbook_rehearsed_by_its_script_trains_audits_and_leaves_nothing_ru
     done = subprocess.run(["bash", str(SCRIPT), str(work)], capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     steps = [line.split(" ", 2)[2] for line in done.stdout.splitlines() if line.startswith("== ")]
-    assert [s.split(".")[0] for s in steps[:6]] == ["0", "1", "2", "3", "4", "5"] and steps[-1] == "tear down"
+    assert [s.split(".")[0].split(" ")[0] for s in steps] == ["0", "1", "2", "3", "4", "rotate", "5", "tear"]
+    # The audit and evaluation below ran after the SuperLink's certificate was renewed and the
+    # SuperLink and gateway restarted: the SuperNodes reconnected on the new certificate.
+    assert "new SuperLink certificate certs/server.pem" in done.stdout
     assert done.stdout.count("all 8 checks passed") == 3  # `fedsynth site check` at every site
     run = work / "runs" / "rehearsal"
     budget = json.loads((run / "budget.json").read_text())
