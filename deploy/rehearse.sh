@@ -134,24 +134,38 @@ step "4. the run (coordinator)"
 cat >federation.toml <<EOF
 [federation]
 engine = "deployment"
-rounds = 2
+rounds = 3
 min_sites = $SITES
 round_timeout = 120
 run_dir = "$WORK/runs/rehearsal"
 schema = "$WORK/site-0/schema.toml"
 EOF
-run flwr run "$REPO" hospitals --stream --run-config "federation-config=\"$WORK/federation.toml\"" >logs/run-train.log 2>&1
+TRAIN=(flwr run "$REPO" hospitals --stream --run-config "federation-config=\"$WORK/federation.toml\"")
+echo "   \$ ${TRAIN[*]}  (in the background: the coordinator crashes mid-run below)"
+"${TRAIN[@]}" >logs/run-train-crashed.log 2>&1 &
+FIRST_SUBMISSION=$!
+for _ in $(seq 600); do
+    grep -qs '"round": 1,' runs/rehearsal/budget.jsonl && break
+    sleep 0.5
+done
+grep -qs '"round": 1,' runs/rehearsal/budget.jsonl || { echo "round 1 never closed; see logs/" >&2; exit 1; }
+
+step "recover from a coordinator crash, renewing the SuperLink's certificate on the way back"
+# The coordinator's host dies after round 1: SuperLink, gateway, and the SuperLink's SuperExec
+# and ServerApp (its descendants, in sessions of their own) are killed without warning.
+descendants() { local child; for child in $(pgrep -P "$1"); do echo "$child"; descendants "$child"; done; }
+CRASHED=$(for pid in "$LINK_PID" "$GATEWAY_PID"; do echo "$pid"; descendants "$pid"; done)
+kill -KILL $CRASHED 2>/dev/null || true
+for _ in $(seq 50); do kill -0 "$FIRST_SUBMISSION" 2>/dev/null || break; sleep 0.2; done
+kill "$FIRST_SUBMISSION" 2>/dev/null || true  # the flwr CLI's stream has nothing left to read
+echo "   killed the coordinator's processes:" $CRASHED
+run fedsynth deploy renew-server certs/   # while it is down, the yearly certificate renewal
+start_coordinator
+wait_online  # as the SuperLink records them; the runs below need them to reconnect on the new certificate
+# Submitted again with the same run_dir, the run resumes from its last checkpoint.
+run "${TRAIN[@]}" >logs/run-train.log 2>&1
 run fedsynth budget runs/rehearsal
 test -f runs/rehearsal/model/manifest.json || { echo "no published model; see logs/run-train.log" >&2; exit 1; }
-
-step "rotate the SuperLink's certificate (coordinator; the runbook's credentials section)"
-run fedsynth deploy renew-server certs/
-for pid in "$GATEWAY_PID" "$LINK_PID"; do
-    kill -TERM -- "-$pid"
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-done
-start_coordinator
-wait_online  # the SuperNodes reconnect by themselves, verifying the new certificate with ca.crt
 
 step "5. audit and evaluate the published model (coordinator)"
 run flwr run "$REPO" hospitals --stream \

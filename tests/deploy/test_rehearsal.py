@@ -1,10 +1,12 @@
 """deploy/rehearse.sh: the runbook's commands, in its order, bring up a coordinator and three
-sites as supervised processes, train, audit, and tear everything down."""
+sites as supervised processes, train, survive a coordinator crash (coming back with a renewed
+certificate), audit, evaluate, and tear everything down."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from fedsynth.deploy.processes import running_with_env
+from fedsynth.server.run import RunDirectory
 
 pytestmark = pytest.mark.integration
 
@@ -24,10 +27,12 @@ def test_the_runbook_rehearsed_by_its_script_trains_audits_and_leaves_nothing_ru
     done = subprocess.run(["bash", str(SCRIPT), str(work)], capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     steps = [line.split(" ", 2)[2] for line in done.stdout.splitlines() if line.startswith("== ")]
-    assert [s.split(".")[0].split(" ")[0] for s in steps] == ["0", "1", "2", "3", "4", "rotate", "5", "tear"]
-    # The audit and evaluation below ran after the SuperLink's certificate was renewed and the
-    # SuperLink and gateway restarted: the SuperNodes reconnected on the new certificate.
+    assert [s.split(".")[0].split(" ")[0] for s in steps] == ["0", "1", "2", "3", "4", "recover", "5", "tear"]
+    # The coordinator was killed after round 1 and came back with a renewed certificate; the run,
+    # submitted again, resumed from its checkpoint, and the SuperNodes reconnected on their own.
     assert "new SuperLink certificate certs/server.pem" in done.stdout
+    assert re.search(r"Resuming run \S+ after round [12] ", (work / "logs" / "run-train.log").read_text())
+    assert RunDirectory(work / "runs" / "rehearsal").latest_checkpoint().round == 3
     assert done.stdout.count("all 8 checks passed") == 3  # `fedsynth site check` at every site
     run = work / "runs" / "rehearsal"
     budget = json.loads((run / "budget.json").read_text())
