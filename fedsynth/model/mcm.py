@@ -234,7 +234,10 @@ class MCM:
         files = read_model_files(path)
         if files.meta.get("generator", "mcm") != "mcm":
             kind = files.meta["generator"]
-            raise ModelFileError(f"{path} holds a '{kind}' model, not an MCM; load it with its own generator")
+            raise ModelFileError(
+                f"{path} holds a '{kind}' model, not an MCM; load it with its own generator "
+                "(fedsynth.model.medvae.MedVAE.load): sampling, serving and auditing commands take MCM models only"
+            )
         model = cls(MCMConfig.model_validate(files.meta["config"]))
         model.schema_ = files.schema
         model.network_ = network_for(model.config, files.schema)

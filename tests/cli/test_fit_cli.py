@@ -67,6 +67,8 @@ def test_generator_medvae_trains_a_med_vae_labelled_not_dp(inputs) -> None:
     model_dir = inputs["root"] / "model"
     assert json.loads((model_dir / "model.json").read_text())["generator"] == "medvae"
     assert len(MedVAE.load(model_dir).sample(20, ["chf=1"], seed=0)) == 20
+    refused = runner.invoke(app, ["sample", str(model_dir), "-n", "5", "-o", str(inputs["root"] / "rows.csv")])
+    assert refused.exit_code == 2 and "holds a 'medvae' model, not an MCM" in refused.output, refused.output
 
 
 @pytest.mark.parametrize(
