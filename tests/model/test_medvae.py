@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+
 import pandas as pd
 import pytest
+import torch
+from opacus import GradSampleModule
+from opacus.validators import ModuleValidator
 from scipy.stats import ks_2samp
 
 from fedsynth.data.conditions import ConditionError, satisfies
@@ -114,3 +119,20 @@ def test_modelled_missing_values_keep_their_share_and_never_meet_a_condition() -
     assert abs(synthetic["sysbp"].isna().mean() - frame["sysbp"].isna().mean()) < 0.05
     conditioned = model.sample(300, ["sysbp>=100"], seed=2)
     assert conditioned["sysbp"].notna().all() and (conditioned["sysbp"] >= 100).all()
+
+
+def test_opacus_finds_nothing_to_fix_and_per_sample_gradients_are_each_rows_own(gbsg2) -> None:
+    frame, schema = gbsg2
+    model = MedVAE(seed=0).build(schema)
+    network = model.network_
+    assert ModuleValidator.validate(network, strict=False) == []  # batch norm would be listed here
+    codes = network.layout.expand(torch.tensor(model.transformer.codes(frame.iloc[:4]), dtype=torch.float32))
+    noise = torch.randn(4, network.latent, generator=torch.Generator().manual_seed(0))
+    plain = copy.deepcopy(network)  # single-row gradients from an unhooked copy
+    reconstruction, kl = GradSampleModule(network, loss_reduction="sum")(codes, noise)
+    (reconstruction + kl).sum().backward()
+    for row in range(4):
+        single_reconstruction, single_kl = plain(codes[row : row + 1], noise[row : row + 1])
+        grads = torch.autograd.grad((single_reconstruction + single_kl).sum(), list(plain.parameters()))
+        for parameter, grad in zip(network.parameters(), grads, strict=True):
+            torch.testing.assert_close(parameter.grad_sample[row], grad, rtol=1e-4, atol=1e-5)
