@@ -133,10 +133,14 @@ def training_progress() -> Progress:
 
 def fit_with_progress(frame: Any, schema: Schema, config: Any) -> Any:
     from fedsynth.model.mcm import MCM
+    from fedsynth.model.medvae import MedVAE, MedVAEConfig
 
-    model = MCM(config)
+    if isinstance(config, MedVAEConfig):
+        model, name, epochs = MedVAE(config), "Med-VAE", config.epochs
+    else:
+        model, name, epochs = MCM(config), "MCM", config.resolved_epochs(len(frame))
     with training_progress() as progress:
-        task = progress.add_task("training MCM", total=config.resolved_epochs(len(frame)), loss="-")
+        task = progress.add_task(f"training {name}", total=epochs, loss="-")
 
         def report(epoch: int, total: int, loss: float) -> None:
             progress.update(task, completed=epoch, loss=f"{loss:.4f}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +20,13 @@ from fedsynth.cli.base import (
 )
 
 
+class GeneratorName(StrEnum):
+    """The generators `fedsynth fit` trains."""
+
+    MCM = "mcm"
+    MEDVAE = "medvae"
+
+
 def model_directory(path: Path) -> Path:
     """A model directory, or a run directory's global model (as serve, audit and report take it)."""
     return path / "model" if (path / "run.json").exists() and (path / "model").is_dir() else path
@@ -32,20 +40,28 @@ def fit(
     output: Annotated[Path, typer.Option("-o", "--output", help="Model directory to create.")],
     epochs: Annotated[int | None, typer.Option(help="Epochs (default: enough for the configured steps).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
-    config: Annotated[Path | None, typer.Option(help="TOML with a \\[model] table of MCMConfig fields.")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML with a \\[model] table of the generator's config fields.")
+    ] = None,
+    generator: Annotated[
+        GeneratorName, typer.Option("--generator", help="mcm (Masked Clinical Modelling) or medvae (Med-VAE).")
+    ] = GeneratorName.MCM,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing model directory.")] = False,
 ) -> None:
-    """Train MCM on DATA (non-DP, for one site's own use; federated DP training is `fedsynth train`).
+    """Train a generator (MCM by default) on DATA (non-DP, for one site's own use; federated DP
+    training is `fedsynth train`, MCM only).
 
     At least 100 rows (fedsynth.data.minimum.MIN_FIT_ROWS)."""
     from fedsynth.data.minimum import check_fit_rows
     from fedsynth.data.schema import Schema
     from fedsynth.model.config import MCMConfig
+    from fedsynth.model.medvae import MedVAEConfig
 
     refuse_existing(output, force)
-    base = MCMConfig.from_toml(config) if config else MCMConfig()
+    config_type = MedVAEConfig if generator == GeneratorName.MEDVAE else MCMConfig
+    base = config_type.from_toml(config) if config else config_type()
     overrides = {k: v for k, v in {"epochs": epochs, "seed": seed}.items() if v is not None}
-    model_config = MCMConfig.model_validate({**base.model_dump(), **overrides})
+    model_config = config_type.model_validate({**base.model_dump(), **overrides})
     frame, parsed = load_validated(data, Schema.from_toml(schema))
     check_fit_rows(str(data), len(frame))  # on a handful of rows the model copies the patients
     model = fit_with_progress(frame, parsed, model_config)

@@ -19,7 +19,7 @@ from fedsynth.model.calibrated import calibrated_frames
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.layout import Layout
 from fedsynth.model.network import MCMNetwork
-from fedsynth.model.persistence import read_model_files, state_digest, write_model_files
+from fedsynth.model.persistence import ModelFileError, read_model_files, state_digest, write_model_files
 from fedsynth.model.sampler import STREAM_WORKERS, ConditionalSampler
 from fedsynth.model.training import ProgressCallback, train_plain, validation_split
 
@@ -232,6 +232,12 @@ class MCM:
     def load(cls, path: str | Path) -> MCM:
         """Load and verify a model directory written by :meth:`save`."""
         files = read_model_files(path)
+        if files.meta.get("generator", "mcm") != "mcm":
+            kind = files.meta["generator"]
+            raise ModelFileError(
+                f"{path} holds a '{kind}' model, not an MCM; load it with its own generator "
+                "(fedsynth.model.medvae.MedVAE.load): sampling, serving and auditing commands take MCM models only"
+            )
         model = cls(MCMConfig.model_validate(files.meta["config"]))
         model.schema_ = files.schema
         model.network_ = network_for(model.config, files.schema)

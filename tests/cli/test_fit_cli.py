@@ -54,3 +54,37 @@ def test_a_config_with_an_unknown_table_or_key_is_refused_naming_the_known_ones(
     config = inputs["root"] / "model.toml"
     config.write_text(text)
     _refused(inputs, _fit(inputs, inputs["data"], "--config", str(config)), *patterns)
+
+
+def test_generator_medvae_trains_a_med_vae_labelled_not_dp(inputs) -> None:
+    import json
+
+    from fedsynth.model.medvae import MedVAE
+
+    result = _fit(inputs, inputs["data"], "--generator", "medvae")
+    assert result.exit_code == 0, result.output
+    assert "Not differentially private" in result.output
+    model_dir = inputs["root"] / "model"
+    assert json.loads((model_dir / "model.json").read_text())["generator"] == "medvae"
+    assert len(MedVAE.load(model_dir).sample(20, ["chf=1"], seed=0)) == 20
+    refused = runner.invoke(app, ["sample", str(model_dir), "-n", "5", "-o", str(inputs["root"] / "rows.csv")])
+    assert refused.exit_code == 2 and "holds a 'medvae' model, not an MCM" in refused.output, refused.output
+
+
+@pytest.mark.parametrize(
+    ("extra", "config", "patterns"),
+    [
+        (["--generator", "vae"], None, ["'vae' is not one of", "mcm", "medvae"]),
+        (["--generator", "medvae"], "[model]\nmask_min = 0.2\n", ["model.mask_min: Extra inputs", "latent"]),
+    ],
+    ids=["unknown-generator", "mcm-key-for-medvae"],
+)
+def test_an_unknown_generator_or_another_generators_key_is_refused(inputs, extra, config, patterns) -> None:
+    if config is not None:
+        (inputs["root"] / "model.toml").write_text(config)
+        extra = [*extra, "--config", str(inputs["root"] / "model.toml")]
+    result = _fit(inputs, inputs["data"], *extra)
+    assert result.exit_code == 2, result.output
+    for pattern in patterns:
+        assert pattern in result.output, result.output
+    assert not (inputs["root"] / "model").exists()
