@@ -22,9 +22,10 @@ MIN_CELL_ROWS = 5
 
 
 def is_small_indicator(values: Iterable[float]) -> bool:
-    """A 0/1 column with fewer than ``MIN_CELL_ROWS`` real rows in one of its levels: a figure
-    read from it (a correlation, a log-HR) describes those few rows."""
+    """A 0/1 column (missing values aside) with fewer than ``MIN_CELL_ROWS`` real rows in one of
+    its levels: a figure read from it (a correlation, a log-HR) describes those few rows."""
     array = np.asarray(values, dtype=float)
+    array = array[~np.isnan(array)]  # a modelled missing value is in neither level
     if not np.isin(array, (0.0, 1.0)).all():
         return False
     ones = int(array.sum())

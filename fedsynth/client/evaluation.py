@@ -33,6 +33,7 @@ def evaluation_list_lengths(schema: Schema) -> frozenset[int]:
         for c in schema.columns
         if c.name not in (schema.time_column, schema.event_column)
     )
+    design_width += len(schema.modelled_missing)  # the correlations' name:missing indicators
     levels = {len(c.labels) for c in schema.columns if not c.is_numeric}
     return frozenset({CURVE_POINTS, len(RISK_GRID), HISTOGRAM_BINS, design_width, *levels, *range(1, MAX_HORIZONS + 1)})
 

@@ -45,6 +45,7 @@ from lifelines.statistics import logrank_test
 from scipy.stats import ks_2samp
 
 from fedsynth.data.schema import Column, ColumnKind, ColumnRole, Schema
+from fedsynth.data.transforms import encode_labels
 from fedsynth.evaluation.utility import design_matrix
 from fedsynth.suppression import MIN_CELL_ROWS, MIN_GROUP_ROWS, is_small_indicator
 
@@ -104,8 +105,9 @@ def marginal_histograms(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Sch
     """Per column, real and synthetic shares per public bin or level; small real cells withheld.
 
     Numeric columns: ``edges`` are :func:`histogram_edges` (public, recomputable from the schema);
-    discrete columns: ``levels`` are the declared ones, in order. Shares are of all rows: for a
-    missing = "model" column the bins or levels and ``missing`` (:func:`missing_share`) add up to 1.
+    discrete columns: ``levels`` are the declared ones, in order. Shares are of the present values;
+    a missing = "model" column's ``missing`` share (:func:`missing_share`) stands apart, so that a
+    withheld small missing count cannot be read back as one minus the bins' total.
     """
     out: dict[str, dict[str, Any]] = {}
     for column in schema.columns:
@@ -116,10 +118,10 @@ def marginal_histograms(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Sch
             entry: dict[str, Any] = {"kind": "bins"}
         else:
             levels = list(column.labels)
-            counts = [f[column.name].astype(str).value_counts().reindex(levels, fill_value=0).to_numpy()
+            counts = [np.bincount(encode_labels(column, f[column.name].dropna()), minlength=len(levels))
                       for f in (real, synthetic)]  # fmt: skip
             entry = {"kind": "levels", "levels": levels}
-        real_share, synthetic_share = _shares(counts[0], len(real)), _shares(counts[1], len(synthetic))
+        real_share, synthetic_share = _shares(counts[0], int(counts[0].sum())), _shares(counts[1], int(counts[1].sum()))
         small = counts[0] < MIN_CELL_ROWS
         entry["real"] = [None if hide else float(v) for v, hide in zip(real_share, small, strict=True)]
         entry["synthetic"] = [float(v) for v in synthetic_share]

@@ -36,16 +36,18 @@ def copy_and_mask(
     canonical, _ = validate_frame(real, schema, source="real data")
     codes = model.codes_tensor(canonical)
     n, d = codes.shape
+    layout = model._network().layout
+    # A kept column's missing indicator is kept too: reconstructed, it could blank the value.
+    kept = [*keep_visible, *(layout.indicator_of[i] for i in keep_visible if i in layout.indicator_of)]
     generator = torch.Generator().manual_seed(int(seed))
     scores = torch.rand(n, d, generator=generator)
-    if keep_visible:
-        scores[:, list(keep_visible)] = 2.0  # ranked last: never masked
+    if kept:
+        scores[:, kept] = 2.0  # ranked last: never masked
     ranks = scores.argsort(dim=1).argsort(dim=1)
-    maskable = d - len(keep_visible)
+    maskable = d - len(kept)
     n_masked = max(1, min(maskable, d - 1, round(mask_ratio * d)))
-    masked = ranks < n_masked
+    masked = layout.tie_masks(ranks < n_masked)  # a value is hidden wherever its indicator is, as in training
     reconstructed = model.reconstruct_point(codes, masked)
-    layout = model._network().layout
     return model.transformer.from_codes(layout.collapse(reconstructed).double().numpy())
 
 

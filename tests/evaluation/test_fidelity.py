@@ -176,11 +176,19 @@ def test_missing_values_are_compared_as_shares_and_present_values_by_their_distr
     assert shifted.marginals["bmi"]["value"] < 0.06  # KS of present values: a subsample of the same values
     histogram = shifted.histograms["bmi"]
     assert histogram["missing"]["real"] == share["real"]
-    assert sum(v for v in histogram["synthetic"]) + share["synthetic"] == pytest.approx(1.0)
-    # Three missing values are a small cell: the real share is withheld.
+    assert sum(v for v in histogram["synthetic"]) == pytest.approx(1.0)  # shares of the present values
+    # A binary column without labels, with missing values (floats 0.0/1.0): its levels are counted.
+    cvd = shifted.histograms["cvd"]
+    present = real["cvd"].dropna()
+    assert cvd["real"] == pytest.approx([float((present == 0).mean()), float((present == 1).mean())])
+    # Three missing values are a small cell: the real share is withheld, and the bins (shares of
+    # the present values) are those of the same rows without them, so they cannot give it away.
     few, modelled_few = blank(frame, schema, {"bmi": 0.006}, seed=0)
     assert 0 < few["bmi"].isna().sum() < 10
-    assert fidelity(few, few.copy(), modelled_few).marginals["bmi"]["missing"]["real"] is None
+    result = fidelity(few, few.copy(), modelled_few)
+    assert result.marginals["bmi"]["missing"]["real"] is None
+    without = few[few["bmi"].notna()]
+    assert result.histograms["bmi"]["real"] == fidelity(without, without.copy(), modelled_few).histograms["bmi"]["real"]
 
 
 def test_missingness_that_depends_on_the_outcome_shows_in_the_correlations(whas500) -> None:

@@ -82,3 +82,7 @@ def test_missing_covariates_are_left_out_of_every_cox_fit_and_score_as_complete_
     assert "error" not in scores["discrimination"] and scores["discrimination"]["harrell_c"] > 0.6
     assert scores["calibration"][0]["overall"] is not None
     assert result["fidelity"]["marginals"]["bmi"]["missing"]["real"] == pytest.approx(train["bmi"].isna().mean())
+    # The reply's contract knows the correlations' name:missing columns: the result may leave the site.
+    from fedsynth.client.evaluation import check_evaluation_result
+
+    check_evaluation_result(result, schema)

@@ -120,3 +120,11 @@ def test_a_calibrated_model_samples_the_tables_missing_shares(missing_data, miss
     rows = model.sample(2000, seed=6)
     for name in ("bmi", "cvd", "hr"):
         assert rows[name].isna().mean() == pytest.approx(frame[name].isna().mean(), abs=0.015)
+
+
+def test_paper_augmentation_keeps_a_conditioned_modelled_column_present(missing_data, missing_model) -> None:
+    from fedsynth.model.paper import augment_subgroup
+
+    frame, _ = missing_data
+    rows = augment_subgroup(missing_model, frame, 400, ["bmi>=25", "cvd=1"], seed=0)
+    assert rows["bmi"].notna().all() and (rows["bmi"] >= 25).all() and (rows["cvd"] == 1).all()
