@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -276,3 +277,17 @@ def satisfies(frame: pd.DataFrame, condition: ResolvedCondition) -> pd.Series:
             return values.isin(allowed_codes)
         return values.isin(allowed)
     return (values >= condition.lower_value) & (values <= condition.upper_value)
+
+
+def resolve_any(conditions: ConditionsLike, schema: Schema) -> list[ResolvedCondition]:
+    """Parse (if text) and check conditions against ``schema``; resolved ones pass through."""
+    items = list(conditions or [])
+    if items and all(isinstance(c, ResolvedCondition) for c in items):
+        return items  # type: ignore[return-value]
+    parsed = [c for c in items if isinstance(c, Condition)]
+    parsed += parse_conditions([c for c in items if isinstance(c, str)])
+    return resolve_conditions(parsed, schema)
+
+
+# What a generator's sample() takes: condition texts, parsed conditions or resolved ones.
+ConditionsLike = Sequence[str | Condition | ResolvedCondition] | None

@@ -6,17 +6,15 @@ both satisfy it; code that only fits, samples, saves and loads can take either.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import pandas as pd
 
-from fedsynth.data.conditions import Condition, ResolvedCondition
+from fedsynth.data.conditions import ConditionsLike
 from fedsynth.data.schema import Schema
-
-ConditionsLike = Sequence[str | Condition | ResolvedCondition] | None
-ProgressCallback = Callable[[int, int, float], None]  # (epoch, epochs, mean loss)
+from fedsynth.model.training import ProgressCallback
 
 
 @runtime_checkable

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 
-from fedsynth.data.conditions import Condition, ResolvedCondition, parse_conditions, resolve_conditions
+from fedsynth.data.conditions import ConditionsLike, ResolvedCondition, resolve_any
 from fedsynth.data.schema import Schema
 from fedsynth.data.transforms import Transformer
 from fedsynth.data.validation import validate_frame
@@ -19,11 +19,16 @@ from fedsynth.model.calibrated import calibrated_frames
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.layout import Layout
 from fedsynth.model.network import MCMNetwork
-from fedsynth.model.persistence import ModelFileError, read_model_files, state_digest, write_model_files
+from fedsynth.model.persistence import (
+    check_generator,
+    fitted_meta,
+    read_model_files,
+    restore_fitted,
+    state_digest,
+    write_model_files,
+)
 from fedsynth.model.sampler import STREAM_WORKERS, ConditionalSampler
 from fedsynth.model.training import ProgressCallback, train_plain, validation_split
-
-ConditionsLike = Sequence[str | Condition | ResolvedCondition] | None
 
 
 class NotFittedError(RuntimeError):
@@ -130,12 +135,7 @@ class MCM:
 
     def resolve(self, conditions: ConditionsLike) -> list[ResolvedCondition]:
         """Parse (if text) and check conditions against the schema; resolved ones pass through."""
-        items = list(conditions or [])
-        if items and all(isinstance(c, ResolvedCondition) for c in items):
-            return items  # type: ignore[return-value]
-        parsed = [c for c in items if isinstance(c, Condition)]
-        parsed += parse_conditions([c for c in items if isinstance(c, str)])
-        return resolve_conditions(parsed, self._schema())
+        return resolve_any(conditions, self._schema())
 
     def sample(self, n: int, conditions: ConditionsLike = None, seed: int = 0) -> pd.DataFrame:
         """Draw ``n`` synthetic rows from the model alone; every row satisfies every condition.
@@ -217,38 +217,22 @@ class MCM:
 
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
         """Write the model directory (:mod:`fedsynth.model.persistence`) atomically; returns it."""
-        meta = {
-            "generator": "mcm",
-            "config": self.config.model_dump(mode="json"),
-            "differentially_private": self.differentially_private_,
-            "n_train": self.n_train_,
-            "training": self.training_info_,
-            "loss_history": self.history_,
-        }
         state = self._network().state_dict()
-        return write_model_files(path, state, self._schema(), meta, self.calibration_, overwrite)
+        return write_model_files(path, state, self._schema(), fitted_meta("mcm", self), self.calibration_, overwrite)
 
     @classmethod
     def load(cls, path: str | Path) -> MCM:
         """Load and verify a model directory written by :meth:`save`."""
         files = read_model_files(path)
-        if files.meta.get("generator", "mcm") != "mcm":
-            kind = files.meta["generator"]
-            raise ModelFileError(
-                f"{path} holds a '{kind}' model, not an MCM; load it with its own generator "
-                "(fedsynth.model.medvae.MedVAE.load): sampling, serving and auditing commands take MCM models only"
-            )
+        instead = ("an MCM; load it with its own generator (fedsynth.model.medvae.MedVAE.load): "
+                   "sampling, serving and auditing commands take MCM models only")  # fmt: skip
+        check_generator(files, path, "mcm", instead)
         model = cls(MCMConfig.model_validate(files.meta["config"]))
         model.schema_ = files.schema
         model.network_ = network_for(model.config, files.schema)
         model.network_.load_state_dict(files.state)
         model.network_.eval()
-        # A claim only: the manifest is an unsigned checksum anyone can recompute. Whether the model
-        # is DP is decided from its run's records (fedsynth.server.evidence.check_dp_claim).
-        model.differentially_private_ = bool(files.meta.get("differentially_private", False))
-        model.n_train_ = int(files.meta.get("n_train", 0))
-        model.training_info_ = dict(files.meta.get("training", {}))
-        model.history_ = list(files.meta.get("loss_history", []))
+        restore_fitted(model, files.meta)
         return model.calibrate_to(files.target)
 
 

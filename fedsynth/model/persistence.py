@@ -152,3 +152,32 @@ def read_model_files(path: str | Path) -> ModelFiles:
         except MarginalTargetError as exc:
             raise ModelFileError(str(exc)) from None
     return ModelFiles(meta, schema, state, target)
+
+
+def fitted_meta(generator: str, model: Any) -> dict[str, Any]:
+    """What a manifest records of any fitted generator: its kind, config, DP claim and training."""
+    return {
+        "generator": generator,
+        "config": model.config.model_dump(mode="json"),
+        "differentially_private": model.differentially_private_,
+        "n_train": model.n_train_,
+        "training": model.training_info_,
+        "loss_history": model.history_,
+    }
+
+
+def check_generator(files: ModelFiles, path: str | Path, expected: str, instead: str) -> None:
+    """Refuse a model directory written by another generator (before MCM-only code reads it)."""
+    kind = files.meta.get("generator", "mcm")  # directories written before Med-VAE existed are MCMs
+    if kind != expected:
+        raise ModelFileError(f"{path} holds a '{kind}' model, not {instead}")
+
+
+def restore_fitted(model: Any, meta: dict[str, Any]) -> None:
+    """Set the training record :func:`fitted_meta` wrote back on a freshly built ``model``."""
+    # A claim only: the manifest is an unsigned checksum anyone can recompute. Whether the model
+    # is DP is decided from its run's records (fedsynth.server.evidence.check_dp_claim).
+    model.differentially_private_ = bool(meta.get("differentially_private", False))
+    model.n_train_ = int(meta.get("n_train", 0))
+    model.training_info_ = dict(meta.get("training", {}))
+    model.history_ = list(meta.get("loss_history", []))

@@ -15,18 +15,18 @@ from typing import Any
 import pandas as pd
 import torch
 
-from fedsynth.data.conditions import Condition, ResolvedCondition, parse_conditions, resolve_conditions
+from fedsynth.data.conditions import ConditionsLike, ResolvedCondition, resolve_any
 from fedsynth.data.schema import Schema
 from fedsynth.data.transforms import Transformer
 from fedsynth.data.validation import validate_frame
-from fedsynth.model.generator import ConditionsLike, ProgressCallback
 from fedsynth.model.layout import Layout
 from fedsynth.model.mcm import NotFittedError
 from fedsynth.model.medvae.config import MedVAEConfig
 from fedsynth.model.medvae.network import MedVAENetwork
 from fedsynth.model.medvae.sampling import accepted_rows, decode_rows
-from fedsynth.model.persistence import ModelFileError, read_model_files, write_model_files
+from fedsynth.model.persistence import check_generator, fitted_meta, read_model_files, restore_fitted, write_model_files
 from fedsynth.model.sampler import GROUP_ROWS, enforce_conditions, group_seeds
+from fedsynth.model.training import ProgressCallback
 
 GENERATOR_NAME = "medvae"  # model.json's "generator"
 
@@ -101,12 +101,7 @@ class MedVAE:
 
     def resolve(self, conditions: ConditionsLike) -> list[ResolvedCondition]:
         """Parse (if text) and check conditions against the schema; resolved ones pass through."""
-        items = list(conditions or [])
-        if items and all(isinstance(c, ResolvedCondition) for c in items):
-            return items  # type: ignore[return-value]
-        parsed = [c for c in items if isinstance(c, Condition)]
-        parsed += parse_conditions([c for c in items if isinstance(c, str)])
-        return resolve_conditions(parsed, self._schema())
+        return resolve_any(conditions, self._schema())
 
     def sample(self, n: int, conditions: ConditionsLike = None, seed: int = 0) -> pd.DataFrame:
         """``n`` synthetic rows, every one satisfying every condition (see :meth:`MCM.sample`'s
@@ -142,34 +137,20 @@ class MedVAE:
 
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
         """Write the model directory (:mod:`fedsynth.model.persistence`) atomically; returns it."""
-        meta = {
-            "generator": GENERATOR_NAME,
-            "config": self.config.model_dump(mode="json"),
-            "differentially_private": self.differentially_private_,
-            "n_train": self.n_train_,
-            "training": self.training_info_,
-            "loss_history": self.history_,
-        }
+        meta = fitted_meta(GENERATOR_NAME, self)
         return write_model_files(path, self._network().state_dict(), self._schema(), meta, None, overwrite)
 
     @classmethod
     def load(cls, path: str | Path) -> MedVAE:
         """Load and verify a model directory written by :meth:`save`."""
         files = read_model_files(path)
-        if files.meta.get("generator") != GENERATOR_NAME:
-            raise ModelFileError(
-                f"{path} holds a '{files.meta.get('generator', 'mcm')}' model, not a Med-VAE; "
-                "load it with its own generator"
-            )
+        check_generator(files, path, GENERATOR_NAME, "a Med-VAE; load it with its own generator")
         model = cls(MedVAEConfig.model_validate(files.meta["config"]))
         model.schema_ = files.schema
         model.network_ = network_for(model.config, files.schema)
         model.network_.load_state_dict(files.state)
         model.network_.eval()
-        model.differentially_private_ = bool(files.meta.get("differentially_private", False))
-        model.n_train_ = int(files.meta.get("n_train", 0))
-        model.training_info_ = dict(files.meta.get("training", {}))
-        model.history_ = list(files.meta.get("loss_history", []))
+        restore_fitted(model, files.meta)
         return model
 
     def n_parameters(self) -> int:
