@@ -96,6 +96,8 @@ def load_validated(data: Path, schema: Schema) -> tuple[Any, Schema]:
         err_console.print(f"note: dropped {count} row(s) with missing '{column}' (schema policy drop_row)")
     for column, count in report.filled_values.items():
         err_console.print(f"note: filled {count} missing value(s) of '{column}' (schema policy fill)")
+    for column, count in report.kept_missing.items():
+        err_console.print(f"note: kept {count} missing value(s) of '{column}' as missing (schema policy model)")
     if len(frame) < report.n_input_rows:
         lost = report.n_input_rows - len(frame)
         err_console.print(

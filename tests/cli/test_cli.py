@@ -96,6 +96,19 @@ def test_unknown_category_in_labelled_column(tmp_path) -> None:
     assert "unknown categories" in result.output and "'IV'" in result.output and "row 5" in result.output
 
 
+
+def test_schema_check_says_how_many_values_a_model_policy_keeps_missing(tmp_path) -> None:
+    from tests.missing import modelled_schema
+
+    data = raw_dataset("gbsg2")
+    data.loc[[3, 7, 11], "pnodes"] = None
+    path, schema = tmp_path / "g.csv", tmp_path / "g.toml"
+    data.to_csv(path, index=False)
+    schema.write_text(modelled_schema(bundled_schema("gbsg2"), ["pnodes"]).to_toml())
+    result = invoke("schema", "check", path, "--schema", schema)
+    assert result.exit_code == 0, result.output
+    assert "kept 3 missing value(s) of 'pnodes' as missing (schema policy model)" in " ".join(result.output.split())
+
 @pytest.mark.parametrize(
     ("condition", "pattern"),
     [
