@@ -52,6 +52,7 @@ from fedsynth.deploy.processes import (  # noqa: F401  (_children, is_running: t
     free_port,
     is_running,
     runs_descendant,
+    stop_all_with_env,
 )
 from fedsynth.deploy.warm_superexec import warm_superexec_command
 from fedsynth.server.app import APP_CONFIG
@@ -373,6 +374,9 @@ class LoopbackFederation:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=30)
         self._processes.clear()
+        # Flower starts the SuperLink's SuperExec and its apps in sessions of their own: a tree
+        # walked after their parent died misses them, but each carries this federation's FLWR_HOME.
+        stop_all_with_env("FLWR_HOME", str(self.flwr_home), grace=grace)
 
     def __enter__(self) -> LoopbackFederation:
         # SIGTERM (e.g. a CI timeout) must unwind through __exit__ so that no process outlives us.
