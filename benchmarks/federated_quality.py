@@ -96,6 +96,7 @@ def run_one(
     marginals_share: float | None = None,
     keep: Path | None = None,
     max_grad_norm: float | None = None,
+    model: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     from fedsynth.server.budget import budget_report
     from fedsynth.server.config import FederationConfig
@@ -115,7 +116,7 @@ def run_one(
                     },
                     "training": {"local_epochs": local_epochs, "batch_size": batch_size, "split_seed": seed},
                 },
-                "model": {"seed": seed},
+                "model": {**(model or {}), "seed": seed},
             }
         )
         started = time.time()
@@ -178,8 +179,12 @@ def main() -> None:
     parser.add_argument("--marginals-share", type=float, help="site privacy.marginals_share (default: the site's)")
     parser.add_argument("--max-grad-norm", type=float, help="site privacy.max_grad_norm (default: the site's)")
     parser.add_argument("--keep", type=Path, help="copy each trained run to KEEP/<dataset>-<seed>")
+    parser.add_argument(
+        "--model", nargs="*", default=[], metavar="FIELD=JSON", help="[model] overrides, e.g. survival_scale='\"value\"'"
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    model = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.model)}
     results: dict[str, Any] = {}
     for dataset in args.datasets:
         runs = [
@@ -195,6 +200,7 @@ def main() -> None:
                 args.marginals_share,
                 args.keep,
                 args.max_grad_norm,
+                model,
             )
             for s in args.seeds
         ]
