@@ -3,7 +3,7 @@
 [federation]
 engine = "simulation"          # or "deployment"
 rounds = 3
-min_sites = 2                  # sites sampled per round (and needed to start one)
+min_sites = 2                  # sites a round needs: to start it, and returning weights to average it
 round_timeout = 600            # seconds; a site that has not replied by then is left out
 run_dir = "runs/whas500-dp"
 

@@ -11,6 +11,10 @@ What FedAvg (``flwr.serverapp.strategy.FedAvg``) lacks and this adds:
   holds for it (``ledger-floors``); a site whose own ledger composes to less refuses to train.
 * **Strict reply checking**: a reply with anything beyond the site contract
   (:data:`fedsynth.client.app.REPLY_METRICS`) is rejected, not averaged.
+* **A quorum per round**: FedAvg's ``min_train_nodes`` is how many sites a round is *sent* to;
+  a round is also *aggregated* only when at least ``min_sites`` sites answered with accepted
+  weights. Fewer: the global model stays as it was and no checkpoint is written (the replying
+  sites' spend stays in their ledgers and in the budget record).
 """
 
 from __future__ import annotations
@@ -83,6 +87,7 @@ class MCMFedAvg(FedAvg):
         self.model_config = model_config
         self.layout = layout
         self.round_offset = round_offset
+        self.min_sites = min_sites
         self.last_checkpoint = None
         self._sent: list[Message] = []
         # Which site each node is, learnt from its replies (earlier rounds of this run included),
@@ -143,6 +148,13 @@ class MCMFedAvg(FedAvg):
                 base = self._record_base(global_round, node_id, now)
                 records.append({**base, "status": "error", "reason": "no reply within the round timeout"})
         self.run.append_budget(records)
+        if 0 < len(accepted) < self.min_sites:
+            log(
+                WARNING,
+                "Round %s: %s site(s) returned weights, fewer than min_sites = %s; the global model is unchanged",
+                global_round, len(accepted), self.min_sites,
+            )  # fmt: skip
+            return None, None
         arrays, metrics = super().aggregate_train(global_round, accepted)
         if arrays is not None:
             info = {

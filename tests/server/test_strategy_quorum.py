@@ -1,0 +1,89 @@
+"""A round is aggregated only when at least ``min_sites`` sites returned accepted weights."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+
+from fedsynth.client.app import REPLY_METRICS
+from fedsynth.client.packed_weights import WEIGHTS, layout_of, layout_size, pack
+from fedsynth.data.datasets import bundled_schema
+from fedsynth.model.config import MCMConfig
+from fedsynth.model.mcm import MCM
+from fedsynth.server.outcome import TrainingFailedError, check_training_outcome
+from fedsynth.server.run import RunDirectory
+from fedsynth.server.strategy import MCMFedAvg
+
+CONFIG = MCMConfig(hidden=16, n_bins=16)
+STATE = MCM(CONFIG).build(bundled_schema("whas500")).network_.state_dict()
+LAYOUT = layout_of(STATE)
+SIZE = layout_size(LAYOUT)
+
+
+class _ThreeNodes:
+    def get_node_ids(self) -> list[int]:
+        return [11, 12, 13]
+
+
+@pytest.fixture(autouse=True)
+def server_identity():
+    from flwr.supercore.task_identity import TaskIdentity
+
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+
+
+def _reply(instruction: Message, site: str, value: float) -> Message:
+    metrics = {name: 1.0 for name in REPLY_METRICS} | {"num-examples": 100, "epsilon": 0.5}
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord({WEIGHTS: torch.full((SIZE,), value)}),
+            "metrics": MetricRecord(metrics),
+            "site": ConfigRecord({"name": site}),
+        }
+    )
+    return Message(content=content, reply_to=instruction)
+
+
+def _error(instruction: Message, reason: str) -> Message:
+    from flwr.app import Error
+
+    return Message(Error(code=0, reason=reason), reply_to=instruction)
+
+
+def _strategy(tmp_path, min_sites: int) -> tuple[MCMFedAvg, list[Message], RunDirectory]:
+    schema = bundled_schema("whas500")
+    run = RunDirectory(tmp_path / "run")
+    run.initialise("r1", schema, {})
+    strategy = MCMFedAvg(run, schema, CONFIG, layout=LAYOUT, min_sites=min_sites)
+    arrays = pack(STATE)
+    sent = list(strategy.configure_train(1, arrays, ConfigRecord({"run-id": "r1"}), _ThreeNodes()))
+    return strategy, sent, run
+
+
+def test_a_round_with_fewer_replies_than_min_sites_leaves_the_model_and_writes_no_checkpoint(tmp_path) -> None:
+    strategy, sent, run = _strategy(tmp_path, min_sites=2)
+    replies = [_reply(sent[0], "site-a", 1.0), _error(sent[1], "refused"), _error(sent[2], "refused")]
+    arrays, _ = strategy.aggregate_train(1, replies)
+    assert arrays is None
+    assert run.latest_checkpoint() is None
+    # the one site's spend is still in the budget record
+    assert [r["status"] for r in run.budget_records()] == ["ok", "error", "error"]
+    with pytest.raises(TrainingFailedError) as failed:
+        check_training_outcome(tmp_path / "run", 1, 1, tmp_path / "train.log")
+    assert "fewer sites than federation.min_sites returned weights" in str(failed.value)
+    assert "refused" in str(failed.value)
+
+
+def test_a_round_with_min_sites_replies_is_averaged_and_checkpointed(tmp_path) -> None:
+    strategy, sent, run = _strategy(tmp_path, min_sites=2)
+    replies = [_reply(sent[0], "site-a", 1.0), _reply(sent[1], "site-b", 3.0), _error(sent[2], "refused")]
+    arrays, _ = strategy.aggregate_train(1, replies)
+    assert arrays is not None
+    assert torch.allclose(torch.as_tensor(arrays[WEIGHTS].numpy()), torch.full((SIZE,), 2.0))
+    checkpoint = run.latest_checkpoint()
+    assert checkpoint is not None and checkpoint.round == 1
+    check_training_outcome(tmp_path / "run", 1, 1, tmp_path / "train.log")  # the run has its model
+    assert json.dumps(sorted(r["site"] for r in run.budget_records() if r["status"] == "ok")) == '["site-a", "site-b"]'
