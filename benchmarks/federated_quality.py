@@ -180,7 +180,7 @@ def main() -> None:
     parser.add_argument("--max-grad-norm", type=float, help="site privacy.max_grad_norm (default: the site's)")
     parser.add_argument("--keep", type=Path, help="copy each trained run to KEEP/<dataset>-<seed>")
     parser.add_argument(
-        "--model", nargs="*", default=[], metavar="FIELD=JSON", help="[model] overrides, e.g. survival_scale='\"value\"'"
+        "--model", nargs="*", default=[], metavar="FIELD=JSON", help="[model] overrides, e.g. n_bins=8"
     )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
