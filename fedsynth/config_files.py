@@ -57,6 +57,8 @@ def validate_sections(
                 known = [key for key in known if key not in sections]
             if known:  # a misspelt key: say which ones the table takes
                 line += f"; known keys in [{'.'.join(parts[:-1])}]: {', '.join(known)}"
+            if problem["type"] == "missing":  # e.g. a file written before the key existed
+                line += f"; fix: add {parts[-1]} = <value> to [{'.'.join(parts[:-1])}]"
             lines.append(line)
         raise error_type(f"{source} is invalid:\n" + "\n".join(lines)) from None
 

@@ -12,7 +12,8 @@ from those aggregates and the row counts alone:
 * **mean KS** over numeric columns, **mean TVD** over binary and categorical ones, and the
   **worst column** of each kind (name and value);
 * for a missing = "model" column, its **missing share**, real and synthetic, pooled with the same
-  weights (the real one ``None`` when any site withheld its own: a small count).
+  weights, their gap and the gap's noise floor (the real one ``None`` when any site withheld its
+  own: a small count).
 
 A distance between two finite samples is positive even when both come from one distribution.
 For every figure the **noise floor** is given: what it reads, in expectation
@@ -101,14 +102,7 @@ def _column_entries(sites: list[dict[str, Any]]) -> tuple[dict[str, dict[str, An
             mean += weight * site_mean
             variance += (weight * site_sd) ** 2
         sd = math.sqrt(variance)
-        shares = [(site["n_train"] / total, site["fidelity"]["marginals"][name].get("missing")) for site in sites]
-        missing = None
-        if all(share is not None for _, share in shares):
-            real = [(w, share.get("real")) for w, share in shares]
-            missing = {
-                "real": None if any(v is None for _, v in real) else sum(w * v for w, v in real),
-                "synthetic": sum(w * float(share.get("synthetic", 0.0)) for w, share in shares),
-            }
+        missing = _pooled_missing(sites, name, total)
         columns[name] = {
             "statistic": STATISTICS[statistic],
             "value": value,
@@ -117,6 +111,33 @@ def _column_entries(sites: list[dict[str, Any]]) -> tuple[dict[str, dict[str, An
             "noise_critical": mean + Z_CRITICAL * sd,
         } | ({"missing": missing} if missing is not None else {})
     return columns, None
+
+
+def _pooled_missing(sites: list[dict[str, Any]], name: str, total: int) -> dict[str, Any] | None:
+    """A missing = "model" column's pooled missing share, real and synthetic, with the gap's noise
+    floor: the pooled gap ``sum w (synthetic - real)`` of a fresh sample of each site's own rows
+    is about normal with SD ``sqrt(sum w^2 p (1 - p) s^2)`` (``p`` each site's real share), so its
+    size's 95th percentile is 1.96 SD. The real share (and the gap) is None, and ``withheld_at``
+    names the sites, where a site withheld its own (a small count)."""
+    shares = [(site, site["n_train"] / total, site["fidelity"]["marginals"][name].get("missing")) for site in sites]
+    if any(share is None for _, _, share in shares):
+        return None
+    synthetic = sum(w * float(share.get("synthetic", 0.0)) for _, w, share in shares)
+    withheld = [str(site["site"]) for site, _, share in shares if share.get("real") is None]
+    if withheld:
+        return {"real": None, "synthetic": synthetic, "gap": None, "noise_critical": None, "withheld_at": withheld}
+    real = sum(w * float(share["real"]) for _, w, share in shares)
+    variance = sum(
+        (w * _spread(site["n_train"], site["n_synthetic"])) ** 2 * float(share["real"]) * (1.0 - float(share["real"]))
+        for site, w, share in shares
+    )
+    return {
+        "real": real,
+        "synthetic": synthetic,
+        "gap": synthetic - real,
+        "noise_critical": Z_CRITICAL * math.sqrt(variance),
+        "withheld_at": [],
+    }
 
 
 def _summaries(

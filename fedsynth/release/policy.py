@@ -90,6 +90,9 @@ class FidelityRules(BaseModel):
     max_mean_tvd: float = Field(gt=0, le=1, description="mean TVD over binary and categorical columns (<=)")
     max_column_ks: float = Field(gt=0, le=1, description="every numeric column's KS (<=)")
     max_column_tvd: float = Field(gt=0, le=1, description="every binary or categorical column's TVD (<=)")
+    max_missing_share_gap: float = Field(
+        gt=0, le=1, description='every missing = "model" column\'s |synthetic - real| missing share (<=)'
+    )
 
 
 class UtilityRules(BaseModel):

@@ -24,6 +24,7 @@ from fedsynth.release.rules import (
     failed,
     worst_figure,
 )
+from fedsynth.suppression import MIN_CELL_ROWS
 
 # rule name -> (pooled figure, policy field, what it is, "mean" or "column")
 FIDELITY_RULES = {
@@ -32,6 +33,8 @@ FIDELITY_RULES = {
     "fidelity_column_ks": ("ks", "max_column_ks", "worst numeric column's KS", "column"),
     "fidelity_column_tvd": ("tvd", "max_column_tvd", "worst binary or categorical column's TVD", "column"),
 }
+
+MISSING_SHARE_RULE = "fidelity_missing_share"
 
 
 def _items(pooled: dict[str, Any], figure: str, kind: str) -> list[tuple[str, float, float]]:
@@ -82,8 +85,45 @@ def judge_fidelity(
     return result.with_outcome(PASS, f"{result.reason} (noise floor {floor:.3g})")
 
 
+def judge_missing_shares(name: str, pooled: dict[str, Any], threshold: float) -> RuleResult:
+    """Every missing = "model" column's pooled missing-share gap, judged like a column rule: FAIL
+    beyond the threshold and the gap's noise floor; INCONCLUSIVE where a site withheld its real share
+    or the floor is over the threshold; PASS otherwise (and where no column models its missing values)."""
+    shown = f"<= {threshold:g}"
+    shares = {n: c["missing"] for n, c in (pooled.get("columns") or {}).items() if c.get("missing") is not None}
+    if not shares:
+        return RuleResult(name=name, value=0.0, threshold=shown, outcome=PASS, reason='no column has missing = "model"')
+    withheld = {n: s["withheld_at"] for n, s in shares.items() if s.get("gap") is None}
+    known = {
+        n: (abs(float(s["gap"])), float(s["noise_critical"])) for n, s in shares.items() if s.get("gap") is not None
+    }
+    failing = sorted(((n, g, c) for n, (g, c) in known.items() if g > threshold and g > c), key=lambda i: -i[1])
+    label, (value, floor) = max(known.items(), key=lambda item: item[1][0]) if known else ("", (math.nan, math.nan))
+    shown_value = value if known else None  # every real share withheld: nothing measured
+    result = RuleResult(name=name, value=shown_value, threshold=shown, outcome=PASS, reason="")
+    if failing:
+        named = ", ".join(f"{n} {g:.3g} (noise floor {c:.3g})" for n, g, c in failing)
+        return result.with_outcome(
+            FAIL, f"missing share gap outside {shown}, beyond what noise at these sizes gives: {named}"
+        )
+    unpowered = {n: c for n, (g, c) in known.items() if c > threshold}
+    if withheld or unpowered:
+        parts = [f"{n}: its real share is withheld at {', '.join(sites)} (fewer than {MIN_CELL_ROWS} missing or "
+                 "present values there)" for n, sites in withheld.items()]  # fmt: skip
+        parts += [f"{n}: a sample of the real rows reads a gap up to {c:.3g}" for n, c in unpowered.items()]
+        if withheld:
+            power = f"at least {MIN_CELL_ROWS} missing and {MIN_CELL_ROWS} present values of each column at every site"
+        else:
+            power = _power(pooled, max(unpowered.values()), threshold)
+        reason = f"missing share gap: {'; '.join(parts)}, over {shown}: the sites are too small to tell"
+        return result.with_outcome(INCONCLUSIVE, reason, power=power)
+    return result.with_outcome(
+        PASS, f"missing share of {label} off by {value:.3g}, within {shown} (noise floor {floor:.3g})"
+    )
+
+
 def fidelity_rules(evaluation: Document, policy: Policy) -> list[RuleResult]:
-    """The four fidelity rules on the pooled figures (a missing or unpooled figure FAILS)."""
+    """The fidelity rules on the pooled figures (a missing or unpooled figure FAILS)."""
     pooled, problem = worst_figure(evaluation, "fidelity")
     if problem is None and pooled.get("problem"):
         problem = f"fidelity not pooled over sites: {pooled['problem']}"
@@ -94,6 +134,11 @@ def fidelity_rules(evaluation: Document, policy: Policy) -> list[RuleResult]:
             results.append(failed(name, f"<= {threshold:g}", problem))
         else:
             results.append(judge_fidelity(name, pooled, figure, kind, threshold, what))
+    threshold = policy.fidelity.max_missing_share_gap
+    if problem is not None:
+        results.append(failed(MISSING_SHARE_RULE, f"<= {threshold:g}", problem))
+    else:
+        results.append(judge_missing_shares(MISSING_SHARE_RULE, pooled, threshold))
     return results
 
 

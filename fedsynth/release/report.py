@@ -89,6 +89,7 @@ RULE_GLOSSES = {
     "fidelity_mean_tvd": "Yes/no and category columns have the real shares, on average.",
     "fidelity_column_ks": "No single numeric column's distribution is far from the real one.",
     "fidelity_column_tvd": "No single yes/no or category column's shares are far from the real ones.",
+    "fidelity_missing_share": "Values are missing about as often as in the real data.",
     "hr_in_ci_fraction": "Each covariate's effect on survival (hazard ratio) in the synthetic data is mostly "
     "within the real data's confidence interval.",
     "tstr_c_index_gap": "A survival model trained on synthetic rows ranks real patients' risk almost as well as "

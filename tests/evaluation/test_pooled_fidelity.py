@@ -105,6 +105,39 @@ def test_missing_shares_are_pooled_with_the_sites_weights_and_withheld_if_any_si
         return {"bmi": {"statistic": "ks", "value": 0.1, "missing": {"real": real, "synthetic": synthetic}}}
 
     pooled = pool_fidelity([_site("a", 300, 300, marginals(0.2, 0.25)), _site("b", 100, 300, marginals(0.4, 0.3))])
-    assert pooled["columns"]["bmi"]["missing"] == pytest.approx({"real": 0.25, "synthetic": 0.2625})
+    missing = pooled["columns"]["bmi"]["missing"]
+    assert {k: missing[k] for k in ("real", "synthetic", "gap")} == pytest.approx(
+        {"real": 0.25, "synthetic": 0.2625, "gap": 0.0125}
+    )
+    # the gap's 95% noise floor: 1.96 sqrt(sum w^2 p (1 - p) (n + m) / (n m)), by hand
+    by_hand = 1.96 * math.sqrt(0.75**2 * 0.2 * 0.8 * 600 / 90000 + 0.25**2 * 0.4 * 0.6 * 400 / 30000)
+    assert missing["noise_critical"] == pytest.approx(by_hand) and missing["withheld_at"] == []
     pooled = pool_fidelity([_site("a", 300, 300, marginals(None, 0.25)), _site("b", 100, 300, marginals(0.4, 0.3))])
-    assert pooled["columns"]["bmi"]["missing"]["real"] is None
+    missing = pooled["columns"]["bmi"]["missing"]
+    assert missing["real"] is None and missing["gap"] is None and missing["withheld_at"] == ["a"]
+
+
+def test_the_missing_share_gap_floor_holds_for_samples_of_one_distribution() -> None:
+    """Two samples of one missing share, at two sites: the pooled gap stays under its floor in about
+    95% of draws (the floor is the 95th percentile of the gap's size)."""
+    rng = np.random.default_rng(0)
+    sizes, share, inside = [(400, 400), (150, 300)], 0.3, 0
+    for _ in range(2000):
+        sites = [
+            _site(
+                str(i),
+                n,
+                m,
+                {
+                    "bmi": {
+                        "statistic": "ks",
+                        "value": 0.1,
+                        "missing": {"real": rng.binomial(n, share) / n, "synthetic": rng.binomial(m, share) / m},
+                    }
+                },
+            )
+            for i, (n, m) in enumerate(sizes)
+        ]
+        missing = pool_fidelity(sites)["columns"]["bmi"]["missing"]
+        inside += abs(missing["gap"]) <= missing["noise_critical"]
+    assert 0.93 <= inside / 2000 <= 0.97

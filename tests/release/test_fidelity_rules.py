@@ -1,9 +1,10 @@
-"""Fidelity rules on known answers (FLChain over three sites), and how outcomes combine.
+"""Fidelity rules on known answers (FLChain over three sites, ``kappa`` missing in a quarter of the
+rows and declared missing = "model"), and how outcomes combine.
 
-A near-uniform sample (every column drawn evenly over its public bounds or levels) FAILS the
-default policy's fidelity rules; the sites' own training rows PASS them (the privacy rules are
-what stop those: test_signoff.test_a_copy_of_the_training_data_fails); tiny sites cannot tell
-and are INCONCLUSIVE whichever sample they judge.
+A near-uniform sample (every column drawn evenly over its public bounds or levels, none missing)
+FAILS the default policy's fidelity rules; the sites' own training rows PASS them (the privacy
+rules are what stop those: test_signoff.test_a_copy_of_the_training_data_fails); tiny sites cannot
+tell and are INCONCLUSIVE whichever sample they judge.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from fedsynth.release.policy import load_policy
 from fedsynth.release.quality_rules import fidelity_rules
 from fedsynth.release.rules import EVALUATION, Document, RuleResult
 from fedsynth.release.signoff import Verdict, combine
+from tests.missing import blank
+
+MISSING_SHARE = 0.25  # of kappa's values, at random
 
 Sampler = Callable[[pd.DataFrame, Schema, np.random.Generator], pd.DataFrame]
 
@@ -47,7 +51,9 @@ def training_rows(train: pd.DataFrame, schema: Schema, rng: np.random.Generator)
 def site_results(sampler: Sampler, rows_per_site: int | None = None, sites: int = 3) -> list[dict]:
     """Each site's fidelity aggregates as its evaluation reports them (FLChain, IID sites, 20% holdout)."""
     frame, schema = load_dataset("flchain")
-    frame = frame.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    frame, schema = blank(
+        frame.sample(frac=1.0, random_state=0).reset_index(drop=True), schema, {"kappa": MISSING_SHARE}
+    )
     rng = np.random.default_rng(0)
     results = []
     size = len(frame) // sites
@@ -77,6 +83,9 @@ def test_a_near_uniform_sample_fails_every_fidelity_rule() -> None:
     assert rules["fidelity_mean_ks"].value > 0.3
     # mgus: about 1.5% real, half of the uniform rows
     assert "mgus" in rules["fidelity_column_tvd"].reason and rules["fidelity_column_tvd"].value > 0.4
+    # kappa: a quarter missing in the real rows, none in the uniform ones
+    assert "kappa" in rules["fidelity_missing_share"].reason
+    assert rules["fidelity_missing_share"].value == pytest.approx(MISSING_SHARE, abs=0.03)
     for rule in rules.values():
         assert "outside" in rule.reason and "noise floor" in rule.reason
 
@@ -89,14 +98,30 @@ def test_the_training_rows_themselves_pass_every_fidelity_rule() -> None:
 
 
 def test_tiny_sites_cannot_tell_and_say_what_would_give_power() -> None:
-    rules = judged(site_results(training_rows, rows_per_site=25))
+    rules = judged(site_results(training_rows, rows_per_site=40))
     assert {rule.outcome for rule in rules.values()} == {"INCONCLUSIVE"}, rules
     for rule in rules.values():
         assert not rule.passed and "too small to tell" in rule.reason and "x larger" in (rule.power or "")
     # A sample so wrong that no noise at these sizes explains it still FAILS; nothing passes.
-    rules = judged(site_results(near_uniform, rows_per_site=25))
+    rules = judged(site_results(near_uniform, rows_per_site=40))
     assert rules["fidelity_mean_ks"].outcome == "FAIL"
     assert {rule.outcome for rule in rules.values()} <= {"FAIL", "INCONCLUSIVE"}
+
+
+def test_a_missing_share_withheld_at_a_site_cannot_be_judged_and_says_so() -> None:
+    sites = site_results(training_rows)
+    sites[1]["fidelity"]["marginals"]["kappa"]["missing"]["real"] = None  # fewer than 5 missing there
+    rule = judged(sites)["fidelity_missing_share"]
+    assert rule.outcome == "INCONCLUSIVE" and rule.value is None
+    assert "kappa: its real share is withheld at site-1" in rule.reason and "missing and 5 present" in rule.power
+
+
+def test_without_a_modelled_missing_column_the_missing_share_rule_has_nothing_to_judge() -> None:
+    sites = site_results(near_uniform)
+    for site in sites:
+        del site["fidelity"]["marginals"]["kappa"]["missing"]
+    rule = judged(sites)["fidelity_missing_share"]
+    assert rule.outcome == "PASS" and rule.reason == 'no column has missing = "model"'
 
 
 def test_a_site_without_fidelity_fails_the_rules_naming_it() -> None:

@@ -41,7 +41,11 @@ def test_the_default_policy_states_every_rule_with_its_reasoning() -> None:
         ),
         ("max_mean_ks = 0.08", "max_mean_ks = 0", r"fidelity\.max_mean_ks: Input should be greater than 0 \(got 0\)"),
         ("max_column_tvd = 0.10", "max_column_tvd = 'ten'", r"fidelity\.max_column_tvd: .*\(got 'ten'\)"),
-        ("max_mean_tvd = 0.03", "", r"fidelity\.max_mean_tvd: Field required"),
+        (
+            "max_mean_tvd = 0.03",
+            "",
+            r"fidelity\.max_mean_tvd: Field required .*fix: add max_mean_tvd = <value> to \[fidelity\]",
+        ),
         (
             "max_column_ks = 0.15",
             "max_column_ks = 1.5",
@@ -72,6 +76,7 @@ def test_the_default_policy_holds_the_gate_the_issue_asks_for() -> None:
         "max_mean_tvd": 0.03,
         "max_column_ks": 0.15,
         "max_column_tvd": 0.10,
+        "max_missing_share_gap": 0.10,
     }
     assert policy.utility.max_tstr_c_index_gap == 0.05 and policy.utility.min_hr_in_ci_fraction == 0.65
     assert policy.audit.mia_tpr_withheld == "inconclusive" and policy.audit.max_dcr_share_ci_half_width == 0.05
