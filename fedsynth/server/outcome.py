@@ -66,7 +66,9 @@ def check_training_outcome(run_dir: Path, first_round: int, planned_rounds: int,
         kept = f"{model} is still round {done}'s model."
     ended = "training ended without a model" if done == 0 else f"training ended at round {done} of {planned_rounds}"
     answered = [
-        r for r in RunDirectory(run_dir).budget_records() if r.get("status") == "ok" and r.get("round", 0) > done
+        r
+        for r in RunDirectory(run_dir).budget_records()
+        if r.get("status") == "ok" and r.get("round", 0) > done and r.get("round", 0) >= first_round
     ]
     if answered:  # weights came, from fewer sites than a round needs (the strategy's quorum)
         what = "fewer sites than federation.min_sites returned weights" + (f" after round {done}" if done else "")
