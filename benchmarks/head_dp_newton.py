@@ -60,7 +60,9 @@ def positive_definite(matrix: torch.Tensor, floor: float) -> torch.Tensor:
     return vectors @ torch.diag(values.clamp_min(floor)) @ vectors.T
 
 
-def run(dataset: str, seed: int, clips: list[tuple[float, float]], floor: float) -> dict[str, Any]:
+def run(
+    dataset: str, seed: int, clips: list[tuple[float, float]], floor: float, model_runs: Path | None = None
+) -> dict[str, Any]:
     """One seed: references, then one DP Newton step per (gradient clip, Hessian clip)."""
     with tempfile.TemporaryDirectory() as tmp:
         frame, schema = load_dataset(dataset)
@@ -131,6 +133,18 @@ def run(dataset: str, seed: int, clips: list[tuple[float, float]], floor: float)
             )
             for plan in (s.plan("newton", 1) for s in sites)
         ]
+        model_hessian = None
+        if model_runs is not None:
+            # The Hessian from a DP-trained global model's own calibrated sample of the pooled size
+            # (covariates and times; a logistic hazard's Hessian does not depend on the event), at
+            # the same baseline and centre: what a coordinator could compute at no privacy cost.
+            trained = MCM.load(model_runs / f"{dataset}-{seed}" / "model")
+            synthetic = trained.sample(len(all_x), seed=seed + 1)
+            synthetic_codes = model.codes_tensor(synthetic)
+            synthetic_x = (layout.encode_codes(synthetic_codes) - centre) * covariates
+            model_hessian = vmap(hessian(nll, 1), (None, None, 0, 0))(baseline, zero, synthetic_x, synthetic_codes).sum(
+                0
+            )
         noise = torch.Generator().manual_seed(seed)
         for gradient_clip, hessian_clip in clips:
             oracle = hessian_clip == 0
@@ -147,6 +161,10 @@ def run(dataset: str, seed: int, clips: list[tuple[float, float]], floor: float)
             label = "oracle_hessian" if oracle else f"dp_newton_h{hessian_clip:g}"
             result[f"{label}_g{gradient_clip:g}"] = score(step)
             record_errors(f"{label}_g{gradient_clip:g}", step)
+            if oracle and model_hessian is not None:  # the same DP gradient, the model's Hessian
+                step = -torch.linalg.solve(positive_definite(model_hessian, floor), total_g)
+                result[f"model_hessian_g{gradient_clip:g}"] = score(step)
+                record_errors(f"model_hessian_g{gradient_clip:g}", step)
         result["noise_multipliers_one_release"] = sigmas
     return result
 
@@ -179,12 +197,15 @@ def main() -> None:
         "--clips", nargs="+", type=parse_clip, default=[(1.0, 0.0)], help="G:H per setting; H = 0: exact Hessian"
     )
     parser.add_argument("--floor", type=float, default=10.0, help="eigenvalue floor of the summed Hessian")
+    parser.add_argument(
+        "--model-runs", type=Path, help="runs kept by federated_quality --keep: adds model_hessian rows (H = 0 clips)"
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(1)
     runs = []
     for seed in args.seeds:
-        runs.append(run(args.dataset, seed, args.clips, args.floor))
+        runs.append(run(args.dataset, seed, args.clips, args.floor, args.model_runs))
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in runs[-1].items()}), flush=True)
     keys = [k for k in runs[0] if k not in ("seed", "noise_multipliers_one_release", "gradient_norm_median")]
     summary: dict[str, float] = {}
