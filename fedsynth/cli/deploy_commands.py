@@ -1,4 +1,4 @@
-"""`fedsynth deploy`: TLS credentials, SuperNode keys, the Fleet gateway."""
+"""`fedsynth deploy`: TLS credentials, SuperNode keys, the Fleet gateway, systemd units."""
 
 from __future__ import annotations
 
@@ -86,3 +86,44 @@ def deploy_gateway(
     from fedsynth.deploy.gateway import serve
 
     serve(certs, listen, superlink, announce=console.print)
+
+
+@deploy_app.command("systemd-coordinator")
+@user_errors
+def deploy_systemd_coordinator(
+    out_dir: Annotated[Path, typer.Argument(help="Where to write the unit files (e.g. /etc/systemd/system).")],
+    certs: Annotated[Path, typer.Option(help="The credential directory (ca.crt, server.pem, server.key).")],
+    state: Annotated[Path, typer.Option(help="The SuperLink's state directory (its database lives there).")],
+    user: Annotated[str, typer.Option(help="The unprivileged user the services run as.")] = "fedsynth",
+    listen: Annotated[str, typer.Option(help="The gateway's public host:port.")] = "0.0.0.0:9092",
+    superlink_port: Annotated[int, typer.Option(help="The SuperLink's loopback port.")] = 9093,
+    force: Annotated[bool, typer.Option("--force", help="Replace existing unit files.")] = False,
+) -> None:
+    """Write systemd units for the SuperLink and the Fleet gateway, with this installation's paths."""
+    from fedsynth.deploy.systemd import coordinator_units, write_units
+
+    units = coordinator_units(certs, state, user=user, listen=listen, superlink_port=superlink_port)
+    for path in write_units(out_dir, units, overwrite=force):
+        console.print(f"wrote {path}")
+    console.print("then: systemctl daemon-reload && systemctl enable --now fedsynth-superlink fedsynth-gateway")
+
+
+@deploy_app.command("systemd-site")
+@user_errors
+def deploy_systemd_site(
+    out_dir: Annotated[Path, typer.Argument(help="Where to write the unit file (e.g. /etc/systemd/system).")],
+    name: Annotated[str, typer.Option(help="The site's name (it names the unit).")],
+    site_dir: Annotated[Path, typer.Option(help="The site directory (site.toml, schema.toml, the data).")],
+    superlink: Annotated[str, typer.Option(help="HOST:PORT of the coordinator's gateway.")],
+    root_certificates: Annotated[Path, typer.Option(help="The federation's CA certificate (ca.crt).")],
+    auth_key: Annotated[Path, typer.Option(help="The site's SuperNode private key.")],
+    user: Annotated[str, typer.Option(help="The unprivileged user the service runs as.")] = "fedsynth",
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing unit file.")] = False,
+) -> None:
+    """Write a systemd unit for a site's SuperNode that runs `fedsynth site check` before starting."""
+    from fedsynth.deploy.systemd import site_units, write_units
+
+    units = site_units(name, site_dir, superlink, root_certificates, auth_key, user=user)
+    for path in write_units(out_dir, units, overwrite=force):
+        console.print(f"wrote {path}")
+    console.print(f"then: systemctl daemon-reload && systemctl enable --now fedsynth-supernode-{name}")
