@@ -61,7 +61,12 @@ def positive_definite(matrix: torch.Tensor, floor: float) -> torch.Tensor:
 
 
 def run(
-    dataset: str, seed: int, clips: list[tuple[float, float]], floor: float, model_runs: Path | None = None
+    dataset: str,
+    seed: int,
+    clips: list[tuple[float, float]],
+    floor: float,
+    model_runs: Path | None = None,
+    iterations: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     """One seed: references, then one DP Newton step per (gradient clip, Hessian clip)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -166,6 +171,32 @@ def run(
                 result[f"model_hessian_g{gradient_clip:g}"] = score(step)
                 record_errors(f"model_hessian_g{gradient_clip:g}", step)
         result["noise_multipliers_one_release"] = sigmas
+        for steps in iterations if model_runs is not None else ():
+            # K DP gradient releases per site (the budget split over them), each a Newton step from
+            # the last with a Hessian at the current effects: the model's, or (reference) the exact one.
+            plans = [s.plan("newton", 1) for s in sites]
+            sigmas_k = [
+                get_noise_multiplier(
+                    target_epsilon=p.target_epsilon, target_delta=p.target_delta, sample_rate=1.0, steps=steps,
+                    accountant="rdp",
+                )
+                for p in plans
+            ]  # fmt: skip
+            for gradient_clip in [g for g, h in clips if h == 0]:
+                for source in ("model", "exact"):
+                    effects = torch.zeros_like(zero)
+                    for _ in range(steps):
+                        total_g = torch.zeros_like(zero)
+                        for site_x, site_codes, sigma in zip(x, codes, sigmas_k, strict=True):
+                            g = vmap(grad(nll, 1), (None, None, 0, 0))(baseline, effects, site_x, site_codes)
+                            total_g += clip_rows(g, gradient_clip).sum(0)
+                            total_g += torch.randn(len(zero), generator=noise) * sigma * gradient_clip
+                        rows_x, rows_codes = (synthetic_x, synthetic_codes) if source == "model" else (all_x, all_codes)
+                        h = vmap(hessian(nll, 1), (None, None, 0, 0))(baseline, effects, rows_x, rows_codes).sum(0)
+                        effects = effects - torch.linalg.solve(positive_definite(h, floor), total_g)
+                    label = f"{source}_hessian_k{steps}_g{gradient_clip:g}"
+                    result[label] = score(effects)
+                    record_errors(label, effects)
     return result
 
 
@@ -198,6 +229,9 @@ def main() -> None:
     )
     parser.add_argument("--floor", type=float, default=10.0, help="eigenvalue floor of the summed Hessian")
     parser.add_argument(
+        "--iterations", nargs="*", type=int, default=[], help="with --model-runs: K DP gradient steps (budget split)"
+    )
+    parser.add_argument(
         "--model-runs", type=Path, help="runs kept by federated_quality --keep: adds model_hessian rows (H = 0 clips)"
     )
     parser.add_argument("--out", type=Path)
@@ -205,7 +239,7 @@ def main() -> None:
     torch.set_num_threads(1)
     runs = []
     for seed in args.seeds:
-        runs.append(run(args.dataset, seed, args.clips, args.floor, args.model_runs))
+        runs.append(run(args.dataset, seed, args.clips, args.floor, args.model_runs, tuple(args.iterations)))
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in runs[-1].items()}), flush=True)
     keys = [k for k in runs[0] if k not in ("seed", "noise_multipliers_one_release", "gradient_norm_median")]
     summary: dict[str, float] = {}
