@@ -92,7 +92,9 @@ def judge_missing_shares(name: str, pooled: dict[str, Any], threshold: float) ->
     shown = f"<= {threshold:g}"
     shares = {n: c["missing"] for n, c in (pooled.get("columns") or {}).items() if c.get("missing") is not None}
     if not shares:
-        return RuleResult(name=name, value=0.0, threshold=shown, outcome=PASS, reason='no column has missing = "model"')
+        return RuleResult(
+            name=name, value=None, threshold=shown, outcome=PASS, reason='no column has missing = "model"'
+        )
     withheld = {n: s["withheld_at"] for n, s in shares.items() if s.get("gap") is None}
     known = {
         n: (abs(float(s["gap"])), float(s["noise_critical"])) for n, s in shares.items() if s.get("gap") is not None
