@@ -66,6 +66,21 @@ def new_head(width: int, n_bins: int) -> HazardHead:
     return HazardHead(width, n_bins, config.survival_effect_scale, level=config.survival_level)
 
 
+def fit_mle(layout, x: torch.Tensor, codes: torch.Tensor) -> HazardHead:  # type: ignore[no-untyped-def]
+    """The head's maximum-likelihood fit on ``x`` (centred covariates) and ``codes`` (L-BFGS; no DP)."""
+    mle = new_head(layout.encoded_width, layout.n_bins)
+    lbfgs = torch.optim.LBFGS(list(mle.parameters()), max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        lbfgs.zero_grad()
+        loss = survival_hazard_nll(layout, mle(x), codes).mean()
+        loss.backward()
+        return loss
+
+    lbfgs.step(closure)
+    return mle
+
+
 class EffectErrors:
     """How far a head's event effects lie from the MLE head's, in the MLE's standard errors."""
 
@@ -144,17 +159,8 @@ def run(dataset: str, seed: int, rounds: int, effects_lrs: list[float], lr: floa
             with torch.no_grad():
                 return [head(hx)[:, -1].numpy() for hx in holdout_x]  # last event bin: monotone in the effect
 
-        mle = new_head(layout.encoded_width, layout.n_bins)
-        lbfgs = torch.optim.LBFGS(list(mle.parameters()), max_iter=500, line_search_fn="strong_wolfe")
         all_x, all_codes = torch.cat(x), torch.cat(codes)
-
-        def closure() -> torch.Tensor:
-            lbfgs.zero_grad()
-            loss = survival_hazard_nll(layout, mle(all_x), all_codes).mean()
-            loss.backward()
-            return loss
-
-        lbfgs.step(closure)
+        mle = fit_mle(layout, all_x, all_codes)
         result["head_mle"] = harrell(sites, time_col, event_col, event_risk(mle))
         errors = EffectErrors(mle, layout, all_x, all_codes, covariates.bool())
         plans = [s.plan("limit", rounds) for s in sites]

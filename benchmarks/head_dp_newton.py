@@ -40,7 +40,7 @@ from opacus.accountants.utils import get_noise_multiplier
 from torch.func import functional_call, grad, hessian, vmap
 
 from benchmarks.federated_sweep import federated_sites
-from benchmarks.head_dp_limit import EffectErrors, harrell, new_head, write_result
+from benchmarks.head_dp_limit import EffectErrors, fit_mle, harrell, new_head, write_result
 from fedsynth.data.datasets import load_dataset
 from fedsynth.evaluation.utility import utility_report
 from fedsynth.model.loss import survival_hazard_nll
@@ -118,7 +118,7 @@ def run(
         assert isinstance(gradient, torch.Tensor) and isinstance(exact_hessian, torch.Tensor)
         one_step = -torch.linalg.solve(exact_hessian + 1e-2 * torch.eye(len(zero)), gradient)
         result["head_one_step"] = score(one_step)
-        errors = mle_errors(layout, all_x, all_codes, covariates.bool())
+        errors = EffectErrors(fit_mle(layout, all_x, all_codes), layout, all_x, all_codes, covariates.bool())
 
         def record_errors(label: str, effects: torch.Tensor) -> None:
             inside, median = errors((select @ effects).view(2, -1)[1])
@@ -198,21 +198,6 @@ def run(
                     result[label] = score(effects)
                     record_errors(label, effects)
     return result
-
-
-def mle_errors(layout, x: torch.Tensor, codes: torch.Tensor, live: torch.Tensor) -> EffectErrors:  # type: ignore[no-untyped-def]
-    """The head's MLE on the pooled rows (L-BFGS, as head_dp_limit) and its effect-error yardstick."""
-    mle = new_head(layout.encoded_width, layout.n_bins)
-    lbfgs = torch.optim.LBFGS(list(mle.parameters()), max_iter=500, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        lbfgs.zero_grad()
-        loss = survival_hazard_nll(layout, mle(x), codes).mean()
-        loss.backward()
-        return loss
-
-    lbfgs.step(closure)
-    return EffectErrors(mle, layout, x, codes, live)
 
 
 def parse_clip(text: str) -> tuple[float, float]:
