@@ -101,8 +101,9 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, gbsg2_model: MCM) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tokens(run_dir: Path) -> dict[str, Any]:
-    path = run_dir.parent / "tokens.json"
+def tokens(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    # A directory of its own: the module's fixtures may be set up again in one session.
+    path = tmp_path_factory.mktemp("tokens") / "tokens.json"
     return {"path": path, "alice": add_token(path, "alice"), "bob": add_token(path, "bob")}
 
 
