@@ -8,7 +8,7 @@ its pre-flight does not start, then ``flower-supernode``.
 
 Each unit runs as an unprivileged user with no new privileges, a private /tmp and a read-only
 system except the directory it writes (the SuperLink's state; the site directory, where its
-ledger lives). systemd stops every process of a unit's control group, the processes Flower
+ledger lives; none for the gateway). systemd stops every process of a unit's control group, the processes Flower
 starts in sessions of their own included. The commands are the runbook's (deploy/README.md).
 """
 
@@ -63,13 +63,16 @@ def _check_user(user: str) -> str:
     return user
 
 
-def _service(description: str, user: str, writable: Path, exec_start: str, *, extra: str = "", pre: str = "") -> str:
+def _service(
+    description: str, user: str, writable: Path | None, exec_start: str, *, extra: str = "", pre: str = ""
+) -> str:
     pre_line = f"ExecStartPre={pre}\n" if pre else ""
+    writable_line = f"ReadWritePaths={writable}\n" if writable else ""
     return (
         f"[Unit]\nDescription={description}\nAfter=network-online.target\nWants=network-online.target\n{extra}\n"
         f"[Service]\nType=exec\nUser={user}\nGroup={user}\n{pre_line}ExecStart={exec_start}\n"
         "Restart=on-failure\nRestartSec=5\nNoNewPrivileges=yes\nPrivateTmp=yes\nProtectSystem=strict\n"
-        f"ProtectHome=read-only\nReadWritePaths={writable}\nUMask=0077\n\n"
+        f"ProtectHome=read-only\n{writable_line}UMask=0077\n\n"
         "[Install]\nWantedBy=multi-user.target\n"
     )
 
@@ -102,7 +105,7 @@ def coordinator_units(
             _service(
                 "fedsynth Fleet gateway (the coordinator's only public port)",
                 user,
-                state,
+                None,  # it writes nothing: its access log goes to the journal
                 gateway,
                 extra="Requires=fedsynth-superlink.service\nAfter=fedsynth-superlink.service\nPartOf=fedsynth-superlink.service\n",
             ),
