@@ -55,8 +55,13 @@ def _executable(name: str) -> Path:
     return path
 
 
+def _plain(text: str) -> bool:
+    """Letters, digits, '-', '_' and '.', not starting with '-': safe in a unit's name and fields."""
+    return bool(text) and text[0] != "-" and all(c.isalnum() or c in "-_." for c in text)
+
+
 def _check_user(user: str) -> str:
-    if not user or not all(c.isalnum() or c in "-_." for c in user) or user[0] == "-":
+    if not _plain(user):
         raise DeploymentError(
             f"--user {user!r}: not a valid user name; fix: give an existing system user, e.g. fedsynth"
         )
@@ -117,7 +122,7 @@ def site_units(
     name: str, site_dir: Path, superlink: str, root_certificates: Path, auth_key: Path, *, user: str = "fedsynth"
 ) -> list[Unit]:
     """A site's SuperNode unit, its pre-flight first (runbook section 3)."""
-    if not name or not all(c.isalnum() or c in "-_." for c in name):
+    if not _plain(name):
         raise DeploymentError(f"site name {name!r}: use letters, digits, '-', '_' or '.' (it names the unit)")
     site_dir = _path(site_dir, "--site-dir", directory=True)
     ca = _path(root_certificates, "--root-certificates", directory=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from fedsynth.client.site_errors import site_reason
 from fedsynth.server.run import RunDirectory
@@ -32,10 +33,10 @@ def _rounds_text(rounds: list[int]) -> str:
     return f"round {rounds[0]}" if len(rounds) == 1 else f"rounds {', '.join(map(str, rounds))}"
 
 
-def site_failures(run_dir: Path, first_round: int) -> list[str]:
-    """One line per site and reason for the replies since ``first_round`` that brought no weights."""
+def site_failures(records: list[dict[str, Any]], first_round: int) -> list[str]:
+    """One line per site and reason for the budget ``records`` since ``first_round`` that brought no weights."""
     grouped: dict[tuple[str, str], list[int]] = {}
-    for record in RunDirectory(run_dir).budget_records():
+    for record in records:
         if record.get("round", 0) < first_round or record.get("status") == "ok":
             continue
         text = site_reason(str(record.get("reason", record.get("status", "no reason given"))))
@@ -58,7 +59,8 @@ def check_training_outcome(run_dir: Path, first_round: int, planned_rounds: int,
     done = rounds_done(run_dir)
     if done >= planned_rounds:
         return
-    failures = site_failures(run_dir, first_round)
+    records = RunDirectory(run_dir).budget_records()
+    failures = site_failures(records, first_round)
     model = Path(run_dir) / "model"
     if done == 0:
         kept = f"No model was published ({model} does not exist)."
@@ -66,9 +68,7 @@ def check_training_outcome(run_dir: Path, first_round: int, planned_rounds: int,
         kept = f"{model} is still round {done}'s model."
     ended = "training ended without a model" if done == 0 else f"training ended at round {done} of {planned_rounds}"
     answered = [
-        r
-        for r in RunDirectory(run_dir).budget_records()
-        if r.get("status") == "ok" and r.get("round", 0) > done and r.get("round", 0) >= first_round
+        r for r in records if r.get("status") == "ok" and r.get("round", 0) > done and r.get("round", 0) >= first_round
     ]
     if answered:  # weights came, from fewer sites than a round needs (the strategy's quorum)
         what = "fewer sites than federation.min_sites returned weights" + (f" after round {done}" if done else "")
