@@ -29,15 +29,21 @@ demo: $(STAMP)
 system:
 	scripts/install-system-packages.sh
 
+# Two pytest workers, each test process (and every process it starts) on one OpenMP thread:
+# many tests run several processes at once (Ray actors, SuperNodes), and on 2 cores torch's
+# spinning worker threads starved them (docs/research/2026-12-04-suite-time.md).
+TEST_WORKERS ?= 2
+PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
+
 test: $(STAMP) system
 	$(BIN)/ruff check fedsynth tests benchmarks
-	$(BIN)/python -m pytest
+	$(PYTEST)
 
 # For development: skips the tests marked slow (quality fits) and integration (real Ray, Flower
 # deployments, HTTP servers, browsers, subprocess CLIs). `make test` runs everything, as CI does.
 test-fast: $(STAMP)
 	$(BIN)/ruff check fedsynth tests benchmarks
-	$(BIN)/python -m pytest -m "not slow and not integration"
+	$(PYTEST) -m "not slow and not integration"
 
 # The quick benchmarks (speed, start-up); each quality protocol's command is in benchmarks/README.md.
 bench: $(STAMP)

@@ -38,7 +38,7 @@ def independent_epsilon(run_dir: Path) -> dict[str, dict[str, float]]:
     computed here from opacus.accountants.analysis.rdp, not through fedsynth's ledger."""
     from opacus.accountants.analysis import rdp as rdp_analysis
 
-    from fedsynth.client.ledger import RDP_ORDERS
+    from fedsynth.client.rdp import RDP_ORDERS
 
     by_site: dict[str, list[dict[str, Any]]] = {}
     for line in (run_dir / "budget.jsonl").read_text().splitlines():
@@ -179,9 +179,7 @@ def main() -> None:
     parser.add_argument("--marginals-share", type=float, help="site privacy.marginals_share (default: the site's)")
     parser.add_argument("--max-grad-norm", type=float, help="site privacy.max_grad_norm (default: the site's)")
     parser.add_argument("--keep", type=Path, help="copy each trained run to KEEP/<dataset>-<seed>")
-    parser.add_argument(
-        "--model", nargs="*", default=[], metavar="FIELD=JSON", help="[model] overrides, e.g. n_bins=8"
-    )
+    parser.add_argument("--model", nargs="*", default=[], metavar="FIELD=JSON", help="[model] overrides, e.g. n_bins=8")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     model = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.model)}

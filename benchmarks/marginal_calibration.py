@@ -25,7 +25,7 @@ import pandas as pd
 from scipy.optimize import brentq
 
 from benchmarks.machine import machine_info
-from fedsynth.client.ledger import rdp_epsilon
+from fedsynth.client.rdp import rdp_epsilon
 from fedsynth.data.datasets import load_dataset
 from fedsynth.data.split import train_holdout_split
 from fedsynth.data.transforms import Transformer

@@ -15,8 +15,7 @@ import os
 import pandas as pd
 
 from fedsynth.client.site import Site
-
-AUDIT_LOG = "audits.jsonl"
+from fedsynth.client.site_files import AUDIT_LOG
 
 
 class AuditRefusedError(RuntimeError):

@@ -34,7 +34,7 @@ from opacus.optimizers import DPOptimizerFastGradientClipping
 from opacus.validators import ModuleValidator
 from torch.utils.data import DataLoader, Dataset
 
-from fedsynth.client.ledger import rdp_epsilon
+from fedsynth.client.rdp import rdp_epsilon
 from fedsynth.client.single_pass_clipping import ClipGroup, SinglePassClipping
 from fedsynth.errors import UserError
 from fedsynth.model.config import MCMConfig

@@ -27,7 +27,6 @@ never from a separately kept tally.
 
 from __future__ import annotations
 
-import functools
 import math
 import sqlite3
 from collections.abc import Iterable
@@ -35,9 +34,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 from opacus.accountants import RDPAccountant
-from opacus.accountants.analysis import rdp as privacy_analysis
 
 from fedsynth.client.ledger_chain import (
     RESOLVE,
@@ -54,6 +51,7 @@ from fedsynth.client.ledger_chain import (
     witness_path,
     write_witness,
 )
+from fedsynth.client.rdp import rdp_epsilon
 
 __all__ = ["BudgetExceededError", "LedgerError", "LedgerIntegrityError", "PrivacyLedger", "SpendEntry"]
 
@@ -104,35 +102,6 @@ BEGIN SELECT RAISE(ABORT, 'the ledger id cannot be changed'); END;
 
 class BudgetExceededError(RuntimeError):
     """Training the requested steps would take the site past its privacy budget."""
-
-
-# Opacus' default RDP orders stop at 63; with much noise and few steps (epsilon well below 1)
-# the best order is the largest one and the bound is loose (Opacus warns). Higher orders only
-# tighten the bound: every order gives a valid epsilon and the minimum over them is taken.
-RDP_ORDERS: tuple[float, ...] = (*RDPAccountant.DEFAULT_ALPHAS, 80, 96, 128, 192, 256, 384, 512, 1024)
-
-
-@functools.lru_cache(maxsize=1024)
-def _entry_rdp(noise_multiplier: float, sample_rate: float, steps: int) -> tuple[float, ...]:
-    """One history entry's RDP at every order: Opacus' compute_rdp, kept because every round of a
-    run repeats the same entry and a fractional order costs ~0.15 s to evaluate."""
-    rdp = privacy_analysis.compute_rdp(
-        q=sample_rate, noise_multiplier=noise_multiplier, steps=steps, orders=list(RDP_ORDERS)
-    )
-    return tuple(float(value) for value in rdp)
-
-
-def rdp_epsilon(history: list[tuple[float, float, int]], delta: float) -> float:
-    """Epsilon at ``delta`` of a DP-SGD history [(noise multiplier, sample rate, steps)], by Opacus' RDP accountant.
-
-    The same computation as ``RDPAccountant.get_epsilon`` (per-entry RDP summed in history order,
-    then Opacus' conversion), bit for bit, with each distinct entry's RDP computed once.
-    """
-    if not history:
-        return 0.0
-    rdp = sum([np.array(_entry_rdp(float(s), float(q), int(k))) for s, q, k in history])
-    epsilon, _ = privacy_analysis.get_privacy_spent(orders=list(RDP_ORDERS), rdp=rdp, delta=delta)
-    return float(epsilon)
 
 
 def default_delta(n_records: int) -> float:

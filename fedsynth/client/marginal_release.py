@@ -24,8 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from fedsynth.client.ledger import BudgetExceededError, rdp_epsilon
-from fedsynth.client.site import RUNS_DIR, Site
+from fedsynth.client.ledger import BudgetExceededError
+from fedsynth.client.rdp import rdp_epsilon
+from fedsynth.client.site import Site
+from fedsynth.client.site_files import MARGINALS_FILE, MARGINALS_ROUND, RUNS_DIR
 from fedsynth.data.io import write_text
 from fedsynth.marginals.tables import (
     MarginalSpec,
@@ -35,8 +37,6 @@ from fedsynth.marginals.tables import (
     tables_to_json,
 )
 
-MARGINALS_ROUND = 0  # the ledger's round number for a run's marginal release (training rounds start at 1)
-MARGINALS_FILE = "marginals.json"
 MAX_BINS = 64  # a coordinator's bin request is bounded: more bins, thinner cells, no more privacy cost
 
 

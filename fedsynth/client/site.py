@@ -31,6 +31,7 @@ import torch
 from fedsynth.client.config import SiteConfig
 from fedsynth.client.dp_training import DPPlan, marginal_noise_for_share, plan_dp, train_dp_round
 from fedsynth.client.ledger import BudgetExceededError, PrivacyLedger, check_delta, default_delta
+from fedsynth.client.site_files import PLAN_FILE, RUNS_DIR, SPLIT_FILE, frame_digest, prior_state_files
 from fedsynth.data.io import read_table, write_text
 from fedsynth.data.minimum import check_dp_training_records
 from fedsynth.data.schema import Schema
@@ -38,16 +39,6 @@ from fedsynth.data.validation import validate_frame
 from fedsynth.errors import UserError
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.mcm import MCM
-
-# The site's state directory's files (``Site``'s ``site_dir``: ``SITE_DIR/state`` at a deployed site).
-SPLIT_FILE = "split.json"
-RUNS_DIR = "runs"
-PLAN_FILE = "dp_plan.json"
-
-
-def prior_state_files(state_dir: Path) -> list[Path]:
-    """The files showing a site has worked before (its split, its run plans), those that exist."""
-    return [p for p in (state_dir / SPLIT_FILE, *state_dir.glob(f"{RUNS_DIR}/*/{PLAN_FILE}")) if p.exists()]
 
 
 class SiteError(UserError, ValueError):
@@ -67,13 +58,6 @@ class RoundResult:
     sample_rate: float
     steps: int
     train_loss: float
-
-
-def frame_digest(frame: pd.DataFrame) -> str:
-    """SHA-256 of a frame's values and column names (row order matters)."""
-    hasher = hashlib.sha256(json.dumps(list(map(str, frame.columns))).encode())
-    hasher.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
-    return hasher.hexdigest()
 
 
 class Site:

@@ -23,18 +23,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedsynth.client.audit_log import AUDIT_LOG
 from fedsynth.client.config import SCHEMA_FILE, SITE_FILE, SiteConfig
-from fedsynth.client.ledger import rdp_epsilon
 from fedsynth.client.ledger_backup import STATE, ledger_path, read_verified_ledger
 from fedsynth.client.ledger_chain import RESOLVE, LedgerIntegrityError, SpendEntry, witness_path
-from fedsynth.client.marginal_release import MARGINALS_FILE, MARGINALS_ROUND
-from fedsynth.client.site import RUNS_DIR, SPLIT_FILE, frame_digest, prior_state_files
-from fedsynth.data.io import read_table
+from fedsynth.client.rdp import rdp_epsilon
+from fedsynth.client.site_files import (
+    AUDIT_LOG,
+    MARGINALS_FILE,
+    MARGINALS_ROUND,
+    RUNS_DIR,
+    SPLIT_FILE,
+    frame_digest,
+    prior_state_files,
+)
+from fedsynth.data.io import read_table, sha256_file
 from fedsynth.data.schema import Schema
 from fedsynth.data.validation import validate_frame
 from fedsynth.errors import UserError
-from fedsynth.model.persistence import sha256_file
 
 NEVER_TRAINED, VERIFIED, FAILED = "never trained", "verified", "failed"
 

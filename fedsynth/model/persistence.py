@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from fedsynth.data.io import sha256_file
 from fedsynth.data.schema import Schema, SchemaError
 from fedsynth.errors import UserError
 from fedsynth.marginals.target import MarginalTarget, MarginalTargetError
@@ -35,14 +36,6 @@ MARGINALS = "marginals.json"
 
 class ModelFileError(UserError, ValueError):
     """A model directory is missing, incomplete, corrupted or of another format."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fedsynth.data.io import sha256_file
 from fedsynth.errors import UserError
 from fedsynth.model.mcm import MCM, load_model
-from fedsynth.model.persistence import ModelFileError, model_digest, sha256_file
+from fedsynth.model.persistence import ModelFileError, model_digest
 from fedsynth.model.provenance import sidecar_path
 from fedsynth.model.rows_digest import RowsDigest
 

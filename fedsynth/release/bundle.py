@@ -29,9 +29,9 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedsynth import __version__
+from fedsynth.data.io import sha256_file
 from fedsynth.errors import UserError
 from fedsynth.model.mcm import load_model
-from fedsynth.model.persistence import sha256_file
 from fedsynth.release.binding import ReleaseFile, ReleaseFileError, check_release_file
 from fedsynth.release.keys import fingerprint
 from fedsynth.release.policy import Policy

@@ -74,7 +74,7 @@ def _share(run_dir: Path) -> str:
 
 def split_rows(data: dict[str, Any], run_dir: Path) -> list[list[object]]:
     """Per site: epsilon of the marginal tables alone, of DP-SGD alone, and composed."""
-    from fedsynth.client.ledger import rdp_epsilon
+    from fedsynth.client.rdp import rdp_epsilon
 
     records = _jsonl(run_dir / "budget.jsonl")
     released = load_document(run_dir, "marginals.json").data or {}

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from fedsynth.client.ledger import rdp_epsilon
+from fedsynth.client.rdp import rdp_epsilon
 from fedsynth.data.io import write_text
 from fedsynth.server.run import RunDirectory
 

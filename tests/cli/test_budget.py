@@ -102,7 +102,7 @@ def test_the_largest_epsilon_ever_reported_is_spent_even_if_the_record_composes_
 
 def test_the_marginal_release_is_composed_into_the_sites_epsilon(tmp_path) -> None:
     """Round 0 (mechanism "marginals", one step at q = 1) counts in the composed epsilon, not in the DP-SGD figures."""
-    from fedsynth.client.ledger import rdp_epsilon
+    from fedsynth.client.rdp import rdp_epsilon
     from tests.client.rdp_reference import independent_epsilon
 
     run = RunDirectory(tmp_path / "run")

@@ -96,7 +96,6 @@ def test_unknown_category_in_labelled_column(tmp_path) -> None:
     assert "unknown categories" in result.output and "'IV'" in result.output and "row 5" in result.output
 
 
-
 def test_schema_check_says_how_many_values_a_model_policy_keeps_missing(tmp_path) -> None:
     from tests.missing import modelled_schema
 
@@ -108,6 +107,7 @@ def test_schema_check_says_how_many_values_a_model_policy_keeps_missing(tmp_path
     result = invoke("schema", "check", path, "--schema", schema)
     assert result.exit_code == 0, result.output
     assert "kept 3 missing value(s) of 'pnodes' as missing (schema policy model)" in " ".join(result.output.split())
+
 
 @pytest.mark.parametrize(
     ("condition", "pattern"),

@@ -31,7 +31,6 @@ def test_deploy_certs_refuses_to_replace_a_set(tmp_path) -> None:
     assert result.exit_code == 2 and "not a safe file name" in result.output
 
 
-
 def test_deploy_renew_server_replaces_the_pair_and_names_a_missing_ca_key(tmp_path) -> None:
     target = tmp_path / "certs"
     assert runner.invoke(app, ["deploy", "certs", str(target), "--host", "10.1.2.3"]).exit_code == 0
@@ -44,6 +43,7 @@ def test_deploy_renew_server_replaces_the_pair_and_names_a_missing_ca_key(tmp_pa
     (target / "ca.key").unlink()
     result = runner.invoke(app, ["deploy", "renew-server", str(target)])
     assert result.exit_code == 2 and "ca.key is missing" in result.output
+
 
 def test_audit_and_evaluate_name_a_bad_engine_and_a_run_not_trained_on_the_deployment_engine(tmp_path) -> None:
     run_dir = tmp_path / "run"

@@ -101,7 +101,7 @@ def test_kill_minus_9_mid_round_never_under_counts(tmp_path) -> None:
 def test_epsilon_equals_opacus_accountant_bit_for_bit_on_a_repeating_history() -> None:
     from opacus.accountants import RDPAccountant
 
-    from fedsynth.client.ledger import RDP_ORDERS, rdp_epsilon
+    from fedsynth.client.rdp import RDP_ORDERS, rdp_epsilon
 
     history = [(2.1, 1.0, 1), *[(1.3, 0.02, 250)] * 12, (1.6, 0.05, 40)]
     accountant = RDPAccountant()
@@ -110,3 +110,15 @@ def test_epsilon_equals_opacus_accountant_bit_for_bit_on_a_repeating_history() -
         expected = float(accountant.get_epsilon(delta, alphas=list(RDP_ORDERS)))
         assert rdp_epsilon(history, delta) == expected
         assert rdp_epsilon(history[:5], delta) < expected  # fewer rounds, less spent
+
+
+def test_the_orders_start_with_opacus_own_defaults() -> None:
+    from opacus.accountants import RDPAccountant
+
+    from fedsynth.client.rdp import OPACUS_DEFAULT_ORDERS, RDP_ORDERS
+
+    assert list(OPACUS_DEFAULT_ORDERS) == list(RDPAccountant.DEFAULT_ALPHAS)
+    assert (
+        RDP_ORDERS[: len(OPACUS_DEFAULT_ORDERS)] == OPACUS_DEFAULT_ORDERS
+        and min(RDP_ORDERS[len(OPACUS_DEFAULT_ORDERS) :]) > 63
+    )

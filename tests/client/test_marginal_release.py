@@ -10,13 +10,13 @@ import pytest
 
 from fedsynth.client.config import SiteConfig
 from fedsynth.client.dp_training import marginal_noise_for_share, plan_dp
-from fedsynth.client.ledger import rdp_epsilon
 from fedsynth.client.marginal_release import (
     MARGINALS_ROUND,
     MarginalsRefusedError,
     check_marginals_result,
     release_marginals,
 )
+from fedsynth.client.rdp import rdp_epsilon
 from fedsynth.client.site import Site
 from fedsynth.marginals.tables import MarginalSpec, count_tables, tables_from_json
 from fedsynth.model.config import MCMConfig

@@ -229,7 +229,7 @@ def test_fidelity_section_marks_every_column_against_the_policy(demo_run: Path, 
 
 def _with_marginal_release(run: Path, noise: float) -> None:
     """The run as if each site had released DP marginal tables first (round 0), budget.json rebuilt."""
-    from fedsynth.client.ledger import rdp_epsilon
+    from fedsynth.client.rdp import rdp_epsilon
     from fedsynth.server.budget import budget_report
 
     records = [json.loads(line) for line in (run / "budget.jsonl").read_text().splitlines()]
@@ -244,7 +244,7 @@ def _with_marginal_release(run: Path, noise: float) -> None:
 
 
 def test_budget_section_states_the_split_between_marginal_tables_and_dp_sgd(demo_run: Path) -> None:
-    from fedsynth.client.ledger import rdp_epsilon
+    from fedsynth.client.rdp import rdp_epsilon
 
     before = _text(write_report(demo_run, demo_run / "report.html", None).read_text())
     assert "ε marginal tables alone" in before and "|none released|" in before

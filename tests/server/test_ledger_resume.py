@@ -7,33 +7,21 @@ import shutil
 import pytest
 
 from fedsynth.server.budget import budget_report
-from fedsynth.server.config import FederationConfig
 from fedsynth.server.run import RunDirectory
 from fedsynth.server.simulation import simulate
+from tests.server.conftest import whas500_config
 
 pytestmark = pytest.mark.integration
 
 
-def _config(run_dir, rounds: int) -> FederationConfig:
-    return FederationConfig.from_dict(
-        {
-            "federation": {"rounds": rounds, "min_sites": 2, "run_dir": str(run_dir), "round_timeout": 300},
-            "simulation": {"dataset": "whas500", "sites": 3},
-            "site": {"privacy": {"target_epsilon": 2.0}, "training": {"local_epochs": 1}},
-            "model": {"hidden": 16, "n_bins": 16},
-        }
-    )
-
-
-def test_a_resumed_run_is_refused_by_sites_whose_ledger_was_deleted(tmp_path) -> None:
-    run_dir = tmp_path / "run"
-    simulate(_config(run_dir, rounds=2))
+def test_a_resumed_run_is_refused_by_sites_whose_ledger_was_deleted(two_round_copy) -> None:
+    run_dir = two_round_copy
     sites = run_dir / "sites"
     (sites / "site-0" / "state" / "ledger.sqlite").unlink()  # its witness, split and plan remain
     shutil.rmtree(sites / "site-1" / "state")  # nothing local remains: only the coordinator's record
     # Planned for 2 rounds, each site's budget is spent: with a ledger counting from zero again,
     # site-0 and site-1 would have trained round 3 (and site-2 alone refuses for budget).
-    simulate(_config(run_dir, rounds=3))
+    simulate(whas500_config(run_dir, rounds=3, min_sites=2))
     third = {r.get("site", r["node_id"]): r for r in RunDirectory(run_dir).budget_records() if r["round"] == 3}
     assert len(third) == 3 and all(r["status"] == "error" for r in third.values())
     reasons = sorted(r["reason"] for r in third.values())

@@ -9,29 +9,17 @@ import numpy as np
 import pytest
 
 from fedsynth.model.mcm import MCM
-from fedsynth.server.config import FederationConfig
 from fedsynth.server.run import RunDirectory
 from fedsynth.server.simulation import simulate
 from fedsynth.server.simulation_score import score_simulated_run, site_tables
 from tests.client.rdp_reference import independent_epsilon
+from tests.server.conftest import whas500_config
 
 pytestmark = pytest.mark.integration
 
 
-def _config(run_dir, rounds: int) -> FederationConfig:
-    return FederationConfig.from_dict(
-        {
-            "federation": {"rounds": rounds, "min_sites": 3, "run_dir": str(run_dir), "round_timeout": 300},
-            "simulation": {"dataset": "whas500", "sites": 3},
-            "site": {"privacy": {"target_epsilon": 2.0}, "training": {"local_epochs": 1}},
-            "model": {"hidden": 16, "n_bins": 16},
-        }
-    )
-
-
-def test_federated_rounds_then_resume_past_the_budget_is_refused(tmp_path) -> None:
-    run_dir = tmp_path / "run"
-    simulate(_config(run_dir, rounds=2))
+def test_federated_rounds_then_resume_past_the_budget_is_refused(two_round_copy) -> None:
+    run_dir = two_round_copy
     run = RunDirectory(run_dir)
     assert run.latest_checkpoint().round == 2
     records = run.budget_records()
@@ -70,7 +58,7 @@ def test_federated_rounds_then_resume_past_the_budget_is_refused(tmp_path) -> No
 
     # The coordinator asks for a third round: it resumes after round 2, every site refuses
     # (its plan was for 2 rounds and its budget is spent), and the run ends without a crash.
-    simulate(_config(run_dir, rounds=3))
+    simulate(whas500_config(run_dir, rounds=3))
     records = run.budget_records()
     third = [r for r in records if r["round"] == 3]
     assert len(third) == 3 and all(r["status"] == "error" for r in third)
