@@ -64,7 +64,7 @@ class SimulationConfig(BaseModel):
     sites: int = Field(3, ge=1, le=1000)
     partition: str = Field("iid", pattern=r"^(iid|column:.+)$")
     seed: int = 0
-    cpus_per_site: float | None = Field(None, gt=0)  # None: every site at once (cores / sites)
+    cpus_per_site: float = Field(1.0, gt=0)
 
     @model_validator(mode="before")
     @classmethod

@@ -7,7 +7,6 @@ then run exactly the ClientApp code the deployment engine runs.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import tomli_w
@@ -50,18 +49,8 @@ def prepare_sites(config: FederationConfig, source: str = "the federation config
     return checked.schema, config.run_dir / SITES
 
 
-def default_cpus_per_site(sites: int) -> float:
-    """Ray's CPU share per site: every site's actor runs at once, so no site waits for a second
-    wave on a machine with fewer cores than sites (the work per core is the same)."""
-    cores = os.cpu_count() or 1
-    return 1.0 if cores >= sites else max(0.01, int(100 * cores / sites) / 100)
-
-
-def run_on_ray(server_app: ServerApp, client_app: ClientApp, sites: int, cpus_per_site: float | None = None) -> None:
-    """Flower's simulation engine (Ray backend) with quiet workers: one launch for training and audits.
-
-    ``cpus_per_site`` None: every site at once (:func:`default_cpus_per_site`)."""
-    cpus_per_site = default_cpus_per_site(sites) if cpus_per_site is None else cpus_per_site
+def run_on_ray(server_app: ServerApp, client_app: ClientApp, sites: int, cpus_per_site: float = 1.0) -> None:
+    """Flower's simulation engine (Ray backend) with quiet workers: one launch for training and audits."""
     run_simulation(
         server_app=server_app,
         client_app=client_app,
