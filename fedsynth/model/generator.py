@@ -1,19 +1,23 @@
-"""What the rest of fedsynth uses of a fitted generator, as a protocol every generator meets.
+"""What the rest of fedsynth uses of a fitted generator, as a protocol every generator meets,
+and the part of one that every network-backed generator shares.
 
 The MCM (:class:`fedsynth.model.mcm.MCM`) and Med-VAE (:class:`fedsynth.model.medvae.MedVAE`)
-both satisfy it; code that only fits, samples, saves and loads can take either.
+both satisfy the protocol and build on :class:`NetworkGenerator`; code that only fits, samples,
+saves and loads can take either.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Generic, Protocol, Self, TypeVar, runtime_checkable
 
 import pandas as pd
+import torch
 
 from fedsynth.data.conditions import ConditionsLike
 from fedsynth.data.schema import Schema
+from fedsynth.data.transforms import Transformer
 from fedsynth.model.training import ProgressCallback
 
 
@@ -43,3 +47,54 @@ class Generator(Protocol):
 
     @classmethod
     def load(cls, path: str | Path) -> Generator: ...
+
+
+class NotFittedError(RuntimeError):
+    """The generator was used before ``fit`` or ``load``."""
+
+
+Network = TypeVar("Network", bound=torch.nn.Module)
+
+
+class NetworkGenerator(Generic[Network]):
+    """A generator whose model is one torch network built for a public schema.
+
+    Subclasses set ``config`` (with a ``seed``), ``schema_`` and ``network_`` in ``__init__`` and
+    say which network a config and schema make (``_new_network``); ``title`` names the model in
+    messages.
+    """
+
+    title = "generator"
+    config: Any
+    schema_: Schema | None
+    network_: Network | None
+
+    def _new_network(self, schema: Schema) -> Network:
+        raise NotImplementedError
+
+    def build(self, schema: Schema) -> Self:
+        """Create an untrained network for ``schema`` (seeded); used by fit and by the sites."""
+        torch.manual_seed(self.config.seed)
+        self.schema_ = schema
+        self.network_ = self._new_network(schema)
+        return self
+
+    @property
+    def transformer(self) -> Transformer:
+        return Transformer(self._schema())
+
+    def n_parameters(self) -> int:
+        return int(sum(p.numel() for p in self._network().parameters()))
+
+    def _schema(self) -> Schema:
+        if self.schema_ is None:
+            raise NotFittedError(self._not_fitted())
+        return self.schema_
+
+    def _network(self) -> Network:
+        if self.network_ is None:
+            raise NotFittedError(self._not_fitted())
+        return self.network_
+
+    def _not_fitted(self) -> str:
+        return f"this {self.title} is not fitted: call fit() or {type(self).__name__}.load() first"

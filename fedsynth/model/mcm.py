@@ -12,11 +12,11 @@ import torch
 
 from fedsynth.data.conditions import ConditionsLike, ResolvedCondition, resolve_any
 from fedsynth.data.schema import Schema
-from fedsynth.data.transforms import Transformer
 from fedsynth.data.validation import validate_frame
 from fedsynth.marginals.target import MarginalTarget
 from fedsynth.model.calibrated import calibrated_frames
 from fedsynth.model.config import MCMConfig
+from fedsynth.model.generator import NetworkGenerator
 from fedsynth.model.layout import Layout
 from fedsynth.model.network import MCMNetwork
 from fedsynth.model.persistence import (
@@ -29,10 +29,6 @@ from fedsynth.model.persistence import (
 )
 from fedsynth.model.sampler import STREAM_WORKERS, ConditionalSampler
 from fedsynth.model.training import ProgressCallback, train_plain, validation_split
-
-
-class NotFittedError(RuntimeError):
-    """The generator was used before ``fit`` or ``load``."""
 
 
 def network_for(config: MCMConfig, schema: Schema) -> MCMNetwork:
@@ -48,7 +44,7 @@ def network_for(config: MCMConfig, schema: Schema) -> MCMNetwork:
     )
 
 
-class MCM:
+class MCM(NetworkGenerator[MCMNetwork]):
     """Masked Clinical Modelling generator with model-only conditional sampling.
 
     Parameters
@@ -74,6 +70,8 @@ class MCM:
     >>> cohort = model.sample(100, conditions=["60<=age<=80", "chf=1"], seed=1)
     """
 
+    title = "MCM"
+
     def __init__(self, config: MCMConfig | None = None, **overrides: Any) -> None:
         base = config or MCMConfig()
         # Validating the merged dict (extra="forbid") rejects misspelt overrides loudly.
@@ -88,16 +86,8 @@ class MCM:
 
     # -- construction ---------------------------------------------------------------------------
 
-    def build(self, schema: Schema) -> MCM:
-        """Create an untrained network for ``schema`` (seeded); used by fit and by the sites."""
-        torch.manual_seed(self.config.seed)
-        self.schema_ = schema
-        self.network_ = network_for(self.config, schema)
-        return self
-
-    @property
-    def transformer(self) -> Transformer:
-        return Transformer(self._schema())
+    def _new_network(self, schema: Schema) -> MCMNetwork:
+        return network_for(self.config, schema)
 
     def codes_tensor(self, frame: pd.DataFrame) -> torch.Tensor:
         """Model targets for a canonical frame: (n, n_columns) float32, missingness indicators
@@ -201,19 +191,6 @@ class MCM:
         return out
 
     # -- helpers --------------------------------------------------------------------------------
-
-    def _schema(self) -> Schema:
-        if self.schema_ is None:
-            raise NotFittedError("this MCM is not fitted: call fit() or MCM.load() first")
-        return self.schema_
-
-    def _network(self) -> MCMNetwork:
-        if self.network_ is None:
-            raise NotFittedError("this MCM is not fitted: call fit() or MCM.load() first")
-        return self.network_
-
-    def n_parameters(self) -> int:
-        return int(sum(p.numel() for p in self._network().parameters()))
 
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
         """Write the model directory (:mod:`fedsynth.model.persistence`) atomically; returns it."""

@@ -72,15 +72,27 @@ class PromptGrid(Grid):
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         """Push ``messages``, then pull until every one has a reply or ``timeout`` seconds pass
-        (Flower's contract: the replies that arrived, possibly fewer than the messages)."""
+        (Flower's contract: the replies that arrived, possibly fewer than the messages).
+
+        The last pull starts at or after the deadline, so every reply that arrived in time is
+        collected. Why: one pull can block for minutes (Flower retries the objects of a reply
+        whose sender died mid-upload until the SuperLink gives up on them), and a loop that
+        stopped when such a pull returned late lost the replies that came in meanwhile: a
+        site killed mid-round cost the round every other site's weights.
+        """
         pending = set(self.push_messages(messages))
         deadline = None if timeout is None else time.monotonic() + timeout
         replies: list[Message] = []
         while pending:
+            started = time.monotonic()
             arrived = list(self.pull_messages(pending))
             replies.extend(arrived)
             pending.difference_update(m.metadata.reply_to_message_id for m in arrived)
-            if not pending or (deadline is not None and time.monotonic() >= deadline):
+            if not pending or (deadline is not None and started >= deadline):
                 break
-            time.sleep(self.pull_interval)
+            time.sleep(
+                self.pull_interval
+                if deadline is None
+                else min(self.pull_interval, max(0.0, deadline - time.monotonic()))
+            )
         return replies

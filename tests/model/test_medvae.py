@@ -17,7 +17,8 @@ from fedsynth.data.schema import Schema
 from fedsynth.data.validation import validate_frame
 from fedsynth.errors import UserError
 from fedsynth.model import medvae
-from fedsynth.model.mcm import MCM, NotFittedError
+from fedsynth.model.generator import NotFittedError
+from fedsynth.model.mcm import MCM
 from fedsynth.model.medvae import MedVAE
 from fedsynth.model.persistence import ModelFileError
 from tests.missing import blank

@@ -5,7 +5,8 @@ import json
 import pandas as pd
 import pytest
 
-from fedsynth.model.mcm import MCM, NotFittedError, load_model
+from fedsynth.model.generator import NotFittedError
+from fedsynth.model.mcm import MCM, load_model
 from fedsynth.model.persistence import MANIFEST, META, SCHEMA, WEIGHTS, ModelFileError
 
 

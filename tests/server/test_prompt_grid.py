@@ -73,6 +73,31 @@ def test_a_silent_site_leaves_the_others_replies_at_the_timeout() -> None:
     assert 0.5 <= time.monotonic() - started < 4.0
 
 
+class DyingSite(SlowSites):
+    """Site 0's reply is broken: the pull that meets it blocks past the round's deadline (as
+    Flower's object retries do for a sender killed mid-upload) and returns it as an error reply;
+    site 1 answers while that pull blocks."""
+
+    def __init__(self, block: float) -> None:
+        super().__init__()
+        self.block = block
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        self.pulls += 1
+        if self.pulls == 1:
+            time.sleep(self.block)
+            return [SimpleNamespace(metadata=SimpleNamespace(reply_to_message_id="m0"), error="unavailable")]
+        return [SimpleNamespace(metadata=SimpleNamespace(reply_to_message_id=m)) for m in sorted(message_ids)]
+
+
+def test_a_pull_that_blocks_past_the_deadline_still_collects_the_replies_that_came_meanwhile() -> None:
+    sites = DyingSite(block=0.4)
+    grid = PromptGrid(sites, pull_interval=0.05)
+    replies = list(grid.send_and_receive(_messages(grid, 2), timeout=0.2))
+    assert sorted(r.metadata.reply_to_message_id for r in replies) == ["m0", "m1"]
+    assert sites.pulls == 2  # one more pull after the deadline, then done
+
+
 def test_everything_but_the_wait_is_the_wrapped_grids() -> None:
     sites = SlowSites()
     grid = PromptGrid(sites)

@@ -17,10 +17,9 @@ import torch
 
 from fedsynth.data.conditions import ConditionsLike, ResolvedCondition, resolve_any
 from fedsynth.data.schema import Schema
-from fedsynth.data.transforms import Transformer
 from fedsynth.data.validation import validate_frame
+from fedsynth.model.generator import NetworkGenerator
 from fedsynth.model.layout import Layout
-from fedsynth.model.mcm import NotFittedError
 from fedsynth.model.medvae.config import MedVAEConfig
 from fedsynth.model.medvae.network import MedVAENetwork
 from fedsynth.model.medvae.sampling import accepted_rows, decode_rows
@@ -36,12 +35,14 @@ def network_for(config: MedVAEConfig, schema: Schema) -> MedVAENetwork:
     return MedVAENetwork(Layout(schema, config.n_bins), config.hidden, config.latent, config.bin_smoothing)
 
 
-class MedVAE:
+class MedVAE(NetworkGenerator[MedVAENetwork]):
     """Med-VAE generator: decodes rows from the latent prior; conditions honoured by rejection.
 
     Attributes (after ``fit``): ``schema_``, ``network_``, ``history_`` (mean loss per epoch),
     ``n_train_``, ``differentially_private_`` (False: only non-DP training exists).
     """
+
+    title = "Med-VAE"
 
     def __init__(self, config: MedVAEConfig | None = None, **overrides: Any) -> None:
         base = config or MedVAEConfig()
@@ -53,16 +54,8 @@ class MedVAE:
         self.differentially_private_ = False
         self.training_info_: dict[str, Any] = {}
 
-    def build(self, schema: Schema) -> MedVAE:
-        """Create an untrained (seeded) network for ``schema``."""
-        torch.manual_seed(self.config.seed)
-        self.schema_ = schema
-        self.network_ = network_for(self.config, schema)
-        return self
-
-    @property
-    def transformer(self) -> Transformer:
-        return Transformer(self._schema())
+    def _new_network(self, schema: Schema) -> MedVAENetwork:
+        return network_for(self.config, schema)
 
     def fit(self, frame: pd.DataFrame, schema: Schema, progress: ProgressCallback | None = None) -> MedVAE:
         """Validate ``frame`` against ``schema`` and train on the annealed ELBO, without DP."""
@@ -152,16 +145,3 @@ class MedVAE:
         model.network_.eval()
         restore_fitted(model, files.meta)
         return model
-
-    def n_parameters(self) -> int:
-        return int(sum(p.numel() for p in self._network().parameters()))
-
-    def _schema(self) -> Schema:
-        if self.schema_ is None:
-            raise NotFittedError("this Med-VAE is not fitted: call fit() or MedVAE.load() first")
-        return self.schema_
-
-    def _network(self) -> MedVAENetwork:
-        if self.network_ is None:
-            raise NotFittedError("this Med-VAE is not fitted: call fit() or MedVAE.load() first")
-        return self.network_
