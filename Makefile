@@ -24,6 +24,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
+	@$(COMPILE)
 	$(BIN)/fedsynth demo
 
 # System packages the tests need (Debian's chromium for the report's browser test); a no-op
@@ -36,15 +37,20 @@ system:
 # spinning worker threads starved them (docs/research/2026-12-04-suite-time.md).
 TEST_WORKERS ?= 2
 PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
+# fedsynth's own modules compiled once: where PYTHONDONTWRITEBYTECODE is set (as on these
+# machines) every process the tests start would compile them again (0.35 s a process).
+COMPILE := $(BIN)/python -m compileall -q fedsynth > /dev/null
 
 test: $(STAMP) system
 	$(BIN)/ruff check fedsynth tests benchmarks
+	@$(COMPILE)
 	$(PYTEST)
 
 # For development: skips the tests marked slow (quality fits) and integration (real Ray, Flower
 # deployments, HTTP servers, browsers, subprocess CLIs). `make test` runs everything, as CI does.
 test-fast: $(STAMP)
 	$(BIN)/ruff check fedsynth tests benchmarks
+	@$(COMPILE)
 	$(PYTEST) -m "not slow and not integration"
 
 # The quick benchmarks (speed, start-up); each quality protocol's command is in benchmarks/README.md.
