@@ -19,21 +19,28 @@ from flwr.supercore.run import Run
 
 PULL_INTERVAL = 0.2  # one small request to the SuperLink per interval while replies are due
 OBJECT_PULL_BACKOFF = 0.05  # Flower's: 1 s, doubling up to 10 s
+# How long the coordinator waits for a reply's objects (the weights) to reach the SuperLink
+# (Flower's: 2 hours). A site killed mid-upload leaves its reply's objects missing, and the
+# pull that meets it blocks the round's other replies until it gives up; weights of a few MB
+# take seconds, so a minute bounds that stall without failing a slow but live upload.
+REPLY_OBJECTS_MAX_TIME = 60.0
 
 
-def prompt_object_pulls(initial_backoff: float = OBJECT_PULL_BACKOFF) -> None:
+def prompt_object_pulls(initial_backoff: float = OBJECT_PULL_BACKOFF, max_time: float | None = None) -> None:
     """In this process, retry a pull of a message's objects after ``initial_backoff`` s (doubling).
 
     Why: a SuperNode hands a message to its ClientApp before it has pulled the message's objects
     (the weights) from the SuperLink, so the ClientApp's first pull finds nothing and Flower waits
     a whole second before asking again; every round paid it. Only the first wait changes: the
-    doubling and Flower's cap and time limit stay.
+    doubling and Flower's cap stay, and its time limit unless ``max_time`` is given.
     """
     from flwr.supercore.inflatable import inflatable_utils
 
     for function in (inflatable_utils.pull_objects, inflatable_utils.pull_and_inflate_object_from_tree):
         assert function.__kwdefaults__ is not None and "initial_backoff" in function.__kwdefaults__
         function.__kwdefaults__["initial_backoff"] = initial_backoff
+        if max_time is not None:
+            function.__kwdefaults__["max_time"] = max_time
 
 
 class PromptGrid(Grid):
@@ -44,7 +51,7 @@ class PromptGrid(Grid):
             raise ValueError(f"pull_interval must be > 0, got {pull_interval}")
         self.grid = grid
         self.pull_interval = pull_interval
-        prompt_object_pulls()  # a reply's objects can lag its message at the SuperLink too
+        prompt_object_pulls(max_time=REPLY_OBJECTS_MAX_TIME)  # a reply's objects can lag its message
 
     def set_run(self, run: Run) -> None:
         self.grid.set_run(run)

@@ -10,7 +10,7 @@ import pytest
 from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
-from fedsynth.server.prompt_grid import OBJECT_PULL_BACKOFF, PromptGrid, prompt_object_pulls
+from fedsynth.server.prompt_grid import OBJECT_PULL_BACKOFF, REPLY_OBJECTS_MAX_TIME, PromptGrid, prompt_object_pulls
 
 
 class SlowSites(Grid):
@@ -117,3 +117,14 @@ def test_object_pulls_retry_after_a_short_first_wait_and_keep_flowers_cap() -> N
     for function in (inflatable_utils.pull_objects, inflatable_utils.pull_and_inflate_object_from_tree):
         assert function.__kwdefaults__["initial_backoff"] == OBJECT_PULL_BACKOFF < 1
         assert function.__kwdefaults__["backoff_cap"] == PULL_BACKOFF_CAP
+
+
+def test_the_coordinators_grid_gives_up_on_a_replys_missing_objects_after_a_minute() -> None:
+    # A site killed mid-upload: Flower would retry its reply's objects for 2 hours, holding the
+    # round's other replies back (measured: 3 minutes, until the SuperLink dropped the upload).
+    from flwr.supercore.constant import PULL_MAX_TIME
+    from flwr.supercore.inflatable import inflatable_utils
+
+    PromptGrid(SlowSites())
+    for function in (inflatable_utils.pull_objects, inflatable_utils.pull_and_inflate_object_from_tree):
+        assert function.__kwdefaults__["max_time"] == REPLY_OBJECTS_MAX_TIME < PULL_MAX_TIME
