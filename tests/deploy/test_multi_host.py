@@ -140,7 +140,10 @@ def test_sites_on_hosts_of_their_own_a_revoked_site_refused_and_two_sites_lost_m
     assert run.latest_checkpoint().round == ROUNDS, f"no round-{ROUNDS} model; the sites' records: {by_round}"
     assert by_round[1] == {"site-0": "ok", "site-1": "ok", "site-2": "ok"}
     assert by_round[2].get("site-0") == "ok"
-    assert by_round[2].get("site-1") != "ok" and by_round[2].get("site-2") != "ok"
+    assert by_round[2].get("site-1") != "ok"  # its link was cut before round 2: no reply can arrive
+    # site-2 is killed once its round-2 spend is on disk; its 0.4-s DP round can finish and its
+    # reply leave before the kill lands (seen under load), so its round-2 outcome is either;
+    # what must hold is its ledger (below): the reserved spend is never lost.
     # The killed site's ledger still holds its round-2 reservation (spend is never under-counted);
     # the cut site's holds it too if round 2 reached it before the cut.
     assert _ledger_rounds(sites / "site-2") == [1, 2]
