@@ -10,7 +10,6 @@ set -euo pipefail
 
 WORK=${1:?usage: deploy/rehearse.sh WORKDIR [SITES]}
 SITES=${2:-3}
-REPO=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
 cd "$WORK"
@@ -140,7 +139,8 @@ round_timeout = 120
 run_dir = "$WORK/runs/rehearsal"
 schema = "$WORK/site-0/schema.toml"
 EOF
-TRAIN=(flwr run "$REPO" hospitals --stream --run-config "federation-config=\"$WORK/federation.toml\"")
+run fedsynth deploy app app   # the Flower app `flwr run` submits: the installed fedsynth's ServerApp and ClientApp
+TRAIN=(flwr run app hospitals --stream --run-config "federation-config=\"$WORK/federation.toml\"")
 echo "   \$ ${TRAIN[*]}  (in the background: the coordinator crashes mid-run below)"
 "${TRAIN[@]}" >logs/run-train-crashed.log 2>&1 &
 FIRST_SUBMISSION=$!
@@ -168,11 +168,11 @@ run fedsynth budget runs/rehearsal
 test -f runs/rehearsal/model/manifest.json || { echo "no published model; see logs/run-train.log" >&2; exit 1; }
 
 step "5. audit and evaluate the published model (coordinator)"
-run flwr run "$REPO" hospitals --stream \
+run flwr run app hospitals --stream \
     --run-config "federation-config=\"$WORK/federation.toml\" task=\"audit\" seed=0 expected-sites=$SITES" \
     >logs/run-audit.log 2>&1
 test -f runs/rehearsal/audit.json || { echo "no audit.json; see logs/run-audit.log" >&2; exit 1; }
-run flwr run "$REPO" hospitals --stream \
+run flwr run app hospitals --stream \
     --run-config "federation-config=\"$WORK/federation.toml\" task=\"evaluate\" expected-sites=$SITES horizons=\"[365, 730]\"" \
     >logs/run-evaluate.log 2>&1
 test -f runs/rehearsal/evaluation.json || { echo "no evaluation.json; see logs/run-evaluate.log" >&2; exit 1; }

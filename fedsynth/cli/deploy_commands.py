@@ -1,4 +1,4 @@
-"""`fedsynth deploy`: TLS credentials, SuperNode keys, the Fleet gateway, systemd units."""
+"""`fedsynth deploy`: TLS credentials, SuperNode keys, the Flower app directory, the Fleet gateway, systemd units."""
 
 from __future__ import annotations
 
@@ -57,6 +57,20 @@ def deploy_renew_server(
     console.print(f"new SuperLink certificate {files.server_cert} (key {files.server_key}), "
                   f"valid until {cert.not_valid_after_utc:%Y-%m-%d}")  # fmt: skip
     console.print("restart the SuperLink and the gateway to serve it; sites keep their ca.crt")
+
+
+@deploy_app.command("app")
+@user_errors
+def deploy_app_directory(
+    directory: Annotated[Path, typer.Argument(help="Where to write the app's pyproject.toml (created if missing).")],
+) -> None:
+    """Write the Flower app directory that `flwr run DIRECTORY ...` submits (the installed fedsynth's apps)."""
+    from fedsynth.deploy.app_dir import write_app_dir
+
+    if directory.exists() and not directory.is_dir():
+        raise FileExistsError(f"{directory} is a file, not a directory: name a directory for the Flower app")
+    write_app_dir(directory)
+    console.print(f"Flower app: {directory / 'pyproject.toml'} (submit it with `flwr run {directory} <superlink> ...`)")
 
 
 @deploy_app.command("node-key")

@@ -1,7 +1,13 @@
-"""`fedsynth deploy certs` / `deploy node-key`: files where promised, clear errors, exit 2."""
+"""`fedsynth deploy certs` / `node-key` / `app`: files where promised, clear errors, exit 2."""
 
 from __future__ import annotations
 
+import io
+import tomllib
+import zipfile
+from pathlib import Path
+
+from flwr.cli.build import build_fab_from_disk
 from typer.testing import CliRunner
 
 from fedsynth.cli import app
@@ -56,3 +62,21 @@ def test_audit_and_evaluate_name_a_bad_engine_and_a_run_not_trained_on_the_deplo
     assert result.exit_code == 2
     assert "deployment/federation.toml is missing" in message and "--engine simulation" in message
     assert list(run_dir.iterdir()) == []  # nothing written
+
+
+def test_deploy_app_writes_an_app_naming_the_installed_server_and_client_apps(tmp_path) -> None:
+    result = runner.invoke(app, ["deploy", "app", str(tmp_path / "app")])
+    assert result.exit_code == 0, result.output
+    written = tomllib.loads((tmp_path / "app" / "pyproject.toml").read_text())["tool"]["flwr"]["app"]
+    checkout = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["tool"]["flwr"]["app"]
+    assert written["components"] == checkout["components"] and set(written["config"]) == set(checkout["config"])
+    # The FAB that `flwr run` submits carries the app's declaration and no code of ours.
+    with zipfile.ZipFile(io.BytesIO(build_fab_from_disk(tmp_path / "app"))) as fab:
+        assert not [name for name in fab.namelist() if name.endswith(".py")]
+        assert "pyproject.toml" in fab.namelist()
+
+
+def test_deploy_app_names_a_file_in_the_way(tmp_path) -> None:
+    (tmp_path / "app").write_text("not a directory")
+    result = runner.invoke(app, ["deploy", "app", str(tmp_path / "app")])
+    assert result.exit_code == 2 and "is a file" in result.output
