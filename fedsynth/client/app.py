@@ -159,11 +159,11 @@ def handle_train(message: Message, context: Context, sites_root: Path | None = N
         planned_rounds=int(config["planned-rounds"]),
         coordinator_floor=ledger_floor(config, site.config.name),
     )
-    # Where a round's time goes, for operators (the deployment engine starts a process per message).
+    # Where a round's time goes, for operators: a site's process answers message after message.
     log(
         INFO,
-        "site %s round %s: process age %.1f s at the message, site opened in %.2f s, DP round %.2f s",
-        site.config.name, config["server-round"], process_age_seconds() - (time.monotonic() - started),
+        "site %s round %s: process %d, age %.1f s at the message, site opened in %.2f s, DP round %.2f s",
+        site.config.name, config["server-round"], os.getpid(), process_age_seconds() - (time.monotonic() - started),
         opened - started, time.monotonic() - opened,
     )  # fmt: skip
     return train_reply(message, result, site.config.name)

@@ -8,6 +8,7 @@ A site lost mid-round is tested across hosts of their own in tests/deploy/test_m
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import tomli_w
@@ -28,7 +29,7 @@ def test_train_then_audit_over_the_deployment_engine(tmp_path) -> None:
     from fedsynth.model.mcm import generator_digest
 
     document = {
-        "federation": {"engine": "deployment", "rounds": 1, "min_sites": 3, "round_timeout": 300, "run_dir": "run"},
+        "federation": {"engine": "deployment", "rounds": 2, "min_sites": 3, "round_timeout": 300, "run_dir": "run"},
         "simulation": {"dataset": "whas500", "sites": 3},
         "site": {"privacy": {"target_epsilon": 3.0}, "training": {"local_epochs": 1}},
         "model": {"hidden": 16, "n_bins": 16},
@@ -42,6 +43,10 @@ def test_train_then_audit_over_the_deployment_engine(tmp_path) -> None:
     logs = run_dir / "deployment" / "logs"
     before = {p.name: p.stat().st_size for p in logs.glob("supernode-*.log")}
     assert sorted(before) == ["supernode-site-0.log", "supernode-site-1.log", "supernode-site-2.log"]
+    # Each site's long-lived ClientApp process answered both rounds (warm, as a simulation actor is).
+    for site in ("site-0", "site-1", "site-2"):
+        rounds = re.findall(rf"site {site} round (\d+): process (\d+),", (logs / f"superexec-{site}.log").read_text())
+        assert sorted({r for r, _ in rounds}) == ["1", "2"] and len({pid for _, pid in rounds}) == 1, rounds
 
     audited = runner.invoke(app, ["audit", str(run_dir), "--seed", "4"])  # auto: the run's engine
     assert audited.exit_code == 0, audited.output
