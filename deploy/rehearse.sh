@@ -15,6 +15,7 @@ WORK=$(cd "$WORK" && pwd)
 cd "$WORK"
 mkdir -p logs state
 export FLWR_HOME="$WORK/flwr-home"   # the flwr CLI's connections and the runs' FAB cache
+export FLWR_TELEMETRY_ENABLED=0      # the runbook's first line: no usage events to Flower's servers
 
 PIDS=()
 stop_all() {

@@ -6,10 +6,11 @@ started after the SuperLink and stopped with it). Site: ``fedsynth-supernode-<na
 which runs ``fedsynth site check`` first, so a site whose data, ledger, key or certificate fails
 its pre-flight does not start, then ``flower-supernode``.
 
-Each unit runs as an unprivileged user with no new privileges, a private /tmp and a read-only
-system except the directory it writes (the SuperLink's state; the site directory, where its
-ledger lives; none for the gateway). systemd stops every process of a unit's control group, the processes Flower
-starts in sessions of their own included. The commands are the runbook's (deploy/README.md).
+Each unit runs as an unprivileged user with Flower's usage telemetry off, no new privileges,
+a private /tmp and a read-only system except the directory it writes (the SuperLink's state;
+the site directory, where its ledger lives; none for the gateway). systemd stops every process
+of a unit's control group, the processes Flower starts in sessions of their own included. The
+commands are the runbook's (deploy/README.md).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from fedsynth import TELEMETRY_ENV
 from fedsynth.deploy import DeploymentError
 
 UNSAFE = set("%$\"'\\\n;")  # systemd specifiers, variables and quoting: refused, not escaped
@@ -75,7 +77,8 @@ def _service(
     writable_line = f"ReadWritePaths={writable}\n" if writable else ""
     return (
         f"[Unit]\nDescription={description}\nAfter=network-online.target\nWants=network-online.target\n{extra}\n"
-        f"[Service]\nType=exec\nUser={user}\nGroup={user}\n{pre_line}ExecStart={exec_start}\n"
+        f"[Service]\nType=exec\nUser={user}\nGroup={user}\nEnvironment={TELEMETRY_ENV}=0\n{pre_line}"
+        f"ExecStart={exec_start}\n"
         "Restart=on-failure\nRestartSec=5\nNoNewPrivileges=yes\nPrivateTmp=yes\nProtectSystem=strict\n"
         f"ProtectHome=read-only\n{writable_line}UMask=0077\n\n"
         "[Install]\nWantedBy=multi-user.target\n"

@@ -125,6 +125,7 @@ def test_the_units_run_the_runbooks_commands_hardened(layout) -> None:
     assert f"site-dir='{layout['root'] / 'site-a'}'" in shlex.split(site["ExecStart"])
     for unit, writable in ((superlink, "state"), (gateway, None), (site, "site-a")):
         assert unit["User"] == "fedsynth" and unit["NoNewPrivileges"] == "yes" and unit["ProtectSystem"] == "strict"
+        assert unit["Environment"] == "FLWR_TELEMETRY_ENABLED=0"  # Flower's usage events never leave
         assert unit.get("ReadWritePaths") == (str(layout["root"] / writable) if writable else None)
         assert Path(shlex.split(unit["ExecStart"])[0]).is_file()  # this installation's own executables
 
