@@ -207,8 +207,11 @@ def main() -> None:
         hr = sum(r["hr_in_ci_fraction"] for r in runs) / len(runs)
         mean = {
             key: sum(r[key] for r in runs) / len(runs)
-            for key in ("numeric_mean_ks", "discrete_mean_tvd", "worst_ks", "dcr_share_mean")
-        }
+            for key in (
+                "numeric_mean_ks", "discrete_mean_tvd", "worst_ks", "dcr_share_mean",
+                "correlation_gap_max", "correlation_gap_mean",
+            )
+        }  # fmt: skip
         results[dataset] = {
             "runs": runs,
             **mean,
@@ -243,7 +246,8 @@ def main() -> None:
         print(
             f"{dataset}: TSTR {tstr:.3f} vs TRTR {trtr:.3f} (gap {tstr - trtr:+.3f}), HR in CI {hr:.0%}, "
             f"KS {mean['numeric_mean_ks']:.3f} TVD {mean['discrete_mean_tvd']:.3f} worst KS {mean['worst_ks']:.3f}, "
-            f"DCR {mean['dcr_share_mean']:.3f}",
+            f"DCR {mean['dcr_share_mean']:.3f}, correlation gap max {mean['correlation_gap_max']:.2f} "
+            f"mean {mean['correlation_gap_mean']:.3f}",
             flush=True,
         )
     document = {

@@ -53,6 +53,7 @@ def test_federated_rounds_then_resume_past_the_budget_is_refused(two_round_copy)
     score, sample = score_simulated_run(run_dir, seed=1)
     assert score.n_synthetic == len(sample) == pooled and score.differentially_private
     assert [s.site for s in score.sites] == ["site-0", "site-1", "site-2"]
+    assert 0.0 < score.correlation_gap_mean <= score.correlation_gap_max <= 2.0  # |r - r'| of column pairs
     larger, sample = score_simulated_run(run_dir, seed=1, n_synthetic=2 * pooled)
     assert larger.n_synthetic == len(sample) == 2 * pooled
 
