@@ -22,7 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from benchmarks.machine import machine_info
+from benchmarks.machine import write_record
 
 
 def run_demos(repeats: int, workdir: Path) -> list[Path]:
@@ -78,12 +78,10 @@ def main() -> None:
     runs = list(args.runs) + (run_demos(args.repeats, args.workdir) if args.repeats else [])
     if not runs:
         parser.error("give --repeats N or --runs DIR ...")
-    document = {"command": " ".join(["python -m benchmarks.demo_verdicts", *sys.argv[1:]]),
-                "machine": machine_info(), "result": summarise(runs)}  # fmt: skip
-    text = json.dumps(document, indent=1)
-    print(text)
+    result = summarise(runs)
+    print(json.dumps({k: result[k] for k in ("runs", "pass_share", "hr_in_ci_fraction", "covariates")}, indent=1))
     if args.out:
-        args.out.write_text(text + "\n")
+        write_record(args.out, "benchmarks.demo_verdicts", result)
 
 
 if __name__ == "__main__":
