@@ -169,9 +169,13 @@ def warm_executor_class() -> type:
             return not self._busy
 
         def _stop_worker(self) -> None:
+            """Ask the site's process to stop after its message, if any; end it if it has not in 5 s."""
             if self._worker is not None and self._worker.is_alive():
-                self._worker.terminate()
+                self._tasks.put(None)
                 self._worker.join(timeout=5)
+                if self._worker.is_alive():
+                    self._worker.terminate()
+                    self._worker.join(timeout=5)
 
         def reconcile(self) -> None:
             multiprocessing.active_children()  # reap the finished ClientApp processes
