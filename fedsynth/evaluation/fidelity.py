@@ -181,16 +181,22 @@ def survival_grid_end(real: pd.DataFrame, schema: Schema) -> float:
     return min(bound, step * max(1, math.ceil(quantile / step)))
 
 
-def correlation_difference(matrices: dict[str, Any]) -> dict[str, float]:
-    """Max and mean |corr_real - corr_synthetic| over the column pairs of :func:`correlation_matrices`
-    (pairs with a column constant on either side, ``None`` there, skipped)."""
+def correlation_gaps(matrices: dict[str, Any]) -> list[tuple[float, int, int]]:
+    """(|corr_real - corr_synthetic|, i, j) for each column pair of :func:`correlation_matrices`
+    that both sides have (a pair with a column constant or withheld on either side, ``None``
+    there, is skipped); ``i`` and ``j`` index ``matrices["columns"]``."""
     real, synthetic = matrices["real"], matrices["synthetic"]
-    gaps = [
-        abs(real[i][j] - synthetic[i][j])
+    return [
+        (abs(real[i][j] - synthetic[i][j]), i, j)
         for i in range(len(real))
         for j in range(i + 1, len(real))
         if real[i][j] is not None and synthetic[i][j] is not None
     ]
+
+
+def correlation_difference(matrices: dict[str, Any]) -> dict[str, float]:
+    """Max and mean |corr_real - corr_synthetic| over the column pairs of :func:`correlation_gaps`."""
+    gaps = [gap for gap, _, _ in correlation_gaps(matrices)]
     return {"max_abs": max(gaps) if gaps else 0.0, "mean_abs": float(np.mean(gaps)) if gaps else 0.0}
 
 

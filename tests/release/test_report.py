@@ -278,3 +278,17 @@ def test_fidelity_section_shows_each_modelled_columns_missing_share(demo_run: Pa
     assert "|Missing values|" in section
     assert "|bmi|0.3|0.28|-0.02|" in section and "|chf|withheld|0.01|n/a|" in section
     assert "site-0: Marginal histograms on the public bins" in section and "not drawn" not in section
+
+
+def test_fidelity_section_names_the_pair_whose_correlation_the_synthetic_rows_miss_most(demo_run: Path) -> None:
+    evaluation = json.loads((demo_run / "evaluation.json").read_text())
+    matrices = evaluation["sites"][0]["fidelity"]["correlation_matrices"]
+    first, second = matrices["columns"][:2]
+    for side, value in (("real", 0.95), ("synthetic", -0.05)):  # a gap of 1.0: no recorded pair misses more
+        matrices[side][0][1] = matrices[side][1][0] = value
+    (demo_run / "evaluation.json").write_text(json.dumps(evaluation))
+    report = _text(write_report(demo_run, demo_run / "report.html", None).read_text())
+    section = report.split("|Fidelity|")[1].split("|Survival utility|")[0]
+    assert "|Dependence between columns|" in section
+    assert f"|site-0|{first} / {second}|0.95|-0.05|1|" in section
+    assert all(f"|site-{i}|" in section for i in (1, 2))  # every site that sent its matrices has a row
