@@ -26,16 +26,17 @@ import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from fedsynth.data.io import write_text
 from fedsynth.data.schema import Schema
 from fedsynth.marginals.target import MarginalTarget
 from fedsynth.model.config import MCMConfig
-from fedsynth.model.mcm import MCM, load_model, save_model, weights_digest
-from fedsynth.model.persistence import model_digest
+
+if TYPE_CHECKING:  # the model modules load torch: imported where a model is read or written, so
+    import torch  # that reading a run's records (`fedsynth budget`, `site status`) does not
+
+    from fedsynth.model.mcm import MCM
 
 CHECKPOINTS = "checkpoints"
 BUDGET = "budget.jsonl"
@@ -76,6 +77,9 @@ class RunDirectory:
     def save_checkpoint(
         self, server_round: int, state_dict: dict[str, torch.Tensor], schema: Schema, config: MCMConfig, info: dict
     ) -> Checkpoint:
+        from fedsynth.model.mcm import MCM, save_model, weights_digest
+        from fedsynth.model.persistence import model_digest
+
         model = MCM(config).build(schema)
         model.network_.load_state_dict(state_dict)
         model.differentially_private_ = True
@@ -100,12 +104,16 @@ class RunDirectory:
         pointer = self.path / CHECKPOINTS / "LATEST"
         if not pointer.exists():
             return None
+        from fedsynth.model.persistence import model_digest
+
         server_round = int(pointer.read_text(encoding="utf-8").strip())
         target = self.path / CHECKPOINTS / f"round-{server_round:04d}"
         return Checkpoint(server_round, target, model_digest(target))
 
     def load_checkpoint(self, checkpoint: Checkpoint) -> MCM:
         """The checkpoint's model; its manifest hashes are verified on load."""
+        from fedsynth.model.mcm import load_model
+
         return load_model(checkpoint.path)
 
     def marginal_target(self) -> MarginalTarget | None:
@@ -118,6 +126,8 @@ class RunDirectory:
     def publish_model(self, checkpoint: Checkpoint) -> Path:
         """The final checkpoint as RUN_DIR/model, the model the server samples from: calibrated
         to the run's DP marginal tables where every site released them, else a copy."""
+        from fedsynth.model.mcm import load_model, save_model
+
         target = self.path / "model"
         calibration = self.marginal_target()
         if calibration is not None:

@@ -126,3 +126,23 @@ def test_the_marginal_release_is_composed_into_the_sites_epsilon(tmp_path) -> No
     assert a["marginals"] == [{"noise_multiplier": 6.0, "epsilon_step": after_marginal, "epsilon": after_marginal}]
     assert [r["round"] for r in a["rounds"]] == [1]  # the training rounds; the release is listed apart
     assert "marginal tables: one Gaussian step (noise 6.000" in result.output
+
+
+def test_budget_reads_a_run_without_loading_torch_and_reports_what_it_reports_in_process(tmp_path) -> None:
+    # A privacy officer asks for it often; reading the records needs no model, so no torch start-up.
+    import subprocess
+    import sys
+
+    run = RunDirectory(tmp_path / "run")
+    run.initialise("r1", bundled_schema("whas500"), {})
+    run.append_budget([_record("a", 1, 1.2), _record("b", 1, 0.9)])
+    code = (
+        "import sys; from fedsynth.server.budget import budget_report; import json;"
+        f"print(json.dumps(budget_report({str(tmp_path / 'run')!r})));"
+        "print('imported:', *[m for m in ('torch', 'opacus', 'flwr', 'ray') if m in sys.modules])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    report, imported = done.stdout.rsplit("imported:", 1)
+    assert imported.split() == []
+    assert json.loads(report) == json.loads(json.dumps(budget_report(tmp_path / "run")))
