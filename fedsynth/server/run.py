@@ -33,8 +33,10 @@ from fedsynth.data.schema import Schema
 from fedsynth.marginals.target import MarginalTarget
 from fedsynth.model.config import MCMConfig
 
-if TYPE_CHECKING:  # the model modules load torch: imported where a model is read or written, so
-    import torch  # that reading a run's records (`fedsynth budget`, `site status`) does not
+# The model modules load torch: they are imported where a model is read or written, so that
+# reading a run's records (`fedsynth budget`) does not pay for it.
+if TYPE_CHECKING:
+    import torch
 
     from fedsynth.model.mcm import MCM
 
