@@ -11,6 +11,7 @@ from fedsynth.cli import app
 from fedsynth.data.datasets import bundled_schema
 from fedsynth.server.budget import budget_report
 from fedsynth.server.run import RunDirectory
+from tests.cli.fresh_interpreter import run_in_fresh_interpreter
 
 
 def _record(site: str, round_: int, epsilon: float, status: str = "ok") -> dict:
@@ -130,19 +131,12 @@ def test_the_marginal_release_is_composed_into_the_sites_epsilon(tmp_path) -> No
 
 def test_budget_reads_a_run_without_loading_torch_and_reports_what_it_reports_in_process(tmp_path) -> None:
     # A privacy officer asks for it often; reading the records needs no model, so no torch start-up.
-    import subprocess
-    import sys
-
     run = RunDirectory(tmp_path / "run")
     run.initialise("r1", bundled_schema("whas500"), {})
     run.append_budget([_record("a", 1, 1.2), _record("b", 1, 0.9)])
-    code = (
-        "import sys; from fedsynth.server.budget import budget_report; import json;"
-        f"print(json.dumps(budget_report({str(tmp_path / 'run')!r})));"
-        "print('imported:', *[m for m in ('torch', 'opacus', 'flwr', 'ray') if m in sys.modules])"
+    output, imported = run_in_fresh_interpreter(["budget", str(tmp_path / "run")])
+    assert imported == [], f"`fedsynth budget` imported {imported}"
+    assert "NOT within budget" not in output
+    assert json.loads((tmp_path / "run" / "budget.json").read_text()) == json.loads(
+        json.dumps(budget_report(tmp_path / "run"))
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    report, imported = done.stdout.rsplit("imported:", 1)
-    assert imported.split() == []
-    assert json.loads(report) == json.loads(json.dumps(budget_report(tmp_path / "run")))

@@ -8,8 +8,6 @@ import re
 import shutil
 import socket
 import ssl
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from fedsynth.deploy.certs import _certificate_authority, make_credentials
 from fedsynth.deploy.site_check import check_auth_key, check_superlink
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.mcm import MCM
+from tests.cli.fresh_interpreter import run_in_fresh_interpreter
 from tests.client.conftest import write_site
 
 SITE_SECTIONS = "[privacy]\ntarget_epsilon = 2.0\n[training]\nlocal_epochs = 1\n"
@@ -99,18 +98,6 @@ def test_status_after_a_dp_round_reports_the_ledgers_epsilon_and_runs_and_writes
     assert _files(site_dir) == before  # status (and verify) only read
 
 
-# `site status --json` or `site check` in a fresh interpreter: its output, then the heavy libraries it loaded.
-_RUN_AND_LIST_IMPORTS = """
-import sys
-from typer.testing import CliRunner
-from fedsynth.cli import app
-done = CliRunner().invoke(app, sys.argv[1:])
-assert done.exit_code == 0, done.output
-print(done.output)
-print("imported:", *[m for m in ("torch", "opacus", "flwr", "ray", "lifelines") if m in sys.modules])
-"""
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("command", [["status", "--json"], ["check"]])
 def test_status_and_check_answer_without_loading_torch_and_compose_the_same_epsilon(trained, command) -> None:
@@ -119,12 +106,8 @@ def test_status_and_check_answer_without_loading_torch_and_compose_the_same_epsi
     from Opacus' RDP analysis loaded on its own, and equals the ledger's own (Opacus imported)."""
     site_dir, epsilon, _ = trained
     args = ["site", command[0], str(site_dir), *command[1:]]
-    done = subprocess.run(
-        [sys.executable, "-c", _RUN_AND_LIST_IMPORTS, *args], capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
-    output, imported = done.stdout.rsplit("imported:", 1)
-    assert imported.split() == [], f"`fedsynth {' '.join(args)}` imported {imported.split()}"
+    output, imported = run_in_fresh_interpreter(args)
+    assert imported == [], f"`fedsynth {' '.join(args)}` imported {imported}"
     if command[0] == "status":
         assert json.loads(output)["ledger"]["epsilon"] == epsilon  # bit for bit
     else:
