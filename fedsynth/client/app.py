@@ -248,7 +248,9 @@ def handle_query(message: Message, context: Context, sites_root: Path | None = N
         from fedsynth.client.evaluation import run_site_evaluation
 
         horizons = json.loads(str(config["horizons"])) if "horizons" in config else None
-        record, result = EVALUATION_RECORD, run_site_evaluation(site, model, seed=seed, horizons=horizons)
+        size = json.loads(str(config["sample"])).get("n") if "sample" in config else None  # the release's
+        record = EVALUATION_RECORD
+        result = run_site_evaluation(site, model, seed=seed, horizons=horizons, n=size)
     else:
         raise ValueError(f"unknown query task {task!r}; this site answers 'audit', 'evaluate' and 'marginals'")
     content = RecordDict({record: ConfigRecord({"site": site.config.name, "result": json.dumps(result)})})

@@ -37,30 +37,32 @@ MAX_DICT_ENTRIES = 256
 
 
 def site_sampling_seed(seed: int, site_name: str) -> int:
-    """The seed a site samples its audit/evaluation set with: the query's seed and the site's name.
+    """The seed a site samples its evaluation set with: the query's seed and the site's name.
 
     Why not the query's seed itself: every site would then draw the *same* synthetic rows
-    (same model, same seed, same size), and the sites' audits, which the coordinator pools as
-    independent estimates, would share that sample's luck.
+    (same model, same seed, same size), and the sites' evaluations, which the coordinator pools
+    as independent estimates (hazard ratios, fidelity noise floors), would share that sample's
+    luck. Audits are different: they judge the released rows themselves.
     """
     digest = hashlib.sha256(f"{seed}:{site_name}".encode()).digest()
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
 def start_site_query(
-    site: Site, model: MCM, seed: int, kind: str, sample: tuple[int, list[str]] | None = None
+    site: Site, model: MCM, seed: int, kind: str, sample: tuple[int, list[str]] | None = None, n: int | None = None
 ) -> tuple[str, int, Any]:
     """What every audit and evaluation does first, in this order: name the model, count the
     query against ``privacy.max_audits`` (on disk, before any row is read), then sample from
     the model at the site. ``sample`` = (n, conditions): exactly ``model.sample(n, conditions,
     seed)``, the rows a release sampled with that seed holds (audits); None: the site's own
-    sample (:func:`site_sampling_seed`, evaluations). Returns (model digest, query number,
-    synthetic sample)."""
+    unconditional sample of ``n`` rows (default: its training size) with
+    :func:`site_sampling_seed` (evaluations). Returns (model digest, query number, synthetic sample)."""
     resolved = model.resolve(sample[1]) if sample else []  # a bad condition costs no query
     digest = generator_digest(model)
     number = record_audit(site, digest, seed, kind=kind)
     if sample is None:
-        return digest, number, model.sample(len(site.train), seed=site_sampling_seed(seed, site.config.name))
+        size = len(site.train) if n is None else int(n)
+        return digest, number, model.sample(size, seed=site_sampling_seed(seed, site.config.name))
     return digest, number, model.sample(sample[0], resolved, seed=seed)
 
 

@@ -1,7 +1,8 @@
 """A site's survival-utility evaluation of the global model: its own rows in, aggregates out.
 
 The site half of the federated evaluation (same protocol as the audit): the site samples a
-synthetic set from the global model itself, evaluates it against its own train and holdout rows
+synthetic set from the global model itself, of the size the coordinator names (the release's:
+the judged figures must describe data of the size researchers get), evaluates it against its own train and holdout rows
 (:func:`fedsynth.evaluation.site_evaluation.evaluate_synthetic`) and returns aggregates only —
 per-column statistics, hazard ratios per covariate, C-indices, calibration figures, and survival
 curves on a fixed 50-point grid for groups of at least 20 patients. Counted against the site's
@@ -67,14 +68,22 @@ def site_horizons(site: Site, requested: list[float] | None) -> list[float]:
     return [float(h) for h in requested]
 
 
-def run_site_evaluation(site: Site, model: MCM, seed: int = 0, horizons: list[float] | None = None) -> dict[str, Any]:
-    """Every survival-utility evaluation of ``model`` at ``site``; a JSON-able dict of aggregates."""
+def run_site_evaluation(
+    site: Site, model: MCM, seed: int = 0, horizons: list[float] | None = None, n: int | None = None
+) -> dict[str, Any]:
+    """Every survival-utility evaluation of ``model`` at ``site``; a JSON-able dict of aggregates.
+
+    The synthetic rows are the site's own unconditional draw of ``n`` rows (default: its training
+    size; the coordinator asks for the release's size), named in the result's ``sample``."""
+    if n is not None and int(n) < 1:
+        raise ValueError(f"an evaluation needs at least one synthetic row; n is {n}")
     horizons = site_horizons(site, horizons)
-    digest, number, synthetic = start_site_query(site, model, seed, "evaluation")
+    digest, number, synthetic = start_site_query(site, model, seed, "evaluation", n=n)
     result = {
         "site": site.config.name,
         "query_number": number,
         "model_sha256": digest,
+        "sample": {"seed": seed, "n": len(synthetic)},
         **evaluate_synthetic(
             site.train,
             site.holdout,

@@ -221,6 +221,25 @@ def audit_binding_problems(audit: dict[str, Any], release: ReleaseFile) -> list[
     return []
 
 
+def evaluation_size_problems(evaluation: dict[str, Any], release: ReleaseFile) -> list[str]:
+    """Why evaluation.json's figures do not describe data of the released file's size (empty: they do).
+
+    Hazard ratios, C-indices and marginal distances read on a sample smaller than the release carry
+    more sampling noise than the release has; on a larger one, less: either way the verdict would be
+    about other data than what researchers get."""
+    evaluated = (evaluation.get("sample") or {}).get("n")
+    size = int(release.record["n"])
+    fix = f"re-run `fedsynth evaluate RUN_DIR` (it evaluates samples of the audited release's size, {size})"
+    if evaluated is None:
+        return [f"evaluation.json does not say how many synthetic rows the sites evaluated (an older fedsynth): {fix}"]
+    if int(evaluated) != size:
+        return [f"the sites evaluated samples of {evaluated} rows, but {release.path.name} holds {size}: {fix}"]
+    others = [s.get("site", "?") for s in evaluation.get("sites", []) if (s.get("sample") or {}).get("n") != size]
+    if others:
+        return [f"{', '.join(others)} evaluated samples of another size than {release.path.name} holds ({size}): {fix}"]
+    return []
+
+
 def write_audited_sample(run_dir: Path) -> Path:
     """Write RUN_DIR/synthetic.csv as ``fedsynth sample`` would, with audit.json's n, seed and
     conditions: the releasable file (the demo's release step)."""

@@ -51,7 +51,7 @@ def _power(pooled: dict[str, Any], floor: float, threshold: float) -> str:
     factor = (floor / threshold) ** 2
     rows = [r["real"] for r in (pooled.get("rows") or {}).values()]
     target = f" (about {math.ceil(factor * sum(rows) / len(rows))} training rows each)" if rows else ""
-    return f"sites about {factor:.1f}x larger{target}, sampled at their training size"
+    return f"sites about {factor:.1f}x larger{target}, with a release of their pooled size"
 
 
 def judge_fidelity(

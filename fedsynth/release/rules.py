@@ -19,7 +19,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from fedsynth.release.binding import SYNTHETIC_NAMES, ReleaseFile, audit_binding_problems, synthetic_file
+from fedsynth.release.binding import (
+    SYNTHETIC_NAMES,
+    ReleaseFile,
+    audit_binding_problems,
+    evaluation_size_problems,
+    synthetic_file,
+)
 from fedsynth.release.policy import Policy
 
 __all__ = ["SYNTHETIC_NAMES", "synthetic_file"]  # read from here by the bundle and the report
@@ -173,7 +179,8 @@ def evidence_rule(
 ) -> RuleResult:
     """audit.json and evaluation.json are of RUN_DIR/model and cover every site that trained; the
     run's records show that model DP (not its own flag); ``release`` (the checked synthetic file,
-    or why it was refused) regenerates from it and holds exactly the rows the sites audited."""
+    or why it was refused) regenerates from it and holds exactly the rows the sites audited, and
+    the sites evaluated samples of its size."""
     from fedsynth.model.mcm import generator_digest, load_model
     from fedsynth.model.persistence import ModelFileError
     from fedsynth.server.evidence import dp_evidence
@@ -205,6 +212,8 @@ def evidence_rule(
             problems.append(f"{release.path.name} is not labelled a DP model sample ({release.record.get('notice')})")
         if audit.data is not None:
             problems += audit_binding_problems(audit.data, release)
+        if evaluation.data is not None:
+            problems += evaluation_size_problems(evaluation.data, release)
     if problems:
         return failed(name, shown, "; ".join(problems))
     assert not isinstance(release, str)
@@ -214,8 +223,8 @@ def evidence_rule(
         threshold=shown,
         passed=True,
         reason=f"audit, evaluation and {release.path.name} are of RUN_DIR/model ({dp.reason}); every site "
-        f"answered and audited the very rows {release.path.name} holds (n={release.record['n']}, "
-        f"seed={release.record['seed']})",
+        f"answered, audited the very rows {release.path.name} holds (n={release.record['n']}, "
+        f"seed={release.record['seed']}) and evaluated samples of its size",
     )
 
 

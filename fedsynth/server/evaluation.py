@@ -1,7 +1,8 @@
 """The coordinator's half of the federated survival-utility evaluation: ask every site, combine.
 
 Same protocol as the audit (:mod:`fedsynth.server.site_queries`): each site samples from the
-global model, evaluates against its own rows and returns aggregates. The coordinator keeps the
+global model (its own draw, of the release's size), evaluates against its own rows and returns
+aggregates. The coordinator keeps the
 per-site results and, for the figures a sign-off policy tests, the worst site: the largest
 TSTR C-index shortfall against TRTR, the smallest share of hazard ratios inside the real CI,
 the largest calibration error and subgroup gap of the synthetic-trained model; and the share
@@ -25,6 +26,7 @@ from fedsynth.client.evaluation import check_evaluation_result
 from fedsynth.data.io import write_text
 from fedsynth.evaluation.pooled_fidelity import pool_fidelity
 from fedsynth.model.mcm import MCM
+from fedsynth.server.audit import pooled_training_size
 from fedsynth.server.site_queries import query_sites, site_query_document
 
 EVALUATION_FILE = "evaluation.json"
@@ -72,6 +74,14 @@ def worst_over_sites(sites: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _size_problem(site: dict[str, Any], n: int) -> str | None:
+    """Why a site's evaluation is not of a sample of ``n`` rows (None if it is)."""
+    evaluated = (site.get("sample") or {}).get("n")
+    if evaluated != n:
+        return f"evaluated {evaluated or 'an unnamed number of'} synthetic rows, not the {n} asked (an older fedsynth)"
+    return None
+
+
 def run_evaluation(
     grid: Grid,
     run_dir: Path,
@@ -79,10 +89,18 @@ def run_evaluation(
     horizons: list[float] | None = None,
     timeout: float = 3600.0,
     expected_sites: int = 1,
+    n: int | None = None,
 ) -> dict[str, Any]:
-    """Evaluate the run's global model at every connected site; write and return evaluation.json."""
+    """Evaluate the run's global model at every connected site; write and return evaluation.json.
+
+    Each site evaluates its own draw of ``n`` rows (default: the pooled training size, the size of
+    the release `fedsynth audit` covers): a figure read on fewer rows than researchers get would
+    add sampling noise the release does not have (a Cox fit on a third of the rows scatters its
+    hazard ratios sqrt(3) times wider), and the sign-off checks that the sizes agree.
+    """
     model = MCM.load(Path(run_dir) / "model")
-    extra = {"horizons": horizons} if horizons else None
+    size = pooled_training_size(run_dir) if n is None else int(n)
+    extra: dict[str, Any] = {"sample": {"n": size}} | ({"horizons": horizons} if horizons else {})
     sites, failures = query_sites(
         grid,
         model,
@@ -94,6 +112,10 @@ def run_evaluation(
         timeout=timeout,
         expected_sites=expected_sites,
     )
-    document = site_query_document(sites, failures, seed, worst_over_sites, horizons=horizons)
+    kept = [site for site in sites if _size_problem(site, size) is None]
+    failures += [{"node_id": None, "reason": f"{s['site']}: {_size_problem(s, size)}"} for s in sites if s not in kept]
+    document = site_query_document(
+        kept, failures, seed, worst_over_sites, horizons=horizons, sample={"seed": seed, "n": size}
+    )
     write_text(Path(run_dir) / EVALUATION_FILE, json.dumps(document, indent=2))
     return document

@@ -7,8 +7,8 @@ sample itself) wrote: run.json, schema.toml, budget.json, budget.jsonl and check
 evaluation.json, the global model and synthetic.csv (that very sample) with its provenance
 (site data, checkpoint directories, plots and the bundle left out). A
 recording, not a new Ray simulation per test session: DP noise is OS-random, so a fresh run
-differs. Its evaluation.json's coordinator summary (``worst``, with the pooled fidelity figures) is
-recomputed from the recorded site replies, as this fedsynth version writes it.
+differs. Its evaluation.json is made again by this fedsynth version's site evaluation of the
+recorded model (the sites' rows are the bundled WHAS500, split as that run split it).
 
 That run's samples have near-uniform marginals and its sites 33 holdout rows: the default policy
 FAILS it (fidelity, C-index gap, HR-in-CI). Tests of the release machinery that need a PASS of a
@@ -66,18 +66,37 @@ def demo_policy(demo_policy_path: Path) -> Policy:
 
 @pytest.fixture(scope="session")
 def recorded_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The recording, its evaluation.json made again by this fedsynth's site evaluation: the
+    recorded model at the recorded run's three sites (WHAS500 split as that run split it), each
+    evaluating its own draw of the release's size as this version's coordinator asks."""
     import json
 
+    from fedsynth.client.config import SiteConfig
+    from fedsynth.client.evaluation import run_site_evaluation
+    from fedsynth.client.site import Site
+    from fedsynth.data.datasets import load_dataset
+    from fedsynth.model.mcm import load_model
     from fedsynth.server.evaluation import worst_over_sites
+    from fedsynth.server.simulated_sites import partition
+    from fedsynth.server.site_queries import site_query_document
 
     root = tmp_path_factory.mktemp("recorded")
     with tarfile.open(RECORDED) as archive:
         archive.extractall(root, filter="data")
-    evaluation = root / "demo_run" / "evaluation.json"
-    document = json.loads(evaluation.read_text())
-    document["worst"] = worst_over_sites(document["sites"])
-    evaluation.write_text(json.dumps(document))
-    return root / "demo_run"
+    run = root / "demo_run"
+    recorded = json.loads((run / "evaluation.json").read_text())
+    release_size = json.loads((run / "audit.json").read_text())["sample"]["n"]
+    frame, schema = load_dataset("whas500")
+    model = load_model(run / "model")
+    sites = []
+    for index, part in enumerate(partition(frame, 3, "iid", 0)):
+        config = SiteConfig.from_dict({"site": {"name": f"site-{index}"}, "privacy": {"target_epsilon": 4.0}})
+        site = Site(config, schema, root / "sites" / f"site-{index}", part)
+        assert len(site.train) == recorded["sites"][index]["n_train"]  # the recorded run's split
+        sites.append(run_site_evaluation(site, model, seed=0, n=release_size))
+    document = site_query_document(sites, [], 0, worst_over_sites, sample={"seed": 0, "n": release_size})
+    (run / "evaluation.json").write_text(json.dumps(document))
+    return run
 
 
 @pytest.fixture()
@@ -125,6 +144,7 @@ def current_evaluation_run(recorded_run: Path, tmp_path_factory: pytest.TempPath
     recorded = json.loads((run / "evaluation.json").read_text())
     site = {"site": "site-0", "query_number": 2, "model_sha256": recorded["model_sha256"]}
     site |= evaluate_synthetic(train, holdout, synthetic, schema, [750.0])
-    document = site_query_document([site], [], 0, worst_over_sites, horizons=[750.0])
+    site["sample"] = {"seed": 0, "n": len(synthetic)}  # the release's own rows
+    document = site_query_document([site], [], 0, worst_over_sites, horizons=[750.0], sample=site["sample"])
     (run / "evaluation.json").write_text(json.dumps(document))
     return run

@@ -62,6 +62,33 @@ def test_the_audited_sample_regenerates_and_every_site_audited_it(demo_run: Path
     assert _rules(evaluate_policy(demo_run, load_policy()))["evidence"].passed
 
 
+def test_an_evaluation_of_samples_of_another_size_than_the_release_fails_the_evidence(demo_run: Path) -> None:
+    """Hazard ratios and distances read on a sample smaller (or larger) than the release carry more
+    (or less) sampling noise than it has: the verdict must be about data of the released size."""
+    path = demo_run / "evaluation.json"
+    recorded = json.loads(path.read_text())
+    size = audited(demo_run)["n"]
+    assert recorded["sample"]["n"] == size and {s["sample"]["n"] for s in recorded["sites"]} == {size}
+    assert _rules(evaluate_policy(demo_run, load_policy()))["evidence"].passed
+    smaller = {**recorded, "sample": {"seed": 0, "n": size // 3}}
+    path.write_text(json.dumps(smaller))
+    rule = _rules(evaluate_policy(demo_run, load_policy()))["evidence"]
+    assert not rule.passed and f"evaluated samples of {size // 3} rows, but synthetic.csv holds {size}" in rule.reason
+    assert "re-run `fedsynth evaluate RUN_DIR`" in rule.reason
+    # The document's own figure edited to match is not enough: each site names the size it drew.
+    site_edited = {
+        **recorded,
+        "sites": [{**recorded["sites"][0], "sample": {"seed": 0, "n": size // 3}}, *recorded["sites"][1:]],
+    }
+    path.write_text(json.dumps(site_edited))
+    rule = _rules(evaluate_policy(demo_run, load_policy()))["evidence"]
+    assert not rule.passed and "site-0 evaluated samples of another size" in rule.reason
+    older = {k: v for k, v in recorded.items() if k != "sample"}
+    path.write_text(json.dumps(older))
+    rule = _rules(evaluate_policy(demo_run, load_policy()))["evidence"]
+    assert not rule.passed and "does not say how many synthetic rows the sites evaluated" in rule.reason
+
+
 def _rules(verdict) -> dict:
     return {rule.name: rule for rule in verdict.rules}
 

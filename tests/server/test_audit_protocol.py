@@ -40,8 +40,12 @@ def test_federated_evaluation_over_three_sites(config) -> None:
     document = json.loads((config.run_dir / "evaluation.json").read_text())
     assert [s["site"] for s in document["sites"]] == ["site-0", "site-1", "site-2"]
     assert document["complete"] is True and document["failures"] == []
+    # Each site evaluates its own draw of the release's size (the pooled training rows), not of its own.
+    release_size = sum(s["n_train"] for s in document["sites"])
+    assert document["sample"] == {"seed": 2, "n": release_size}
     for site in document["sites"]:
-        assert site["n_synthetic"] == site["n_train"] and site["horizons"] == [750.0]
+        assert site["n_synthetic"] == release_size and site["sample"] == {"seed": 2, "n": release_size}
+        assert site["horizons"] == [750.0]
         assert set(site["models"]) == {"trtr", "tstr", "augmented", "conditional"}
     worst = document["worst"]
     # A site whose sample has a constant covariate is reported, not scored, and named as such.
