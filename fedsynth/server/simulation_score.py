@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from fedsynth.client.app import open_site
+from fedsynth.data.schema import Schema
 from fedsynth.evaluation.fidelity import correlation_difference, correlation_matrices, marginal_distances
 from fedsynth.evaluation.utility import utility_report
 from fedsynth.model.mcm import MCM
@@ -91,22 +92,33 @@ def score_simulated_run(
     model = MCM.load(Path(run_dir) / "model")
     dp = check_dp_claim(Path(run_dir) / "model", model)  # the run's records decide, not the model's flag
     tables = site_tables(run_dir)
+    n_pooled = sum(len(train) for _, train, _ in tables)
+    synthetic = model.sample(n_pooled if n_synthetic is None else n_synthetic, seed=seed)
+    return score_sample(tables, synthetic, model.schema_, dp.differentially_private), synthetic
+
+
+def score_sample(
+    tables: list[tuple[str, pd.DataFrame, pd.DataFrame]],
+    synthetic: pd.DataFrame,
+    schema: Schema,
+    differentially_private: bool,
+) -> SimulatedRunScore:
+    """The protocol's figures of any ``synthetic`` table against the sites' (name, train, holdout)."""
     pooled_train = pd.concat([train for _, train, _ in tables], ignore_index=True)
-    synthetic = model.sample(len(pooled_train) if n_synthetic is None else n_synthetic, seed=seed)
     sites, first = [], None
     for name, _, holdout in tables:
-        report = utility_report(pooled_train, holdout, synthetic, model.schema_)
+        report = utility_report(pooled_train, holdout, synthetic, schema)
         first = first or report
         sites.append(SiteScore(name, len(holdout), report.cindex_trtr, report.cindex_tstr))
     assert first is not None
-    distances = marginal_distances(pooled_train, synthetic, model.schema_)
+    distances = marginal_distances(pooled_train, synthetic, schema)
     ks = {name: d["value"] for name, d in distances.items() if d["statistic"] == "ks"}
     tvd = [d["value"] for d in distances.values() if d["statistic"] == "tv"]
     worst = max(ks, key=ks.__getitem__) if ks else None
-    correlation = correlation_difference(correlation_matrices(pooled_train, synthetic, model.schema_))
-    score = SimulatedRunScore(
+    correlation = correlation_difference(correlation_matrices(pooled_train, synthetic, schema))
+    return SimulatedRunScore(
         n_synthetic=len(synthetic),
-        differentially_private=dp.differentially_private,
+        differentially_private=differentially_private,
         mean_ks=first.mean_ks,
         hr_in_ci_fraction=first.hr_in_ci_fraction,
         hr_sign_agreement=first.hr_sign_agreement,
@@ -119,4 +131,3 @@ def score_simulated_run(
         correlation_gap_max=correlation["max_abs"],
         correlation_gap_mean=correlation["mean_abs"],
     )
-    return score, synthetic
