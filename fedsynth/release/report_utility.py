@@ -102,6 +102,9 @@ def utility_section(evaluation: Document, schema: Any, workdir: Path) -> Html:
         return section("Survival utility", note(evaluation.problem, "warn"), id_="utility")
     sites = evaluation.data.get("sites") or []
     parts: list[object] = site_query_notes(evaluation)
+    size = (evaluation.data.get("sample") or {}).get("n")
+    if size is not None:
+        parts.append(note(f"Each site fitted and scored its own model-only sample of {size} rows, the release's size."))
     worst = evaluation.data.get("worst") or {}
     if worst:
         parts.append(table(["over sites", "value"], [[label, number(worst.get(key))] for key, label in WORST_ROWS],

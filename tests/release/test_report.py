@@ -66,6 +66,9 @@ def test_recorded_run_without_signoff_reports_every_section_and_what_is_missing(
         assert f"<td>{site['site']}</td>" in text and f"{site['epsilon_spent']:.4g}" in text
     # Withheld TPRs are shown as withheld, with the reason, never as a number.
     assert "withheld (17 non-members &lt; 100 needed)" in text
+    # The size the sites evaluated: the release's.
+    size = json.loads((demo_run / "audit.json").read_text())["sample"]["n"]
+    assert f"its own model-only sample of {size} rows, the release&#x27;s size" in text
     # An evaluation without histograms, correlations and calibration curves: notes, not figures.
     for missing in ("fidelity.histograms", "fidelity.correlation_matrices", "models.*.calibration[].overall.curve"):
         assert text.count(f"evaluation.json has no {missing}") == 3
