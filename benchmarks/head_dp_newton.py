@@ -67,6 +67,7 @@ def run(
     floor: float,
     model_runs: Path | None = None,
     iterations: tuple[int, ...] = (),
+    standardise: bool = False,
 ) -> dict[str, Any]:
     """One seed: references, then one DP Newton step per (gradient clip, Hessian clip)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -78,6 +79,9 @@ def run(
         centre = torch.cat([layout.encode_codes(c) for c in codes]).mean(0)
         x = [(layout.encode_codes(c) - centre) * covariates for c in codes]
         holdout_x = [(layout.encode_codes(model.codes_tensor(s.holdout)) - centre) * covariates for s in sites]
+        if standardise:  # each covariate position in units of its pooled SD (the real one: optimistic)
+            spread = torch.cat(x).std(0).where(covariates.bool(), torch.ones(())).clamp_min(1e-3)
+            x, holdout_x = [v / spread for v in x], [v / spread for v in holdout_x]
         pooled = pd.concat([s.train for s in sites], ignore_index=True)
         result: dict[str, Any] = {"seed": seed}
         result["trtr"] = float(np.mean([utility_report(pooled, s.holdout, pooled, schema).cindex_trtr for s in sites]))
@@ -219,12 +223,15 @@ def main() -> None:
     parser.add_argument(
         "--model-runs", type=Path, help="runs kept by federated_quality --keep: adds model_hessian rows (H = 0 clips)"
     )
+    parser.add_argument("--standardise", action="store_true", help="covariates in units of their pooled SD")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(1)
     runs = []
     for seed in args.seeds:
-        runs.append(run(args.dataset, seed, args.clips, args.floor, args.model_runs, tuple(args.iterations)))
+        runs.append(
+            run(args.dataset, seed, args.clips, args.floor, args.model_runs, tuple(args.iterations), args.standardise)
+        )
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in runs[-1].items()}), flush=True)
     keys = [k for k in runs[0] if k not in ("seed", "noise_multipliers_one_release", "gradient_norm_median")]
     summary: dict[str, float] = {}
