@@ -2,8 +2,9 @@
 
 The site half of the federated evaluation (same protocol as the audit): the site samples a
 synthetic set from the global model itself, of the size the coordinator names (the release's:
-the judged figures must describe data of the size researchers get), evaluates it against its own train and holdout rows
-(:func:`fedsynth.evaluation.site_evaluation.evaluate_synthetic`) and returns aggregates only —
+the judged figures must describe data of the size researchers get), evaluates it against its
+own train and holdout rows (:func:`fedsynth.evaluation.site_evaluation.evaluate_synthetic`) and
+returns aggregates only —
 per-column statistics, hazard ratios per covariate, C-indices, calibration figures, and survival
 curves on a fixed 50-point grid for groups of at least 20 patients. Counted against the site's
 ``privacy.max_audits`` before anything runs (evaluation results are not DP either).

@@ -2,12 +2,12 @@
 
 Same protocol as the audit (:mod:`fedsynth.server.site_queries`): each site samples from the
 global model (its own draw, of the release's size), evaluates against its own rows and returns
-aggregates. The coordinator keeps the
-per-site results and, for the figures a sign-off policy tests, the worst site: the largest
-TSTR C-index shortfall against TRTR, the smallest share of hazard ratios inside the real CI,
-the largest calibration error and subgroup gap of the synthetic-trained model; and the share
-of hazard ratios inside the real CI over every site's comparisons together; and the sites'
-per-column KS / TVD pooled with their noise floors (:mod:`fedsynth.evaluation.pooled_fidelity`).
+aggregates. The coordinator keeps the per-site results and, for the figures a sign-off policy
+tests, the worst site: the largest TSTR C-index shortfall against TRTR, the smallest share of
+hazard ratios inside the real CI, the largest calibration error and subgroup gap of the
+synthetic-trained model; and the share of hazard ratios inside the real CI over every site's
+comparisons together; and the sites' per-column KS / TVD pooled with their noise floors
+(:mod:`fedsynth.evaluation.pooled_fidelity`).
 Written to ``RUN_DIR/evaluation.json``.
 """
 
