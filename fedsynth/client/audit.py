@@ -58,12 +58,14 @@ def start_site_query(
     unconditional sample of ``n`` rows (default: its training size) with
     :func:`site_sampling_seed` (evaluations). Returns (model digest, query number, synthetic sample)."""
     resolved = model.resolve(sample[1]) if sample else []  # a bad condition costs no query
+    size = int(sample[0]) if sample else len(site.train) if n is None else int(n)
+    if size < 1:  # nor does a bad size
+        raise ValueError(f"an {kind} needs at least one synthetic row; n is {size}")
     digest = generator_digest(model)
     number = record_audit(site, digest, seed, kind=kind)
     if sample is None:
-        size = len(site.train) if n is None else int(n)
         return digest, number, model.sample(size, seed=site_sampling_seed(seed, site.config.name))
-    return digest, number, model.sample(sample[0], resolved, seed=seed)
+    return digest, number, model.sample(size, resolved, seed=seed)
 
 
 def run_site_audit(
@@ -85,8 +87,6 @@ def run_site_audit(
     """
     n = len(site.train) if n is None else int(n)
     conditions = list(conditions or [])
-    if n < 1:
-        raise ValueError(f"an audit needs at least one synthetic row; n is {n}")
     digest, number, synthetic = start_site_query(site, model, seed, "audit", (n, conditions))
     schema = site.schema
     delta = site.ledger.target_delta

@@ -76,8 +76,6 @@ def run_site_evaluation(
 
     The synthetic rows are the site's own unconditional draw of ``n`` rows (default: its training
     size; the coordinator asks for the release's size), named in the result's ``sample``."""
-    if n is not None and int(n) < 1:
-        raise ValueError(f"an evaluation needs at least one synthetic row; n is {n}")
     horizons = site_horizons(site, horizons)
     digest, number, synthetic = start_site_query(site, model, seed, "evaluation", n=n)
     result = {
