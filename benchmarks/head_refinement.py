@@ -2,7 +2,7 @@
 
 A diagnostic before building, next to ``benchmarks/head_dp_newton.py``. The same sites and
 DP-SGD rounds as ``benchmarks/federated_sweep.py`` (Opacus, the sites' plans, FedAvg, one
-process). Two arms per seed:
+process). Two arms per seed (more with ``--hessian``, below):
 
 * ``sgd``: DP-SGD at the whole per-site epsilon (the federated default, uncalibrated samples);
 * ``refined``: DP-SGD at ``(1 - share)`` of it, then ``steps`` Gaussian releases per site
@@ -12,19 +12,40 @@ process). Two arms per seed:
   likelihood on the global model's own sample of the pooled size, at the current head: a
   function of DP outputs alone.
 
+``--hessian`` picks where the refined arm's Newton Hessian comes from; each source is its own
+arm, all refining the same ``before`` model (DP-SGD at ``(1 - share)``) with the same gradient
+noise and sample seeds, so they differ only in the Hessian's rows:
+
+* ``model`` (default; keys ``refined_*``): the global model's own sample, as above;
+* ``oracle`` (``refined_oracle_*``): the sites' pooled real training rows (not private: the
+  ceiling of what a better Hessian could give);
+* ``copula`` (``refined_copula_*``): the model's own sample with its ordinal covariates (numeric
+  and binary) reordered among rows to a DP Gaussian copula measured on the sites' training rows
+  (``docs/research/2026-12-05-copula.py``, noise sigma ``--copula-sigma``), then the outcome drawn
+  again from the current head. The copula release's budget is not charged (a ceiling question);
+* ``redrawn`` (``refined_redrawn_*``): the model's own sample with the outcome drawn again from
+  the current head, covariates untouched (the control for ``copula``'s redraw).
+
+``hessian_corr_gap_<source>`` (when a source other than ``model`` runs): the largest absolute
+difference between the Pearson correlations of the ordinal covariates in the first step's
+Hessian rows and in the pooled training rows.
+
 The split between the arms' budgets is by basic composition (epsilon adds), which over-counts:
 the refined arm is if anything under-budgeted. The samples are the model's alone, uncalibrated,
 and the pooled training size. Scored by the protocol's HR-in-CI and TSTR - TRTR C-index (each
 site's holdout), at 1x and 5x the pooled size.
 
     OMP_NUM_THREADS=1 python -m benchmarks.head_refinement --dataset flchain --seeds 0 1 2 --share 0.3 --steps 3
+    OMP_NUM_THREADS=1 python -m benchmarks.head_refinement --dataset flchain --seeds 0 1 --hessian model oracle copula
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +63,64 @@ from fedsynth.evaluation.utility import utility_report
 from fedsynth.model.loss import survival_hazard_nll
 from fedsynth.model.mcm import MCM
 from fedsynth.server.config import FEDERATED_MODEL_DEFAULTS
+
+HESSIAN_SOURCES = ("model", "oracle", "copula", "redrawn")
+COPULA_SCRIPT = Path(__file__).resolve().parents[1] / "docs" / "research" / "2026-12-05-copula.py"
+_COPULA: list[Any] = []
+
+
+def copula_module() -> Any:
+    """``docs/research/2026-12-05-copula.py`` (normal scores, the noisy site sums, ``impose``)."""
+    if not _COPULA:
+        spec = importlib.util.spec_from_file_location("copula_2026_12_05", COPULA_SCRIPT)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _COPULA.append(module)
+    return _COPULA[0]
+
+
+def ordinal_covariates(schema) -> list[str]:
+    """The covariates the copula reorders: numeric and binary (categoricals as the model drew them)."""
+    return [c.name for c in schema.columns
+            if c.name in schema.covariates and (c.is_numeric or len(c.labels) == 2)]  # fmt: skip
+
+
+def copula_correlation(schema, sites: list, sigma: float, seed: int) -> np.ndarray:
+    """The copula script's DP correlation matrix of the ordinal covariates' normal scores."""
+    copula, columns = copula_module(), ordinal_covariates(schema)
+    rng = np.random.default_rng(seed)
+    total = sum(
+        copula.noisy_site_sum(copula.normal_scores(copula._filled(copula.coded(s.train, schema, columns)), rng),
+                              sigma, rng)
+        for s in sites
+    )  # fmt: skip
+    return copula.nearest_correlation(total / sum(len(s.train) for s in sites))
+
+
+def correlation_gap(frame: pd.DataFrame, pooled: pd.DataFrame, schema) -> float:
+    """Largest |Pearson r difference| between the ordinal covariates of ``frame`` and ``pooled``."""
+    copula, columns = copula_module(), ordinal_covariates(schema)
+    ours, real = copula.coded(frame, schema, columns).corr(), copula.coded(pooled, schema, columns).corr()
+    return float(np.nanmax(np.abs(ours.to_numpy() - real.to_numpy())))
+
+
+def hessian_rows(source: str, pooled: pd.DataFrame, correlation: np.ndarray | None,
+                 seed: int) -> Callable[[MCM, int, int], pd.DataFrame]:  # fmt: skip
+    """The rows whose Hessian (at the current head) a Newton step of ``source`` uses."""
+
+    def rows(model: MCM, n: int, step: int) -> pd.DataFrame:
+        if source == "oracle":
+            return pooled
+        sample = model.sample(n, seed=seed + 100 + step)  # the model arm's rows, the same seeds
+        if source == "model":
+            return sample
+        if source == "copula":
+            rng = np.random.default_rng(seed + 300 + step)
+            sample = copula_module().impose(sample, ordinal_covariates(model.schema_), correlation, rng,
+                                            model.schema_)  # fmt: skip
+        return model._sampler(n).redraw_outcome(sample, seed=seed + 200 + step)
+
+    return rows
 
 
 def train(dataset: str, seed: int, epsilon: float, rounds: int, root: Path) -> tuple[MCM, list, pd.DataFrame]:
@@ -70,8 +149,19 @@ def score(model: MCM, sites: list, pooled: pd.DataFrame, seed: int) -> dict[str,
     return out
 
 
-def refine(model: MCM, sites: list, n_pooled: int, epsilon: float, steps: int, clip: float, seed: int) -> None:
-    """``steps`` DP gradient releases per site at ``epsilon`` in all, each a model-Hessian Newton step."""
+def refine(
+    model: MCM,
+    sites: list,
+    n_pooled: int,
+    epsilon: float,
+    steps: int,
+    clip: float,
+    seed: int,
+    rows_for_hessian: Callable[[MCM, int, int], pd.DataFrame] | None = None,
+) -> list[pd.DataFrame]:
+    """``steps`` DP gradient releases per site at ``epsilon`` in all, each a Newton step with the
+    Hessian on ``rows_for_hessian(model, n_pooled, step)`` at the current head (default: the
+    model's own sample). Returns the rows each step's Hessian was taken on."""
     network = model.network_
     head, layout = network.survival_head, network.layout
     with torch.no_grad():
@@ -99,6 +189,7 @@ def refine(model: MCM, sites: list, n_pooled: int, epsilon: float, steps: int, c
         for s in sites
     ]  # fmt: skip
     noise = torch.Generator().manual_seed(seed)
+    used = []
     for step in range(steps):
         total = torch.zeros_like(theta)
         for (x, codes), sigma in zip(rows, sigmas, strict=True):
@@ -107,22 +198,37 @@ def refine(model: MCM, sites: list, n_pooled: int, epsilon: float, steps: int, c
         with torch.no_grad():  # the model's own rows at the current head (post-processing of DP weights)
             for name, value in unpack(theta).items():
                 dict(head.named_parameters())[name].copy_(value)
-        synthetic = model.codes_tensor(model.sample(n_pooled, seed=seed + 100 + step))
+        if rows_for_hessian is None:
+            frame = model.sample(n_pooled, seed=seed + 100 + step)
+        else:
+            frame = rows_for_hessian(model, n_pooled, step)
+        used.append(frame)
+        synthetic = model.codes_tensor(frame)
         h = vmap(hessian(nll), (None, 0, 0))(theta, layout.encode_codes(synthetic), synthetic).sum(0)
         theta = theta - torch.linalg.solve(positive_definite(h, 1.0), total)
     with torch.no_grad():
         for name, value in unpack(theta).items():
             dict(head.named_parameters())[name].copy_(value)
+    return used
 
 
-def run(dataset: str, seed: int, rounds: int, share: float, steps: int, clip: float) -> dict[str, Any]:
+def run(dataset: str, seed: int, rounds: int, share: float, steps: int, clip: float,
+        hessians: tuple[str, ...] = ("model",), copula_sigma: float = 3.0) -> dict[str, Any]:  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         model, sites, pooled = train(dataset, seed, 4.0, rounds, Path(tmp) / "sgd")
         result: dict[str, Any] = {"seed": seed, **{f"sgd_{k}": v for k, v in score(model, sites, pooled, seed).items()}}
         model, sites, pooled = train(dataset, seed, 4.0 * (1.0 - share), rounds, Path(tmp) / "refined")
         result.update({f"before_{k}": v for k, v in score(model, sites, pooled, seed).items()})
-        refine(model, sites, len(pooled), 4.0 * share, steps, clip, seed)
-        result.update({f"refined_{k}": v for k, v in score(model, sites, pooled, seed).items()})
+        before = {k: v.clone() for k, v in model.network_.state_dict().items()}
+        correlation = copula_correlation(model.schema_, sites, copula_sigma, seed) if "copula" in hessians else None
+        for source in hessians:  # each arm refines the same DP-SGD model, same gradient noise and sample seeds
+            model.network_.load_state_dict(before)
+            rows = None if source == "model" else hessian_rows(source, pooled, correlation, seed)
+            used = refine(model, sites, len(pooled), 4.0 * share, steps, clip, seed, rows)
+            prefix = "refined" if source == "model" else f"refined_{source}"
+            result.update({f"{prefix}_{k}": v for k, v in score(model, sites, pooled, seed).items()})
+            if tuple(hessians) != ("model",):
+                result[f"hessian_corr_gap_{source}"] = correlation_gap(used[0], pooled, model.schema_)
     return result
 
 
@@ -134,12 +240,21 @@ def main() -> None:
     parser.add_argument("--share", type=float, default=0.3, help="share of each site's epsilon for the releases")
     parser.add_argument("--steps", type=int, default=3, help="Gaussian releases per site (Newton steps)")
     parser.add_argument("--clip", type=float, default=2.0, help="per-record gradient clip of a release")
+    parser.add_argument(
+        "--hessian",
+        nargs="+",
+        choices=HESSIAN_SOURCES,
+        default=["model"],
+        help="Hessian sources of the refined arm, one arm each (see above)",
+    )
+    parser.add_argument("--copula-sigma", type=float, default=3.0, help="noise of the copula release (x bound)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(1)
     runs = []
     for seed in args.seeds:
-        runs.append(run(args.dataset, seed, args.rounds, args.share, args.steps, args.clip))
+        runs.append(run(args.dataset, seed, args.rounds, args.share, args.steps, args.clip, tuple(args.hessian),
+                        args.copula_sigma))  # fmt: skip
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in runs[-1].items()}), flush=True)
     summary = {k: round(float(np.mean([r[k] for r in runs])), 4) for k in runs[0] if k != "seed"}
     print(json.dumps(summary, indent=1))

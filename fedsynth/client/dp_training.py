@@ -14,10 +14,6 @@ Speed: per-record clipping takes one backward pass (``single_pass_clipping``) in
 Opacus' two-pass ghost clipping behind module hooks; Opacus still does everything else: the
 Poisson ``DPDataLoader``, the ``DPOptimizerFastGradientClipping`` that adds the noise, and the
 RDP accountant hooked to its steps. Batches are fetched as one tensor index, not row by row.
-
-Clipping may be group-wise (``clip_groups``): the survival head and the rest of the network
-each get a part of the clip norm, sized so that a record's whole gradient stays within it; the
-noise, the sample rate and so the privacy spent are unchanged.
 """
 
 from __future__ import annotations
@@ -35,16 +31,15 @@ from opacus.validators import ModuleValidator
 from torch.utils.data import DataLoader, Dataset
 
 from fedsynth.client.rdp import rdp_epsilon
-from fedsynth.client.single_pass_clipping import ClipGroup, SinglePassClipping
+from fedsynth.client.single_pass_clipping import SinglePassClipping
 from fedsynth.errors import UserError
 from fedsynth.model.config import MCMConfig
-from fedsynth.model.network import HazardHead, MCMNetwork
+from fedsynth.model.network import MCMNetwork
 from fedsynth.model.training import per_sample_loss
 
 ACCOUNTANT = "rdp"
 CLIPPING = "per-record, single backward pass (book-keeping)"
 EPSILON_TOLERANCE = 0.01
-MAX_EFFECT_SPEED_UP = 2.0  # sweep, ACTG320, 10 seeds: 4x gap -0.063, HR-in-CI 63% (2x: -0.041, 67%)
 MAX_NOISE_MULTIPLIER = 1e4
 
 
@@ -223,81 +218,11 @@ def _noise_only_step(module: torch.nn.Module, dp_optimizer: torch.optim.Optimize
     dp_optimizer.step()
 
 
-class IterateAverage:
-    """Exponential moving average of a network's DP-SGD iterates (``MCMConfig.iterate_averaging``).
-
-    Post-processing: DP-SGD's privacy analysis covers the whole sequence of noisy iterates, so
-    any function of them, this average included, costs nothing more. The first steps are a
-    plain mean of the iterates so far (weight ``max(1 - decay, 1 / steps)``), so a small
-    site's few steps per round are not pulled back towards the weights the round started from.
-    """
-
-    def __init__(self, network: torch.nn.Module, decay: float) -> None:
-        self.network, self.decay, self.steps = network, decay, 0
-        self.average = [p.detach().clone() for p in network.parameters()]
-
-    @torch.no_grad()
-    def update(self) -> None:
-        self.steps += 1
-        weight = max(1.0 - self.decay, 1.0 / self.steps)
-        torch._foreach_lerp_(self.average, [p.detach() for p in self.network.parameters()], weight)
-
-    @torch.no_grad()
-    def copy_to_network(self) -> None:
-        for parameter, average in zip(self.network.parameters(), self.average, strict=True):
-            parameter.copy_(average)
-
-
 def run_schedule(kind: str, total_steps: int) -> Callable[[int], float]:
     """Learning-rate factor of the run's step ``t`` (0-based): cosine to zero, or constant 1."""
     if kind == "constant":
         return lambda t: 1.0
     return lambda t: 0.5 * (1.0 + math.cos(math.pi * min(t, total_steps) / max(1, total_steps)))
-
-
-def effect_speed_up(model_config: MCMConfig, planned_steps: int) -> float:
-    """How many times the site's learning rate the hazard head's effects get for this run.
-
-    sqrt(survival_effect_steps / planned_steps), kept within [1, MAX_EFFECT_SPEED_UP]: see
-    MCMConfig.survival_effect_steps. The square root keeps the noise an effect gathers over
-    the run about the same: Adam steps are about one learning rate each, and T noisy steps
-    wander about sqrt(T) of them. It reads only the plan, whose step count follows from the
-    site's record count, which the site already reports (``num-examples``): no privacy cost.
-    """
-    reference = model_config.survival_effect_steps
-    if reference <= 0 or not model_config.survival_head or model_config.survival_form != "hazard":
-        return 1.0
-    return min(MAX_EFFECT_SPEED_UP, max(1.0, math.sqrt(reference / max(1, planned_steps))))
-
-
-def optimizer_groups(network: MCMNetwork, learning_rate: float, speed_up: float) -> list[dict]:
-    """Adam parameter groups: the hazard head's effects at ``speed_up`` times the rate, the rest at it.
-
-    Each group keeps its ``lr_multiplier`` so that a learning-rate schedule scales both.
-    """
-    head = network.survival_head
-    effects = list(head.effects.parameters()) if isinstance(head, HazardHead) and speed_up != 1.0 else []
-    fast = {id(p) for p in effects}
-    rest = [p for p in network.parameters() if id(p) not in fast]
-    groups = [{"params": rest, "lr": learning_rate, "lr_multiplier": 1.0}]
-    if effects:
-        groups.append({"params": effects, "lr": learning_rate * speed_up, "lr_multiplier": speed_up})
-    return groups
-
-
-def clip_groups(model_config: MCMConfig, max_grad_norm: float) -> list[ClipGroup] | None:
-    """The survival head and the masked model clipped apart (MCMConfig.dp_head_clip_fraction), or None.
-
-    The head gets f x C and the rest sqrt(1 - f^2) x C, so a record's whole clipped gradient
-    stays within the plan's C.
-    """
-    fraction = model_config.dp_head_clip_fraction
-    if fraction is None:
-        return None
-    return [
-        ClipGroup("survival_head", fraction * max_grad_norm),
-        ClipGroup("", math.sqrt(1.0 - fraction**2) * max_grad_norm, gain=model_config.dp_masked_model_gain),
-    ]
 
 
 def train_dp_round(
@@ -332,7 +257,7 @@ def train_dp_round(
     if not math.isclose(dp_loader.sample_rate, plan.sample_rate):
         raise RuntimeError(f"Opacus sample rate {dp_loader.sample_rate} differs from the plan's {plan.sample_rate}")
     dp_optimizer = SiteDPOptimizer(
-        torch.optim.Adam(optimizer_groups(network, learning_rate, effect_speed_up(model_config, plan.total_steps))),
+        torch.optim.Adam(network.parameters(), lr=learning_rate),
         noise_multiplier=plan.noise_multiplier,
         max_grad_norm=plan.max_grad_norm,
         expected_batch_size=int(len(codes) * dp_loader.sample_rate),  # as make_private sets it
@@ -345,15 +270,11 @@ def train_dp_round(
     step = (min(server_round, plan.planned_rounds) - 1) * plan.steps_per_round
     schedule = run_schedule(model_config.lr_schedule, plan.total_steps)
     network.train()
-    averaged = None
-    if model_config.iterate_averaging > 0:
-        span = max(1.0, model_config.iterate_averaging * plan.steps_per_round)  # steps the average spans
-        averaged = IterateAverage(network, decay=1.0 - 1.0 / span)
-    with SinglePassClipping(network, plan.max_grad_norm, clip_groups(model_config, plan.max_grad_norm)) as clipping:
+    with SinglePassClipping(network, plan.max_grad_norm) as clipping:
         for _ in range(plan.local_epochs):
             for (batch,) in dp_loader:
                 for group in dp_optimizer.param_groups:
-                    group["lr"] = learning_rate * group["lr_multiplier"] * schedule(step)
+                    group["lr"] = learning_rate * schedule(step)
                 step += 1
                 dp_optimizer.zero_grad(set_to_none=True)
                 if len(batch) == 0:
@@ -364,10 +285,6 @@ def train_dp_round(
                     dp_optimizer.step()  # Opacus: + Gaussian noise, / expected batch size, Adam, accountant
                     total += float(loss.detach().sum())
                     count += len(batch)
-                if averaged is not None:
-                    averaged.update()
-    if averaged is not None:
-        averaged.copy_to_network()
     network.eval()
     history = [(float(n), float(q), int(s)) for n, q, s in accountant.history]
     return (total / count if count else float("nan")), history

@@ -22,21 +22,11 @@ The clipped sum goes into ``.grad``; Opacus' ``DPOptimizerFastGradientClipping``
 Gaussian noise, scales and steps, its accountant counts the step, and its ``DPDataLoader``
 does the Poisson sampling: only the clipping is ours. Tests check the clipped sum against
 clipping Opacus' own per-record gradients.
-
-Group-wise clipping (He et al., 2022, "Exploring the Limits of Differentially Private Deep
-Learning with Group-wise Clipping"; Opacus' per-layer clipping is the one-group-per-layer
-case): the parameters may be split into :class:`ClipGroup` s, each record's gradient of a group
-multiplied by the group's ``gain`` and clipped to the group's own norm. When the groups' norms
-satisfy ``sqrt(sum of max_norm^2) <= max_grad_norm`` (checked), every record's whole clipped
-gradient still has norm <= ``max_grad_norm``, so the Gaussian noise the optimizer adds at
-``noise_multiplier x max_grad_norm`` gives exactly the privacy the site's plan computed.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import torch
 from opacus.grad_sample import GradSampleModule, GradSampleModuleFastGradientClipping
@@ -51,25 +41,6 @@ class ClippingSetupError(TypeError):
     """The network has a parameter this clipper cannot give per-record gradients for."""
 
 
-@dataclass(frozen=True)
-class ClipGroup:
-    """Parameters clipped together: each record's gradient of them, times ``gain``, to ``max_norm``.
-
-    ``prefix`` is a module path (``"survival_head"``); a parameter belongs to the first group
-    whose prefix is its module path or a parent of it, and ``""`` matches every parameter.
-    A gain k with norm C is the same as clipping at C / k and adding k times less noise to the
-    group (Adam does not see the common factor): how a group whose per-record gradients are
-    small next to the others' is given a share of the one noise budget.
-    """
-
-    prefix: str
-    max_norm: float
-    gain: float = 1.0
-
-    def owns(self, module_path: str) -> bool:
-        return self.prefix == "" or module_path == self.prefix or module_path.startswith(self.prefix + ".")
-
-
 class SinglePassClipping:
     """Forward hooks on ``network``'s trainable layers; :meth:`backward` sets clipped-sum gradients.
 
@@ -77,20 +48,11 @@ class SinglePassClipping:
     and reused) and call :meth:`backward` once per DP-SGD step, with the per-record losses.
     """
 
-    def __init__(self, network: nn.Module, max_grad_norm: float, groups: Sequence[ClipGroup] | None = None) -> None:
+    def __init__(self, network: nn.Module, max_grad_norm: float) -> None:
         self.network = network
         self.max_grad_norm = float(max_grad_norm)
-        self.groups = list(groups) if groups else [ClipGroup("", self.max_grad_norm)]
-        for group in self.groups:
-            if group.max_norm <= 0 or group.gain <= 0:
-                raise ClippingSetupError(f"clip group {group.prefix!r}: max_norm and gain must be > 0, got {group}")
-        bound = math.sqrt(sum(g.max_norm**2 for g in self.groups))
-        if bound > self.max_grad_norm * (1 + 1e-9):
-            raise ClippingSetupError(
-                f"clip groups {[(g.prefix, g.max_norm) for g in self.groups]} allow a record a gradient norm of "
-                f"{bound:g} > max_grad_norm {self.max_grad_norm:g}, which the noise is calibrated to: lower them"
-            )
-        self._group_of: dict[int, int] = {}  # parameter id -> index in self.groups
+        if not self.max_grad_norm > 0:
+            raise ClippingSetupError(f"max_grad_norm must be > 0, got {max_grad_norm}")
         self._layers: list[tuple[nn.Module, list[nn.Parameter]]] = []
         self._captured: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
         self._handles: list[RemovableHandle] = []
@@ -110,10 +72,6 @@ class SinglePassClipping:
                     tied = owners[id(parameter)]
                     raise ClippingSetupError(f"{name} is the same parameter as {tied} (tied): not supported")
                 owners[id(parameter)] = name
-                group = next((i for i, g in enumerate(self.groups) if g.owns(path)), None)
-                if group is None:
-                    raise ClippingSetupError(f"{name} is in no clip group; add a group with prefix '' for the rest")
-                self._group_of[id(parameter)] = group
             self._layers.append((layer, [p for _, p in own]))
         self._handles = [layer.register_forward_hook(self._capture) for layer, _ in self._layers]
 
@@ -148,26 +106,18 @@ class SinglePassClipping:
             raise ClippingSetupError("every trainable layer must run exactly once per forward pass")
         outputs = [output for _, _, output in captured]
         output_grads = torch.autograd.grad(loss_per_record.sum(), outputs, allow_unused=True)
-        squared_norms = torch.zeros(
-            len(self.groups), len(loss_per_record), dtype=loss_per_record.dtype, device=loss_per_record.device
-        )
-        pending: list[tuple[nn.Parameter, int, ClippedSum]] = []
+        squared_norms = torch.zeros(len(loss_per_record), dtype=loss_per_record.dtype, device=loss_per_record.device)
+        pending: list[tuple[nn.Parameter, ClippedSum]] = []
         for (layer, inputs, output), grads in zip(captured, output_grads, strict=True):
             grads = torch.zeros_like(output) if grads is None else grads.detach()
             for parameter, norms, clipped_sum in _layer_terms(layer, inputs, grads):
-                group = self._group_of[id(parameter)]
-                squared_norms[group] += norms.square()
-                pending.append((parameter, group, clipped_sum))
-        group_norms = squared_norms.sqrt()
-        # factor = gain x min(1, max_norm / (gain x norm)): the record's gradient of the group, scaled
-        # by the gain, then clipped (a group's gradient times this factor has norm <= max_norm).
-        factors = torch.stack([
-            group.gain * (group.max_norm / (group.gain * norms + 1e-6)).clamp(max=1.0)
-            for group, norms in zip(self.groups, group_norms, strict=True)
-        ])  # fmt: skip
-        for parameter, group, clipped_sum in pending:
-            parameter.grad = clipped_sum(factors[group]).view_as(parameter)
-        return squared_norms.sum(dim=0).sqrt()
+                squared_norms += norms.square()
+                pending.append((parameter, clipped_sum))
+        norms = squared_norms.sqrt()
+        factors = (self.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)  # Opacus' clipping factor
+        for parameter, clipped_sum in pending:
+            parameter.grad = clipped_sum(factors).view_as(parameter)
+        return norms
 
 
 def _layer_terms(

@@ -15,7 +15,7 @@ from fedsynth.data.schema import Schema
 from fedsynth.data.validation import validate_frame
 from fedsynth.marginals.target import MarginalTarget
 from fedsynth.model.calibrated import calibrated_frames
-from fedsynth.model.config import MCMConfig
+from fedsynth.model.config import MCMConfig, without_retired_options
 from fedsynth.model.generator import NetworkGenerator
 from fedsynth.model.layout import Layout
 from fedsynth.model.network import MCMNetwork
@@ -204,7 +204,7 @@ class MCM(NetworkGenerator[MCMNetwork]):
         instead = ("an MCM; load it with its own generator (fedsynth.model.medvae.MedVAE.load): "
                    "sampling, serving and auditing commands take MCM models only")  # fmt: skip
         check_generator(files, path, "mcm", instead)
-        model = cls(MCMConfig.model_validate(files.meta["config"]))
+        model = cls(MCMConfig.model_validate(without_retired_options(files.meta["config"])))
         model.schema_ = files.schema
         model.network_ = network_for(model.config, files.schema)
         model.network_.load_state_dict(files.state)

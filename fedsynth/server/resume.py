@@ -20,7 +20,9 @@ def check_resumable(run: RunDirectory, config: FederationConfig, schema: Schema)
     with contextlib.suppress(ValidationError):  # a field since removed: compared as recorded (changed)
         recorded = MCMConfig.model_validate(recorded).model_dump(mode="json")
     current = config.model.model_dump(mode="json")
-    changed = {k: (recorded.get(k), v) for k, v in current.items() if recorded.get(k) != v}
+    # Over both sides' fields: a retired option recorded with a non-default value is a change too.
+    changed = {k: (recorded.get(k), current.get(k)) for k in current.keys() | recorded.keys()
+               if recorded.get(k) != current.get(k)}  # fmt: skip
     if changed:
         listed = ", ".join(f"model.{k}: {old!r} -> {new!r}" for k, (old, new) in sorted(changed.items()))
         raise FederationConfigError(

@@ -142,16 +142,16 @@ def test_inference_trunk_matches_the_module_for_random_masks():
         assert torch.allclose(got_small, expected[:10], atol=1e-5, rtol=1e-4)
 
 
-def test_group_wise_clipping_settings_that_cannot_apply_are_refused_by_name() -> None:
+def test_a_retired_option_at_its_old_default_is_dropped_and_any_other_value_refused_by_name() -> None:
     import pytest
     from pydantic import ValidationError
 
-    from fedsynth.model.config import MCMConfig
+    from fedsynth.model.config import RETIRED_OPTIONS, MCMConfig, without_retired_options
 
-    with pytest.raises(ValidationError, match="dp_head_clip_fraction clips the survival head.*survival_head = true"):
-        MCMConfig(dp_head_clip_fraction=0.95)
-    with pytest.raises(ValidationError, match=r"dp_masked_model_gain \(4\) needs.*set dp_head_clip_fraction"):
-        MCMConfig(survival_head=True, dp_masked_model_gain=4.0)
-    with pytest.raises(ValidationError, match="dp_head_clip_fraction"):
-        MCMConfig(survival_head=True, dp_head_clip_fraction=1.0)  # would leave the rest no clip norm at all
-    assert MCMConfig(survival_head=True, dp_head_clip_fraction=0.95, dp_masked_model_gain=4.0).dp_masked_model_gain == 4
+    # Older models and runs record every field: at the old default they trained as today.
+    assert MCMConfig.model_validate({"hidden": 8, **RETIRED_OPTIONS}) == MCMConfig(hidden=8)
+    for name, value in [("dp_head_clip_fraction", 0.95), ("survival_effect_steps", 400), ("iterate_averaging", 0.1)]:
+        with pytest.raises(ValidationError, match=f"{name} was a site-optimiser option.*remove it from \\[model\\]"):
+            MCMConfig.model_validate({name: value})
+        # Sampling never read them: a saved model trained with one still loads.
+        assert MCMConfig.model_validate(without_retired_options({"hidden": 8, name: value})) == MCMConfig(hidden=8)

@@ -59,15 +59,13 @@ def test_resuming_with_a_changed_model_or_schema_is_refused(tmp_path) -> None:
 
 
 def test_a_run_recorded_before_a_model_field_existed_resumes_with_that_fields_base_default(tmp_path) -> None:
-    # Runs recorded before survival_centre/survival_level/survival_effect_steps/the group-wise
-    # clipping fields existed trained with the base defaults (midpoint, no level, no speed-up,
-    # one clip): those values resume them; the new federated defaults are refused by name.
+    # Runs recorded before survival_centre/survival_level existed trained with the base defaults
+    # (midpoint, no level): those values resume them; the new federated defaults are refused by name.
     from fedsynth.data.datasets import bundled_schema
     from fedsynth.server.resume import check_resumable
     from fedsynth.server.run import RunDirectory
 
-    fields = dict(survival_centre="midpoint", survival_level=False, survival_effect_steps=0,
-                  dp_head_clip_fraction=None, dp_masked_model_gain=1.0)  # fmt: skip
+    fields = dict(survival_centre="midpoint", survival_level=False)
     old_fields = run_config(tmp_path, **fields)
     recorded = old_fields.model_dump(mode="json", by_alias=True)
     for field in fields:
@@ -80,28 +78,36 @@ def test_a_run_recorded_before_a_model_field_existed_resumes_with_that_fields_ba
 
 
 @pytest.mark.parametrize(
-    ("recorded_model", "refused"),
+    ("retired", "resumes"),
     [
-        # The federated default was survival_effect_steps = 400 for a while (now 0).
-        ({"survival_effect_steps": 400}, r"survival_effect_steps: 400 -> 0"),
-        # Group-wise clipping changes what each round trains.
-        ({"dp_head_clip_fraction": 0.95, "dp_masked_model_gain": 4.0},
-         r"dp_head_clip_fraction: 0.95 -> None.*dp_masked_model_gain"),
+        ({"survival_effect_steps": 0, "dp_head_clip_fraction": None, "dp_masked_model_gain": 1.0,
+          "iterate_averaging": 0.0}, True),  # recorded at their old defaults: trained as today
+        ({"survival_effect_steps": 400}, False),  # the federated default for a while
+        ({"dp_head_clip_fraction": 0.95, "dp_masked_model_gain": 4.0}, False),  # group-wise clipping
     ],
-    ids=["effects-speed-up", "group-wise-clipping"],
+    ids=["at-defaults", "effects-speed-up", "group-wise-clipping"],
 )  # fmt: skip
-def test_a_run_recorded_with_a_site_optimiser_option_resumes_only_with_it(tmp_path, recorded_model, refused) -> None:
-    # Such a run keeps training with its recorded optimiser: today's default is refused by name, not adopted.
+def test_a_run_recorded_with_a_retired_optimiser_option_resumes_only_at_its_old_default(
+    tmp_path, retired, resumes
+) -> None:
+    # Such a run trained with an optimiser this version no longer has: refused by name, never resumed as if not.
     from fedsynth.data.datasets import bundled_schema
     from fedsynth.server.resume import check_resumable
     from fedsynth.server.run import RunDirectory
 
-    recorded = run_config(tmp_path, **recorded_model)
+    today = run_config(tmp_path)
+    recorded = today.model_dump(mode="json", by_alias=True)
+    recorded["model"].update(retired)
     run = RunDirectory(tmp_path / "run")
-    run.initialise("r1", bundled_schema("whas500"), recorded.model_dump(mode="json", by_alias=True))
-    check_resumable(run, recorded, bundled_schema("whas500"))
-    with pytest.raises(FederationConfigError, match=refused):
-        check_resumable(run, run_config(tmp_path), bundled_schema("whas500"))
+    run.initialise("r1", bundled_schema("whas500"), recorded)
+    if resumes:
+        check_resumable(run, today, bundled_schema("whas500"))
+    else:
+        name, value = next(iter(retired.items()))
+        with pytest.raises(FederationConfigError, match=rf"model.{name}: {value!r} -> None.*new federation.run_dir"):
+            check_resumable(run, today, bundled_schema("whas500"))
+    with pytest.raises(FederationConfigError, match="dp_head_clip_fraction was a site-optimiser option"):
+        run_config(tmp_path, dp_head_clip_fraction=0.95)  # and no new run can ask for one
 
 
 def test_a_model_table_changes_only_the_fields_it_names() -> None:
