@@ -33,7 +33,7 @@ from fedsynth.server.marginals import MARGINALS_FILE, request_marginals
 from fedsynth.server.prompt_grid import PromptGrid
 from fedsynth.server.resume import check_resumable
 from fedsynth.server.run import RunDirectory
-from fedsynth.server.strategy import MCMFedAvg
+from fedsynth.server.strategy import mcm_fedavg
 
 
 def new_run_id() -> str:
@@ -67,13 +67,8 @@ def run_federation(grid: Grid, config: FederationConfig, schema: Schema) -> Path
             grid, run, run_id, config.rounds, schema, timeout=config.round_timeout, expected_sites=expected
         )
     state = model.network_.state_dict()
-    strategy = MCMFedAvg(
-        run=run,
-        schema=schema,
-        model_config=config.model,
-        layout=layout_of(state),
-        round_offset=done,
-        min_sites=config.min_sites,
+    strategy, checkpoints = mcm_fedavg(
+        run, schema, config.model, layout_of(state), round_offset=done, min_sites=config.min_sites
     )
     train_config = ConfigRecord(
         {
@@ -89,7 +84,7 @@ def run_federation(grid: Grid, config: FederationConfig, schema: Schema) -> Path
         timeout=config.round_timeout,
         train_config=train_config,
     )
-    final = strategy.last_checkpoint or checkpoint
+    final = checkpoints.last_checkpoint or checkpoint
     return run.publish_model(final) if final else None
 
 

@@ -1,6 +1,7 @@
-"""FedAvg for the MCM generator, extended through Flower's strategy hooks only.
+"""FedAvg for the MCM generator, composed as Flower composes strategies: wrappers that hold
+``self.strategy`` and add one concern each (as its DP strategies do), around a plain FedAvg.
 
-What FedAvg (``flwr.serverapp.strategy.FedAvg``) lacks and this adds:
+What FedAvg (``flwr.serverapp.strategy.FedAvg``) lacks and the wrappers add:
 
 * **Round offset** for resuming: Flower's ``start`` counts rounds from 1; a resumed run's
   rounds keep their global numbers (sites key their ledger entries by them).
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy import FedAvg, Strategy
 from flwr.supercore import log
 
 from fedsynth.client.app import LEDGER_FLOORS, REPLY_METRICS, WEIGHTS_LAYOUT
@@ -63,32 +64,69 @@ def check_reply(message: Message, layout: Layout) -> str | None:
     return None
 
 
-class MCMFedAvg(FedAvg):
-    """FedAvg weighted by each site's number of training records, with checkpoints and budget record."""
+class StrategyWrapper(Strategy):
+    """Adds to ``strategy`` what a subclass overrides; everything else is the wrapped strategy's."""
 
-    def __init__(
-        self,
-        run: RunDirectory,
-        schema: Schema,
-        model_config: MCMConfig,
-        layout: Layout,
-        round_offset: int = 0,
-        min_sites: int = 2,
-    ) -> None:
-        super().__init__(
-            fraction_train=1.0,
-            fraction_evaluate=0.0,  # evaluation with real rows is a separate, audited protocol
-            min_train_nodes=min_sites,
-            min_available_nodes=min_sites,
-            weighted_by_key="num-examples",
-        )
+    def __init__(self, strategy: Strategy) -> None:
+        self.strategy = strategy
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        return self.strategy.configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        return self.strategy.aggregate_train(server_round, replies)
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        return self.strategy.configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        return self.strategy.aggregate_evaluate(server_round, replies)
+
+    def summary(self) -> None:
+        self.strategy.summary()
+
+
+class RoundOffset(StrategyWrapper):
+    """A resumed run's rounds keep their global numbers: Flower's ``start`` counts from 1."""
+
+    def __init__(self, strategy: Strategy, offset: int) -> None:
+        super().__init__(strategy)
+        self.offset = offset
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        return self.strategy.configure_train(self.offset + server_round, arrays, config, grid)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        return self.strategy.aggregate_train(self.offset + server_round, replies)
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        return self.strategy.configure_evaluate(self.offset + server_round, arrays, config, grid)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        return self.strategy.aggregate_evaluate(self.offset + server_round, replies)
+
+
+class SiteReplies(StrategyWrapper):
+    """The sites' side of a round: ledger floors out, the reply contract, the budget record and
+    the quorum in; only accepted replies reach the wrapped strategy."""
+
+    def __init__(self, strategy: Strategy, run: RunDirectory, layout: Layout, min_sites: int) -> None:
+        super().__init__(strategy)
         self.run = run
-        self.schema = schema
-        self.model_config = model_config
         self.layout = layout
-        self.round_offset = round_offset
         self.min_sites = min_sites
-        self.last_checkpoint = None
         self._sent: list[Message] = []
         # Which site each node is, learnt from its replies (earlier rounds of this run included),
         # so that an error the SuperLink writes on a dead node's behalf still names the site.
@@ -105,31 +143,27 @@ class MCMFedAvg(FedAvg):
         config[WEIGHTS_LAYOUT] = layout_to_json(self.layout)
         # Kept: the grid gives each message its id when it sends it, and replies (errors the
         # SuperLink makes for an unreachable node included) point back to that id.
-        self._sent = list(super().configure_train(self.round_offset + server_round, arrays, config, grid))
+        self._sent = list(self.strategy.configure_train(server_round, arrays, config, grid))
         return self._sent
 
-    def _record_base(self, global_round: int, node_id: int, now: str) -> dict[str, Any]:
+    def _record_base(self, server_round: int, node_id: int, now: str) -> dict[str, Any]:
         """What every budget record says of its round and node (and the site, once known)."""
-        base: dict[str, Any] = {"round": global_round, "node_id": node_id, "time": now}
+        base: dict[str, Any] = {"round": server_round, "node_id": node_id, "time": now}
         if node_id in self._site_names:
             base["site"] = self._site_names[node_id]
         return base
 
-    def _destinations(self) -> dict[str, int]:
-        return {m.metadata.message_id: m.metadata.dst_node_id for m in self._sent if m.metadata.message_id}
-
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        global_round = self.round_offset + server_round
         replies = list(replies)
         accepted: list[Message] = []
         records: list[dict[str, Any]] = []
         now = datetime.now(UTC).isoformat()
-        destinations = self._destinations()
+        destinations = {m.metadata.message_id: m.metadata.dst_node_id for m in self._sent if m.metadata.message_id}
         for message in replies:
             node_id = destinations.get(message.metadata.reply_to_message_id, message.metadata.src_node_id)
-            base = self._record_base(global_round, node_id, now)
+            base = self._record_base(server_round, node_id, now)
             if message.has_error():
                 records.append({**base, "status": "error", "reason": message.error.reason})
                 continue
@@ -138,33 +172,63 @@ class MCMFedAvg(FedAvg):
                 log(WARNING, "Rejected reply from node %s: %s", message.metadata.src_node_id, problem)
                 records.append({**base, "status": "rejected", "reason": problem})
                 continue
-            metrics = dict(message.content["metrics"])
             self._site_names[node_id] = str(message.content["site"]["name"])
-            records.append({**base, "status": "ok", "site": self._site_names[node_id], **metrics})
+            records.append({**base, "status": "ok", "site": self._site_names[node_id], **message.content["metrics"]})
             accepted.append(message)
         answered = {m.metadata.reply_to_message_id for m in replies}
         for message_id, node_id in destinations.items():
             if message_id not in answered:  # no reply at all within the round timeout
-                base = self._record_base(global_round, node_id, now)
+                base = self._record_base(server_round, node_id, now)
                 records.append({**base, "status": "error", "reason": "no reply within the round timeout"})
         self.run.append_budget(records)
         if 0 < len(accepted) < self.min_sites:
             log(
                 WARNING,
                 "Round %s: %s site(s) returned weights, fewer than min_sites = %s; the global model is unchanged",
-                global_round, len(accepted), self.min_sites,
+                server_round, len(accepted), self.min_sites,
             )  # fmt: skip
             return None, None
-        arrays, metrics = super().aggregate_train(global_round, accepted)
-        if arrays is not None:
-            info = {
-                "round": global_round,
-                "sites": [r["site"] for r in records if r["status"] == "ok"],
-                "epsilon_per_site": {r["site"]: r["epsilon"] for r in records if r["status"] == "ok"},
-            }
-            self.last_checkpoint = self.run.save_checkpoint(
-                global_round, unpack(arrays, self.layout), self.schema, self.model_config, info
-            )
-        else:
-            log(WARNING, "Round %s: no site returned weights; the global model is unchanged", global_round)
+        arrays, metrics = self.strategy.aggregate_train(server_round, accepted)
+        if arrays is None:
+            log(WARNING, "Round %s: no site returned weights; the global model is unchanged", server_round)
         return arrays, metrics
+
+
+class Checkpoints(StrategyWrapper):
+    """A checkpoint with its SHA-256 manifest for every round the wrapped strategy aggregates."""
+
+    def __init__(self, strategy: Strategy, run: RunDirectory, schema: Schema, model_config: MCMConfig,
+                 layout: Layout) -> None:  # fmt: skip
+        super().__init__(strategy)
+        self.run, self.schema, self.model_config, self.layout = run, schema, model_config, layout
+        self.last_checkpoint = None
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = list(replies)
+        arrays, metrics = self.strategy.aggregate_train(server_round, replies)
+        if arrays is not None:
+            sites = [(str(m.content["site"]["name"]), float(m.content["metrics"]["epsilon"])) for m in replies]
+            info = {"round": server_round, "sites": [name for name, _ in sites], "epsilon_per_site": dict(sites)}
+            self.last_checkpoint = self.run.save_checkpoint(
+                server_round, unpack(arrays, self.layout), self.schema, self.model_config, info
+            )
+        return arrays, metrics
+
+
+def mcm_fedavg(
+    run: RunDirectory, schema: Schema, model_config: MCMConfig, layout: Layout, round_offset: int = 0,
+    min_sites: int = 2,
+) -> tuple[Strategy, Checkpoints]:  # fmt: skip
+    """The run's strategy (FedAvg weighted by each site's training records, wrapped), and its
+    checkpoint wrapper, whose ``last_checkpoint`` is the run's latest aggregated model."""
+    fedavg = FedAvg(
+        fraction_train=1.0,
+        fraction_evaluate=0.0,  # evaluation with real rows is a separate, audited protocol
+        min_train_nodes=min_sites,
+        min_available_nodes=min_sites,
+        weighted_by_key="num-examples",
+    )
+    checkpoints = Checkpoints(fedavg, run, schema, model_config, layout)
+    return RoundOffset(SiteReplies(checkpoints, run, layout, min_sites), round_offset), checkpoints

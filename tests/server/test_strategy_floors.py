@@ -12,7 +12,7 @@ from fedsynth.client.app import LEDGER_FLOORS
 from fedsynth.data.datasets import bundled_schema
 from fedsynth.model.config import MCMConfig
 from fedsynth.server.run import RunDirectory
-from fedsynth.server.strategy import MCMFedAvg
+from fedsynth.server.strategy import mcm_fedavg
 
 
 class _TwoNodes:
@@ -43,7 +43,7 @@ def test_train_instructions_carry_the_largest_epsilon_recorded_per_site(tmp_path
             {"status": "error", "round": 2, "node_id": 12, "reason": "refused: ... epsilon from 0.9 to 9.0"},
         ]
     )
-    strategy = MCMFedAvg(run, schema, MCMConfig(hidden=16, n_bins=16), layout=[("w", (2,))], round_offset=2)
+    strategy, _ = mcm_fedavg(run, schema, MCMConfig(hidden=16, n_bins=16), [("w", (2,))], round_offset=2)
     arrays = ArrayRecord({"weights": torch.zeros(2)})
     messages = list(strategy.configure_train(1, arrays, ConfigRecord({"run-id": "r1"}), _TwoNodes()))
     assert len(messages) == 2

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp.strategy import Strategy
 
 from fedsynth.client.app import REPLY_METRICS
 from fedsynth.client.packed_weights import WEIGHTS, layout_of, layout_size, pack
@@ -15,7 +16,7 @@ from fedsynth.model.config import MCMConfig
 from fedsynth.model.mcm import MCM
 from fedsynth.server.outcome import TrainingFailedError, check_training_outcome
 from fedsynth.server.run import RunDirectory
-from fedsynth.server.strategy import MCMFedAvg
+from fedsynth.server.strategy import mcm_fedavg
 
 CONFIG = MCMConfig(hidden=16, n_bins=16)
 STATE = MCM(CONFIG).build(bundled_schema("whas500")).network_.state_dict()
@@ -53,11 +54,11 @@ def _error(instruction: Message, reason: str) -> Message:
     return Message(Error(code=0, reason=reason), reply_to=instruction)
 
 
-def _strategy(tmp_path, min_sites: int) -> tuple[MCMFedAvg, list[Message], RunDirectory]:
+def _strategy(tmp_path, min_sites: int) -> tuple[Strategy, list[Message], RunDirectory]:
     schema = bundled_schema("whas500")
     run = RunDirectory(tmp_path / "run")
     run.initialise("r1", schema, {})
-    strategy = MCMFedAvg(run, schema, CONFIG, layout=LAYOUT, min_sites=min_sites)
+    strategy, _ = mcm_fedavg(run, schema, CONFIG, LAYOUT, min_sites=min_sites)
     arrays = pack(STATE)
     sent = list(strategy.configure_train(1, arrays, ConfigRecord({"run-id": "r1"}), _ThreeNodes()))
     return strategy, sent, run
@@ -87,3 +88,5 @@ def test_a_round_with_min_sites_replies_is_averaged_and_checkpointed(tmp_path) -
     assert checkpoint is not None and checkpoint.round == 1
     check_training_outcome(tmp_path / "run", 1, 1, tmp_path / "train.log")  # the run has its model
     assert json.dumps(sorted(r["site"] for r in run.budget_records() if r["status"] == "ok")) == '["site-a", "site-b"]'
+    # The checkpoint names the sites whose weights it averaged, not the one that refused.
+    assert [r["sites"] for r in run.checkpoint_records()] == [["site-a", "site-b"]]
