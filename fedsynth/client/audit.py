@@ -23,9 +23,16 @@ from fedsynth.client.audit_log import record_audit
 from fedsynth.client.site import Site
 from fedsynth.model.mcm import MCM, generator_digest
 from fedsynth.model.rows_digest import rows_digest
-from fedsynth.privacy.anonymeter_audit import AnonymeterSettings, anonymeter_audit, risks_to_dicts
-from fedsynth.privacy.membership import ROC_POINTS, density_attack, distance_attack, white_box_attack
-from fedsynth.privacy.nearest_neighbour import HISTOGRAM_BINS, nearest_neighbour_audit
+from fedsynth.privacy.anonymeter_audit import AnonymeterSettings
+from fedsynth.privacy.evaluators import (
+    AnonymeterEvaluator,
+    AuditEvaluator,
+    MembershipEvaluator,
+    NearestNeighbourEvaluator,
+    WhiteBoxMembershipEvaluator,
+)
+from fedsynth.privacy.membership import ROC_POINTS
+from fedsynth.privacy.nearest_neighbour import HISTOGRAM_BINS
 
 # The only list lengths an audit result may contain: histograms, their edges and ROC grids.
 ALLOWED_LIST_LENGTHS = {HISTOGRAM_BINS, HISTOGRAM_BINS + 1, ROC_POINTS, 2}
@@ -94,21 +101,20 @@ def run_site_audit(
     train, holdout = site.train, site.holdout
     timings: dict[str, float] = {}
 
-    def timed(name: str, audit: Any) -> Any:
+    def evaluated(evaluator: AuditEvaluator) -> AuditEvaluator:
         started = time.perf_counter()
-        value = audit()
-        timings[name] = round(time.perf_counter() - started, 3)
-        return value
+        evaluator.evaluate()
+        timings[evaluator.name] = round(time.perf_counter() - started, 3)
+        return evaluator
 
     attacks = [
-        timed("distance", lambda: distance_attack(synthetic, train, holdout, schema, seed, delta)),
-        timed("density", lambda: density_attack(synthetic, train, holdout, schema, seed, delta)),
-        timed("white-box", lambda: white_box_attack(model, train, holdout, seed=seed, delta=delta)),
+        evaluated(MembershipEvaluator(train, synthetic, holdout, schema, "distance", seed, delta)),
+        evaluated(MembershipEvaluator(train, synthetic, holdout, schema, "density", seed, delta)),
+        evaluated(WhiteBoxMembershipEvaluator(train, model, holdout, schema, seed, delta)),
     ]
     for attack in attacks:
-        attack.empirical_epsilon["exceeds_accountant"] = attack.empirical_epsilon["epsilon_lower_bound"] > (
-            accountant_epsilon
-        )
+        bound = attack.result.empirical_epsilon
+        bound["exceeds_accountant"] = bound["epsilon_lower_bound"] > accountant_epsilon
     result = {
         "site": site.config.name,
         "audit_number": number,
@@ -120,13 +126,9 @@ def run_site_audit(
         "sample": {"seed": seed, "n": n, "conditions": json.dumps(conditions), "sha256": rows_digest(synthetic)},
         "delta": delta,
         "accountant_epsilon": accountant_epsilon,
-        "nearest_neighbour": timed(
-            "nearest-neighbour", lambda: nearest_neighbour_audit(synthetic, train, holdout, schema, seed)
-        ).to_dict(),
-        "attacks": [attack.to_dict() for attack in attacks],
-        "anonymeter": risks_to_dicts(
-            timed("anonymeter", lambda: anonymeter_audit(synthetic, train, holdout, schema, anonymeter))
-        ),
+        "nearest_neighbour": evaluated(NearestNeighbourEvaluator(train, synthetic, holdout, schema, seed)).results(),
+        "attacks": [attack.results() for attack in attacks],
+        "anonymeter": evaluated(AnonymeterEvaluator(train, synthetic, holdout, schema, anonymeter)).results(),
         "seconds": timings,
     }
     check_site_audit_result(result)

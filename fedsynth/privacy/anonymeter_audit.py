@@ -23,7 +23,7 @@ Traps handled (each seen in anonymeter's issue tracker or here):
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -209,7 +209,3 @@ def anonymeter_audit(
         inference.evaluate(n_jobs=1)
         risks.append(_risk("inference", inference, secret=secret, regression=numeric))
     return risks
-
-
-def risks_to_dicts(risks: list[Risk]) -> list[dict[str, Any]]:
-    return [asdict(r) for r in risks]
