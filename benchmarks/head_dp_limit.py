@@ -103,9 +103,19 @@ class EffectErrors:
 
 
 def dp_round(  # type: ignore[no-untyped-def]
-    head: HazardHead, x: torch.Tensor, codes: torch.Tensor, layout, plan, lr: float, effects_lr: float
+    head: HazardHead,
+    x: torch.Tensor,
+    codes: torch.Tensor,
+    layout,
+    plan,
+    lr: float,
+    effects_lr: float,
+    tail: float = 0.0,
 ) -> None:
-    """One site round: ``plan.local_epochs`` epochs of Opacus DP-SGD on Adam, Adam restarted."""
+    """One site round: ``plan.local_epochs`` epochs of Opacus DP-SGD on Adam, Adam restarted.
+
+    ``tail`` > 0: the head sent is the plain mean of the iterates of the round's last ``tail``
+    share of steps (Polyak-Ruppert tail averaging: post-processing, no privacy cost)."""
     module = GradSampleModule(head)
     groups = [
         {"params": [head.baseline.weight], "lr": lr},
@@ -119,6 +129,9 @@ def dp_round(  # type: ignore[no-untyped-def]
         expected_batch_size=int(len(x) * loader.sample_rate),
         loss_reduction="mean",
     )
+    total_steps = plan.local_epochs * len(loader)
+    first_averaged = total_steps - max(1, round(tail * total_steps)) if tail > 0 else total_steps
+    sums, averaged, step = [torch.zeros_like(p) for p in head.parameters()], 0, 0
     for _ in range(plan.local_epochs):
         for xb, cb in loader:
             optimizer.zero_grad(set_to_none=True)
@@ -126,7 +139,16 @@ def dp_round(  # type: ignore[no-untyped-def]
             # noise-only step); the optimizer divides the noisy sum by the expected batch size.
             survival_hazard_nll(layout, module(xb), cb).sum().backward()
             optimizer.step()
+            step += 1
+            if step > first_averaged:
+                averaged += 1
+                for total, p in zip(sums, head.parameters(), strict=True):
+                    total += p.detach()
     module._close()
+    if averaged:
+        with torch.no_grad():
+            for total, p in zip(sums, head.parameters(), strict=True):
+                p.copy_(total / averaged)
 
 
 def harrell(sites: list[Site], time_col: str, event_col: str, risks: list[np.ndarray]) -> float:
@@ -135,7 +157,9 @@ def harrell(sites: list[Site], time_col: str, event_col: str, risks: list[np.nda
     return float(np.mean([concordance_index(s.holdout[time_col], -r, s.holdout[event_col]) for s, r in pairs]))
 
 
-def run(dataset: str, seed: int, rounds: int, effects_lrs: list[float], lr: float | None) -> dict[str, Any]:
+def run(
+    dataset: str, seed: int, rounds: int, effects_lrs: list[float], lr: float | None, tails: tuple[float, ...] = (0.0,)
+) -> dict[str, Any]:
     """One seed: the sites' split, the references, then one DP fit per effects' multiplier."""
     with tempfile.TemporaryDirectory() as tmp:
         frame, schema = load_dataset(dataset)
@@ -164,20 +188,20 @@ def run(dataset: str, seed: int, rounds: int, effects_lrs: list[float], lr: floa
         result["head_mle"] = harrell(sites, time_col, event_col, event_risk(mle))
         errors = EffectErrors(mle, layout, all_x, all_codes, covariates.bool())
         plans = [s.plan("limit", rounds) for s in sites]
-        for multiplier in effects_lrs:
+        for multiplier, tail in [(m, t) for m in effects_lrs for t in tails]:
             state = new_head(layout.encoded_width, layout.n_bins).state_dict()
             for _ in range(rounds):
                 replies = []
                 for site_x, site_codes, plan in zip(x, codes, plans, strict=True):
                     head = new_head(layout.encoded_width, layout.n_bins)
                     head.load_state_dict(state)
-                    dp_round(head, site_x, site_codes, layout, plan, lr, multiplier)
+                    dp_round(head, site_x, site_codes, layout, plan, lr, multiplier, tail)
                     replies.append((head.state_dict(), len(site_x)))
                 total = sum(n for _, n in replies)
                 state = {k: sum(sd[k] * n for sd, n in replies) / total for k in state}
             head = new_head(layout.encoded_width, layout.n_bins)
             head.load_state_dict(state)
-            label = f"head_dp_effects_lr_{multiplier:g}"
+            label = f"head_dp_effects_lr_{multiplier:g}" + (f"_tail_{tail:g}" if tail else "")
             result[label] = harrell(sites, time_col, event_col, event_risk(head))
             result[f"effects_inside_{label}"], result[f"effects_median_z_{label}"] = errors(head.effects.weight[1])
         result["noise_multiplier"] = plans[0].noise_multiplier
@@ -191,6 +215,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--lr", type=float, help="Adam's rate (default: the site's training.learning_rate)")
     parser.add_argument("--effects-lr", nargs="+", type=float, default=[1.0], help="effects' learning-rate multipliers")
+    parser.add_argument(
+        "--tail-average",
+        nargs="+",
+        type=float,
+        default=[0.0],
+        help="shares of each round's last steps whose iterates a site averages (0: the last iterate)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -198,7 +229,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", message="Full backward hook is firing")
     runs = []
     for seed in args.seeds:
-        runs.append(run(args.dataset, seed, args.rounds, args.effects_lr, args.lr))
+        runs.append(run(args.dataset, seed, args.rounds, args.effects_lr, args.lr, args.tail_average))
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in runs[-1].items()}), flush=True)
     keys = [k for k in runs[0] if k not in ("seed", "noise_multiplier")]
     summary = {k: round(float(np.mean([r[k] for r in runs])), 4) for k in keys}

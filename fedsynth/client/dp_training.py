@@ -218,6 +218,39 @@ def _noise_only_step(module: torch.nn.Module, dp_optimizer: torch.optim.Optimize
     dp_optimizer.step()
 
 
+class TailAverage:
+    """The plain mean of some parameters' iterates over a round's steps from ``first_step`` on
+    (Polyak-Ruppert tail averaging). Post-processing: DP-SGD's guarantee covers every noisy
+    iterate, so any function of them costs nothing more."""
+
+    def __init__(self, parameters: list[torch.nn.Parameter], first_step: int) -> None:
+        self.parameters, self.first_step = parameters, first_step
+        self.sums = [torch.zeros_like(p) for p in parameters]
+        self.count = 0
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        """After the round's ``step``-th step (1-based)."""
+        if step > self.first_step:
+            self.count += 1
+            torch._foreach_add_(self.sums, [p.detach() for p in self.parameters])
+
+    @torch.no_grad()
+    def copy_to_parameters(self) -> None:
+        if self.count:
+            for parameter, total in zip(self.parameters, self.sums, strict=True):
+                parameter.copy_(total / self.count)
+
+
+def head_tail_average(network: MCMNetwork, model_config: MCMConfig, steps_per_round: int) -> TailAverage | None:
+    """The survival head's tail average for a round (MCMConfig.survival_head_averaging), or None."""
+    share = model_config.survival_head_averaging
+    if share <= 0 or network.survival_head is None:
+        return None
+    averaged_steps = max(1, round(share * steps_per_round))
+    return TailAverage(list(network.survival_head.parameters()), steps_per_round - averaged_steps)
+
+
 def run_schedule(kind: str, total_steps: int) -> Callable[[int], float]:
     """Learning-rate factor of the run's step ``t`` (0-based): cosine to zero, or constant 1."""
     if kind == "constant":
@@ -270,6 +303,7 @@ def train_dp_round(
     step = (min(server_round, plan.planned_rounds) - 1) * plan.steps_per_round
     schedule = run_schedule(model_config.lr_schedule, plan.total_steps)
     network.train()
+    averaged, round_step = head_tail_average(network, model_config, plan.steps_per_round), 0
     with SinglePassClipping(network, plan.max_grad_norm) as clipping:
         for _ in range(plan.local_epochs):
             for (batch,) in dp_loader:
@@ -285,6 +319,11 @@ def train_dp_round(
                     dp_optimizer.step()  # Opacus: + Gaussian noise, / expected batch size, Adam, accountant
                     total += float(loss.detach().sum())
                     count += len(batch)
+                round_step += 1
+                if averaged is not None:
+                    averaged.update(round_step)
+    if averaged is not None:
+        averaged.copy_to_parameters()
     network.eval()
     history = [(float(n), float(q), int(s)) for n, q, s in accountant.history]
     return (total / count if count else float("nan")), history

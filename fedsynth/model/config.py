@@ -80,6 +80,11 @@ class MCMConfig(BaseModel):
     survival_level : bool, default False
         One intercept per cause at the effects' scale, so the overall event and censoring rates
         move as fast as the effects under DP-SGD.
+    survival_head_averaging : float, default 0.0
+        Under DP-SGD: the survival head a site sends is the plain mean of its iterates over this
+        share of the round's last steps (0: the last iterate). Averaging the noisy iterates of a
+        low-dimensional, nearly convex fit cancels much of their noise (post-processing: no
+        privacy cost); the rest of the network keeps its last iterate.
     survival_head_weight : float, default 1.0
         Weight of the survival head's loss next to the masked loss (one per-record loss: DP-SGD
         clips and noises both in one mechanism).
@@ -112,6 +117,7 @@ class MCMConfig(BaseModel):
     survival_effect_scale: float = Field(8.0, gt=0.0, le=1000.0)
     survival_centre: Literal["midpoint", "marginal"] = "midpoint"
     survival_level: bool = False
+    survival_head_averaging: float = Field(0.0, ge=0.0, le=1.0)
     survival_head_weight: float = Field(1.0, ge=0.0, le=100.0)
     epochs: int | None = Field(None, ge=1, le=100_000)
     auto_epochs: int = Field(1000, ge=1)

@@ -138,11 +138,15 @@ def _opacus_per_record_gradients(network, batch, config: MCMConfig) -> dict[str,
     return grads
 
 
-def test_a_round_with_the_hazard_head_spends_exactly_what_the_plan_says_and_every_part_trains(whas500) -> None:
-    # Opacus' accountant sees the plan's noise, rate and steps; the head and the masked model both move.
+@pytest.mark.parametrize("head_averaging", [0.0, 1.0])
+def test_a_round_with_the_hazard_head_spends_exactly_what_the_plan_says_and_every_part_trains(
+    whas500, head_averaging
+) -> None:
+    # Opacus' accountant sees the plan's noise, rate and steps; the head and the masked model both
+    # move. Averaging the head's iterates is post-processing: the spend is the same.
     frame, schema = whas500
     config = MCMConfig(hidden=8, n_bins=8, survival_head=True, survival_form="hazard", survival_centre="marginal",
-                       survival_level=True)  # fmt: skip
+                       survival_level=True, survival_head_averaging=head_averaging)  # fmt: skip
     plan = plan_dp(n_records=200, batch_size=50, local_epochs=2, planned_rounds=1, target_epsilon=8.0,
                    target_delta=1e-3, max_grad_norm=10.0)  # fmt: skip
     model = MCM(config).build(schema)
@@ -153,6 +157,33 @@ def test_a_round_with_the_hazard_head_spends_exactly_what_the_plan_says_and_ever
     assert 8.0 - 0.011 <= independent_epsilon(history, 1e-3) <= 8.0
     moved = {name: float((p.detach() - before[name]).abs().max()) for name, p in model.network_.named_parameters()}
     assert moved["survival_head.effects.weight"] > 0 and moved["heads.weight"] > 0 and moved["block1.net.0.weight"] > 0
+
+
+def test_the_tail_average_is_the_mean_of_the_iterates_after_its_first_step() -> None:
+    from fedsynth.client.dp_training import TailAverage
+
+    layer = torch.nn.Linear(2, 1)
+    averaged = TailAverage(list(layer.parameters()), first_step=2)
+    for step, value in enumerate((1.0, 3.0, 5.0, 7.0), start=1):
+        with torch.no_grad():
+            layer.weight.fill_(value)
+        averaged.update(step)
+    averaged.copy_to_parameters()
+    torch.testing.assert_close(layer.weight, torch.full((1, 2), 6.0))  # (5 + 7) / 2: steps 3 and 4
+
+
+def test_the_head_average_covers_the_survival_head_alone_over_its_share_of_the_round(whas500) -> None:
+    from fedsynth.client.dp_training import head_tail_average
+
+    _, schema = whas500
+    config = MCMConfig(hidden=8, n_bins=8, survival_head=True, survival_form="hazard", survival_head_averaging=0.3)
+    network = MCM(config).build(schema).network_
+    averaged = head_tail_average(network, config, steps_per_round=20)
+    assert averaged is not None and averaged.first_step == 14  # the last 6 of 20 steps
+    assert {id(p) for p in averaged.parameters} == {id(p) for p in network.survival_head.parameters()}
+    assert head_tail_average(network, config.model_copy(update={"survival_head_averaging": 0.0}), 20) is None
+    plain = MCM(MCMConfig(hidden=8, n_bins=8, survival_head_averaging=0.3)).build(schema).network_
+    assert head_tail_average(plain, config, 20) is None  # no head, nothing to average
 
 
 def test_single_pass_clipping_needs_a_positive_norm_and_hooks_nothing_when_refused() -> None:
