@@ -1,4 +1,4 @@
-"""MCM vs Med-VAE, both non-DP with their defaults, on one dataset: the same 50/50 split,
+"""MCM vs Med-VAE vs CK4Gen, all non-DP with their defaults, on one dataset: the same 50/50 split,
 n_train rows drawn from each model alone, mean KS of numeric columns vs train and the real
 holdout's C-index of a Cox model trained on the synthetic rows (TSTR) vs on the real ones (TRTR),
 and memorisation as benchmarks/quality.py measures it (exact copies, DCR share, distance-MIA AUC).
@@ -24,6 +24,7 @@ from benchmarks.machine import machine_info
 from fedsynth.data.datasets import load_dataset
 from fedsynth.data.split import train_holdout_split
 from fedsynth.evaluation.utility import utility_report
+from fedsynth.model.ck4gen import CK4Gen
 from fedsynth.model.generator import Generator
 from fedsynth.model.mcm import MCM
 from fedsynth.model.medvae import MedVAE
@@ -31,7 +32,7 @@ from fedsynth.privacy.copies import exact_copy_count
 from fedsynth.privacy.membership import distance_attack
 from fedsynth.privacy.nearest_neighbour import nearest_neighbour_audit
 
-GENERATORS: dict[str, type] = {"mcm": MCM, "medvae": MedVAE}
+GENERATORS: dict[str, type] = {"mcm": MCM, "medvae": MedVAE, "ck4gen": CK4Gen}
 
 
 def run(dataset: str, seed: int, name: str) -> dict:
@@ -64,11 +65,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="whas500")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--generators", nargs="+", choices=list(GENERATORS), default=list(GENERATORS))
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     rows = []
     for seed in args.seeds:
-        for name in GENERATORS:
+        for name in args.generators:
             row = run(args.dataset, seed, name)
             rows.append(row)
             print(
@@ -85,11 +87,12 @@ def main() -> None:
         "cindex_tstr",
         "dcr_share",
         "mia_auc",
+        "exact_copies",
         "fit_seconds",
     )
     means = {
         name: {key: round(float(np.mean([r[key] for r in rows if r["generator"] == name])), 4) for key in keys}
-        for name in GENERATORS
+        for name in args.generators
     }
     for name, mean in means.items():
         print(f"{name:7s} MEAN: " + " ".join(f"{key} {value}" for key, value in mean.items()))
@@ -97,7 +100,8 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         command = (
             f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} python -m benchmarks.generators "
-            f"--dataset {args.dataset} --seeds {' '.join(map(str, args.seeds))} --out {args.out}"
+            f"--dataset {args.dataset} --seeds {' '.join(map(str, args.seeds))} "
+            f"--generators {' '.join(args.generators)} --out {args.out}"
         )
         document = {"command": command, "machine": machine_info(), "means": means, "rows": rows}
         args.out.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")

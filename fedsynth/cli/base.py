@@ -134,11 +134,14 @@ def training_progress() -> Progress:
 
 
 def fit_with_progress(frame: Any, schema: Schema, config: Any) -> Any:
+    from fedsynth.model.ck4gen import CK4Gen, CK4GenConfig
     from fedsynth.model.mcm import MCM
     from fedsynth.model.medvae import MedVAE, MedVAEConfig
 
     if isinstance(config, MedVAEConfig):
         model, name, epochs = MedVAE(config), "Med-VAE", config.epochs
+    elif isinstance(config, CK4GenConfig):
+        model, name, epochs = CK4Gen(config), "CK4Gen", config.epochs
     else:
         model, name, epochs = MCM(config), "MCM", config.resolved_epochs(len(frame))
     with training_progress() as progress:

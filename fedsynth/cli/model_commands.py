@@ -25,6 +25,7 @@ class GeneratorName(StrEnum):
 
     MCM = "mcm"
     MEDVAE = "medvae"
+    CK4GEN = "ck4gen"
 
 
 def model_directory(path: Path) -> Path:
@@ -44,7 +45,10 @@ def fit(
         Path | None, typer.Option(help="TOML with a \\[model] table of the generator's config fields.")
     ] = None,
     generator: Annotated[
-        GeneratorName, typer.Option("--generator", help="mcm (Masked Clinical Modelling) or medvae (Med-VAE).")
+        GeneratorName,
+        typer.Option(
+            "--generator", help="mcm (Masked Clinical Modelling), medvae (Med-VAE) or ck4gen (Cox-distilled CK4Gen)."
+        ),
     ] = GeneratorName.MCM,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing model directory.")] = False,
 ) -> None:
@@ -54,11 +58,17 @@ def fit(
     At least 100 rows (fedsynth.data.minimum.MIN_FIT_ROWS)."""
     from fedsynth.data.minimum import check_fit_rows
     from fedsynth.data.schema import Schema
+    from fedsynth.model.ck4gen import CK4GenConfig
     from fedsynth.model.config import MCMConfig
     from fedsynth.model.medvae import MedVAEConfig
 
     refuse_existing(output, force)
-    config_type = MedVAEConfig if generator == GeneratorName.MEDVAE else MCMConfig
+    config_types = {
+        GeneratorName.MCM: MCMConfig,
+        GeneratorName.MEDVAE: MedVAEConfig,
+        GeneratorName.CK4GEN: CK4GenConfig,
+    }
+    config_type = config_types[generator]
     base = config_type.from_toml(config) if config else config_type()
     overrides = {k: v for k, v in {"epochs": epochs, "seed": seed}.items() if v is not None}
     model_config = config_type.model_validate({**base.model_dump(), **overrides})
@@ -70,6 +80,12 @@ def fit(
         f"saved model to {output} ({model.n_parameters()} parameters, {model.n_train_} rows, "
         f"final loss {model.history_[-1]:.4f}). [yellow]Not differentially private.[/]"
     )
+    if isinstance(model_config, CK4GenConfig) and model_config.outcome == "copy":
+        err_console.print(
+            '[bold red]outcome = "copy": this model stores the training rows\' times and events and copies '
+            "them into every sample (model.json: copies_real_values). Use only where the data is held; "
+            "never release or share it.[/]"
+        )
 
 
 @app.command()

@@ -1,9 +1,9 @@
 """What the rest of fedsynth uses of a fitted generator, as a protocol every generator meets,
 and the part of one that every network-backed generator shares.
 
-The MCM (:class:`fedsynth.model.mcm.MCM`) and Med-VAE (:class:`fedsynth.model.medvae.MedVAE`)
-both satisfy the protocol and build on :class:`NetworkGenerator`; code that only fits, samples,
-saves and loads can take either.
+The MCM (:class:`fedsynth.model.mcm.MCM`), Med-VAE (:class:`fedsynth.model.medvae.MedVAE`) and
+CK4Gen (:class:`fedsynth.model.ck4gen.CK4Gen`) satisfy the protocol and build on
+:class:`NetworkGenerator`; code that only fits, samples, saves and loads can take any of them.
 """
 
 from __future__ import annotations

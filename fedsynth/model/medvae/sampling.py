@@ -63,10 +63,12 @@ def describe(condition: ResolvedCondition) -> str:
     return f"{condition.lower_value:g}<={column.name}<={condition.upper_value:g}"
 
 
-def accepted_rows(draw: Callable[[int], pd.DataFrame], m: int, conditions: list[ResolvedCondition]) -> pd.DataFrame:
+def accepted_rows(
+    draw: Callable[[int], pd.DataFrame], m: int, conditions: list[ResolvedCondition], title: str = "Med-VAE"
+) -> pd.DataFrame:
     """The first ``m`` rows satisfying every condition among rows from ``draw`` (called again
-    until there are ``m``); refuses, naming the rarest condition, when ``m`` would take more
-    than ``MAX_DRAWS`` rows."""
+    until there are ``m``); refuses, naming the rarest condition and the generator (``title``),
+    when ``m`` would take more than ``MAX_DRAWS`` rows."""
     if not conditions:
         return draw(m)
     kept: list[pd.DataFrame] = []
@@ -84,17 +86,19 @@ def accepted_rows(draw: Callable[[int], pd.DataFrame], m: int, conditions: list[
         rate = have / drawn
         needed = math.inf if have == 0 else (m - have) / rate
         if drawn >= PILOT_ROWS and drawn + needed > MAX_DRAWS:
-            raise _hopeless(conditions, each, have, drawn, m)
+            raise _hopeless(conditions, each, have, drawn, m, title)
         batch = int(min(MAX_BATCH, max(1024, 1.2 * needed if have else 4 * batch)))
     return pd.concat(kept, ignore_index=True).iloc[:m].reset_index(drop=True)
 
 
-def _hopeless(conditions: list[ResolvedCondition], each: np.ndarray, have: int, drawn: int, m: int) -> ConditionError:
+def _hopeless(
+    conditions: list[ResolvedCondition], each: np.ndarray, have: int, drawn: int, m: int, title: str
+) -> ConditionError:
     rarest = int(np.argmin(each))
     condition = conditions[rarest]
     together = "" if len(conditions) == 1 else f"; all conditions together: {have} of {drawn}"
     return ConditionError(
-        f"condition '{describe(condition)}' is almost never produced by this Med-VAE: {int(each[rarest])} of "
+        f"condition '{describe(condition)}' is almost never produced by this {title}: {int(each[rarest])} of "
         f"{drawn} drawn rows satisfy it{together}, too few to draw {m} rows within {MAX_DRAWS} draws; "
         "widen the condition (e.g. a range instead of a single value) or ask for fewer rows",
         condition.column.name,

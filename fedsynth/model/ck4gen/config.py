@@ -1,0 +1,74 @@
+"""Typed settings of the CK4Gen generator (founding paper: seed 002)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fedsynth.config_files import read_toml, validate_sections
+from fedsynth.model.config import ModelConfigError
+
+Outcome = Literal["model", "copy"]
+
+
+class CK4GenConfig(BaseModel):
+    """Architecture, distillation and outcome mode of CK4Gen.
+
+    Attributes
+    ----------
+    outcome : {"model", "copy"}, default "model"
+        Where a row's time and event come from. ``"model"``: drawn from the distilled Cox model
+        (its baseline hazard and the sampled covariates' linear predictor) and a censoring
+        hazard, so a sample is a function of the model only. ``"copy"``: the paper's variant,
+        decoding a stored training row's latent code and copying that row's time and event;
+        the model then holds real values and is marked so (``copies_real_values``).
+    hidden : tuple of int, default (128, 64, 32)
+        Encoder layer widths (the paper's encoder has three hidden layers); the decoder mirrors them.
+    latent : int, default 16
+        Latent dimensions.
+    n_bins : int, default 64
+        Bins of each numeric output head (the MCM's heads) and of the piecewise-constant
+        baseline and censoring hazards on the time column's [0, 1] scale.
+    bin_smoothing : float, default 0.75
+        Gaussian spread, in bins, of each numeric target (as :class:`~fedsynth.model.config.MCMConfig`).
+    distill_weight : float, default 10.0
+        Weight of the distillation term: squared error between a linear risk head on the latent
+        point and the Cox teacher's standardised linear predictor.
+    beta : float, default 1.0
+        Weight of the KL term once annealing is over (the prior that ``outcome = "model"`` samples).
+    kl_anneal_fraction : float, default 0.5
+        Share of the training steps over which the KL weight rises linearly from 0 to ``beta``.
+    teacher_penalizer : float, default 0.01
+        Ridge penalty of the teacher Cox fit (lifelines), as fedsynth's Cox utility fits use.
+    epochs : int, default 100
+        Passes over the training rows (chosen from a measurement on the four bundled datasets:
+        docs/research/2026-12-05-ck4gen.md).
+    learning_rate : float, default 1e-3
+        Adam's.
+    batch_size : int, default 64
+    seed : int, default 0
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    outcome: Outcome = "model"
+    hidden: tuple[int, ...] = Field((128, 64, 32), min_length=1)
+    latent: int = Field(16, ge=1)
+    n_bins: int = Field(64, ge=2, le=1024)
+    bin_smoothing: float = Field(0.75, ge=0)
+    distill_weight: float = Field(10.0, ge=0)
+    beta: float = Field(1.0, ge=0)
+    kl_anneal_fraction: float = Field(0.5, ge=0, le=1)
+    teacher_penalizer: float = Field(0.01, ge=0)
+    epochs: int = Field(100, ge=1, le=100_000)
+    learning_rate: float = Field(1e-3, gt=0)
+    batch_size: int = Field(64, ge=1)
+    seed: int = 0
+
+    @classmethod
+    def from_toml(cls, path: str | Path, section: str = "model") -> CK4GenConfig:
+        """The ``[section]`` table of ``path``; unknown tables or keys are refused, naming the known ones."""
+        data = read_toml(path, ModelConfigError, "model config")
+        return validate_sections(cls, data, main=section, sections=(), error_type=ModelConfigError, source=str(path))

@@ -1,0 +1,199 @@
+"""The CK4Gen generator as an estimator: ``CK4Gen(config).fit(df, schema).sample(n, conditions, seed)``.
+
+CK4Gen (seed 002) distils a CoxPH teacher, fitted on the training rows (lifelines), into an
+autoencoder over the MCM's encoding and output heads (:mod:`~fedsynth.model.ck4gen.network`),
+trained on covariate reconstruction, the KL to a N(0, I) prior and the distillation term.
+
+Two outcome modes (:class:`~fedsynth.model.ck4gen.config.CK4GenConfig.outcome`):
+
+* ``"model"`` (default): rows are decoded from the prior and their time and event drawn from
+  the distilled Cox model; a sample is a function of the model alone.
+* ``"copy"``: the paper's generation. The model keeps every training row's latent mean and its
+  exact time and event, and each synthetic row copies one real row's (time, event). Such a
+  model COPIES REAL VALUES: ``copies_real_values`` is True, saved in ``model.json`` and read
+  back by :meth:`CK4Gen.load`, so that a release gate can refuse it. It is never DP.
+
+Non-DP only: ``differentially_private_`` is always False.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from fedsynth.data.conditions import ConditionsLike, ResolvedCondition, resolve_any
+from fedsynth.data.schema import Schema
+from fedsynth.data.validation import validate_frame
+from fedsynth.model.ck4gen.config import CK4GenConfig
+from fedsynth.model.ck4gen.network import CK4GenNetwork
+from fedsynth.model.ck4gen.sampling import decode_rows
+from fedsynth.model.ck4gen.teacher import fit_teacher, outcome_indices
+from fedsynth.model.generator import NetworkGenerator
+from fedsynth.model.layout import Layout
+from fedsynth.model.medvae.sampling import accepted_rows
+from fedsynth.model.persistence import check_generator, fitted_meta, read_model_files, restore_fitted, write_model_files
+from fedsynth.model.sampler import GROUP_ROWS, enforce_conditions, group_seeds
+from fedsynth.model.training import ProgressCallback
+
+GENERATOR_NAME = "ck4gen"  # model.json's "generator"
+COPIES_REAL_VALUES = "copies_real_values"  # model.json's flag for outcome = "copy"
+
+
+def network_for(config: CK4GenConfig, schema: Schema) -> CK4GenNetwork:
+    """An (unseeded) network of ``config``'s architecture for ``schema``: for new and loaded models."""
+    return CK4GenNetwork(Layout(schema, config.n_bins), config.hidden, config.latent, config.bin_smoothing)
+
+
+class CK4Gen(NetworkGenerator[CK4GenNetwork]):
+    """CK4Gen generator; conditions honoured by rejection.
+
+    Attributes (after ``fit``): ``schema_``, ``network_``, ``history_`` (mean loss per epoch),
+    ``n_train_``, ``differentially_private_`` (False), ``training_info_`` (with the outcome mode,
+    ``copies_real_values`` and ``distillation_r2``).
+    """
+
+    title = "CK4Gen"
+
+    def __init__(self, config: CK4GenConfig | None = None, **overrides: Any) -> None:
+        base = config or CK4GenConfig()
+        self.config = CK4GenConfig.model_validate({**base.model_dump(), **overrides}) if overrides else base
+        self.schema_: Schema | None = None
+        self.network_: CK4GenNetwork | None = None
+        self.history_: list[float] = []
+        self.n_train_ = 0
+        self.differentially_private_ = False
+        self.training_info_: dict[str, Any] = {}
+
+    @property
+    def copies_real_values(self) -> bool:
+        """True when sampled rows carry real rows' (time, event): ``outcome = "copy"``."""
+        return self.config.outcome == "copy"
+
+    def _new_network(self, schema: Schema) -> CK4GenNetwork:
+        return network_for(self.config, schema)
+
+    def fit(self, frame: pd.DataFrame, schema: Schema, progress: ProgressCallback | None = None) -> CK4Gen:
+        """Validate ``frame``, fit the Cox teacher, then train the autoencoder with distillation (no DP)."""
+        canonical, _ = validate_frame(frame, schema)
+        network = self.build(schema)._network()
+        codes = network.layout.expand(torch.tensor(self.transformer.codes(canonical), dtype=torch.float32))
+        config = self.config
+        network.set_teacher(fit_teacher(network.layout, codes, config.teacher_penalizer))
+        targets = (network.teacher_eta(codes) / network.eta_scale).detach()
+        generator = torch.Generator().manual_seed(config.seed)
+        optimizer = torch.optim.Adam(network.parameters(), lr=config.learning_rate)
+        steps_per_epoch = -(-len(codes) // config.batch_size)
+        anneal_steps = config.kl_anneal_fraction * config.epochs * steps_per_epoch
+        self.history_, step = [], 0
+        network.train()
+        for epoch in range(config.epochs):
+            order = torch.randperm(len(codes), generator=generator)
+            total = 0.0
+            for start in range(0, len(codes), config.batch_size):
+                rows = order[start : start + config.batch_size]
+                weight = config.beta * (min(1.0, step / anneal_steps) if anneal_steps > 0 else 1.0)
+                noise = torch.randn(len(rows), config.latent, generator=generator)
+                reconstruction, kl, distill = network(codes[rows], noise, targets[rows])
+                loss = (reconstruction + weight * kl + config.distill_weight * distill).mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach()) * len(rows)
+                step += 1
+            self.history_.append(total / len(codes))
+            if progress is not None:
+                progress(epoch + 1, config.epochs, self.history_[-1])
+        network.eval()
+        if self.copies_real_values:
+            self._keep_library(network, codes, canonical[schema.time_column].to_numpy(dtype=float))
+        self.n_train_ = len(canonical)
+        self.differentially_private_ = False
+        self.training_info_ = {
+            "mode": "plain",
+            "epochs": config.epochs,
+            "n_train": self.n_train_,
+            "outcome": config.outcome,
+            COPIES_REAL_VALUES: self.copies_real_values,
+            "distillation_r2": self._distillation_r2(network, codes, targets),
+        }
+        return self
+
+    @staticmethod
+    def _keep_library(network: CK4GenNetwork, codes: torch.Tensor, times: Any) -> None:
+        """Store every training row's latent mean, exact time and event (``outcome = "copy"`` only)."""
+        _, event_index = outcome_indices(network.layout)
+        network.resize_library(len(codes))
+        with torch.inference_mode():
+            network.library_latent.copy_(network.encode(codes)[0])
+        network.library_time.copy_(torch.tensor(times, dtype=torch.float64))
+        network.library_event.copy_(codes[:, event_index])
+
+    @staticmethod
+    def _distillation_r2(network: CK4GenNetwork, codes: torch.Tensor, targets: torch.Tensor) -> float:
+        """Share of the teacher predictor's variance the risk head explains at the latent means."""
+        with torch.inference_mode():
+            predicted = network.risk(network.encode(codes)[0]).squeeze(1)
+        residual = float((predicted - targets).pow(2).mean())
+        spread = float(targets.var(unbiased=False))
+        return round(1.0 - residual / spread, 4) if spread > 0 else 0.0
+
+    def resolve(self, conditions: ConditionsLike) -> list[ResolvedCondition]:
+        """Parse (if text) and check conditions against the schema; resolved ones pass through."""
+        return resolve_any(conditions, self._schema())
+
+    def sample(self, n: int, conditions: ConditionsLike = None, seed: int = 0) -> pd.DataFrame:
+        """``n`` synthetic rows, every one satisfying every condition (see :meth:`MCM.sample`'s
+        grammar); deterministic for ``seed``."""
+        frames = list(self.sample_chunks(n, conditions, seed))
+        if not frames:
+            return self.transformer.from_codes(torch.zeros(0, len(self._schema().columns)).double().numpy())
+        return pd.concat(frames, ignore_index=True)
+
+    def sample_chunks(
+        self, n: int, conditions: ConditionsLike = None, seed: int = 0, workers: int | None = None
+    ) -> Iterator[pd.DataFrame]:
+        """``sample``'s rows in order, in frames of at most ``GROUP_ROWS`` rows, each group drawn
+        from its own seed derived from ``seed``. ``workers`` is accepted for the
+        :class:`~fedsynth.model.generator.Generator` interface; groups are drawn one at a time.
+        Conditions are checked now, not at the first frame."""
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        network, transformer = self._network(), self.transformer
+        resolved = self.resolve(conditions)
+        starts = list(range(0, int(n), GROUP_ROWS))
+        seeds = group_seeds(seed, len(starts))
+        copy = self.copies_real_values
+
+        def frames() -> Iterator[pd.DataFrame]:
+            for start, group_seed in zip(starts, seeds, strict=True):
+                generator = torch.Generator().manual_seed(int(group_seed) % (2**63))
+                size = min(GROUP_ROWS, int(n) - start)
+                draw = functools.partial(decode_rows, network, transformer, copy, generator=generator)
+                yield enforce_conditions(accepted_rows(draw, size, resolved, "CK4Gen model"), resolved)
+
+        return frames()
+
+    def save(self, path: str | Path, overwrite: bool = False) -> Path:
+        """Write the model directory (:mod:`fedsynth.model.persistence`) atomically; returns it.
+        ``model.json`` says whether the model copies real values (``copies_real_values``)."""
+        meta = {**fitted_meta(GENERATOR_NAME, self), COPIES_REAL_VALUES: self.copies_real_values}
+        return write_model_files(path, self._network().state_dict(), self._schema(), meta, None, overwrite)
+
+    @classmethod
+    def load(cls, path: str | Path) -> CK4Gen:
+        """Load and verify a model directory written by :meth:`save`."""
+        files = read_model_files(path)
+        check_generator(files, path, GENERATOR_NAME, "a CK4Gen model; load it with its own generator")
+        model = cls(CK4GenConfig.model_validate(files.meta["config"]))
+        model.schema_ = files.schema
+        model.network_ = network_for(model.config, files.schema)
+        model.network_.resize_library(len(files.state["library_time"]))
+        model.network_.load_state_dict(files.state)
+        model.network_.eval()
+        restore_fitted(model, files.meta)
+        return model
