@@ -26,6 +26,10 @@ noise and sample seeds, so they differ only in the Hessian's rows:
 * ``redrawn`` (``refined_redrawn_*``): the model's own sample with the outcome drawn again from
   the current head, covariates untouched (the control for ``copula``'s redraw).
 
+``--effect-errors`` adds, for every arm, how far its event effects lie from the MLE of the same
+head (same centring and encoding) on the pooled real training rows, in the MLE's marginal
+standard errors: ``<arm>_effects_inside`` (share within 1.96) and ``<arm>_effects_median_z``.
+
 ``hessian_corr_gap_<source>`` (when a source other than ``model`` runs): the largest absolute
 difference between the Pearson correlations of the ordinal covariates in the first step's
 Hessian rows and in the pooled training rows.
@@ -149,19 +153,9 @@ def score(model: MCM, sites: list, pooled: pd.DataFrame, seed: int) -> dict[str,
     return out
 
 
-def refine(
-    model: MCM,
-    sites: list,
-    n_pooled: int,
-    epsilon: float,
-    steps: int,
-    clip: float,
-    seed: int,
-    rows_for_hessian: Callable[[MCM, int, int], pd.DataFrame] | None = None,
-) -> list[pd.DataFrame]:
-    """``steps`` DP gradient releases per site at ``epsilon`` in all, each a Newton step with the
-    Hessian on ``rows_for_hessian(model, n_pooled, step)`` at the current head (default: the
-    model's own sample). Returns the rows each step's Hessian was taken on."""
+def head_likelihood(model: MCM) -> tuple[torch.Tensor, Callable, Callable]:
+    """The head's current parameters ``theta`` (covariate effects of both causes, then the levels),
+    ``unpack(theta)`` (the head's parameters) and the per-record ``nll(theta, row, code)``."""
     network = model.network_
     head, layout = network.survival_head, network.layout
     with torch.no_grad():
@@ -182,6 +176,60 @@ def refine(
         return survival_hazard_nll(layout, logits, code.unsqueeze(0))[0]
 
     theta = torch.cat([(fixed["effects.weight"] @ select).flatten(), fixed["effects.bias"]])
+    return theta, unpack, nll
+
+
+class EffectErrors:
+    """How far a head's event effects lie from the MLE of the same head on ``reference`` (the
+    pooled real training rows; no DP, a diagnostic), in the MLE's standard errors (the diagonal
+    of the inverse of the whole Hessian: marginal, not conditional on the other parameters)."""
+
+    def __init__(self, model: MCM, reference: pd.DataFrame, iterations: int = 30) -> None:
+        theta, _, nll = head_likelihood(model)
+        codes = model.codes_tensor(reference)
+        x = model.network_.layout.encode_codes(codes)
+        ridge = 1e-4 * torch.eye(len(theta))
+
+        def loss(t: torch.Tensor) -> torch.Tensor:
+            return vmap(nll, (None, 0, 0))(t, x, codes).sum()
+
+        current = loss(theta)
+        for _ in range(iterations):  # damped Newton from the model's head
+            g = vmap(grad(nll), (None, 0, 0))(theta, x, codes).sum(0)
+            h = vmap(hessian(nll), (None, 0, 0))(theta, x, codes).sum(0)
+            step, scale = torch.linalg.solve(h + ridge, g), 1.0
+            while scale > 1e-3 and loss(theta - scale * step) > current:
+                scale /= 2
+            theta, current = theta - scale * step, loss(theta - scale * step)
+            if float((scale * step).abs().max()) < 1e-7:
+                break
+        h = vmap(hessian(nll), (None, 0, 0))(theta, x, codes).sum(0)
+        self.d = (len(theta) - int(model.network_.survival_head.effects.bias.numel())) // 2
+        self.mle = theta[self.d : 2 * self.d]
+        self.se = torch.linalg.inv(h + ridge).diagonal()[self.d : 2 * self.d].clamp_min(1e-12).sqrt()
+
+    def __call__(self, model: MCM) -> dict[str, float]:
+        """Share of the event effects within 1.96 SE of the MLE's, and their median |z|."""
+        z = ((head_likelihood(model)[0][self.d : 2 * self.d] - self.mle) / self.se).abs()
+        return {"effects_inside": float((z <= 1.96).float().mean()), "effects_median_z": float(z.median())}
+
+
+def refine(
+    model: MCM,
+    sites: list,
+    n_pooled: int,
+    epsilon: float,
+    steps: int,
+    clip: float,
+    seed: int,
+    rows_for_hessian: Callable[[MCM, int, int], pd.DataFrame] | None = None,
+) -> list[pd.DataFrame]:
+    """``steps`` DP gradient releases per site at ``epsilon`` in all, each a Newton step with the
+    Hessian on ``rows_for_hessian(model, n_pooled, step)`` at the current head (default: the
+    model's own sample). Returns the rows each step's Hessian was taken on."""
+    network = model.network_
+    head, layout = network.survival_head, network.layout
+    theta, unpack, nll = head_likelihood(model)
     rows = [(layout.encode_codes(c), c) for c in (model.codes_tensor(s.train) for s in sites)]
     sigmas = [
         get_noise_multiplier(target_epsilon=epsilon, target_delta=s.plan("refine-releases", 1).target_delta,
@@ -213,13 +261,19 @@ def refine(
 
 
 def run(dataset: str, seed: int, rounds: int, share: float, steps: int, clip: float,
-        hessians: tuple[str, ...] = ("model",), copula_sigma: float = 3.0) -> dict[str, Any]:  # fmt: skip
+        hessians: tuple[str, ...] = ("model",), copula_sigma: float = 3.0,
+        effect_errors: bool = False) -> dict[str, Any]:  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         model, sites, pooled = train(dataset, seed, 4.0, rounds, Path(tmp) / "sgd")
         result: dict[str, Any] = {"seed": seed, **{f"sgd_{k}": v for k, v in score(model, sites, pooled, seed).items()}}
+        if effect_errors:
+            result.update({f"sgd_{k}": v for k, v in EffectErrors(model, pooled)(model).items()})
         model, sites, pooled = train(dataset, seed, 4.0 * (1.0 - share), rounds, Path(tmp) / "refined")
         result.update({f"before_{k}": v for k, v in score(model, sites, pooled, seed).items()})
         before = {k: v.clone() for k, v in model.network_.state_dict().items()}
+        errors = EffectErrors(model, pooled) if effect_errors else None
+        if errors is not None:
+            result.update({f"before_{k}": v for k, v in errors(model).items()})
         correlation = copula_correlation(model.schema_, sites, copula_sigma, seed) if "copula" in hessians else None
         for source in hessians:  # each arm refines the same DP-SGD model, same gradient noise and sample seeds
             model.network_.load_state_dict(before)
@@ -227,6 +281,8 @@ def run(dataset: str, seed: int, rounds: int, share: float, steps: int, clip: fl
             used = refine(model, sites, len(pooled), 4.0 * share, steps, clip, seed, rows)
             prefix = "refined" if source == "model" else f"refined_{source}"
             result.update({f"{prefix}_{k}": v for k, v in score(model, sites, pooled, seed).items()})
+            if errors is not None:
+                result.update({f"{prefix}_{k}": v for k, v in errors(model).items()})
             if tuple(hessians) != ("model",):
                 result[f"hessian_corr_gap_{source}"] = correlation_gap(used[0], pooled, model.schema_)
     return result
@@ -248,13 +304,18 @@ def main() -> None:
         help="Hessian sources of the refined arm, one arm each (see above)",
     )
     parser.add_argument("--copula-sigma", type=float, default=3.0, help="noise of the copula release (x bound)")
+    parser.add_argument(
+        "--effect-errors",
+        action="store_true",
+        help="also each arm's event effects against the head's MLE on the pooled rows (effects_inside, _median_z)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(1)
     runs = []
     for seed in args.seeds:
         runs.append(run(args.dataset, seed, args.rounds, args.share, args.steps, args.clip, tuple(args.hessian),
-                        args.copula_sigma))  # fmt: skip
+                        args.copula_sigma, args.effect_errors))  # fmt: skip
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in runs[-1].items()}), flush=True)
     summary = {k: round(float(np.mean([r[k] for r in runs])), 4) for k in runs[0] if k != "seed"}
     print(json.dumps(summary, indent=1))
