@@ -243,9 +243,11 @@ class TailAverage:
 
 
 def head_tail_average(network: MCMNetwork, model_config: MCMConfig, steps_per_round: int) -> TailAverage | None:
-    """The survival head's tail average for a round (MCMConfig.survival_head_averaging), or None."""
+    """The survival head's tail average for a round (MCMConfig.survival_head_averaging), or None.
+
+    None in a round shorter than ``survival_head_averaging_min_steps``: a public plan figure."""
     share = model_config.survival_head_averaging
-    if share <= 0 or network.survival_head is None:
+    if share <= 0 or network.survival_head is None or steps_per_round < model_config.survival_head_averaging_min_steps:
         return None
     averaged_steps = max(1, round(share * steps_per_round))
     return TailAverage(list(network.survival_head.parameters()), steps_per_round - averaged_steps)

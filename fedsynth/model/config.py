@@ -85,6 +85,10 @@ class MCMConfig(BaseModel):
         share of the round's last steps (0: the last iterate). Averaging the noisy iterates of a
         low-dimensional, nearly convex fit cancels much of their noise (post-processing: no
         privacy cost); the rest of the network keeps its last iterate.
+    survival_head_averaging_min_steps : int, default 100
+        With ``survival_head_averaging``: only a round of at least this many DP-SGD steps
+        averages. In a short round the head is still moving and its average lags behind it
+        (measured: rounds of 10-25 steps lost hazard-ratio accuracy, rounds of 136 gained).
     survival_head_weight : float, default 1.0
         Weight of the survival head's loss next to the masked loss (one per-record loss: DP-SGD
         clips and noises both in one mechanism).
@@ -118,6 +122,7 @@ class MCMConfig(BaseModel):
     survival_centre: Literal["midpoint", "marginal"] = "midpoint"
     survival_level: bool = False
     survival_head_averaging: float = Field(0.0, ge=0.0, le=1.0)
+    survival_head_averaging_min_steps: int = Field(100, ge=1)
     survival_head_weight: float = Field(1.0, ge=0.0, le=100.0)
     epochs: int | None = Field(None, ge=1, le=100_000)
     auto_epochs: int = Field(1000, ge=1)

@@ -146,7 +146,8 @@ def test_a_round_with_the_hazard_head_spends_exactly_what_the_plan_says_and_ever
     # move. Averaging the head's iterates is post-processing: the spend is the same.
     frame, schema = whas500
     config = MCMConfig(hidden=8, n_bins=8, survival_head=True, survival_form="hazard", survival_centre="marginal",
-                       survival_level=True, survival_head_averaging=head_averaging)  # fmt: skip
+                       survival_level=True, survival_head_averaging=head_averaging,
+                       survival_head_averaging_min_steps=1)  # fmt: skip
     plan = plan_dp(n_records=200, batch_size=50, local_epochs=2, planned_rounds=1, target_epsilon=8.0,
                    target_delta=1e-3, max_grad_norm=10.0)  # fmt: skip
     model = MCM(config).build(schema)
@@ -176,10 +177,12 @@ def test_the_head_average_covers_the_survival_head_alone_over_its_share_of_the_r
     from fedsynth.client.dp_training import head_tail_average
 
     _, schema = whas500
-    config = MCMConfig(hidden=8, n_bins=8, survival_head=True, survival_form="hazard", survival_head_averaging=0.3)
+    config = MCMConfig(hidden=8, n_bins=8, survival_head=True, survival_form="hazard", survival_head_averaging=0.3,
+                       survival_head_averaging_min_steps=20)  # fmt: skip
     network = MCM(config).build(schema).network_
     averaged = head_tail_average(network, config, steps_per_round=20)
     assert averaged is not None and averaged.first_step == 14  # the last 6 of 20 steps
+    assert head_tail_average(network, config, steps_per_round=19) is None  # a round too short to settle in
     assert {id(p) for p in averaged.parameters} == {id(p) for p in network.survival_head.parameters()}
     assert head_tail_average(network, config.model_copy(update={"survival_head_averaging": 0.0}), 20) is None
     plain = MCM(MCMConfig(hidden=8, n_bins=8, survival_head_averaging=0.3)).build(schema).network_
