@@ -21,7 +21,7 @@ from fedsynth.data.schema import Column, ColumnKind, ColumnRole, Schema
 from fedsynth.data.validation import validate_frame
 from fedsynth.errors import UserError
 from fedsynth.evaluation.utility import fit_cox
-from fedsynth.model import ck4gen
+from fedsynth.model import decoded
 from fedsynth.model.ck4gen import CK4Gen
 from fedsynth.model.ck4gen.outcome import draw_outcome
 from fedsynth.model.ck4gen.teacher import TeacherFitError, piecewise_rates
@@ -167,7 +167,7 @@ def test_a_seed_fixes_the_rows_chunks_are_the_sample_and_load_samples_the_same(
     first = modelled.sample(300, ["age>=50"], seed=5)
     pd.testing.assert_frame_equal(first, modelled.sample(300, ["age>=50"], seed=5))
     assert not first.equals(modelled.sample(300, ["age>=50"], seed=6))
-    monkeypatch.setattr(ck4gen.model, "GROUP_ROWS", 128)
+    monkeypatch.setattr(decoded, "GROUP_ROWS", 128)
     chunks = list(modelled.sample_chunks(300, ["age>=50"], seed=5))
     assert [len(c) for c in chunks] == [128, 128, 44]
     pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), modelled.sample(300, ["age>=50"], seed=5))

@@ -16,7 +16,7 @@ from fedsynth.data.datasets import load_dataset
 from fedsynth.data.schema import Schema
 from fedsynth.data.validation import validate_frame
 from fedsynth.errors import UserError
-from fedsynth.model import medvae
+from fedsynth.model import decoded
 from fedsynth.model.generator import NotFittedError
 from fedsynth.model.mcm import MCM
 from fedsynth.model.medvae import MedVAE
@@ -67,7 +67,7 @@ def test_a_seed_fixes_the_rows_and_chunks_are_the_sample(gbsg2_vae: MedVAE, monk
     first = gbsg2_vae.sample(300, ["age>=50"], seed=5)
     pd.testing.assert_frame_equal(first, gbsg2_vae.sample(300, ["age>=50"], seed=5))
     assert not first.equals(gbsg2_vae.sample(300, ["age>=50"], seed=6))
-    monkeypatch.setattr(medvae.model, "GROUP_ROWS", 128)
+    monkeypatch.setattr(decoded, "GROUP_ROWS", 128)
     chunks = list(gbsg2_vae.sample_chunks(300, ["age>=50"], seed=5))
     assert [len(c) for c in chunks] == [128, 128, 44]
     pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), gbsg2_vae.sample(300, ["age>=50"], seed=5))

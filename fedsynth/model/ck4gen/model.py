@@ -19,25 +19,22 @@ Non-DP only: ``differentially_private_`` is always False.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 
-from fedsynth.data.conditions import ConditionsLike, ResolvedCondition, resolve_any
 from fedsynth.data.schema import Schema
 from fedsynth.data.validation import validate_frame
 from fedsynth.model.ck4gen.config import CK4GenConfig
 from fedsynth.model.ck4gen.network import CK4GenNetwork
 from fedsynth.model.ck4gen.sampling import decode_rows
 from fedsynth.model.ck4gen.teacher import fit_teacher, outcome_indices
-from fedsynth.model.generator import NetworkGenerator
+from fedsynth.model.decoded import DecodingGenerator
 from fedsynth.model.layout import Layout
-from fedsynth.model.medvae.sampling import accepted_rows
 from fedsynth.model.persistence import check_generator, fitted_meta, read_model_files, restore_fitted, write_model_files
-from fedsynth.model.sampler import GROUP_ROWS, enforce_conditions, group_seeds
 from fedsynth.model.training import ProgressCallback
 
 GENERATOR_NAME = "ck4gen"  # model.json's "generator"
@@ -49,7 +46,7 @@ def network_for(config: CK4GenConfig, schema: Schema) -> CK4GenNetwork:
     return CK4GenNetwork(Layout(schema, config.n_bins), config.hidden, config.latent, config.bin_smoothing)
 
 
-class CK4Gen(NetworkGenerator[CK4GenNetwork]):
+class CK4Gen(DecodingGenerator[CK4GenNetwork]):
     """CK4Gen generator; conditions honoured by rejection.
 
     Attributes (after ``fit``): ``schema_``, ``network_``, ``history_`` (mean loss per epoch),
@@ -57,7 +54,7 @@ class CK4Gen(NetworkGenerator[CK4GenNetwork]):
     ``copies_real_values`` and ``distillation_r2``).
     """
 
-    title = "CK4Gen"
+    title = "CK4Gen model"
 
     def __init__(self, config: CK4GenConfig | None = None, **overrides: Any) -> None:
         base = config or CK4GenConfig()
@@ -142,41 +139,9 @@ class CK4Gen(NetworkGenerator[CK4GenNetwork]):
         spread = float(targets.var(unbiased=False))
         return round(1.0 - residual / spread, 4) if spread > 0 else 0.0
 
-    def resolve(self, conditions: ConditionsLike) -> list[ResolvedCondition]:
-        """Parse (if text) and check conditions against the schema; resolved ones pass through."""
-        return resolve_any(conditions, self._schema())
-
-    def sample(self, n: int, conditions: ConditionsLike = None, seed: int = 0) -> pd.DataFrame:
-        """``n`` synthetic rows, every one satisfying every condition (see :meth:`MCM.sample`'s
-        grammar); deterministic for ``seed``."""
-        frames = list(self.sample_chunks(n, conditions, seed))
-        if not frames:
-            return self.transformer.from_codes(torch.zeros(0, len(self._schema().columns)).double().numpy())
-        return pd.concat(frames, ignore_index=True)
-
-    def sample_chunks(
-        self, n: int, conditions: ConditionsLike = None, seed: int = 0, workers: int | None = None
-    ) -> Iterator[pd.DataFrame]:
-        """``sample``'s rows in order, in frames of at most ``GROUP_ROWS`` rows, each group drawn
-        from its own seed derived from ``seed``. ``workers`` is accepted for the
-        :class:`~fedsynth.model.generator.Generator` interface; groups are drawn one at a time.
-        Conditions are checked now, not at the first frame."""
-        if n < 0:
-            raise ValueError(f"n must be >= 0, got {n}")
-        network, transformer = self._network(), self.transformer
-        resolved = self.resolve(conditions)
-        starts = list(range(0, int(n), GROUP_ROWS))
-        seeds = group_seeds(seed, len(starts))
+    def _draw(self, generator: torch.Generator) -> Callable[[int], pd.DataFrame]:
         copy = self.copies_real_values
-
-        def frames() -> Iterator[pd.DataFrame]:
-            for start, group_seed in zip(starts, seeds, strict=True):
-                generator = torch.Generator().manual_seed(int(group_seed) % (2**63))
-                size = min(GROUP_ROWS, int(n) - start)
-                draw = functools.partial(decode_rows, network, transformer, copy, generator=generator)
-                yield enforce_conditions(accepted_rows(draw, size, resolved, "CK4Gen model"), resolved)
-
-        return frames()
+        return functools.partial(decode_rows, self._network(), self.transformer, copy, generator=generator)
 
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
         """Write the model directory (:mod:`fedsynth.model.persistence`) atomically; returns it.

@@ -4,7 +4,7 @@
 the distilled Cox model given the decoded covariates (:mod:`~fedsynth.model.ck4gen.outcome`).
 ``outcome = "copy"`` (the paper's generation): a stored training row is picked, its latent mean
 decoded, and its own time and event copied. Conditions are honoured by drawing rows and keeping
-those that satisfy them (:func:`fedsynth.model.medvae.sampling.accepted_rows`).
+those that satisfy them (:func:`fedsynth.model.decoded.accepted_rows`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from fedsynth.data.transforms import Transformer
 from fedsynth.model.ck4gen.network import CK4GenNetwork
 from fedsynth.model.ck4gen.outcome import draw_outcome
 from fedsynth.model.ck4gen.teacher import outcome_indices
-from fedsynth.model.medvae.sampling import draw_codes
+from fedsynth.model.decoded import draw_codes
 
 
 def decode_rows(

@@ -8,23 +8,21 @@ the sites' DP-SGD loop (:mod:`fedsynth.client.dp_training`) trains the MCM.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 
-from fedsynth.data.conditions import ConditionsLike, ResolvedCondition, resolve_any
 from fedsynth.data.schema import Schema
 from fedsynth.data.validation import validate_frame
-from fedsynth.model.generator import NetworkGenerator
+from fedsynth.model.decoded import DecodingGenerator
 from fedsynth.model.layout import Layout
 from fedsynth.model.medvae.config import MedVAEConfig
 from fedsynth.model.medvae.network import MedVAENetwork
-from fedsynth.model.medvae.sampling import accepted_rows, decode_rows
+from fedsynth.model.medvae.sampling import decode_rows
 from fedsynth.model.persistence import check_generator, fitted_meta, read_model_files, restore_fitted, write_model_files
-from fedsynth.model.sampler import GROUP_ROWS, enforce_conditions, group_seeds
 from fedsynth.model.training import ProgressCallback
 
 GENERATOR_NAME = "medvae"  # model.json's "generator"
@@ -35,7 +33,7 @@ def network_for(config: MedVAEConfig, schema: Schema) -> MedVAENetwork:
     return MedVAENetwork(Layout(schema, config.n_bins), config.hidden, config.latent, config.bin_smoothing)
 
 
-class MedVAE(NetworkGenerator[MedVAENetwork]):
+class MedVAE(DecodingGenerator[MedVAENetwork]):
     """Med-VAE generator: decodes rows from the latent prior; conditions honoured by rejection.
 
     Attributes (after ``fit``): ``schema_``, ``network_``, ``history_`` (mean loss per epoch),
@@ -92,41 +90,8 @@ class MedVAE(NetworkGenerator[MedVAENetwork]):
         self.training_info_ = {"mode": "plain", "epochs": config.epochs, "n_train": self.n_train_}
         return self
 
-    def resolve(self, conditions: ConditionsLike) -> list[ResolvedCondition]:
-        """Parse (if text) and check conditions against the schema; resolved ones pass through."""
-        return resolve_any(conditions, self._schema())
-
-    def sample(self, n: int, conditions: ConditionsLike = None, seed: int = 0) -> pd.DataFrame:
-        """``n`` synthetic rows, every one satisfying every condition (see :meth:`MCM.sample`'s
-        grammar); deterministic for ``seed``."""
-        frames = list(self.sample_chunks(n, conditions, seed))
-        if not frames:
-            return self.transformer.from_codes(torch.zeros(0, len(self._schema().columns)).double().numpy())
-        return pd.concat(frames, ignore_index=True)
-
-    def sample_chunks(
-        self, n: int, conditions: ConditionsLike = None, seed: int = 0, workers: int | None = None
-    ) -> Iterator[pd.DataFrame]:
-        """``sample``'s rows in order, in frames of at most ``GROUP_ROWS`` rows, each group drawn
-        from its own seed derived from ``seed``. ``workers`` is accepted for the
-        :class:`~fedsynth.model.generator.Generator` interface; groups are drawn one at a time.
-        Conditions are checked now, not at the first frame."""
-        if n < 0:
-            raise ValueError(f"n must be >= 0, got {n}")
-        network, transformer = self._network(), self.transformer
-        resolved = self.resolve(conditions)
-        starts = list(range(0, int(n), GROUP_ROWS))
-        seeds = group_seeds(seed, len(starts))
-
-        def frames() -> Iterator[pd.DataFrame]:
-            for start, group_seed in zip(starts, seeds, strict=True):
-                generator = torch.Generator().manual_seed(int(group_seed) % (2**63))
-                size = min(GROUP_ROWS, int(n) - start)
-                draw = functools.partial(decode_rows, network, transformer, generator=generator)
-                rows = accepted_rows(draw, size, resolved)
-                yield enforce_conditions(rows, resolved)
-
-        return frames()
+    def _draw(self, generator: torch.Generator) -> Callable[[int], pd.DataFrame]:
+        return functools.partial(decode_rows, self._network(), self.transformer, generator=generator)
 
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
         """Write the model directory (:mod:`fedsynth.model.persistence`) atomically; returns it."""
