@@ -21,32 +21,16 @@ from fedsynth.data.schema import ColumnRole
 from fedsynth.model.ck4gen.teacher import Teacher
 from fedsynth.model.layout import Layout
 from fedsynth.model.loss import column_nll
-from fedsynth.model.medvae.network import kl_to_prior
+from fedsynth.model.medvae.network import MedVAENetwork, kl_to_prior
 
 
-def _stack(widths: list[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for width_in, width_out in zip(widths[:-1], widths[1:], strict=True):
-        # LayerNorm, not batch norm: it normalises each row on its own, so Opacus' per-sample
-        # gradients exist for a later DP-SGD step.
-        layers += [nn.Linear(width_in, width_out), nn.LayerNorm(width_out), nn.LeakyReLU(0.2)]
-    return nn.Sequential(*layers)
-
-
-class CK4GenNetwork(nn.Module):
-    """Encoder to (mean, log variance), linear risk head, mirrored decoder; teacher as buffers."""
+class CK4GenNetwork(MedVAENetwork):
+    """Med-VAE's encoder and mirrored decoder over the covariates, plus a linear risk head on the
+    latent point; the teacher is kept as buffers."""
 
     def __init__(self, layout: Layout, hidden: tuple[int, ...], latent: int, bin_smoothing: float = 0.75) -> None:
-        super().__init__()
-        self.layout = layout
-        self.latent = latent
-        self.bin_smoothing = bin_smoothing
-        self.encoder = _stack([layout.encoded_width, *hidden])
-        self.mean = nn.Linear(hidden[-1], latent)
-        self.log_var = nn.Linear(hidden[-1], latent)
+        super().__init__(layout, hidden, latent, bin_smoothing)
         self.risk = nn.Linear(latent, 1)
-        self.decoder = _stack([latent, *reversed(hidden)])
-        self.output = nn.Linear(hidden[0], layout.output_width)
         outcome = [h for h in layout.heads if h.column.role != ColumnRole.FEATURE]
         covariate = torch.ones(layout.n_columns, dtype=torch.bool)
         covariate[[h.index for h in outcome]] = False
@@ -85,10 +69,6 @@ class CK4GenNetwork(nn.Module):
         """(mean, log variance) of q(z | covariates) for model codes (n, n_columns)."""
         hidden = self.encoder(self.layout.encode_codes(codes) * self.covariate_inputs)
         return self.mean(hidden), self.log_var(hidden).clamp(-10.0, 10.0)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Every column's logits (n, output_width) for latent points ``z``."""
-        return self.output(self.decoder(z))
 
     def forward(
         self, codes: torch.Tensor, noise: torch.Tensor, target: torch.Tensor
