@@ -65,9 +65,21 @@ class NetworkGenerator(Generic[Network]):
     """
 
     title = "generator"
+    config_type: Any  # the generator's pydantic config class
     config: Any
     schema_: Schema | None
     network_: Network | None
+
+    def __init__(self, config: Any = None, **overrides: Any) -> None:
+        base = config or self.config_type()
+        # Validating the merged dict (extra="forbid") rejects misspelt overrides loudly.
+        self.config = self.config_type.model_validate({**base.model_dump(), **overrides}) if overrides else base
+        self.schema_ = None
+        self.network_ = None
+        self.history_: list[float] = []
+        self.n_train_ = 0
+        self.differentially_private_ = False
+        self.training_info_: dict[str, Any] = {}
 
     def _new_network(self, schema: Schema) -> Network:
         raise NotImplementedError

@@ -70,18 +70,12 @@ class MCM(NetworkGenerator[MCMNetwork]):
     >>> cohort = model.sample(100, conditions=["60<=age<=80", "chf=1"], seed=1)
     """
 
+    config_type = MCMConfig
+    config: MCMConfig
     title = "MCM"
 
     def __init__(self, config: MCMConfig | None = None, **overrides: Any) -> None:
-        base = config or MCMConfig()
-        # Validating the merged dict (extra="forbid") rejects misspelt overrides loudly.
-        self.config = MCMConfig.model_validate({**base.model_dump(), **overrides}) if overrides else base
-        self.schema_: Schema | None = None
-        self.network_: MCMNetwork | None = None
-        self.history_: list[float] = []
-        self.n_train_ = 0
-        self.differentially_private_ = False
-        self.training_info_: dict[str, Any] = {}
+        super().__init__(config, **overrides)
         self.calibration_: MarginalTarget | None = None
 
     # -- construction ---------------------------------------------------------------------------

@@ -54,17 +54,9 @@ class CK4Gen(DecodingGenerator[CK4GenNetwork]):
     ``copies_real_values`` and ``distillation_r2``).
     """
 
+    config_type = CK4GenConfig
+    config: CK4GenConfig
     title = "CK4Gen model"
-
-    def __init__(self, config: CK4GenConfig | None = None, **overrides: Any) -> None:
-        base = config or CK4GenConfig()
-        self.config = CK4GenConfig.model_validate({**base.model_dump(), **overrides}) if overrides else base
-        self.schema_: Schema | None = None
-        self.network_: CK4GenNetwork | None = None
-        self.history_: list[float] = []
-        self.n_train_ = 0
-        self.differentially_private_ = False
-        self.training_info_: dict[str, Any] = {}
 
     @property
     def copies_real_values(self) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import torch
@@ -40,17 +39,9 @@ class MedVAE(DecodingGenerator[MedVAENetwork]):
     ``n_train_``, ``differentially_private_`` (False: only non-DP training exists).
     """
 
+    config_type = MedVAEConfig
+    config: MedVAEConfig
     title = "Med-VAE"
-
-    def __init__(self, config: MedVAEConfig | None = None, **overrides: Any) -> None:
-        base = config or MedVAEConfig()
-        self.config = MedVAEConfig.model_validate({**base.model_dump(), **overrides}) if overrides else base
-        self.schema_: Schema | None = None
-        self.network_: MedVAENetwork | None = None
-        self.history_: list[float] = []
-        self.n_train_ = 0
-        self.differentially_private_ = False
-        self.training_info_: dict[str, Any] = {}
 
     def _new_network(self, schema: Schema) -> MedVAENetwork:
         return network_for(self.config, schema)
