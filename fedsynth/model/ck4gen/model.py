@@ -34,6 +34,7 @@ from fedsynth.model.ck4gen.sampling import decode_rows
 from fedsynth.model.ck4gen.teacher import fit_teacher, outcome_indices
 from fedsynth.model.decoded import DecodingGenerator
 from fedsynth.model.layout import Layout
+from fedsynth.model.medvae.training import train_annealed
 from fedsynth.model.persistence import check_generator, fitted_meta, read_model_files, restore_fitted, write_model_files
 from fedsynth.model.training import ProgressCallback
 
@@ -74,30 +75,12 @@ class CK4Gen(DecodingGenerator[CK4GenNetwork]):
         config = self.config
         network.set_teacher(fit_teacher(network.layout, codes, config.teacher_penalizer))
         targets = (network.teacher_eta(codes) / network.eta_scale).detach()
-        generator = torch.Generator().manual_seed(config.seed)
-        optimizer = torch.optim.Adam(network.parameters(), lr=config.learning_rate)
-        steps_per_epoch = -(-len(codes) // config.batch_size)
-        anneal_steps = config.kl_anneal_fraction * config.epochs * steps_per_epoch
-        self.history_, step = [], 0
-        network.train()
-        for epoch in range(config.epochs):
-            order = torch.randperm(len(codes), generator=generator)
-            total = 0.0
-            for start in range(0, len(codes), config.batch_size):
-                rows = order[start : start + config.batch_size]
-                weight = config.beta * (min(1.0, step / anneal_steps) if anneal_steps > 0 else 1.0)
-                noise = torch.randn(len(rows), config.latent, generator=generator)
-                reconstruction, kl, distill = network(codes[rows], noise, targets[rows])
-                loss = (reconstruction + weight * kl + config.distill_weight * distill).mean()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += float(loss.detach()) * len(rows)
-                step += 1
-            self.history_.append(total / len(codes))
-            if progress is not None:
-                progress(epoch + 1, config.epochs, self.history_[-1])
-        network.eval()
+
+        def batch_loss(rows: torch.Tensor, noise: torch.Tensor, kl_weight: float) -> torch.Tensor:
+            reconstruction, kl, distill = network(codes[rows], noise, targets[rows])
+            return reconstruction + kl_weight * kl + config.distill_weight * distill
+
+        self.history_ = train_annealed(network, len(codes), config, batch_loss, progress)
         if self.copies_real_values:
             self._keep_library(network, codes, canonical[schema.time_column].to_numpy(dtype=float))
         self.n_train_ = len(canonical)

@@ -21,6 +21,7 @@ from fedsynth.model.layout import Layout
 from fedsynth.model.medvae.config import MedVAEConfig
 from fedsynth.model.medvae.network import MedVAENetwork
 from fedsynth.model.medvae.sampling import decode_rows
+from fedsynth.model.medvae.training import train_annealed
 from fedsynth.model.persistence import check_generator, fitted_meta, read_model_files, restore_fitted, write_model_files
 from fedsynth.model.training import ProgressCallback
 
@@ -52,30 +53,12 @@ class MedVAE(DecodingGenerator[MedVAENetwork]):
         network = self.build(schema)._network()
         codes = network.layout.expand(torch.tensor(self.transformer.codes(canonical), dtype=torch.float32))
         config = self.config
-        generator = torch.Generator().manual_seed(config.seed)
-        optimizer = torch.optim.Adam(network.parameters(), lr=config.learning_rate)
-        steps_per_epoch = -(-len(codes) // config.batch_size)
-        anneal_steps = config.kl_anneal_fraction * config.epochs * steps_per_epoch
-        self.history_, step = [], 0
-        network.train()
-        for epoch in range(config.epochs):
-            order = torch.randperm(len(codes), generator=generator)
-            total = 0.0
-            for start in range(0, len(codes), config.batch_size):
-                batch = codes[order[start : start + config.batch_size]]
-                weight = config.beta * (min(1.0, step / anneal_steps) if anneal_steps > 0 else 1.0)
-                noise = torch.randn(len(batch), config.latent, generator=generator)
-                reconstruction, kl = network(batch, noise)
-                loss = (reconstruction + weight * kl).mean()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += float(loss.detach()) * len(batch)
-                step += 1
-            self.history_.append(total / len(codes))
-            if progress is not None:
-                progress(epoch + 1, config.epochs, self.history_[-1])
-        network.eval()
+
+        def batch_loss(rows: torch.Tensor, noise: torch.Tensor, kl_weight: float) -> torch.Tensor:
+            reconstruction, kl = network(codes[rows], noise)
+            return reconstruction + kl_weight * kl
+
+        self.history_ = train_annealed(network, len(codes), config, batch_loss, progress)
         self.n_train_ = len(canonical)
         self.differentially_private_ = False
         self.training_info_ = {"mode": "plain", "epochs": config.epochs, "n_train": self.n_train_}
