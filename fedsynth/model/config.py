@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -32,7 +32,20 @@ class ModelConfigError(UserError, ValueError):
     """A model config file is invalid; the message names the table or key and the known ones."""
 
 
-class MCMConfig(BaseModel):
+class GeneratorConfig(BaseModel):
+    """What every generator's config shares: frozen, unknown keys refused, read from TOML."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @classmethod
+    def from_toml(cls, path: str | Path, section: str = "model") -> Self:
+        """The ``[section]`` table of ``path``; any other table or an unknown key is refused, naming
+        the known ones (a misspelt ``[modle]`` would otherwise train with every default)."""
+        data = read_toml(path, ModelConfigError, "model config")
+        return validate_sections(cls, data, main=section, sections=(), error_type=ModelConfigError, source=str(path))
+
+
+class MCMConfig(GeneratorConfig):
     """Architecture and training settings of the MCM; defaults follow the MCM papers where they say.
 
     The measurements behind each default are in ``docs/research/`` (see
@@ -106,8 +119,6 @@ class MCMConfig(BaseModel):
         tables need many passes; the cap bounds large ones).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
     hidden: int = Field(64, ge=4, le=4096)
     n_bins: int = Field(64, ge=2, le=1024)
     mask_min: float = Field(0.10, ge=0.0, le=1.0)
@@ -163,10 +174,3 @@ class MCMConfig(BaseModel):
             return self.epochs
         steps_per_epoch = max(1, math.ceil(n_rows / self.batch_size))
         return max(1, min(self.auto_epochs, self.max_auto_steps // steps_per_epoch))
-
-    @classmethod
-    def from_toml(cls, path: str | Path, section: str = "model") -> MCMConfig:
-        """The ``[section]`` table of ``path``; any other table or an unknown key is refused, naming
-        the known ones (a misspelt ``[modle]`` would otherwise train with every default)."""
-        data = read_toml(path, ModelConfigError, "model config")
-        return validate_sections(cls, data, main=section, sections=(), error_type=ModelConfigError, source=str(path))

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from fedsynth.config_files import read_toml, validate_sections
-from fedsynth.model.config import ModelConfigError
+from fedsynth.model.config import GeneratorConfig
 
 Outcome = Literal["model", "copy"]
 
 
-class CK4GenConfig(BaseModel):
+class CK4GenConfig(GeneratorConfig):
     """Architecture, distillation and outcome mode of CK4Gen.
 
     Attributes
@@ -51,8 +49,6 @@ class CK4GenConfig(BaseModel):
     seed : int, default 0
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
     outcome: Outcome = "model"
     hidden: tuple[int, ...] = Field((128, 64, 32), min_length=1)
     latent: int = Field(16, ge=1)
@@ -66,9 +62,3 @@ class CK4GenConfig(BaseModel):
     learning_rate: float = Field(1e-3, gt=0)
     batch_size: int = Field(64, ge=1)
     seed: int = 0
-
-    @classmethod
-    def from_toml(cls, path: str | Path, section: str = "model") -> CK4GenConfig:
-        """The ``[section]`` table of ``path``; unknown tables or keys are refused, naming the known ones."""
-        data = read_toml(path, ModelConfigError, "model config")
-        return validate_sections(cls, data, main=section, sections=(), error_type=ModelConfigError, source=str(path))

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from pydantic import Field
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from fedsynth.config_files import read_toml, validate_sections
-from fedsynth.model.config import ModelConfigError
+from fedsynth.model.config import GeneratorConfig
 
 
-class MedVAEConfig(BaseModel):
+class MedVAEConfig(GeneratorConfig):
     """Architecture and training of the Med-VAE; defaults follow the paper where it says.
 
     Attributes
@@ -38,8 +35,6 @@ class MedVAEConfig(BaseModel):
     seed : int, default 0
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
     hidden: tuple[int, ...] = Field((88, 60, 32), min_length=1)
     latent: int = Field(32, ge=1)
     n_bins: int = Field(64, ge=2, le=1024)
@@ -50,9 +45,3 @@ class MedVAEConfig(BaseModel):
     learning_rate: float = Field(1e-3, gt=0)
     batch_size: int = Field(64, ge=1)
     seed: int = 0
-
-    @classmethod
-    def from_toml(cls, path: str | Path, section: str = "model") -> MedVAEConfig:
-        """The ``[section]`` table of ``path``; unknown tables or keys are refused, naming the known ones."""
-        data = read_toml(path, ModelConfigError, "model config")
-        return validate_sections(cls, data, main=section, sections=(), error_type=ModelConfigError, source=str(path))
