@@ -223,25 +223,34 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     model = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.model)}
+    from fedsynth.evaluation.utility import CoxFitError
+
     results: dict[str, Any] = {}
     for dataset in args.datasets:
-        runs = [
-            run_one(
-                dataset,
-                s,
-                args.rounds,
-                args.local_epochs,
-                args.epsilon,
-                args.batch_size,
-                args.draws,
-                tuple(args.sample_multiples),
-                args.marginals_share,
-                args.keep,
-                args.max_grad_norm,
-                model,
-            )
-            for s in args.seeds
-        ]
+        runs, failed = [], []
+        for s in args.seeds:
+            try:
+                runs.append(
+                    run_one(
+                        dataset,
+                        s,
+                        args.rounds,
+                        args.local_epochs,
+                        args.epsilon,
+                        args.batch_size,
+                        args.draws,
+                        tuple(args.sample_multiples),
+                        args.marginals_share,
+                        args.keep,
+                        args.max_grad_norm,
+                        model,
+                    )  # fmt: skip
+                )
+            except CoxFitError as error:  # a sample a researcher could not fit: recorded, not fatal
+                failed.append({"seed": s, "cox_fit_failed": str(error)[:300]})
+        if not runs:
+            results[dataset] = {"runs": [], "failed_seeds": failed}
+            continue
         tstr = sum(r["cindex_tstr_mean"] for r in runs) / len(runs)
         trtr = sum(r["cindex_trtr_mean"] for r in runs) / len(runs)
         hr = sum(r["hr_in_ci_fraction"] for r in runs) / len(runs)
@@ -254,6 +263,7 @@ def main() -> None:
         }  # fmt: skip
         results[dataset] = {
             "runs": runs,
+            "failed_seeds": failed,
             **mean,
             "worst_ks_max": max(r["worst_ks"] for r in runs),
             "exact_copies": sum(r["exact_copies"] for r in runs),
