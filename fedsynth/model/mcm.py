@@ -195,9 +195,8 @@ class MCM(NetworkGenerator[MCMNetwork]):
     def load(cls, path: str | Path) -> MCM:
         """Load and verify a model directory written by :meth:`save`."""
         files = read_model_files(path)
-        instead = ("an MCM; load it with its own generator (fedsynth.model.medvae.MedVAE.load): "
-                   "sampling, serving and auditing commands take MCM models only")  # fmt: skip
-        check_generator(files, path, "mcm", instead)
+        only = ": sampling, serving and auditing commands take MCM models only"
+        check_generator(files, path, "mcm", "an MCM", only)
         model = cls(MCMConfig.model_validate(without_retired_options(files.meta["config"])))
         model.schema_ = files.schema
         model.network_ = network_for(model.config, files.schema)

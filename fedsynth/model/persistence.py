@@ -159,11 +159,22 @@ def fitted_meta(generator: str, model: Any) -> dict[str, Any]:
     }
 
 
-def check_generator(files: ModelFiles, path: str | Path, expected: str, instead: str) -> None:
-    """Refuse a model directory written by another generator (before MCM-only code reads it)."""
+# Where each generator's model directories are loaded from (model.json's "generator").
+LOADERS = {
+    "mcm": "fedsynth.model.mcm.MCM.load",
+    "medvae": "fedsynth.model.medvae.MedVAE.load",
+    "ck4gen": "fedsynth.model.ck4gen.CK4Gen.load",
+}
+
+
+def check_generator(files: ModelFiles, path: str | Path, expected: str, instead: str, note: str = "") -> None:
+    """Refuse a model directory written by another generator (before code for ``expected`` reads
+    it), naming the loader of the generator that wrote it."""
     kind = files.meta.get("generator", "mcm")  # directories written before Med-VAE existed are MCMs
     if kind != expected:
-        raise ModelFileError(f"{path} holds a '{kind}' model, not {instead}")
+        loader = LOADERS.get(kind)
+        how = f"; load it with {loader}" if loader else "; it was written by a generator this version does not know"
+        raise ModelFileError(f"{path} holds a '{kind}' model, not {instead}{how}{note}")
 
 
 def restore_fitted(model: Any, meta: dict[str, Any]) -> None:

@@ -85,10 +85,15 @@ def test_save_and_load_give_identical_samples(gbsg2_vae: MedVAE, tmp_path) -> No
 
 def test_each_generator_refuses_the_others_model_directory(gbsg2, gbsg2_vae: MedVAE, tmp_path) -> None:
     vae_path = gbsg2_vae.save(tmp_path / "vae")
-    with pytest.raises(ModelFileError, match="holds a 'medvae' model, not an MCM"):
+    with pytest.raises(
+        ModelFileError,
+        match=r"holds a 'medvae' model, not an MCM; load it with fedsynth\.model\.medvae\.MedVAE\.load: sampling",
+    ):
         MCM.load(vae_path)
     mcm_path = MCM(epochs=1, hidden=8).fit(*gbsg2).save(tmp_path / "mcm")
-    with pytest.raises(ModelFileError, match="holds a 'mcm' model, not a Med-VAE"):
+    with pytest.raises(
+        ModelFileError, match=r"holds a 'mcm' model, not a Med-VAE; load it with fedsynth\.model\.mcm\.MCM\.load"
+    ):
         MedVAE.load(mcm_path)
 
 

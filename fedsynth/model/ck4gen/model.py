@@ -128,7 +128,7 @@ class CK4Gen(DecodingGenerator[CK4GenNetwork]):
     def load(cls, path: str | Path) -> CK4Gen:
         """Load and verify a model directory written by :meth:`save`."""
         files = read_model_files(path)
-        check_generator(files, path, GENERATOR_NAME, "a CK4Gen model; load it with its own generator")
+        check_generator(files, path, GENERATOR_NAME, "a CK4Gen model")
         model = cls(CK4GenConfig.model_validate(files.meta["config"]))
         model.schema_ = files.schema
         model.network_ = network_for(model.config, files.schema)

@@ -76,7 +76,7 @@ class MedVAE(DecodingGenerator[MedVAENetwork]):
     def load(cls, path: str | Path) -> MedVAE:
         """Load and verify a model directory written by :meth:`save`."""
         files = read_model_files(path)
-        check_generator(files, path, GENERATOR_NAME, "a Med-VAE; load it with its own generator")
+        check_generator(files, path, GENERATOR_NAME, "a Med-VAE")
         model = cls(MedVAEConfig.model_validate(files.meta["config"]))
         model.schema_ = files.schema
         model.network_ = network_for(model.config, files.schema)
