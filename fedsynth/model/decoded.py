@@ -97,7 +97,7 @@ def describe(condition: ResolvedCondition) -> str:
 
 
 def accepted_rows(
-    draw: Callable[[int], pd.DataFrame], m: int, conditions: list[ResolvedCondition], title: str = "Med-VAE"
+    draw: Callable[[int], pd.DataFrame], m: int, conditions: list[ResolvedCondition], title: str
 ) -> pd.DataFrame:
     """The first ``m`` rows satisfying every condition among rows from ``draw`` (called again
     until there are ``m``); refuses, naming the rarest condition and the generator (``title``),
