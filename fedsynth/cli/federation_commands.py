@@ -30,7 +30,7 @@ def train(
         str | None, typer.Option(help="Override federation.engine: simulation or deployment (loopback).")
     ] = None,
 ) -> None:
-    """Federated DP training of the MCM generator; resumes RUN_DIR from its last checkpoint."""
+    """Federated DP training of the generator in [model] (MCM by default); resumes RUN_DIR from its last checkpoint."""
     from fedsynth.client.config import SiteConfig
     from fedsynth.data.minimum import training_records
     from fedsynth.server.config import FederationConfig

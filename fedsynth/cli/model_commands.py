@@ -53,7 +53,7 @@ def fit(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing model directory.")] = False,
 ) -> None:
     """Train a generator (MCM by default) on DATA (non-DP, for one site's own use; federated DP
-    training is `fedsynth train`, MCM only).
+    training is `fedsynth train`, MCM or Med-VAE: `[model] generator`).
 
     At least 100 rows (fedsynth.data.minimum.MIN_FIT_ROWS)."""
     from fedsynth.data.minimum import check_fit_rows
@@ -107,7 +107,7 @@ def sample(
     force: Annotated[bool, typer.Option("--force")] = False,
 ) -> None:
     """Draw N synthetic rows from the model alone (no real row is read)."""
-    from fedsynth.model.mcm import MCM
+    from fedsynth.model.generators import load_generator
     from fedsynth.model.provenance import model_sample_record, write_synthetic
     from fedsynth.server.evidence import check_dp_claim
 
@@ -118,15 +118,18 @@ def sample(
         raise typer.BadParameter("give -n N and -o FILE, or --audited for the sample the sites audited")
     check_table_output(output, force)
     model_dir = model_directory(model_dir)
-    model = MCM.load(model_dir)
+    model = load_generator(model_dir)
     resolved = model.resolve(list(where or []))
     dp = check_dp_claim(model_dir, model)  # the run's records, not model.json's flag; an unbacked claim exits 2
-    record = model_sample_record(model_dir, dp.differentially_private, n, seed, list(where or []), dp.reason)
+    copies = bool(getattr(model, "copies_real_values", False))
+    record = model_sample_record(
+        model_dir, dp.differentially_private, n, seed, list(where or []), dp.reason, model.title, copies
+    )
     # Streamed a row group at a time: bounded memory for any n, the rows of model.sample(n, seed).
     write_synthetic(model.sample_chunks(n, resolved, seed=seed), output, record)
     conditions = f" satisfying {len(resolved)} condition(s)" if resolved else ""
     console.print(f"wrote {n} rows{conditions} to {output}")
-    if not dp.differentially_private:
+    if not record["differentially_private"]:
         err_console.print(f"[yellow]{record['notice']}[/]")
 
 

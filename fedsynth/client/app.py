@@ -36,8 +36,7 @@ from fedsynth.client.site import RoundResult, Site
 from fedsynth.client.site_errors import shareable_message, site_identity
 from fedsynth.data.schema import Schema
 from fedsynth.marginals.target import MarginalTarget
-from fedsynth.model.config import MCMConfig
-from fedsynth.model.mcm import MCM
+from fedsynth.model.generators import config_from_dict, new_generator
 
 # Every scalar a site may send, and nothing else.
 REPLY_METRICS = (
@@ -149,7 +148,7 @@ def handle_train(message: Message, context: Context, sites_root: Path | None = N
     started = time.monotonic()
     site = open_site(site_dir_from_context(context, sites_root))
     config = message.content["config"]
-    model_config = MCMConfig.model_validate(json.loads(str(config["model-config"])))
+    model_config = config_from_dict(json.loads(str(config["model-config"])))
     opened = time.monotonic()
     result = site.train_round(
         unpack(message.content["arrays"], layout_from_json(str(config[WEIGHTS_LAYOUT]))),
@@ -231,7 +230,7 @@ def handle_query(message: Message, context: Context, sites_root: Path | None = N
     config = message.content["config"]
     if "task" in config and str(config["task"]) == "marginals":  # no model: the tables are of the site's rows
         return marginals_reply(message, site)
-    model = MCM(MCMConfig.model_validate(json.loads(str(config["model-config"])))).build(site.schema)
+    model = new_generator(config_from_dict(json.loads(str(config["model-config"])))).build(site.schema)
     model.network_.load_state_dict(message.content["arrays"].to_torch_state_dict())
     if "calibration" in config:  # the run's DP tables: the site samples exactly as the release does
         model.calibrate_to(MarginalTarget.from_json(str(config["calibration"]), site.schema, "the query's tables"))

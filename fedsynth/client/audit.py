@@ -21,7 +21,7 @@ from typing import Any
 
 from fedsynth.client.audit_log import record_audit
 from fedsynth.client.site import Site
-from fedsynth.model.mcm import MCM, generator_digest
+from fedsynth.model.generators import AnyGenerator, generator_digest
 from fedsynth.model.rows_digest import rows_digest
 from fedsynth.privacy.anonymeter_audit import AnonymeterSettings
 from fedsynth.privacy.evaluators import (
@@ -56,7 +56,12 @@ def site_sampling_seed(seed: int, site_name: str) -> int:
 
 
 def start_site_query(
-    site: Site, model: MCM, seed: int, kind: str, sample: tuple[int, list[str]] | None = None, n: int | None = None
+    site: Site,
+    model: AnyGenerator,
+    seed: int,
+    kind: str,
+    sample: tuple[int, list[str]] | None = None,
+    n: int | None = None,
 ) -> tuple[str, int, Any]:
     """What every audit and evaluation does first, in this order: name the model, count the
     query against ``privacy.max_audits`` (on disk, before any row is read), then sample from
@@ -77,7 +82,7 @@ def start_site_query(
 
 def run_site_audit(
     site: Site,
-    model: MCM,
+    model: AnyGenerator,
     seed: int = 0,
     anonymeter: AnonymeterSettings | None = None,
     n: int | None = None,

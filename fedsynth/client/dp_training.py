@@ -18,10 +18,12 @@ RDP accountant hooked to its steps. Batches are fetched as one tensor index, not
 
 from __future__ import annotations
 
+import functools
 import math
 import secrets
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from opacus.accountants import RDPAccountant
@@ -242,15 +244,23 @@ class TailAverage:
                 parameter.copy_(total / self.count)
 
 
-def head_tail_average(network: MCMNetwork, model_config: MCMConfig, steps_per_round: int) -> TailAverage | None:
+def head_tail_average(network: torch.nn.Module, model_config: Any, steps_per_round: int) -> TailAverage | None:
     """The survival head's tail average for a round (MCMConfig.survival_head_averaging), or None.
 
-    None in a round shorter than ``survival_head_averaging_min_steps``: a public plan figure."""
-    share = model_config.survival_head_averaging
-    if share <= 0 or network.survival_head is None or steps_per_round < model_config.survival_head_averaging_min_steps:
+    None in a round shorter than ``survival_head_averaging_min_steps`` (a public plan figure),
+    and for a network without a survival head (Med-VAE's)."""
+    share = getattr(model_config, "survival_head_averaging", 0.0)
+    head = getattr(network, "survival_head", None)
+    if share <= 0 or head is None or steps_per_round < model_config.survival_head_averaging_min_steps:
         return None
     averaged_steps = max(1, round(share * steps_per_round))
-    return TailAverage(list(network.survival_head.parameters()), steps_per_round - averaged_steps)
+    return TailAverage(list(head.parameters()), steps_per_round - averaged_steps)
+
+
+def _mcm_record_loss(
+    network: MCMNetwork, model_config: MCMConfig, codes: torch.Tensor, generator: torch.Generator, run_fraction: float
+) -> torch.Tensor:
+    return per_sample_loss(network, codes, model_config, generator)
 
 
 def run_schedule(kind: str, total_steps: int) -> Callable[[int], float]:
@@ -260,16 +270,26 @@ def run_schedule(kind: str, total_steps: int) -> Callable[[int], float]:
     return lambda t: 0.5 * (1.0 + math.cos(math.pi * min(t, total_steps) / max(1, total_steps)))
 
 
+# (records' model codes, the loss's own randomness, share of the run's steps done) -> per-record loss
+RecordLoss = Callable[[torch.Tensor, torch.Generator, float], torch.Tensor]
+
+
 def train_dp_round(
-    network: MCMNetwork,
+    network: torch.nn.Module,
     codes: torch.Tensor,
-    model_config: MCMConfig,
+    model_config: Any,
     plan: DPPlan,
     learning_rate: float,
     generator: torch.Generator,
     server_round: int = 1,
+    record_loss: RecordLoss | None = None,
 ) -> tuple[float, list[tuple[float, float, int]]]:
     """Train ``network`` in place for one round of ``plan.steps_per_round`` DP-SGD steps.
+
+    ``record_loss`` is the generator's per-record loss
+    (:meth:`~fedsynth.model.generator.NetworkGenerator.per_record_loss`); by default the MCM's
+    (``network`` an :class:`MCMNetwork`, ``model_config`` its :class:`MCMConfig`). The plan, the
+    clipping, the noise and the accounting do not depend on the generator.
 
     With ``model_config.lr_schedule == "cosine"`` the learning rate follows one cosine decay
     over the whole run (``plan.planned_rounds`` rounds, this one being ``server_round``), not
@@ -303,7 +323,9 @@ def train_dp_round(
     dp_optimizer.attach_step_hook(accountant.get_optimizer_hook_fn(sample_rate=dp_loader.sample_rate))
     total, count = 0.0, 0
     step = (min(server_round, plan.planned_rounds) - 1) * plan.steps_per_round
-    schedule = run_schedule(model_config.lr_schedule, plan.total_steps)
+    schedule = run_schedule(getattr(model_config, "lr_schedule", "constant"), plan.total_steps)
+    if record_loss is None:
+        record_loss = functools.partial(_mcm_record_loss, network, model_config)
     network.train()
     averaged, round_step = head_tail_average(network, model_config, plan.steps_per_round), 0
     with SinglePassClipping(network, plan.max_grad_norm) as clipping:
@@ -316,7 +338,7 @@ def train_dp_round(
                 if len(batch) == 0:
                     _noise_only_step(network, dp_optimizer)
                 else:
-                    loss = per_sample_loss(network, batch, model_config, generator)
+                    loss = record_loss(batch, generator, (step - 1) / max(1, plan.total_steps))
                     clipping.backward(loss)  # .grad = sum of the clipped per-record gradients
                     dp_optimizer.step()  # Opacus: + Gaussian noise, / expected batch size, Adam, accountant
                     total += float(loss.detach().sum())

@@ -21,7 +21,7 @@ from fedsynth.data.schema import ColumnKind, Schema
 from fedsynth.evaluation.calibration import RISK_GRID
 from fedsynth.evaluation.fidelity import CURVE_POINTS, HISTOGRAM_BINS
 from fedsynth.evaluation.site_evaluation import evaluate_synthetic
-from fedsynth.model.mcm import MCM
+from fedsynth.model.generators import AnyGenerator
 
 MAX_HORIZONS = 10
 
@@ -70,7 +70,7 @@ def site_horizons(site: Site, requested: list[float] | None) -> list[float]:
 
 
 def run_site_evaluation(
-    site: Site, model: MCM, seed: int = 0, horizons: list[float] | None = None, n: int | None = None
+    site: Site, model: AnyGenerator, seed: int = 0, horizons: list[float] | None = None, n: int | None = None
 ) -> dict[str, Any]:
     """Every survival-utility evaluation of ``model`` at ``site``; a JSON-able dict of aggregates.
 

@@ -37,8 +37,7 @@ from fedsynth.data.minimum import check_dp_training_records
 from fedsynth.data.schema import Schema
 from fedsynth.data.validation import validate_frame
 from fedsynth.errors import UserError
-from fedsynth.model.config import MCMConfig
-from fedsynth.model.mcm import MCM
+from fedsynth.model.generators import AnyGeneratorConfig, new_generator
 
 
 class SiteError(UserError, ValueError):
@@ -167,7 +166,7 @@ class Site:
     def train_round(
         self,
         global_state: dict[str, torch.Tensor],
-        model_config: MCMConfig,
+        model_config: AnyGeneratorConfig,
         *,
         run_id: str,
         server_round: int,
@@ -183,6 +182,10 @@ class Site:
             self.ledger.require_at_least(
                 coordinator_floor, f"site '{self.config.name}': the coordinator of run '{run_id}'"
             )
+        model = new_generator(model_config)
+        refusal = model.dp_training_refusal()
+        if refusal is not None:  # before any spend
+            raise SiteError(f"site '{self.config.name}' cannot train this model: {refusal}")
         plan = self.plan(run_id, planned_rounds)
         # Spend is on disk before the first step: a kill from here on can only over-count.
         try:
@@ -195,8 +198,7 @@ class Site:
             )
         except BudgetExceededError as exc:  # the coordinator's record should say which site refused
             raise BudgetExceededError(f"site '{self.config.name}' {exc}") from exc
-        model = MCM(model_config).build(self.schema)
-        network = model.network_
+        network = model.build(self.schema)._network()
         network.load_state_dict(global_state)
         seed_text = f"{self.config.training.split_seed}:{run_id}:{server_round}".encode()
         generator = torch.Generator().manual_seed(int(hashlib.sha256(seed_text).hexdigest()[:15], 16))
@@ -208,6 +210,7 @@ class Site:
             self.config.training.learning_rate,
             generator,
             server_round=server_round,
+            record_loss=model.per_record_loss,
         )
         ((noise, rate, steps),) = history
         # Opacus' own accountant may use 1 / int(1 / q) >= q (its step count rounds down): more

@@ -11,17 +11,35 @@ Only the model and the DP tables are read: post-processing of DP releases.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
 from fedsynth.data.conditions import ResolvedCondition
 from fedsynth.marginals.target import MarginalTarget
-from fedsynth.model.sampler import ConditionalSampler, enforce_conditions, group_seeds
+from fedsynth.model.sampler import enforce_conditions, group_seeds
+
+
+class CandidateSource(Protocol):
+    """What calibration needs of a generator's sampler: its row groups, the rows of each, and
+    (with a survival head) the outcome drawn again for given covariates.
+    :class:`~fedsynth.model.sampler.ConditionalSampler` is one."""
+
+    @property
+    def has_survival_head(self) -> bool: ...
+
+    def group_starts(self, n: int) -> list[int]: ...
+
+    def iter_frames(
+        self, n: int, conditions: list[ResolvedCondition], seed: int, workers: int | None = None
+    ) -> Iterator[pd.DataFrame]: ...
+
+    def redraw_outcome(self, frame: pd.DataFrame, seed: int) -> pd.DataFrame: ...
 
 
 def calibrated_frames(
-    sampler: ConditionalSampler,
+    sampler: CandidateSource,
     target: MarginalTarget,
     n: int,
     conditions: list[ResolvedCondition],

@@ -33,9 +33,42 @@ class ModelConfigError(UserError, ValueError):
 
 
 class GeneratorConfig(BaseModel):
-    """What every generator's config shares: frozen, unknown keys refused, read from TOML."""
+    """What every generator's config shares: frozen, unknown keys refused, read from TOML.
+
+    The fairness option (issue 24, seed 003; :mod:`fedsynth.model.fairness`), off by default:
+
+    Attributes
+    ----------
+    fairness_column : str or None, default None
+        The declared sensitive column (a binary or categorical feature of the schema): the
+        groups whose share of the training loss the fairness weight evens out.
+    fairness_weight : float in [0, 1], default 0.0
+        The paper's fairness weight: 0 trains exactly as without the option; 1 gives every level
+        of ``fairness_column`` the same total weight in the loss (linear in between).
+    fairness_shares : tuple of float or None, default None
+        Public shares of the column's levels, in label order, that the weights are computed
+        from; required for the sites' DP-SGD (a share read off a site's rows would spend
+        privacy). None: a plain ``fit`` uses its training rows' shares.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    fairness_column: str | None = Field(None, min_length=1)
+    fairness_weight: float = Field(0.0, ge=0.0, le=1.0)
+    fairness_shares: tuple[float, ...] | None = Field(None, min_length=2)
+
+    @model_validator(mode="after")
+    def _check_fairness(self) -> Self:
+        """The fairness fields together (the column against a schema: ``fairness.check_fairness``)."""
+        if self.fairness_column is None and (self.fairness_weight > 0 or self.fairness_shares is not None):
+            named = "fairness_weight > 0" if self.fairness_weight > 0 else "fairness_shares"
+            raise ValueError(f"{named} needs fairness_column: name the sensitive column whose levels it weighs")
+        shares = self.fairness_shares
+        if shares is not None and not (
+            all(math.isfinite(s) and s >= 0 for s in shares) and math.isclose(sum(shares), 1.0, abs_tol=1e-3)
+        ):
+            raise ValueError(f"fairness_shares must be non-negative and sum to 1 (one per level), got {list(shares)}")
+        return self
 
     @classmethod
     def from_toml(cls, path: str | Path, section: str = "model") -> Self:

@@ -17,6 +17,7 @@ import torch
 
 from fedsynth.data.conditions import ConditionError, ConditionsLike, ResolvedCondition, resolve_any, satisfies
 from fedsynth.data.schema import ColumnKind
+from fedsynth.model.calibrated import calibrated_frames
 from fedsynth.model.draws import inverse_cdf
 from fedsynth.model.generator import Network, NetworkGenerator
 from fedsynth.model.layout import Layout
@@ -53,11 +54,17 @@ class DecodingGenerator(NetworkGenerator[Network]):
         """``sample``'s rows in order, in frames of at most ``GROUP_ROWS`` rows, each group drawn
         from its own seed derived from ``seed``. ``workers`` is accepted for the
         :class:`~fedsynth.model.generator.Generator` interface; groups are drawn one at a time.
-        Conditions are checked now, not at the first frame."""
+        Conditions are checked now, not at the first frame. With ``calibration_`` each group's
+        rows are calibrated to its DP marginal tables (:mod:`fedsynth.model.calibrated`)."""
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
         self._network()
         resolved = self.resolve(conditions)
+        if self.calibration_ is not None:
+            return calibrated_frames(DecodedCandidates(self), self.calibration_, int(n), resolved, seed)
+        return self._decoded_frames(int(n), resolved, seed)
+
+    def _decoded_frames(self, n: int, resolved: list[ResolvedCondition], seed: int) -> Iterator[pd.DataFrame]:
         starts = list(range(0, int(n), GROUP_ROWS))
         seeds = group_seeds(seed, len(starts))
 
@@ -68,6 +75,30 @@ class DecodingGenerator(NetworkGenerator[Network]):
                 yield enforce_conditions(accepted_rows(draw, size, resolved, self.title), resolved)
 
         return frames()
+
+
+class DecodedCandidates:
+    """A decoding generator's rows as calibration's candidate source (groups of ``GROUP_ROWS``).
+    A generator whose outcome is a model of the covariates (CK4Gen's distilled Cox model:
+    ``redraws_outcome``) draws it again for the calibrated rows; otherwise each keeps its own."""
+
+    def __init__(self, model: DecodingGenerator) -> None:  # type: ignore[type-arg]
+        self.model = model
+
+    @property
+    def has_survival_head(self) -> bool:
+        return bool(getattr(self.model, "redraws_outcome", False))
+
+    def group_starts(self, n: int) -> list[int]:
+        return [*range(0, n, GROUP_ROWS), n] if n else [0, 0]
+
+    def iter_frames(
+        self, n: int, conditions: list[ResolvedCondition], seed: int, workers: int | None = None
+    ) -> Iterator[pd.DataFrame]:
+        return self.model._decoded_frames(n, conditions, seed)
+
+    def redraw_outcome(self, frame: pd.DataFrame, seed: int) -> pd.DataFrame:
+        return self.model.redraw_outcome(frame, seed)  # type: ignore[attr-defined,no-any-return]
 
 
 def draw_codes(layout: Layout, logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

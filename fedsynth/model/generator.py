@@ -18,6 +18,8 @@ import torch
 from fedsynth.data.conditions import ConditionsLike
 from fedsynth.data.schema import Schema
 from fedsynth.data.transforms import Transformer
+from fedsynth.marginals.target import MarginalTarget
+from fedsynth.model.fairness import check_fairness, dp_refusal
 from fedsynth.model.training import ProgressCallback
 
 
@@ -61,7 +63,9 @@ class NetworkGenerator(Generic[Network]):
 
     Subclasses set ``config`` (with a ``seed``), ``schema_`` and ``network_`` in ``__init__`` and
     say which network a config and schema make (``_new_network``); ``title`` names the model in
-    messages.
+    messages. A generator the sites can train with DP-SGD (:mod:`fedsynth.client.dp_training`)
+    says what each record's loss is (:meth:`per_record_loss`); ``calibration_`` holds the run's DP
+    marginal tables its samples are calibrated to (:meth:`calibrate_to`).
     """
 
     title = "generator"
@@ -80,12 +84,15 @@ class NetworkGenerator(Generic[Network]):
         self.n_train_ = 0
         self.differentially_private_ = False
         self.training_info_: dict[str, Any] = {}
+        self.calibration_: MarginalTarget | None = None
 
     def _new_network(self, schema: Schema) -> Network:
         raise NotImplementedError
 
     def build(self, schema: Schema) -> Self:
-        """Create an untrained network for ``schema`` (seeded); used by fit and by the sites."""
+        """Create an untrained network for ``schema`` (seeded); used by fit and by the sites.
+        A fairness column that is not a discrete feature of ``schema`` is refused here."""
+        check_fairness(self.config, schema)
         torch.manual_seed(self.config.seed)
         self.schema_ = schema
         self.network_ = self._new_network(schema)
@@ -94,6 +101,32 @@ class NetworkGenerator(Generic[Network]):
     @property
     def transformer(self) -> Transformer:
         return Transformer(self._schema())
+
+    def codes_tensor(self, frame: pd.DataFrame) -> torch.Tensor:
+        """Model targets for a canonical frame: (n, n_columns) float32, missingness indicators
+        appended (:meth:`Layout.expand`)."""
+        codes = torch.tensor(self.transformer.codes(frame), dtype=torch.float32)
+        return self._network().layout.expand(codes)  # type: ignore[operator]
+
+    def calibrate_to(self, target: MarginalTarget | None) -> Self:
+        """Calibrate every later sample to ``target`` (None: the model's own draws); returns self."""
+        if target is not None and target.spec.schema.to_dict() != self._schema().to_dict():
+            raise ValueError("the marginal tables are binned on another schema than the model's")
+        self.calibration_ = target
+        return self
+
+    def dp_training_refusal(self) -> str | None:
+        """Why the sites cannot train this generator with DP-SGD as configured (None: they can)."""
+        return dp_refusal(self.config)
+
+    def per_record_loss(self, codes: torch.Tensor, generator: torch.Generator, run_fraction: float) -> torch.Tensor:
+        """Each record's training loss (n,) for a DP-SGD step on model codes ``codes``.
+
+        ``generator`` draws the loss's own randomness (masks, latent noise); ``run_fraction`` is
+        the share of the run's planned steps done before this one (a public schedule, e.g. KL
+        annealing). Records must not interact: DP-SGD clips each record's gradient alone.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no per-record loss for DP-SGD")
 
     def n_parameters(self) -> int:
         return int(sum(p.numel() for p in self._network().parameters()))

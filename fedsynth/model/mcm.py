@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import torch
@@ -13,9 +11,9 @@ import torch
 from fedsynth.data.conditions import ConditionsLike, ResolvedCondition, resolve_any
 from fedsynth.data.schema import Schema
 from fedsynth.data.validation import validate_frame
-from fedsynth.marginals.target import MarginalTarget
 from fedsynth.model.calibrated import calibrated_frames
 from fedsynth.model.config import MCMConfig, without_retired_options
+from fedsynth.model.fairness import group_weights
 from fedsynth.model.generator import NetworkGenerator
 from fedsynth.model.layout import Layout
 from fedsynth.model.network import MCMNetwork
@@ -24,11 +22,10 @@ from fedsynth.model.persistence import (
     fitted_meta,
     read_model_files,
     restore_fitted,
-    state_digest,
     write_model_files,
 )
 from fedsynth.model.sampler import STREAM_WORKERS, ConditionalSampler
-from fedsynth.model.training import ProgressCallback, train_plain, validation_split
+from fedsynth.model.training import ProgressCallback, per_sample_loss, train_plain, validation_split
 
 
 def network_for(config: MCMConfig, schema: Schema) -> MCMNetwork:
@@ -74,20 +71,10 @@ class MCM(NetworkGenerator[MCMNetwork]):
     config: MCMConfig
     title = "MCM"
 
-    def __init__(self, config: MCMConfig | None = None, **overrides: Any) -> None:
-        super().__init__(config, **overrides)
-        self.calibration_: MarginalTarget | None = None
-
     # -- construction ---------------------------------------------------------------------------
 
     def _new_network(self, schema: Schema) -> MCMNetwork:
         return network_for(self.config, schema)
-
-    def codes_tensor(self, frame: pd.DataFrame) -> torch.Tensor:
-        """Model targets for a canonical frame: (n, n_columns) float32, missingness indicators
-        appended (:meth:`Layout.expand`)."""
-        codes = torch.tensor(self.transformer.codes(frame), dtype=torch.float32)
-        return self._network().layout.expand(codes)
 
     # -- fit / sample ---------------------------------------------------------------------------
 
@@ -97,25 +84,27 @@ class MCM(NetworkGenerator[MCMNetwork]):
         self.build(schema)
         generator = torch.Generator().manual_seed(self.config.seed)
         codes = self.codes_tensor(canonical)
+        weights = group_weights(self.config, schema, codes)
         fitted, held_out = validation_split(len(codes), self.config.validation_fraction, generator)
         self.history_, stopping = train_plain(
-            self._network(), codes[fitted], self.config, generator, progress, validation=codes[held_out]
+            self._network(), codes[fitted], self.config, generator, progress, codes[held_out], weights
         )
         self.n_train_ = len(canonical)
         self.differentially_private_ = False
         self.training_info_ = {"mode": "plain", "epochs": len(self.history_), "n_train": self.n_train_}
+        if weights is not None:
+            self.training_info_.update(weights.record())
         if stopping is not None:
             self.training_info_.update(
                 validation_rows=len(held_out), best_epoch=stopping.best_epoch, validation_loss=stopping.best_loss
             )
         return self
 
-    def calibrate_to(self, target: MarginalTarget | None) -> MCM:
-        """Calibrate every later sample to ``target`` (None: the model's own draws); returns self."""
-        if target is not None and target.spec.schema.to_dict() != self._schema().to_dict():
-            raise ValueError("the marginal tables are binned on another schema than the model's")
-        self.calibration_ = target
-        return self
+    def per_record_loss(self, codes: torch.Tensor, generator: torch.Generator, run_fraction: float) -> torch.Tensor:
+        """Each record's masked NLL (and survival head NLL) with fresh masks, times its fairness
+        weight when the option is on: the MCM's DP-SGD loss."""
+        weights = group_weights(self.config, self._schema(), training_info=self.training_info_)
+        return per_sample_loss(self._network(), codes, self.config, generator, weights)
 
     def resolve(self, conditions: ConditionsLike) -> list[ResolvedCondition]:
         """Parse (if text) and check conditions against the schema; resolved ones pass through."""
@@ -195,8 +184,7 @@ class MCM(NetworkGenerator[MCMNetwork]):
     def load(cls, path: str | Path) -> MCM:
         """Load and verify a model directory written by :meth:`save`."""
         files = read_model_files(path)
-        only = ": sampling, serving and auditing commands take MCM models only"
-        check_generator(files, path, "mcm", "an MCM", only)
+        check_generator(files, path, "mcm", "an MCM")
         model = cls(MCMConfig.model_validate(without_retired_options(files.meta["config"])))
         model.schema_ = files.schema
         model.network_ = network_for(model.config, files.schema)
@@ -204,33 +192,3 @@ class MCM(NetworkGenerator[MCMNetwork]):
         model.network_.eval()
         restore_fitted(model, files.meta)
         return model.calibrate_to(files.target)
-
-
-def load_model(path: str | Path) -> MCM:
-    """:meth:`MCM.load` as a function."""
-    return MCM.load(path)
-
-
-def save_model(model: MCM, path: str | Path, overwrite: bool = False) -> Path:
-    """:meth:`MCM.save` as a function."""
-    return model.save(path, overwrite=overwrite)
-
-
-def weights_digest(model: MCM) -> str:
-    """SHA-256 of the model's weights, in parameter order: how sites name the model they audited.
-
-    Not :func:`~fedsynth.model.persistence.model_digest` (the hash of a saved model's manifest,
-    i.e. of its files): a site holds the weights it was sent, not the coordinator's files, so
-    audits and evaluations record this one, and whoever matches their results to a model
-    compares this one.
-    """
-    return state_digest(model._network().state_dict())
-
-
-def generator_digest(model: MCM) -> str:
-    """SHA-256 of what determines the model's samples: its weights and, for a calibrated model,
-    its marginal tables. Sites name the model they audited by it, so a release calibrated to
-    other tables is not covered by their audit."""
-    if model.calibration_ is None:
-        return weights_digest(model)
-    return hashlib.sha256(f"{weights_digest(model)}:{model.calibration_.digest()}".encode()).hexdigest()

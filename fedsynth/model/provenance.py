@@ -26,16 +26,26 @@ NON_DP_MODEL_NOTICE = (
     "(federated sites) before releasing."
 )
 DP_NOTICE = "Differentially private by post-processing: sampled from a DP-SGD-trained model only."
+COPIED_OUTCOME_NOTICE = (
+    "NOT DIFFERENTIALLY PRIVATE: every row's time and event are copied from a real training patient "
+    '(CK4Gen outcome = "copy", the paper\'s generation). For use inside the site that holds the data only.'
+)
 
 
-def provenance(mode: str, differentially_private: bool, **details: Any) -> dict[str, Any]:
-    """A provenance record; ``mode`` is 'model-sample' or 'paper-copy-and-mask'."""
+def provenance(
+    mode: str, differentially_private: bool, generator: str = "MCM", copies_real_values: bool = False, **details: Any
+) -> dict[str, Any]:
+    """A provenance record; ``mode`` is 'model-sample' or 'paper-copy-and-mask'; ``generator``
+    names the model ("MCM", "Med-VAE", "CK4Gen model"), and a model that copies real values
+    (``copies_real_values``) is never called DP."""
     if mode == "paper-copy-and-mask":
         notice, differentially_private = NOT_DP_NOTICE, False
+    elif copies_real_values:
+        notice, differentially_private = COPIED_OUTCOME_NOTICE, False
     else:
         notice = DP_NOTICE if differentially_private else NON_DP_MODEL_NOTICE
     return {
-        "generator": "fedsynth MCM",
+        "generator": f"fedsynth {generator}",
         "fedsynth_version": __version__,
         "mode": mode,
         "differentially_private": differentially_private,
@@ -52,6 +62,8 @@ def model_sample_record(
     seed: int,
     conditions: list[str] | None = None,
     dp_evidence: str | None = None,
+    generator: str = "MCM",
+    copies_real_values: bool = False,
 ) -> dict[str, Any]:
     """Provenance of rows sampled from a saved model, pinned by the model's manifest hash.
 
@@ -64,6 +76,8 @@ def model_sample_record(
     return provenance(
         "model-sample",
         differentially_private,
+        generator,
+        copies_real_values,
         model=str(model_dir),
         model_sha256=model_digest(model_dir),
         n=n,

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import torch
 
 from fedsynth.model.config import MCMConfig
+from fedsynth.model.fairness import GroupWeights
 from fedsynth.model.loss import masked_nll_per_sample, survival_hazard_nll, survival_head_nll
 from fedsynth.model.masking import training_mask
 from fedsynth.model.network import MCMNetwork
@@ -22,9 +23,14 @@ VALIDATION_MASK_DRAWS = 8  # mask draws per validation row (see validation_loss)
 
 
 def per_sample_loss(
-    network: MCMNetwork, codes: torch.Tensor, config: MCMConfig, generator: torch.Generator | None
+    network: MCMNetwork,
+    codes: torch.Tensor,
+    config: MCMConfig,
+    generator: torch.Generator | None,
+    weights: GroupWeights | None = None,
 ) -> torch.Tensor:
-    """Draw fresh masks for the batch and return each row's masked NLL, shape (n,)."""
+    """Draw fresh masks for the batch and return each row's masked NLL, shape (n,), times its
+    fairness weight when ``weights`` is given (:mod:`fedsynth.model.fairness`)."""
     # Opacus wraps the network in a GradSampleModule, which does not forward plain attributes.
     layout = getattr(network, "_module", network).layout
     last = [h.index for h in layout.heads if h.column.role != "feature"] if config.outcome_last else ()
@@ -55,7 +61,7 @@ def per_sample_loss(
         else:
             head_loss = survival_head_nll(layout, head, codes, config.bin_smoothing)
         loss = loss + config.survival_head_weight * head_loss
-    return loss
+    return loss if weights is None else weights(loss, codes)
 
 
 def make_scheduler(
@@ -107,7 +113,9 @@ def validation_split(n_rows: int, fraction: float, generator: torch.Generator) -
     return order[n_valid:], order[:n_valid]
 
 
-def validation_loss(network: MCMNetwork, codes: torch.Tensor, config: MCMConfig) -> float:
+def validation_loss(
+    network: MCMNetwork, codes: torch.Tensor, config: MCMConfig, weights: GroupWeights | None = None
+) -> float:
     """Mean masked NLL of ``codes`` under masks that are the same at every call.
 
     Why fixed masks: fresh masks would move the loss more between epochs than the weights do
@@ -117,7 +125,7 @@ def validation_loss(network: MCMNetwork, codes: torch.Tensor, config: MCMConfig)
     repeated = codes.repeat(VALIDATION_MASK_DRAWS, 1)
     network.eval()
     with torch.no_grad():
-        loss = float(per_sample_loss(network, repeated, config, generator).mean())
+        loss = float(per_sample_loss(network, repeated, config, generator, weights).mean())
     network.train()
     return loss
 
@@ -129,9 +137,11 @@ def train_plain(
     generator: torch.Generator,
     progress: ProgressCallback | None = None,
     validation: torch.Tensor | None = None,
+    weights: GroupWeights | None = None,
 ) -> tuple[list[float], EarlyStopping | None]:
     """Non-private training with Adam; returns the mean loss of every epoch and, given
-    ``validation`` rows, the early-stopping record (the network then holds its best weights)."""
+    ``validation`` rows, the early-stopping record (the network then holds its best weights).
+    ``weights``: the fairness option's per-record weights, in training and validation losses alike."""
     optimizer = torch.optim.Adam(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     epochs = config.resolved_epochs(len(codes))
     scheduler = make_scheduler(optimizer, config, epochs)
@@ -143,7 +153,7 @@ def train_plain(
         total, count = 0.0, 0
         for start in range(0, len(codes), config.batch_size):
             batch = codes[order[start : start + config.batch_size]]
-            loss = per_sample_loss(network, batch, config, generator).mean()
+            loss = per_sample_loss(network, batch, config, generator, weights).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -154,7 +164,9 @@ def train_plain(
         history.append(total / count)
         if progress is not None:
             progress(epoch + 1, epochs, history[-1])
-        if stopping is not None and stopping.update(epoch + 1, validation_loss(network, validation, config), network):
+        if stopping is not None and stopping.update(
+            epoch + 1, validation_loss(network, validation, config, weights), network
+        ):
             break
     if stopping is not None:
         stopping.restore(network)

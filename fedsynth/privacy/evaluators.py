@@ -22,7 +22,7 @@ from fedsynth.privacy.membership import AttackResult, density_attack, distance_a
 from fedsynth.privacy.nearest_neighbour import NearestNeighbourAudit, nearest_neighbour_audit
 
 if TYPE_CHECKING:
-    from fedsynth.model.mcm import MCM
+    from fedsynth.model.generators import AnyGenerator
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ class WhiteBoxMembershipEvaluator(AuditEvaluator):
 
     name = "white-box"
 
-    def __init__(self, ori: pd.DataFrame, model: MCM, control: pd.DataFrame, schema: Schema, seed: int = 0,
+    def __init__(self, ori: pd.DataFrame, model: AnyGenerator, control: pd.DataFrame, schema: Schema, seed: int = 0,
                  delta: float | None = None):  # fmt: skip
         super().__init__(ori, None, control, schema, seed)  # type: ignore[arg-type]
         self.model, self.delta = model, delta

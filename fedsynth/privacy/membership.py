@@ -23,8 +23,7 @@ from scipy.stats import rankdata
 
 from fedsynth.data.schema import Schema
 from fedsynth.data.transforms import Transformer
-from fedsynth.model.mcm import MCM
-from fedsynth.model.training import per_sample_loss
+from fedsynth.model.generators import AnyGenerator
 from fedsynth.privacy.empirical_epsilon import empirical_epsilon
 from fedsynth.privacy.kde import NeighbourKDE, nearest_neighbour_bandwidth
 from fedsynth.privacy.nearest_neighbour import Z_95, nearest_distances
@@ -137,7 +136,7 @@ def distance_attack(
 
 
 def white_box_attack(
-    model: MCM,
+    model: AnyGenerator,
     train: pd.DataFrame,
     holdout: pd.DataFrame,
     draws: int = 16,
@@ -146,9 +145,10 @@ def white_box_attack(
 ) -> AttackResult:
     """White-box: a record is called a member the lower the global model's masked loss on it.
 
-    The loss is the MCM's own training objective (masked-column negative log-likelihood),
-    averaged over ``draws`` random masks per record: records the model was fitted to are
-    reconstructed better. Black-box attacks on a DP generator give loose bounds; this one
+    The loss is the generator's own training objective (``per_record_loss``: the MCM's
+    masked-column negative log-likelihood, the Med-VAE's negative ELBO), averaged over ``draws``
+    random masks or latent draws per record: records the model was fitted to are reconstructed
+    better. Black-box attacks on a DP generator give loose bounds; this one
     reads the released weights, which is what an attacker holding the model can do.
     """
     members, non_members = candidate_indices(len(train), len(holdout), np.random.default_rng(seed))
@@ -159,7 +159,7 @@ def white_box_attack(
     def mean_loss(frame: pd.DataFrame) -> np.ndarray:
         codes = model.codes_tensor(frame)
         with torch.no_grad():
-            total = sum(per_sample_loss(network, codes, model.config, generator) for _ in range(draws))
+            total = sum(model.per_record_loss(codes, generator, 1.0) for _ in range(draws))
         return (total / draws).numpy()
 
     return summarise_attack("white-box", -mean_loss(train.iloc[members]), -mean_loss(holdout.iloc[non_members]), delta)

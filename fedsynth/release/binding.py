@@ -23,7 +23,7 @@ import pandas as pd
 
 from fedsynth.data.io import sha256_file
 from fedsynth.errors import UserError
-from fedsynth.model.mcm import MCM, load_model
+from fedsynth.model.generators import AnyGenerator, load_model
 from fedsynth.model.persistence import ModelFileError, model_digest
 from fedsynth.model.provenance import sidecar_path
 from fedsynth.model.rows_digest import RowsDigest
@@ -117,7 +117,7 @@ def _first_difference(expected: pd.DataFrame, found: pd.DataFrame) -> tuple[int,
     return None
 
 
-def compare_rows(path: Path, model: MCM, n: int, conditions: list[str], seed: int) -> str:
+def compare_rows(path: Path, model: AnyGenerator, n: int, conditions: list[str], seed: int) -> str:
     """Check that ``path`` holds exactly ``model.sample(n, conditions, seed)``; return its RowsDigest.
 
     Both sides are read a chunk at a time (``MCM.sample_chunks`` concatenates to exactly

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fedsynth import __version__
 from fedsynth.data.io import sha256_file
 from fedsynth.errors import UserError
-from fedsynth.model.mcm import load_model
+from fedsynth.model.generators import load_model
 from fedsynth.release.binding import ReleaseFile, ReleaseFileError, check_release_file
 from fedsynth.release.keys import fingerprint
 from fedsynth.release.policy import Policy
@@ -83,7 +83,7 @@ def _write_report(run_dir: Path, path: Path, verdict: Verdict, forced: ForcedRel
 
 
 def _model_hashes(run_dir: Path) -> dict[str, Any]:
-    from fedsynth.model.mcm import load_model, weights_digest
+    from fedsynth.model.generators import load_model, weights_digest
     from fedsynth.model.persistence import model_digest
     from fedsynth.server.run import RunDirectory
 

@@ -181,7 +181,7 @@ def evidence_rule(
     run's records show that model DP (not its own flag); ``release`` (the checked synthetic file,
     or why it was refused) regenerates from it and holds exactly the rows the sites audited, and
     the sites evaluated samples of its size."""
-    from fedsynth.model.mcm import generator_digest, load_model
+    from fedsynth.model.generators import generator_digest, load_model
     from fedsynth.model.persistence import ModelFileError
     from fedsynth.server.evidence import dp_evidence
 

@@ -25,7 +25,7 @@ from flwr.supercore import log
 from fedsynth.client.packed_weights import layout_of, pack
 from fedsynth.data.datasets import bundled_schema
 from fedsynth.data.schema import Schema
-from fedsynth.model.mcm import MCM
+from fedsynth.model.generators import config_to_dict, new_generator
 from fedsynth.server.audit import run_audit
 from fedsynth.server.config import FederationConfig
 from fedsynth.server.evaluation import run_evaluation
@@ -55,7 +55,7 @@ def run_federation(grid: Grid, config: FederationConfig, schema: Schema) -> Path
         done = checkpoint.round
         log(INFO, "Resuming run %s after round %s (checkpoint sha256 %s)", run_id, done, checkpoint.sha256[:12])
     else:
-        model = MCM(config.model).build(schema)
+        model = new_generator(config.model).build(schema)
         done = 0
     if done >= config.rounds:
         log(INFO, "Run %s already completed its %s rounds", run_id, config.rounds)
@@ -74,7 +74,7 @@ def run_federation(grid: Grid, config: FederationConfig, schema: Schema) -> Path
         {
             "run-id": run_id,
             "planned-rounds": config.rounds,
-            "model-config": json.dumps(config.model.model_dump(mode="json")),
+            "model-config": json.dumps(config_to_dict(config.model)),
         }
     )
     strategy.start(

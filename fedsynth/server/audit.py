@@ -35,7 +35,7 @@ from flwr.serverapp import Grid
 from fedsynth.client.app import AUDIT_RECORD
 from fedsynth.client.audit import check_site_audit_result
 from fedsynth.data.io import write_text
-from fedsynth.model.mcm import MCM
+from fedsynth.model.generators import load_generator
 from fedsynth.privacy.anonymeter_audit import pooled_risk, risk_key
 from fedsynth.privacy.nearest_neighbour import pooled_dcr_share
 from fedsynth.server.run import RunDirectory
@@ -145,7 +145,7 @@ def run_audit(
     Every site audits ``model.sample(n, conditions, seed)``: the rows a release sampled with
     ``fedsynth sample RUN_DIR/model -n N --seed SEED`` holds (``n`` default: the pooled size).
     """
-    model = MCM.load(Path(run_dir) / "model")
+    model = load_generator(Path(run_dir) / "model")
     sample = {"seed": seed, "n": pooled_training_size(run_dir) if n is None else n, "conditions": conditions or []}
     model.resolve(sample["conditions"])  # a bad condition is the coordinator's error, before any site works
 

@@ -16,7 +16,7 @@ partition = "iid"              # or "column:<name>" for non-IID sites split by a
 privacy = { target_epsilon = 4.0 }
 training = { local_epochs = 5 }
 
-[model]                        # MCMConfig fields
+[model]                        # generator = "mcm" (default), "medvae" or "ck4gen"; then its config's fields
 hidden = 64
 """
 
@@ -25,11 +25,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
 from fedsynth.config_files import read_toml, validate_sections
 from fedsynth.errors import UserError
+from fedsynth.model.ck4gen.config import CK4GenConfig
 from fedsynth.model.config import MCMConfig
+from fedsynth.model.generator_configs import GENERATOR_KEY, AnyGeneratorConfig, config_to_dict
+from fedsynth.model.medvae.config import MedVAEConfig
 
 # Fewer parameters than the non-DP default (DP noise is added to every one) and the outcome
 # drawn by a survival head; the measurements behind each choice: docs/research/2026-12-03-federated-model-defaults.md.
@@ -48,6 +51,32 @@ FEDERATED_MODEL_DEFAULTS = MCMConfig(
     validation_fraction=0.0,
     early_stopping_patience=None,
 )
+
+
+# Med-VAE and CK4Gen under DP-SGD: the MCM's 16 output bins per numeric column (a histogram's
+# bins are noisy heads), the papers' layers otherwise; CK4Gen's teacher trained with the network.
+FEDERATED_MEDVAE_DEFAULTS = MedVAEConfig(n_bins=16)
+FEDERATED_CK4GEN_DEFAULTS = CK4GenConfig(n_bins=16, teacher="joint")
+FEDERATED_DEFAULTS: dict[str, AnyGeneratorConfig] = {
+    "mcm": FEDERATED_MODEL_DEFAULTS,
+    "medvae": FEDERATED_MEDVAE_DEFAULTS,
+    "ck4gen": FEDERATED_CK4GEN_DEFAULTS,
+}
+
+
+def no_dp_training(config: AnyGeneratorConfig) -> str | None:
+    """Why the sites cannot train ``config`` with DP-SGD (None: they can); checked before a run."""
+    if isinstance(config, CK4GenConfig) and config.teacher == "cox":
+        return (
+            "CK4Gen's teacher = \"cox\" is fitted on a site's rows without DP, and its coefficients would "
+            'leave the site in the weights; federated runs train teacher = "joint" (the default here)'
+        )
+    if isinstance(config, CK4GenConfig) and config.outcome == "copy":
+        return (
+            'CK4Gen\'s outcome = "copy" copies real times and events into its rows, never DP; use it only with '
+            "`fedsynth fit --generator ck4gen` at one site"
+        )
+    return None
 
 
 class FederationConfigError(UserError, ValueError):
@@ -104,15 +133,36 @@ class FederationConfig(BaseModel):
     schema_path: Path | None = Field(None, alias="schema", description="public schema (deployment engine)")
     simulation: SimulationConfig = SimulationConfig()
     site: dict[str, Any] = Field(default_factory=dict, description="[site] defaults for simulated sites")
-    model: MCMConfig = FEDERATED_MODEL_DEFAULTS
+    model: MCMConfig | MedVAEConfig | CK4GenConfig = FEDERATED_MODEL_DEFAULTS
 
     @field_validator("model", mode="before")
     @classmethod
     def _model_over_federated_defaults(cls, value: Any) -> Any:
-        """A [model] table changes the fields it names; the rest keep the federated defaults."""
-        if isinstance(value, dict):
-            return {**FEDERATED_MODEL_DEFAULTS.model_dump(), **value}
-        return value
+        """A [model] table names its generator (``generator``, default "mcm") and changes the
+        fields it names; the rest keep that generator's federated defaults."""
+        if not isinstance(value, dict):
+            return value
+        fields = dict(value)
+        name = fields.pop(GENERATOR_KEY, "mcm")
+        if name not in FEDERATED_DEFAULTS:
+            raise ValueError(
+                f"generator = {name!r} is unknown; choose one of {', '.join(map(repr, FEDERATED_DEFAULTS))}"
+            )
+        base = FEDERATED_DEFAULTS[name]
+        config = type(base).model_validate({**base.model_dump(), **fields})
+        refusal = no_dp_training(config)
+        if refusal is not None:
+            raise ValueError(refusal)
+        return config
+
+    @field_serializer("model")
+    def _model_with_its_generator(self, model: AnyGeneratorConfig) -> dict[str, Any]:
+        return config_to_dict(model)
+
+    @property
+    def generator(self) -> str:
+        """The name of the generator the run trains ("mcm", "medvae", "ck4gen")."""
+        return str(config_to_dict(self.model)[GENERATOR_KEY])
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "federation config") -> FederationConfig:

@@ -25,7 +25,7 @@ from fedsynth.client.app import EVALUATION_RECORD
 from fedsynth.client.evaluation import check_evaluation_result
 from fedsynth.data.io import write_text
 from fedsynth.evaluation.pooled_fidelity import pool_fidelity
-from fedsynth.model.mcm import MCM
+from fedsynth.model.generators import load_generator
 from fedsynth.server.audit import pooled_training_size
 from fedsynth.server.site_queries import query_sites, site_query_document
 
@@ -98,7 +98,7 @@ def run_evaluation(
     add sampling noise the release does not have (a Cox fit on a third of the rows scatters its
     hazard ratios sqrt(3) times wider), and the sign-off checks that the sizes agree.
     """
-    model = MCM.load(Path(run_dir) / "model")
+    model = load_generator(Path(run_dir) / "model")
     size = pooled_training_size(run_dir) if n is None else int(n)
     extra: dict[str, Any] = {"sample": {"n": size}} | ({"horizons": horizons} if horizons else {})
     sites, failures = query_sites(

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedsynth.model.mcm import MCM, load_model, weights_digest
+from fedsynth.model.generators import AnyGenerator, load_model, weights_digest
 from fedsynth.server.run import BUDGET, CHECKPOINT_RECORD, CHECKPOINTS, MARGINALS_FILE, RunDirectory
 
 # Ledgers compose epsilon in floating point; a site at its target must not read as over it.
@@ -70,7 +70,7 @@ def _site_problem(record: dict[str, Any]) -> str | None:
     return None
 
 
-def _calibration_problem(run: RunDirectory, model: MCM, ok: list[dict[str, Any]]) -> str | None:
+def _calibration_problem(run: RunDirectory, model: AnyGenerator, ok: list[dict[str, Any]]) -> str | None:
     """Why the model's marginal tables are not the run's DP release (None if they are, or it has none)."""
     if model.calibration_ is None:
         return None
@@ -88,7 +88,7 @@ def _calibration_problem(run: RunDirectory, model: MCM, ok: list[dict[str, Any]]
     return None
 
 
-def dp_evidence(model_dir: str | Path, model: MCM | None = None) -> DPEvidence:
+def dp_evidence(model_dir: str | Path, model: AnyGenerator | None = None) -> DPEvidence:
     """What the run's records say about ``model_dir``'s weights (``model``: already loaded)."""
     model_dir = Path(model_dir)
     run_dir = run_directory_of(model_dir)
@@ -140,7 +140,7 @@ def dp_evidence(model_dir: str | Path, model: MCM | None = None) -> DPEvidence:
     )
 
 
-def check_dp_claim(model_dir: str | Path, model: MCM) -> DPEvidence:
+def check_dp_claim(model_dir: str | Path, model: AnyGenerator) -> DPEvidence:
     """The model's DP status: DP only if its flag claims it and the records show it.
 
     Raises :class:`DPClaimError` when the flag claims DP and the records do not. A model whose

@@ -3,7 +3,7 @@
     RUN_DIR/
       run.json                  run id, config, planned rounds, created
       schema.toml               the public schema
-      checkpoints/round-0003/   a saved MCM (weights + SHA-256 manifest), one per round
+      checkpoints/round-0003/   a saved model (weights + SHA-256 manifest), one per round
       checkpoints/LATEST        the last complete checkpoint's round (written after it)
       checkpoints.jsonl         one line per checkpoint: its round, weights digest and sites
       budget.jsonl              one line per site per round: the scalars the site replied
@@ -31,14 +31,13 @@ from typing import TYPE_CHECKING, Any
 from fedsynth.data.io import write_text
 from fedsynth.data.schema import Schema
 from fedsynth.marginals.target import MarginalTarget
-from fedsynth.model.config import MCMConfig
 
 # The model modules load torch: they are imported where a model is read or written, so that
 # reading a run's records (`fedsynth budget`) does not pay for it.
 if TYPE_CHECKING:
     import torch
 
-    from fedsynth.model.mcm import MCM
+    from fedsynth.model.generators import AnyGenerator, AnyGeneratorConfig
 
 CHECKPOINTS = "checkpoints"
 BUDGET = "budget.jsonl"
@@ -77,12 +76,17 @@ class RunDirectory:
     # -- checkpoints ------------------------------------------------------------------------------
 
     def save_checkpoint(
-        self, server_round: int, state_dict: dict[str, torch.Tensor], schema: Schema, config: MCMConfig, info: dict
+        self,
+        server_round: int,
+        state_dict: dict[str, torch.Tensor],
+        schema: Schema,
+        config: AnyGeneratorConfig,
+        info: dict,
     ) -> Checkpoint:
-        from fedsynth.model.mcm import MCM, save_model, weights_digest
+        from fedsynth.model.generators import new_generator, save_model, weights_digest
         from fedsynth.model.persistence import model_digest
 
-        model = MCM(config).build(schema)
+        model = new_generator(config).build(schema)
         model.network_.load_state_dict(state_dict)
         model.differentially_private_ = True
         model.training_info_ = info
@@ -112,9 +116,9 @@ class RunDirectory:
         target = self.path / CHECKPOINTS / f"round-{server_round:04d}"
         return Checkpoint(server_round, target, model_digest(target))
 
-    def load_checkpoint(self, checkpoint: Checkpoint) -> MCM:
+    def load_checkpoint(self, checkpoint: Checkpoint) -> AnyGenerator:
         """The checkpoint's model; its manifest hashes are verified on load."""
-        from fedsynth.model.mcm import load_model
+        from fedsynth.model.generators import load_model
 
         return load_model(checkpoint.path)
 
@@ -128,7 +132,7 @@ class RunDirectory:
     def publish_model(self, checkpoint: Checkpoint) -> Path:
         """The final checkpoint as RUN_DIR/model, the model the server samples from: calibrated
         to the run's DP marginal tables where every site released them, else a copy."""
-        from fedsynth.model.mcm import load_model, save_model
+        from fedsynth.model.generators import load_model, save_model
 
         target = self.path / "model"
         calibration = self.marginal_target()

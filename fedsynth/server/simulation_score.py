@@ -25,7 +25,7 @@ from fedsynth.client.app import open_site
 from fedsynth.data.schema import Schema
 from fedsynth.evaluation.fidelity import correlation_difference, correlation_matrices, marginal_distances
 from fedsynth.evaluation.utility import utility_report
-from fedsynth.model.mcm import MCM
+from fedsynth.model.generators import load_generator
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def score_simulated_run(
     """
     from fedsynth.server.evidence import check_dp_claim
 
-    model = MCM.load(Path(run_dir) / "model")
+    model = load_generator(Path(run_dir) / "model")
     dp = check_dp_claim(Path(run_dir) / "model", model)  # the run's records decide, not the model's flag
     tables = site_tables(run_dir)
     n_pooled = sum(len(train) for _, train, _ in tables)

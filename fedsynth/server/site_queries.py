@@ -21,7 +21,7 @@ from typing import Any
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
-from fedsynth.model.mcm import MCM
+from fedsynth.model.generators import AnyGenerator, config_to_dict
 
 ResultCheck = Callable[[dict[str, Any]], None]
 CONNECT_WAIT = 60.0
@@ -56,7 +56,7 @@ def connected_nodes(grid: Grid, expected: int, wait: float = CONNECT_WAIT) -> li
 
 def query_sites(
     grid: Grid,
-    model: MCM,
+    model: AnyGenerator,
     task: str,
     record: str,
     check: ResultCheck,
@@ -71,7 +71,7 @@ def query_sites(
     """
     config = ConfigRecord(
         {
-            "model-config": json.dumps(model.config.model_dump(mode="json")),
+            "model-config": json.dumps(config_to_dict(model.config)),
             "seed": seed,
             "task": task,
             # DP tables (post-processing of the sites' releases): sites sample as the release does.

@@ -36,7 +36,7 @@ from flwr.supercore import log
 from fedsynth.client.app import LEDGER_FLOORS, REPLY_METRICS, WEIGHTS_LAYOUT
 from fedsynth.client.packed_weights import WEIGHTS, Layout, layout_size, layout_to_json, unpack
 from fedsynth.data.schema import Schema
-from fedsynth.model.config import MCMConfig
+from fedsynth.model.generator_configs import AnyGeneratorConfig
 from fedsynth.server.budget import site_epsilon_floors
 from fedsynth.server.run import RunDirectory
 
@@ -197,7 +197,7 @@ class SiteReplies(StrategyWrapper):
 class Checkpoints(StrategyWrapper):
     """A checkpoint with its SHA-256 manifest for every round the wrapped strategy aggregates."""
 
-    def __init__(self, strategy: Strategy, run: RunDirectory, schema: Schema, model_config: MCMConfig,
+    def __init__(self, strategy: Strategy, run: RunDirectory, schema: Schema, model_config: AnyGeneratorConfig,
                  layout: Layout) -> None:  # fmt: skip
         super().__init__(strategy)
         self.run, self.schema, self.model_config, self.layout = run, schema, model_config, layout
@@ -218,7 +218,7 @@ class Checkpoints(StrategyWrapper):
 
 
 def mcm_fedavg(
-    run: RunDirectory, schema: Schema, model_config: MCMConfig, layout: Layout, round_offset: int = 0,
+    run: RunDirectory, schema: Schema, model_config: AnyGeneratorConfig, layout: Layout, round_offset: int = 0,
     min_sites: int = 2,
 ) -> tuple[Strategy, Checkpoints]:  # fmt: skip
     """The run's strategy (FedAvg weighted by each site's training records, wrapped), and its

@@ -53,10 +53,10 @@ def _quality(options: DemoOptions, run_dir: Path, reporter: DemoReporter) -> Non
         score, _ = score_simulated_run(run_dir, seed=options.seed + 1)
         cohort, subgroup = None, COHORTS.get(options.dataset)
         if subgroup is not None:
-            from fedsynth.model.mcm import MCM
+            from fedsynth.model.generators import load_generator
 
             conditions = [f"{subgroup[0]}={subgroup[1]}", "60<=age<=80"]
-            cohort = MCM.load(run_dir / "model").sample(1000, conditions, seed=options.seed + 2)
+            cohort = load_generator(run_dir / "model").sample(1000, conditions, seed=options.seed + 2)
     summary = {"dataset": options.dataset, "engine": options.engine, "sites": options.sites,
                "rounds": options.rounds, "target_epsilon": options.epsilon, **score.to_dict()}  # fmt: skip
     write_text(run_dir / "summary.json", json.dumps(summary, indent=2))

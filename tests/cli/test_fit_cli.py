@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -67,8 +68,12 @@ def test_generator_medvae_trains_a_med_vae_labelled_not_dp(inputs) -> None:
     model_dir = inputs["root"] / "model"
     assert json.loads((model_dir / "model.json").read_text())["generator"] == "medvae"
     assert len(MedVAE.load(model_dir).sample(20, ["chf=1"], seed=0)) == 20
-    refused = runner.invoke(app, ["sample", str(model_dir), "-n", "5", "-o", str(inputs["root"] / "rows.csv")])
-    assert refused.exit_code == 2 and "holds a 'medvae' model, not an MCM" in refused.output, refused.output
+    rows = inputs["root"] / "rows.csv"
+    sampled = runner.invoke(app, ["sample", str(model_dir), "-n", "5", "--where", "chf=1", "-o", str(rows)])
+    assert sampled.exit_code == 0 and "NOT DIFFERENTIALLY PRIVATE" in sampled.output, sampled.output
+    record = json.loads(rows.with_name("rows.csv.provenance.json").read_text())
+    assert record["generator"] == "fedsynth Med-VAE" and record["differentially_private"] is False
+    assert len(pd.read_csv(rows)) == 5 and (pd.read_csv(rows)["chf"] == 1).all()
 
 
 @pytest.mark.parametrize(

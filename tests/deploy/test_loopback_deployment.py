@@ -26,7 +26,7 @@ def test_train_then_audit_over_the_deployment_engine(tmp_path) -> None:
     from typer.testing import CliRunner
 
     from fedsynth.cli import app
-    from fedsynth.model.mcm import generator_digest
+    from fedsynth.model.generators import generator_digest
 
     document = {
         "federation": {"engine": "deployment", "rounds": 2, "min_sites": 3, "round_timeout": 300, "run_dir": "run"},

@@ -14,7 +14,8 @@ from fedsynth.data.schema import Schema
 from fedsynth.evaluation.fidelity import marginal_distances
 from fedsynth.marginals.tables import MarginalSpec, count_tables
 from fedsynth.marginals.target import MarginalTarget
-from fedsynth.model.mcm import MCM, generator_digest, load_model, weights_digest
+from fedsynth.model.generators import generator_digest, load_model, weights_digest
+from fedsynth.model.mcm import MCM
 from fedsynth.model.persistence import MARGINALS, ModelFileError
 from fedsynth.model.sampler import satisfies
 

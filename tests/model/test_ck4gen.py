@@ -231,19 +231,34 @@ def test_fit_generator_ck4gen_end_to_end_on_a_bundled_dataset(tmp_path) -> None:
     meta = json.loads((tmp_path / "model" / "model.json").read_text())
     assert meta["generator"] == "ck4gen" and meta["copies_real_values"] is False
     assert len(CK4Gen.load(tmp_path / "model").sample(20, ["chf=1"], seed=0)) == 20
-    refused = runner.invoke(app, ["sample", str(tmp_path / "model"), "-n", "5", "-o", str(tmp_path / "rows.csv")])
-    said = " ".join(refused.output.split())
-    assert (
-        refused.exit_code == 2
-        and "holds a 'ck4gen' model, not an MCM; load it with fedsynth.model.ck4gen.CK4Gen.load" in said
-    ), said
+    sampled = runner.invoke(app, ["sample", str(tmp_path / "model"), "-n", "5", "-o", str(tmp_path / "rows.csv")])
+    assert sampled.exit_code == 0 and "NOT DIFFERENTIALLY PRIVATE" in sampled.output, sampled.output
+    record = json.loads((tmp_path / "rows.csv.provenance.json").read_text())
+    assert record["generator"] == "fedsynth CK4Gen model" and record["differentially_private"] is False
     copied = runner.invoke(
         app, [*base, "-o", str(tmp_path / "copy"), "--generator", "ck4gen", "--config", str(tmp_path / "copy.toml")]
     )
     assert copied.exit_code == 0, copied.output
     assert "copies_real_values" in copied.output
     assert json.loads((tmp_path / "copy" / "model.json").read_text())["copies_real_values"] is True
+    copied_rows = runner.invoke(app, ["sample", str(tmp_path / "copy"), "-n", "5", "-o", str(tmp_path / "copy.csv")])
+    assert copied_rows.exit_code == 0 and "copied from a real training patient" in " ".join(copied_rows.output.split())
+    assert "copied from a real" in json.loads((tmp_path / "copy.csv.provenance.json").read_text())["notice"]
     wrong = runner.invoke(
         app, [*base, "-o", str(tmp_path / "bad"), "--generator", "ck4gen", "--config", str(tmp_path / "bad.toml")]
     )
     assert wrong.exit_code == 2 and "outcome" in wrong.output and not (tmp_path / "bad").exists(), wrong.output
+
+
+def test_a_teacher_trained_with_the_network_recovers_the_hazard_ratio_and_the_event_rate(data: pd.DataFrame) -> None:
+    # teacher = "joint", the variant the sites train with DP-SGD, here without DP: its own
+    # piecewise-exponential likelihood must find the same HR 2 (log 0.69, SE about 0.1 on 600 rows).
+    joint = CK4Gen(seed=0, teacher="joint").fit(data, SCHEMA)
+    assert joint.dp_training_refusal() is None and CK4Gen().dp_training_refusal() is not None
+    beta = joint.network_.beta.detach()
+    x_position = joint.network_.layout.heads[0].in_start
+    assert abs(float(beta[x_position]) - fit_cox(data, SCHEMA).params_["x"]) < 0.25
+    synthetic = joint.sample(3000, seed=2)
+    assert abs(fit_cox(synthetic, SCHEMA).params_["x"] - np.log(2.0)) < 0.3
+    assert abs(synthetic["event"].mean() - data["event"].mean()) < 0.06
+    assert joint.training_info_["teacher"] == "joint" and joint.training_info_["distillation_r2"] > 0.8

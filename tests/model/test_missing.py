@@ -11,9 +11,10 @@ import torch
 
 from fedsynth.data.schema import Schema
 from fedsynth.model.config import MCMConfig
+from fedsynth.model.generators import load_model
 from fedsynth.model.layout import Layout
 from fedsynth.model.loss import masked_nll_per_sample
-from fedsynth.model.mcm import MCM, load_model
+from fedsynth.model.mcm import MCM
 from tests.missing import blank
 
 # WHAS500 with bmi and cvd missing completely at random in 30% of the rows, and hr missing in 60%

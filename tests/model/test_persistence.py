@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from fedsynth.model.generator import NotFittedError
-from fedsynth.model.mcm import MCM, load_model
+from fedsynth.model.generators import load_model
+from fedsynth.model.mcm import MCM
 from fedsynth.model.persistence import MANIFEST, META, SCHEMA, WEIGHTS, ModelFileError
 
 

@@ -12,9 +12,10 @@ from fedsynth.data.datasets import load_dataset
 from fedsynth.data.transforms import from_unit
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.draws import draw_competing_hazards as _draw_competing_hazards
+from fedsynth.model.generators import load_model, save_model
 from fedsynth.model.layout import Layout
 from fedsynth.model.loss import hazard_log_probs, survival_hazard_nll
-from fedsynth.model.mcm import MCM, load_model, save_model
+from fedsynth.model.mcm import MCM
 
 
 def _outcome_codes(layout: Layout, cause: int, time_bin: int) -> torch.Tensor:

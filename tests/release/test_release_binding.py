@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from fedsynth.cli import app, console, err_console
 from fedsynth.data.datasets import load_dataset
-from fedsynth.model.mcm import MCM, load_model
+from fedsynth.model.generators import load_model
+from fedsynth.model.mcm import MCM
 from fedsynth.model.provenance import model_sample_record, sidecar_path, write_synthetic
 from fedsynth.model.rows_digest import rows_digest
 from fedsynth.release.binding import ReleaseFileError, check_release_file

@@ -15,7 +15,8 @@ from fedsynth.cli import app
 from fedsynth.client.app import _sites, open_site
 from fedsynth.client.audit import run_site_audit
 from fedsynth.data.io import write_text
-from fedsynth.model.mcm import MCM, load_model
+from fedsynth.model.generators import load_model
+from fedsynth.model.mcm import MCM
 from fedsynth.release.policy import load_policy
 from fedsynth.release.signoff import evaluate_policy
 from fedsynth.server.audit import worst_over_sites

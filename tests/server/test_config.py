@@ -129,3 +129,34 @@ def test_an_own_table_names_no_bundled_dataset_and_both_are_refused(tmp_path) ->
     with pytest.raises(FederationConfigError, match="simulation.dataset = 'whas500' and simulation.data = 'lung.csv'"):
         FederationConfig.from_dict({"federation": {}, "simulation": {**own, "dataset": "whas500"}})
     assert FederationConfig.from_dict({"federation": {}}).simulation.dataset == "whas500"
+
+
+def test_the_model_table_names_its_generator_over_that_generators_federated_defaults(tmp_path) -> None:
+    from fedsynth.data.datasets import bundled_schema
+    from fedsynth.model.medvae import MedVAEConfig
+    from fedsynth.server.config import FEDERATED_MEDVAE_DEFAULTS
+    from fedsynth.server.resume import check_resumable
+    from fedsynth.server.run import RunDirectory
+
+    medvae = FederationConfig.from_dict({"model": {"generator": "medvae", "latent": 8}})
+    assert isinstance(medvae.model, MedVAEConfig) and medvae.generator == "medvae"
+    assert medvae.model == FEDERATED_MEDVAE_DEFAULTS.model_copy(update={"latent": 8})
+    assert FederationConfig.from_dict(medvae.to_document()) == medvae  # run.json's record reads back
+    assert FederationConfig.from_dict({}).generator == "mcm"
+    ck4gen = FederationConfig.from_dict({"model": {"generator": "ck4gen"}})
+    assert ck4gen.generator == "ck4gen" and ck4gen.model.teacher == "joint"  # the teacher DP-SGD trains
+    with pytest.raises(FederationConfigError, match=r'model: .*teacher = "cox" is fitted on a site.s rows without DP'):
+        FederationConfig.from_dict({"model": {"generator": "ck4gen", "teacher": "cox"}})
+    with pytest.raises(FederationConfigError, match=r'model: .*outcome = "copy" copies real times and events'):
+        FederationConfig.from_dict({"model": {"generator": "ck4gen", "outcome": "copy"}})
+    unknown = r"generator = 'gan' is unknown; choose one of 'mcm', 'medvae', 'ck4gen'"
+    with pytest.raises(FederationConfigError, match=unknown):
+        FederationConfig.from_dict({"model": {"generator": "gan"}})
+    with pytest.raises(FederationConfigError, match=r"model.survival_head: Extra inputs"):  # an MCM field
+        FederationConfig.from_dict({"model": {"generator": "medvae", "survival_head": True}})
+    run = RunDirectory(tmp_path / "run")
+    run.initialise(
+        "r1", bundled_schema("whas500"), FederationConfig.from_dict({}).model_dump(mode="json", by_alias=True)
+    )
+    with pytest.raises(FederationConfigError, match=r"model.generator: 'mcm' -> 'medvae'"):
+        check_resumable(run, medvae, bundled_schema("whas500"))

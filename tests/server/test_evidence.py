@@ -14,7 +14,8 @@ import torch
 from typer.testing import CliRunner
 
 from fedsynth.cli import app
-from fedsynth.model.mcm import MCM, load_model
+from fedsynth.model.generators import load_model
+from fedsynth.model.mcm import MCM
 from fedsynth.model.persistence import MANIFEST, META
 from fedsynth.server.evidence import DPClaimError, check_dp_claim, dp_evidence
 from fedsynth.server.run import RunDirectory

@@ -33,7 +33,8 @@ from fastapi import FastAPI
 from typer.testing import CliRunner
 
 from fedsynth.cli import app as cli_app
-from fedsynth.model.mcm import MCM, generator_digest
+from fedsynth.model.generators import generator_digest
+from fedsynth.model.mcm import MCM
 from fedsynth.model.persistence import model_digest
 from fedsynth.server.run import RunDirectory
 from fedsynth.server.service import ServiceConfig, ServiceConfigError, create_app

@@ -9,6 +9,7 @@ from pydantic import Field
 from fedsynth.model.config import GeneratorConfig
 
 Outcome = Literal["model", "copy"]
+TeacherKind = Literal["cox", "joint"]
 
 
 class CK4GenConfig(GeneratorConfig):
@@ -22,6 +23,11 @@ class CK4GenConfig(GeneratorConfig):
         hazard, so a sample is a function of the model only. ``"copy"``: the paper's variant,
         decoding a stored training row's latent code and copying that row's time and event;
         the model then holds real values and is marked so (``copies_real_values``).
+    teacher : {"cox", "joint"}, default "cox"
+        ``"cox"``: the paper's teacher, a Cox model fitted on the training rows before
+        distillation (lifelines); never DP. ``"joint"``: the same proportional-hazards model
+        with piecewise-constant hazards, trained with the network on each record's likelihood;
+        the variant the sites train with DP-SGD.
     hidden : tuple of int, default (128, 64, 32)
         Encoder layer widths (the paper's encoder has three hidden layers); the decoder mirrors them.
     latent : int, default 16
@@ -50,6 +56,7 @@ class CK4GenConfig(GeneratorConfig):
     """
 
     outcome: Outcome = "model"
+    teacher: TeacherKind = "cox"
     hidden: tuple[int, ...] = Field((128, 64, 32), min_length=1)
     latent: int = Field(16, ge=1)
     n_bins: int = Field(64, ge=2, le=1024)

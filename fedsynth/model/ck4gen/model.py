@@ -13,7 +13,11 @@ Two outcome modes (:class:`~fedsynth.model.ck4gen.config.CK4GenConfig.outcome`):
   model COPIES REAL VALUES: ``copies_real_values`` is True, saved in ``model.json`` and read
   back by :meth:`CK4Gen.load`, so that a release gate can refuse it. It is never DP.
 
-Non-DP only: ``differentially_private_`` is always False.
+The teacher (:class:`~fedsynth.model.ck4gen.config.CK4GenConfig.teacher`): ``"cox"``, the
+paper's, is fitted on the training rows before distillation (lifelines), so only ``fit`` trains
+it; ``"joint"`` is the same proportional-hazards model trained with the network
+(:mod:`~fedsynth.model.ck4gen.joint_teacher`), the variant the sites train with DP-SGD
+(:meth:`CK4Gen.per_record_loss`), its outcome drawn from the model.
 """
 
 from __future__ import annotations
@@ -29,10 +33,12 @@ import torch
 from fedsynth.data.schema import Schema
 from fedsynth.data.validation import validate_frame
 from fedsynth.model.ck4gen.config import CK4GenConfig
+from fedsynth.model.ck4gen.joint_teacher import JointTeacherNetwork
 from fedsynth.model.ck4gen.network import CK4GenNetwork
-from fedsynth.model.ck4gen.sampling import decode_rows
+from fedsynth.model.ck4gen.sampling import decode_rows, redraw_outcome
 from fedsynth.model.ck4gen.teacher import fit_teacher, outcome_indices
 from fedsynth.model.decoded import DecodingGenerator
+from fedsynth.model.fairness import group_weights
 from fedsynth.model.layout import Layout
 from fedsynth.model.medvae.training import train_annealed
 from fedsynth.model.persistence import check_generator, fitted_meta, read_model_files, restore_fitted, write_model_files
@@ -44,7 +50,23 @@ COPIES_REAL_VALUES = "copies_real_values"  # model.json's flag for outcome = "co
 
 def network_for(config: CK4GenConfig, schema: Schema) -> CK4GenNetwork:
     """An (unseeded) network of ``config``'s architecture for ``schema``: for new and loaded models."""
-    return CK4GenNetwork(Layout(schema, config.n_bins), config.hidden, config.latent, config.bin_smoothing)
+    kind = JointTeacherNetwork if config.teacher == "joint" else CK4GenNetwork
+    return kind(Layout(schema, config.n_bins), config.hidden, config.latent, config.bin_smoothing)
+
+
+def teacher_targets(network: CK4GenNetwork, codes: torch.Tensor) -> torch.Tensor:
+    """(n,) the teacher's standardised linear predictor: the distillation target."""
+    return (network.teacher_eta(codes) / network.eta_scale).detach()
+
+
+def _joint_loss(
+    network: JointTeacherNetwork, codes: torch.Tensor, noise: torch.Tensor, kl_weight: float, distill_weight: float
+) -> torch.Tensor:
+    """Per row: reconstruction + KL + distillation to the teacher's predictor (held fixed) + the
+    teacher's negative log-likelihood of the row's outcome."""
+    teacher_nll, eta = network.teacher_nll(codes)
+    reconstruction, kl, distill = network(codes, noise, eta.detach())
+    return reconstruction + kl_weight * kl + distill_weight * distill + teacher_nll
 
 
 class CK4Gen(DecodingGenerator[CK4GenNetwork]):
@@ -64,6 +86,24 @@ class CK4Gen(DecodingGenerator[CK4GenNetwork]):
         """True when sampled rows carry real rows' (time, event): ``outcome = "copy"``."""
         return self.config.outcome == "copy"
 
+    def dp_training_refusal(self) -> str | None:
+        if self.config.teacher == "cox":
+            return (
+                'CK4Gen with teacher = "cox" has no DP-SGD training: its Cox teacher is fitted on a site\'s rows '
+                'without DP, and its coefficients would leave the site in the weights; use teacher = "joint"'
+            )
+        if self.copies_real_values:
+            return 'CK4Gen with outcome = "copy" copies real times and events into its rows: never DP'
+        return None
+
+    def per_record_loss(self, codes: torch.Tensor, generator: torch.Generator, run_fraction: float) -> torch.Tensor:
+        """Each record's loss with the joint teacher: reconstruction, annealed KL, distillation to the
+        teacher's current predictor, and the teacher's own likelihood of the record's outcome."""
+        config = self.config
+        ramp = min(1.0, run_fraction / config.kl_anneal_fraction) if config.kl_anneal_fraction > 0 else 1.0
+        noise = torch.randn(len(codes), config.latent, generator=generator)
+        return _joint_loss(self._network(), codes, noise, config.beta * ramp, config.distill_weight)
+
     def _new_network(self, schema: Schema) -> CK4GenNetwork:
         return network_for(self.config, schema)
 
@@ -73,12 +113,18 @@ class CK4Gen(DecodingGenerator[CK4GenNetwork]):
         network = self.build(schema)._network()
         codes = network.layout.expand(torch.tensor(self.transformer.codes(canonical), dtype=torch.float32))
         config = self.config
-        network.set_teacher(fit_teacher(network.layout, codes, config.teacher_penalizer))
-        targets = (network.teacher_eta(codes) / network.eta_scale).detach()
+        if config.teacher == "cox":
+            network.set_teacher(fit_teacher(network.layout, codes, config.teacher_penalizer))
+        targets = teacher_targets(network, codes)
+        weights = group_weights(config, schema, codes)
 
         def batch_loss(rows: torch.Tensor, noise: torch.Tensor, kl_weight: float) -> torch.Tensor:
-            reconstruction, kl, distill = network(codes[rows], noise, targets[rows])
-            return reconstruction + kl_weight * kl + config.distill_weight * distill
+            if isinstance(network, JointTeacherNetwork):
+                loss = _joint_loss(network, codes[rows], noise, kl_weight, config.distill_weight)
+            else:
+                reconstruction, kl, distill = network(codes[rows], noise, targets[rows])
+                loss = reconstruction + kl_weight * kl + config.distill_weight * distill
+            return loss if weights is None else weights(loss, codes[rows])
 
         self.history_ = train_annealed(network, len(codes), config, batch_loss, progress)
         if self.copies_real_values:
@@ -91,8 +137,13 @@ class CK4Gen(DecodingGenerator[CK4GenNetwork]):
             "n_train": self.n_train_,
             "outcome": config.outcome,
             COPIES_REAL_VALUES: self.copies_real_values,
-            "distillation_r2": self._distillation_r2(network, codes, targets),
+            "teacher": config.teacher,
+            "distillation_r2": self._distillation_r2(
+                network, codes, (network.teacher_eta(codes) / network.eta_scale).detach()
+            ),
         }
+        if weights is not None:
+            self.training_info_.update(weights.record())
         return self
 
     @staticmethod
@@ -114,6 +165,14 @@ class CK4Gen(DecodingGenerator[CK4GenNetwork]):
         spread = float(targets.var(unbiased=False))
         return round(1.0 - residual / spread, 4) if spread > 0 else 0.0
 
+    @property
+    def redraws_outcome(self) -> bool:
+        """Calibrated sampling draws each kept row's outcome again from the distilled Cox model."""
+        return not self.copies_real_values
+
+    def redraw_outcome(self, frame: pd.DataFrame, seed: int) -> pd.DataFrame:
+        return redraw_outcome(self._network(), self.transformer, frame, torch.Generator().manual_seed(seed))
+
     def _draw(self, generator: torch.Generator) -> Callable[[int], pd.DataFrame]:
         copy = self.copies_real_values
         return functools.partial(decode_rows, self._network(), self.transformer, copy, generator=generator)
@@ -122,7 +181,7 @@ class CK4Gen(DecodingGenerator[CK4GenNetwork]):
         """Write the model directory (:mod:`fedsynth.model.persistence`) atomically; returns it.
         ``model.json`` says whether the model copies real values (``copies_real_values``)."""
         meta = {**fitted_meta(GENERATOR_NAME, self), COPIES_REAL_VALUES: self.copies_real_values}
-        return write_model_files(path, self._network().state_dict(), self._schema(), meta, None, overwrite)
+        return write_model_files(path, self._network().state_dict(), self._schema(), meta, self.calibration_, overwrite)
 
     @classmethod
     def load(cls, path: str | Path) -> CK4Gen:
@@ -136,4 +195,4 @@ class CK4Gen(DecodingGenerator[CK4GenNetwork]):
         model.network_.load_state_dict(files.state)
         model.network_.eval()
         restore_fitted(model, files.meta)
-        return model
+        return model.calibrate_to(files.target)

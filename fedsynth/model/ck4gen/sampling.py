@@ -49,3 +49,24 @@ def decode_rows(
         name = layout.heads[time_index].column.name
         frame[name] = network.library_time[source].numpy().astype(frame[name].dtype)
     return frame
+
+
+def redraw_outcome(
+    network: CK4GenNetwork, transformer: Transformer, frame: pd.DataFrame, generator: torch.Generator
+) -> pd.DataFrame:
+    """``frame``'s rows with their (time, event) drawn again from the distilled Cox model given
+    their covariates (calibrated sampling: the covariates were re-weighted, the outcome follows)."""
+    layout = network.layout
+    time_index, event_index = outcome_indices(layout)
+    with torch.inference_mode():
+        codes = layout.expand(torch.tensor(transformer.codes(frame), dtype=torch.float32))
+        unit_time, event = draw_outcome(
+            network.teacher_eta(codes), network.event_rates, network.censor_rates, int(network.last_bin), generator
+        )
+        codes[:, time_index], codes[:, event_index] = unit_time, event
+        redrawn = transformer.from_codes(layout.collapse(codes).double().numpy())
+    out = frame.copy()
+    for index in (time_index, event_index):
+        name = layout.heads[index].column.name
+        out[name] = redrawn[name].to_numpy()
+    return out

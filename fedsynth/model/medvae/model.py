@@ -1,8 +1,8 @@
 """The Med-VAE generator as an estimator: ``MedVAE(config).fit(df, schema).sample(n, conditions, seed)``.
 
 A variational autoencoder (seed 004) over the MCM's encoding and output heads, trained on
-the ELBO with the paper's KL scaling (``beta``) and linear KL annealing. Non-DP only for now:
-the sites' DP-SGD loop (:mod:`fedsynth.client.dp_training`) trains the MCM.
+the ELBO with the paper's KL scaling (``beta``) and linear KL annealing: by ``fit`` without DP,
+or by the sites' DP-SGD rounds (:meth:`MedVAE.per_record_loss`, the KL annealed over the run).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import torch
 from fedsynth.data.schema import Schema
 from fedsynth.data.validation import validate_frame
 from fedsynth.model.decoded import DecodingGenerator
+from fedsynth.model.fairness import group_weights
 from fedsynth.model.layout import Layout
 from fedsynth.model.medvae.config import MedVAEConfig
 from fedsynth.model.medvae.network import MedVAENetwork
@@ -37,7 +38,8 @@ class MedVAE(DecodingGenerator[MedVAENetwork]):
     """Med-VAE generator: decodes rows from the latent prior; conditions honoured by rejection.
 
     Attributes (after ``fit``): ``schema_``, ``network_``, ``history_`` (mean loss per epoch),
-    ``n_train_``, ``differentially_private_`` (False: only non-DP training exists).
+    ``n_train_``, ``differentially_private_`` (True only for a federated DP run's model),
+    ``calibration_`` (the run's DP marginal tables, or None).
     """
 
     config_type = MedVAEConfig
@@ -53,16 +55,31 @@ class MedVAE(DecodingGenerator[MedVAENetwork]):
         network = self.build(schema)._network()
         codes = network.layout.expand(torch.tensor(self.transformer.codes(canonical), dtype=torch.float32))
         config = self.config
+        weights = group_weights(config, schema, codes)
 
         def batch_loss(rows: torch.Tensor, noise: torch.Tensor, kl_weight: float) -> torch.Tensor:
             reconstruction, kl = network(codes[rows], noise)
-            return reconstruction + kl_weight * kl
+            loss = reconstruction + kl_weight * kl
+            return loss if weights is None else weights(loss, codes[rows])
 
         self.history_ = train_annealed(network, len(codes), config, batch_loss, progress)
         self.n_train_ = len(canonical)
         self.differentially_private_ = False
         self.training_info_ = {"mode": "plain", "epochs": config.epochs, "n_train": self.n_train_}
+        if weights is not None:
+            self.training_info_.update(weights.record())
         return self
+
+    def per_record_loss(self, codes: torch.Tensor, generator: torch.Generator, run_fraction: float) -> torch.Tensor:
+        """Each record's negative ELBO, the KL weight annealed over the first ``kl_anneal_fraction``
+        of the run's planned steps (a public schedule)."""
+        config = self.config
+        ramp = min(1.0, run_fraction / config.kl_anneal_fraction) if config.kl_anneal_fraction > 0 else 1.0
+        noise = torch.randn(len(codes), config.latent, generator=generator)
+        reconstruction, kl = self._network()(codes, noise)
+        loss = reconstruction + config.beta * ramp * kl
+        weights = group_weights(config, self._schema(), training_info=self.training_info_)
+        return loss if weights is None else weights(loss, codes)
 
     def _draw(self, generator: torch.Generator) -> Callable[[int], pd.DataFrame]:
         return functools.partial(decode_rows, self._network(), self.transformer, generator=generator)
@@ -70,7 +87,7 @@ class MedVAE(DecodingGenerator[MedVAENetwork]):
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
         """Write the model directory (:mod:`fedsynth.model.persistence`) atomically; returns it."""
         meta = fitted_meta(GENERATOR_NAME, self)
-        return write_model_files(path, self._network().state_dict(), self._schema(), meta, None, overwrite)
+        return write_model_files(path, self._network().state_dict(), self._schema(), meta, self.calibration_, overwrite)
 
     @classmethod
     def load(cls, path: str | Path) -> MedVAE:
@@ -83,4 +100,4 @@ class MedVAE(DecodingGenerator[MedVAENetwork]):
         model.network_.load_state_dict(files.state)
         model.network_.eval()
         restore_fitted(model, files.meta)
-        return model
+        return model.calibrate_to(files.target)

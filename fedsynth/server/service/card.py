@@ -73,6 +73,7 @@ def model_card(served: ServedModel, max_rows_per_request: int) -> ModelCard:
     sites = list(info.get("sites") or [site.site for site in privacy.sites])
     return ModelCard(
         run_id=run_id,
+        generator=f"{served.model.title}, model-only conditional sampling",
         model_sha256=served.sha256,
         weights_sha256=served.weights_sha256,
         rounds=info.get("round"),

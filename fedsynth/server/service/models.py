@@ -88,7 +88,7 @@ class ResultSummary(BaseModel):
 
 class ModelCard(BaseModel):
     run_id: str | None
-    generator: str = "MCM (masked clinical modelling), model-only conditional sampling"
+    generator: str = Field(..., description="the generator (MCM, Med-VAE); samples come from the model alone")
     model_sha256: str = Field(..., description="SHA-256 of the checkpoint's manifest (pins every model file)")
     weights_sha256: str = Field(..., description="SHA-256 of the weights: how audits and evaluations name the model")
     rounds: int | None

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from fedsynth.data.conditions import SYNTAX_HELP, Condition, ConditionError, ResolvedCondition, parse_conditions
-from fedsynth.model.mcm import MCM
+from fedsynth.model.generators import AnyGenerator
 from fedsynth.model.sampler import GROUP_ROWS
 from fedsynth.server.service.access_log import RowCounter
 
@@ -40,7 +40,7 @@ class ConditionProblem(ValueError):
         super().__init__(message)
 
 
-def resolve_indexed(model: MCM, conditions: list[str]) -> list[ResolvedCondition]:
+def resolve_indexed(model: AnyGenerator, conditions: list[str]) -> list[ResolvedCondition]:
     """Resolve ``conditions`` against the model's schema; a problem names the entry it is in.
 
     Each entry is parsed alone first (syntax errors belong to one entry); schema errors carry
@@ -62,7 +62,7 @@ def resolve_indexed(model: MCM, conditions: list[str]) -> list[ResolvedCondition
 
 
 def sample_chunks(
-    model: MCM,
+    model: AnyGenerator,
     resolved: list[ResolvedCondition],
     n: int,
     seed: int,

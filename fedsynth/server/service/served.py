@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedsynth.errors import UserError
-from fedsynth.model.mcm import MCM, generator_digest, load_model
+from fedsynth.model.generators import AnyGenerator, generator_digest, load_model
 from fedsynth.model.persistence import ModelFileError, model_digest
 from fedsynth.model.provenance import DP_NOTICE, NON_DP_MODEL_NOTICE
 from fedsynth.server.evidence import DPClaimError, DPEvidence, check_dp_claim
@@ -19,7 +19,7 @@ class ServiceStartError(UserError, ValueError):
 @dataclass(frozen=True)
 class ServedModel:
     run_dir: Path
-    model: MCM
+    model: AnyGenerator
     sha256: str
     weights_sha256: str  # what the sites' audits and evaluations name the model by
     evidence: DPEvidence  # DP status from the run's records (model.json's flag alone is a claim)
