@@ -70,6 +70,15 @@ class GeneratorConfig(BaseModel):
             raise ValueError(f"fairness_shares must be non-negative and sum to 1 (one per level), got {list(shares)}")
         return self
 
+    def fairness_dp_refusal(self) -> str | None:
+        """Why the sites cannot run this fairness option under DP-SGD (None: they can)."""
+        if self.fairness_weight > 0 and self.fairness_shares is None:
+            return (
+                "fairness_weight > 0 needs declared fairness_shares under DP-SGD: shares read off a site's rows "
+                "would be a statistic of them released without DP; declare the levels' public shares"
+            )
+        return None
+
     @classmethod
     def from_toml(cls, path: str | Path, section: str = "model") -> Self:
         """The ``[section]`` table of ``path``; any other table or an unknown key is refused, naming

@@ -82,12 +82,7 @@ def check_fairness(config: GeneratorConfig, schema: Schema) -> None:
 
 def dp_refusal(config: GeneratorConfig) -> str | None:
     """Why the sites cannot run this fairness option under DP-SGD (None: they can)."""
-    if config.fairness_weight > 0 and config.fairness_shares is None:
-        return (
-            "fairness_weight > 0 needs declared fairness_shares under DP-SGD: shares read off a site's rows "
-            "would be a statistic of them released without DP; declare the levels' public shares"
-        )
-    return None
+    return config.fairness_dp_refusal()
 
 
 @dataclass(frozen=True)

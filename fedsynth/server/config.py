@@ -65,7 +65,11 @@ FEDERATED_DEFAULTS: dict[str, AnyGeneratorConfig] = {
 
 
 def no_dp_training(config: AnyGeneratorConfig) -> str | None:
-    """Why the sites cannot train ``config`` with DP-SGD (None: they can); checked before a run."""
+    """Why the sites cannot train ``config`` with DP-SGD (None: they can); checked before a run
+    (the sites check it again before they spend anything)."""
+    fairness = config.fairness_dp_refusal()
+    if fairness is not None:
+        return fairness
     if isinstance(config, CK4GenConfig) and config.teacher == "cox":
         return (
             "CK4Gen's teacher = \"cox\" is fitted on a site's rows without DP, and its coefficients would "

@@ -149,6 +149,8 @@ def test_the_model_table_names_its_generator_over_that_generators_federated_defa
         FederationConfig.from_dict({"model": {"generator": "ck4gen", "teacher": "cox"}})
     with pytest.raises(FederationConfigError, match=r'model: .*outcome = "copy" copies real times and events'):
         FederationConfig.from_dict({"model": {"generator": "ck4gen", "outcome": "copy"}})
+    with pytest.raises(FederationConfigError, match=r"fairness_weight > 0 needs declared fairness_shares under DP"):
+        FederationConfig.from_dict({"model": {"fairness_column": "gender", "fairness_weight": 1}})
     unknown = r"generator = 'gan' is unknown; choose one of 'mcm', 'medvae', 'ck4gen'"
     with pytest.raises(FederationConfigError, match=unknown):
         FederationConfig.from_dict({"model": {"generator": "gan"}})

@@ -94,7 +94,7 @@ class CK4Gen(DecodingGenerator[CK4GenNetwork]):
             )
         if self.copies_real_values:
             return 'CK4Gen with outcome = "copy" copies real times and events into its rows: never DP'
-        return None
+        return super().dp_training_refusal()
 
     def per_record_loss(self, codes: torch.Tensor, generator: torch.Generator, run_fraction: float) -> torch.Tensor:
         """Each record's loss with the joint teacher: reconstruction, annealed KL, distillation to the
