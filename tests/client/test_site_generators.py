@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from fedsynth.client.config import SiteConfig
+from fedsynth.client.packed_weights import layout_of, pack, unpack
 from fedsynth.client.single_pass_clipping import SinglePassClipping
 from fedsynth.client.site import Site, SiteError
 from fedsynth.model.ck4gen import CK4GenConfig
@@ -29,6 +30,8 @@ def _two_rounds(site: Site, model_config, schema) -> list[tuple[float, float, in
     for server_round in (1, 2):
         result = site.train_round(state, model_config, run_id="r", server_round=server_round, planned_rounds=2)
         assert set(result.state_dict) == set(state) and torch.isfinite(torch.tensor(result.train_loss))
+        layout = layout_of(result.state_dict)  # what the site sends: floating-point arrays only
+        assert unpack(pack(result.state_dict), layout).keys() == result.state_dict.keys()
         state = result.state_dict
         spent.append((result.noise_multiplier, result.sample_rate, result.steps, result.epsilon_spent))
     return spent

@@ -35,7 +35,10 @@ class JointTeacherNetwork(CK4GenNetwork):
         for name in ("beta", "event_rates", "censor_rates"):  # parameters below instead
             del self._buffers[name]
         self.eta_scale.fill_(1.0)  # the target is the predictor itself: no data-derived scale
-        self.last_bin.fill_(layout.n_bins - 1)  # follow-up may run to the schema's public bound
+        # Follow-up may run to the schema's public bound: a constant, not a weight the sites send
+        # (the federation exchanges floating-point weights only).
+        del self._buffers["last_bin"]
+        self.register_buffer("last_bin", torch.tensor(layout.n_bins - 1), persistent=False)
         mask = torch.zeros(layout.encoded_width)
         mask[feature_positions(layout)] = 1.0
         self.register_buffer("feature_mask", mask, persistent=False)
