@@ -20,16 +20,25 @@ from fedsynth.client.app import REPLY_METRICS, WEIGHTS_LAYOUT, _sites, handle_tr
 from fedsynth.client.ledger import BudgetExceededError
 from fedsynth.client.packed_weights import layout_of, layout_size, layout_to_json, pack, unpack
 from fedsynth.data.io import write_table
+from fedsynth.model.ck4gen import CK4GenConfig
 from fedsynth.model.config import MCMConfig
-from fedsynth.model.mcm import MCM
+from fedsynth.model.generators import config_to_dict, new_generator
+from fedsynth.model.medvae import MedVAEConfig
 from fedsynth.server.strategy import check_reply
 
 pytestmark = pytest.mark.usefixtures("server_identity")
 
+GENERATOR_CONFIGS = [
+    MCMConfig(hidden=16, n_bins=16),
+    MedVAEConfig(hidden=(16, 8), latent=4, n_bins=16),
+    CK4GenConfig(hidden=(16, 8), latent=4, n_bins=16, teacher="joint"),
+]
+GENERATOR_IDS = ["mcm", "medvae", "ck4gen"]
 
-def _instruction(schema, server_round: int, planned_rounds: int = 2) -> tuple[Message, dict]:
-    config = MCMConfig(hidden=16, n_bins=16)
-    state = MCM(config).build(schema).network_.state_dict()
+
+def _instruction(schema, server_round: int, planned_rounds: int = 2, config=None) -> tuple[Message, dict]:
+    config = config or MCMConfig(hidden=16, n_bins=16)
+    state = new_generator(config).build(schema).network_.state_dict()
     content = RecordDict(
         {
             "arrays": pack(state),
@@ -38,7 +47,7 @@ def _instruction(schema, server_round: int, planned_rounds: int = 2) -> tuple[Me
                     "run-id": "test-run",
                     "server-round": server_round,
                     "planned-rounds": planned_rounds,
-                    "model-config": json.dumps(config.model_dump(mode="json")),
+                    "model-config": json.dumps(config_to_dict(config)),
                     WEIGHTS_LAYOUT: layout_to_json(layout_of(state)),
                 }
             ),
@@ -52,8 +61,9 @@ def _context(site_dir) -> Context:
     return Context(run_id=1, node_id=1, node_config={"site-dir": str(site_dir)}, state=RecordDict(), run_config={})
 
 
-def test_train_reply_holds_only_weights_a_count_and_scalars(whas500, site_dir) -> None:
-    message, layout = _instruction(whas500[1], server_round=1)
+@pytest.mark.parametrize("config", GENERATOR_CONFIGS, ids=GENERATOR_IDS)
+def test_train_reply_holds_only_weights_a_count_and_scalars(whas500, site_dir, config) -> None:
+    message, layout = _instruction(whas500[1], server_round=1, config=config)
     reply = handle_train(message, _context(site_dir))
     content = reply.content
     assert set(content.keys()) == {"arrays", "metrics", "site"}
@@ -101,18 +111,19 @@ def test_an_over_budget_round_raises_so_only_an_error_leaves(whas500, site_dir) 
     assert "refused: round 3" in str(refused.value)
 
 
-def _query(schema, **config) -> Message:  # type: ignore[no-untyped-def]
-    model = MCM(MCMConfig(hidden=16, n_bins=16)).build(schema)
-    settings = {"model-config": json.dumps(model.config.model_dump(mode="json")), "seed": 3, **config}
+def _query(schema, generator_config=None, **config) -> Message:  # type: ignore[no-untyped-def]
+    model = new_generator(generator_config or GENERATOR_CONFIGS[0]).build(schema)
+    settings = {"model-config": json.dumps(config_to_dict(model.config)), "seed": 3, **config}
     content = RecordDict({"arrays": ArrayRecord(model.network_.state_dict()), "config": ConfigRecord(settings)})
     return Message(content=content, dst_node_id=1, message_type=MessageType.QUERY)
 
 
-def test_audit_reply_holds_only_the_site_name_and_aggregates(whas500, site_dir) -> None:
+@pytest.mark.parametrize("config", GENERATOR_CONFIGS, ids=GENERATOR_IDS)
+def test_audit_reply_holds_only_the_site_name_and_aggregates(whas500, site_dir, config) -> None:
     from fedsynth.client.app import AUDIT_RECORD, handle_query
     from fedsynth.client.audit import check_audit_result
 
-    reply = handle_query(_query(whas500[1], task="audit"), _context(site_dir))
+    reply = handle_query(_query(whas500[1], config, task="audit"), _context(site_dir))
     assert set(reply.content.keys()) == {AUDIT_RECORD}
     record = reply.content[AUDIT_RECORD]
     assert isinstance(record, ConfigRecord) and set(record.keys()) == {"site", "result"}
@@ -122,19 +133,20 @@ def test_audit_reply_holds_only_the_site_name_and_aggregates(whas500, site_dir) 
     assert len(reply.content.array_records) == 0 and len(reply.content.metric_records) == 0
 
 
-def test_evaluation_reply_holds_only_the_site_name_and_aggregates(whas500, site_dir) -> None:
+@pytest.mark.parametrize("config", GENERATOR_CONFIGS, ids=GENERATOR_IDS)
+def test_evaluation_reply_holds_only_the_site_name_and_aggregates(whas500, site_dir, config) -> None:
     from fedsynth.client.app import EVALUATION_RECORD, SiteError, handle_query
     from fedsynth.client.audit_log import AuditRefusedError
     from fedsynth.client.evaluation import check_evaluation_result
 
     with pytest.raises(AuditRefusedError, match=r"answers only at the evaluation horizons it declares"):
-        handle_query(_query(whas500[1], task="evaluate", horizons="[365.0, 730.0]"), _context(site_dir))
+        handle_query(_query(whas500[1], config, task="evaluate", horizons="[365.0, 730.0]"), _context(site_dir))
     _sites.clear()
     toml = (site_dir / "site.toml").read_text()
     (site_dir / "site.toml").write_text(
         toml.replace("[privacy]\n", "[privacy]\nevaluation_horizons = [365.0, 730.0]\n")
     )
-    reply = handle_query(_query(whas500[1], task="evaluate", horizons="[365.0, 730.0]"), _context(site_dir))
+    reply = handle_query(_query(whas500[1], config, task="evaluate", horizons="[365.0, 730.0]"), _context(site_dir))
     assert set(reply.content.keys()) == {EVALUATION_RECORD}
     record = reply.content[EVALUATION_RECORD]
     assert isinstance(record, ConfigRecord) and set(record.keys()) == {"site", "result"}
