@@ -4,6 +4,8 @@ and undeclared DP shares are refused by name, and weight 1 evens out the sampled
 
 from __future__ import annotations
 
+import functools
+
 import pandas as pd
 import pytest
 import torch
@@ -56,7 +58,11 @@ def _record_gradients(model: NetworkGenerator, codes: torch.Tensor, record: int)
     return torch.autograd.grad(loss[record], parameters, allow_unused=True)
 
 
-@pytest.mark.parametrize("cls", [MCM, MedVAE])
+# Every generator the sites train with DP-SGD: the MCM, the Med-VAE and CK4Gen with its joint teacher.
+DP_GENERATORS = [MCM, MedVAE, functools.partial(CK4Gen, teacher="joint")]
+
+
+@pytest.mark.parametrize("cls", DP_GENERATORS)
 def test_a_records_gradient_does_not_depend_on_the_other_records_of_its_batch(cls, whas500) -> None:
     frame, schema = whas500
     model = cls(fairness_column="gender", fairness_weight=1.0, fairness_shares=SHARES).build(schema)
@@ -70,7 +76,7 @@ def test_a_records_gradient_does_not_depend_on_the_other_records_of_its_batch(cl
         assert (a is None and b is None) or torch.allclose(a, b, atol=1e-6)
 
 
-@pytest.mark.parametrize("cls", [MCM, MedVAE])
+@pytest.mark.parametrize("cls", DP_GENERATORS)
 def test_each_records_loss_is_its_plain_loss_times_its_levels_weight(cls, whas500) -> None:
     frame, schema = whas500
     plain = cls().build(schema)

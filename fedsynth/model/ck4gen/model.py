@@ -98,11 +98,14 @@ class CK4Gen(DecodingGenerator[CK4GenNetwork]):
 
     def per_record_loss(self, codes: torch.Tensor, generator: torch.Generator, run_fraction: float) -> torch.Tensor:
         """Each record's loss with the joint teacher: reconstruction, annealed KL, distillation to the
-        teacher's current predictor, and the teacher's own likelihood of the record's outcome."""
+        teacher's current predictor, and the teacher's own likelihood of the record's outcome; times
+        the record's fairness weight when the option is on."""
         config = self.config
         ramp = min(1.0, run_fraction / config.kl_anneal_fraction) if config.kl_anneal_fraction > 0 else 1.0
         noise = torch.randn(len(codes), config.latent, generator=generator)
-        return _joint_loss(self._network(), codes, noise, config.beta * ramp, config.distill_weight)
+        loss = _joint_loss(self._network(), codes, noise, config.beta * ramp, config.distill_weight)
+        weights = group_weights(config, self._schema(), training_info=self.training_info_)
+        return loss if weights is None else weights(loss, codes)
 
     def _new_network(self, schema: Schema) -> CK4GenNetwork:
         return network_for(self.config, schema)
