@@ -244,17 +244,34 @@ class TailAverage:
                 parameter.copy_(total / self.count)
 
 
-def head_tail_average(network: torch.nn.Module, model_config: Any, steps_per_round: int) -> TailAverage | None:
-    """The survival head's tail average for a round (MCMConfig.survival_head_averaging), or None.
+# (parameters averaged over a round, share of the round's steps, fewest steps a round must take)
+TailSpec = tuple[list[torch.nn.Parameter], float, int]
 
-    None in a round shorter than ``survival_head_averaging_min_steps`` (a public plan figure),
-    and for a network without a survival head (Med-VAE's)."""
-    share = getattr(model_config, "survival_head_averaging", 0.0)
-    head = getattr(network, "survival_head", None)
-    if share <= 0 or head is None or steps_per_round < model_config.survival_head_averaging_min_steps:
+
+def tail_average(spec: TailSpec | None, steps_per_round: int) -> TailAverage | None:
+    """The round's tail average of ``spec``'s parameters, or None: no spec, share 0, or a round
+    shorter than its minimum (a public plan figure: in a short round the mean lags the path)."""
+    if spec is None:
+        return None
+    parameters, share, min_steps = spec
+    if share <= 0 or not parameters or steps_per_round < min_steps:
         return None
     averaged_steps = max(1, round(share * steps_per_round))
-    return TailAverage(list(head.parameters()), steps_per_round - averaged_steps)
+    return TailAverage(parameters, steps_per_round - averaged_steps)
+
+
+def head_tail_average(network: torch.nn.Module, model_config: Any, steps_per_round: int) -> TailAverage | None:
+    """The MCM survival head's tail average for a round (MCMConfig.survival_head_averaging), or
+    None (see :func:`tail_average`; no head, no average)."""
+    head = getattr(network, "survival_head", None)
+    if head is None:
+        return None
+    spec = (
+        list(head.parameters()),
+        model_config.survival_head_averaging,
+        model_config.survival_head_averaging_min_steps,
+    )
+    return tail_average(spec, steps_per_round)
 
 
 def _mcm_record_loss(
@@ -283,13 +300,17 @@ def train_dp_round(
     generator: torch.Generator,
     server_round: int = 1,
     record_loss: RecordLoss | None = None,
+    averaged: TailSpec | None = None,
 ) -> tuple[float, list[tuple[float, float, int]]]:
     """Train ``network`` in place for one round of ``plan.steps_per_round`` DP-SGD steps.
 
     ``record_loss`` is the generator's per-record loss
     (:meth:`~fedsynth.model.generator.NetworkGenerator.per_record_loss`); by default the MCM's
-    (``network`` an :class:`MCMNetwork`, ``model_config`` its :class:`MCMConfig`). The plan, the
-    clipping, the noise and the accounting do not depend on the generator.
+    (``network`` an :class:`MCMNetwork`, ``model_config`` its :class:`MCMConfig`, its survival
+    head averaged as the config says); with another generator's loss, ``averaged`` says which
+    parameters it sends as the mean of their iterates
+    (:meth:`~fedsynth.model.generator.NetworkGenerator.tail_averaged`). The plan, the clipping,
+    the noise and the accounting do not depend on the generator.
 
     With ``model_config.lr_schedule == "cosine"`` the learning rate follows one cosine decay
     over the whole run (``plan.planned_rounds`` rounds, this one being ``server_round``), not
@@ -327,7 +348,11 @@ def train_dp_round(
     if record_loss is None:
         record_loss = functools.partial(_mcm_record_loss, network, model_config)
     network.train()
-    averaged, round_step = head_tail_average(network, model_config, plan.steps_per_round), 0
+    if record_loss is None:
+        averaging = head_tail_average(network, model_config, plan.steps_per_round)
+    else:
+        averaging = tail_average(averaged, plan.steps_per_round)
+    round_step = 0
     with SinglePassClipping(network, plan.max_grad_norm) as clipping:
         for _ in range(plan.local_epochs):
             for (batch,) in dp_loader:
@@ -344,10 +369,10 @@ def train_dp_round(
                     total += float(loss.detach().sum())
                     count += len(batch)
                 round_step += 1
-                if averaged is not None:
-                    averaged.update(round_step)
-    if averaged is not None:
-        averaged.copy_to_parameters()
+                if averaging is not None:
+                    averaging.update(round_step)
+    if averaging is not None:
+        averaging.copy_to_parameters()
     network.eval()
     history = [(float(n), float(q), int(s)) for n, q, s in accountant.history]
     return (total / count if count else float("nan")), history

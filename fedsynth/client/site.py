@@ -211,6 +211,7 @@ class Site:
             generator,
             server_round=server_round,
             record_loss=model.per_record_loss,
+            averaged=model.tail_averaged(),
         )
         ((noise, rate, steps),) = history
         # Opacus' own accountant may use 1 / int(1 / q) >= q (its step count rounds down): more

@@ -119,6 +119,12 @@ class NetworkGenerator(Generic[Network]):
         """Why the sites cannot train this generator with DP-SGD as configured (None: they can)."""
         return dp_refusal(self.config)
 
+    def tail_averaged(self) -> tuple[list[torch.nn.Parameter], float, int] | None:
+        """The parameters a site's DP round sends as the mean of their iterates, the share of the
+        round's steps averaged and the fewest steps a round must take for it (None: the last
+        iterate of every parameter). Post-processing of the noisy iterates: free."""
+        return None
+
     def per_record_loss(self, codes: torch.Tensor, generator: torch.Generator, run_fraction: float) -> torch.Tensor:
         """Each record's training loss (n,) for a DP-SGD step on model codes ``codes``.
 

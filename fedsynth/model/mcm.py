@@ -100,6 +100,14 @@ class MCM(NetworkGenerator[MCMNetwork]):
             )
         return self
 
+    def tail_averaged(self) -> tuple[list[torch.nn.Parameter], float, int] | None:
+        """The survival head, averaged as ``survival_head_averaging`` says."""
+        head = self._network().survival_head
+        if head is None:
+            return None
+        config = self.config
+        return list(head.parameters()), config.survival_head_averaging, config.survival_head_averaging_min_steps
+
     def per_record_loss(self, codes: torch.Tensor, generator: torch.Generator, run_fraction: float) -> torch.Tensor:
         """Each record's masked NLL (and survival head NLL) with fresh masks, times its fairness
         weight when the option is on: the MCM's DP-SGD loss."""

@@ -76,3 +76,18 @@ def test_a_calibrated_medvae_matches_the_tables_keeps_conditions_and_survives_sa
     pd.testing.assert_frame_equal(again.sample(500, seed=3), calibrated.sample(500, seed=3))
     streamed = pd.concat(list(calibrated.sample_chunks(500, seed=3)), ignore_index=True)
     pd.testing.assert_frame_equal(streamed, calibrated.sample(500, seed=3))
+
+
+def test_each_generator_names_the_parameters_a_dp_round_sends_averaged(whas500) -> None:
+    _, schema = whas500
+    mcm = MCM(MCMConfig(hidden=8, survival_head=True)).build(schema)
+    parameters, share, min_steps = mcm.tail_averaged()
+    assert {id(p) for p in parameters} == {id(p) for p in mcm.network_.survival_head.parameters()}
+    assert (share, min_steps) == (mcm.config.survival_head_averaging, mcm.config.survival_head_averaging_min_steps)
+    joint = CK4Gen(CK4GenConfig(teacher="joint", teacher_averaging=1.0)).build(schema)
+    parameters, share, min_steps = joint.tail_averaged()
+    network = joint.network_
+    teacher = [network.coefficients.weight, network.log_event_rates.weight, network.log_censor_rates.weight]
+    assert [id(p) for p in parameters] == [id(p) for p in teacher] and (share, min_steps) == (1.0, 100)
+    assert CK4Gen().build(schema).tail_averaged() is None  # a fitted Cox teacher has no iterates
+    assert MedVAE().build(schema).tail_averaged() is None

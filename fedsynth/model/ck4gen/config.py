@@ -28,6 +28,10 @@ class CK4GenConfig(GeneratorConfig):
         distillation (lifelines); never DP. ``"joint"``: the same proportional-hazards model
         with piecewise-constant hazards, trained with the network on each record's likelihood;
         the variant the sites train with DP-SGD.
+    teacher_averaging : float in [0, 1], default 0.0
+        With ``teacher = "joint"`` under DP-SGD: the share of a round's steps over which a site
+        averages the teacher's iterates and sends the mean (rounds of at least 100 steps; the
+        MCM's survival head does the same, ``MCMConfig.survival_head_averaging``).
     hidden : tuple of int, default (128, 64, 32)
         Encoder layer widths (the paper's encoder has three hidden layers); the decoder mirrors them.
     latent : int, default 16
@@ -57,6 +61,7 @@ class CK4GenConfig(GeneratorConfig):
 
     outcome: Outcome = "model"
     teacher: TeacherKind = "cox"
+    teacher_averaging: float = Field(0.0, ge=0.0, le=1.0)
     hidden: tuple[int, ...] = Field((128, 64, 32), min_length=1)
     latent: int = Field(16, ge=1)
     n_bins: int = Field(64, ge=2, le=1024)

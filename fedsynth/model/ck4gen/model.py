@@ -44,6 +44,7 @@ from fedsynth.model.medvae.training import train_annealed
 from fedsynth.model.persistence import check_generator, fitted_meta, read_model_files, restore_fitted, write_model_files
 from fedsynth.model.training import ProgressCallback
 
+TEACHER_AVERAGING_MIN_STEPS = 100  # as MCMConfig.survival_head_averaging_min_steps
 GENERATOR_NAME = "ck4gen"  # model.json's "generator"
 COPIES_REAL_VALUES = "copies_real_values"  # model.json's flag for outcome = "copy"
 
@@ -95,6 +96,16 @@ class CK4Gen(DecodingGenerator[CK4GenNetwork]):
         if self.copies_real_values:
             return 'CK4Gen with outcome = "copy" copies real times and events into its rows: never DP'
         return super().dp_training_refusal()
+
+    def tail_averaged(self) -> tuple[list[torch.nn.Parameter], float, int] | None:
+        """The joint teacher (coefficients, hazards), averaged as ``teacher_averaging`` says, in
+        rounds of at least the MCM head's measured minimum of steps."""
+        network = self._network()
+        if not isinstance(network, JointTeacherNetwork):
+            return None
+        teacher = [*network.coefficients.parameters(), *network.log_event_rates.parameters(),
+                   *network.log_censor_rates.parameters()]  # fmt: skip
+        return teacher, self.config.teacher_averaging, TEACHER_AVERAGING_MIN_STEPS
 
     def per_record_loss(self, codes: torch.Tensor, generator: torch.Generator, run_fraction: float) -> torch.Tensor:
         """Each record's loss with the joint teacher: reconstruction, annealed KL, distillation to the
