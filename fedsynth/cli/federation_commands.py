@@ -135,7 +135,12 @@ def _query_engine(run_dir: Path, engine: str) -> str:
 
 
 def _query_sites(
-    run_dir: Path, task: str, seed: int, engine: str, horizons: list[float] | None = None
+    run_dir: Path,
+    task: str,
+    seed: int,
+    engine: str,
+    horizons: list[float] | None = None,
+    fairness_columns: list[str] | None = None,
 ) -> dict[str, Any]:
     """Ask every site of the run to audit or evaluate its global model, on the chosen engine."""
     from fedsynth.server.simulated_queries import audit_simulated_run, evaluate_simulated_run
@@ -143,10 +148,10 @@ def _query_sites(
     if _query_engine(run_dir, engine) == "deployment":
         from fedsynth.deploy.loopback_runs import query_on_loopback
 
-        return query_on_loopback(run_dir, task, seed=seed, horizons=horizons)
+        return query_on_loopback(run_dir, task, seed=seed, horizons=horizons, fairness_columns=fairness_columns)
     if task == "audit":
         return audit_simulated_run(run_dir, seed=seed)
-    return evaluate_simulated_run(run_dir, seed=seed, horizons=horizons)
+    return evaluate_simulated_run(run_dir, seed=seed, horizons=horizons, fairness_columns=fairness_columns)
 
 
 def _run_audit(run_dir: Path, seed: int, engine: str = "auto") -> dict[str, Any]:
@@ -218,21 +223,42 @@ def evaluate(
             "or a quarter of the time column's public bound."
         ),
     ] = None,
+    fairness_column: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A binary or categorical column of the public schema to report subgroup fairness across "
+            "(C-index, calibration and event rate per level, and their gaps; repeat for several). The model's "
+            "own fairness_column is always reported."
+        ),
+    ] = None,
 ) -> None:
     """Federated survival-utility evaluation: each site evaluates the global model on its own rows."""
     if horizon is not None and any(not h > 0 for h in horizon):
         raise ValueError(f"--horizon must be positive, got {horizon}: give a time in the time column's unit")
-    _run_evaluation(run_dir, seed, horizon, engine)
+    if fairness_column and (run_dir / "schema.toml").exists():  # refused before any site is asked
+        from fedsynth.data.schema import Schema
+        from fedsynth.evaluation.site_fairness import check_sensitive_column
+
+        schema = Schema.from_toml(run_dir / "schema.toml")
+        for column in fairness_column:
+            check_sensitive_column(schema, column)
+    _run_evaluation(run_dir, seed, horizon, engine, fairness_column)
 
 
-def _run_evaluation(run_dir: Path, seed: int, horizons: list[float] | None, engine: str = "auto") -> dict[str, Any]:
+def _run_evaluation(
+    run_dir: Path,
+    seed: int,
+    horizons: list[float] | None,
+    engine: str = "auto",
+    fairness_columns: list[str] | None = None,
+) -> dict[str, Any]:
     """The federated evaluation, its table and figures (`fedsynth evaluate` and the demo)."""
     from fedsynth.data.schema import Schema
     from fedsynth.evaluation.plots import evaluation_figures
     from fedsynth.server.evaluation import EVALUATION_FILE
 
     with console.status("each site samples from the global model and evaluates it against its own rows"):
-        document = _query_sites(run_dir, "evaluate", seed, engine, horizons)
+        document = _query_sites(run_dir, "evaluate", seed, engine, horizons, fairness_columns)
     table = Table(title="Survival utility per site (aggregates the sites returned)")
     for header in ("site", "mean KS", "HR in real CI", "Uno C TRTR", "Uno C TSTR", "Uno C augmented", "ICI TSTR"):
         table.add_column(header, justify="left" if header == "site" else "right")
@@ -256,6 +282,9 @@ def _run_evaluation(run_dir: Path, seed: int, horizons: list[float] | None, engi
         )
     console.print(table)
     _print_site_query_summary(document)
+    for column, pooled in ((document["worst"] or {}).get("fairness") or {}).items():
+        gaps = ", ".join(f"{k} {v:.3g}" for k, v in (pooled.get("gaps") or {}).items() if v is not None)
+        console.print(f"subgroup fairness across {column}, gaps between its levels (pooled): {gaps or 'none'}")
     warn_low_power(
         {site["site"]: site["n_holdout"] for site in document["sites"]},
         "C-index, calibration and hazard-ratio figures from so few real rows are noise",

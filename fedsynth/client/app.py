@@ -188,6 +188,9 @@ def process_age_seconds() -> float:
 AUDIT_RECORD = "audit"
 EVALUATION_RECORD = "evaluation"
 MARGINALS_RECORD = "marginals"
+# The evaluation instruction's JSON list of sensitive columns (of the public schema) the
+# coordinator asks subgroup fairness figures for, besides the model's own fairness_column.
+FAIRNESS_COLUMNS = "fairness_columns"
 
 
 def marginals_reply(message: Message, site: Site) -> Message:
@@ -222,7 +225,7 @@ def handle_query(message: Message, context: Context, sites_root: Path | None = N
 
     The instruction carries the global weights (which the coordinator holds anyway), the model
     config, a sampling seed and the task ("audit" or "evaluate"; an evaluation may name its
-    horizons); the site samples from the model itself, so no synthetic or real row travels in
+    horizons and sensitive columns); the site samples from the model itself, so no synthetic or real row travels in
     either direction. The reply is one ConfigRecord: the site's name and the result as JSON,
     checked against the task's aggregate-only contract first.
     """
@@ -248,8 +251,11 @@ def handle_query(message: Message, context: Context, sites_root: Path | None = N
 
         horizons = json.loads(str(config["horizons"])) if "horizons" in config else None
         size = json.loads(str(config["sample"])).get("n") if "sample" in config else None  # the release's
+        columns = json.loads(str(config[FAIRNESS_COLUMNS])) if FAIRNESS_COLUMNS in config else None
+        if columns is not None and not (isinstance(columns, list) and all(isinstance(c, str) for c in columns)):
+            raise ValueError(f"{FAIRNESS_COLUMNS} must be a JSON list of column names")
         record = EVALUATION_RECORD
-        result = run_site_evaluation(site, model, seed=seed, horizons=horizons, n=size)
+        result = run_site_evaluation(site, model, seed=seed, horizons=horizons, n=size, fairness_columns=columns)
     else:
         raise ValueError(f"unknown query task {task!r}; this site answers 'audit', 'evaluate' and 'marginals'")
     content = RecordDict({record: ConfigRecord({"site": site.config.name, "result": json.dumps(result)})})

@@ -68,7 +68,12 @@ def _run_on_sites(
 
 
 def query_on_loopback(
-    run_dir: Path, task: str, seed: int = 0, horizons: list[float] | None = None, timeout: float = 3600.0
+    run_dir: Path,
+    task: str,
+    seed: int = 0,
+    horizons: list[float] | None = None,
+    timeout: float = 3600.0,
+    fairness_columns: list[str] | None = None,
 ) -> dict[str, Any]:
     """Audit (``task="audit"``) or evaluate (``"evaluate"``) a loopback deployment run's model
     over the deployment engine; return the JSON document the ServerApp wrote to RUN_DIR.
@@ -102,6 +107,8 @@ def query_on_loopback(
     run_config: dict[str, str | int] = {"task": task, "seed": seed, "expected-sites": n_sites}
     if horizons:
         run_config["horizons"] = json.dumps(horizons)
+    if fairness_columns:
+        run_config["fairness-columns"] = json.dumps(fairness_columns)
     output = run_dir / outputs[task]
     started = datetime.now(UTC)
     _run_on_sites(workdir, query_path, run_dir / "sites", n_sites, run_config, timeout)

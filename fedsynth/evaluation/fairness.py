@@ -144,7 +144,7 @@ def _model_figures(
     return out
 
 
-def _gap(values: list[float]) -> float | None:
+def figure_gap(values: list[float]) -> float | None:
     finite = [v for v in values if math.isfinite(v)]
     return float(max(finite) - min(finite)) if len(finite) >= 2 else None
 
@@ -157,10 +157,13 @@ def subgroup_fairness(
     column: str,
     horizon: float | None = None,
     penalizer: float = DEFAULT_PENALIZER,
+    fitted: tuple[dict[str, CoxPHFitter], dict[str, str]] | None = None,
 ) -> SubgroupFairness:
     """Subgroup fairness figures of ``synthetic`` across the levels of the discrete ``column``
     (see the module), scored on the real ``holdout``; ``horizon`` defaults to the median follow-up
-    of the real training rows."""
+    of the real training rows. ``fitted``: the three models and their failures as
+    :func:`fit_models` returns them for these rows' complete cases (several columns of one
+    sample need them once); fitted here when None."""
     spec = schema.column(column)
     if spec.is_numeric:
         raise ValueError(f"the sensitive column {column!r} is {spec.kind}; it must be binary or categorical")
@@ -169,7 +172,9 @@ def subgroup_fairness(
     if horizon is None:
         times = frames["train"][schema.time_column].to_numpy(dtype=float)
         horizon = float(np.quantile(times, DEFAULT_HORIZON_QUANTILE))
-    models, failures = fit_models(frames["train"], frames["synthetic"], schema, penalizer)
+    models, failures = (
+        fitted if fitted is not None else fit_models(frames["train"], frames["synthetic"], schema, penalizer)
+    )
     overall = {f"cindex_{m}": cindex_on(models[m], frames["holdout"], schema) if m in models else None for m in MODELS}
     labels = {name: level_labels(frame, schema, column) for name, frame in frames.items()}
     levels: dict[str, dict[str, float | int]] = {}
@@ -190,5 +195,5 @@ def subgroup_fairness(
         reasons = {k: v for k, v in figures.items() if isinstance(v, str)}
         if reasons:
             not_estimable[level] = reasons
-    gaps = {figure: _gap([float(f[figure]) for f in levels.values() if figure in f]) for figure in FIGURES}
+    gaps = {figure: figure_gap([float(f[figure]) for f in levels.values() if figure in f]) for figure in FIGURES}
     return SubgroupFairness(column, float(horizon), overall, levels, not_estimable, gaps)

@@ -14,7 +14,9 @@ JSON-able dict:
   models: ICI, E50, in-the-large, slope, worst-group gap;
 * given a conditional sampler (the global model), a fourth model: real rows plus conditional
   synthetic rows of each under-represented subgroup (seed 000's conditional augmentation), so
-  its stratified calibration can be set against the real-only model's.
+  its stratified calibration can be set against the real-only model's;
+* given sensitive columns, subgroup fairness figures across each one's levels (issue 24):
+  per level C-index, calibration-in-the-large and event rates, and their gaps.
 
 A model that cannot be fitted (e.g. a covariate constant in the synthetic sample) is reported
 with the reason instead of numbers; nothing silently degrades.
@@ -33,6 +35,7 @@ from fedsynth.evaluation.calibration import CalibrationError, short_reason, stra
 from fedsynth.evaluation.calibration import calibration as calibrate
 from fedsynth.evaluation.discrimination import discrimination
 from fedsynth.evaluation.fidelity import fidelity
+from fedsynth.evaluation.site_fairness import site_fairness
 from fedsynth.evaluation.utility import CoxFitError, design_matrix, estimable_covariates, fit_cox, utility_report
 
 DEFAULT_HORIZON_QUANTILES = (0.5,)  # of the training rows' follow-up times, when none are declared
@@ -85,8 +88,11 @@ def evaluate_synthetic(
     horizons: list[float] | None = None,
     conditional_sampler: ConditionalSampler | None = None,
     seed: int = 0,
+    fairness_columns: list[str] | None = None,
 ) -> dict[str, Any]:
-    """All survival-utility aggregates of ``synthetic`` against a site's real rows."""
+    """All survival-utility aggregates of ``synthetic`` against a site's real rows; with
+    ``fairness_columns``, each one's subgroup fairness figures under ``fairness``
+    (:mod:`fedsynth.evaluation.site_fairness`), calibrated at the first horizon."""
     horizons = default_horizons(train, schema) if horizons is None else [float(h) for h in horizons]
     result: dict[str, Any] = {
         "n_train": len(train),
@@ -133,4 +139,6 @@ def evaluate_synthetic(
             continue
         models[name] = _model_scores(model, train, holdout, schema, horizons)
     result["models"] = models
+    if fairness_columns:
+        result["fairness"] = site_fairness(train, holdout, synthetic, schema, list(fairness_columns), horizons[0])
     return result

@@ -3,7 +3,8 @@
 Sections: the sign-off verdict with every rule's value, threshold and reason; the privacy budget
 per site and epsilon per round; the audits (DCR histograms, membership-attack ROC curves on
 log-log axes, Anonymeter risks, empirical next to accountant epsilon); survival utility (the
-evaluation's figures and its worst-site figures); and, in plain words, what was and was not
+evaluation's figures and its worst-site figures); subgroup fairness across the levels of each
+sensitive column; and, in plain words, what was and was not
 differentially private. Everything is read from the run directory; a missing or incomplete input
 becomes a note naming the command that makes it, never a crash, because a board must be able
 to see what evidence is absent. Older documents without the newest figures' data get a note per
@@ -24,6 +25,7 @@ from fedsynth import __version__
 from fedsynth.release.html import Html, join, note, number, page, section, table, tag
 from fedsynth.release.report_audit import audit_section
 from fedsynth.release.report_budget import budget_section
+from fedsynth.release.report_fairness import fairness_section
 from fedsynth.release.report_fidelity import fidelity_section
 from fedsynth.release.report_parts import load_schema, short
 from fedsynth.release.report_utility import utility_section
@@ -196,7 +198,7 @@ def missing_section(problems: list[str]) -> Html | None:
 # -- the report -----------------------------------------------------------------------------------------
 
 
-def _guarded(title: str, source: str, build: Callable[[], Html]) -> Html:
+def _guarded(title: str, source: str, build: Callable[[], Html | None]) -> Html | None:
     """A section, or a note saying its document does not have the expected shape: a board
     still gets the rest of the report from a hand-edited or foreign document."""
     try:
@@ -233,6 +235,7 @@ def render_report(run_dir: Path, verdict: Verdict | None = None, forced: ForcedR
             _guarded("Privacy audits", AUDIT, lambda: audit_section(audit, workdir)),
             _guarded("Fidelity", EVALUATION, lambda: fidelity_section(evaluation, verdict, run_dir, workdir)),
             _guarded("Survival utility", EVALUATION, lambda: utility_section(evaluation, schema, workdir)),
+            _guarded("Subgroup fairness", EVALUATION, lambda: fairness_section(evaluation, run.data)),
             dp_section(run_dir, budget, audit, evaluation),
         ]
     return page(f"fedsynth report {run_id}", [*header, *(s for s in sections if s is not None)])

@@ -102,13 +102,15 @@ app = ServerApp()
 
 # The run config keys ``flwr run --run-config`` may set (Flower refuses undeclared keys), with
 # their defaults; the app's pyproject declares the same. ``expected-sites`` 0 means every site
-# that trained in the run; ``horizons`` is a JSON list of calibration times (evaluate only).
+# that trained in the run; ``horizons`` is a JSON list of calibration times and
+# ``fairness-columns`` one of sensitive columns for subgroup fairness figures (evaluate only).
 APP_CONFIG: dict[str, str | int] = {
     "federation-config": "",
     "task": "train",
     "seed": 0,
     "expected-sites": 0,
     "horizons": "",
+    "fairness-columns": "",
 }
 TASKS = ("train", "audit", "evaluate")
 
@@ -132,6 +134,7 @@ class SiteQuery:
     seed: int
     expected_sites: int
     horizons: list[float] | None
+    fairness_columns: list[str] | None = None
 
 
 def _int_setting(run_config: Mapping[str, Any], key: str, minimum: int) -> int:
@@ -172,7 +175,25 @@ def site_query_settings(run_config: Mapping[str, Any], run: RunDirectory) -> Sit
                 f'unit, e.g. {example}, and only with task="evaluate"'
             )
         horizons = [float(h) for h in parsed]
-    return SiteQuery(task, seed, expected, horizons)
+    return SiteQuery(task, seed, expected, horizons, _fairness_columns(run_config, task))
+
+
+def _fairness_columns(run_config: Mapping[str, Any], task: str) -> list[str] | None:
+    """The run config's ``fairness-columns``: a JSON list of column names (evaluate only)."""
+    text = str(run_config.get("fairness-columns", "")).strip()
+    if not text:
+        return None
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError:
+        parsed = None
+    valid = isinstance(parsed, list) and parsed and all(isinstance(c, str) and c for c in parsed)
+    if not valid or task != "evaluate":
+        raise ValueError(
+            f"run config 'fairness-columns' is {text!r}: give a JSON list of binary or categorical columns of "
+            'the public schema, e.g. fairness-columns=\'["gender"]\', and only with task="evaluate"'
+        )
+    return parsed
 
 
 @app.main()
@@ -205,4 +226,5 @@ def main(grid: Grid, context: Context) -> None:
             query.horizons,
             timeout=config.round_timeout,
             expected_sites=query.expected_sites,
+            fairness_columns=query.fairness_columns,
         )

@@ -7,8 +7,9 @@ tests, the worst site: the largest TSTR C-index shortfall against TRTR, the smal
 hazard ratios inside the real CI, the largest calibration error and subgroup gap of the
 synthetic-trained model; and the share of hazard ratios inside the real CI over every site's
 comparisons together; and the sites' per-column KS / TVD pooled with their noise floors
-(:mod:`fedsynth.evaluation.pooled_fidelity`).
-Written to ``RUN_DIR/evaluation.json``.
+(:mod:`fedsynth.evaluation.pooled_fidelity`); and the subgroup fairness figures across the levels
+of the model's ``fairness_column`` and of any column the coordinator names, pooled over the sites
+(:mod:`fedsynth.evaluation.pooled_fairness`). Written to ``RUN_DIR/evaluation.json``.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from typing import Any
 
 from flwr.serverapp import Grid
 
-from fedsynth.client.app import EVALUATION_RECORD
+from fedsynth.client.app import EVALUATION_RECORD, FAIRNESS_COLUMNS
 from fedsynth.client.evaluation import check_evaluation_result
 from fedsynth.data.io import write_text
+from fedsynth.evaluation.pooled_fairness import pool_fairness
 from fedsynth.evaluation.pooled_fidelity import pool_fidelity
+from fedsynth.evaluation.site_fairness import check_sensitive_column, sensitive_columns
 from fedsynth.model.generators import load_generator
 from fedsynth.server.audit import pooled_training_size
 from fedsynth.server.site_queries import query_sites, site_query_document
@@ -39,7 +42,7 @@ def _worst(values: list[float], pick: Any) -> float | None:
 
 def worst_over_sites(sites: list[dict[str, Any]]) -> dict[str, Any]:
     """The figures a sign-off policy tests: each at its worst site (None where no site has it), and
-    the marginal fidelity pooled over sites (``fidelity``)."""
+    the marginal fidelity (``fidelity``) and subgroup fairness figures (``fairness``) pooled over sites."""
     gaps, harrell, hr_in_ci, ici, subgroup_gap, unscored = [], [], [], [], [], []
     inside, compared = 0, 0
     for site in sites:
@@ -71,6 +74,7 @@ def worst_over_sites(sites: list[dict[str, Any]]) -> dict[str, Any]:
         "tstr_ici": _worst(ici, max),
         "tstr_worst_subgroup_ici_gap": _worst(subgroup_gap, max),
         "fidelity": pool_fidelity(sites),
+        "fairness": pool_fairness(sites),
     }
 
 
@@ -90,8 +94,13 @@ def run_evaluation(
     timeout: float = 3600.0,
     expected_sites: int = 1,
     n: int | None = None,
+    fairness_columns: list[str] | None = None,
 ) -> dict[str, Any]:
     """Evaluate the run's global model at every connected site; write and return evaluation.json.
+
+    ``fairness_columns``: binary or categorical features of the public schema each site reports
+    subgroup fairness figures across, besides the model's own ``fairness_column`` (which every
+    site reports unasked).
 
     Each site evaluates its own draw of ``n`` rows (default: the pooled training size, the size of
     the release `fedsynth audit` covers): a figure read on fewer rows than researchers get would
@@ -99,8 +108,13 @@ def run_evaluation(
     hazard ratios sqrt(3) times wider), and the sign-off checks that the sizes agree.
     """
     model = load_generator(Path(run_dir) / "model")
+    for column in fairness_columns or []:  # refused here, before any site spends a query on it
+        check_sensitive_column(model.schema_, column)
     size = pooled_training_size(run_dir) if n is None else int(n)
     extra: dict[str, Any] = {"sample": {"n": size}} | ({"horizons": horizons} if horizons else {})
+    if fairness_columns:
+        extra[FAIRNESS_COLUMNS] = list(fairness_columns)
+    columns = sensitive_columns(getattr(model.config, "fairness_column", None), fairness_columns)
     sites, failures = query_sites(
         grid,
         model,
@@ -115,7 +129,13 @@ def run_evaluation(
     kept = [site for site in sites if _size_problem(site, size) is None]
     failures += [{"node_id": None, "reason": f"{s['site']}: {_size_problem(s, size)}"} for s in sites if s not in kept]
     document = site_query_document(
-        kept, failures, seed, worst_over_sites, horizons=horizons, sample={"seed": seed, "n": size}
+        kept,
+        failures,
+        seed,
+        worst_over_sites,
+        horizons=horizons,
+        sample={"seed": seed, "n": size},
+        **({"fairness_columns": columns} if columns else {}),
     )
     write_text(Path(run_dir) / EVALUATION_FILE, json.dumps(document, indent=2))
     return document

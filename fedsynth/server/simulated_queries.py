@@ -56,8 +56,14 @@ def audit_simulated_run(
     )
 
 
-def evaluate_simulated_run(run_dir: Path, seed: int = 0, horizons: list[float] | None = None) -> dict[str, Any]:
+def evaluate_simulated_run(
+    run_dir: Path, seed: int = 0, horizons: list[float] | None = None, fairness_columns: list[str] | None = None
+) -> dict[str, Any]:
     """Run the federated evaluation on Flower's simulation engine over a simulation run's sites."""
     return on_simulated_sites(
-        run_dir, EVALUATION_FILE, lambda grid, n: run_evaluation(grid, run_dir, seed, horizons, expected_sites=n)
+        run_dir,
+        EVALUATION_FILE,
+        lambda grid, n: run_evaluation(
+            grid, run_dir, seed, horizons, expected_sites=n, fairness_columns=fairness_columns
+        ),
     )

@@ -175,6 +175,30 @@ def test_evaluation_reply_holds_only_the_site_name_and_aggregates(whas500, site_
         handle_query(_query(whas500[1], task="rows please"), _context(site_dir))
 
 
+def test_evaluation_reply_with_subgroup_fairness_holds_only_aggregates(whas500, site_dir) -> None:
+    from fedsynth.client.app import EVALUATION_RECORD, FAIRNESS_COLUMNS, handle_query
+    from fedsynth.client.audit_log import AuditRefusedError
+    from fedsynth.client.evaluation import check_evaluation_result
+
+    config = MCMConfig(hidden=16, n_bins=16, fairness_column="gender")  # the model's own sensitive column
+    with pytest.raises(AuditRefusedError, match="fairness column 'age' is integer"):
+        handle_query(_query(whas500[1], config, task="evaluate", **{FAIRNESS_COLUMNS: '["age"]'}), _context(site_dir))
+    reply = handle_query(
+        _query(whas500[1], config, task="evaluate", **{FAIRNESS_COLUMNS: '["cvd"]'}), _context(site_dir)
+    )
+    assert set(reply.content.keys()) == {EVALUATION_RECORD}
+    result = json.loads(str(reply.content[EVALUATION_RECORD]["result"]))
+    check_evaluation_result(result, whas500[1])
+    assert result["query_number"] == 1  # the refused column cost no query
+    assert list(result["fairness"]) == ["gender", "cvd"]  # the model's column first, unasked
+    for entry in result["fairness"].values():
+        assert set(entry) == {"horizon", "overall", "levels", "not_estimable", "gaps"}
+        # Scalars under the schema's levels and the figures' names: no list at all.
+        assert not [v for level in entry["levels"].values() for v in level.values() if isinstance(v, list)]
+        for level in entry["levels"].values():
+            assert all(level[key] is None or level[key] >= 5 for key in ("n_train", "n_holdout"))
+
+
 def test_a_data_error_leaves_the_site_without_its_rows_or_values(whas500, site_dir) -> None:
     from fedsynth.client.app import SiteError
 

@@ -31,7 +31,7 @@ def config(two_round_run, tmp_path_factory) -> FederationConfig:
 
 def test_federated_evaluation_over_three_sites(config) -> None:
     # Horizons are the sites' call: none declared, so one public default, a quarter of lenfol's bound.
-    result = CliRunner().invoke(app, ["evaluate", str(config.run_dir), "--seed", "2"])
+    result = CliRunner().invoke(app, ["evaluate", str(config.run_dir), "--seed", "2", "--fairness-column", "gender"])
     assert result.exit_code == 0, result.output
     assert "Survival utility per site" in result.output and "site-2" in result.output
     # About 33 holdout rows per site: said, with what it costs and the fix.
@@ -67,10 +67,21 @@ def test_federated_evaluation_over_three_sites(config) -> None:
     assert worst["hr_in_ci_pooled_fraction"] == pooled
     assert unscored or worst["hr_in_ci_fraction"] <= worst["hr_in_ci_pooled_fraction"]
     assert "worst site" in result.output and "evaluation results" in result.output
+    # Subgroup fairness across the named column, from every site, pooled into the worst-site summary.
+    assert document["fairness_columns"] == ["gender"]
+    assert all(list(s["fairness"]) == ["gender"] for s in document["sites"])
+    pooled = worst["fairness"]["gender"]
+    assert pooled["sites"] == 3 and pooled["sites_without"] == [] and set(pooled["levels"]) == {"0", "1"}
+    assert pooled["levels"]["0"]["n_synthetic"] == sum(
+        s["fairness"]["gender"]["levels"]["0"]["n_synthetic"] for s in document["sites"]
+    )
+    assert "subgroup fairness across gender" in " ".join(result.output.split())
     figures = sorted(p.name for p in (config.run_dir / "plots").glob("*.png"))
     assert [f for f in figures if f.startswith("km_")] == ["km_site-0.png", "km_site-1.png", "km_site-2.png"]
     bad = CliRunner().invoke(app, ["evaluate", str(config.run_dir), "--horizon", "-3"])
     assert bad.exit_code == 2 and "--horizon must be positive" in bad.output
+    bad = CliRunner().invoke(app, ["evaluate", str(config.run_dir), "--fairness-column", "age"])
+    assert bad.exit_code == 2 and "fairness column 'age' is integer" in " ".join(bad.output.split())
 
 
 def test_federated_audit_over_three_sites(config) -> None:

@@ -25,6 +25,9 @@ def test_every_site_that_trained_must_answer_by_default(tmp_path) -> None:
     query = site_query_settings({**APP_CONFIG, "task": "evaluate", "seed": 7, "expected-sites": 2,
                                  "horizons": "[365, 730.5]"}, run)  # fmt: skip
     assert (query.seed, query.expected_sites, query.horizons) == (7, 2, [365.0, 730.5])
+    assert query.fairness_columns is None
+    query = site_query_settings({**APP_CONFIG, "task": "evaluate", "fairness-columns": '["gender", "cvd"]'}, run)
+    assert query.fairness_columns == ["gender", "cvd"]
 
 
 @pytest.mark.parametrize(
@@ -38,6 +41,10 @@ def test_every_site_that_trained_must_answer_by_default(tmp_path) -> None:
         ({"horizons": "[365"}, "'horizons' is '[365'"),
         ({"horizons": "[]"}, "'horizons' is '[]'"),
         ({"task": "audit", "horizons": "[365]"}, 'only with task="evaluate"'),
+        ({"fairness-columns": "gender"}, "'fairness-columns' is 'gender': give a JSON list of binary or categorical"),
+        ({"fairness-columns": "[]"}, "'fairness-columns' is '[]'"),
+        ({"fairness-columns": "[1]"}, "'fairness-columns' is '[1]'"),
+        ({"task": "audit", "fairness-columns": '["gender"]'}, 'only with task="evaluate"'),
     ],
 )
 def test_a_bad_setting_is_refused_naming_its_key_and_the_fix(tmp_path, setting, named) -> None:
