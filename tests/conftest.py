@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -32,3 +35,36 @@ def gbsg2_model() -> MCM:
     """A briefly trained GBSG2 model: covers labelled binaries and a categorical column."""
     frame, schema = load_dataset("gbsg2")
     return MCM(epochs=30, seed=0).fit(frame, schema)
+
+
+MODULE_SECONDS = Path(__file__).with_name("module_seconds.json")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist (``make test``: two workers, work stealing), start the slow modules first and
+    split them evenly between the workers.
+
+    Why: xdist hands each worker one contiguous half of the collection and then lets an idle worker
+    steal from the end of the other's queue. In file order the slowest modules (the README flow,
+    the runbook rehearsal) came last, so one worker ran a two-minute test alone at the end. Here
+    the slow modules are dealt longest first to the half with less time (whole modules, so their
+    module fixtures run once), each half starts with its share, and the fast tests fill in and
+    are what gets stolen. Only the order changes; every worker computes the same one.
+    """
+    if not hasattr(config, "workerinput"):
+        return
+    known = {k: v for k, v in json.loads(MODULE_SECONDS.read_text(encoding="utf-8")).items() if not k.startswith("_")}
+    root = Path(str(config.rootpath))
+    modules: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        modules.setdefault(Path(str(item.path)).relative_to(root).as_posix(), []).append(item)
+    slow = sorted((m for m in modules if m in known), key=lambda m: -known[m])
+    halves: tuple[list[pytest.Item], list[pytest.Item]] = ([], [])
+    seconds = [0.0, 0.0]
+    for module in slow:
+        side = 0 if seconds[0] <= seconds[1] else 1
+        halves[side].extend(modules[module])
+        seconds[side] += known[module]
+    fast = [item for module, group in modules.items() if module not in known for item in group]
+    cut = max(0, len(items) // 2 - len(halves[0]))  # the first worker's half is the first len // 2 items
+    items[:] = halves[0] + fast[:cut] + halves[1] + fast[cut:]
