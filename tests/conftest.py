@@ -47,17 +47,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     Why: xdist hands each worker one contiguous half of the collection and then lets an idle worker
     steal from the end of the other's queue. In file order the slowest modules (the README flow,
     the runbook rehearsal) came last, so one worker ran a two-minute test alone at the end. Here
-    the slow modules are dealt longest first to the half with less time (whole modules, so their
-    module fixtures run once), each half starts with its share, and the fast tests fill in and
-    are what gets stolen. Only the order changes; every worker computes the same one.
+    the slow modules are dealt longest first to the half with less time (whole modules, and the
+    modules sharing a session fixture together, so each fixture is made once), each half starts
+    with its share, and the fast tests fill in and are what gets stolen. Only the order changes;
+    every worker computes the same one.
     """
     if not hasattr(config, "workerinput"):
         return
-    known = {k: v for k, v in json.loads(MODULE_SECONDS.read_text(encoding="utf-8")).items() if not k.startswith("_")}
+    measured = json.loads(MODULE_SECONDS.read_text(encoding="utf-8"))
+    known = {k: v for k, v in measured.items() if not k.startswith("_")}
+    unit = {module: group[0] for group in measured.get("_together", []) for module in group}
     root = Path(str(config.rootpath))
-    modules: dict[str, list[pytest.Item]] = {}
+    modules: dict[str, list[pytest.Item]] = {}  # by module, or by the first module of its group
     for item in items:
-        modules.setdefault(Path(str(item.path)).relative_to(root).as_posix(), []).append(item)
+        module = Path(str(item.path)).relative_to(root).as_posix()
+        modules.setdefault(unit.get(module, module), []).append(item)
+    for group in measured.get("_together", []):
+        known[group[0]] = sum(known.get(module, 0) for module in group)
     slow = sorted((m for m in modules if m in known), key=lambda m: -known[m])
     halves: tuple[list[pytest.Item], list[pytest.Item]] = ([], [])
     seconds = [0.0, 0.0]
