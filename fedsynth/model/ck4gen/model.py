@@ -40,7 +40,7 @@ from fedsynth.model.ck4gen.teacher import fit_teacher, outcome_indices
 from fedsynth.model.decoded import DecodingGenerator
 from fedsynth.model.fairness import group_weights
 from fedsynth.model.layout import Layout
-from fedsynth.model.medvae.training import train_annealed
+from fedsynth.model.medvae.training import annealed_kl_weight, train_annealed
 from fedsynth.model.persistence import check_generator, fitted_meta, read_model_files, restore_fitted, write_model_files
 from fedsynth.model.training import ProgressCallback
 
@@ -112,9 +112,9 @@ class CK4Gen(DecodingGenerator[CK4GenNetwork]):
         teacher's current predictor, and the teacher's own likelihood of the record's outcome; times
         the record's fairness weight when the option is on."""
         config = self.config
-        ramp = min(1.0, run_fraction / config.kl_anneal_fraction) if config.kl_anneal_fraction > 0 else 1.0
         noise = torch.randn(len(codes), config.latent, generator=generator)
-        loss = _joint_loss(self._network(), codes, noise, config.beta * ramp, config.distill_weight)
+        kl = annealed_kl_weight(config, run_fraction)
+        loss = _joint_loss(self._network(), codes, noise, kl, config.distill_weight)
         weights = group_weights(config, self._schema(), training_info=self.training_info_)
         return loss if weights is None else weights(loss, codes)
 

@@ -22,7 +22,7 @@ from fedsynth.model.layout import Layout
 from fedsynth.model.medvae.config import MedVAEConfig
 from fedsynth.model.medvae.network import MedVAENetwork
 from fedsynth.model.medvae.sampling import decode_rows
-from fedsynth.model.medvae.training import train_annealed
+from fedsynth.model.medvae.training import annealed_kl_weight, train_annealed
 from fedsynth.model.persistence import check_generator, fitted_meta, read_model_files, restore_fitted, write_model_files
 from fedsynth.model.training import ProgressCallback
 
@@ -74,10 +74,9 @@ class MedVAE(DecodingGenerator[MedVAENetwork]):
         """Each record's negative ELBO, the KL weight annealed over the first ``kl_anneal_fraction``
         of the run's planned steps (a public schedule)."""
         config = self.config
-        ramp = min(1.0, run_fraction / config.kl_anneal_fraction) if config.kl_anneal_fraction > 0 else 1.0
         noise = torch.randn(len(codes), config.latent, generator=generator)
         reconstruction, kl = self._network()(codes, noise)
-        loss = reconstruction + config.beta * ramp * kl
+        loss = reconstruction + annealed_kl_weight(config, run_fraction) * kl
         weights = group_weights(config, self._schema(), training_info=self.training_info_)
         return loss if weights is None else weights(loss, codes)
 

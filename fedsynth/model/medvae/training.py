@@ -15,6 +15,13 @@ from fedsynth.model.training import ProgressCallback
 BatchLoss = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
 
 
+def annealed_kl_weight(config: Any, done: float) -> float:
+    """The KL term's weight after ``done`` of the training (a share of all steps): rising linearly
+    from 0 to ``config.beta`` over the first ``config.kl_anneal_fraction``, then ``beta``."""
+    fraction = config.kl_anneal_fraction
+    return config.beta * (min(1.0, done / fraction) if fraction > 0 else 1.0)
+
+
 def train_annealed(
     network: torch.nn.Module, n_rows: int, config: Any, batch_loss: BatchLoss, progress: ProgressCallback | None
 ) -> list[float]:
@@ -22,7 +29,7 @@ def train_annealed(
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.Adam(network.parameters(), lr=config.learning_rate)
     steps_per_epoch = -(-n_rows // config.batch_size)
-    anneal_steps = config.kl_anneal_fraction * config.epochs * steps_per_epoch
+    total_steps = config.epochs * steps_per_epoch
     history: list[float] = []
     step = 0
     network.train()
@@ -31,7 +38,7 @@ def train_annealed(
         total = 0.0
         for start in range(0, n_rows, config.batch_size):
             rows = order[start : start + config.batch_size]
-            weight = config.beta * (min(1.0, step / anneal_steps) if anneal_steps > 0 else 1.0)
+            weight = annealed_kl_weight(config, step / total_steps)
             noise = torch.randn(len(rows), config.latent, generator=generator)
             loss = batch_loss(rows, noise, weight).mean()
             optimizer.zero_grad(set_to_none=True)
