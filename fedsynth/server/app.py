@@ -25,6 +25,7 @@ from flwr.supercore import log
 from fedsynth.client.packed_weights import layout_of, pack
 from fedsynth.data.datasets import bundled_schema
 from fedsynth.data.schema import Schema
+from fedsynth.model.fairness import check_fairness
 from fedsynth.model.generators import config_to_dict, new_generator
 from fedsynth.server.audit import run_audit
 from fedsynth.server.config import FederationConfig
@@ -44,6 +45,7 @@ def run_federation(grid: Grid, config: FederationConfig, schema: Schema) -> Path
     """Run (or resume) the configured rounds; return the published final model's directory."""
     run = RunDirectory(config.run_dir)
     existing = (config.run_dir / "run.json").exists()
+    check_fairness(config.model, schema)  # before anything is written
     if existing:
         check_resumable(run, config, schema)
     run_id = run.info()["run_id"] if existing else (config.run_id or new_run_id())

@@ -32,6 +32,8 @@ from fedsynth.data.io import read_table
 from fedsynth.data.minimum import min_dp_training_records, rows_for_training_records, training_records
 from fedsynth.data.schema import Schema
 from fedsynth.data.validation import validate_frame
+from fedsynth.model.config import ModelConfigError
+from fedsynth.model.fairness import check_fairness
 from fedsynth.server.config import FederationConfig, FederationConfigError
 from fedsynth.server.resume import check_resumable
 from fedsynth.server.run import RunDirectory
@@ -145,6 +147,10 @@ def check_simulated_sites(config: FederationConfig, source: str = "the federatio
     frame, schema = load_simulation_table(config)
     table_name = str(sim.data) if sim.data is not None else f"the bundled dataset {sim.dataset}"
     canonical, _ = validate_frame(frame, schema, source=table_name)
+    try:  # the [model] fields that name a column of the schema
+        check_fairness(config.model, schema)
+    except ModelConfigError as exc:
+        raise FederationConfigError(f"{source}: [model] {exc}") from None
     if (config.run_dir / "run.json").exists():
         check_resumable(RunDirectory(config.run_dir), config, schema)
     parts = partition(frame, sim.sites, sim.partition, sim.seed)

@@ -61,6 +61,12 @@ def test_a_partition_below_the_dp_minimum_is_refused(tmp_path, rows: int, sites:
     assert ("at most 1" in text) == (rows == 240)
 
 
+def test_a_model_field_naming_an_unusable_column_is_refused_before_anything_is_written(tmp_path) -> None:
+    fairness = {"fairness_column": "age", "fairness_weight": 1.0, "fairness_shares": [0.5, 0.5]}
+    config = _config(tmp_path, None, model=fairness)
+    _refused(config, tmp_path, FederationConfigError, "fed.toml: [model] fairness_column = 'age' is integer", "gender")
+
+
 def test_the_table_is_validated_naming_its_rows_for_the_coordinator_who_owns_it(tmp_path) -> None:
     table = raw_dataset("whas500")
     table["bmi"] = table["bmi"].astype(object)
