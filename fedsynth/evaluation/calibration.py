@@ -160,8 +160,10 @@ def calibration(model: CoxPHFitter, rows: pd.DataFrame, schema: Schema, horizon:
     design = design_matrix(rows, schema)
     events = int(((design["_event"] > 0) & (design["_time"] <= horizon)).sum())
     if events < MIN_SUBGROUP_EVENTS:
+        # No count in the text: a site sends it as a subgroup's reason, and a count this small
+        # (or the group's row count beside it) is a small cell of its real rows.
         raise CalibrationError(
-            f"{events} events before the horizon {horizon:g} in {len(rows)} rows; calibration needs at least "
+            f"fewer than {MIN_SUBGROUP_EVENTS} events before the horizon {horizon:g}; calibration needs at least "
             f"{MIN_SUBGROUP_EVENTS}: choose an earlier horizon or a larger group"
         )
     risk = predicted_risk(model, design, horizon)

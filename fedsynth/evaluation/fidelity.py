@@ -122,7 +122,7 @@ def marginal_histograms(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Sch
                       for f in (real, synthetic)]  # fmt: skip
             entry = {"kind": "levels", "levels": levels}
         real_share, synthetic_share = _shares(counts[0], int(counts[0].sum())), _shares(counts[1], int(counts[1].sum()))
-        small = counts[0] < MIN_CELL_ROWS
+        small = withheld_cells(counts[0])
         entry["real"] = [None if hide else float(v) for v, hide in zip(real_share, small, strict=True)]
         entry["synthetic"] = [float(v) for v in synthetic_share]
         entry["withheld_cells"] = int(small.sum())
@@ -130,6 +130,17 @@ def marginal_histograms(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Sch
             entry["missing"] = missing_share(real[column.name], synthetic[column.name])
         out[column.name] = entry
     return out
+
+
+def withheld_cells(counts: np.ndarray) -> np.ndarray:
+    """Which cells of a real histogram to withhold: those under ``MIN_CELL_ROWS`` rows, and where
+    that is a single cell, the next smallest too; shares sum to one, so one withheld share alone
+    would be one minus the others."""
+    small = counts < MIN_CELL_ROWS
+    if small.sum() == 1 and len(counts) > 1:
+        shown = np.flatnonzero(~small)
+        small[shown[np.argmin(counts[shown])]] = True
+    return small
 
 
 def small_indicator_columns(design: pd.DataFrame) -> list[str]:

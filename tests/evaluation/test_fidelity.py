@@ -87,6 +87,10 @@ def test_histograms_sit_on_public_bins_and_withhold_small_real_cells(whas500) ->
     actg, actg_schema = load_dataset("actg320")
     ivdrug = marginal_histograms(actg, actg, actg_schema)["ivdrug"]
     assert ivdrug["levels"] == ["1", "2", "3"] and ivdrug["real"][1] is None  # 3 patients with ivdrug=2
+    # One withheld share alone would be one minus the others: the next smallest level goes too.
+    assert ivdrug["withheld_cells"] == 2 and [v is None for v in ivdrug["real"]].count(True) == 2
+    rare = frame.assign(sho=(np.arange(len(frame)) < 3).astype(int))  # 3 patients in shock
+    assert marginal_histograms(rare, rare, schema)["sho"]["real"] == [None, None]
 
 
 def test_correlation_matrices_and_the_curve_grid_end_are_public_shaped(whas500) -> None:
