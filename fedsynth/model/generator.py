@@ -20,6 +20,7 @@ from fedsynth.data.schema import Schema
 from fedsynth.data.transforms import Transformer
 from fedsynth.marginals.target import MarginalTarget
 from fedsynth.model.fairness import check_fairness, dp_refusal
+from fedsynth.model.persistence import ModelFiles, restore_fitted
 from fedsynth.model.training import ProgressCallback
 
 
@@ -97,6 +98,22 @@ class NetworkGenerator(Generic[Network]):
         self.schema_ = schema
         self.network_ = self._new_network(schema)
         return self
+
+    @classmethod
+    def _restored(cls, files: ModelFiles, config: Any) -> Self:
+        """A model of ``config`` holding a verified model directory's weights, training record and
+        marginal tables (each generator's ``load`` reads and checks the files first)."""
+        model = cls(config)
+        model.schema_ = files.schema
+        network = model._new_network(files.schema)
+        model._shape_for_state(network, files.state)
+        network.load_state_dict(files.state)
+        model.network_ = network.eval()
+        restore_fitted(model, files.meta)
+        return model.calibrate_to(files.target)
+
+    def _shape_for_state(self, network: Network, state: dict[str, torch.Tensor]) -> None:
+        """Resize buffers whose size the saved weights say (none by default) before they are loaded."""
 
     @property
     def transformer(self) -> Transformer:

@@ -37,7 +37,7 @@ def new_generator(config: AnyGeneratorConfig) -> AnyGenerator:
 
 __all__ = [
     "AnyGenerator", "AnyGeneratorConfig", "GENERATORS", "config_from_dict", "config_to_dict", "generator_class",
-    "generator_digest", "generator_name", "load_generator", "load_model", "new_generator", "save_model",
+    "generator_digest", "generator_name", "load_generator", "new_generator",
     "weights_digest",
 ]  # fmt: skip
 
@@ -56,16 +56,6 @@ def saved_generator_name(path: str | Path) -> str:
 def load_generator(path: str | Path) -> AnyGenerator:
     """Load and verify a saved model of any generator (``model.json`` says which)."""
     return generator_class(saved_generator_name(path)).load(path)
-
-
-def load_model(path: str | Path) -> AnyGenerator:
-    """:func:`load_generator`, the name the release and server code use."""
-    return load_generator(path)
-
-
-def save_model(model: AnyGenerator, path: str | Path, overwrite: bool = False) -> Path:
-    """``model.save`` as a function."""
-    return model.save(path, overwrite=overwrite)
 
 
 def weights_digest(model: AnyGenerator) -> str:

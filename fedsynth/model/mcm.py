@@ -21,7 +21,6 @@ from fedsynth.model.persistence import (
     check_generator,
     fitted_meta,
     read_model_files,
-    restore_fitted,
     write_model_files,
 )
 from fedsynth.model.sampler import STREAM_WORKERS, ConditionalSampler
@@ -193,10 +192,4 @@ class MCM(NetworkGenerator[MCMNetwork]):
         """Load and verify a model directory written by :meth:`save`."""
         files = read_model_files(path)
         check_generator(files, path, "mcm", "an MCM")
-        model = cls(MCMConfig.model_validate(without_retired_options(files.meta["config"])))
-        model.schema_ = files.schema
-        model.network_ = network_for(model.config, files.schema)
-        model.network_.load_state_dict(files.state)
-        model.network_.eval()
-        restore_fitted(model, files.meta)
-        return model.calibrate_to(files.target)
+        return cls._restored(files, MCMConfig.model_validate(without_retired_options(files.meta["config"])))

@@ -23,7 +23,7 @@ import pandas as pd
 
 from fedsynth.data.io import sha256_file
 from fedsynth.errors import UserError
-from fedsynth.model.generators import AnyGenerator, load_model
+from fedsynth.model.generators import AnyGenerator, load_generator
 from fedsynth.model.persistence import ModelFileError, model_digest
 from fedsynth.model.provenance import sidecar_path
 from fedsynth.model.rows_digest import RowsDigest
@@ -183,7 +183,7 @@ def check_release_file(run_dir: Path) -> ReleaseFile:
         raise ReleaseFileError(f"{data.name} is not a DP model sample ({notice}); {fix}")
     try:
         model_sha256 = model_digest(run_dir / "model")
-        model = load_model(run_dir / "model")
+        model = load_generator(run_dir / "model")
     except (FileNotFoundError, ModelFileError) as exc:
         raise ReleaseFileError(f"RUN_DIR/model cannot regenerate {data.name}: {exc}") from None
     if record.get("model_sha256") != model_sha256:
@@ -255,7 +255,7 @@ def write_audited_sample(run_dir: Path) -> Path:
             f"{run_dir / 'audit.json'} names no audited sample ({exc}): run `fedsynth audit`"
         ) from None
     model_dir = run_dir / "model"
-    model = load_model(model_dir)
+    model = load_generator(model_dir)
     dp = check_dp_claim(model_dir, model)
     record = model_sample_record(model_dir, dp.differentially_private, n, seed, conditions, dp.reason)
     return write_synthetic(model.sample_chunks(n, conditions, seed=seed), run_dir / SYNTHETIC_NAMES[0], record)

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fedsynth import __version__
 from fedsynth.data.io import sha256_file
 from fedsynth.errors import UserError
-from fedsynth.model.generators import load_model
+from fedsynth.model.generators import load_generator
 from fedsynth.release.binding import ReleaseFile, ReleaseFileError, check_release_file
 from fedsynth.release.keys import fingerprint
 from fedsynth.release.policy import Policy
@@ -83,14 +83,14 @@ def _write_report(run_dir: Path, path: Path, verdict: Verdict, forced: ForcedRel
 
 
 def _model_hashes(run_dir: Path) -> dict[str, Any]:
-    from fedsynth.model.generators import load_model, weights_digest
+    from fedsynth.model.generators import load_generator, weights_digest
     from fedsynth.model.persistence import model_digest
     from fedsynth.server.run import RunDirectory
 
     checkpoint = RunDirectory(run_dir).latest_checkpoint()
     return {
         "manifest_sha256": model_digest(run_dir / "model"),
-        "weights_sha256": weights_digest(load_model(run_dir / "model")),
+        "weights_sha256": weights_digest(load_generator(run_dir / "model")),
         "checkpoint": {"round": checkpoint.round, "sha256": checkpoint.sha256} if checkpoint else None,
     }
 
@@ -185,7 +185,7 @@ def sign_off(
     if output.exists():
         raise FileExistsError(f"{output} already exists; remove it or choose another --output")
     release = check_release_file(run_dir)
-    check_dp_claim(run_dir / "model", load_model(run_dir / "model"))
+    check_dp_claim(run_dir / "model", load_generator(run_dir / "model"))
     verdict = evaluate_policy(run_dir, policy, release)
     forced = None
     if not verdict.passed and force_reason is not None:

@@ -181,13 +181,13 @@ def evidence_rule(
     run's records show that model DP (not its own flag); ``release`` (the checked synthetic file,
     or why it was refused) regenerates from it and holds exactly the rows the sites audited, and
     the sites evaluated samples of its size."""
-    from fedsynth.model.generators import generator_digest, load_model
+    from fedsynth.model.generators import generator_digest, load_generator
     from fedsynth.model.persistence import ModelFileError
     from fedsynth.server.evidence import dp_evidence
 
     name, shown = "evidence", "same model, every site, the audited rows"
     try:
-        model = load_model(run_dir / "model")
+        model = load_generator(run_dir / "model")
     except ModelFileError as exc:
         return failed(name, shown, str(exc))
     problems = []

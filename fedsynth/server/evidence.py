@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedsynth.model.generators import AnyGenerator, load_model, weights_digest
+from fedsynth.model.generators import AnyGenerator, load_generator, weights_digest
 from fedsynth.server.run import BUDGET, CHECKPOINT_RECORD, CHECKPOINTS, MARGINALS_FILE, RunDirectory
 
 # Ledgers compose epsilon in floating point; a site at its target must not read as over it.
@@ -98,7 +98,7 @@ def dp_evidence(model_dir: str | Path, model: AnyGenerator | None = None) -> DPE
             f"{model_dir} is not the model or a checkpoint of a federated run directory (no run.json beside "
             "it), so no budget record shows it was trained with DP",
         )
-    model = model if model is not None else load_model(model_dir)
+    model = model if model is not None else load_generator(model_dir)
     digest = weights_digest(model)
     run = RunDirectory(run_dir)
     if not (run_dir / CHECKPOINT_RECORD).exists():

@@ -83,7 +83,7 @@ class RunDirectory:
         config: AnyGeneratorConfig,
         info: dict,
     ) -> Checkpoint:
-        from fedsynth.model.generators import new_generator, save_model, weights_digest
+        from fedsynth.model.generators import new_generator, weights_digest
         from fedsynth.model.persistence import model_digest
 
         model = new_generator(config).build(schema)
@@ -91,7 +91,7 @@ class RunDirectory:
         model.differentially_private_ = True
         model.training_info_ = info
         target = self.path / CHECKPOINTS / f"round-{server_round:04d}"
-        save_model(model, target, overwrite=True)
+        model.save(target, overwrite=True)
         checkpoint = Checkpoint(server_round, target, model_digest(target))
         # Recorded before LATEST: a checkpoint the run resumes from or publishes is always in the
         # record that DP evidence reads (fedsynth.server.evidence).
@@ -118,9 +118,9 @@ class RunDirectory:
 
     def load_checkpoint(self, checkpoint: Checkpoint) -> AnyGenerator:
         """The checkpoint's model; its manifest hashes are verified on load."""
-        from fedsynth.model.generators import load_model
+        from fedsynth.model.generators import load_generator
 
-        return load_model(checkpoint.path)
+        return load_generator(checkpoint.path)
 
     def marginal_target(self) -> MarginalTarget | None:
         """The run's complete DP marginal tables as a calibration target (None: none, or incomplete)."""
@@ -132,12 +132,12 @@ class RunDirectory:
     def publish_model(self, checkpoint: Checkpoint) -> Path:
         """The final checkpoint as RUN_DIR/model, the model the server samples from: calibrated
         to the run's DP marginal tables where every site released them, else a copy."""
-        from fedsynth.model.generators import load_model, save_model
+        from fedsynth.model.generators import load_generator
 
         target = self.path / "model"
         calibration = self.marginal_target()
         if calibration is not None:
-            return save_model(load_model(checkpoint.path).calibrate_to(calibration), target, overwrite=True)
+            return load_generator(checkpoint.path).calibrate_to(calibration).save(target, overwrite=True)
         staging = self.path / ".model.tmp"
         if staging.exists():
             shutil.rmtree(staging)

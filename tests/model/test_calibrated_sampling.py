@@ -14,7 +14,7 @@ from fedsynth.data.schema import Schema
 from fedsynth.evaluation.fidelity import marginal_distances
 from fedsynth.marginals.tables import MarginalSpec, count_tables
 from fedsynth.marginals.target import MarginalTarget
-from fedsynth.model.generators import generator_digest, load_model, weights_digest
+from fedsynth.model.generators import generator_digest, load_generator, weights_digest
 from fedsynth.model.mcm import MCM
 from fedsynth.model.persistence import MARGINALS, ModelFileError
 from fedsynth.model.sampler import satisfies
@@ -73,7 +73,7 @@ def test_tables_of_another_schema_are_refused(small_model: MCM) -> None:
 
 def test_save_and_load_keep_the_tables_and_the_samples(calibrated: MCM, tmp_path) -> None:
     calibrated.save(tmp_path / "m")
-    loaded = load_model(tmp_path / "m")
+    loaded = load_generator(tmp_path / "m")
     assert loaded.calibration_ is not None and loaded.calibration_.digest() == calibrated.calibration_.digest()
     pd.testing.assert_frame_equal(loaded.sample(500, seed=9), calibrated.sample(500, seed=9))
     meta = json.loads((tmp_path / "m" / "model.json").read_text())
@@ -90,7 +90,7 @@ def test_edited_tables_are_refused_on_load(calibrated: MCM, tmp_path) -> None:
     data["tables"]["sho"][1] += 100.0
     path.write_text(json.dumps(data))
     with pytest.raises(ModelFileError, match="marginals.json does not match its SHA-256"):
-        load_model(tmp_path / "m")
+        load_generator(tmp_path / "m")
 
 
 @pytest.fixture(scope="module")

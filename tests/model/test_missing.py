@@ -11,7 +11,7 @@ import torch
 
 from fedsynth.data.schema import Schema
 from fedsynth.model.config import MCMConfig
-from fedsynth.model.generators import load_model
+from fedsynth.model.generators import load_generator
 from fedsynth.model.layout import Layout
 from fedsynth.model.loss import masked_nll_per_sample
 from fedsynth.model.mcm import MCM
@@ -108,7 +108,7 @@ def test_conditions_on_a_modelled_column_sample_present_values_only(missing_mode
 
 def test_a_saved_model_samples_the_same_rows_with_their_missing_values(missing_model, tmp_path) -> None:
     path = missing_model.save(tmp_path / "model")
-    pd.testing.assert_frame_equal(load_model(path).sample(200, seed=5), missing_model.sample(200, seed=5))
+    pd.testing.assert_frame_equal(load_generator(path).sample(200, seed=5), missing_model.sample(200, seed=5))
 
 
 def test_a_calibrated_model_samples_the_tables_missing_shares(missing_data, missing_model) -> None:

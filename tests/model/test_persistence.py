@@ -6,14 +6,14 @@ import pandas as pd
 import pytest
 
 from fedsynth.model.generator import NotFittedError
-from fedsynth.model.generators import load_model
+from fedsynth.model.generators import load_generator
 from fedsynth.model.mcm import MCM
 from fedsynth.model.persistence import MANIFEST, META, SCHEMA, WEIGHTS, ModelFileError
 
 
 def test_round_trip_gives_identical_samples(small_model: MCM, tmp_path) -> None:
     path = small_model.save(tmp_path / "model")
-    loaded = load_model(path)
+    loaded = load_generator(path)
     assert loaded.schema_ == small_model.schema_
     assert loaded.config == small_model.config
     assert loaded.differentially_private_ is False
@@ -28,19 +28,19 @@ def test_flipped_byte_in_any_file_is_refused_by_name(small_model: MCM, tmp_path,
     data[len(data) // 2] ^= 0x01
     target.write_bytes(bytes(data))
     with pytest.raises(ModelFileError, match=rf"{name} does not match its SHA-256"):
-        load_model(path)
+        load_generator(path)
 
 
 def test_missing_or_corrupt_manifest(small_model: MCM, tmp_path) -> None:
     path = small_model.save(tmp_path / "model")
     (path / MANIFEST).write_text("{not json")
     with pytest.raises(ModelFileError, match="corrupted"):
-        load_model(path)
+        load_generator(path)
     (path / MANIFEST).unlink()
     with pytest.raises(ModelFileError, match="not a fedsynth model directory"):
-        load_model(path)
+        load_generator(path)
     with pytest.raises(ModelFileError, match="not found"):
-        load_model(tmp_path / "nowhere")
+        load_generator(tmp_path / "nowhere")
 
 
 def test_refuses_to_overwrite_without_permission(small_model: MCM, tmp_path) -> None:

@@ -12,7 +12,7 @@ from fedsynth.data.datasets import load_dataset
 from fedsynth.data.transforms import from_unit
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.draws import draw_competing_hazards as _draw_competing_hazards
-from fedsynth.model.generators import load_model, save_model
+from fedsynth.model.generators import load_generator
 from fedsynth.model.layout import Layout
 from fedsynth.model.loss import hazard_log_probs, survival_hazard_nll
 from fedsynth.model.mcm import MCM
@@ -79,8 +79,8 @@ def test_a_hazard_head_certain_of_an_outcome_decides_every_unconditioned_row(wha
     low, high = (float(from_unit(schema.column(schema.time_column), u)) for u in (5 / 16, 6 / 16))
     assert (sample[schema.event_column] == 1).all()
     assert sample[schema.time_column].between(low - 1, high + 1).all()
-    save_model(model, tmp_path / "model")
-    reloaded = load_model(tmp_path / "model")
+    model.save(tmp_path / "model")
+    reloaded = load_generator(tmp_path / "model")
     assert reloaded.network_.survival_form == "hazard"
     assert reloaded.sample(300, seed=0).equals(sample)
 
@@ -159,7 +159,7 @@ def test_a_trained_models_marginal_encoding_is_close_to_the_data_means(whas500, 
     assert (marginal - data_mean)[covariate].abs().max() < 0.06
     binary = [h.in_start for h in layout.binary if h.column.role == "feature"]
     assert min(float(data_mean[i]) for i in binary) < 0.35  # a skewed binary is in the check
-    save_model(model, tmp_path / "model")
-    reloaded = load_model(tmp_path / "model")
+    model.save(tmp_path / "model")
+    reloaded = load_generator(tmp_path / "model")
     assert reloaded.config.survival_centre == "marginal" and reloaded.config.survival_level
     assert reloaded.sample(200, seed=1).equals(model.sample(200, seed=1))

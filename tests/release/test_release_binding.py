@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from fedsynth.cli import app, console, err_console
 from fedsynth.data.datasets import load_dataset
-from fedsynth.model.generators import load_model
+from fedsynth.model.generators import load_generator
 from fedsynth.model.mcm import MCM
 from fedsynth.model.provenance import model_sample_record, sidecar_path, write_synthetic
 from fedsynth.model.rows_digest import rows_digest
@@ -56,7 +56,7 @@ def test_the_audited_sample_regenerates_and_every_site_audited_it(demo_run: Path
     sample = audited(demo_run)
     release = check_release_file(demo_run)
     assert release.sample == sample
-    expected = load_model(demo_run / "model").sample(sample["n"], sample["conditions"], seed=sample["seed"])
+    expected = load_generator(demo_run / "model").sample(sample["n"], sample["conditions"], seed=sample["seed"])
     assert release.rows_sha256 == rows_digest(expected)
     audit = json.loads((demo_run / "audit.json").read_text())
     assert {s["sample"]["sha256"] for s in audit["sites"]} == {release.rows_sha256}
@@ -97,7 +97,7 @@ def _rules(verdict) -> dict:
 def test_real_training_rows_as_synthetic_are_refused(demo_run: Path, board_keys) -> None:
     # The hostile tester's swap: the real rows (in the model's columns) as synthetic.csv.
     frame, _ = load_dataset("whas500")
-    real = frame[load_model(demo_run / "model").schema_.names].iloc[: audited(demo_run)["n"]]
+    real = frame[load_generator(demo_run / "model").schema_.names].iloc[: audited(demo_run)["n"]]
     real.to_csv(demo_run / "synthetic.csv", index=False)
     assert_refused(signoff(demo_run, board_keys[0]), demo_run, "does not match the SHA-256", "fedsynth sample")
 
@@ -153,7 +153,7 @@ def test_a_flipped_dp_flag_is_refused_by_signoff(demo_run: Path, board_keys, sma
     shutil.rmtree(demo_run / "model")
     claim_dp(small_model.save(demo_run / "model"))
     sample = audited(demo_run)
-    model = load_model(demo_run / "model")
+    model = load_generator(demo_run / "model")
     record = model_sample_record(demo_run / "model", True, sample["n"], sample["seed"], sample["conditions"])
     chunks = model.sample_chunks(sample["n"], sample["conditions"], seed=sample["seed"])
     write_synthetic(chunks, demo_run / "synthetic.csv", record)

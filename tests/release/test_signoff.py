@@ -15,7 +15,7 @@ from fedsynth.cli import app
 from fedsynth.client.app import _sites, open_site
 from fedsynth.client.audit import run_site_audit
 from fedsynth.data.io import write_text
-from fedsynth.model.generators import load_model
+from fedsynth.model.generators import load_generator
 from fedsynth.model.mcm import MCM
 from fedsynth.release.policy import load_policy
 from fedsynth.release.signoff import evaluate_policy
@@ -169,7 +169,7 @@ def test_a_copy_of_the_training_data_fails(demo_run: Path, tmp_path: Path) -> No
         }
     )
     _, sites_root = prepare_sites(config)
-    dp_model = load_model(demo_run / "model")
+    dp_model = load_generator(demo_run / "model")
     results, copies = [], []
     try:
         for site_dir in sorted(sites_root.glob("site-*")):

@@ -14,7 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 from fedsynth.cli import app
-from fedsynth.model.generators import load_model
+from fedsynth.model.generators import load_generator
 from fedsynth.model.mcm import MCM
 from fedsynth.model.persistence import MANIFEST, META
 from fedsynth.server.evidence import DPClaimError, check_dp_claim, dp_evidence
@@ -62,7 +62,7 @@ def test_a_published_model_and_its_checkpoint_are_dp_by_their_records(small_mode
     (record,) = RunDirectory(run_dir).checkpoint_records()
     assert record["round"] == 1 and record["sites"] == ["site-a", "site-b"] and len(record["weights_sha256"]) == 64
     for model_dir in (run_dir / "model", run_dir / "checkpoints" / "round-0001"):
-        evidence = check_dp_claim(model_dir, load_model(model_dir))
+        evidence = check_dp_claim(model_dir, load_generator(model_dir))
         assert evidence.differentially_private and evidence.round == 1 and evidence.epsilon == 2.5
         assert "2 site(s) trained it with DP-SGD" in evidence.reason
 
@@ -75,10 +75,10 @@ def test_a_flipped_flag_with_a_recomputed_manifest_is_refused_by_sample_and_serv
     shutil.rmtree(run_dir / "model")
     small_model.save(run_dir / "model")
     claim_dp(run_dir / "model")
-    assert load_model(run_dir / "model").differentially_private_  # the manifest check is satisfied
+    assert load_generator(run_dir / "model").differentially_private_  # the manifest check is satisfied
     assert not dp_evidence(run_dir / "model").differentially_private
     with pytest.raises(DPClaimError, match="checkpoints.jsonl records no round that produced these weights"):
-        check_dp_claim(run_dir / "model", load_model(run_dir / "model"))
+        check_dp_claim(run_dir / "model", load_generator(run_dir / "model"))
 
     out = tmp_path / "rows.csv"
     result = CliRunner().invoke(app, ["sample", str(run_dir / "model"), "-n", "5", "-o", str(out)])
@@ -99,7 +99,7 @@ def test_a_dp_model_outside_its_run_or_over_budget_is_not_dp(small_model: MCM, t
     run_dir = federated_run(tmp_path / "run", small_model)
     copied = Path(shutil.copytree(run_dir / "model", tmp_path / "elsewhere" / "model"))
     with pytest.raises(DPClaimError, match="not the model or a checkpoint of a federated run directory"):
-        check_dp_claim(copied, load_model(copied))
+        check_dp_claim(copied, load_generator(copied))
     over = federated_run(tmp_path / "over", small_model, epsilons=(2.5, 4.2))
     evidence = dp_evidence(over / "model")
     assert not evidence.differentially_private and "site-b in round 1: epsilon 4.2 is over its target 4" in (
@@ -108,10 +108,10 @@ def test_a_dp_model_outside_its_run_or_over_budget_is_not_dp(small_model: MCM, t
     # A run without the record (trained before it was kept): no evidence, so its DP claim is refused.
     (run_dir / "checkpoints.jsonl").unlink()
     with pytest.raises(DPClaimError, match="has no checkpoints.jsonl"):
-        check_dp_claim(run_dir / "model", load_model(run_dir / "model"))
+        check_dp_claim(run_dir / "model", load_generator(run_dir / "model"))
     # The honest non-DP label of a `fit` model stands, and `sample` writes it with its notice.
     fitted = small_model.save(tmp_path / "fitted")
-    assert not check_dp_claim(fitted, load_model(fitted)).differentially_private
+    assert not check_dp_claim(fitted, load_generator(fitted)).differentially_private
     out = tmp_path / "fit.csv"
     result = CliRunner().invoke(app, ["sample", str(fitted), "-n", "5", "-o", str(out)])
     assert result.exit_code == 0, result.output
@@ -153,7 +153,7 @@ def test_a_model_calibrated_to_its_runs_release_is_dp_and_to_other_tables_is_not
     small_model: MCM, whas_split, tmp_path: Path
 ) -> None:
     run_dir = calibrated_run(tmp_path / "run", small_model, whas_split[0])
-    published = load_model(run_dir / "model")
+    published = load_generator(run_dir / "model")
     assert published.calibration_ is not None
     assert dp_evidence(run_dir / "model", published).differentially_private
     # The same weights calibrated to other tables (here the holdout's exact counts: not a DP release).

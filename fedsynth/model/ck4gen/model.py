@@ -41,7 +41,7 @@ from fedsynth.model.decoded import DecodingGenerator
 from fedsynth.model.fairness import group_weights
 from fedsynth.model.layout import Layout
 from fedsynth.model.medvae.training import annealed_kl_weight, train_annealed
-from fedsynth.model.persistence import check_generator, fitted_meta, read_model_files, restore_fitted, write_model_files
+from fedsynth.model.persistence import check_generator, fitted_meta, read_model_files, write_model_files
 from fedsynth.model.training import ProgressCallback
 
 TEACHER_AVERAGING_MIN_STEPS = 100  # as MCMConfig.survival_head_averaging_min_steps
@@ -117,6 +117,9 @@ class CK4Gen(DecodingGenerator[CK4GenNetwork]):
         loss = _joint_loss(self._network(), codes, noise, kl, config.distill_weight)
         weights = group_weights(config, self._schema(), training_info=self.training_info_)
         return loss if weights is None else weights(loss, codes)
+
+    def _shape_for_state(self, network: CK4GenNetwork, state: dict[str, torch.Tensor]) -> None:
+        network.resize_library(len(state["library_time"]))  # a copy model's library of training rows
 
     def _new_network(self, schema: Schema) -> CK4GenNetwork:
         return network_for(self.config, schema)
@@ -202,11 +205,4 @@ class CK4Gen(DecodingGenerator[CK4GenNetwork]):
         """Load and verify a model directory written by :meth:`save`."""
         files = read_model_files(path)
         check_generator(files, path, GENERATOR_NAME, "a CK4Gen model")
-        model = cls(CK4GenConfig.model_validate(files.meta["config"]))
-        model.schema_ = files.schema
-        model.network_ = network_for(model.config, files.schema)
-        model.network_.resize_library(len(files.state["library_time"]))
-        model.network_.load_state_dict(files.state)
-        model.network_.eval()
-        restore_fitted(model, files.meta)
-        return model.calibrate_to(files.target)
+        return cls._restored(files, CK4GenConfig.model_validate(files.meta["config"]))

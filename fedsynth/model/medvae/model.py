@@ -23,7 +23,7 @@ from fedsynth.model.medvae.config import MedVAEConfig
 from fedsynth.model.medvae.network import MedVAENetwork
 from fedsynth.model.medvae.sampling import decode_rows
 from fedsynth.model.medvae.training import annealed_kl_weight, train_annealed
-from fedsynth.model.persistence import check_generator, fitted_meta, read_model_files, restore_fitted, write_model_files
+from fedsynth.model.persistence import check_generator, fitted_meta, read_model_files, write_model_files
 from fedsynth.model.training import ProgressCallback
 
 GENERATOR_NAME = "medvae"  # model.json's "generator"
@@ -93,10 +93,4 @@ class MedVAE(DecodingGenerator[MedVAENetwork]):
         """Load and verify a model directory written by :meth:`save`."""
         files = read_model_files(path)
         check_generator(files, path, GENERATOR_NAME, "a Med-VAE")
-        model = cls(MedVAEConfig.model_validate(files.meta["config"]))
-        model.schema_ = files.schema
-        model.network_ = network_for(model.config, files.schema)
-        model.network_.load_state_dict(files.state)
-        model.network_.eval()
-        restore_fitted(model, files.meta)
-        return model.calibrate_to(files.target)
+        return cls._restored(files, MedVAEConfig.model_validate(files.meta["config"]))

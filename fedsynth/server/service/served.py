@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedsynth.errors import UserError
-from fedsynth.model.generators import AnyGenerator, generator_digest, load_model
+from fedsynth.model.generators import AnyGenerator, generator_digest, load_generator
 from fedsynth.model.persistence import ModelFileError, model_digest
 from fedsynth.model.provenance import DP_NOTICE, NON_DP_MODEL_NOTICE
 from fedsynth.server.evidence import DPClaimError, DPEvidence, check_dp_claim
@@ -46,7 +46,7 @@ class ServedModel:
         if not model_dir.is_dir():
             raise ServiceStartError(f"{model_dir} not found: serve a run directory made by `fedsynth train`")
         before = model_digest(model_dir)
-        model = load_model(model_dir)
+        model = load_generator(model_dir)
         if model_digest(model_dir) != before:
             raise ModelFileError(f"{model_dir} changed while it was loaded; start the service again")
         try:
