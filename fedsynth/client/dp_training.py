@@ -36,6 +36,7 @@ from fedsynth.client.rdp import rdp_epsilon
 from fedsynth.client.single_pass_clipping import SinglePassClipping
 from fedsynth.errors import UserError
 from fedsynth.model.config import MCMConfig
+from fedsynth.model.mcm import head_tail_spec
 from fedsynth.model.network import MCMNetwork
 from fedsynth.model.training import per_sample_loss
 
@@ -260,18 +261,10 @@ def tail_average(spec: TailSpec | None, steps_per_round: int) -> TailAverage | N
     return TailAverage(parameters, steps_per_round - averaged_steps)
 
 
-def head_tail_average(network: torch.nn.Module, model_config: Any, steps_per_round: int) -> TailAverage | None:
+def head_tail_average(network: MCMNetwork, model_config: MCMConfig, steps_per_round: int) -> TailAverage | None:
     """The MCM survival head's tail average for a round (MCMConfig.survival_head_averaging), or
     None (see :func:`tail_average`; no head, no average)."""
-    head = getattr(network, "survival_head", None)
-    if head is None:
-        return None
-    spec = (
-        list(head.parameters()),
-        model_config.survival_head_averaging,
-        model_config.survival_head_averaging_min_steps,
-    )
-    return tail_average(spec, steps_per_round)
+    return tail_average(head_tail_spec(network, model_config), steps_per_round)
 
 
 def _mcm_record_loss(

@@ -40,6 +40,15 @@ def network_for(config: MCMConfig, schema: Schema) -> MCMNetwork:
     )
 
 
+def head_tail_spec(network: MCMNetwork, config: MCMConfig) -> tuple[list[torch.nn.Parameter], float, int] | None:
+    """The survival head's parameters, the share of a DP round averaged and the fewest steps for it
+    (None without a head): what :meth:`MCM.tail_averaged` and the sites' DP rounds average."""
+    if network.survival_head is None:
+        return None
+    share, min_steps = config.survival_head_averaging, config.survival_head_averaging_min_steps
+    return list(network.survival_head.parameters()), share, min_steps
+
+
 class MCM(NetworkGenerator[MCMNetwork]):
     """Masked Clinical Modelling generator with model-only conditional sampling.
 
@@ -101,11 +110,7 @@ class MCM(NetworkGenerator[MCMNetwork]):
 
     def tail_averaged(self) -> tuple[list[torch.nn.Parameter], float, int] | None:
         """The survival head, averaged as ``survival_head_averaging`` says."""
-        head = self._network().survival_head
-        if head is None:
-            return None
-        config = self.config
-        return list(head.parameters()), config.survival_head_averaging, config.survival_head_averaging_min_steps
+        return head_tail_spec(self._network(), self.config)
 
     def per_record_loss(self, codes: torch.Tensor, generator: torch.Generator, run_fraction: float) -> torch.Tensor:
         """Each record's masked NLL (and survival head NLL) with fresh masks, times its fairness
