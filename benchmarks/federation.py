@@ -118,17 +118,20 @@ def _timed(func) -> float:
 
 
 # ----------------------------------------------------------------------------------- rounds
-def _federation_config(root: Path, engine: str, sites: int, rounds: int, dataset: str, local_epochs: int) -> Any:
+def _federation_config(
+    root: Path, engine: str, sites: int, rounds: int, dataset: str, local_epochs: int, secure: bool = False
+) -> Any:
     from fedsynth.server.config import FederationConfig
 
     return FederationConfig.from_dict(
         {
             "federation": {
                 "engine": engine, "rounds": rounds, "min_sites": sites, "round_timeout": 600,
-                "run_dir": str(root / f"{engine}-{sites}"),
+                "run_dir": str(root / f"{engine}-{sites}{'-secagg' if secure else ''}"),
             },
             "simulation": {"dataset": dataset, "sites": sites},
             "site": {"privacy": {"target_epsilon": 4.0}, "training": {"local_epochs": local_epochs}},
+            "secure_aggregation": {"enabled": secure},
         }
     )  # fmt: skip
 
@@ -161,7 +164,10 @@ def clientapp_startup(repeats: int = 3) -> dict[str, float]:
     return {"python_start_seconds": bare, "import_fedsynth_client_app_seconds_best": min(imports)}
 
 
-def rounds_benchmark(site_counts: list[int], rounds: int, dataset: str, local_epochs: int = 1) -> dict[str, Any]:
+def rounds_benchmark(
+    site_counts: list[int], rounds: int, dataset: str, local_epochs: int = 1, secure_modes: tuple[bool, ...] = (False,)
+) -> dict[str, Any]:
+    """Seconds per round on both engines; with ``secure_modes`` (False, True) each also under SecAgg+."""
     from fedsynth.deploy.loopback_runs import run_on_loopback
     from fedsynth.server.simulation import simulate
 
@@ -170,19 +176,26 @@ def rounds_benchmark(site_counts: list[int], rounds: int, dataset: str, local_ep
         root = Path(tmp)
         for sites in site_counts:
             for engine in ("simulation", "deployment"):
-                config = _federation_config(root, engine, sites, rounds, dataset, local_epochs)
-                started = time.time()
-                if engine == "simulation":
-                    simulate(config)
-                else:
-                    run_on_loopback(config)
-                total = time.time() - started
-                entry = {"total_seconds": total, **_round_seconds(config.run_dir, started)}
-                results[f"{engine}_{sites}_sites"] = entry
-                if engine == "deployment" and entry["steady_round_mean"]:
-                    simulated = results[f"simulation_{sites}_sites"]["steady_round_mean"]
-                    results[f"deployment_over_simulation_{sites}_sites"] = entry["steady_round_mean"] / simulated
-                print(f"{engine} {sites} sites: {json.dumps(entry)}", flush=True)
+                for secure in secure_modes:
+                    key = f"{engine}_{sites}_sites{'_secagg' if secure else ''}"
+                    config = _federation_config(root, engine, sites, rounds, dataset, local_epochs, secure)
+                    started = time.time()
+                    if engine == "simulation":
+                        simulate(config)
+                    else:
+                        run_on_loopback(config)
+                    total = time.time() - started
+                    entry = {"total_seconds": total, **_round_seconds(config.run_dir, started)}
+                    results[key] = entry
+                    plain = results.get(f"{engine}_{sites}_sites", {}).get("steady_round_mean")
+                    if secure and plain and entry["steady_round_mean"]:
+                        results[f"{engine}_secagg_over_plain_{sites}_sites"] = entry["steady_round_mean"] / plain
+                    print(f"{key}: {json.dumps(entry)}", flush=True)
+            for suffix in ("", "_secagg"):
+                deployed = results.get(f"deployment_{sites}_sites{suffix}", {}).get("steady_round_mean")
+                simulated = results.get(f"simulation_{sites}_sites{suffix}", {}).get("steady_round_mean")
+                if deployed and simulated:
+                    results[f"deployment_over_simulation_{sites}_sites{suffix}"] = deployed / simulated
     results["clientapp_process_startup"] = clientapp_startup()
     return results
 
@@ -249,13 +262,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--dataset", default=None)
     parser.add_argument("--local-epochs", type=int, default=1, help="rounds: each site's epochs per round")
+    parser.add_argument(
+        "--secure-aggregation", nargs="+", choices=["off", "on"], default=["off"],
+        help="rounds: run each engine without and/or with SecAgg+",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     command = " ".join(["python -m benchmarks.federation", *sys.argv[1:]])
     if args.what == "dp-epoch":
         result = dp_epoch(args.repeats)
     elif args.what == "rounds":
-        result = rounds_benchmark(args.sites or [3, 10], args.rounds, args.dataset or "flchain", args.local_epochs)
+        secure = tuple(mode == "on" for mode in args.secure_aggregation)
+        result = rounds_benchmark(
+            args.sites or [3, 10], args.rounds, args.dataset or "flchain", args.local_epochs, secure
+        )
     else:
         result = many_sites((args.sites or [50])[0], args.dataset or "flchain")
     document = {"command": command, "machine": machine_info(), "result": result}

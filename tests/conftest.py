@@ -74,3 +74,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     fast = [item for module, group in modules.items() if module not in known for item in group]
     cut = max(0, len(items) // 2 - len(halves[0]))  # the first worker's half is the first len // 2 items
     items[:] = halves[0] + fast[:cut] + halves[1] + fast[cut:]
+
+
+@pytest.fixture()
+def server_identity():
+    """The identity Flower's runtime gives a ServerApp before it builds messages."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0

@@ -32,6 +32,11 @@ from fedsynth.client.ledger import BudgetExceededError
 from fedsynth.client.ledger_backup import STATE
 from fedsynth.client.marginal_release import MarginalsRefusedError
 from fedsynth.client.packed_weights import layout_from_json, pack, unpack
+from fedsynth.client.secure_aggregation import (
+    SecureAggregationRequiredError,
+    check_secure_aggregation,
+    secure_aggregation_mod,
+)
 from fedsynth.client.site import RoundResult, Site
 from fedsynth.client.site_errors import shareable_message, site_identity
 from fedsynth.data.schema import Schema
@@ -116,17 +121,17 @@ class SiteError(RuntimeError):
 def without_details(handler):  # type: ignore[no-untyped-def]
     """Flower sends an exception's text back to the coordinator; data errors name rows and values.
 
-    Budget, audit-cap and marginal-release refusals (figures and the site's name only) pass unchanged; a data
-    validation error or a too-few-records refusal is sent as its summary without values
-    (:func:`fedsynth.client.site_errors.shareable_message`); any other error is logged in full at
-    the site and replaced by its type name.
+    Budget, audit-cap, marginal-release and secure-aggregation refusals (figures, settings and the
+    site's name only) pass unchanged; a data validation error or a too-few-records refusal is sent
+    as its summary without values (:func:`fedsynth.client.site_errors.shareable_message`); any
+    other error is logged in full at the site and replaced by its type name.
     """
 
     @functools.wraps(handler)
     def wrapper(message: Message, context: Context, sites_root: Path | None = None) -> Message:
         try:
             return handler(message, context, sites_root)
-        except (BudgetExceededError, AuditRefusedError, MarginalsRefusedError):
+        except (BudgetExceededError, AuditRefusedError, MarginalsRefusedError, SecureAggregationRequiredError):
             raise
         except Exception as exc:
             log(ERROR, "%s failed at this site: %r", handler.__name__, exc)
@@ -147,6 +152,7 @@ def handle_train(message: Message, context: Context, sites_root: Path | None = N
     """Train one DP round at this site on the global weights in ``message``."""
     started = time.monotonic()
     site = open_site(site_dir_from_context(context, sites_root))
+    check_secure_aggregation(message, site.config.name, site.config.privacy.require_secure_aggregation)
     config = message.content["config"]
     model_config = config_from_dict(json.loads(str(config["model-config"])))
     opened = time.monotonic()
@@ -266,7 +272,7 @@ def make_client_app(sites_root: Path | None = None) -> ClientApp:
     """A ClientApp; ``sites_root`` maps simulation partitions to site directories."""
     client_app = ClientApp()
 
-    @client_app.train()
+    @client_app.train(mods=[secure_aggregation_mod])  # a plain round passes it unchanged
     def train(message: Message, context: Context) -> Message:
         return handle_train(message, context, sites_root)
 

@@ -15,6 +15,7 @@ budget in the site's TOML file, and the site enforces it whatever the server ask
     max_audits = 10                     # audits answered, ever (their results are not DP)
     marginals_share = 0.4               # epsilon share of the once-per-run DP marginal tables; 0: none
     # evaluation_horizons = [365, 730]  # the only calibration horizons this site answers at
+    # require_secure_aggregation = true # train only in rounds the coordinator runs under SecAgg+
 
     [training]
     local_epochs = 5
@@ -70,6 +71,9 @@ class PrivacyConfig(BaseModel):
     # for DP-SGD noise 7-12% higher and no loss of C-index (docs/research/2026-12-03-calibrated-release.md).
     # 0: nothing released.
     marginals_share: float = Field(0.4, ge=0, lt=1, description="epsilon share of the DP marginal tables")
+    # The site's DP holds whatever the coordinator does; SecAgg+ also keeps the coordinator from
+    # seeing this site's own update. True: a training round without it is refused, before any spend.
+    require_secure_aggregation: bool = False
 
 
 class TrainingConfig(BaseModel):

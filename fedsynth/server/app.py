@@ -79,6 +79,10 @@ def run_federation(grid: Grid, config: FederationConfig, schema: Schema) -> Path
             "model-config": json.dumps(config_to_dict(config.model)),
         }
     )
+    if config.secure_aggregation.enabled:  # the coordinator then sees only the sum of the updates
+        from fedsynth.server.secure_aggregation import SecureAggregationGrid
+
+        grid = SecureAggregationGrid(grid, config.secure_aggregation)
     strategy.start(
         grid=grid,
         initial_arrays=pack(state),

@@ -18,6 +18,9 @@ training = { local_epochs = 5 }
 
 [model]                        # generator = "mcm" (default), "medvae" or "ck4gen"; then its config's fields
 hidden = 64
+
+[secure_aggregation]           # Flower's SecAgg+: the coordinator sees only the sum of the updates
+enabled = false
 """
 
 from __future__ import annotations
@@ -120,6 +123,47 @@ class SimulationConfig(BaseModel):
         return self
 
 
+SECTIONS = ("simulation", "site", "model", "secure_aggregation")
+
+
+class SecureAggregationConfig(BaseModel):
+    """Flower's SecAgg+ over the training rounds: the coordinator sees only the sum of the
+    sites' updates (fedsynth.server.secure_aggregation). The fields are SecAgg+'s own.
+
+    ``num_shares`` and ``reconstruction_threshold`` are counts, or fractions of a round's sites
+    (of the shares): each site's secrets are split among ``num_shares`` sites, and any
+    ``reconstruction_threshold`` of them can rebuild them. A round survives up to
+    ``num_shares - reconstruction_threshold`` sites dropping out; fewer than the threshold
+    colluding with the coordinator learn no site's update.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = False
+    num_shares: int | float = Field(1.0, gt=0, description="every site of the round by default")
+    reconstruction_threshold: int | float = Field(0.67, gt=0, description="two thirds of the shares by default")
+    # SecAgg+ weighs each site's update by num_examples / max_weight; a site with more
+    # training records than this refuses, so it must be at least the largest site's.
+    max_weight: float = Field(10_000.0, gt=0)
+    # Sites send their round's update (new minus global weights): its entries were below 0.6 in
+    # every DP round measured, and scaled by num_examples / max_weight; a site whose update would
+    # be clipped refuses. Quantisation error per entry: sites x 2 clipping_range / quantization_range
+    # over the sum of the sites' num_examples / max_weight.
+    clipping_range: float = Field(2.0, gt=0, description="bound on a weighted update's entries")
+    quantization_range: int = Field(2**24, ge=2**8, le=2**24, description="levels per entry, < 2**32 / sites")
+
+    @model_validator(mode="after")
+    def _shares_and_threshold(self) -> SecureAggregationConfig:
+        for name in ("num_shares", "reconstruction_threshold"):
+            value = getattr(self, name)
+            if isinstance(value, float) and value > 1:
+                raise ValueError(f"{name} = {value} is a fraction above 1: give a fraction <= 1 or a whole count")
+        both_counts = isinstance(self.num_shares, int) and isinstance(self.reconstruction_threshold, int)
+        if both_counts and self.reconstruction_threshold > self.num_shares:
+            raise ValueError("reconstruction_threshold is larger than num_shares: no secret could be rebuilt")
+        return self
+
+
 class FederationConfig(BaseModel):
     """Everything the coordinator decides; each site's budget stays in the site's own config."""
 
@@ -138,6 +182,13 @@ class FederationConfig(BaseModel):
     simulation: SimulationConfig = SimulationConfig()
     site: dict[str, Any] = Field(default_factory=dict, description="[site] defaults for simulated sites")
     model: MCMConfig | MedVAEConfig | CK4GenConfig = FEDERATED_MODEL_DEFAULTS
+    secure_aggregation: SecureAggregationConfig = SecureAggregationConfig()
+
+    @model_validator(mode="after")
+    def _secure_aggregation_needs_two_sites(self) -> FederationConfig:
+        if self.secure_aggregation.enabled and self.min_sites < 2:
+            raise ValueError("secure_aggregation.enabled needs min_sites >= 2: one site's sum is its own update")
+        return self
 
     @field_validator("model", mode="before")
     @classmethod
@@ -174,7 +225,7 @@ class FederationConfig(BaseModel):
             cls,
             data,
             main="federation",
-            sections=("simulation", "site", "model"),
+            sections=SECTIONS,
             error_type=FederationConfigError,
             source=source,
         )
@@ -188,7 +239,7 @@ class FederationConfig(BaseModel):
             return value
 
         flat = drop_none(self.model_dump(mode="json", by_alias=True))
-        sections = {name: flat.pop(name) for name in ("simulation", "site", "model")}
+        sections = {name: flat.pop(name) for name in SECTIONS}
         return {"federation": flat, **sections}
 
     @classmethod

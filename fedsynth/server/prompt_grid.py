@@ -43,15 +43,11 @@ def prompt_object_pulls(initial_backoff: float = OBJECT_PULL_BACKOFF, max_time: 
             function.__kwdefaults__["max_time"] = max_time
 
 
-class PromptGrid(Grid):
-    """``grid`` with ``send_and_receive`` pulling replies every ``pull_interval`` seconds."""
+class GridWrapper(Grid):
+    """Everything is the wrapped ``grid``'s; a subclass overrides what it adds to."""
 
-    def __init__(self, grid: Grid, pull_interval: float = PULL_INTERVAL) -> None:
-        if pull_interval <= 0:
-            raise ValueError(f"pull_interval must be > 0, got {pull_interval}")
+    def __init__(self, grid: Grid) -> None:
         self.grid = grid
-        self.pull_interval = pull_interval
-        prompt_object_pulls(max_time=REPLY_OBJECTS_MAX_TIME)  # a reply's objects can lag its message
 
     def set_run(self, run: Run) -> None:
         self.grid.set_run(run)
@@ -76,6 +72,20 @@ class PromptGrid(Grid):
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         return self.grid.pull_messages(message_ids)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        return self.grid.send_and_receive(messages, timeout=timeout)
+
+
+class PromptGrid(GridWrapper):
+    """``grid`` with ``send_and_receive`` pulling replies every ``pull_interval`` seconds."""
+
+    def __init__(self, grid: Grid, pull_interval: float = PULL_INTERVAL) -> None:
+        if pull_interval <= 0:
+            raise ValueError(f"pull_interval must be > 0, got {pull_interval}")
+        super().__init__(grid)
+        self.pull_interval = pull_interval
+        prompt_object_pulls(max_time=REPLY_OBJECTS_MAX_TIME)  # a reply's objects can lag its message
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         """Push ``messages``, then pull until every one has a reply or ``timeout`` seconds pass

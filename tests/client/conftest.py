@@ -32,9 +32,25 @@ def site_dir(whas500, tmp_path):
     _sites.clear()
 
 
-@pytest.fixture()
-def server_identity():
-    """The identity Flower's runtime gives a ServerApp before it builds messages."""
-    from flwr.supercore.task_identity import TaskIdentity
+def train_instruction(schema: Schema, server_round: int = 1, planned_rounds: int = 2, node: int = 1, config=None):  # noqa: ANN001, ANN201
+    """A coordinator's train instruction for ``node``: fresh global weights of ``config`` (a small MCM)."""
+    import json
 
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+    from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+
+    from fedsynth.client.app import WEIGHTS_LAYOUT
+    from fedsynth.client.packed_weights import layout_of, layout_to_json, pack
+    from fedsynth.model.config import MCMConfig
+    from fedsynth.model.generators import config_to_dict, new_generator
+
+    config = config or MCMConfig(hidden=16, n_bins=16)
+    state = new_generator(config).build(schema).network_.state_dict()
+    settings = {
+        "run-id": "test-run",
+        "server-round": server_round,
+        "planned-rounds": planned_rounds,
+        "model-config": json.dumps(config_to_dict(config)),
+        WEIGHTS_LAYOUT: layout_to_json(layout_of(state)),
+    }
+    content = RecordDict({"arrays": pack(state), "config": ConfigRecord(settings)})
+    return Message(content=content, dst_node_id=node, message_type=MessageType.TRAIN, group_id=str(server_round))

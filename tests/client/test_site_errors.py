@@ -16,11 +16,7 @@ from tests.client.conftest import write_site
 
 
 @pytest.fixture(autouse=True)
-def server_identity():
-    """The identity Flower's runtime gives a ServerApp before it builds messages."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+def _closed_sites(server_identity):  # noqa: ANN001, ANN202
     yield
     _sites.clear()
 

@@ -162,3 +162,24 @@ def test_the_model_table_names_its_generator_over_that_generators_federated_defa
     )
     with pytest.raises(FederationConfigError, match=r"model.generator: 'mcm' -> 'medvae'"):
         check_resumable(run, medvae, bundled_schema("whas500"))
+
+
+def test_secure_aggregation_is_off_by_default_and_bad_settings_are_named() -> None:
+    assert FederationConfig().secure_aggregation.enabled is False
+    on = FederationConfig.from_dict(
+        {"secure_aggregation": {"enabled": True, "num_shares": 3, "reconstruction_threshold": 2}}
+    )
+    assert (on.secure_aggregation.num_shares, on.secure_aggregation.reconstruction_threshold) == (3, 2)
+    assert FederationConfig.from_dict(on.to_document()) == on  # the document round trip keeps the section
+    refusals = {
+        "reconstruction_threshold is larger than num_shares": {"num_shares": 3, "reconstruction_threshold": 4},
+        r"num_shares = 1.5 is a fraction above 1": {"num_shares": 1.5},
+        r"secure_aggregation\.clipping_range: Input should be greater than 0": {"clipping_range": 0},
+        r"secure_aggregation\.quantization_range: Input should be less than or equal": {"quantization_range": 2**30},
+        r"secure_aggregation\.enabeld": {"enabeld": True},
+    }
+    for message, section in refusals.items():
+        with pytest.raises(FederationConfigError, match=message):
+            FederationConfig.from_dict({"secure_aggregation": section})
+    with pytest.raises(FederationConfigError, match="needs min_sites >= 2"):
+        FederationConfig.from_dict({"federation": {"min_sites": 1}, "secure_aggregation": {"enabled": True}})

@@ -17,6 +17,8 @@ from fedsynth.marginals.tables import MarginalSpec, tables_from_json
 from fedsynth.server.marginals import MARGINALS_FILE, request_marginals
 from fedsynth.server.run import RunDirectory
 
+pytestmark = pytest.mark.usefixtures("server_identity")
+
 SHARES = {"a": 0.25, "b": 0.1, "c": 0.0}
 
 
@@ -59,13 +61,6 @@ def grid(whas500, tmp_path):
         dirs[node] = site_dir
     yield SiteGrid(dirs)
     _sites.clear()
-
-
-@pytest.fixture(autouse=True)
-def server_identity():
-    from flwr.supercore.task_identity import TaskIdentity
-
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
 
 
 def _request(grid: SiteGrid, run: RunDirectory, schema: Schema) -> dict:

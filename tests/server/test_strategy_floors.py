@@ -14,19 +14,14 @@ from fedsynth.model.config import MCMConfig
 from fedsynth.server.run import RunDirectory
 from fedsynth.server.strategy import mcm_fedavg
 
+pytestmark = pytest.mark.usefixtures("server_identity")
+
 
 class _TwoNodes:
     """The one thing FedAvg asks of Flower's Grid when it builds train instructions: who is connected."""
 
     def get_node_ids(self) -> list[int]:
         return [11, 12]
-
-
-@pytest.fixture(autouse=True)
-def server_identity():
-    from flwr.supercore.task_identity import TaskIdentity
-
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
 
 
 def test_train_instructions_carry_the_largest_epsilon_recorded_per_site(tmp_path) -> None:

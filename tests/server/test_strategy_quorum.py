@@ -18,6 +18,8 @@ from fedsynth.server.outcome import TrainingFailedError, check_training_outcome
 from fedsynth.server.run import RunDirectory
 from fedsynth.server.strategy import mcm_fedavg
 
+pytestmark = pytest.mark.usefixtures("server_identity")
+
 CONFIG = MCMConfig(hidden=16, n_bins=16)
 STATE = MCM(CONFIG).build(bundled_schema("whas500")).network_.state_dict()
 LAYOUT = layout_of(STATE)
@@ -27,13 +29,6 @@ SIZE = layout_size(LAYOUT)
 class _ThreeNodes:
     def get_node_ids(self) -> list[int]:
         return [11, 12, 13]
-
-
-@pytest.fixture(autouse=True)
-def server_identity():
-    from flwr.supercore.task_identity import TaskIdentity
-
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
 
 
 def _reply(instruction: Message, site: str, value: float) -> Message:

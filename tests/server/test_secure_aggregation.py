@@ -1,0 +1,286 @@
+"""SecAgg+ rounds: the coordinator holds only the sum, which equals FedAvg within quantisation.
+
+Three WHAS500 sites run the real ClientApp handler with the real SecAgg+ mods; the grid below
+only carries messages between the coordinator and them in this process, each site keeping its
+own node state as a SuperNode does. A spy inside each site's mods keeps its plain weights, so
+the test knows what FedAvg would have produced and what the coordinator must never see.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterable
+from uuid import uuid4
+
+import numpy as np
+import pytest
+from flwr.app import ConfigRecord, Context, Error, Message, MessageType, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
+from flwr.serverapp import Grid
+from flwr.supercore.run import Run
+
+from fedsynth.client.app import REPLY_METRICS, WEIGHTS_LAYOUT, _sites, handle_train
+from fedsynth.client.packed_weights import WEIGHTS, layout_of, layout_to_json, pack
+from fedsynth.client.secure_aggregation import SITE_NAME_FIELD, secure_aggregation_mod
+from fedsynth.model.config import MCMConfig
+from fedsynth.model.generators import config_to_dict, new_generator
+from fedsynth.server.config import SecureAggregationConfig
+from fedsynth.server.secure_aggregation import SecureAggregationGrid
+from fedsynth.server.strategy import check_reply
+from tests.client.conftest import write_site
+
+pytestmark = pytest.mark.usefixtures("server_identity")
+
+MODEL = MCMConfig(hidden=16, n_bins=16)
+NODES = (11, 22, 33)
+
+
+class InProcessSites(Grid):
+    """Carries each message to its node's ClientApp in this process and back, as copies (each
+    side holds its own objects, as over the wire). ``silent_from[node]`` is the SecAgg+ stage
+    from which that node no longer answers. Every reply the coordinator got is kept."""
+
+    def __init__(self, app: ClientApp, site_dirs: dict[int, str]) -> None:
+        self.app = app
+        self.contexts = {
+            node: Context(run_id=1, node_id=node, node_config={"site-dir": d}, state=RecordDict(), run_config={})
+            for node, d in site_dirs.items()
+        }
+        self.silent_from: dict[int, str] = {}
+        self.received: list[tuple[str, Message]] = []
+        self._run = Run.create_empty(1)
+
+    def set_run(self, run: Run) -> None:
+        self._run = run
+
+    @property
+    def run(self) -> Run:
+        return self._run
+
+    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):  # noqa: ANN001, ANN201
+        raise NotImplementedError
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(self.contexts)
+
+    def push_messages(self, messages):  # noqa: ANN001, ANN201
+        raise NotImplementedError
+
+    def pull_messages(self, message_ids):  # noqa: ANN001, ANN201
+        raise NotImplementedError
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        order = [Stage.SETUP, Stage.SHARE_KEYS, Stage.COLLECT_MASKED_VECTORS, Stage.UNMASK]
+        replies = []
+        for message in messages:
+            message.metadata.__dict__["_message_id"] = str(uuid4())
+            node = message.metadata.dst_node_id
+            stage = str(message.content.config_records[RECORD_KEY_CONFIGS][Key.STAGE])
+            silent = self.silent_from.get(node)
+            if silent is not None and order.index(stage) >= order.index(silent):
+                continue
+            delivered = copy.deepcopy(message)
+            try:
+                reply = self.app(delivered, self.contexts[node])
+            except Exception as exc:  # Flower's runtime turns a ClientApp exception into an error reply
+                reply = Message(Error(1, str(exc)), reply_to=delivered)
+            reply = copy.deepcopy(reply)
+            self.received.append((stage, reply))
+            replies.append(reply)
+        return replies
+
+
+@pytest.fixture()
+def federation(whas500, tmp_path):
+    """Three sites of 150, 130 and 180 WHAS500 rows; the spy keeps each site's plain train reply."""
+    frame, schema = whas500
+    dirs, start = {}, 0
+    for node, rows in zip(NODES, (150, 130, 180), strict=True):
+        dirs[node] = str(write_site(tmp_path / f"site-{node}", frame.iloc[start : start + rows], schema,
+                                    "[privacy]\ntarget_epsilon = 2.0\n[training]\nlocal_epochs = 1\n"))  # fmt: skip
+        (tmp_path / f"site-{node}" / "site.toml").write_text(
+            (tmp_path / f"site-{node}" / "site.toml").read_text().replace("hospital-a", f"hospital-{node}")
+        )
+        start += rows
+    plain: dict[int, Message] = {}
+
+    def spy(message: Message, context: Context, call_next):  # noqa: ANN001, ANN202
+        reply = call_next(message, context)
+        plain[context.node_id] = reply
+        return reply
+
+    app = ClientApp()
+    app.train(mods=[secure_aggregation_mod, spy])(lambda message, context: handle_train(message, context))
+    yield InProcessSites(app, dirs), plain, schema
+    _sites.clear()
+
+
+def _instructions(schema, nodes=NODES) -> list[Message]:
+    state = new_generator(MODEL).build(schema).network_.state_dict()
+    config = {
+        "run-id": "secagg-test",
+        "server-round": 1,
+        "planned-rounds": 2,
+        "model-config": json.dumps(config_to_dict(MODEL)),
+        WEIGHTS_LAYOUT: layout_to_json(layout_of(state)),
+    }
+    content = RecordDict({"arrays": pack(state), "config": ConfigRecord(config)})  # one for all, as FedAvg does
+    return [Message(content, dst_node_id=node, message_type=MessageType.TRAIN, group_id="1") for node in nodes]
+
+
+def _fedavg(plain: dict[int, Message], nodes) -> np.ndarray:
+    weights = np.array([plain[n].content["metrics"]["num-examples"] for n in nodes], dtype=np.float64)
+    vectors = np.stack([plain[n].content["arrays"][WEIGHTS].numpy().astype(np.float64) for n in nodes])
+    return (weights[:, None] * vectors).sum(axis=0) / weights.sum()
+
+
+def _quantisation_bound(config: SecureAggregationConfig, plain: dict[int, Message], nodes) -> float:
+    """SecAgg+'s worst case per entry: one quantisation step per site (stochastic rounding of the
+    weighted update), over the sum of the weights, plus float32 rounding of the model."""
+    step = 2 * config.clipping_range / config.quantization_range
+    ratios = [round(plain[n].content["metrics"]["num-examples"] / config.max_weight * config.quantization_range)
+              / config.quantization_range for n in nodes]  # fmt: skip
+    return len(nodes) * step / sum(ratios) + 1e-5
+
+
+def test_the_sum_equals_fedavg_and_the_coordinator_never_holds_a_site_update(federation) -> None:
+    sites, plain, schema = federation
+    config = SecureAggregationConfig(enabled=True)
+    instructions = _instructions(schema)
+    layout = layout_of(new_generator(MODEL).build(schema).network_.state_dict())
+
+    replies = list(SecureAggregationGrid(sites, config).send_and_receive(instructions, timeout=60))
+
+    assert sorted(r.metadata.src_node_id for r in replies) == sorted(NODES)
+    assert {r.metadata.reply_to_message_id for r in replies} == {m.metadata.message_id for m in instructions}
+    for reply in replies:  # the strategy sees the site contract: the sum, and each site's own scalars
+        assert check_reply(reply, layout) is None
+        node = reply.metadata.src_node_id
+        assert dict(reply.content["metrics"]) == dict(plain[node].content["metrics"])
+        assert reply.content["site"]["name"] == f"hospital-{node}"
+    aggregate = replies[0].content["arrays"][WEIGHTS].numpy()
+    assert all(np.array_equal(r.content["arrays"][WEIGHTS].numpy(), aggregate) for r in replies)
+    expected = _fedavg(plain, NODES)
+    bound = _quantisation_bound(config, plain, NODES)
+    assert np.abs(aggregate - expected).max() <= bound
+    start = instructions[0].content["arrays"][WEIGHTS].numpy()
+    assert np.abs(expected - start).max() > 100 * bound  # the rounds moved the weights: the check can fail
+
+    # What the coordinator received: four stages per site, scalars and key material only.
+    assert sorted(stage for stage, _ in sites.received) == sorted(
+        [Stage.SETUP, Stage.SHARE_KEYS, Stage.COLLECT_MASKED_VECTORS, Stage.UNMASK] * 3
+    )
+    expected_fields = {
+        Stage.SETUP: {Key.PUBLIC_KEY_1, Key.PUBLIC_KEY_2},
+        Stage.SHARE_KEYS: {Key.DESTINATION_LIST, Key.CIPHERTEXT_LIST},
+        Stage.COLLECT_MASKED_VECTORS: {Key.MASKED_PARAMETERS},
+        Stage.UNMASK: {Key.NODE_ID_LIST, Key.SHARE_LIST},
+    }
+    for stage, reply in sites.received:
+        assert not reply.has_error()
+        assert sum(len(record) for record in reply.content.array_records.values()) == 0  # no weights at all
+        assert set(reply.content.config_records[RECORD_KEY_CONFIGS].keys()) == expected_fields[stage]
+        if stage == Stage.COLLECT_MASKED_VECTORS:
+            assert set(reply.content.keys()) == {
+                "fitres.parameters", "fitres.num_examples", "fitres.metrics", "fitres.status", RECORD_KEY_CONFIGS
+            }  # fmt: skip
+            fields = dict(reply.content["fitres.metrics"])
+            assert set(fields) == {*REPLY_METRICS, SITE_NAME_FIELD}
+            assert all(isinstance(v, int | float) for k, v in fields.items() if k != SITE_NAME_FIELD)
+            # The masked vector is uniform noise to the coordinator: unrelated to the site's update.
+            from flwr.common import bytes_to_ndarray
+
+            masked = bytes_to_ndarray(reply.content[RECORD_KEY_CONFIGS][Key.MASKED_PARAMETERS][1]).astype(np.float64)
+            node = reply.metadata.src_node_id
+            update = plain[node].content["arrays"][WEIGHTS].numpy().astype(np.float64) - start
+            assert abs(np.corrcoef(masked, update)[0, 1]) < 0.1
+            assert masked.std() > 0.2 * 2**32 / np.sqrt(12)  # spread over the whole modulus
+
+
+def test_a_site_that_drops_before_training_leaves_the_sum_of_the_others(federation) -> None:
+    sites, plain, schema = federation
+    config = SecureAggregationConfig(enabled=True)
+    sites.silent_from[33] = Stage.COLLECT_MASKED_VECTORS  # keys shared, then gone: its masks are removed
+
+    replies = list(SecureAggregationGrid(sites, config).send_and_receive(_instructions(schema), timeout=60))
+
+    assert sorted(r.metadata.src_node_id for r in replies) == [11, 22]  # silent: no reply, a timeout record
+    aggregate = replies[0].content["arrays"][WEIGHTS].numpy()
+    assert 33 not in plain  # it never trained
+    assert np.abs(aggregate - _fedavg(plain, [11, 22])).max() <= _quantisation_bound(config, plain, [11, 22])
+
+
+def test_too_few_sites_to_unmask_loses_the_round_and_says_who_trained(federation) -> None:
+    sites, plain, schema = federation
+    sites.silent_from[22] = Stage.COLLECT_MASKED_VECTORS
+    sites.silent_from[33] = Stage.COLLECT_MASKED_VECTORS  # one site left: below the threshold of two
+
+    replies = list(
+        SecureAggregationGrid(sites, SecureAggregationConfig(enabled=True)).send_and_receive(
+            _instructions(schema), timeout=60
+        )
+    )
+
+    assert [r.metadata.src_node_id for r in replies] == [11]
+    assert replies[0].has_error()
+    assert "hospital-11 trained this round" in replies[0].error.reason
+    assert "not aggregated" in replies[0].error.reason
+
+
+def test_a_site_refuses_an_update_secagg_would_clip(federation) -> None:
+    sites, plain, schema = federation
+    config = SecureAggregationConfig(enabled=True, clipping_range=1e-6)
+
+    replies = list(SecureAggregationGrid(sites, config).send_and_receive(_instructions(schema), timeout=60))
+
+    assert len(replies) == 3 and all(r.has_error() for r in replies)
+    assert all("secure_aggregation.clipping_range" in r.error.reason for r in replies)
+
+
+def test_a_site_larger_than_max_weight_refuses(federation) -> None:
+    sites, plain, schema = federation
+    replies = list(
+        SecureAggregationGrid(sites, SecureAggregationConfig(enabled=True, max_weight=100)).send_and_receive(
+            _instructions(schema), timeout=60
+        )
+    )
+    assert all(r.has_error() and "secure_aggregation.max_weight = 100" in r.error.reason for r in replies)
+
+
+def test_other_messages_pass_through_unchanged(federation) -> None:
+    sites, _, schema = federation
+
+    class Recorder(InProcessSites):
+        def send_and_receive(self, messages, *, timeout=None):  # noqa: ANN001, ANN201
+            self.passed = list(messages)
+            return []
+
+    recorder = Recorder(sites.app, {})
+    query = Message(RecordDict(), dst_node_id=11, message_type=MessageType.QUERY)
+    SecureAggregationGrid(recorder, SecureAggregationConfig(enabled=True)).send_and_receive([query])
+    assert recorder.passed == [query]
+
+
+@pytest.mark.integration
+def test_a_simulated_run_on_ray_trains_under_secagg_and_records_every_site(tmp_path) -> None:
+    """Flower's simulation engine carries the four SecAgg+ exchanges and keeps each site's node state."""
+    from fedsynth.server.config import FederationConfig
+    from fedsynth.server.run import RunDirectory
+    from fedsynth.server.simulation import simulate
+    from tests.server.conftest import whas500_config
+
+    document = whas500_config(tmp_path / "run", rounds=1).to_document()
+    document["federation"]["marginals"] = False
+    document["secure_aggregation"] = {"enabled": True}
+    document["site"]["privacy"]["require_secure_aggregation"] = True  # a plain round would be refused
+    run_dir = simulate(FederationConfig.from_dict(document))
+
+    run = RunDirectory(run_dir)
+    records = run.budget_records()
+    assert [r["status"] for r in records] == ["ok"] * 3
+    assert sorted(r["site"] for r in records) == ["site-0", "site-1", "site-2"]
+    (checkpoint,) = run.checkpoint_records()
+    assert checkpoint["round"] == 1 and sorted(checkpoint["sites"]) == ["site-0", "site-1", "site-2"]
+    assert json.loads((run_dir / "run.json").read_text())["config"]["secure_aggregation"]["enabled"] is True
