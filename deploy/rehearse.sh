@@ -70,7 +70,8 @@ for i in range(sites):
     (site / "schema.toml").write_text(Path("whas500.schema.toml").read_text())
     (site / "site.toml").write_text(
         f'[site]\nname = "site-{i}"\ndata = "data.csv"\nschema = "schema.toml"\n\n'
-        "[privacy]\ntarget_epsilon = 3.0\nevaluation_horizons = [365.0, 730.0]\n\n[training]\nlocal_epochs = 1\n"
+        "[privacy]\ntarget_epsilon = 3.0\nevaluation_horizons = [365.0, 730.0]\nrequire_secure_aggregation = true\n\n"
+        "[training]\nlocal_epochs = 1\n"
     )
 PY
 
@@ -139,6 +140,9 @@ min_sites = $SITES
 round_timeout = 120
 run_dir = "$WORK/runs/rehearsal"
 schema = "$WORK/site-0/schema.toml"
+
+[secure_aggregation]   # every site's site.toml requires it
+enabled = true
 EOF
 run fedsynth deploy app app   # the Flower app `flwr run` submits: the installed fedsynth's ServerApp and ClientApp
 TRAIN=(flwr run app hospitals --stream --run-config "federation-config=\"$WORK/federation.toml\"")

@@ -33,6 +33,8 @@ def test_the_runbook_rehearsed_by_its_script_trains_audits_and_leaves_nothing_ru
     assert "new SuperLink certificate certs/server.pem" in done.stdout
     resumed = re.search(r"Resuming run \S+ after round (\d+) ", (work / "logs" / "run-train.log").read_text())
     assert resumed is not None
+    # Every site requires SecAgg+ (a plain round would be refused), and every round ran under it.
+    assert "Secure aggregation completed" in (work / "logs" / "run-train.log").read_text()
     # A site that trained a round the crash interrupted spent it, and spends again when it is
     # repeated: the rounds its 3-round plan no longer covers are refused by its ledger, never run
     # (a round that some sites still answer is aggregated from them and checkpointed).
