@@ -25,9 +25,14 @@ def whas500_config(run_dir: Path, rounds: int, min_sites: int = 3) -> Federation
 
 @pytest.fixture(scope="session")
 def two_round_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished 2-round run on Flower's simulation engine: every site's budget planned and spent."""
+    """A finished 2-round run on Flower's simulation engine: every site's budget planned and spent.
+
+    Its rounds ran under SecAgg+ (the coordinator held only the sums); runs resumed from it by
+    the tests are plain, as a federation that turns secure aggregation off would be."""
     run_dir = tmp_path_factory.mktemp("two-rounds") / "run"
-    simulate(whas500_config(run_dir, rounds=2))
+    document = whas500_config(run_dir, rounds=2).to_document()
+    document["secure_aggregation"] = {"enabled": True}
+    simulate(FederationConfig.from_dict(document))
     return run_dir
 
 

@@ -261,26 +261,3 @@ def test_other_messages_pass_through_unchanged(federation) -> None:
     query = Message(RecordDict(), dst_node_id=11, message_type=MessageType.QUERY)
     SecureAggregationGrid(recorder, SecureAggregationConfig(enabled=True)).send_and_receive([query])
     assert recorder.passed == [query]
-
-
-@pytest.mark.integration
-def test_a_simulated_run_on_ray_trains_under_secagg_and_records_every_site(tmp_path) -> None:
-    """Flower's simulation engine carries the four SecAgg+ exchanges and keeps each site's node state."""
-    from fedsynth.server.config import FederationConfig
-    from fedsynth.server.run import RunDirectory
-    from fedsynth.server.simulation import simulate
-    from tests.server.conftest import whas500_config
-
-    document = whas500_config(tmp_path / "run", rounds=1).to_document()
-    document["federation"]["marginals"] = False
-    document["secure_aggregation"] = {"enabled": True}
-    document["site"]["privacy"]["require_secure_aggregation"] = True  # a plain round would be refused
-    run_dir = simulate(FederationConfig.from_dict(document))
-
-    run = RunDirectory(run_dir)
-    records = run.budget_records()
-    assert [r["status"] for r in records] == ["ok"] * 3
-    assert sorted(r["site"] for r in records) == ["site-0", "site-1", "site-2"]
-    (checkpoint,) = run.checkpoint_records()
-    assert checkpoint["round"] == 1 and sorted(checkpoint["sites"]) == ["site-0", "site-1", "site-2"]
-    assert json.loads((run_dir / "run.json").read_text())["config"]["secure_aggregation"]["enabled"] is True

@@ -22,6 +22,9 @@ def test_federated_rounds_then_resume_past_the_budget_is_refused(two_round_copy)
     run_dir = two_round_copy
     run = RunDirectory(run_dir)
     assert run.latest_checkpoint().round == 2
+    # Both rounds ran under SecAgg+ on the simulation engine (its node state kept between stages).
+    assert (run_dir / "logs" / "train.log").read_text().count("Secure aggregation completed") == 2
+    assert json.loads((run_dir / "run.json").read_text())["config"]["secure_aggregation"]["enabled"] is True
     records = run.budget_records()
     # Before round 1 each site released its marginal tables once (round 0): one Gaussian step at q = 1.
     released = [r for r in records if r["round"] == 0]
