@@ -27,6 +27,10 @@ from fedsynth.errors import UserError
 TABLE_SUFFIXES = (".csv", ".parquet")
 
 
+class OutputNotWritableError(UserError, OSError):
+    """An output file cannot be written where it was asked for (the message names the path)."""
+
+
 class TableFormatError(UserError, ValueError):
     """A table file cannot be read or written as given (suffix, encoding, separator, header)."""
 
@@ -141,9 +145,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     (SIGKILL runs no cleanup) leaves one, and the next write to ``path`` removes it.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # a parent that is a file, no permission, a read-only file system
+        raise OutputNotWritableError(
+            f"{path}: cannot write there ({exc.strerror or exc}); choose a directory you can write to, "
+            "or give this user write access to it"
+        ) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:

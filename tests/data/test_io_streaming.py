@@ -79,3 +79,21 @@ def test_sigterm_inside_the_block_unwinds_like_ctrl_c(tmp_path: Path) -> None:
     assert raised.value.code == 128 + signal.SIGTERM
     assert list(tmp_path.iterdir()) == []
     assert signal.getsignal(signal.SIGTERM) is previous
+
+
+def test_an_output_that_cannot_be_written_there_is_a_user_error_naming_it(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from fedsynth.cli import app
+    from fedsynth.data.io import OutputNotWritableError
+
+    blocker = tmp_path / "notes.txt"  # a file where a directory should be
+    blocker.write_text("x", encoding="utf-8")
+    with (
+        pytest.raises(OutputNotWritableError, match=r"notes.txt/out.csv: cannot write there"),
+        atomic_path(blocker / "out.csv"),
+    ):
+        pytest.fail("the block must not run")
+    done = CliRunner().invoke(app, ["dataset", "export", "whas500", "-o", str(blocker / "whas500.csv")])
+    assert done.exit_code == 2 and "cannot write there" in done.output and "Traceback" not in done.output
+    assert blocker.read_text(encoding="utf-8") == "x"  # nothing half-written
