@@ -154,6 +154,9 @@ for _ in $(seq 600); do
     sleep 0.5
 done
 grep -qs '"round": 1,' runs/rehearsal/budget.jsonl || { echo "round 1 never closed; see logs/" >&2; exit 1; }
+echo "   watching it (runbook section 4):"
+run flwr ls hospitals
+run fedsynth budget runs/rehearsal
 
 step "recover from a coordinator crash, renewing the SuperLink's certificate on the way back"
 # The coordinator's host dies after round 1: SuperLink, gateway, and the SuperLink's SuperExec

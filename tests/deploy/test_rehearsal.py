@@ -31,6 +31,9 @@ def test_the_runbook_rehearsed_by_its_script_trains_audits_and_leaves_nothing_ru
     # The coordinator was killed after round 1 and came back with a renewed certificate; the run,
     # submitted again, resumed from its checkpoint, and the SuperNodes reconnected on their own.
     assert "new SuperLink certificate certs/server.pem" in done.stdout
+    # Watched mid-run (runbook section 4): the run listed as running, the spend after round 1.
+    watched = done.stdout.split("watching it", 1)[1].split("== ", 1)[0]
+    assert "running" in watched.lower() and "site-0" in watched
     resumed = re.search(r"Resuming run \S+ after round (\d+) ", (work / "logs" / "run-train.log").read_text())
     assert resumed is not None
     # Every site requires SecAgg+ (a plain round would be refused), and every round ran under it.

@@ -183,3 +183,14 @@ def test_secure_aggregation_is_off_by_default_and_bad_settings_are_named() -> No
             FederationConfig.from_dict({"secure_aggregation": section})
     with pytest.raises(FederationConfigError, match="needs min_sites >= 2"):
         FederationConfig.from_dict({"federation": {"min_sites": 1}, "secure_aggregation": {"enabled": True}})
+
+
+def test_the_site_template_loads_and_names_every_site_setting() -> None:
+    from fedsynth.client.config import PrivacyConfig, TrainingConfig
+
+    template = EXAMPLE.parent / "site.toml"
+    config = SiteConfig.from_toml(template)
+    assert config.name == "st-elsewhere" and config.data == (template.parent / "cohort.csv").resolve()
+    text = template.read_text(encoding="utf-8")
+    for field in (*PrivacyConfig.model_fields, *TrainingConfig.model_fields):
+        assert f"{field} = " in text, f"examples/site.toml does not show {field}"
