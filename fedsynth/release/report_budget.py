@@ -10,6 +10,7 @@ from typing import Any
 from fedsynth.release.html import Html, figure, note, number, section, table, tag
 from fedsynth.release.report_parts import short
 from fedsynth.release.rules import Document, load_document
+from fedsynth.server.budget import SPEND_STATUSES
 
 EPSILON_DELTA = (
     "What ε and δ mean: whatever is released, any one patient's being in a site's data or not changes the "
@@ -45,7 +46,7 @@ def _training_history(site: dict[str, Any], records: list[dict[str, Any]]) -> li
     rounds = [
         (float(r["noise-multiplier"]), float(r["sample-rate"]), int(r["steps"]))
         for r in records
-        if r.get("site") == site.get("site") and r.get("status") == "ok" and r.get("mechanism") != "marginals"
+        if r.get("site") == site.get("site") and r.get("status") in SPEND_STATUSES and r.get("mechanism") != "marginals"
     ]
     if rounds:
         return rounds

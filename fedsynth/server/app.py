@@ -28,6 +28,7 @@ from fedsynth.data.schema import Schema
 from fedsynth.model.fairness import check_fairness
 from fedsynth.model.generators import config_to_dict, new_generator
 from fedsynth.server.audit import run_audit
+from fedsynth.server.budget import SPEND_STATUSES
 from fedsynth.server.config import FederationConfig
 from fedsynth.server.evaluation import run_evaluation
 from fedsynth.server.marginals import MARGINALS_FILE, request_marginals
@@ -161,7 +162,7 @@ def site_query_settings(run_config: Mapping[str, Any], run: RunDirectory) -> Sit
     seed = _int_setting(run_config, "seed", 0)
     expected = _int_setting(run_config, "expected-sites", 0)
     if expected == 0:
-        expected = len({r["site"] for r in run.budget_records() if r.get("status") == "ok"})
+        expected = len({r["site"] for r in run.budget_records() if r.get("status") in SPEND_STATUSES})
         if expected == 0:
             raise ValueError(
                 f"{run.path} records no site that trained: give run config 'expected-sites', e.g. expected-sites=3"

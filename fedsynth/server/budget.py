@@ -26,8 +26,14 @@ from fedsynth.server.run import RunDirectory
 ACCOUNTANT = "Opacus RDP (per record, Poisson sampling); ledger at each site"
 
 
+# A reply that trained and reported its spend, but whose weights were not aggregated (a SecAgg+
+# round whose sum could not be unmasked): its spend counts like an "ok" reply's.
+SPENT_NOT_AGGREGATED = "spent"
+SPEND_STATUSES = ("ok", SPENT_NOT_AGGREGATED)
+
+
 def _spend_records(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in records if r.get("status") == "ok" and "site" in r and "epsilon" in r]
+    return [r for r in records if r.get("status") in SPEND_STATUSES and "site" in r and "epsilon" in r]
 
 
 def site_epsilon_floors(records: Iterable[dict[str, Any]]) -> dict[str, float]:

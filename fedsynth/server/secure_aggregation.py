@@ -19,7 +19,7 @@ round's reply check as a whole.
 
 Sites that drop out after sending their keys are tolerated up to ``num_shares -
 reconstruction_threshold``; with more, the sum cannot be unmasked and the round is lost (the
-sites that trained still spent: each gets an error reply saying so in the budget record).
+sites that trained still spent: each one's spend is recorded as "spent", not aggregated).
 """
 
 from __future__ import annotations
@@ -196,20 +196,17 @@ def strategy_replies(
             continue
         fields = dict(trained.content.config_records["fitres.metrics"])
         site = str(fields.pop(SITE_NAME_FIELD, ""))
-        if aggregate is None:
-            reason = (
-                f"{site or 'this site'} trained this round (epsilon {fields.get('epsilon')}), but too few sites "
-                "answered SecAgg+'s last stage to unmask the sum; the round was not aggregated"
-            )
-            replies.append(Message(Error(CLIENT_APP_ERROR, reason), reply_to=instruction))
-            continue
         try:
             metrics = MetricRecord(fields)
         except (TypeError, ValueError):
             reason = f"{site or 'a site'}'s reply breaks the site contract: its metrics are not all scalars"
             replies.append(Message(Error(CLIENT_APP_ERROR, reason), reply_to=instruction))
             continue
-        arrays = ArrayRecord({WEIGHTS: Array(aggregate)})
-        content = RecordDict({"arrays": arrays, "metrics": metrics, "site": ConfigRecord({"name": site})})
+        if aggregate is None:  # its spend is recorded as spent, not aggregated (fedsynth.server.strategy)
+            reason = "trained, but too few sites answered SecAgg+'s last stage to unmask the sum: not aggregated"
+            content = RecordDict({"metrics": metrics, "site": ConfigRecord({"name": site, "reason": reason})})
+        else:
+            arrays = ArrayRecord({WEIGHTS: Array(aggregate)})
+            content = RecordDict({"arrays": arrays, "metrics": metrics, "site": ConfigRecord({"name": site})})
         replies.append(Message(content=content, reply_to=instruction))
     return replies

@@ -37,8 +37,18 @@ from fedsynth.client.app import LEDGER_FLOORS, REPLY_METRICS, WEIGHTS_LAYOUT
 from fedsynth.client.packed_weights import WEIGHTS, Layout, layout_size, layout_to_json, unpack
 from fedsynth.data.schema import Schema
 from fedsynth.model.generator_configs import AnyGeneratorConfig
-from fedsynth.server.budget import site_epsilon_floors
+from fedsynth.server.budget import SPENT_NOT_AGGREGATED, site_epsilon_floors
 from fedsynth.server.run import RunDirectory
+
+
+def _metrics_problem(metrics: MetricRecord) -> str | None:
+    if tuple(sorted(metrics.keys())) != tuple(sorted(REPLY_METRICS)):
+        return f"unexpected metrics {sorted(metrics.keys())}"
+    if any(not isinstance(value, int | float) for value in metrics.values()):
+        return "metrics must be scalars"
+    if any(not math.isfinite(float(value)) for value in metrics.values()):
+        return "non-finite metrics"
+    return None
 
 
 def check_reply(message: Message, layout: Layout) -> str | None:
@@ -46,22 +56,30 @@ def check_reply(message: Message, layout: Layout) -> str | None:
     content = message.content
     if set(content.keys()) != {"arrays", "metrics", "site"}:
         return f"unexpected records {sorted(content.keys())}"
-    metrics = content["metrics"]
-    if tuple(sorted(metrics.keys())) != tuple(sorted(REPLY_METRICS)):
-        return f"unexpected metrics {sorted(metrics.keys())}"
-    if any(not isinstance(value, int | float) for value in metrics.values()):
-        return "metrics must be scalars"
+    problem = _metrics_problem(content["metrics"])
+    if problem is not None:
+        return problem
     shapes = {name: tuple(array.shape) for name, array in content["arrays"].items()}
     if shapes != {WEIGHTS: (layout_size(layout),)}:
         return "arrays differ from the global model's packed parameters"
     if set(content["site"].keys()) != {"name"}:
         return f"unexpected site fields {sorted(content['site'].keys())}"
     # One diverged site must not turn the global model (and its checkpoint) into NaN.
-    if any(not math.isfinite(float(value)) for value in metrics.values()):
-        return "non-finite metrics"
     if any(not np.isfinite(array.numpy()).all() for array in content["arrays"].values()):
         return "non-finite weights"
     return None
+
+
+def check_spend_only(message: Message) -> str | None:
+    """Why a reply that reports a round's spend without weights breaks the contract (None: it keeps to it).
+
+    Only the SecAgg+ grid makes one (:mod:`fedsynth.server.secure_aggregation`): its sites trained
+    and spent, but the round's sum could not be unmasked, so their weights exist only masked.
+    """
+    content = message.content
+    if set(content.keys()) != {"metrics", "site"} or set(content["site"].keys()) != {"name", "reason"}:
+        return "not a spend-only reply"
+    return _metrics_problem(content["metrics"])
 
 
 class StrategyWrapper(Strategy):
@@ -166,6 +184,13 @@ class SiteReplies(StrategyWrapper):
             base = self._record_base(server_round, node_id, now)
             if message.has_error():
                 records.append({**base, "status": "error", "reason": message.error.reason})
+                continue
+            if check_spend_only(message) is None:  # trained and spent; its weights were not aggregated
+                site = message.content["site"]
+                self._site_names[node_id] = str(site["name"])
+                reason = str(site["reason"])
+                records.append({**base, "status": SPENT_NOT_AGGREGATED, "site": self._site_names[node_id],
+                                "reason": reason, **message.content["metrics"]})  # fmt: skip
                 continue
             problem = check_reply(message, self.layout)
             if problem is not None:

@@ -28,7 +28,7 @@ from fedsynth.model.config import MCMConfig
 from fedsynth.model.generators import config_to_dict, new_generator
 from fedsynth.server.config import SecureAggregationConfig
 from fedsynth.server.secure_aggregation import SecureAggregationGrid
-from fedsynth.server.strategy import check_reply
+from fedsynth.server.strategy import check_reply, check_spend_only
 from tests.client.conftest import write_site
 
 pytestmark = pytest.mark.usefixtures("server_identity")
@@ -223,10 +223,12 @@ def test_too_few_sites_to_unmask_loses_the_round_and_says_who_trained(federation
         )
     )
 
+    # hospital-11 trained and spent; its weights exist only masked: a spend without weights.
     assert [r.metadata.src_node_id for r in replies] == [11]
-    assert replies[0].has_error()
-    assert "hospital-11 trained this round" in replies[0].error.reason
-    assert "not aggregated" in replies[0].error.reason
+    (reply,) = replies
+    assert check_spend_only(reply) is None and "arrays" not in reply.content
+    assert dict(reply.content["metrics"]) == dict(plain[11].content["metrics"])
+    assert "not aggregated" in reply.content["site"]["reason"]
 
 
 def test_a_site_refuses_an_update_secagg_would_clip(federation) -> None:

@@ -85,3 +85,35 @@ def test_a_round_with_min_sites_replies_is_averaged_and_checkpointed(tmp_path) -
     assert json.dumps(sorted(r["site"] for r in run.budget_records() if r["status"] == "ok")) == '["site-a", "site-b"]'
     # The checkpoint names the sites whose weights it averaged, not the one that refused.
     assert [r["sites"] for r in run.checkpoint_records()] == [["site-a", "site-b"]]
+
+
+def _spend_only(instruction: Message, site: str, reason: str, **more: str) -> Message:
+    site_record = ConfigRecord({"name": site, "reason": reason, **more})
+    content = RecordDict({"metrics": _reply(instruction, site, 0.0).content["metrics"], "site": site_record})
+    return Message(content=content, reply_to=instruction)
+
+
+def test_a_spend_without_weights_is_recorded_as_spent_and_counted_never_aggregated(tmp_path) -> None:
+    """A SecAgg+ round whose sum could not be unmasked: its sites trained and spent, so the
+    budget record and the budget report count the spend; no model or checkpoint comes of it."""
+    from fedsynth.server.budget import budget_report
+
+    strategy, sent, run = _strategy(tmp_path, min_sites=1)
+    reason = "trained, but too few sites answered SecAgg+'s last stage to unmask the sum: not aggregated"
+    spent = [_spend_only(sent[0], "site-a", reason), _spend_only(sent[1], "site-b", reason)]
+    arrays, _ = strategy.aggregate_train(1, [*spent, _error(sent[2], "refused")])
+    assert arrays is None and run.latest_checkpoint() is None
+    records = run.budget_records()
+    assert [(r["status"], r.get("site")) for r in records] == [
+        ("spent", "site-a"),
+        ("spent", "site-b"),
+        ("error", None),
+    ]
+    assert all(r["epsilon"] == 0.5 and r["reason"] == reason for r in records[:2])
+    report = budget_report(tmp_path / "run")
+    assert sorted(s["site"] for s in report["sites"]) == ["site-a", "site-b"]
+    assert all(s["epsilon_spent"] >= 0.5 for s in report["sites"])  # the spend is counted, never dropped
+    # A spend-only reply carrying anything more is rejected, not recorded as a spend.
+    strategy, sent, run = _strategy(tmp_path / "again", min_sites=1)
+    strategy.aggregate_train(1, [_spend_only(sent[0], "site-a", reason, rows="1,2")])
+    assert [r["status"] for r in run.budget_records()] == ["rejected"]
