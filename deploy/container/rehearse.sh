@@ -83,12 +83,15 @@ for i in range(sites):
     )
 PY
 
-step "1. credentials (coordinator, once), and what each hospital receives: the CA and its node key"
-run in_image fedsynth deploy certs coordinator/certs --host 127.0.0.1 $(printf -- '--node %s ' "${NODES[@]}")
-for node in "${NODES[@]}"; do
+step "1. credentials (coordinator, once): the SuperLink's go to its container, the CA key stays out"
+run in_image fedsynth deploy certs credentials --host 127.0.0.1 $(printf -- '--node %s ' "${NODES[@]}")
+mkdir -p coordinator/certs coordinator/enrol
+cp credentials/ca.crt credentials/server.pem credentials/server.key coordinator/certs/
+cp credentials/nodes/*.pub coordinator/enrol/   # public keys, to register
+for node in "${NODES[@]}"; do  # what each hospital receives: the CA certificate and its node key
     mkdir -p "credentials-$node"
-    cp coordinator/certs/ca.crt "credentials-$node/ca.crt"
-    cp "coordinator/certs/nodes/$node.key" "credentials-$node/node.key"
+    cp credentials/ca.crt "credentials-$node/ca.crt"
+    cp "credentials/nodes/$node.key" "credentials-$node/node.key"
     free_port >"$node.port"
 done
 cp site-0/schema.toml coordinator/schema.toml
@@ -105,7 +108,7 @@ for _ in $(seq 120); do
     sleep 0.5
 done
 for node in "${NODES[@]}"; do
-    run coordinator exec -T superlink flwr supernode register "certs/nodes/$node.pub" hospitals --name "$node"
+    run coordinator exec -T superlink flwr supernode register "enrol/$node.pub" hospitals --name "$node"
 done
 
 step "3. SuperNode (each hospital): pre-flight, then its SuperNode and warm SuperExec"

@@ -33,6 +33,7 @@ from fedsynth.client.ledger_backup import STATE
 from fedsynth.client.marginal_release import MarginalsRefusedError
 from fedsynth.client.packed_weights import layout_from_json, pack, unpack
 from fedsynth.client.secure_aggregation import (
+    SecureAggregationRefusedError,
     SecureAggregationRequiredError,
     check_secure_aggregation,
     secure_aggregation_mod,
@@ -131,7 +132,13 @@ def without_details(handler):  # type: ignore[no-untyped-def]
     def wrapper(message: Message, context: Context, sites_root: Path | None = None) -> Message:
         try:
             return handler(message, context, sites_root)
-        except (BudgetExceededError, AuditRefusedError, MarginalsRefusedError, SecureAggregationRequiredError):
+        except (
+            BudgetExceededError,
+            AuditRefusedError,
+            MarginalsRefusedError,
+            SecureAggregationRequiredError,
+            SecureAggregationRefusedError,
+        ):
             raise
         except Exception as exc:
             log(ERROR, "%s failed at this site: %r", handler.__name__, exc)
@@ -152,7 +159,9 @@ def handle_train(message: Message, context: Context, sites_root: Path | None = N
     """Train one DP round at this site on the global weights in ``message``."""
     started = time.monotonic()
     site = open_site(site_dir_from_context(context, sites_root))
-    check_secure_aggregation(message, site.config.name, site.config.privacy.require_secure_aggregation)
+    check_secure_aggregation(
+        message, context, site.config.name, site.config.privacy.require_secure_aggregation, len(site.train)
+    )
     config = message.content["config"]
     model_config = config_from_dict(json.loads(str(config["model-config"])))
     opened = time.monotonic()

@@ -154,13 +154,21 @@ class SecureAggregationConfig(BaseModel):
 
     @model_validator(mode="after")
     def _shares_and_threshold(self) -> SecureAggregationConfig:
+        """Flower's own checks (``SecAggPlusWorkflow._check_init_params``), here so that a bad
+        value is refused when the config is read, not in round 1 after the marginals were spent."""
         for name in ("num_shares", "reconstruction_threshold"):
             value = getattr(self, name)
             if isinstance(value, float) and value > 1:
                 raise ValueError(f"{name} = {value} is a fraction above 1: give a fraction <= 1 or a whole count")
-        both_counts = isinstance(self.num_shares, int) and isinstance(self.reconstruction_threshold, int)
-        if both_counts and self.reconstruction_threshold > self.num_shares:
-            raise ValueError("reconstruction_threshold is larger than num_shares: no secret could be rebuilt")
+        if isinstance(self.num_shares, int) and self.num_shares == 2:
+            raise ValueError("num_shares = 2 is too few: give a whole count of at least 3, or a fraction such as 1.0")
+        threshold = self.reconstruction_threshold
+        if isinstance(threshold, int) and threshold < 2:
+            raise ValueError("reconstruction_threshold must be at least 2 shares (or a fraction): one would let "
+                             "the coordinator unmask a site's update with that site's share alone")  # fmt: skip
+        counts = isinstance(self.num_shares, int) and self.num_shares > 2 and isinstance(threshold, int)
+        if counts and threshold >= self.num_shares:
+            raise ValueError("reconstruction_threshold must be less than num_shares, or no site may drop out")
         return self
 
 

@@ -77,7 +77,7 @@ def secure_round(
         raise ValueError(
             f"secure_aggregation.quantization_range = {config.quantization_range} is too large for "
             f"{len(instructions)} sites: the sum of their quantised updates would wrap around 2**32; give at most "
-            f"{MODULUS_RANGE // len(instructions) // 2} (a power of two)"
+            f"2**{(MODULUS_RANGE // len(instructions)).bit_length() - 2}"
         )
     for instruction in instructions:  # as Flower's grids do when they push: replies point back to it
         instruction.metadata.__dict__["_message_id"] = str(uuid4())
@@ -102,7 +102,12 @@ def secure_round(
     )
     context.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord({WorkflowKey.CURRENT_ROUND: server_round})
     context.state.array_records[MAIN_PARAMS_RECORD] = ArrayRecord()
-    workflow(recorder, context)
+    try:
+        workflow(recorder, context)
+    except Exception as exc:  # a malformed reply breaks Flower's workflow: the round is lost, not the run
+        log(WARNING, "Round %s: SecAgg+ failed (%s: %s); the round is not aggregated", server_round,
+            type(exc).__name__, exc)  # fmt: skip
+        total.update = None
     start = instructions[0].content["arrays"][WEIGHTS].numpy()  # every site trains from the same weights
     aggregate = None if total.update is None else (start.astype(np.float64) + total.update).astype(np.float32)
     if aggregate is None:
@@ -124,6 +129,19 @@ class MessageSecAggPlus(SecAggPlusWorkflow):
         # object, and this stage adds each site's own key shares to it.
         state.nid_to_fitins = {node: RecordDict(dict(self.contents[node].items())) for node in state.nid_to_fitins}
         return carried_on
+
+    def share_keys_stage(self, grid: Grid, context: LegacyContext, state: Any) -> bool:
+        """Flower's stage, then the sites that never shared keys are forgotten. Why: the workflow
+        keeps them among the sampled sites and neighbours, and at unmasking asks the others for
+        shares of their secrets, which they never sent; one site down at the start of a round
+        then lost the whole round. Having shared nothing, they are in no other site's masks."""
+        carried_on = super().share_keys_stage(grid, context, state)
+        joined = set(state.active_node_ids)
+        state.sampled_node_ids = joined
+        state.nid_to_neighbours = {
+            node: neighbours & joined for node, neighbours in state.nid_to_neighbours.items() if node in joined
+        }
+        return carried_on and self._check_threshold(state)
 
 
 class SumOnly(LegacyStrategy):
@@ -203,7 +221,7 @@ def strategy_replies(
             replies.append(Message(Error(CLIENT_APP_ERROR, reason), reply_to=instruction))
             continue
         if aggregate is None:  # its spend is recorded as spent, not aggregated (fedsynth.server.strategy)
-            reason = "trained, but too few sites answered SecAgg+'s last stage to unmask the sum: not aggregated"
+            reason = "trained, but SecAgg+ could not unmask the round's sum (too few sites stayed): not aggregated"
             content = RecordDict({"metrics": metrics, "site": ConfigRecord({"name": site, "reason": reason})})
         else:
             arrays = ArrayRecord({WEIGHTS: Array(aggregate)})

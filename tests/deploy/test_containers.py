@@ -22,6 +22,11 @@ IMAGE = os.environ.get("FEDSYNTH_IMAGE", "localhost/fedsynth:latest")
 pytestmark = pytest.mark.integration
 
 
+def _containers() -> list[str]:
+    names = subprocess.run(["podman", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True).stdout
+    return [name for name in names.split() if name.startswith("fedsynth-")]
+
+
 def _image_present() -> bool:
     if os.environ.get("FEDSYNTH_CONTAINER_TESTS") != "1":
         return False
@@ -37,11 +42,11 @@ def _image_present() -> bool:
 )
 def test_the_runbook_in_containers_trains_under_secagg_and_tears_down(tmp_path) -> None:
     work = tmp_path / "containers"
+    before = set(_containers())
     done = subprocess.run(["bash", str(SCRIPT), str(work), "3", IMAGE], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert done.stdout.count("all 8 checks passed") == 3  # every site's pre-flight, inside the image
     assert "Secure aggregation completed" in (work / "logs" / "run-train.log").read_text()
     assert (work / "coordinator" / "runs" / "containers" / "model" / "manifest.json").exists()
     assert done.stdout.count("epsilon spent") == 3  # each site's own status, read in its container
-    left = subprocess.run(["podman", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True).stdout
-    assert "fedsynth-" not in left
+    assert set(_containers()) <= before  # every container the rehearsal started is gone

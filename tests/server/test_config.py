@@ -172,7 +172,9 @@ def test_secure_aggregation_is_off_by_default_and_bad_settings_are_named() -> No
     assert (on.secure_aggregation.num_shares, on.secure_aggregation.reconstruction_threshold) == (3, 2)
     assert FederationConfig.from_dict(on.to_document()) == on  # the document round trip keeps the section
     refusals = {
-        "reconstruction_threshold is larger than num_shares": {"num_shares": 3, "reconstruction_threshold": 4},
+        "reconstruction_threshold must be less than num_shares": {"num_shares": 3, "reconstruction_threshold": 3},
+        "num_shares = 2 is too few": {"num_shares": 2},
+        "reconstruction_threshold must be at least 2 shares": {"reconstruction_threshold": 1},
         r"num_shares = 1.5 is a fraction above 1": {"num_shares": 1.5},
         r"secure_aggregation\.clipping_range: Input should be greater than 0": {"clipping_range": 0},
         r"secure_aggregation\.quantization_range: Input should be less than or equal": {"quantization_range": 2**30},

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterable
+from pathlib import Path
 from uuid import uuid4
 
 import numpy as np
@@ -199,14 +200,16 @@ def test_the_sum_equals_fedavg_and_the_coordinator_never_holds_a_site_update(fed
             assert masked.std() > 0.2 * 2**32 / np.sqrt(12)  # spread over the whole modulus
 
 
-def test_a_site_that_drops_before_training_leaves_the_sum_of_the_others(federation) -> None:
+@pytest.mark.parametrize("stage", [Stage.SETUP, Stage.SHARE_KEYS, Stage.COLLECT_MASKED_VECTORS])
+def test_a_site_that_drops_before_training_leaves_the_sum_of_the_others(federation, stage) -> None:
     sites, plain, schema = federation
     config = SecureAggregationConfig(enabled=True)
-    sites.silent_from[33] = Stage.COLLECT_MASKED_VECTORS  # keys shared, then gone: its masks are removed
+    sites.silent_from[33] = stage  # down from this stage on: its masks, if any, are removed
 
     replies = list(SecureAggregationGrid(sites, config).send_and_receive(_instructions(schema), timeout=60))
 
     assert sorted(r.metadata.src_node_id for r in replies) == [11, 22]  # silent: no reply, a timeout record
+    assert not any(r.has_error() for r in replies)
     aggregate = replies[0].content["arrays"][WEIGHTS].numpy()
     assert 33 not in plain  # it never trained
     assert np.abs(aggregate - _fedavg(plain, [11, 22])).max() <= _quantisation_bound(config, plain, [11, 22])
@@ -231,17 +234,26 @@ def test_too_few_sites_to_unmask_loses_the_round_and_says_who_trained(federation
     assert "not aggregated" in reply.content["site"]["reason"]
 
 
-def test_a_site_refuses_an_update_secagg_would_clip(federation) -> None:
+def test_an_update_beyond_the_clipping_range_is_clipped_at_the_site_and_the_round_goes_on(federation) -> None:
     sites, plain, schema = federation
-    config = SecureAggregationConfig(enabled=True, clipping_range=1e-6)
+    config = SecureAggregationConfig(enabled=True, clipping_range=1e-4)  # far below a round's update
+    instructions = _instructions(schema)
 
-    replies = list(SecureAggregationGrid(sites, config).send_and_receive(_instructions(schema), timeout=60))
+    replies = list(SecureAggregationGrid(sites, config).send_and_receive(instructions, timeout=60))
 
-    assert len(replies) == 3 and all(r.has_error() for r in replies)
-    assert all("secure_aggregation.clipping_range" in r.error.reason for r in replies)
+    assert len(replies) == 3 and not any(r.has_error() for r in replies)
+    start = instructions[0].content["arrays"][WEIGHTS].numpy().astype(np.float64)
+    moved = np.abs(replies[0].content["arrays"][WEIGHTS].numpy() - start)
+    # Each site clipped its update to 1e-4 x max_weight / its records; so is their weighted mean.
+    largest = max(
+        config.clipping_range * config.max_weight / plain[n].content["metrics"]["num-examples"] for n in NODES
+    )
+    assert moved.max() <= largest * (1 + 1e-3) and moved.max() < np.abs(_fedavg(plain, NODES) - start).max()
 
 
-def test_a_site_larger_than_max_weight_refuses(federation) -> None:
+def test_a_site_larger_than_max_weight_refuses_before_it_spends(federation) -> None:
+    from fedsynth.client.app import open_site
+
     sites, plain, schema = federation
     replies = list(
         SecureAggregationGrid(sites, SecureAggregationConfig(enabled=True, max_weight=100)).send_and_receive(
@@ -249,6 +261,9 @@ def test_a_site_larger_than_max_weight_refuses(federation) -> None:
         )
     )
     assert all(r.has_error() and "secure_aggregation.max_weight = 100" in r.error.reason for r in replies)
+    assert plain == {}  # no site trained
+    for context in sites.contexts.values():
+        assert open_site(Path(str(context.node_config["site-dir"]))).ledger.entries() == []
 
 
 def test_other_messages_pass_through_unchanged(federation) -> None:
@@ -263,3 +278,20 @@ def test_other_messages_pass_through_unchanged(federation) -> None:
     query = Message(RecordDict(), dst_node_id=11, message_type=MessageType.QUERY)
     SecureAggregationGrid(recorder, SecureAggregationConfig(enabled=True)).send_and_receive([query])
     assert recorder.passed == [query]
+
+
+def test_a_malformed_reply_loses_the_round_not_the_run(federation) -> None:
+    sites, plain, schema = federation
+
+    class Tampered(InProcessSites):
+        def send_and_receive(self, messages, *, timeout=None):  # noqa: ANN001, ANN201
+            replies = list(super().send_and_receive(messages, timeout=timeout))
+            for reply in replies:  # site 33 answers the set-up without its public keys
+                if reply.metadata.src_node_id == 33 and Key.PUBLIC_KEY_1 in reply.content[RECORD_KEY_CONFIGS]:
+                    del reply.content[RECORD_KEY_CONFIGS][Key.PUBLIC_KEY_1]
+            return replies
+
+    tampered = Tampered(sites.app, {n: c.node_config["site-dir"] for n, c in sites.contexts.items()})
+    grid = SecureAggregationGrid(tampered, SecureAggregationConfig(enabled=True))
+    assert list(grid.send_and_receive(_instructions(schema), timeout=60)) == []  # no site trained; nothing raised
+    assert plain == {}
