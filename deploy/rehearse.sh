@@ -10,6 +10,7 @@ set -euo pipefail
 
 WORK=${1:?usage: deploy/rehearse.sh WORKDIR [SITES]}
 SITES=${2:-3}
+[ "$SITES" -ge 2 ] || { echo "SITES is $SITES: give at least 2 (a SecAgg+ round sums two or more sites)" >&2; exit 2; }
 mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
 cd "$WORK"

@@ -10,6 +10,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 WORK=${1:?usage: deploy/container/rehearse.sh WORKDIR [SITES] [IMAGE]}
 SITES=${2:-3}
 export FEDSYNTH_IMAGE=${3:-localhost/fedsynth:latest}
+[ "$SITES" -ge 2 ] || { echo "SITES is $SITES: give at least 2 (a SecAgg+ round sums two or more sites)" >&2; exit 2; }
 mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
 cd "$WORK"
