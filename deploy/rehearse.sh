@@ -7,6 +7,7 @@
 # Each step prints "== <runbook section>" and the commands it runs; every process logs to
 # WORKDIR/logs. Exit 0 only if the run trained, was audited and every process stopped.
 set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
 
 WORK=${1:?usage: deploy/rehearse.sh WORKDIR [SITES]}
 SITES=${2:-3}
@@ -56,25 +57,8 @@ for i in $(seq 0 $((SITES - 1))); do NODES+=("site-$i"); done
 
 step "0. each hospital's data (here: the bundled WHAS500, cut in $SITES parts) and site.toml"
 run fedsynth dataset export whas500 -o whas500.csv --force
-python3 - "$SITES" <<'PY'
-import csv, sys
-from pathlib import Path
-sites = int(sys.argv[1])
-rows = list(csv.DictReader(open("whas500.csv", newline="")))
-for i in range(sites):
-    site = Path(f"site-{i}")
-    site.mkdir(exist_ok=True)
-    with open(site / "data.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows[i::sites])
-    (site / "schema.toml").write_text(Path("whas500.schema.toml").read_text())
-    (site / "site.toml").write_text(
-        f'[site]\nname = "site-{i}"\ndata = "data.csv"\nschema = "schema.toml"\n\n'
-        "[privacy]\ntarget_epsilon = 3.0\nevaluation_horizons = [365.0, 730.0]\nrequire_secure_aggregation = true\n\n"
-        "[training]\nlocal_epochs = 1\n"
-    )
-PY
+python3 "$HERE/split_sites.py" whas500.csv whas500.schema.toml "$SITES" \
+    "$(printf 'target_epsilon = 3.0\nevaluation_horizons = [365.0, 730.0]\nrequire_secure_aggregation = true')"
 
 step "1. credentials (coordinator, once)"
 run fedsynth deploy certs certs/ --host 127.0.0.1 $(printf -- '--node %s ' "${NODES[@]}")

@@ -65,24 +65,8 @@ own "$WORK"
 
 step "0. each hospital's data (the bundled WHAS500, cut in $SITES parts) and site.toml"
 run in_image fedsynth dataset export whas500 -o whas500.csv --force
-in_image python3 - "$SITES" <<'PY'
-import csv, sys
-from pathlib import Path
-sites = int(sys.argv[1])
-rows = list(csv.DictReader(open("whas500.csv", newline="")))
-for i in range(sites):
-    site = Path(f"site-{i}")
-    site.mkdir(exist_ok=True)
-    with open(site / "data.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows[i::sites])
-    (site / "schema.toml").write_text(Path("whas500.schema.toml").read_text())
-    (site / "site.toml").write_text(
-        f'[site]\nname = "site-{i}"\ndata = "data.csv"\nschema = "schema.toml"\n\n'
-        "[privacy]\ntarget_epsilon = 3.0\nrequire_secure_aggregation = true\n\n[training]\nlocal_epochs = 1\n"
-    )
-PY
+python3 "$HERE/../split_sites.py" whas500.csv whas500.schema.toml "$SITES" \
+    "$(printf 'target_epsilon = 3.0\nrequire_secure_aggregation = true')"
 
 step "1. credentials (coordinator, once): the SuperLink's go to its container, the CA key stays out"
 run in_image fedsynth deploy certs credentials --host 127.0.0.1 $(printf -- '--node %s ' "${NODES[@]}")
