@@ -2,7 +2,9 @@
 
 A site sends these kinds of message: the reply to a train instruction, the replies to the
 audit, evaluation and marginals queries, and an error reply (built by Flower from the
-exception, e.g. an over-budget refusal). Each is checked field by field against its contract
+exception, e.g. an over-budget refusal). Under SecAgg+ a training round's four stage replies
+(keys, encrypted shares, masked update, unmasking shares) are checked in
+tests/server/test_secure_aggregation.py. Each is checked field by field against its contract
 (the train reply against the global model's parameters and the scalar whitelist), and the
 server's own checks reject anything more.
 """
