@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.machine import machine_info
+from benchmarks.machine import write_record
 from fedsynth.data.datasets import load_dataset
 from fedsynth.data.split import train_holdout_split
 from fedsynth.evaluation.fairness import FIGURES, subgroup_fairness
@@ -117,14 +116,7 @@ def main() -> None:
     summary = summarise(rows)
     print(json.dumps(summary, indent=1))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        command = (
-            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} python -m benchmarks.fairness "
-            f"--cases {' '.join(args.cases)} --seeds {' '.join(map(str, args.seeds))} "
-            f"--weights {' '.join(f'{w:g}' for w in args.weights)} --max-steps {args.max_steps} --out {args.out}"
-        )
-        document = {"command": command, "machine": machine_info(), "summary": summary, "rows": rows}
-        args.out.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        write_record(args.out, "benchmarks.fairness", summary=summary, rows=rows)
 
 
 if __name__ == "__main__":

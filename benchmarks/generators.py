@@ -13,14 +13,12 @@ read the per-generator means over seeds, not one row.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.machine import machine_info
+from benchmarks.machine import write_record
 from fedsynth.data.datasets import load_dataset
 from fedsynth.data.split import train_holdout_split
 from fedsynth.evaluation.utility import utility_report
@@ -97,14 +95,7 @@ def main() -> None:
     for name, mean in means.items():
         print(f"{name:7s} MEAN: " + " ".join(f"{key} {value}" for key, value in mean.items()))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        command = (
-            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} python -m benchmarks.generators "
-            f"--dataset {args.dataset} --seeds {' '.join(map(str, args.seeds))} "
-            f"--generators {' '.join(args.generators)} --out {args.out}"
-        )
-        document = {"command": command, "machine": machine_info(), "means": means, "rows": rows}
-        args.out.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        write_record(args.out, "benchmarks.generators", means=means, rows=rows)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,14 @@ def machine_info() -> dict[str, object]:
     }
 
 
-def write_record(path: Path, module: str, results: Any) -> None:
-    """Write ``results`` with the command that produced them (this process's arguments) and the machine."""
-    record = {"command": f"python -m {module} " + " ".join(sys.argv[1:]), "machine": machine_info(), "results": results}
+def write_record(path: Path, module: str, results: Any = None, **parts: Any) -> None:
+    """Write ``results`` (or named ``parts``) with the command that produced them (this process's
+    arguments and OpenMP threads) and the machine."""
+    threads = os.environ.get("OMP_NUM_THREADS")
+    command = (f"OMP_NUM_THREADS={threads} " if threads else "") + f"python -m {module} " + " ".join(sys.argv[1:])
+    record = {"command": command, "machine": machine_info()}
+    if results is not None:
+        record["results"] = results
+    record.update(parts)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1) + "\n")
