@@ -74,16 +74,8 @@ start_coordinator() {  # the SuperLink, then the gateway in front of it (section
     GATEWAY_PID=$!
     wait_port "$FLEET_PORT" gateway
 }
-wait_online() {  # until every SuperNode is online at the SuperLink
-    for _ in $(seq 120); do
-        online=$(flwr supernode list hospitals --format json | python3 -c \
-            'import json, sys; t = sys.stdin.read(); print(sum(n.get("status") == "online" for n in json.loads(t[t.index("{"):])["nodes"]))')
-        [ "$online" -ge "$SITES" ] && break
-        sleep 0.5
-    done
-    echo "   $online of $SITES SuperNodes online"
-    [ "$online" -ge "$SITES" ] || { echo "not every SuperNode came online; see logs/" >&2; exit 1; }
-}
+# shellcheck source=deploy/wait_online.sh
+source "$HERE/wait_online.sh"
 
 step "2. SuperLink and Fleet gateway (coordinator)"
 start_coordinator
@@ -114,7 +106,7 @@ for node in "${NODES[@]}"; do
     supervise "superexec-$node" python3 -m fedsynth.deploy.warm_superexec \
         --runtime-api-address "127.0.0.1:$runtime_port" --insecure
 done
-wait_online
+wait_online "$SITES" flwr supernode list hospitals --format json
 
 step "4. the run (coordinator)"
 cat >federation.toml <<EOF
@@ -154,7 +146,7 @@ kill "$FIRST_SUBMISSION" 2>/dev/null || true  # the flwr CLI's stream has nothin
 echo "   killed the coordinator's processes:" $CRASHED
 run fedsynth deploy renew-server certs/   # while it is down, the yearly certificate renewal
 start_coordinator
-wait_online  # as the SuperLink records them; the runs below need them to reconnect on the new certificate
+wait_online "$SITES" flwr supernode list hospitals --format json  # as the SuperLink records them; the runs below need them to reconnect on the new certificate
 # Submitted again with the same run_dir, the run resumes from its last checkpoint.
 run "${TRAIN[@]}" >logs/run-train.log 2>&1
 run fedsynth budget runs/rehearsal

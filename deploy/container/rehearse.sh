@@ -36,11 +36,8 @@ site() {  # site NAME COMPOSE-ARGS...: the compose project of one hospital
 in_image() {
     podman run --rm -i --network host --user "$FEDSYNTH_UID:$FEDSYNTH_GID" -v "$WORK:/work" -w /work "$FEDSYNTH_IMAGE" "$@"
 }
-online_nodes() {
-    coordinator exec -T superlink flwr supernode list hospitals --format json 2>/dev/null | python3 -c \
-        'import json, sys; t = sys.stdin.read(); print(sum(n.get("status") == "online" for n in json.loads(t[t.index("{"):])["nodes"]))' \
-        2>/dev/null || echo 0
-}
+# shellcheck source=deploy/wait_online.sh
+source "$HERE/../wait_online.sh"
 NODES=()
 for i in $(seq 0 $((SITES - 1))); do NODES+=("site-$i"); done
 tear_down() {  # each container's output kept in logs/, then every project down
@@ -102,14 +99,7 @@ for node in "${NODES[@]}"; do
         --root-certificates credentials/ca.crt --auth-key credentials/node.key
     run site "$node" up -d >>logs/compose.log 2>&1
 done
-online=0
-for _ in $(seq 60); do
-    online=$(online_nodes)
-    [ "$online" -ge "$SITES" ] && break
-    sleep 1
-done
-echo "   $online of $SITES SuperNodes online"
-[ "$online" -ge "$SITES" ] || { echo "not every SuperNode came online; see logs/" >&2; exit 1; }
+wait_online "$SITES" coordinator exec -T superlink flwr supernode list hospitals --format json
 
 step "4. the run (coordinator), under secure aggregation"
 run coordinator exec -T superlink fedsynth deploy app app
