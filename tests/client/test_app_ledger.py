@@ -6,30 +6,19 @@ import json
 import shutil
 
 import pytest
-from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 
-from fedsynth.client.app import LEDGER_FLOORS, WEIGHTS_LAYOUT, SiteError, _sites, handle_train, ledger_floor
-from fedsynth.client.packed_weights import layout_of, layout_to_json, pack
-from fedsynth.model.config import MCMConfig
-from fedsynth.model.mcm import MCM
+from fedsynth.client.app import LEDGER_FLOORS, SiteError, _sites, handle_train, ledger_floor
+from tests.client.conftest import train_instruction
 
 pytestmark = pytest.mark.usefixtures("server_identity")
 
 
 def _instruction(schema, server_round: int, floors: dict[str, float] | None = None) -> Message:
-    config = MCMConfig(hidden=16, n_bins=16)
-    settings = {
-        "run-id": "test-run",
-        "server-round": server_round,
-        "planned-rounds": 3,
-        "model-config": json.dumps(config.model_dump(mode="json")),
-    }
+    message = train_instruction(schema, server_round, planned_rounds=3)
     if floors is not None:
-        settings[LEDGER_FLOORS] = json.dumps(floors)
-    state = MCM(config).build(schema).network_.state_dict()
-    settings[WEIGHTS_LAYOUT] = layout_to_json(layout_of(state))
-    content = RecordDict({"arrays": pack(state), "config": ConfigRecord(settings)})
-    return Message(content=content, dst_node_id=1, message_type=MessageType.TRAIN)
+        message.content["config"][LEDGER_FLOORS] = json.dumps(floors)
+    return message
 
 
 def _context(site_dir) -> Context:

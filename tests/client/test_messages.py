@@ -20,13 +20,14 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, M
 
 from fedsynth.client.app import REPLY_METRICS, WEIGHTS_LAYOUT, _sites, handle_train
 from fedsynth.client.ledger import BudgetExceededError
-from fedsynth.client.packed_weights import layout_of, layout_size, layout_to_json, pack, unpack
+from fedsynth.client.packed_weights import layout_from_json, layout_size, pack, unpack
 from fedsynth.data.io import write_table
 from fedsynth.model.ck4gen import CK4GenConfig
 from fedsynth.model.config import MCMConfig
 from fedsynth.model.generators import config_to_dict, new_generator
 from fedsynth.model.medvae import MedVAEConfig
 from fedsynth.server.strategy import check_reply
+from tests.client.conftest import train_instruction
 
 pytestmark = pytest.mark.usefixtures("server_identity")
 
@@ -38,25 +39,9 @@ GENERATOR_CONFIGS = [
 GENERATOR_IDS = ["mcm", "medvae", "ck4gen"]
 
 
-def _instruction(schema, server_round: int, planned_rounds: int = 2, config=None) -> tuple[Message, dict]:
-    config = config or MCMConfig(hidden=16, n_bins=16)
-    state = new_generator(config).build(schema).network_.state_dict()
-    content = RecordDict(
-        {
-            "arrays": pack(state),
-            "config": ConfigRecord(
-                {
-                    "run-id": "test-run",
-                    "server-round": server_round,
-                    "planned-rounds": planned_rounds,
-                    "model-config": json.dumps(config_to_dict(config)),
-                    WEIGHTS_LAYOUT: layout_to_json(layout_of(state)),
-                }
-            ),
-        }
-    )
-    message = Message(content=content, dst_node_id=1, message_type=MessageType.TRAIN)
-    return message, layout_of(state)
+def _instruction(schema, server_round: int, planned_rounds: int = 2, config=None) -> tuple[Message, list]:
+    message = train_instruction(schema, server_round, planned_rounds, config=config)
+    return message, layout_from_json(str(message.content["config"][WEIGHTS_LAYOUT]))
 
 
 def _context(site_dir) -> Context:

@@ -9,28 +9,27 @@ the test knows what FedAvg would have produced and what the coordinator must nev
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from uuid import uuid4
 
 import numpy as np
 import pytest
-from flwr.app import ConfigRecord, Context, Error, Message, MessageType, RecordDict
+from flwr.app import Context, Error, Message, MessageType, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
-from fedsynth.client.app import REPLY_METRICS, WEIGHTS_LAYOUT, _sites, handle_train
-from fedsynth.client.packed_weights import WEIGHTS, layout_of, layout_to_json, pack
+from fedsynth.client.app import REPLY_METRICS, _sites, handle_train
+from fedsynth.client.packed_weights import WEIGHTS, layout_of
 from fedsynth.client.secure_aggregation import SITE_NAME_FIELD, secure_aggregation_mod
 from fedsynth.model.config import MCMConfig
-from fedsynth.model.generators import config_to_dict, new_generator
+from fedsynth.model.generators import new_generator
 from fedsynth.server.config import SecureAggregationConfig
 from fedsynth.server.secure_aggregation import SecureAggregationGrid
 from fedsynth.server.strategy import check_reply, check_spend_only
-from tests.client.conftest import write_site
+from tests.client.conftest import train_instruction, write_site
 
 pytestmark = pytest.mark.usefixtures("server_identity")
 
@@ -119,15 +118,7 @@ def federation(whas500, tmp_path):
 
 
 def _instructions(schema, nodes=NODES) -> list[Message]:
-    state = new_generator(MODEL).build(schema).network_.state_dict()
-    config = {
-        "run-id": "secagg-test",
-        "server-round": 1,
-        "planned-rounds": 2,
-        "model-config": json.dumps(config_to_dict(MODEL)),
-        WEIGHTS_LAYOUT: layout_to_json(layout_of(state)),
-    }
-    content = RecordDict({"arrays": pack(state), "config": ConfigRecord(config)})  # one for all, as FedAvg does
+    content = train_instruction(schema, config=MODEL).content  # one for all, as FedAvg does
     return [Message(content, dst_node_id=node, message_type=MessageType.TRAIN, group_id="1") for node in nodes]
 
 
