@@ -7,7 +7,7 @@ from pathlib import Path
 import tomli_w
 
 from fedsynth import __version__
-from fedsynth.server.app import APP_CONFIG
+from fedsynth.server.app_config import APP_CONFIG
 
 
 def write_app_dir(app_dir: Path) -> None:

@@ -55,7 +55,7 @@ from fedsynth.deploy.processes import (  # noqa: F401  (_children, is_running: t
     stop_all_with_env,
 )
 from fedsynth.deploy.warm_superexec import warm_superexec_command
-from fedsynth.server.app import APP_CONFIG
+from fedsynth.server.app_config import APP_CONFIG
 
 CONNECTION = "fedsynth-loopback"
 FINISHED = "finished"

@@ -27,6 +27,7 @@ from fedsynth.data.datasets import bundled_schema
 from fedsynth.data.schema import Schema
 from fedsynth.model.fairness import check_fairness
 from fedsynth.model.generators import config_to_dict, new_generator
+from fedsynth.server.app_config import APP_CONFIG, TASKS
 from fedsynth.server.audit import run_audit
 from fedsynth.server.budget import SPEND_STATUSES
 from fedsynth.server.config import FederationConfig
@@ -106,20 +107,6 @@ def make_server_app(config: FederationConfig, schema: Schema) -> ServerApp:
 
 
 app = ServerApp()
-
-# The run config keys ``flwr run --run-config`` may set (Flower refuses undeclared keys), with
-# their defaults; the app's pyproject declares the same. ``expected-sites`` 0 means every site
-# that trained in the run; ``horizons`` is a JSON list of calibration times and
-# ``fairness-columns`` one of sensitive columns for subgroup fairness figures (evaluate only).
-APP_CONFIG: dict[str, str | int] = {
-    "federation-config": "",
-    "task": "train",
-    "seed": 0,
-    "expected-sites": 0,
-    "horizons": "",
-    "fairness-columns": "",
-}
-TASKS = ("train", "audit", "evaluate")
 
 
 def federation_schema(config: FederationConfig) -> Schema:

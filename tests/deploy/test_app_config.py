@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fedsynth.deploy.local import LoopbackFederation
-from fedsynth.server.app import APP_CONFIG
+from fedsynth.server.app_config import APP_CONFIG
 
 ROOT = Path(__file__).resolve().parents[2]
 

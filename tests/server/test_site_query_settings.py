@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from fedsynth.server.app import APP_CONFIG, site_query_settings
+from fedsynth.server.app import site_query_settings
+from fedsynth.server.app_config import APP_CONFIG
 from fedsynth.server.run import BUDGET, RunDirectory
 
 
