@@ -77,7 +77,7 @@ def train(
     console.print(f"Flower's and Ray's log: {logs}")
 
 
-def _print_site_query_summary(document: dict[str, Any]) -> None:
+def print_site_query_summary(document: dict[str, Any]) -> None:
     """The worst-site figures, each failed site, and whether every site answered."""
     if document["worst"]:
         numbers = {k: v for k, v in document["worst"].items() if isinstance(v, int | float)}
@@ -176,7 +176,7 @@ def _run_audit(run_dir: Path, seed: int, engine: str = "auto") -> dict[str, Any]
             f"{max(r['risk'] for r in site['anonymeter']):.3f}",
         )
     console.print(table)
-    _print_site_query_summary(document)
+    print_site_query_summary(document)
     warn_low_power(
         {site["site"]: site["nearest_neighbour"]["n_holdout"] for site in document["sites"]},
         "a membership attack's TPR at 1% FPR is withheld there and DCR intervals are wide",
@@ -281,7 +281,7 @@ def _run_evaluation(
             "n/a" if overall is None else f"{overall['ici']:.3f}",
         )
     console.print(table)
-    _print_site_query_summary(document)
+    print_site_query_summary(document)
     for column, pooled in ((document["worst"] or {}).get("fairness") or {}).items():
         gaps = ", ".join(f"{k} {v:.3g}" for k, v in (pooled.get("gaps") or {}).items() if v is not None)
         console.print(f"subgroup fairness across {column}, gaps between its levels (pooled): {gaps or 'none'}")

@@ -13,11 +13,16 @@ import tomli_w
 from typer.testing import CliRunner
 
 from fedsynth.cli import app
+from fedsynth.cli.base import console
+from fedsynth.cli.federation_commands import print_site_query_summary
+from fedsynth.client.app import make_client_app
 from fedsynth.model.mcm import MCM
 from fedsynth.model.rows_digest import rows_digest
+from fedsynth.server.audit import run_audit
 from fedsynth.server.config import FederationConfig
 from fedsynth.server.run import RunDirectory
 from tests.server.conftest import whas500_config
+from tests.server.in_process import InProcessSites
 
 pytestmark = pytest.mark.integration
 
@@ -123,18 +128,22 @@ def test_federated_audit_over_three_sites(config) -> None:
         assert not any(a["empirical_epsilon"]["exceeds_accountant"] for a in site["attacks"])
 
     # site-2's privacy officer caps audits at the one it answered: the next audit is incomplete,
-    # names the refusal, and gives no worst-site figures (a site's worst case is unknown).
+    # names the refusal, and gives no worst-site figures (a site's worst case is unknown). The
+    # same ServerApp query and ClientApps, carried in this process rather than on Ray (launched
+    # above already).
     site_file = config.run_dir / "sites" / "site-2" / "site.toml"
     document = tomllib.loads(site_file.read_text())
     answered = len((config.run_dir / "sites" / "site-2" / "state" / "audits.jsonl").read_text().splitlines())
     document["privacy"]["max_audits"] = answered
     site_file.write_text(tomli_w.dumps(document))
-    result = CliRunner().invoke(app, ["audit", str(config.run_dir), "--seed", "6"])
-    assert result.exit_code == 0, result.output
-    again = json.loads((config.run_dir / "audit.json").read_text())
+    site_dirs = {node: str(config.run_dir / "sites" / f"site-{node}") for node in (0, 1, 2)}
+    again = run_audit(InProcessSites(make_client_app(), site_dirs), config.run_dir, seed=6, expected_sites=3)
+    assert json.loads((config.run_dir / "audit.json").read_text()) == again
     assert [s["site"] for s in again["sites"]] == ["site-0", "site-1"]
     assert again["complete"] is False and again["worst"] is None
     (failure,) = again["failures"]
     assert f"site 'site-2' has answered {answered} audits" in failure["reason"]
     assert f"privacy.max_audits = {answered}" in failure["reason"]
-    assert "incomplete" in result.output
+    with console.capture() as said:
+        print_site_query_summary(again)
+    assert "incomplete: not every site answered" in said.get() and "site-2" in said.get()
