@@ -29,6 +29,7 @@ import pandas as pd
 from lifelines import CoxPHFitter, KaplanMeierFitter
 
 from fedsynth.data.schema import ColumnKind, ColumnRole, Schema
+from fedsynth.evaluation.small_cox import SmallCox, fit_small_cox
 from fedsynth.evaluation.utility import complete_cases, design_matrix
 from fedsynth.suppression import MIN_CELL_ROWS, MIN_GROUP_ROWS
 
@@ -107,27 +108,23 @@ class ObservedRiskSmoother:
     """Austin et al.'s smoother: a Cox model of the outcome on a restricted cubic spline (knots at
     the 10/50/90th percentiles) of cloglog(predicted risk); "observed" risk at any predicted risk."""
 
-    model: CoxPHFitter
+    model: SmallCox
     knots: np.ndarray
     horizon: float
 
-    def _basis(self, risk: np.ndarray) -> pd.DataFrame:
+    def _basis(self, risk: np.ndarray) -> np.ndarray:
         x = _cloglog(risk)
-        basis = restricted_cubic_spline(x, self.knots) if len(self.knots) == 3 else x[:, None]
-        return pd.DataFrame(basis, columns=[f"s{i}" for i in range(basis.shape[1])])
+        return restricted_cubic_spline(x, self.knots) if len(self.knots) == 3 else x[:, None]
 
     def __call__(self, risk: np.ndarray) -> np.ndarray:
-        survival = self.model.predict_survival_function(self._basis(np.asarray(risk, float)), times=[self.horizon])
-        return 1.0 - survival.T.to_numpy()[:, 0]
+        return 1.0 - self.model.survival_at(self._basis(np.asarray(risk, float)), self.horizon)
 
     @classmethod
     def fit(cls, risk: np.ndarray, design: pd.DataFrame, horizon: float) -> ObservedRiskSmoother:
         knots = np.unique(np.percentile(_cloglog(risk), [10, 50, 90]))
-        smoother = cls(CoxPHFitter(penalizer=1e-6), knots, horizon)
-        frame = smoother._basis(risk)
-        frame["_time"], frame["_event"] = design["_time"].to_numpy(), design["_event"].to_numpy()
-        smoother.model.fit(frame, duration_col="_time", event_col="_event")
-        return smoother
+        basis = restricted_cubic_spline(_cloglog(risk), knots) if len(knots) == 3 else _cloglog(risk)[:, None]
+        model = fit_small_cox(basis, design["_time"].to_numpy(), design["_event"].to_numpy(), penalizer=1e-6)
+        return cls(model, knots, horizon)
 
 
 def observed_risk_curve(risk: np.ndarray, design: pd.DataFrame, horizon: float) -> np.ndarray:
@@ -197,9 +194,8 @@ def calibration(model: CoxPHFitter, rows: pd.DataFrame, schema: Schema, horizon:
 def calibration_slope(model: CoxPHFitter, design: pd.DataFrame) -> float:
     """Coefficient of the model's linear predictor in a Cox fit on ``design`` (1 = calibrated)."""
     linear = np.log(model.predict_partial_hazard(design[list(model.params_.index)]).to_numpy())
-    frame = pd.DataFrame({"lp": linear - linear.mean(), "_time": design["_time"], "_event": design["_event"]})
-    refit = CoxPHFitter().fit(frame, duration_col="_time", event_col="_event")
-    return float(refit.params_["lp"])
+    refit = fit_small_cox(linear - linear.mean(), design["_time"].to_numpy(), design["_event"].to_numpy())
+    return float(refit.params[0])
 
 
 def binary_subgroups(rows: pd.DataFrame, schema: Schema) -> dict[str, pd.Series]:
