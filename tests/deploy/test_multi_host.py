@@ -132,6 +132,9 @@ def test_sites_on_hosts_of_their_own_a_revoked_site_refused_and_two_sites_lost_m
         assert len(executors) == 4  # one warm SuperExec per SuperNode, the revoked one's included
         spawned = [p for e in executors for p in [e.pid, *_children(e.pid)]]
         assert len(spawned) > len(executors), "the SuperExecs' forkserver and ClientApp processes were not found"
+        # Stopped politely, the SuperLink waits out the whole grace period for the cut site's
+        # connection, which can no longer close: here it gets 2 s before SIGKILL, not 10.
+        federation.stop(grace=2.0)
     assert not [pid for pid in spawned if is_running(pid)], "a process outlived the federation"
     assert all(node.process.poll() is not None for node in federation.nodes.values())
 
