@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
+from pathlib import Path
 from uuid import uuid4
 
 from flwr.app import Context, Error, Message, RecordDict
@@ -12,6 +13,8 @@ from flwr.clientapp import ClientApp
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
+
+from fedsynth.client.app import _sites
 
 
 class InProcessSites(Grid):
@@ -69,3 +72,11 @@ class InProcessSites(Grid):
             self.received.append((stage, reply))
             replies.append(reply)
         return replies
+
+    def close(self) -> None:
+        """Close the sites the ClientApps opened in this process (their ledgers) and forget them,
+        as each SuperNode's exit would: a later test in this worker opens its sites afresh."""
+        for context in self.contexts.values():
+            site = _sites.pop(Path(str(context.node_config["site-dir"])).resolve(), None)
+            if site is not None:
+                site.close()

@@ -137,7 +137,11 @@ def test_federated_audit_over_three_sites(config) -> None:
     document["privacy"]["max_audits"] = answered
     site_file.write_text(tomli_w.dumps(document))
     site_dirs = {node: str(config.run_dir / "sites" / f"site-{node}") for node in (0, 1, 2)}
-    again = run_audit(InProcessSites(make_client_app(), site_dirs), config.run_dir, seed=6, expected_sites=3)
+    grid = InProcessSites(make_client_app(), site_dirs)
+    try:
+        again = run_audit(grid, config.run_dir, seed=6, expected_sites=3)
+    finally:
+        grid.close()
     assert json.loads((config.run_dir / "audit.json").read_text()) == again
     assert [s["site"] for s in again["sites"]] == ["site-0", "site-1"]
     assert again["complete"] is False and again["worst"] is None

@@ -16,7 +16,7 @@ from flwr.app import Context, Message, MessageType, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 
-from fedsynth.client.app import REPLY_METRICS, _sites, handle_train
+from fedsynth.client.app import REPLY_METRICS, handle_train
 from fedsynth.client.packed_weights import WEIGHTS, layout_of
 from fedsynth.client.secure_aggregation import SITE_NAME_FIELD, secure_aggregation_mod
 from fedsynth.model.config import MCMConfig
@@ -54,8 +54,9 @@ def federation(whas500, tmp_path):
 
     app = ClientApp()
     app.train(mods=[secure_aggregation_mod, spy])(lambda message, context: handle_train(message, context))
-    yield InProcessSites(app, dirs), plain, schema
-    _sites.clear()
+    grid = InProcessSites(app, dirs)
+    yield grid, plain, schema
+    grid.close()
 
 
 def _instructions(schema, nodes=NODES) -> list[Message]:
