@@ -29,7 +29,7 @@ import pandas as pd
 from lifelines import CoxPHFitter, KaplanMeierFitter
 
 from fedsynth.data.schema import ColumnKind, ColumnRole, Schema
-from fedsynth.evaluation.small_cox import SmallCox, fit_small_cox
+from fedsynth.evaluation.small_cox import SmallCox, SmallCoxError, fit_small_cox
 from fedsynth.evaluation.utility import complete_cases, design_matrix
 from fedsynth.suppression import MIN_CELL_ROWS, MIN_GROUP_ROWS
 
@@ -192,9 +192,13 @@ def calibration(model: CoxPHFitter, rows: pd.DataFrame, schema: Schema, horizon:
 
 
 def calibration_slope(model: CoxPHFitter, design: pd.DataFrame) -> float:
-    """Coefficient of the model's linear predictor in a Cox fit on ``design`` (1 = calibrated)."""
+    """Coefficient of the model's linear predictor in a Cox fit on ``design`` (1 = calibrated; NaN
+    where the refit has no maximum)."""
     linear = np.log(model.predict_partial_hazard(design[list(model.params_.index)]).to_numpy())
-    refit = fit_small_cox(linear - linear.mean(), design["_time"].to_numpy(), design["_event"].to_numpy())
+    try:
+        refit = fit_small_cox(linear - linear.mean(), design["_time"].to_numpy(), design["_event"].to_numpy())
+    except SmallCoxError:  # e.g. the predictor separates the events: no slope, the other figures stand
+        return math.nan
     return float(refit.params[0])
 
 

@@ -27,11 +27,12 @@ class SmallCox:
     """A fitted Cox model: coefficients and Breslow's cumulative baseline hazard at each observed time."""
 
     params: np.ndarray
+    centre: np.ndarray  # the training rows' covariate means: hazards are exp((x - centre) . params)
     times: np.ndarray  # the distinct observed durations, increasing
-    cumulative_baseline: np.ndarray  # at ``times``, for the hazard exp(x . params) (covariates not centred)
+    cumulative_baseline: np.ndarray  # at ``times``, for the hazard exp((x - centre) . params)
 
     def partial_hazard(self, x: np.ndarray) -> np.ndarray:
-        return np.exp(np.asarray(x, float).reshape(len(x), -1) @ self.params)
+        return np.exp((np.asarray(x, float).reshape(len(x), -1) - self.centre) @ self.params)
 
     def survival_at(self, x: np.ndarray, horizon: float) -> np.ndarray:
         """S(horizon | x) per row; the baseline interpolated linearly between observed times, as lifelines does."""
@@ -88,7 +89,8 @@ def fit_small_cox(
         try:
             delta = np.linalg.solve(-hessian, gradient)
         except np.linalg.LinAlgError as exc:
-            raise SmallCoxError(f"the Hessian is singular: {exc}") from exc
+            reason = "a covariate is constant or separates the events"
+            raise SmallCoxError(f"the Hessian is singular ({exc}): {reason}") from exc
         step = 1.0
         while True:  # halve the step until the penalised likelihood does not fall
             candidate = beta + step * delta
@@ -97,21 +99,29 @@ def fit_small_cox(
             if np.isfinite(new_loglik) and new_loglik >= loglik - 1e-12 * abs(loglik) or step < 1e-8:
                 break
             step /= 2
-        beta, (_, gradient, hessian) = candidate, new
-        converged = np.linalg.norm(step * delta) < 1e-9 or abs(new_loglik - loglik) <= 1e-12 * max(1.0, abs(loglik))
-        loglik = new_loglik
-        if converged:
+        beta, (_, gradient, hessian), loglik = candidate, new, new_loglik
+        # Converged when Newton's step is negligible. Where a covariate separates the events the
+        # likelihood has no maximum: the steps stay about as long as the gap between the groups
+        # while the likelihood's gains shrink, so a rule on those gains would stop anywhere
+        # (lifelines warns and returns where its steps stopped); here that fit is refused.
+        if np.linalg.norm(step * delta) < 1e-7:
             break
     else:
-        raise SmallCoxError(f"no convergence in {max_steps} Newton steps (a covariate separates the events?)")
-    # A hazard ratio of e^20 per standard deviation: the events are separated and the likelihood
-    # has no maximum (lifelines warns and returns wherever its steps stopped).
-    if not np.isfinite(beta).all() or np.abs(beta).max() > 20:
-        raise SmallCoxError("the fit diverged: a covariate separates the events")
+        raise SmallCoxError(f"no convergence in {max_steps} Newton steps: a covariate separates the events")
+    if not np.isfinite(beta).all():
+        raise SmallCoxError("the fit diverged")
+    # Past a hazard ratio of e^30 between two rows the likelihood's slope is below float
+    # precision: a separated fit that looks converged.
+    if np.ptp(z @ beta) > 30:
+        raise SmallCoxError("hazard ratios beyond e^30 between rows: a covariate separates the events")
     params = beta / scale
-    # Breslow: at each distinct time, its deaths over the risk set's summed hazard.
-    risk = np.exp(x @ params)
+    # Breslow: at each distinct time, its deaths over the risk set's summed hazard (centred, as
+    # lifelines does, so that the hazards neither overflow nor underflow).
+    risk = np.exp((x - mean) @ params)
     times, first = np.unique(durations, return_index=True)
     at_risk = np.cumsum(risk[::-1])[::-1][first]
     deaths = np.add.reduceat(events, first)
-    return SmallCox(params, times, np.cumsum(deaths / at_risk))
+    cumulative = np.cumsum(deaths / at_risk)
+    if not np.isfinite(cumulative).all():
+        raise SmallCoxError("the baseline hazard is not finite")
+    return SmallCox(params, mean, times, cumulative)

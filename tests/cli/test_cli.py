@@ -277,7 +277,12 @@ print(" ".join(m for m in {heavy!r} if m in sys.modules))
 """
 
 
-LIGHT = [["--help"], ["--version"], ["serve-token", "add", "{tmp}/tokens.json", "--name", "a"]]
+LIGHT = [
+    ["--help"],
+    ["--version"],
+    ["serve-token", "add", "{tmp}/tokens.json", "--name", "a"],
+    ["deploy", "app", "{tmp}/app"],  # the runbook writes the Flower app's pyproject on the coordinator
+]
 
 
 @pytest.mark.parametrize("args", LIGHT)

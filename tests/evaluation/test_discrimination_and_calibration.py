@@ -17,6 +17,7 @@ from fedsynth.evaluation.calibration import (
     CalibrationError,
     binary_subgroups,
     calibration,
+    calibration_slope,
     predicted_risk,
     stratified_calibration,
 )
@@ -105,6 +106,21 @@ def test_in_sample_fit_has_slope_one_and_a_doubled_linear_predictor_slope_one_ha
     extreme = calibration(doubled, train, schema, horizon)
     assert extreme.slope == pytest.approx(0.5, abs=1e-3)
     assert extreme.ici > fitted.ici
+
+
+def test_a_slope_whose_refit_separates_the_events_is_nan_not_an_error() -> None:
+    # The model's predictor takes two values and every event on these rows is in the higher one:
+    # the refit's likelihood has no maximum, so there is no slope (the other figures still stand).
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 2, 200).astype(float)
+    model = CoxPHFitter().fit(
+        pd.DataFrame({"x": x, "_time": rng.exponential(1.0 / np.exp(0.5 * x)), "_event": 1}), "_time", "_event"
+    )
+    group = np.repeat([0.0, 1.0], 30)
+    rows = pd.DataFrame({"x": group, "_time": np.tile(np.arange(1.0, 31.0), 2), "_event": group.astype(int)})
+    assert np.isnan(calibration_slope(model, rows))
+    rows["_event"] = 1  # events in both groups: a slope again
+    assert np.isfinite(calibration_slope(model, rows))
 
 
 def test_subgroups_too_small_are_listed_with_the_reason_not_scored(split) -> None:

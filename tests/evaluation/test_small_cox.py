@@ -38,10 +38,28 @@ def test_a_known_effect_is_recovered() -> None:
     assert fitted.params[0] == pytest.approx(0.8, abs=0.05)
 
 
+def test_a_covariate_far_from_zero_keeps_a_finite_baseline() -> None:
+    rng = np.random.default_rng(3)
+    x = 1000.0 + rng.normal(0.0, 0.5, 300)  # exp(x . beta) uncentred would overflow or vanish
+    durations = np.ceil(rng.exponential(1.0 / np.exp(0.7 * (x - 1000.0))) * 10)
+    events = (rng.random(300) < 0.8).astype(int)
+    frame = pd.DataFrame({"x": x, "t": durations, "e": events})
+    reference = CoxPHFitter().fit(frame, "t", "e")
+    fitted = fit_small_cox(x, durations, events)
+    horizon = float(np.median(durations))
+    expected = reference.predict_survival_function(frame[["x"]], times=[horizon]).T.to_numpy()[:, 0]
+    np.testing.assert_allclose(fitted.survival_at(x, horizon), expected, atol=1e-5)
+
+
 def test_missing_values_and_separation_are_refused() -> None:
     with pytest.raises(SmallCoxError, match="missing or infinite"):
         fit_small_cox(np.array([0.0, np.nan, 1.0]), np.array([1.0, 2.0, 3.0]), np.array([1, 1, 0]))
     # Every death has the highest covariate among those at risk: the likelihood grows without bound.
     x = np.arange(20.0)
-    with pytest.raises(SmallCoxError):
+    with pytest.raises(SmallCoxError, match="separates the events"):
         fit_small_cox(x, 20.0 - x, np.ones(20))
+    # A two-valued covariate with every event in one group (lifelines returns where its steps stopped).
+    group = np.repeat([0.0, 1.0], 30)
+    events = group.astype(int)
+    with pytest.raises(SmallCoxError, match="separates the events"):
+        fit_small_cox(group, np.tile(np.arange(1.0, 31.0), 2), events)
