@@ -112,17 +112,18 @@ class ObservedRiskSmoother:
     knots: np.ndarray
     horizon: float
 
-    def _basis(self, risk: np.ndarray) -> np.ndarray:
-        x = _cloglog(risk)
-        return restricted_cubic_spline(x, self.knots) if len(self.knots) == 3 else x[:, None]
+    @staticmethod
+    def _basis(risk: np.ndarray, knots: np.ndarray) -> np.ndarray:
+        x = _cloglog(np.asarray(risk, float))
+        return restricted_cubic_spline(x, knots) if len(knots) == 3 else x[:, None]
 
     def __call__(self, risk: np.ndarray) -> np.ndarray:
-        return 1.0 - self.model.survival_at(self._basis(np.asarray(risk, float)), self.horizon)
+        return 1.0 - self.model.survival_at(self._basis(risk, self.knots), self.horizon)
 
     @classmethod
     def fit(cls, risk: np.ndarray, design: pd.DataFrame, horizon: float) -> ObservedRiskSmoother:
         knots = np.unique(np.percentile(_cloglog(risk), [10, 50, 90]))
-        basis = restricted_cubic_spline(_cloglog(risk), knots) if len(knots) == 3 else _cloglog(risk)[:, None]
+        basis = cls._basis(risk, knots)
         model = fit_small_cox(basis, design["_time"].to_numpy(), design["_event"].to_numpy(), penalizer=1e-6)
         return cls(model, knots, horizon)
 
