@@ -338,13 +338,12 @@ def train_dp_round(
     total, count = 0.0, 0
     step = (min(server_round, plan.planned_rounds) - 1) * plan.steps_per_round
     schedule = run_schedule(getattr(model_config, "lr_schedule", "constant"), plan.total_steps)
-    if record_loss is None:
+    if record_loss is None:  # the MCM's own loss, its survival head averaged as its config says
         record_loss = functools.partial(_mcm_record_loss, network, model_config)
-    network.train()
-    if record_loss is None:
         averaging = head_tail_average(network, model_config, plan.steps_per_round)
     else:
         averaging = tail_average(averaged, plan.steps_per_round)
+    network.train()
     round_step = 0
     with SinglePassClipping(network, plan.max_grad_norm) as clipping:
         for _ in range(plan.local_epochs):

@@ -160,6 +160,22 @@ def test_a_round_with_the_hazard_head_spends_exactly_what_the_plan_says_and_ever
     assert moved["survival_head.effects.weight"] > 0 and moved["heads.weight"] > 0 and moved["block1.net.0.weight"] > 0
 
 
+def test_a_round_with_the_default_loss_averages_the_head_as_its_config_says(whas500, monkeypatch) -> None:
+    # Without a generator's loss the MCM's own is used, and with it the head's averaging.
+    from fedsynth.client.dp_training import TailAverage
+
+    frame, schema = whas500
+    config = MCMConfig(hidden=8, n_bins=8, survival_head=True, survival_form="hazard", survival_head_averaging=1.0,
+                       survival_head_averaging_min_steps=1)  # fmt: skip
+    plan = plan_dp(n_records=200, batch_size=50, local_epochs=1, planned_rounds=1, target_epsilon=8.0,
+                   target_delta=1e-3, max_grad_norm=10.0)  # fmt: skip
+    model = MCM(config).build(schema)
+    copied: list[set[int]] = []
+    monkeypatch.setattr(TailAverage, "copy_to_parameters", lambda self: copied.append({id(p) for p in self.parameters}))
+    train_dp_round(model.network_, model.codes_tensor(frame.head(200)), config, plan, 1e-2, torch.Generator())
+    assert copied == [{id(p) for p in model.network_.survival_head.parameters()}]
+
+
 def test_the_tail_average_is_the_mean_of_the_iterates_after_its_first_step() -> None:
     from fedsynth.client.dp_training import TailAverage
 
