@@ -38,7 +38,7 @@ from fedsynth.client.secure_aggregation import (
     check_secure_aggregation,
     secure_aggregation_mod,
 )
-from fedsynth.client.site import RoundResult, Site
+from fedsynth.client.site import EffectRatesRefusedError, RoundResult, Site
 from fedsynth.client.site_errors import shareable_message, site_identity
 from fedsynth.data.schema import Schema
 from fedsynth.marginals.target import MarginalTarget
@@ -58,6 +58,9 @@ REPLY_METRICS = (
 # The train instruction's JSON map of site name -> the largest epsilon the coordinator has
 # recorded for it in the run: a site whose ledger composes to less refuses (it was reset).
 LEDGER_FLOORS = "ledger-floors"
+# A training round's step multipliers for the generator's effects (JSON list), which the
+# coordinator computes from the run's DP marginal tables: public post-processing.
+EFFECT_RATES = "effect-rates"
 # The train instruction's JSON list of [name, shape] that unpacks the global weights.
 WEIGHTS_LAYOUT = "weights-layout"
 
@@ -122,7 +125,7 @@ class SiteError(RuntimeError):
 def without_details(handler):  # type: ignore[no-untyped-def]
     """Flower sends an exception's text back to the coordinator; data errors name rows and values.
 
-    Budget, audit-cap, marginal-release and secure-aggregation refusals (figures, settings and the
+    Budget, audit-cap, marginal-release, effect-rate and secure-aggregation refusals (figures, settings and the
     site's name only) pass unchanged; a data validation error or a too-few-records refusal is sent
     as its summary without values (:func:`fedsynth.client.site_errors.shareable_message`); any
     other error is logged in full at the site and replaced by its type name.
@@ -136,6 +139,7 @@ def without_details(handler):  # type: ignore[no-untyped-def]
             BudgetExceededError,
             AuditRefusedError,
             MarginalsRefusedError,
+            EffectRatesRefusedError,
             SecureAggregationRequiredError,
             SecureAggregationRefusedError,
         ):
@@ -172,6 +176,7 @@ def handle_train(message: Message, context: Context, sites_root: Path | None = N
         server_round=int(config["server-round"]),
         planned_rounds=int(config["planned-rounds"]),
         coordinator_floor=ledger_floor(config, site.config.name),
+        effect_rates=effect_rates(config),
     )
     # Where a round's time goes, for operators: a site's process answers message after message.
     log(
@@ -181,6 +186,19 @@ def handle_train(message: Message, context: Context, sites_root: Path | None = N
         opened - started, time.monotonic() - opened,
     )  # fmt: skip
     return train_reply(message, result, site.config.name)
+
+
+def effect_rates(config: ConfigRecord) -> list[float] | None:
+    """The round's effect rates (None if not sent); the site checks their values before any spend."""
+    if EFFECT_RATES not in config:
+        return None
+    try:
+        rates = json.loads(str(config[EFFECT_RATES]))
+    except json.JSONDecodeError:
+        raise EffectRatesRefusedError(f"the instruction's {EFFECT_RATES} is not JSON") from None
+    if not isinstance(rates, list):
+        raise EffectRatesRefusedError(f"the instruction's {EFFECT_RATES} must be a list of numbers")
+    return rates
 
 
 def ledger_floor(config: ConfigRecord, site_name: str) -> float:

@@ -21,7 +21,8 @@ from __future__ import annotations
 import functools
 import math
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -208,6 +209,21 @@ def _whole_batch(batch: list[tuple[torch.Tensor]]) -> tuple[torch.Tensor]:
     return batch[0]
 
 
+@contextmanager
+def scaled_step(scaled: tuple[torch.nn.Parameter, torch.Tensor] | None) -> Iterator[None]:
+    """Multiply the step the optimiser takes inside on one parameter by fixed per-coordinate
+    rates: Adam with a learning rate per coordinate, which its parameter groups (one rate per
+    tensor) cannot express. Post-processing of the noisy gradient: no privacy cost."""
+    if scaled is None:
+        yield
+        return
+    parameter, rates = scaled
+    before = parameter.detach().clone()
+    yield
+    with torch.no_grad():
+        parameter.copy_(before + rates * (parameter - before))
+
+
 def _noise_only_step(module: torch.nn.Module, dp_optimizer: torch.optim.Optimizer) -> None:
     """An empty Poisson batch (probability (1 - q)^n) still releases noise: a zero clipped sum plus
     Gaussian noise, through Opacus' optimizer so its accountant counts the step.
@@ -294,6 +310,7 @@ def train_dp_round(
     server_round: int = 1,
     record_loss: RecordLoss | None = None,
     averaged: TailSpec | None = None,
+    scaled: tuple[torch.nn.Parameter, torch.Tensor] | None = None,
 ) -> tuple[float, list[tuple[float, float, int]]]:
     """Train ``network`` in place for one round of ``plan.steps_per_round`` DP-SGD steps.
 
@@ -302,7 +319,9 @@ def train_dp_round(
     (``network`` an :class:`MCMNetwork`, ``model_config`` its :class:`MCMConfig`, its survival
     head averaged as the config says); with another generator's loss, ``averaged`` says which
     parameters it sends as the mean of their iterates
-    (:meth:`~fedsynth.model.generator.NetworkGenerator.tail_averaged`). The plan, the clipping,
+    (:meth:`~fedsynth.model.generator.NetworkGenerator.tail_averaged`) and ``scaled`` which
+    parameter's steps fixed multipliers scale
+    (:meth:`~fedsynth.model.generator.NetworkGenerator.rate_scaled`). The plan, the clipping,
     the noise and the accounting do not depend on the generator.
 
     With ``model_config.lr_schedule == "cosine"`` the learning rate follows one cosine decay
@@ -353,11 +372,13 @@ def train_dp_round(
                 step += 1
                 dp_optimizer.zero_grad(set_to_none=True)
                 if len(batch) == 0:
-                    _noise_only_step(network, dp_optimizer)
+                    with scaled_step(scaled):
+                        _noise_only_step(network, dp_optimizer)
                 else:
                     loss = record_loss(batch, generator, (step - 1) / max(1, plan.total_steps))
                     clipping.backward(loss)  # .grad = sum of the clipped per-record gradients
-                    dp_optimizer.step()  # Opacus: + Gaussian noise, / expected batch size, Adam, accountant
+                    with scaled_step(scaled):
+                        dp_optimizer.step()  # Opacus: + Gaussian noise, / expected batch size, Adam, accountant
                     total += float(loss.detach().sum())
                     count += len(batch)
                 round_step += 1

@@ -40,6 +40,10 @@ from fedsynth.errors import UserError
 from fedsynth.model.generators import AnyGeneratorConfig, new_generator
 
 
+class EffectRatesRefusedError(RuntimeError):
+    """A round's effect rates are outside the contract; the text names the site and why (no data)."""
+
+
 class SiteError(UserError, ValueError):
     """The site cannot take part as configured; the message says why and what to do."""
 
@@ -172,11 +176,14 @@ class Site:
         server_round: int,
         planned_rounds: int,
         coordinator_floor: float = 0.0,
+        effect_rates: list[float] | None = None,
     ) -> RoundResult:
         """Reserve the round's privacy spend, then run it; refuses (BudgetExceededError) past the budget.
 
         ``coordinator_floor`` is the largest epsilon the coordinator has recorded for this site in
         the run: a ledger composing to less was reset or rolled back (LedgerIntegrityError).
+        ``effect_rates``: the run's step multipliers for the generator's effects, computed by the
+        coordinator from the DP marginal tables (checked here before any spend).
         """
         if coordinator_floor > 0:
             self.ledger.require_at_least(
@@ -187,6 +194,13 @@ class Site:
         if refusal is not None:  # before any spend
             raise SiteError(f"site '{self.config.name}' cannot train this model: {refusal}")
         plan = self.plan(run_id, planned_rounds)
+        network = model.build(self.schema)._network()
+        try:
+            scaled = model.rate_scaled(effect_rates, plan.steps_per_round)
+        except ValueError as exc:  # before any spend
+            raise EffectRatesRefusedError(
+                f"site '{self.config.name}' refused the round's effect rates: {exc}"
+            ) from None
         # Spend is on disk before the first step: a kill from here on can only over-count.
         try:
             epsilon_after = self.ledger.reserve(
@@ -198,7 +212,6 @@ class Site:
             )
         except BudgetExceededError as exc:  # the coordinator's record should say which site refused
             raise BudgetExceededError(f"site '{self.config.name}' {exc}") from exc
-        network = model.build(self.schema)._network()
         network.load_state_dict(global_state)
         seed_text = f"{self.config.training.split_seed}:{run_id}:{server_round}".encode()
         generator = torch.Generator().manual_seed(int(hashlib.sha256(seed_text).hexdigest()[:15], 16))
@@ -212,6 +225,7 @@ class Site:
             server_round=server_round,
             record_loss=model.per_record_loss,
             averaged=model.tail_averaged(),
+            scaled=scaled,
         )
         ((noise, rate, steps),) = history
         # Opacus' own accountant may use 1 / int(1 / q) >= q (its step count rounds down): more

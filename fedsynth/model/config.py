@@ -144,6 +144,13 @@ class MCMConfig(GeneratorConfig):
         With ``survival_head_averaging``: only a round of at least this many DP-SGD steps
         averages. In a short round the head is still moving and its average lags behind it
         (measured: rounds of 10-25 steps lost hazard-ratio accuracy, rounds of 136 gained).
+    survival_effect_rates : {"uniform", "marginals"}, default "uniform"
+        Under DP-SGD, in rounds shorter than ``survival_head_averaging_min_steps`` steps (where
+        the head's last iterate is sent): ``"marginals"`` scales each effect's step by the
+        inverse variance of its covariate in the run's DP marginal tables, normalised by their
+        geometric mean (:mod:`fedsynth.model.effect_rates`), so a narrow covariate's effect
+        keeps pace with a binary's; ``"uniform"``: Adam's steps as they are. Post-processing:
+        no privacy cost. In longer rounds the head settles and is averaged instead.
     survival_head_weight : float, default 1.0
         Weight of the survival head's loss next to the masked loss (one per-record loss: DP-SGD
         clips and noises both in one mechanism).
@@ -176,6 +183,7 @@ class MCMConfig(GeneratorConfig):
     survival_level: bool = False
     survival_head_averaging: float = Field(0.0, ge=0.0, le=1.0)
     survival_head_averaging_min_steps: int = Field(100, ge=1)
+    survival_effect_rates: Literal["uniform", "marginals"] = "uniform"
     survival_head_weight: float = Field(1.0, ge=0.0, le=100.0)
     epochs: int | None = Field(None, ge=1, le=100_000)
     auto_epochs: int = Field(1000, ge=1)

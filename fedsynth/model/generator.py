@@ -142,6 +142,21 @@ class NetworkGenerator(Generic[Network]):
         iterate of every parameter). Post-processing of the noisy iterates: free."""
         return None
 
+    def effect_rates(self, target: MarginalTarget) -> list[float] | None:
+        """Per-coordinate step multipliers the coordinator sends the sites for a run whose DP
+        marginal tables are ``target`` (None: every step as the optimiser takes it)."""
+        return None
+
+    def rate_scaled(
+        self, rates: list[float] | None, steps_per_round: int
+    ) -> tuple[torch.nn.Parameter, torch.Tensor] | None:
+        """The parameter whose DP-SGD steps ``rates`` (from :meth:`effect_rates`) scale in a round
+        of ``steps_per_round`` steps, and the multipliers shaped like it; None: no scaling.
+        Raises ValueError for rates this generator did not ask for or cannot use."""
+        if rates is not None:
+            raise ValueError(f"{type(self).__name__} takes no effect rates; the coordinator sent some")
+        return None
+
     def per_record_loss(self, codes: torch.Tensor, generator: torch.Generator, run_fraction: float) -> torch.Tensor:
         """Each record's training loss (n,) for a DP-SGD step on model codes ``codes``.
 

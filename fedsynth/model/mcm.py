@@ -11,12 +11,14 @@ import torch
 from fedsynth.data.conditions import ConditionsLike, ResolvedCondition, resolve_any
 from fedsynth.data.schema import Schema
 from fedsynth.data.validation import validate_frame
+from fedsynth.marginals.target import MarginalTarget
 from fedsynth.model.calibrated import calibrated_frames
 from fedsynth.model.config import MCMConfig, without_retired_options
+from fedsynth.model.effect_rates import check_rates, inverse_variance_rates
 from fedsynth.model.fairness import group_weights
 from fedsynth.model.generator import NetworkGenerator
 from fedsynth.model.layout import Layout
-from fedsynth.model.network import MCMNetwork
+from fedsynth.model.network import HazardHead, MCMNetwork
 from fedsynth.model.persistence import (
     check_generator,
     fitted_meta,
@@ -111,6 +113,31 @@ class MCM(NetworkGenerator[MCMNetwork]):
     def tail_averaged(self) -> tuple[list[torch.nn.Parameter], float, int] | None:
         """The survival head, averaged as ``survival_head_averaging`` says."""
         return head_tail_spec(self._network(), self.config)
+
+    def effect_rates(self, target: MarginalTarget) -> list[float] | None:
+        """With ``survival_effect_rates = "marginals"`` and a hazard head: each covariate input's
+        inverse variance under the DP tables, normalised (:func:`inverse_variance_rates`)."""
+        network = self._network()
+        if self.config.survival_effect_rates != "marginals" or not isinstance(network.survival_head, HazardHead):
+            return None
+        return inverse_variance_rates(network.layout, target, network.covariate_input.numpy()).tolist()
+
+    def rate_scaled(
+        self, rates: list[float] | None, steps_per_round: int
+    ) -> tuple[torch.nn.Parameter, torch.Tensor] | None:
+        """The hazard head's effects and ``rates`` over both causes, in rounds shorter than
+        ``survival_head_averaging_min_steps`` (a longer round's head settles and is averaged)."""
+        network = self._network()
+        head = network.survival_head
+        if rates is None:
+            return None
+        if self.config.survival_effect_rates != "marginals" or not isinstance(head, HazardHead):
+            raise ValueError("effect rates were sent for a model whose config does not ask for them")
+        values = check_rates(rates, network.layout.encoded_width)
+        if steps_per_round >= self.config.survival_head_averaging_min_steps:
+            return None
+        weight = head.effects.weight
+        return weight, torch.as_tensor(values, dtype=weight.dtype).unsqueeze(0).expand_as(weight).clone()
 
     def per_record_loss(self, codes: torch.Tensor, generator: torch.Generator, run_fraction: float) -> torch.Tensor:
         """Each record's masked NLL (and survival head NLL) with fresh masks, times its fairness

@@ -22,6 +22,7 @@ from flwr.app import ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 from flwr.supercore import log
 
+from fedsynth.client.app import EFFECT_RATES
 from fedsynth.client.packed_weights import layout_of, pack
 from fedsynth.data.datasets import bundled_schema
 from fedsynth.data.schema import Schema
@@ -31,6 +32,7 @@ from fedsynth.server.app_config import APP_CONFIG, TASKS
 from fedsynth.server.audit import run_audit
 from fedsynth.server.budget import SPEND_STATUSES
 from fedsynth.server.config import FederationConfig
+from fedsynth.server.effect_rates import run_effect_rates
 from fedsynth.server.evaluation import run_evaluation
 from fedsynth.server.marginals import MARGINALS_FILE, request_marginals
 from fedsynth.server.prompt_grid import PromptGrid
@@ -70,6 +72,7 @@ def run_federation(grid: Grid, config: FederationConfig, schema: Schema) -> Path
         request_marginals(
             grid, run, run_id, config.rounds, schema, timeout=config.round_timeout, expected_sites=expected
         )
+    rates = run_effect_rates(run, model)
     state = model.network_.state_dict()
     strategy, checkpoints = mcm_fedavg(
         run, schema, config.model, layout_of(state), round_offset=done, min_sites=config.min_sites
@@ -79,6 +82,7 @@ def run_federation(grid: Grid, config: FederationConfig, schema: Schema) -> Path
             "run-id": run_id,
             "planned-rounds": config.rounds,
             "model-config": json.dumps(config_to_dict(config.model)),
+            **({EFFECT_RATES: json.dumps(rates)} if rates is not None else {}),
         }
     )
     if config.secure_aggregation.enabled:  # the coordinator then sees only the sum of the updates

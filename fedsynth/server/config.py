@@ -48,6 +48,7 @@ FEDERATED_MODEL_DEFAULTS = MCMConfig(
     survival_centre="marginal",
     survival_level=True,
     survival_head_averaging=1.0,  # in rounds of >= survival_head_averaging_min_steps steps
+    survival_effect_rates="marginals",  # in shorter rounds
     lr_schedule="constant",
     # The plain fit's guards against memorising (MCMConfig) are no part of DP-SGD training.
     weight_decay=0.0,

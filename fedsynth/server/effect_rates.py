@@ -1,0 +1,51 @@
+"""The coordinator's step rates for the survival head's effects, from the run's DP marginal tables.
+
+A model that asks for them (``survival_effect_rates = "marginals"``) gets, before its first
+round, each covariate input's multiplier from the consistent tables in ``RUN_DIR/marginals.json``
+(:mod:`fedsynth.model.effect_rates`); they go to every site with each round's instruction and
+are written to ``RUN_DIR/effect_rates.json`` for whoever reviews the run. A resumed run reads the
+same tables and so sends the same rates.
+"""
+
+from __future__ import annotations
+
+import json
+from logging import INFO, WARNING
+from typing import Any
+
+from flwr.supercore import log
+
+from fedsynth.data.io import write_text
+from fedsynth.model.effect_rates import input_names
+from fedsynth.server.run import MARGINALS_FILE, RunDirectory
+
+EFFECT_RATES_FILE = "effect_rates.json"
+EFFECT_RATES_NOTE = (
+    "Each covariate's multiplier of the survival head's DP-SGD steps in rounds shorter than "
+    "survival_head_averaging_min_steps: its inverse variance in the run's consistent DP marginal tables, "
+    "normalised by their geometric mean. Post-processing of DP releases; sent to every site with each round."
+)
+
+
+def run_effect_rates(run: RunDirectory, model: Any) -> list[float] | None:
+    """The step multipliers ``model`` asks for under the run's complete DP marginal tables (the
+    same on a resumed run: they are read from the run's ``marginals.json``); None if it asks for
+    none or the run has no complete tables."""
+    asks = getattr(model.config, "survival_effect_rates", "uniform") != "uniform"
+    target = run.marginal_target() if asks else None
+    if target is None:
+        if asks:
+            log(WARNING, "No complete DP marginal tables in this run: the head's effects train at Adam's own rates")
+        return None
+    rates = model.effect_rates(target)
+    if rates is not None:
+        covariates = model.network_.covariate_input.tolist()
+        named = {n: r for n, r, c in zip(input_names(model.network_.layout), rates, covariates, strict=True) if c}
+        document = {"source": MARGINALS_FILE, "note": EFFECT_RATES_NOTE, "rates": named}
+        write_text(run.path / EFFECT_RATES_FILE, json.dumps(document, indent=1) + "\n")
+        log(
+            INFO,
+            "Effect step rates from the DP marginal tables: %s",
+            ", ".join(f"{n} {r:.2f}" for n, r in named.items()),
+        )
+    return rates
