@@ -11,6 +11,10 @@ docs/research/2026-12-05-effect-rates.md.
 
 The variances come from the coordinator's consistent DP tables and the rates scale steps taken
 on noisy gradients: both post-processing of DP releases, no privacy cost.
+
+A level of a binary or categorical covariate never steps faster than Adam's own pace: its small
+variance means few records carry it (not a wide encoding, as for a numeric column), and a faster
+step multiplies the DP noise on an effect those few records inform.
 """
 
 from __future__ import annotations
@@ -69,8 +73,8 @@ def encoded_spreads(layout: Layout, target: MarginalTarget) -> np.ndarray:
 
 def inverse_variance_rates(layout: Layout, target: MarginalTarget, covariate_input: np.ndarray) -> np.ndarray:
     """(encoded_width,) step multipliers: (g / s_j)^2 for each covariate input j, with s_j its
-    encoded SD (floored) and g the geometric mean of those SDs, bounded by ``RATE_BOUNDS``; 1
-    where the head reads no covariate or no table gives the spread."""
+    encoded SD (floored) and g the geometric mean of those SDs, bounded by ``RATE_BOUNDS`` and by
+    1 for a discrete level; 1 where the head reads no covariate or no table gives the spread."""
     spreads = encoded_spreads(layout, target)
     live = (np.asarray(covariate_input) > 0) & np.isfinite(spreads)
     rates = np.ones(layout.encoded_width)
@@ -79,7 +83,16 @@ def inverse_variance_rates(layout: Layout, target: MarginalTarget, covariate_inp
     floored = np.maximum(spreads[live], SPREAD_FLOOR)
     centre = float(np.exp(np.log(floored).mean()))
     rates[live] = np.clip((centre / floored) ** 2, *RATE_BOUNDS)
+    discrete = live & ~_numeric_inputs(layout)
+    rates[discrete] = np.minimum(rates[discrete], 1.0)
     return rates
+
+
+def _numeric_inputs(layout: Layout) -> np.ndarray:
+    numeric = np.zeros(layout.encoded_width, dtype=bool)
+    for head in layout.numeric:
+        numeric[head.in_start : head.in_stop] = True
+    return numeric
 
 
 def check_rates(rates: object, width: int) -> np.ndarray:

@@ -36,6 +36,10 @@ def test_spreads_from_exact_tables_match_the_rows_encoding(whas500) -> None:
     assert np.isnan(spreads[time.in_start])  # the outcome: only the time x event table describes it
 
 
+def _inputs(model, schema, *names):  # noqa: ANN001, ANN202
+    return [model.network_.layout.heads[schema.names.index(name)].in_start for name in names]
+
+
 def test_rates_are_inverse_variances_normalised_by_their_geometric_mean(whas500) -> None:
     frame, schema = whas500
     model = MCM(MCMConfig(**HEAD, survival_effect_rates="marginals")).build(schema)
@@ -44,21 +48,24 @@ def test_rates_are_inverse_variances_normalised_by_their_geometric_mean(whas500)
     rates = np.asarray(model.effect_rates(target))
     live = network.covariate_input.numpy() > 0
     assert rates.shape == (network.layout.encoded_width,) and (rates[~live] == 1.0).all()
-    assert np.exp(np.log(rates[live]).mean()) == pytest.approx(1.0)  # none clipped on WHAS500
-    spreads = encoded_spreads(network.layout, target)[live]
-    np.testing.assert_allclose(rates[live] * spreads**2, (rates[live] * spreads**2)[0])
-    age, chf = (network.layout.heads[schema.names.index(name)].in_start for name in ("age", "chf"))
+    spreads = encoded_spreads(network.layout, target)
+    centre = np.exp(np.log(spreads[live]).mean())
+    expected = np.where(live, (centre / spreads) ** 2, 1.0)
+    av3, sho, age, chf = _inputs(model, schema, "av3", "sho", "age", "chf")
+    assert expected[av3] > 1 and expected[sho] > 1  # the rare binaries: held at Adam's pace
+    expected[[av3, sho]] = 1.0
+    np.testing.assert_allclose(rates, expected)
     assert rates[age] > 6 * rates[chf]  # age spreads about a third of what chf does
     assert inverse_variance_rates(network.layout, target, np.zeros(len(rates))).tolist() == [1.0] * len(rates)
 
 
 def test_a_near_constant_covariate_is_bounded(whas500) -> None:
     frame, schema = whas500
-    frame = frame.assign(av3=0)  # no patient with the level: its variance is 0
+    frame = frame.assign(bmi=25.0, av3=0)  # variances of 0
     model = MCM(MCMConfig(**HEAD, survival_effect_rates="marginals")).build(schema)
     rates = np.asarray(model.effect_rates(exact_target(frame, schema)))
-    av3 = model.network_.layout.heads[schema.names.index("av3")].in_start
-    assert rates[av3] == RATE_BOUNDS[1] and (rates >= RATE_BOUNDS[0]).all()
+    bmi, av3 = _inputs(model, schema, "bmi", "av3")
+    assert rates[bmi] == RATE_BOUNDS[1] and rates[av3] == 1.0 and (rates >= RATE_BOUNDS[0]).all()
 
 
 def test_the_model_scales_its_effects_in_short_rounds_only_and_checks_what_it_is_sent(whas500) -> None:
