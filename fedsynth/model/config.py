@@ -148,8 +148,9 @@ class MCMConfig(GeneratorConfig):
         Under DP-SGD, in rounds shorter than ``survival_head_averaging_min_steps`` steps (where
         the head's last iterate is sent): ``"marginals"`` scales each effect's step by the
         inverse variance of its covariate in the run's DP marginal tables, normalised by their
-        geometric mean (:mod:`fedsynth.model.effect_rates`), so a narrow covariate's effect
-        keeps pace with a binary's; ``"uniform"``: Adam's steps as they are. Post-processing:
+        geometric mean and at most 1 for a discrete level (:mod:`fedsynth.model.effect_rates`),
+        so a narrow numeric covariate's effect keeps pace with a binary's; ``"uniform"``: Adam's
+        steps as they are. Post-processing:
         no privacy cost. In longer rounds the head settles and is averaged instead.
     survival_head_weight : float, default 1.0
         Weight of the survival head's loss next to the masked loss (one per-record loss: DP-SGD
