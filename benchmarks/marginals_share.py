@@ -24,7 +24,7 @@ from fedsynth.data.datasets import bundled_schema, load_dataset
 from fedsynth.marginals.tables import MarginalSpec
 from fedsynth.server.config import FederationConfig
 
-SHARES = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4)
+SHARES = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 DATASETS = ("whas500", "actg320", "gbsg2", "flchain")
 
 

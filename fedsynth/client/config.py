@@ -13,7 +13,7 @@ budget in the site's TOML file, and the site enforces it whatever the server ask
     # target_delta = 1e-4               # default 1/n^1.1 of the site's training rows
     max_grad_norm = 10.0
     max_audits = 10                     # audits answered, ever (their results are not DP)
-    marginals_share = 0.4               # epsilon share of the once-per-run DP marginal tables; 0: none
+    marginals_share = 0.5               # epsilon share of the once-per-run DP marginal tables; 0: none
     # evaluation_horizons = [365, 730]  # the only calibration horizons this site answers at
     # require_secure_aggregation = true # train only in rounds the coordinator runs under SecAgg+
 
@@ -67,10 +67,10 @@ class PrivacyConfig(BaseModel):
     evaluation_horizons: list[float] | None = Field(None, min_length=1, max_length=10)
     # The once-per-run Gaussian release of the site's marginal tables gets the noise at which that
     # one step alone would cost this share of the epsilon left; DP-SGD gets the rest, composed in RDP.
-    # 0.4: the calibrated samples' marginals reach the targets on more bundled datasets than at 0.25
-    # for DP-SGD noise 7-12% higher and no loss of C-index (docs/research/2026-12-03-calibrated-release.md).
+    # 0.5: closer marginals on every bundled dataset than 0.4 and survival utility as good, with the
+    # head's effect rates making up the DP-SGD noise (docs/research/2026-12-03-marginals-share.md).
     # 0: nothing released.
-    marginals_share: float = Field(0.4, ge=0, lt=1, description="epsilon share of the DP marginal tables")
+    marginals_share: float = Field(0.5, ge=0, lt=1, description="epsilon share of the DP marginal tables")
     # The site's DP holds whatever the coordinator does; SecAgg+ also keeps the coordinator from
     # seeing this site's own update. True: a training round without it is refused, before any spend.
     require_secure_aggregation: bool = False
