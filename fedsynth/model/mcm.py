@@ -117,9 +117,9 @@ class MCM(NetworkGenerator[MCMNetwork]):
     def effect_rates(self, target: MarginalTarget) -> list[float] | None:
         """With ``survival_effect_rates = "marginals"`` and a hazard head: each covariate input's
         inverse variance under the DP tables, normalised (:func:`inverse_variance_rates`)."""
-        network = self._network()
-        if self.config.survival_effect_rates != "marginals" or not isinstance(network.survival_head, HazardHead):
+        if not self._takes_effect_rates():
             return None
+        network = self._network()
         return inverse_variance_rates(network.layout, target, network.covariate_input.numpy()).tolist()
 
     def rate_scaled(
@@ -127,17 +127,21 @@ class MCM(NetworkGenerator[MCMNetwork]):
     ) -> tuple[torch.nn.Parameter, torch.Tensor] | None:
         """The hazard head's effects and ``rates`` over both causes, in rounds shorter than
         ``survival_head_averaging_min_steps`` (a longer round's head settles and is averaged)."""
-        network = self._network()
-        head = network.survival_head
         if rates is None:
             return None
-        if self.config.survival_effect_rates != "marginals" or not isinstance(head, HazardHead):
+        if not self._takes_effect_rates():
             raise ValueError("effect rates were sent for a model whose config does not ask for them")
+        network = self._network()
         values = check_rates(rates, network.layout.encoded_width)
         if steps_per_round >= self.config.survival_head_averaging_min_steps:
             return None
-        weight = head.effects.weight
+        weight = network.survival_head.effects.weight
         return weight, torch.as_tensor(values, dtype=weight.dtype).unsqueeze(0).expand_as(weight).clone()
+
+    def _takes_effect_rates(self) -> bool:
+        return self.config.survival_effect_rates == "marginals" and isinstance(
+            self._network().survival_head, HazardHead
+        )
 
     def per_record_loss(self, codes: torch.Tensor, generator: torch.Generator, run_fraction: float) -> torch.Tensor:
         """Each record's masked NLL (and survival head NLL) with fresh masks, times its fairness
