@@ -38,7 +38,7 @@ from fedsynth.client.secure_aggregation import (
     check_secure_aggregation,
     secure_aggregation_mod,
 )
-from fedsynth.client.site import EffectRatesRefusedError, RoundResult, Site
+from fedsynth.client.site import EffectRatesRefusedError, ReceivedWeightsRefusedError, RoundResult, Site
 from fedsynth.client.site_errors import shareable_message, site_identity
 from fedsynth.data.schema import Schema
 from fedsynth.marginals.target import MarginalTarget
@@ -140,6 +140,7 @@ def without_details(handler):  # type: ignore[no-untyped-def]
             AuditRefusedError,
             MarginalsRefusedError,
             EffectRatesRefusedError,
+            ReceivedWeightsRefusedError,
             SecureAggregationRequiredError,
             SecureAggregationRefusedError,
         ):

@@ -44,6 +44,10 @@ class EffectRatesRefusedError(RuntimeError):
     """A round's effect rates are outside the contract; the text names the site and why (no data)."""
 
 
+class ReceivedWeightsRefusedError(RuntimeError):
+    """The coordinator's weights are outside the contract; the text names the site and why (no data)."""
+
+
 class SiteError(UserError, ValueError):
     """The site cannot take part as configured; the message says why and what to do."""
 
@@ -201,6 +205,15 @@ class Site:
             raise EffectRatesRefusedError(
                 f"site '{self.config.name}' refused the round's effect rates: {exc}"
             ) from None
+        try:  # before any spend: weights that do not fit, or centres outside the encoding
+            network.load_state_dict(global_state)
+        except RuntimeError as exc:
+            raise ReceivedWeightsRefusedError(
+                f"site '{self.config.name}' refused the round's weights: they do not fit the model ({exc})"
+            ) from None
+        refusal = model.received_state_refusal()
+        if refusal is not None:
+            raise ReceivedWeightsRefusedError(f"site '{self.config.name}' refused the round's weights: {refusal}")
         # Spend is on disk before the first step: a kill from here on can only over-count.
         try:
             epsilon_after = self.ledger.reserve(
@@ -212,7 +225,6 @@ class Site:
             )
         except BudgetExceededError as exc:  # the coordinator's record should say which site refused
             raise BudgetExceededError(f"site '{self.config.name}' {exc}") from exc
-        network.load_state_dict(global_state)
         seed_text = f"{self.config.training.split_seed}:{run_id}:{server_round}".encode()
         generator = torch.Generator().manual_seed(int(hashlib.sha256(seed_text).hexdigest()[:15], 16))
         loss, history = train_dp_round(

@@ -23,7 +23,8 @@ import numpy as np
 
 from fedsynth.data.schema import ColumnKind
 from fedsynth.marginals.target import MarginalTarget
-from fedsynth.model.layout import INDICATOR_SUFFIX, Layout
+from fedsynth.model.layout import Layout
+from fedsynth.model.table_moments import encoded_moments
 
 SPREAD_FLOOR = 0.02  # an encoded SD below this (a level in under 0.04% of rows) counts as this
 RATE_BOUNDS = (1.0 / 16.0, 16.0)  # no effect steps more than 16 times faster or slower than today
@@ -31,44 +32,8 @@ RATE_BOUNDS = (1.0 / 16.0, 16.0)  # no effect steps more than 16 times faster or
 
 def encoded_spreads(layout: Layout, target: MarginalTarget) -> np.ndarray:
     """The SD of every encoded input position under the target's 1-way tables; NaN for a position
-    no 1-way table describes (the outcome's, which the head does not read).
-
-    Numeric: the histogram over the column's [0, 1] bins, uniform within a bin, present values
-    only; binary and categorical: each level's indicator; a missingness indicator: the missing
-    cell's share."""
-    spreads = np.full(layout.encoded_width, np.nan)
-    bins = {b.name: b for b in target.spec.bins}
-    for head in layout.heads:
-        name = head.column.name
-        indicator = name.endswith(INDICATOR_SUFFIX)
-        source = name[: -len(INDICATOR_SUFFIX)] if indicator else name
-        counts = target.tables.get(source)
-        if counts is None or counts.ndim != 1 or source not in bins:
-            continue
-        spec = bins[source]
-        counts = np.clip(np.asarray(counts, dtype=np.float64), 0.0, None)
-        total = counts.sum()
-        if total <= 0:
-            continue
-        if indicator:
-            missing = counts[spec.n_bins] / total if spec.missing else 0.0
-            spreads[head.in_start] = np.sqrt(missing * (1.0 - missing))
-            continue
-        present = counts[: spec.n_bins]
-        if present.sum() <= 0:
-            continue
-        shares = present / present.sum()
-        if head.kind == ColumnKind.CATEGORICAL or head.kind == ColumnKind.BINARY:
-            levels = np.sqrt(shares * (1.0 - shares))
-            # A binary's one input is its level-1 indicator; a categorical has one input per level.
-            spreads[head.in_start : head.in_stop] = levels[1:2] if head.kind == ColumnKind.BINARY else levels
-        else:
-            edges = spec.unit_edges()
-            centres, widths = (edges[:-1] + edges[1:]) / 2.0, np.diff(edges)
-            mean = float(shares @ centres)
-            variance = float(shares @ (centres**2 + widths**2 / 12.0)) - mean**2
-            spreads[head.in_start] = np.sqrt(max(variance, 0.0))
-    return spreads
+    no 1-way table describes (:func:`fedsynth.model.table_moments.encoded_moments`)."""
+    return encoded_moments(layout, target)[1]
 
 
 def inverse_variance_rates(layout: Layout, target: MarginalTarget, covariate_input: np.ndarray) -> np.ndarray:

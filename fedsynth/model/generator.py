@@ -147,6 +147,16 @@ class NetworkGenerator(Generic[Network]):
         marginal tables are ``target`` (None: every step as the optimiser takes it)."""
         return None
 
+    def centre_on_tables(self, target: MarginalTarget) -> list[float] | None:
+        """Fix whatever the network centres on the run's DP marginal tables ``target``, before the
+        first round (the values then travel with the weights); the values set, or None."""
+        return None
+
+    def received_state_refusal(self) -> str | None:
+        """Why the weights a site has just loaded from the coordinator are outside the contract
+        (checked before any spend; None: they are not)."""
+        return None
+
     def rate_scaled(
         self, rates: list[float] | None, steps_per_round: int
     ) -> tuple[torch.nn.Parameter, torch.Tensor] | None:

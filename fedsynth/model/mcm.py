@@ -26,6 +26,7 @@ from fedsynth.model.persistence import (
     write_model_files,
 )
 from fedsynth.model.sampler import STREAM_WORKERS, ConditionalSampler
+from fedsynth.model.table_moments import check_centres, table_centres
 from fedsynth.model.training import ProgressCallback, per_sample_loss, train_plain, validation_split
 
 
@@ -96,6 +97,8 @@ class MCM(NetworkGenerator[MCMNetwork]):
         codes = self.codes_tensor(canonical)
         weights = group_weights(self.config, schema, codes)
         fitted, held_out = validation_split(len(codes), self.config.validation_fraction, generator)
+        if self._centres_on_tables():  # a plain fit reads its own rows: it is not DP anyway
+            self._network().survival_centre_values.copy_(self._network().layout.encode_codes(codes[fitted]).mean(0))
         self.history_, stopping = train_plain(
             self._network(), codes[fitted], self.config, generator, progress, codes[held_out], weights
         )
@@ -122,6 +125,27 @@ class MCM(NetworkGenerator[MCMNetwork]):
         network = self._network()
         return inverse_variance_rates(network.layout, target, network.covariate_input.numpy()).tolist()
 
+    def centre_on_tables(self, target: MarginalTarget) -> list[float] | None:
+        """With ``survival_centre = "tables"`` and a hazard head: centre its covariates at their
+        means under the DP tables (:func:`table_centres`), the same for every site and round."""
+        if not self._centres_on_tables():
+            return None
+        network = self._network()
+        values = table_centres(network.layout, target)
+        network.survival_centre_values.copy_(torch.as_tensor(values, dtype=network.survival_centre_values.dtype))
+        return values.tolist()
+
+    def received_state_refusal(self) -> str | None:
+        """Centres outside the encoding's [0, 1] (or not finite) are refused before any spend."""
+        if not self._centres_on_tables():
+            return None
+        network = self._network()
+        try:
+            check_centres(network.survival_centre_values.numpy(), network.layout.encoded_width)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
     def rate_scaled(
         self, rates: list[float] | None, steps_per_round: int
     ) -> tuple[torch.nn.Parameter, torch.Tensor] | None:
@@ -137,6 +161,9 @@ class MCM(NetworkGenerator[MCMNetwork]):
             return None
         weight = network.survival_head.effects.weight
         return weight, torch.as_tensor(values, dtype=weight.dtype).unsqueeze(0).expand_as(weight).clone()
+
+    def _centres_on_tables(self) -> bool:
+        return self.config.survival_centre == "tables" and isinstance(self._network().survival_head, HazardHead)
 
     def _takes_effect_rates(self) -> bool:
         return self.config.survival_effect_rates == "marginals" and isinstance(

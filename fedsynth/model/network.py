@@ -28,6 +28,7 @@ from torch import nn
 from fedsynth.model.layout import Layout
 
 MASKED_SCORE = -1e9
+SURVIVAL_CENTRES = ("midpoint", "marginal", "tables")
 
 
 class MLP(nn.Module):
@@ -51,7 +52,8 @@ class HazardHead(nn.Module):
     The choices that decide whether DP-SGD's few noisy steps learn anything:
 
     * The covariates come centred (the outcome's inputs are 0): at 0.5, the midpoint of the
-      [0, 1] encoding, or at the model's own marginal mean (MCMNetwork.survival_centre).
+      [0, 1] encoding, at the model's own marginal mean, or at fixed means read off the run's DP
+      tables (MCMNetwork.survival_centre).
       Uncentred, every encoding is positive, so the effects first move together as a second
       intercept (all hazards too high at the start) and rank rows by the sum of their
       encodings; FLChain's model-only samples then reversed the real risk order (TSTR C 0.32).
@@ -108,8 +110,8 @@ class MCMNetwork(nn.Module):
         self.register_buffer("input_column", layout.input_column.clone(), persistent=False)
         self.survival_head: nn.Module | None = None
         self.survival_form = survival_form if survival_head else None
-        if survival_centre not in ("midpoint", "marginal"):
-            raise ValueError(f"survival_centre must be 'midpoint' or 'marginal', got {survival_centre!r}")
+        if survival_centre not in SURVIVAL_CENTRES:
+            raise ValueError(f"survival_centre must be one of {SURVIVAL_CENTRES}, got {survival_centre!r}")
         self.survival_centre = survival_centre
         # Where marginal_encoding reads each kind of head (one gather per kind, not a loop per column).
         numeric_out = [list(range(h.out_start, h.out_stop)) for h in layout.numeric]
@@ -129,6 +131,10 @@ class MCMNetwork(nn.Module):
             outcome = {h.index for h in layout.heads if h.column.role != "feature"}
             covariate_input = torch.tensor([int(c) not in outcome for c in layout.input_column], dtype=torch.float32)
             self.register_buffer("covariate_input", covariate_input, persistent=False)
+            if survival_form == "hazard" and survival_centre == "tables":
+                # Fixed centres, set once (the coordinator's DP tables, or a plain fit's rows) and
+                # carried with the weights, so that the sites and the sampler read the same ones.
+                self.register_buffer("survival_centre_values", torch.full((layout.encoded_width,), 0.5))
             if survival_form == "hazard":
                 self.survival_head = HazardHead(
                     layout.encoded_width, layout.n_bins, survival_effect_scale, level=survival_level
@@ -173,9 +179,14 @@ class MCMNetwork(nn.Module):
         logits, or the (censoring, event) hazard logits per bin (see ``survival_form``)."""
         assert self.survival_head is not None
         if self.survival_form == "hazard":  # centred covariates: see HazardHead
-            centre = self.marginal_encoding() if self.survival_centre == "marginal" else 0.5
-            return self.survival_head((encoded - centre) * self.covariate_input)
+            return self.survival_head((encoded - self.covariate_centre()) * self.covariate_input)
         return self.survival_head(encoded * self.covariate_input)
+
+    def covariate_centre(self) -> torch.Tensor | float:
+        """Where the hazard head centres its covariates (see ``survival_centre``)."""
+        if self.survival_centre == "tables":
+            return self.survival_centre_values
+        return self.marginal_encoding() if self.survival_centre == "marginal" else 0.5
 
     def marginal_encoding(self) -> torch.Tensor:
         """(encoded_width,) the model's own marginal mean of every encoded position.

@@ -34,6 +34,7 @@ from fedsynth.server.budget import SPEND_STATUSES
 from fedsynth.server.config import FederationConfig
 from fedsynth.server.effect_rates import run_effect_rates
 from fedsynth.server.evaluation import run_evaluation
+from fedsynth.server.head_centre import run_head_centre
 from fedsynth.server.marginals import MARGINALS_FILE, request_marginals
 from fedsynth.server.prompt_grid import PromptGrid
 from fedsynth.server.resume import check_resumable
@@ -72,6 +73,8 @@ def run_federation(grid: Grid, config: FederationConfig, schema: Schema) -> Path
         request_marginals(
             grid, run, run_id, config.rounds, schema, timeout=config.round_timeout, expected_sites=expected
         )
+    if checkpoint is None:  # a resumed run's checkpoint already holds the centres
+        run_head_centre(run, model)
     rates = run_effect_rates(run, model)
     state = model.network_.state_dict()
     strategy, checkpoints = mcm_fedavg(

@@ -45,7 +45,7 @@ FEDERATED_MODEL_DEFAULTS = MCMConfig(
     outcome_last=False,
     survival_head=True,
     survival_form="hazard",
-    survival_centre="marginal",
+    survival_centre="tables",  # the means in the run's DP tables (0.5 without tables)
     survival_level=True,
     survival_head_averaging=1.0,  # in rounds of >= survival_head_averaging_min_steps steps
     survival_effect_rates="marginals",  # in shorter rounds

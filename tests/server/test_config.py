@@ -73,7 +73,7 @@ def test_a_run_recorded_before_a_model_field_existed_resumes_with_that_fields_ba
     run = RunDirectory(tmp_path / "run")
     run.initialise("r1", bundled_schema("whas500"), recorded)
     check_resumable(run, old_fields, bundled_schema("whas500"))
-    with pytest.raises(FederationConfigError, match=r"survival_centre: 'midpoint' -> 'marginal'.*survival_level"):
+    with pytest.raises(FederationConfigError, match=r"survival_centre: 'midpoint' -> 'tables'.*survival_level"):
         check_resumable(run, run_config(tmp_path), bundled_schema("whas500"))
 
 
