@@ -65,6 +65,18 @@ class MarginalTarget:
             candidates, self.tables, self.spec, n, seed, conditions=conditions, redraw_outcome=redraw_outcome
         )
 
+    def event_share(self) -> float | None:
+        """The event's share of rows, from the first table that crosses the event column (the
+        consistent tables agree on it); None without one, or an empty one."""
+        event = self.spec.event_column
+        for table in self.spec.tables:
+            counts = self.tables.get(table.name)
+            if event in table.columns and counts is not None:
+                axes = tuple(i for i, c in enumerate(table.columns) if c != event)
+                levels = np.clip(np.asarray(counts, dtype=np.float64), 0.0, None).sum(axis=axes)[:2]
+                return float(levels[1] / levels.sum()) if levels.sum() > 0 else None
+        return None
+
     # -- files ------------------------------------------------------------------------------------
 
     def to_json(self) -> str:

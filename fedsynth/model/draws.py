@@ -1,5 +1,5 @@
 """The sampler's elementary draws: an index by inverse CDF, and (cause, time bin) from
-discrete-time competing hazards."""
+discrete-time competing hazards; and the event-hazard shift that sets a population's event share."""
 
 from __future__ import annotations
 
@@ -30,3 +30,28 @@ def inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     cdf = probs.cumsum(dim=1)
     index = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True).squeeze(1)
     return torch.clamp(index, max=probs.shape[1] - 1)
+
+
+def event_probability(logits: torch.Tensor) -> torch.Tensor:
+    """(n,) P(the row ends in the event, not censoring) under discrete-time competing hazards."""
+    log_nothing, log_cause = hazard_log_probs(logits)
+    # Survival to the start of each bin: the product of "nothing" over the bins before it.
+    reached = torch.cat([torch.zeros_like(log_nothing[:, :1]), log_nothing[:, :-1].cumsum(dim=1)], dim=1)
+    return torch.exp(reached + log_cause[:, 1]).sum(dim=1)
+
+
+def solve_event_offset(logits: torch.Tensor, share: float, bound: float = 8.0, steps: int = 60) -> float:
+    """The shift of every event-hazard logit (the second half of ``logits``) that makes the rows'
+    mean event probability ``share``: a recalibration in the large that keeps every hazard ratio.
+    Bisection (the mean rises with the shift), within +-``bound``."""
+    n_bins = logits.shape[1] // 2
+    low, high = -bound, bound
+    for _ in range(steps):
+        middle = (low + high) / 2.0
+        shifted = logits.clone()
+        shifted[:, n_bins:] += middle
+        if float(event_probability(shifted).mean()) < share:
+            low = middle
+        else:
+            high = middle
+    return (low + high) / 2.0

@@ -12,7 +12,7 @@ from fedsynth.data.conditions import ConditionsLike, ResolvedCondition, resolve_
 from fedsynth.data.schema import Schema
 from fedsynth.data.validation import validate_frame
 from fedsynth.marginals.target import MarginalTarget
-from fedsynth.model.calibrated import calibrated_frames
+from fedsynth.model.calibrated import calibrated_frames, event_offset_of
 from fedsynth.model.config import MCMConfig, without_retired_options
 from fedsynth.model.effect_rates import check_rates, inverse_variance_rates
 from fedsynth.model.fairness import group_weights
@@ -208,8 +208,18 @@ class MCM(NetworkGenerator[MCMNetwork]):
         workers = min(torch.get_num_threads(), STREAM_WORKERS) if workers is None else workers
         resolved = self.resolve(conditions)
         if self.calibration_ is not None:
-            return calibrated_frames(sampler, self.calibration_, int(n), resolved, seed, workers)
+            offset = self._event_offset(sampler)
+            return calibrated_frames(sampler, self.calibration_, int(n), resolved, seed, workers, offset)
         return sampler.iter_frames(int(n), resolved, seed, workers)
+
+    def _event_offset(self, sampler: ConditionalSampler) -> float:
+        """:func:`event_offset_of` the current tables, computed once per tables (its own draw)."""
+        assert self.calibration_ is not None
+        key = self.calibration_.digest()
+        cached = getattr(self, "_event_offsets", {})
+        if key not in cached:
+            self._event_offsets = {key: event_offset_of(sampler, self.calibration_)}
+        return self._event_offsets[key]
 
     def _sampler(self, n: int) -> ConditionalSampler:
         if n < 0:

@@ -42,7 +42,7 @@ import torch
 from fedsynth.data.conditions import ResolvedCondition, satisfies
 from fedsynth.data.schema import ColumnKind
 from fedsynth.data.transforms import Transformer
-from fedsynth.model.draws import draw_competing_hazards, inverse_cdf
+from fedsynth.model.draws import draw_competing_hazards, inverse_cdf, solve_event_offset
 from fedsynth.model.inference import InferenceTrunk
 from fedsynth.model.layout import Layout
 from fedsynth.model.network import MASKED_SCORE, MCMNetwork
@@ -237,12 +237,14 @@ class ConditionalSampler:
     def has_survival_head(self) -> bool:
         return self.network.survival_head is not None
 
-    def redraw_outcome(self, frame: pd.DataFrame, seed: int) -> pd.DataFrame:
+    def redraw_outcome(self, frame: pd.DataFrame, seed: int, event_offset: float = 0.0) -> pd.DataFrame:
         """``frame`` (canonical) with (event, time) drawn afresh from the survival head given each
-        row's covariates, which are kept as they are."""
+        row's covariates, which are kept as they are; ``event_offset`` is added to every event-hazard
+        logit of a hazard head (see :meth:`event_offset_for`)."""
         codes = self.layout.expand(torch.tensor(self.transformer.codes(frame), dtype=torch.float32))
+        generator = torch.Generator().manual_seed(int(seed))
         with torch.no_grad():
-            self._draw_outcome(codes, self.layout.encode_codes(codes), torch.Generator().manual_seed(int(seed)))
+            self._draw_outcome(codes, self.layout.encode_codes(codes), generator, event_offset)
         drawn = self.transformer.from_codes(self.layout.collapse(codes).double().numpy())
         out = frame.copy()
         for index in self._outcome_columns:
@@ -250,12 +252,25 @@ class ConditionalSampler:
             out[name] = drawn[name].to_numpy()
         return out
 
-    def _draw_outcome(self, codes: torch.Tensor, encoded: torch.Tensor, generator: torch.Generator) -> None:
+    def event_offset_for(self, frame: pd.DataFrame, share: float) -> float:
+        """The shift of a hazard head's event logits that gives ``frame``'s rows (canonical) a mean
+        event probability of ``share``; 0 for any other head."""
+        if self.network.survival_form != "hazard":
+            return 0.0
+        codes = self.layout.expand(torch.tensor(self.transformer.codes(frame), dtype=torch.float32))
+        with torch.no_grad():
+            return solve_event_offset(self.network.survival_logits(self.layout.encode_codes(codes)), share)
+
+    def _draw_outcome(
+        self, codes: torch.Tensor, encoded: torch.Tensor, generator: torch.Generator, event_offset: float = 0.0
+    ) -> None:
         """(event, time) of every row from the survival head, given all its covariates."""
         n_bins = self.layout.n_bins
         logits = self.network.survival_logits(encoded)
         u_within = torch.rand(len(codes), generator=generator)
         if self.network.survival_form == "hazard":
+            if event_offset:
+                logits[:, n_bins:] += event_offset
             cause, time_bin = draw_competing_hazards(logits, generator)
         else:
             u_outcome = torch.rand(len(codes), generator=generator)
