@@ -10,7 +10,7 @@ Environment: NM=0 removes the noise, CLIP overrides the clip norm.
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python docs/research/2026-12-05-head-input-scale-head-alone.py actg320 0,1,2,3,4,5 0,P,s0.5,s0.5P,s0.3P
 """
-import sys, json, tempfile
+import sys, json, tempfile, importlib.util
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 import benchmarks.head_dp_limit as H
@@ -19,26 +19,12 @@ from fedsynth.data.datasets import load_dataset
 from fedsynth.model.mcm import MCM
 from fedsynth.model.loss import survival_hazard_nll
 from fedsynth.server.config import FEDERATED_MODEL_DEFAULTS
-from opacus.data_loader import DPDataLoader
-from opacus.optimizers import DPOptimizer
-from opacus.grad_sample import GradSampleModule
-from torch.utils.data import DataLoader, TensorDataset
 
-def dp_round(head, x, codes, layout, plan, lr, mult):
-    module = GradSampleModule(head)
-    loader = DPDataLoader.from_data_loader(DataLoader(TensorDataset(x, codes), batch_size=plan.batch_size))
-    import os
-    opt = DPOptimizer(torch.optim.Adam(head.parameters(), lr=lr), noise_multiplier=float(os.environ.get("NM", plan.noise_multiplier)),
-                      max_grad_norm=float(os.environ.get("CLIP", plan.max_grad_norm)), expected_batch_size=int(len(x) * loader.sample_rate), loss_reduction="mean")
-    for _ in range(plan.local_epochs):
-        for xb, cb in loader:
-            opt.zero_grad(set_to_none=True)
-            survival_hazard_nll(layout, module(xb), cb).sum().backward()
-            before = head.effects.weight.detach().clone()
-            opt.step()
-            with torch.no_grad():
-                head.effects.weight.copy_(before + mult * (head.effects.weight - before))
-    module._close()
+# The same DP round as the effect-rates diagnostic (Opacus DP-SGD on Adam, the step scaled after).
+_spec = importlib.util.spec_from_file_location("rates", Path(__file__).with_name("2026-12-05-effect-rates-head-alone.py"))
+_rates = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_rates)
+dp_round = _rates.dp_round
 
 def run(dataset, seed, rounds, cs):
     with tempfile.TemporaryDirectory() as tmp:

@@ -9,15 +9,10 @@ same tables and so sends the same rates.
 
 from __future__ import annotations
 
-import json
-from logging import INFO, WARNING
 from typing import Any
 
-from flwr.supercore import log
-
-from fedsynth.data.io import write_text
-from fedsynth.model.effect_rates import input_names
-from fedsynth.server.run import MARGINALS_FILE, RunDirectory
+from fedsynth.server.run import RunDirectory
+from fedsynth.server.table_inputs import record_inputs, tables_if_asked
 
 EFFECT_RATES_FILE = "effect_rates.json"
 EFFECT_RATES_NOTE = (
@@ -32,20 +27,8 @@ def run_effect_rates(run: RunDirectory, model: Any) -> list[float] | None:
     same on a resumed run: they are read from the run's ``marginals.json``); None if it asks for
     none or the run has no complete tables."""
     asks = getattr(model.config, "survival_effect_rates", "uniform") != "uniform"
-    target = run.marginal_target() if asks else None
-    if target is None:
-        if asks:
-            log(WARNING, "No complete DP marginal tables in this run: the head's effects train at Adam's own rates")
-        return None
-    rates = model.effect_rates(target)
+    target = tables_if_asked(run, asks, "the head's effects train at Adam's own rates")
+    rates = model.effect_rates(target) if target is not None else None
     if rates is not None:
-        covariates = model.network_.covariate_input.tolist()
-        named = {n: r for n, r, c in zip(input_names(model.network_.layout), rates, covariates, strict=True) if c}
-        document = {"source": MARGINALS_FILE, "note": EFFECT_RATES_NOTE, "rates": named}
-        write_text(run.path / EFFECT_RATES_FILE, json.dumps(document, indent=1) + "\n")
-        log(
-            INFO,
-            "Effect step rates from the DP marginal tables: %s",
-            ", ".join(f"{n} {r:.2f}" for n, r in named.items()),
-        )
+        record_inputs(run, model, rates, EFFECT_RATES_FILE, "rates", EFFECT_RATES_NOTE)
     return rates

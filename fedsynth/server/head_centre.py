@@ -9,15 +9,10 @@ whoever reviews the run. A resumed run keeps the centres its checkpoint holds.
 
 from __future__ import annotations
 
-import json
-from logging import INFO, WARNING
 from typing import Any
 
-from flwr.supercore import log
-
-from fedsynth.data.io import write_text
-from fedsynth.model.effect_rates import input_names
-from fedsynth.server.run import MARGINALS_FILE, RunDirectory
+from fedsynth.server.run import RunDirectory
+from fedsynth.server.table_inputs import record_inputs, tables_if_asked
 
 HEAD_CENTRE_FILE = "head_centre.json"
 HEAD_CENTRE_NOTE = (
@@ -31,17 +26,8 @@ def run_head_centre(run: RunDirectory, model: Any) -> list[float] | None:
     them; None if it asks for none or the run has no complete tables (the centres then stay at
     the encoding's midpoint, 0.5)."""
     asks = getattr(model.config, "survival_centre", None) == "tables"
-    target = run.marginal_target() if asks else None
-    if target is None:
-        if asks:
-            log(WARNING, "No complete DP marginal tables in this run: the head centres covariates at 0.5")
-        return None
-    values = model.centre_on_tables(target)
+    target = tables_if_asked(run, asks, "the head centres covariates at 0.5")
+    values = model.centre_on_tables(target) if target is not None else None
     if values is not None:
-        covariates = model.network_.covariate_input.tolist()
-        named = {n: v for n, v, c in zip(input_names(model.network_.layout), values, covariates, strict=True) if c}
-        document = {"source": MARGINALS_FILE, "note": HEAD_CENTRE_NOTE, "centres": named}
-        write_text(run.path / HEAD_CENTRE_FILE, json.dumps(document, indent=1) + "\n")
-        log(INFO, "Survival head centres from the DP marginal tables: %s",
-            ", ".join(f"{n} {v:.3f}" for n, v in named.items()))  # fmt: skip
+        record_inputs(run, model, values, HEAD_CENTRE_FILE, "centres", HEAD_CENTRE_NOTE)
     return values
