@@ -97,8 +97,13 @@ class DecodedCandidates:
     ) -> Iterator[pd.DataFrame]:
         return self.model._decoded_frames(n, conditions, seed)
 
-    def redraw_outcome(self, frame: pd.DataFrame, seed: int) -> pd.DataFrame:
+    def redraw_outcome(self, frame: pd.DataFrame, seed: int, event_offset: float = 0.0) -> pd.DataFrame:
+        if event_offset:  # only the MCM's hazard head takes a shift (calibrated_frames passes 0 here)
+            raise ValueError("a decoding generator's outcome model takes no event offset")
         return self.model.redraw_outcome(frame, seed)  # type: ignore[attr-defined,no-any-return]
+
+    def event_offset_for(self, frame: pd.DataFrame, share: float) -> float:
+        return 0.0
 
 
 def draw_codes(layout: Layout, logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

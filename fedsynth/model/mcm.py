@@ -103,6 +103,7 @@ class MCM(NetworkGenerator[MCMNetwork]):
             self._network(), codes[fitted], self.config, generator, progress, codes[held_out], weights
         )
         self.n_train_ = len(canonical)
+        self._event_offsets = {}  # new weights: any event shift solved before is stale
         self.differentially_private_ = False
         self.training_info_ = {"mode": "plain", "epochs": len(self.history_), "n_train": self.n_train_}
         if weights is not None:

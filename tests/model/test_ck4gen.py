@@ -262,3 +262,16 @@ def test_a_teacher_trained_with_the_network_recovers_the_hazard_ratio_and_the_ev
     assert abs(fit_cox(synthetic, SCHEMA).params_["x"] - np.log(2.0)) < 0.3
     assert abs(synthetic["event"].mean() - data["event"].mean()) < 0.06
     assert joint.training_info_["teacher"] == "joint" and joint.training_info_["distillation_r2"] > 0.8
+
+
+def test_a_calibrated_model_draws_each_kept_rows_outcome_again(data: pd.DataFrame, modelled: CK4Gen) -> None:
+    # Calibration keeps the covariates' DP margins and asks the distilled Cox model for outcomes.
+    from fedsynth.marginals.tables import MarginalSpec, count_tables
+    from fedsynth.marginals.target import MarginalTarget
+
+    spec = MarginalSpec.from_schema(SCHEMA)
+    calibrated = copy.deepcopy(modelled).calibrate_to(MarginalTarget(spec, count_tables(data, spec)))
+    rows = calibrated.sample(1500, seed=4)
+    assert len(rows) == 1500 and calibrated.redraws_outcome
+    assert abs(rows[SCHEMA.event_column].mean() - data[SCHEMA.event_column].mean()) < 0.1
+    assert not _pairs(rows) <= _pairs(data)  # outcomes drawn, not copied pairs
