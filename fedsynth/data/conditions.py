@@ -291,3 +291,20 @@ def resolve_any(conditions: ConditionsLike, schema: Schema) -> list[ResolvedCond
 
 # What a generator's sample() takes: condition texts, parsed conditions or resolved ones.
 ConditionsLike = Sequence[str | Condition | ResolvedCondition] | None
+
+
+def enforce_conditions(frame: pd.DataFrame, conditions: list[ResolvedCondition]) -> pd.DataFrame:
+    """Make returned rows satisfy numeric conditions to the last bit, then verify all of them.
+
+    Sampling already draws inside each condition; this removes rounding residue of the
+    inverse transform (e.g. 25.499999 for 'bmi=25.5') and proves the promise holds.
+    """
+    for condition in conditions:
+        name = condition.column.name
+        if condition.codes is None:
+            clipped = frame[name].clip(condition.lower_value, condition.upper_value)
+            frame[name] = clipped.astype(frame[name].dtype)
+    violations = [c.column.name for c in conditions if not satisfies(frame, c).all()]
+    if violations:
+        raise RuntimeError(f"internal error: sampled rows violate conditions on {violations}")
+    return frame

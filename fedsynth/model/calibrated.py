@@ -16,9 +16,9 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from fedsynth.data.conditions import ResolvedCondition
+from fedsynth.data.conditions import ResolvedCondition, enforce_conditions
 from fedsynth.marginals.target import MarginalTarget
-from fedsynth.model.sampler import enforce_conditions, group_seeds
+from fedsynth.model.sampler import group_seeds
 
 
 class CandidateSource(Protocol):

@@ -15,13 +15,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fedsynth.data.conditions import ConditionError, ConditionsLike, ResolvedCondition, resolve_any, satisfies
+from fedsynth.data.conditions import (
+    ConditionError,
+    ConditionsLike,
+    ResolvedCondition,
+    enforce_conditions,
+    resolve_any,
+    satisfies,
+)
 from fedsynth.data.schema import ColumnKind
 from fedsynth.model.calibrated import calibrated_frames
 from fedsynth.model.draws import inverse_cdf
 from fedsynth.model.generator import Network, NetworkGenerator
 from fedsynth.model.layout import Layout
-from fedsynth.model.sampler import GROUP_ROWS, enforce_conditions, group_seeds
+from fedsynth.model.sampler import GROUP_ROWS, group_seeds
 
 PILOT_ROWS = 20_000  # rows drawn before an acceptance rate is trusted enough to refuse on
 MAX_DRAWS = 5_000_000  # rows one group may draw before its conditions are called hopeless

@@ -11,10 +11,9 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from fedsynth.data.conditions import parse_conditions, resolve_conditions
+from fedsynth.data.conditions import parse_conditions, resolve_conditions, satisfies
 from fedsynth.data.validation import validate_frame
 from fedsynth.model.mcm import MCM
-from fedsynth.model.sampler import satisfies
 
 NOT_DP_NOTICE = (
     "NOT DIFFERENTIALLY PRIVATE: site-local MCM paper mode copies real records and keeps their "

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fedsynth.data.conditions import ResolvedCondition, satisfies
+from fedsynth.data.conditions import ResolvedCondition, enforce_conditions
 from fedsynth.data.schema import ColumnKind
 from fedsynth.data.transforms import Transformer
 from fedsynth.model.draws import draw_competing_hazards, inverse_cdf, solve_event_offset
@@ -239,12 +239,12 @@ class ConditionalSampler:
 
     def redraw_outcome(self, frame: pd.DataFrame, seed: int, event_offset: float = 0.0) -> pd.DataFrame:
         """``frame`` (canonical) with (event, time) drawn afresh from the survival head given each
-        row's covariates, which are kept as they are; ``event_offset`` is added to every event-hazard
-        logit of a hazard head (see :meth:`event_offset_for`)."""
-        codes = self.layout.expand(torch.tensor(self.transformer.codes(frame), dtype=torch.float32))
-        generator = torch.Generator().manual_seed(int(seed))
+        row's covariates, kept as they are; a hazard head's event logits shifted by ``event_offset``."""
+        codes = self._codes_of(frame)
         with torch.no_grad():
-            self._draw_outcome(codes, self.layout.encode_codes(codes), generator, event_offset)
+            self._draw_outcome(
+                codes, self.layout.encode_codes(codes), torch.Generator().manual_seed(seed), event_offset
+            )
         drawn = self.transformer.from_codes(self.layout.collapse(codes).double().numpy())
         out = frame.copy()
         for index in self._outcome_columns:
@@ -253,13 +253,16 @@ class ConditionalSampler:
         return out
 
     def event_offset_for(self, frame: pd.DataFrame, share: float) -> float:
-        """The shift of a hazard head's event logits that gives ``frame``'s rows (canonical) a mean
-        event probability of ``share``; 0 for any other head."""
+        """The shift of a hazard head's event logits giving ``frame``'s rows a mean event share ``share``."""
         if self.network.survival_form != "hazard":
             return 0.0
-        codes = self.layout.expand(torch.tensor(self.transformer.codes(frame), dtype=torch.float32))
         with torch.no_grad():
-            return solve_event_offset(self.network.survival_logits(self.layout.encode_codes(codes)), share)
+            return solve_event_offset(
+                self.network.survival_logits(self.layout.encode_codes(self._codes_of(frame))), share
+            )
+
+    def _codes_of(self, frame: pd.DataFrame) -> torch.Tensor:
+        return self.layout.expand(torch.tensor(self.transformer.codes(frame), dtype=torch.float32))
 
     def _draw_outcome(
         self, codes: torch.Tensor, encoded: torch.Tensor, generator: torch.Generator, event_offset: float = 0.0
@@ -384,20 +387,3 @@ def group_seeds(seed: int, n_groups: int) -> np.ndarray:
     """One generator seed per row group, derived from ``seed``: the rows do not depend on
     which thread draws which group, nor on whether the groups are streamed or kept."""
     return np.random.SeedSequence(int(seed)).generate_state(n_groups, dtype=np.uint64)
-
-
-def enforce_conditions(frame: pd.DataFrame, conditions: list[ResolvedCondition]) -> pd.DataFrame:
-    """Make returned rows satisfy numeric conditions to the last bit, then verify all of them.
-
-    Sampling already draws inside each condition; this removes rounding residue of the
-    inverse transform (e.g. 25.499999 for 'bmi=25.5') and proves the promise holds.
-    """
-    for condition in conditions:
-        name = condition.column.name
-        if condition.codes is None:
-            clipped = frame[name].clip(condition.lower_value, condition.upper_value)
-            frame[name] = clipped.astype(frame[name].dtype)
-    violations = [c.column.name for c in conditions if not satisfies(frame, c).all()]
-    if violations:
-        raise RuntimeError(f"internal error: sampled rows violate conditions on {violations}")
-    return frame

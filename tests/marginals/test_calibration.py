@@ -5,12 +5,11 @@ import pandas as pd
 import pytest
 from scipy.stats import ks_2samp
 
-from fedsynth.data.conditions import parse_conditions, resolve_conditions
+from fedsynth.data.conditions import parse_conditions, resolve_conditions, satisfies
 from fedsynth.data.datasets import load_dataset
 from fedsynth.evaluation.fidelity import marginal_distances
 from fedsynth.marginals.calibration import calibrate
 from fedsynth.marginals.tables import MarginalSpec, count_tables
-from fedsynth.model.sampler import satisfies
 from tests.marginals.conftest import uniform_rows
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fedsynth.data.conditions import satisfies
 from fedsynth.data.schema import Schema
 from fedsynth.evaluation.fidelity import marginal_distances
 from fedsynth.marginals.tables import MarginalSpec, count_tables
@@ -17,7 +18,6 @@ from fedsynth.model.generator_configs import UnknownGeneratorError, config_from_
 from fedsynth.model.generators import generator_digest, load_generator, new_generator, weights_digest
 from fedsynth.model.mcm import MCM
 from fedsynth.model.medvae import MedVAE, MedVAEConfig
-from fedsynth.model.sampler import satisfies
 
 
 @pytest.mark.parametrize(

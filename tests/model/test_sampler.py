@@ -47,7 +47,7 @@ def condition_sets(draw, schema: Schema) -> list[str]:
 
 
 def _check_rows(frame: pd.DataFrame, model: MCM, conditions: list[str]) -> None:
-    from fedsynth.model.sampler import satisfies
+    from fedsynth.data.conditions import satisfies
 
     for resolved in model.resolve(conditions):
         assert satisfies(frame, resolved).all(), resolved

@@ -7,10 +7,10 @@ import json
 
 import pandas as pd
 
+from fedsynth.data.conditions import satisfies
 from fedsynth.evaluation.fidelity import marginal_distances
 from fedsynth.model.generators import load_generator
 from fedsynth.model.medvae import MedVAE
-from fedsynth.model.sampler import satisfies
 from fedsynth.server.budget import budget_report
 from fedsynth.server.config import FederationConfig
 from fedsynth.server.evidence import check_dp_claim
