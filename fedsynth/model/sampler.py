@@ -243,7 +243,7 @@ class ConditionalSampler:
         codes = self._codes_of(frame)
         with torch.no_grad():
             self._draw_outcome(
-                codes, self.layout.encode_codes(codes), torch.Generator().manual_seed(seed), event_offset
+                codes, self.layout.encode_codes(codes), torch.Generator().manual_seed(int(seed)), event_offset
             )
         drawn = self.transformer.from_codes(self.layout.collapse(codes).double().numpy())
         out = frame.copy()
