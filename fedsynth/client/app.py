@@ -40,6 +40,7 @@ from fedsynth.client.secure_aggregation import (
 )
 from fedsynth.client.site import EffectRatesRefusedError, ReceivedWeightsRefusedError, RoundResult, Site
 from fedsynth.client.site_errors import shareable_message, site_identity
+from fedsynth.client.slope_release import HeadSlopeRefusedError
 from fedsynth.data.schema import Schema
 from fedsynth.marginals.target import MarginalTarget
 from fedsynth.model.generators import config_from_dict, new_generator
@@ -63,6 +64,9 @@ LEDGER_FLOORS = "ledger-floors"
 EFFECT_RATES = "effect-rates"
 # The train instruction's JSON list of [name, shape] that unpacks the global weights.
 WEIGHTS_LAYOUT = "weights-layout"
+# In the marginals and train instructions: the run will ask for the slope release at its end,
+# so the site's plan (made at whichever comes first) leaves room for it.
+HEAD_SLOPE = "head-slope"
 
 _sites: dict[Path, Site] = {}
 _sites_lock = threading.Lock()
@@ -139,6 +143,7 @@ def without_details(handler):  # type: ignore[no-untyped-def]
             BudgetExceededError,
             AuditRefusedError,
             MarginalsRefusedError,
+            HeadSlopeRefusedError,
             EffectRatesRefusedError,
             ReceivedWeightsRefusedError,
             SecureAggregationRequiredError,
@@ -178,6 +183,7 @@ def handle_train(message: Message, context: Context, sites_root: Path | None = N
         planned_rounds=int(config["planned-rounds"]),
         coordinator_floor=ledger_floor(config, site.config.name),
         effect_rates=effect_rates(config),
+        head_slope=asks_head_slope(config),
     )
     # Where a round's time goes, for operators: a site's process answers message after message.
     log(
@@ -202,6 +208,10 @@ def effect_rates(config: ConfigRecord) -> list[float] | None:
     return rates
 
 
+def asks_head_slope(config: ConfigRecord) -> bool:
+    return HEAD_SLOPE in config and bool(config[HEAD_SLOPE])
+
+
 def ledger_floor(config: ConfigRecord, site_name: str) -> float:
     """The largest epsilon the coordinator has recorded for this site (0 if none, or not sent)."""
     if LEDGER_FLOORS not in config:
@@ -222,6 +232,7 @@ def process_age_seconds() -> float:
 AUDIT_RECORD = "audit"
 EVALUATION_RECORD = "evaluation"
 MARGINALS_RECORD = "marginals"
+HEAD_SLOPE_RECORD = "head-slope"
 # The evaluation instruction's JSON list of sensitive columns (of the public schema) the
 # coordinator asks subgroup fairness figures for, besides the model's own fairness_column.
 FAIRNESS_COLUMNS = "fairness_columns"
@@ -246,16 +257,39 @@ def marginals_reply(message: Message, site: Site) -> Message:
         time_bins=int(config["time-bins"]),
         coordinator_floor=ledger_floor(config, site.config.name),
         expected_spec_sha256=str(config["spec-sha256"]) if "spec-sha256" in config else None,
+        head_slope=asks_head_slope(config),
     )
     result = json.dumps(release.to_result())
     content = RecordDict({MARGINALS_RECORD: ConfigRecord({"site": site.config.name, "result": result})})
     return Message(content=content, reply_to=message)
 
 
+def head_slope_reply(message: Message, site: Site) -> Message:
+    """The run's noisy slope score at the final global weights in ``message`` (released once,
+    reserved in the ledger first: :func:`fedsynth.client.slope_release.release_head_slope`). The
+    reply is one ConfigRecord: the site's name and the release as JSON (one noisy number, the
+    weights' digest, the record count and scalar privacy figures)."""
+    from fedsynth.client.slope_release import release_head_slope
+
+    config = message.content["config"]
+    release = release_head_slope(
+        site,
+        message.content["arrays"].to_torch_state_dict(),
+        config_from_dict(json.loads(str(config["model-config"]))),
+        run_id=str(config["run-id"]),
+        planned_rounds=int(config["planned-rounds"]),
+        coordinator_floor=ledger_floor(config, site.config.name),
+    )
+    result = json.dumps(release.to_result())
+    content = RecordDict({HEAD_SLOPE_RECORD: ConfigRecord({"site": site.config.name, "result": result})})
+    return Message(content=content, reply_to=message)
+
+
 @without_details
 def handle_query(message: Message, context: Context, sites_root: Path | None = None) -> Message:
     """Audit or evaluate the global model in ``message`` against this site's own rows, or release
-    the run's DP marginal tables (task "marginals", :func:`marginals_reply`).
+    the run's DP marginal tables (task "marginals", :func:`marginals_reply`) or its slope score
+    (task "head-slope", :func:`head_slope_reply`).
 
     The instruction carries the global weights (which the coordinator holds anyway), the model
     config, a sampling seed and the task ("audit" or "evaluate"; an evaluation may name its
@@ -267,6 +301,8 @@ def handle_query(message: Message, context: Context, sites_root: Path | None = N
     config = message.content["config"]
     if "task" in config and str(config["task"]) == "marginals":  # no model: the tables are of the site's rows
         return marginals_reply(message, site)
+    if "task" in config and str(config["task"]) == HEAD_SLOPE_RECORD:
+        return head_slope_reply(message, site)
     model = new_generator(config_from_dict(json.loads(str(config["model-config"])))).build(site.schema)
     model.network_.load_state_dict(message.content["arrays"].to_torch_state_dict())
     if "calibration" in config:  # the run's DP tables: the site samples exactly as the release does
@@ -291,7 +327,9 @@ def handle_query(message: Message, context: Context, sites_root: Path | None = N
         record = EVALUATION_RECORD
         result = run_site_evaluation(site, model, seed=seed, horizons=horizons, n=size, fairness_columns=columns)
     else:
-        raise ValueError(f"unknown query task {task!r}; this site answers 'audit', 'evaluate' and 'marginals'")
+        raise ValueError(
+            f"unknown query task {task!r}; this site answers 'audit', 'evaluate', 'marginals' and 'head-slope'"
+        )
     content = RecordDict({record: ConfigRecord({"site": site.config.name, "result": json.dumps(result)})})
     return Message(content=content, reply_to=message)
 

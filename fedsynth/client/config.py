@@ -14,6 +14,7 @@ budget in the site's TOML file, and the site enforces it whatever the server ask
     max_grad_norm = 10.0
     max_audits = 10                     # audits answered, ever (their results are not DP)
     marginals_share = 0.5               # epsilon share of the once-per-run DP marginal tables; 0: none
+    head_slope_noise_multiplier = 3.0   # noise of the end-of-run release of the head's slope score; 0: none
     # evaluation_horizons = [365, 730]  # the only calibration horizons this site answers at
     # require_secure_aggregation = true # train only in rounds the coordinator runs under SecAgg+
 
@@ -71,6 +72,16 @@ class PrivacyConfig(BaseModel):
     # head's effect rates making up the DP-SGD noise (docs/research/2026-12-03-marginals-share.md).
     # 0: nothing released.
     marginals_share: float = Field(0.5, ge=0, lt=1, description="epsilon share of the DP marginal tables")
+    # At the end of a run whose model has a hazard head, the site releases once the sum of its
+    # records' scores for the head's calibration slope (fedsynth.model.head_slope), each clipped to
+    # head_slope_clip, with Gaussian noise of this multiplier: one step at sample rate 1, planned
+    # with DP-SGD and the marginals. 3.0 raises DP-SGD's noise by about 6% (ACTG320 and FLChain
+    # sites at epsilon 4) and leaves the slope's noise near 0.2 on ACTG320's three sites
+    # (docs/research/2026-12-05-head-slope.md). 0: no release, the slope stays 1.
+    head_slope_noise_multiplier: float = Field(3.0, ge=0, le=1000, description="noise of the slope release; 0: none")
+    # A record's score is about 0.02 at the median and 1-1.4 at the 99th percentile (ACTG320):
+    # clipping at 1 touches about 1% of records and pulls the step toward no change.
+    head_slope_clip: float = Field(1.0, gt=0, le=100, description="bound on one record's slope score")
     # The site's DP holds whatever the coordinator does; SecAgg+ also keeps the coordinator from
     # seeing this site's own update. True: a training round without it is refused, before any spend.
     require_secure_aggregation: bool = False

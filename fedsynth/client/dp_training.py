@@ -69,6 +69,9 @@ class DPPlan:
     # DP-SGD so that whichever comes first leaves room for the other; None: no release this run.
     marginals_share: float = 0.0
     marginal_noise_multiplier: float | None = None
+    # The run's one release of the survival head's slope score (sample rate 1, one step) at the
+    # end of the run, planned with the rest; None: no release this run.
+    head_slope_noise_multiplier: float | None = None
 
     @property
     def total_steps(self) -> int:
@@ -95,13 +98,15 @@ def plan_dp(
     prior_history: list[tuple[float, float, int]] | None = None,
     marginal_noise_multiplier: float | None = None,
     marginals_share: float = 0.0,
+    head_slope_noise_multiplier: float | None = None,
 ) -> DPPlan:
     """Smallest noise (to 0.01 in epsilon) whose epsilon after all planned steps is <= target.
 
     ``prior_history`` is what the site's ledger already holds from earlier runs: the plan's
     steps are composed with it (in RDP, as the ledger will), so a site that joins a second
     run plans for exactly what is left of its budget. ``marginal_noise_multiplier`` adds the
-    run's marginal release (one step at sample rate 1) to what the DP-SGD steps must leave room for.
+    run's marginal release (one step at sample rate 1) to what the DP-SGD steps must leave room for;
+    ``head_slope_noise_multiplier`` the end-of-run slope release likewise.
     """
     if planned_rounds < 1:
         raise DPPlanError(f"planned_rounds must be >= 1, got {planned_rounds}")
@@ -113,6 +118,8 @@ def plan_dp(
     prior = list(prior_history or [])
     if marginal_noise_multiplier is not None:
         prior.append((float(marginal_noise_multiplier), 1.0, 1))
+    if head_slope_noise_multiplier is not None:
+        prior.append((float(head_slope_noise_multiplier), 1.0, 1))
 
     def epsilon(noise: float) -> float:
         return rdp_epsilon([*prior, (noise, sample_rate, steps_per_round * planned_rounds)], target_delta)
@@ -145,6 +152,7 @@ def plan_dp(
         local_epochs=local_epochs,
         marginals_share=marginals_share if marginal_noise_multiplier is not None else 0.0,
         marginal_noise_multiplier=marginal_noise_multiplier,
+        head_slope_noise_multiplier=head_slope_noise_multiplier,
     )
 
 

@@ -78,11 +78,13 @@ def release_marginals(
     time_bins: int,
     coordinator_floor: float = 0.0,
     expected_spec_sha256: str | None = None,
+    head_slope: bool = False,
 ) -> MarginalRelease:
     """The run's noisy tables of ``site``'s training rows: released once, then read back.
 
     ``expected_spec_sha256`` is the coordinator's spec: a site whose schema bins differently
     refuses before spending anything, since the coordinator could not use its tables.
+    ``head_slope``: the run will ask for the slope release at its end (see ``Site.plan``).
     """
     name = site.config.name
     if not (2 <= numeric_bins <= MAX_BINS and 2 <= time_bins <= MAX_BINS):
@@ -108,7 +110,7 @@ def release_marginals(
                 "a second release would be a second spend, which its plan has no room for"
             )
         return MarginalRelease(**stored)
-    plan = site.plan(run_id, planned_rounds)
+    plan = site.plan(run_id, planned_rounds, head_slope)
     if plan.marginal_noise_multiplier is None:
         raise MarginalsRefusedError(
             f"site '{name}' releases no marginal tables in run '{run_id}' "

@@ -139,11 +139,13 @@ class Site:
         is_holdout.iloc[holdout_rows] = True
         return canonical[~is_holdout].reset_index(drop=True), canonical[is_holdout].reset_index(drop=True)
 
-    def plan(self, run_id: str, planned_rounds: int) -> DPPlan:
+    def plan(self, run_id: str, planned_rounds: int, head_slope: bool = False) -> DPPlan:
         """The run's DP plan: made at the run's first round or marginal release, then read back unchanged.
 
-        Both spends are planned at once: the marginal tables' noise from ``privacy.marginals_share``
-        of the epsilon left, DP-SGD's from the rest, so that neither can starve the other.
+        Every spend is planned at once: the marginal tables' noise from ``privacy.marginals_share``
+        of the epsilon left, the end-of-run slope release's (``head_slope``: the run asks for one)
+        at ``privacy.head_slope_noise_multiplier``, DP-SGD's from the rest, so that none can
+        starve another.
         """
         path = self.dir / RUNS_DIR / run_id / PLAN_FILE
         if path.exists():
@@ -156,6 +158,7 @@ class Site:
                 f"{privacy.target_epsilon:g}); it cannot join run '{run_id}'"
             )
         marginal_noise = marginal_noise_for_share(privacy.marginals_share, remaining, self.ledger.target_delta)
+        slope_noise = privacy.head_slope_noise_multiplier if head_slope else 0.0
         plan = plan_dp(
             n_records=self.n_train,
             batch_size=training.batch_size,
@@ -167,6 +170,7 @@ class Site:
             prior_history=self.ledger.history(),  # earlier runs compose with this one
             marginal_noise_multiplier=marginal_noise,
             marginals_share=privacy.marginals_share,
+            head_slope_noise_multiplier=slope_noise if slope_noise > 0 else None,
         )
         write_text(path, json.dumps(plan.to_dict(), indent=1) + "\n")
         return plan
@@ -181,13 +185,15 @@ class Site:
         planned_rounds: int,
         coordinator_floor: float = 0.0,
         effect_rates: list[float] | None = None,
+        head_slope: bool = False,
     ) -> RoundResult:
         """Reserve the round's privacy spend, then run it; refuses (BudgetExceededError) past the budget.
 
         ``coordinator_floor`` is the largest epsilon the coordinator has recorded for this site in
         the run: a ledger composing to less was reset or rolled back (LedgerIntegrityError).
         ``effect_rates``: the run's step multipliers for the generator's effects, computed by the
-        coordinator from the DP marginal tables (checked here before any spend).
+        coordinator from the DP marginal tables (checked here before any spend). ``head_slope``:
+        the run will ask for the slope release at its end (see :meth:`plan`).
         """
         if coordinator_floor > 0:
             self.ledger.require_at_least(
@@ -197,7 +203,7 @@ class Site:
         refusal = model.dp_training_refusal()
         if refusal is not None:  # before any spend
             raise SiteError(f"site '{self.config.name}' cannot train this model: {refusal}")
-        plan = self.plan(run_id, planned_rounds)
+        plan = self.plan(run_id, planned_rounds, head_slope)
         network = model.build(self.schema)._network()
         try:
             scaled = model.rate_scaled(effect_rates, plan.steps_per_round)

@@ -22,10 +22,12 @@ SPLIT_NOTE = (
     "Each site spends its budget on the same patients twice: once, before training, on noisy counts of every "
     "column (the DP marginal tables the sampler is calibrated to), then on DP-SGD training. The accountant (Rényi "
     "DP) composes the two: the composed ε, which the ledger reports and the target bounds, is less than the sum of "
-    "the two ε's taken alone."
+    "the ε's taken alone. After training, a model with a hazard survival head also spends one small release on its "
+    "calibration slope (the sum of each patient's clipped slope score plus noise), counted in the composed ε."
 )
-SPLIT_HEADERS = ["site", "ε marginal tables alone", "ε DP-SGD alone", "ε composed (ledger)", "sum of the two alone",
-                 "marginal-table noise multiplier", "planned marginals share"]  # fmt: skip
+SPLIT_HEADERS = ["site", "ε marginal tables alone", "ε DP-SGD alone", "ε slope release alone", "ε composed (ledger)",
+                 "sum of those alone", "marginal-table noise multiplier", "planned marginals share"]  # fmt: skip
+RELEASES = ("marginals", "head-slope")
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
@@ -46,7 +48,9 @@ def _training_history(site: dict[str, Any], records: list[dict[str, Any]]) -> li
     rounds = [
         (float(r["noise-multiplier"]), float(r["sample-rate"]), int(r["steps"]))
         for r in records
-        if r.get("site") == site.get("site") and r.get("status") in SPEND_STATUSES and r.get("mechanism") != "marginals"
+        if r.get("site") == site.get("site")
+        and r.get("status") in SPEND_STATUSES
+        and r.get("mechanism") not in RELEASES
     ]
     if rounds:
         return rounds
@@ -74,7 +78,8 @@ def _share(run_dir: Path) -> str:
 
 
 def split_rows(data: dict[str, Any], run_dir: Path) -> list[list[object]]:
-    """Per site: epsilon of the marginal tables alone, of DP-SGD alone, and composed."""
+    """Per site: epsilon of the marginal tables alone, of DP-SGD alone, of the slope release alone,
+    and composed."""
     from fedsynth.client.rdp import rdp_epsilon
 
     records = _jsonl(run_dir / "budget.jsonl")
@@ -88,9 +93,12 @@ def split_rows(data: dict[str, Any], run_dir: Path) -> list[list[object]]:
         # One Gaussian release of every table: one step at sample rate 1.
         alone = rdp_epsilon([(noise, 1.0, 1)], delta) if noise is not None else None
         training = rdp_epsilon(_training_history(site, records), delta)
-        total = None if alone is None else alone + training
+        slopes = [float(e["noise_multiplier"]) for e in site.get("head_slope") or []]
+        slope = rdp_epsilon([(z, 1.0, 1) for z in slopes], delta) if slopes else None
+        total = sum(e for e in (alone, training, slope) if e is not None)
         rows.append([site.get("site"), "none released" if alone is None else number(alone, 4), number(training, 4),
-                     number(site.get("epsilon_spent"), 4), number(total, 4), number(noise, 4), share])  # fmt: skip
+                     "none released" if slope is None else number(slope, 4), number(site.get("epsilon_spent"), 4),
+                     number(total, 4), number(noise, 4), share])  # fmt: skip
     return rows
 
 
@@ -132,7 +140,7 @@ def budget_section(budget: Document, run_dir: Path, workdir: Path) -> Html:
     parts: list[object] = [table(headers, rows, numeric=(1, 2, 3, 4, 5, 6, 8, 9, 10)), note(EPSILON_DELTA)]
     parts += [
         tag("h3", "Budget split: DP marginal tables and DP-SGD"),
-        table(SPLIT_HEADERS, split_rows(budget.data, run_dir), numeric=(1, 2, 3, 4, 5)),
+        table(SPLIT_HEADERS, split_rows(budget.data, run_dir), numeric=(1, 2, 3, 4, 5, 6)),
         note(SPLIT_NOTE),
         calibration_line(run_dir),
     ]

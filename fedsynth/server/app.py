@@ -22,7 +22,7 @@ from flwr.app import ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 from flwr.supercore import log
 
-from fedsynth.client.app import EFFECT_RATES
+from fedsynth.client.app import EFFECT_RATES, HEAD_SLOPE
 from fedsynth.client.packed_weights import layout_of, pack
 from fedsynth.data.datasets import bundled_schema
 from fedsynth.data.schema import Schema
@@ -35,10 +35,11 @@ from fedsynth.server.config import FederationConfig
 from fedsynth.server.effect_rates import run_effect_rates
 from fedsynth.server.evaluation import run_evaluation
 from fedsynth.server.head_centre import run_head_centre
+from fedsynth.server.head_slope import request_head_slope, wants_head_slope
 from fedsynth.server.marginals import MARGINALS_FILE, request_marginals
 from fedsynth.server.prompt_grid import PromptGrid
 from fedsynth.server.resume import check_resumable
-from fedsynth.server.run import RunDirectory
+from fedsynth.server.run import Checkpoint, RunDirectory
 from fedsynth.server.strategy import mcm_fedavg
 
 
@@ -64,15 +65,18 @@ def run_federation(grid: Grid, config: FederationConfig, schema: Schema) -> Path
     else:
         model = new_generator(config.model).build(schema)
         done = 0
+    slope = config.head_slope and wants_head_slope(model)
+    expected = config.simulation.sites if config.engine == "simulation" else config.min_sites
     if done >= config.rounds:
         log(INFO, "Run %s already completed its %s rounds", run_id, config.rounds)
-        return run.publish_model(checkpoint) if checkpoint else None
+        final = _with_head_slope(grid, run, config, run_id, checkpoint, expected) if slope else checkpoint
+        return run.publish_model(final) if final else None
     if config.marginals and not (run.path / MARGINALS_FILE).exists():
-        # Before round 1: a site plans both spends at the first request, so the order is free.
-        expected = config.simulation.sites if config.engine == "simulation" else config.min_sites
+        # Before round 1: a site plans every spend at the first request, so the order is free.
         request_marginals(
-            grid, run, run_id, config.rounds, schema, timeout=config.round_timeout, expected_sites=expected
-        )
+            grid, run, run_id, config.rounds, schema, timeout=config.round_timeout, expected_sites=expected,
+            head_slope=slope,
+        )  # fmt: skip
     if checkpoint is None:  # a resumed run's checkpoint already holds the centres
         run_head_centre(run, model)
     rates = run_effect_rates(run, model)
@@ -86,6 +90,7 @@ def run_federation(grid: Grid, config: FederationConfig, schema: Schema) -> Path
             "planned-rounds": config.rounds,
             "model-config": json.dumps(config_to_dict(config.model)),
             **({EFFECT_RATES: json.dumps(rates)} if rates is not None else {}),
+            **({HEAD_SLOPE: True} if slope else {}),
         }
     )
     if config.secure_aggregation.enabled:  # the coordinator then sees only the sum of the updates
@@ -100,7 +105,22 @@ def run_federation(grid: Grid, config: FederationConfig, schema: Schema) -> Path
         train_config=train_config,
     )
     final = checkpoints.last_checkpoint or checkpoint
+    if slope:
+        final = _with_head_slope(grid, run, config, run_id, final, expected)
     return run.publish_model(final) if final else None
+
+
+def _with_head_slope(
+    grid: Grid, run: RunDirectory, config: FederationConfig, run_id: str, final: Checkpoint | None, expected: int
+) -> Checkpoint | None:
+    """The checkpoint to publish once the slope release is asked for: ``final`` itself when it is
+    not the last training round's (none yet, or the slope's own, from a resumed run)."""
+    if final is None or final.round != config.rounds:
+        return final
+    model = run.load_checkpoint(final).calibrate_to(run.marginal_target())
+    return request_head_slope(
+        grid, run, run_id, model, final, config.rounds, timeout=config.round_timeout, expected_sites=expected
+    )
 
 
 def make_server_app(config: FederationConfig, schema: Schema) -> ServerApp:

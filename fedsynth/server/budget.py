@@ -24,6 +24,8 @@ from fedsynth.data.io import write_text
 from fedsynth.server.run import RunDirectory
 
 ACCOUNTANT = "Opacus RDP (per record, Poisson sampling); ledger at each site"
+# One-off Gaussian releases (one step at sample rate 1), told apart from DP-SGD rounds by mechanism.
+RELEASES = frozenset({"marginals", "head-slope"})
 
 
 # A reply that trained and reported its spend, but whose weights were not aggregated (a SecAgg+
@@ -46,14 +48,16 @@ def site_epsilon_floors(records: Iterable[dict[str, Any]]) -> dict[str, float]:
 
 def _site_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     """One site's figures from its records (in the order recorded), never below what they show."""
-    # The marginal release (round 0, one step at sample rate 1) composes with the rounds below;
-    # the DP-SGD figures (noise, rate, steps, records) are the training replies'.
-    training = [r for r in records if r.get("mechanism") != "marginals"] or records
+    # The marginal release (round 0) and the head's slope release (after the last round), one step
+    # at sample rate 1 each, compose with the rounds; the DP-SGD figures (noise, rate, steps,
+    # records) are the training replies'.
+    training = [r for r in records if r.get("mechanism") not in RELEASES] or records
     marginals = [r for r in records if r.get("mechanism") == "marginals"]
+    slope = [r for r in records if r.get("mechanism") == "head-slope"]
     first = training[0]
     # Falls are looked for over every record in order; "rounds" lists the training rounds.
     spends = [{"round": r["round"], "epsilon": r["epsilon"]} for r in records]
-    rounds = [{"round": r["round"], "epsilon": r["epsilon"]} for r in training if r.get("mechanism") != "marginals"]
+    rounds = [{"round": r["round"], "epsilon": r["epsilon"]} for r in training if r.get("mechanism") not in RELEASES]
     history = [(float(r["noise-multiplier"]), float(r["sample-rate"]), int(r["steps"])) for r in records]
     # The weakest delta and the smallest target any of its replies gave: a swapped ledger with
     # a looser budget cannot move the bar.
@@ -78,12 +82,16 @@ def _site_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
         "accountant": ACCOUNTANT,
         "noise_multiplier": first["noise-multiplier"],
         "sample_rate": first["sample-rate"],
-        "steps": sum(int(r["steps"]) for r in training if r.get("mechanism") != "marginals"),
+        "steps": sum(int(r["steps"]) for r in training if r.get("mechanism") not in RELEASES),
         "rounds": rounds,
         "records": first.get("num-examples"),
         "marginals": [
             {"noise_multiplier": r["noise-multiplier"], "epsilon_step": r.get("epsilon-step"), "epsilon": r["epsilon"]}
             for r in marginals
+        ],
+        "head_slope": [
+            {"noise_multiplier": r["noise-multiplier"], "epsilon_step": r.get("epsilon-step"), "epsilon": r["epsilon"]}
+            for r in slope
         ],
         "epsilon_spent": spent,
         "epsilon_max_reported": reported,
@@ -114,7 +122,7 @@ def budget_report(run_dir: str | Path) -> dict[str, Any]:
         "refusals": refusals,
         "note": (
             "Epsilon is per record at each site (record-level DP), composed over every round the site trained "
-            "and its marginal-table release (round 0), "
+            "and its marginal-table release (round 0) and survival-head slope release (after the last round), "
             "as reported by the site's own ledger, and never below the largest figure the site ever reported "
             "in this run or what its recorded rounds compose to. The global model and samples drawn from it "
             "are post-processing."

@@ -185,6 +185,11 @@ class FederationConfig(BaseModel):
     # Ask every site once, before round 1, for its DP marginal tables (RUN_DIR/marginals.json);
     # each site spends its own privacy.marginals_share on them, planned with its DP-SGD.
     marginals: bool = True
+    # After the last round, ask every site once for the DP release of the survival head's slope
+    # score and publish the model with its event effects scaled by one Newton step
+    # (fedsynth.server.head_slope); a site spends its privacy.head_slope_noise_multiplier on it,
+    # planned with its DP-SGD. Only for a model with a hazard survival head.
+    head_slope: bool = True
     run_dir: Path = Path("runs/fedsynth")
     run_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
     schema_path: Path | None = Field(None, alias="schema", description="public schema (deployment engine)")

@@ -25,7 +25,7 @@ from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
-from fedsynth.client.app import LEDGER_FLOORS, MARGINALS_RECORD
+from fedsynth.client.app import HEAD_SLOPE, LEDGER_FLOORS, MARGINALS_RECORD
 from fedsynth.client.marginal_release import MARGINALS_ROUND, check_marginals_result, spec_fingerprint
 from fedsynth.data.io import write_text
 from fedsynth.data.schema import Schema
@@ -68,8 +68,10 @@ def request_marginals(
     expected_sites: int,
     numeric_bins: int = DEFAULT_NUMERIC_BINS,
     time_bins: int = DEFAULT_TIME_BINS,
+    head_slope: bool = False,
 ) -> dict[str, Any]:
-    """Ask every site for its noisy tables; write ``RUN_DIR/marginals.json`` and the budget lines."""
+    """Ask every site for its noisy tables; write ``RUN_DIR/marginals.json`` and the budget lines.
+    ``head_slope``: the run will ask for the slope release at its end (the sites plan for it)."""
     spec = MarginalSpec.from_schema(schema, numeric_bins=numeric_bins, time_bins=time_bins)
     config = ConfigRecord(
         {
@@ -80,6 +82,7 @@ def request_marginals(
             "time-bins": time_bins,
             "spec-sha256": spec_fingerprint(spec),  # a site binning otherwise refuses before spending
             LEDGER_FLOORS: json.dumps(site_epsilon_floors(run.budget_records())),
+            **({HEAD_SLOPE: True} if head_slope else {}),
         }
     )
     nodes = connected_nodes(grid, expected_sites)
