@@ -32,11 +32,19 @@ from fedsynth.model.generators import AnyGeneratorConfig, new_generator, weights
 from fedsynth.model.head_slope import has_hazard_head, slope_scores
 
 HEAD_SLOPE_FILE = "head_slope.json"
+# Release rounds are numbered past every training round (a federation plans at most 10,000), so
+# that a run extended by more rounds never meets its earlier slope release's number.
+SLOPE_ROUNDS_FROM = 10_000
 
 
 def head_slope_round(planned_rounds: int) -> int:
-    """The ledger's (and the coordinator's record's) round of the release: after the last round."""
-    return planned_rounds + 1
+    """The ledger's (and the coordinator's record's) round of the release after ``planned_rounds``."""
+    return SLOPE_ROUNDS_FROM + planned_rounds
+
+
+def trained_rounds(release_round: int) -> int | None:
+    """The training rounds behind a slope release's round number (None: a training round)."""
+    return release_round - SLOPE_ROUNDS_FROM if release_round > SLOPE_ROUNDS_FROM else None
 
 
 class HeadSlopeRefusedError(RuntimeError):

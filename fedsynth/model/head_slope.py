@@ -10,10 +10,11 @@ slope of a prognostic model, and one number is cheap to measure with DP.
 
 The measurement (``docs/research/2026-12-05-head-slope.md``): each site releases the sum of its
 records' scores d log-likelihood / ds at s = 1, each clipped to [-C, C], plus Gaussian noise of
-std ``sigma * C`` (one step at sample rate 1 in its RDP ledger); the coordinator takes one Newton
-step, ``s = 1 + (sum of the sites' releases) / I``, with the information ``I`` computed from the
-model alone (the expected information of the model's own calibrated rows, scaled to the sites'
-row count), bounded to ``SLOPE_BOUNDS``. Post-processing of the DP release on the coordinator's side.
+std ``sigma * C`` (one step at sample rate 1 in its RDP ledger); the coordinator finds the slope
+at which the expected score of rows like the model's own (calibrated) rows, scaled to the sites'
+record count, equals the released sum (:func:`solve_slope`, within ``SLOPE_BOUNDS``): computed from
+the model alone, post-processing of the DP release. The information (:func:`slope_information`)
+gives the slope's noise: about sqrt(sites) * sigma * C / information.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 from fedsynth.model.loss import hazard_log_probs, survival_hazard_nll
 from fedsynth.model.network import HazardHead, MCMNetwork
 
-SLOPE_BOUNDS = (0.5, 2.0)  # one noisy Newton step never more than halves or doubles the effects
+SLOPE_BOUNDS = (0.5, 2.0)  # one noisy release never more than halves or doubles the effects
 
 
 def has_hazard_head(network: MCMNetwork) -> bool:
@@ -71,12 +72,47 @@ def slope_information(network: MCMNetwork, encoded: torch.Tensor) -> torch.Tenso
         return eta**2 * (torch.exp(reached) * event * (1.0 - event)).sum(dim=1)
 
 
-def newton_slope(score_sum: float, information: float) -> float:
-    """One Newton step from s = 1, bounded to ``SLOPE_BOUNDS`` (1 without information)."""
-    if not information > 0:
-        return 1.0
+def expected_scores(network: MCMNetwork, encoded: torch.Tensor, slope: float) -> torch.Tensor:
+    """(n,) each row's expected score at s = 1 if its outcome came from the head with slope ``slope``.
+
+    A row's score is ``eta`` times the sum, over the bins it reaches, of (event in the bin) minus
+    the head's event probability there; its expectation under slope ``slope`` is ``eta`` times
+    the sum of P_slope(reach the bin) (p_slope - p_1) over the bins: 0 at slope 1."""
+    with torch.no_grad():
+        logits = network.survival_logits(encoded)
+        eta = event_linear_predictor(network, encoded)
+        n_bins = logits.shape[1] // 2
+        scaled = logits.clone()
+        scaled[:, n_bins:] += (slope - 1.0) * eta.unsqueeze(1)
+        _, log_cause = hazard_log_probs(logits)
+        log_nothing, log_cause_scaled = hazard_log_probs(scaled)
+        reached = torch.cat([torch.zeros_like(log_nothing[:, :1]), log_nothing[:, :-1].cumsum(dim=1)], dim=1)
+        difference = torch.exp(log_cause_scaled[:, 1]) - torch.exp(log_cause[:, 1])
+        return eta * (torch.exp(reached) * difference).sum(dim=1)
+
+
+def solve_slope(score_sum: float, network: MCMNetwork, encoded: torch.Tensor, n_rows: int, steps: int = 40) -> float:
+    """The slope whose expected score over ``n_rows`` records like ``encoded``'s rows is
+    ``score_sum`` (bisection within ``SLOPE_BOUNDS``, where the expected score rises with the slope).
+
+    A moment estimate, not one Newton step from 1: the expected score is exact at every slope,
+    so a head whose effects are a third too weak or too strong is put right in one release."""
     low, high = SLOPE_BOUNDS
-    return float(min(max(1.0 + score_sum / information, low), high))
+
+    def total(slope: float) -> float:
+        return float(expected_scores(network, encoded, slope).double().mean()) * n_rows
+
+    if total(low) >= score_sum:
+        return low
+    if total(high) <= score_sum:
+        return high
+    for _ in range(steps):
+        middle = (low + high) / 2.0
+        if total(middle) < score_sum:
+            low = middle
+        else:
+            high = middle
+    return (low + high) / 2.0
 
 
 def scale_event_effects(network: MCMNetwork, slope: float) -> None:

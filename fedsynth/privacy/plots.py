@@ -32,7 +32,8 @@ LINESTYLES = ("-", "--", "-.", ":")
 def budget_figure(report: dict[str, Any], path: Path) -> Path:
     """Cumulative epsilon after each round, per site, with each site's target dotted.
 
-    Round 0 is the DP marginal tables' release where a site made one. Sites often spend alike,
+    Round 0 is the DP marginal tables' release where a site made one; the survival head's slope
+    release, after the last round, is drawn one round after it. Sites often spend alike,
     so each has its own marker and line style: overlapping lines stay distinguishable. The y-axis
     starts at 0, so the spend reads as a share of the target.
     """
@@ -41,12 +42,16 @@ def budget_figure(report: dict[str, Any], path: Path) -> Path:
     for index, site in enumerate(report["sites"]):
         points = [(0, m["epsilon"]) for m in site.get("marginals") or []]
         points += [(r["round"], r["epsilon"]) for r in site["rounds"]]
+        after = max((p[0] for p in points), default=0) + 1
+        points += [(after, s["epsilon"]) for s in site.get("head_slope") or []]
         dodge = (index - (count - 1) / 2) * 0.06  # equal spends side by side, not one on top of another
         style = {"marker": MARKERS[index % len(MARKERS)], "linestyle": LINESTYLES[index % len(LINESTYLES)]}
         rounds, epsilons = [p[0] + dodge for p in points], [p[1] for p in points]
         line = axis.plot(rounds, epsilons, label=site["site"], markersize=5, **style)[0]
         axis.axhline(site["target_epsilon"], color=line.get_color(), linestyle=":", linewidth=1)
-    axis.set_xlabel("round (0: DP marginal tables)" if any(s.get("marginals") for s in report["sites"]) else "round")
+    releases = [(k, label) for k, label in (("marginals", "0: DP marginal tables"), ("head_slope", "last: head slope"))
+                if any(s.get(k) for s in report["sites"])]  # fmt: skip
+    axis.set_xlabel(f"round ({'; '.join(label for _, label in releases)})" if releases else "round")
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_ylim(bottom=0)
     axis.set_ylabel("epsilon spent (cumulative)")

@@ -24,6 +24,7 @@ from flwr.supercore import log
 
 from fedsynth.client.app import EFFECT_RATES, HEAD_SLOPE
 from fedsynth.client.packed_weights import layout_of, pack
+from fedsynth.client.slope_release import trained_rounds
 from fedsynth.data.datasets import bundled_schema
 from fedsynth.data.schema import Schema
 from fedsynth.model.fairness import check_fairness
@@ -57,10 +58,13 @@ def run_federation(grid: Grid, config: FederationConfig, schema: Schema) -> Path
     run_id = run.info()["run_id"] if existing else (config.run_id or new_run_id())
     run.initialise(run_id, schema, config.model_dump(mode="json", by_alias=True))
 
-    checkpoint = run.latest_checkpoint()
+    latest = checkpoint = run.latest_checkpoint()
+    trained = trained_rounds(checkpoint.round) if checkpoint is not None else None
+    if checkpoint is not None and trained is not None and config.rounds > trained:
+        checkpoint = run.checkpoint(trained)  # more rounds: go on from the last trained, unscaled
     if checkpoint is not None:
         model = run.load_checkpoint(checkpoint)  # verifies the manifest hashes
-        done = checkpoint.round
+        done = trained_rounds(checkpoint.round) or checkpoint.round
         log(INFO, "Resuming run %s after round %s (checkpoint sha256 %s)", run_id, done, checkpoint.sha256[:12])
     else:
         model = new_generator(config.model).build(schema)
@@ -104,10 +108,12 @@ def run_federation(grid: Grid, config: FederationConfig, schema: Schema) -> Path
         timeout=config.round_timeout,
         train_config=train_config,
     )
-    final = checkpoints.last_checkpoint or checkpoint
+    final = checkpoints.last_checkpoint
+    if final is None:  # no round produced weights: the run's model stays what it was
+        return run.publish_model(latest) if latest else None
     if slope:
         final = _with_head_slope(grid, run, config, run_id, final, expected)
-    return run.publish_model(final) if final else None
+    return run.publish_model(final)
 
 
 def _with_head_slope(

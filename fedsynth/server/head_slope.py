@@ -3,12 +3,12 @@
 After the last training round, the coordinator sends every site the final global weights (a
 QUERY with ``task = "head-slope"``); each site releases its records' clipped slope score plus
 Gaussian noise, once, in its own ledger (:mod:`fedsynth.client.slope_release`). With every site's
-release for exactly these weights, the coordinator takes one Newton step from slope 1 with the
-information of the model's own calibrated rows, scaled to the sites' record count
-(:mod:`fedsynth.model.head_slope`), scales the head's event effects by it and saves the result as
+release for exactly these weights, the coordinator finds the slope at which the expected score of
+the model's own calibrated rows, scaled to the sites' record count, equals the summed releases
+(:func:`fedsynth.model.head_slope.solve_slope`), scales the head's event effects by it and saves the result as
 the checkpoint after the last round (post-processing of DP releases). ``RUN_DIR/head_slope.json``
-holds each site's release and the step; each release is a line in ``budget.jsonl`` (round
-``rounds + 1``, ``mechanism = "head-slope"``) with a training reply's scalars, so the budget
+holds each site's release and the slope; each release is a line in ``budget.jsonl`` (round
+10,000 + rounds, past any training round; ``mechanism = "head-slope"``) with a training reply's scalars, so the budget
 report and the DP evidence compose it with the rest.
 
 Any missing or refused release leaves the model as trained (slope 1): a partial sum is not the
@@ -18,6 +18,7 @@ federation's score. The releases made still count in their sites' ledgers and in
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from logging import INFO, WARNING
 from typing import Any
@@ -31,15 +32,15 @@ from fedsynth.client.app import HEAD_SLOPE_RECORD, LEDGER_FLOORS
 from fedsynth.client.slope_release import check_head_slope_result, head_slope_round
 from fedsynth.data.io import write_text
 from fedsynth.model.generators import AnyGenerator, config_to_dict, weights_digest
-from fedsynth.model.head_slope import has_hazard_head, newton_slope, scale_event_effects, slope_information
+from fedsynth.model.head_slope import has_hazard_head, scale_event_effects, slope_information, solve_slope
 from fedsynth.server.budget import site_epsilon_floors
 from fedsynth.server.run import Checkpoint, RunDirectory
 from fedsynth.server.site_queries import connected_nodes
 
 MECHANISM = "head-slope"
 HEAD_SLOPE_FILE = "head_slope.json"
-# Rows of the model's own calibrated sample the information is averaged over (fixed seed: the
-# step is a function of the model, its tables and the releases alone).
+# Rows of the model's own calibrated sample the slope is solved on (fixed seed: the slope is a
+# function of the model, its tables and the releases alone).
 INFORMATION_ROWS = 8192
 INFORMATION_SEED = 0
 
@@ -50,15 +51,12 @@ def wants_head_slope(model: AnyGenerator) -> bool:
     return network is not None and has_hazard_head(network)
 
 
-def model_information(model: AnyGenerator, n_rows: int) -> float:
-    """The expected information about the slope of ``n_rows`` records like the model's own rows
-    (calibrated to the run's DP tables where it carries them): their mean per-row information
-    times ``n_rows``. Reads the model only."""
+def model_rows(model: AnyGenerator) -> torch.Tensor:
+    """The encoded covariates of the model's own rows (calibrated to the run's DP tables where it
+    carries them), that the slope is solved on: the model only, no site's rows."""
     rows = model.sample(INFORMATION_ROWS, seed=INFORMATION_SEED)
-    network = model.network_
     with torch.no_grad():
-        encoded = network.layout.encode_codes(model.codes_tensor(rows))
-        return float(slope_information(network, encoded).double().mean()) * n_rows
+        return model.network_.layout.encode_codes(model.codes_tensor(rows))
 
 
 def _problem(reply: Message, digest: str) -> tuple[str | None, dict[str, Any] | None]:
@@ -95,7 +93,7 @@ def request_head_slope(
 ) -> Checkpoint:
     """Ask every site for its slope release at ``final``'s weights (``model``, calibrated as the
     release will be); return the
-    checkpoint to publish: the slope-scaled model (round ``planned_rounds + 1``) when every site
+    checkpoint to publish: the slope-scaled model (round 10,000 + ``planned_rounds``) when every site
     released, else ``final``. Writes ``RUN_DIR/head_slope.json`` and the budget lines."""
     digest = weights_digest(model)
     release_round = head_slope_round(planned_rounds)
@@ -162,12 +160,18 @@ def request_head_slope(
     if complete:
         n_rows = sum(int(s["num_examples"]) for s in sites)
         score = sum(float(s["score"]) for s in sites)
-        information = model_information(model, n_rows)
-        slope = newton_slope(score, information)
-        document.update(score=score, num_examples=n_rows, information=information, slope=slope)
+        encoded = model_rows(model)
+        information = float(slope_information(model.network_, encoded).double().mean()) * n_rows
+        slope = solve_slope(score, model.network_, encoded, n_rows)
+        noise = math.sqrt(sum((float(s["noise_multiplier"]) * float(s["clip"])) ** 2 for s in sites))
+        document.update(
+            score=score, num_examples=n_rows, information=information, slope=slope,
+            # What the sites' noise alone moves the slope by, near slope 1 (one SD).
+            slope_noise_sd=noise / information if information > 0 else None,
+        )  # fmt: skip
     document["note"] = (
         "Each site's clipped slope score plus Gaussian noise (one DP release per site, in its ledger); the slope "
-        "is one Newton step from 1 with the information of the model's own rows (post-processing)."
+        "is the one at which the model's own rows expect that score (post-processing)."
         if complete
         else "Not every site released for these weights: the model is published as trained (slope 1)."
     )

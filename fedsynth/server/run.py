@@ -110,9 +110,12 @@ class RunDirectory:
         pointer = self.path / CHECKPOINTS / "LATEST"
         if not pointer.exists():
             return None
+        return self.checkpoint(int(pointer.read_text(encoding="utf-8").strip()))
+
+    def checkpoint(self, server_round: int) -> Checkpoint:
+        """The saved checkpoint of ``server_round`` (FileNotFoundError if there is none)."""
         from fedsynth.model.persistence import model_digest
 
-        server_round = int(pointer.read_text(encoding="utf-8").strip())
         target = self.path / CHECKPOINTS / f"round-{server_round:04d}"
         return Checkpoint(server_round, target, model_digest(target))
 

@@ -1,7 +1,7 @@
 """Only weights, counts, scalar metrics, aggregates and DP-noised tables leave a site: every message type a site sends.
 
 A site sends these kinds of message: the reply to a train instruction, the replies to the
-audit, evaluation and marginals queries, and an error reply (built by Flower from the
+audit, evaluation, marginals and head-slope queries, and an error reply (built by Flower from the
 exception, e.g. an over-budget refusal). Under SecAgg+ a training round's four stage replies
 (keys, encrypted shares, masked update, unmasking shares) are checked in
 tests/server/test_secure_aggregation.py. Each is checked field by field against its contract
@@ -252,3 +252,48 @@ def test_marginals_reply_holds_only_noisy_tables_the_spec_fingerprint_and_scalar
     with pytest.raises(MarginalsRefusedError, match="bins must be 2..64"):
         handle_query(_marginals_query(**{"run-id": "other", "numeric-bins": 100000}), _context(site_dir))
     assert [e.round for e in _sites[site_dir.resolve()].ledger.entries()] == [0]  # refusals spent nothing
+
+
+def test_head_slope_reply_holds_only_one_noisy_sum_the_weights_digest_and_scalars(whas500, site_dir) -> None:
+    from fedsynth.client.app import HEAD_SLOPE, HEAD_SLOPE_RECORD, handle_query
+    from fedsynth.client.slope_release import RESULT_KEYS, HeadSlopeRefusedError, head_slope_round
+    from fedsynth.model.generators import weights_digest
+    from fedsynth.server.head_slope import _problem
+
+    config = MCMConfig(hidden=16, n_bins=16, survival_head=True, survival_form="hazard")
+    model = new_generator(config).build(whas500[1])
+    settings = {"task": HEAD_SLOPE_RECORD, "run-id": "test-run", "planned-rounds": 2,
+                "model-config": json.dumps(config_to_dict(config))}  # fmt: skip
+    # The run asked for the release when the site planned it (its marginals request says so).
+    handle_query(_marginals_query(**{HEAD_SLOPE: True}), _context(site_dir))
+
+    def query(**extra) -> Message:  # type: ignore[no-untyped-def]
+        content = RecordDict(
+            {"arrays": ArrayRecord(model.network_.state_dict()), "config": ConfigRecord({**settings, **extra})}
+        )
+        return Message(content=content, dst_node_id=1, message_type=MessageType.QUERY)
+
+    sent = query()
+    reply = handle_query(sent, _context(site_dir))
+    assert set(reply.content.keys()) == {HEAD_SLOPE_RECORD}
+    record = reply.content[HEAD_SLOPE_RECORD]
+    assert isinstance(record, ConfigRecord) and set(record.keys()) == {"site", "result"}
+    result = json.loads(str(record["result"]))
+    assert set(result) == RESULT_KEYS == {
+        "site", "weights_sha256", "score", "num_examples", "clip", "noise_multiplier", "epsilon_step", "epsilon",
+        "target_epsilon", "delta",
+    }  # fmt: skip
+    # One number about the rows (the noisy sum), a count and figures: nothing per record.
+    assert all(isinstance(v, int | float | str) for v in result.values())
+    assert len(reply.content.array_records) == 0 and len(reply.content.metric_records) == 0
+    digest = weights_digest(model)
+    assert _problem(reply, digest) == (None, result)
+    assert "other weights" in _problem(reply, "0" * 64)[0]
+    extra = RecordDict(
+        {HEAD_SLOPE_RECORD: ConfigRecord({"site": "hospital-a", "result": json.dumps({**result, "scores": [1.0]})})}
+    )
+    assert "unexpected fields" in _problem(Message(content=extra, reply_to=sent), digest)[0]
+    handle_query(_marginals_query(**{"run-id": "other"}), _context(site_dir))  # planned without the slope
+    with pytest.raises(HeadSlopeRefusedError, match="releases no slope score"):
+        handle_query(query(**{"run-id": "other"}), _context(site_dir))
+    assert [e.round for e in _sites[site_dir.resolve()].ledger.entries()] == [0, head_slope_round(2), 0]

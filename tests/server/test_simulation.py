@@ -7,7 +7,10 @@ import re
 
 import numpy as np
 import pytest
+import torch
 
+from fedsynth.client.slope_release import head_slope_round
+from fedsynth.model.head_slope import SLOPE_BOUNDS
 from fedsynth.model.mcm import MCM
 from fedsynth.server.run import RunDirectory
 from fedsynth.server.simulation import simulate
@@ -21,7 +24,8 @@ pytestmark = pytest.mark.integration
 def test_federated_rounds_then_resume_past_the_budget_is_refused(two_round_copy) -> None:
     run_dir = two_round_copy
     run = RunDirectory(run_dir)
-    assert run.latest_checkpoint().round == 2
+    # After round 2 each site released its slope score once; the published model is the slope's.
+    assert run.latest_checkpoint().round == head_slope_round(2)
     # Both rounds ran under SecAgg+ on the simulation engine (its node state kept between stages).
     assert (run_dir / "logs" / "train.log").read_text().count("Secure aggregation completed") == 2
     assert json.loads((run_dir / "run.json").read_text())["config"]["secure_aggregation"]["enabled"] is True
@@ -31,19 +35,34 @@ def test_federated_rounds_then_resume_past_the_budget_is_refused(two_round_copy)
     assert [(r["status"], r["mechanism"], r["sample-rate"], r["steps"]) for r in released] == [
         ("ok", "marginals", 1.0, 1)
     ] * 3
-    records = [r for r in records if r["round"] >= 1]
+    slopes = [r for r in records if r.get("mechanism") == "head-slope"]
+    assert [(r["status"], r["round"], r["sample-rate"], r["steps"]) for r in slopes] == [
+        ("ok", head_slope_round(2), 1.0, 1)
+    ] * 3
+    records = [r for r in records if r["round"] >= 1 and "mechanism" not in r]
     assert [r["status"] for r in records] == ["ok"] * 6
     assert sorted({r["site"] for r in records}) == ["site-0", "site-1", "site-2"]
     for site in ("site-0", "site-1", "site-2"):
-        spent = [r["epsilon"] for r in records if r["site"] == site]
-        assert spent[0] < spent[1] <= 2.0  # planned for 2 rounds: the second reaches the target
-        assert spent[1] > 2.0 - 0.05
-        # The site's reported epsilon is Opacus RDP of its whole history: the tables, then the rounds.
         (marginal,) = [r for r in released if r["site"] == site]
+        (slope,) = [r for r in slopes if r["site"] == site]
+        spent = [r["epsilon"] for r in (*records, slope) if r["site"] == site]
+        assert spent[0] < spent[1] < spent[2] <= 2.0  # planned for 2 rounds and the slope: it reaches the target
+        assert spent[2] > 2.0 - 0.05
+        # The site's reported epsilon is Opacus RDP of its whole history: tables, rounds, slope.
         history = [
-            (r["noise-multiplier"], r["sample-rate"], r["steps"]) for r in (marginal, *records) if r["site"] == site
+            (r["noise-multiplier"], r["sample-rate"], r["steps"])
+            for r in (marginal, *records, slope)
+            if r["site"] == site
         ]
-        assert spent[1] == pytest.approx(independent_epsilon(history, marginal["delta"]), abs=1e-6)
+        assert spent[2] == pytest.approx(independent_epsilon(history, marginal["delta"]), abs=1e-6)
+    slope_document = json.loads((run_dir / "head_slope.json").read_text())
+    assert slope_document["complete"] and SLOPE_BOUNDS[0] <= slope_document["slope"] <= SLOPE_BOUNDS[1]
+    trained, scaled = MCM.load(run_dir / "checkpoints" / "round-0002"), MCM.load(run_dir / "model")
+    effects = trained.network_.survival_head.effects.weight.detach()
+    torch.testing.assert_close(
+        scaled.network_.survival_head.effects.weight.detach(),
+        torch.stack([effects[0], effects[1] * slope_document["slope"]]),
+    )
     document = json.loads((run_dir / "marginals.json").read_text())
     assert document["complete"] and [s["site"] for s in document["sites"]] == ["site-0", "site-1", "site-2"]
     consistent = document["consistent_tables"]
@@ -70,4 +89,4 @@ def test_federated_rounds_then_resume_past_the_budget_is_refused(two_round_copy)
     # A resumed run has new node ids, so the refusal itself names the site.
     named = sorted(re.search(r"site '([^']+)' refused", r["reason"]).group(1) for r in third)
     assert named == ["site-0", "site-1", "site-2"]
-    assert run.latest_checkpoint().round == 2  # no site returned weights: no new checkpoint
+    assert run.latest_checkpoint().round == head_slope_round(2)  # no site returned weights: nothing new
