@@ -27,8 +27,9 @@ from fedsynth.model.network import HazardHead, MCMNetwork
 SLOPE_BOUNDS = (0.5, 2.0)  # one noisy release never more than halves or doubles the effects
 
 
-def has_hazard_head(network: MCMNetwork) -> bool:
-    return isinstance(network.survival_head, HazardHead)
+def has_hazard_head(network: torch.nn.Module) -> bool:
+    """Whether ``network`` (any generator's) is an MCM network with a hazard survival head."""
+    return isinstance(getattr(network, "survival_head", None), HazardHead)
 
 
 def event_linear_predictor(network: MCMNetwork, encoded: torch.Tensor) -> torch.Tensor:

@@ -11,8 +11,9 @@ holds each site's release and the slope; each release is a line in ``budget.json
 10,000 + rounds, past any training round; ``mechanism = "head-slope"``) with a training reply's scalars, so the budget
 report and the DP evidence compose it with the rest.
 
-Any missing or refused release leaves the model as trained (slope 1): a partial sum is not the
-federation's score. The releases made still count in their sites' ledgers and in the record.
+Any missing or refused release of a site aggregated into the final model leaves the model as
+trained (slope 1): a partial sum is not the federation's score. The releases made still count
+in their sites' ledgers and in the record.
 """
 
 from __future__ import annotations
@@ -134,7 +135,7 @@ def request_head_slope(
                 **base, "status": "ok", "site": result["site"], "epsilon": float(result["epsilon"]),
                 "epsilon-step": float(result["epsilon_step"]), "target-epsilon": float(result["target_epsilon"]),
                 "delta": float(result["delta"]), "noise-multiplier": float(result["noise_multiplier"]),
-                "sample-rate": 1.0, "steps": 1,
+                "sample-rate": 1.0, "steps": 1, "num-examples": int(result["num_examples"]),
             }
         )  # fmt: skip
     answered = {reply.metadata.reply_to_message_id for reply in replies}
@@ -146,6 +147,11 @@ def request_head_slope(
     failures = [{"node_id": r["node_id"], "reason": r["reason"]} for r in budget if r["status"] != "ok"]
     if len(nodes) < expected_sites:
         failures.append({"node_id": None, "reason": f"{len(nodes)} of {expected_sites} expected sites connected"})
+    # Every site whose update is in the final model must answer: a sum over fewer sites would
+    # describe part of the population the model learnt from.
+    missing = sorted(set((model.training_info_ or {}).get("sites") or []) - {s["site"] for s in sites})
+    if missing:
+        failures.append({"node_id": None, "reason": f"no release of {', '.join(missing)}, whose rows the model learnt"})
     complete = bool(sites) and not failures
     document: dict[str, Any] = {
         "time": now,

@@ -263,7 +263,8 @@ def test_budget_section_states_the_split_between_marginal_tables_and_dp_sgd(demo
         composed = site["epsilon_spent"]
         assert max(alone, training) < composed < alone + training  # RDP composes below the sum
         default = f"{PrivacyConfig().marginals_share:g} by default"
-        row = f"|{site['site']}|{alone:.4g}|{training:.4g}|{composed:.4g}|{alone + training:.4g}|8|{default}"
+        slope = "none released"  # this run predates the slope release
+        row = f"|{site['site']}|{alone:.4g}|{training:.4g}|{slope}|{composed:.4g}|{alone + training:.4g}|8|{default}"
         assert row in report
     assert "less than the sum" in report and "samples are calibrated to them" in report
 
