@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime
-from logging import INFO, WARNING
+from logging import INFO
 from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
@@ -36,7 +37,7 @@ from fedsynth.model.generators import AnyGenerator, config_to_dict, weights_dige
 from fedsynth.model.head_slope import has_hazard_head, scale_event_effects, slope_information, solve_slope
 from fedsynth.server.budget import site_epsilon_floors
 from fedsynth.server.run import Checkpoint, RunDirectory
-from fedsynth.server.site_queries import connected_nodes
+from fedsynth.server.site_releases import gather_releases, release_problem
 
 MECHANISM = "head-slope"
 HEAD_SLOPE_FILE = "head_slope.json"
@@ -60,25 +61,18 @@ def model_rows(model: AnyGenerator) -> torch.Tensor:
         return model.network_.layout.encode_codes(model.codes_tensor(rows))
 
 
-def _problem(reply: Message, digest: str) -> tuple[str | None, dict[str, Any] | None]:
-    """(why the reply cannot be used, None) or (None, its result)."""
-    if reply.has_error():
-        return reply.error.reason, None
-    if set(reply.content.keys()) != {HEAD_SLOPE_RECORD}:
-        return f"reply outside the {HEAD_SLOPE_RECORD} contract", None
-    record = reply.content[HEAD_SLOPE_RECORD]
-    try:
-        if set(record.keys()) != {"site", "result"}:
-            raise ValueError(f"unexpected fields {sorted(record.keys())}")
-        result = json.loads(str(record["result"]))
+def _check(digest: str) -> Callable[[dict[str, Any]], None]:
+    def check(result: dict[str, Any]) -> None:
         check_head_slope_result(result)
-        if result["site"] != str(record["site"]):
-            raise ValueError("the result names another site")
         if result["weights_sha256"] != digest:
             raise ValueError("the release is of other weights than the run's final model")
-    except (KeyError, TypeError, ValueError) as exc:
-        return f"reply outside the {HEAD_SLOPE_RECORD} contract: {exc}", None
-    return None, result
+
+    return check
+
+
+def _problem(reply: Message, digest: str) -> tuple[str | None, dict[str, Any] | None]:
+    """(why the reply cannot be used, None) or (None, its result)."""
+    return release_problem(reply, HEAD_SLOPE_RECORD, _check(digest))
 
 
 def request_head_slope(
@@ -93,9 +87,9 @@ def request_head_slope(
     expected_sites: int,
 ) -> Checkpoint:
     """Ask every site for its slope release at ``final``'s weights (``model``, calibrated as the
-    release will be); return the
-    checkpoint to publish: the slope-scaled model (round 10,000 + ``planned_rounds``) when every site
-    released, else ``final``. Writes ``RUN_DIR/head_slope.json`` and the budget lines."""
+    release will be); return the checkpoint to publish: the slope-scaled model (round 10,000 +
+    ``planned_rounds``) when every site released, else ``final``. Writes
+    ``RUN_DIR/head_slope.json`` and the budget lines."""
     digest = weights_digest(model)
     release_round = head_slope_round(planned_rounds)
     config = ConfigRecord(
@@ -107,46 +101,12 @@ def request_head_slope(
             LEDGER_FLOORS: json.dumps(site_epsilon_floors(run.budget_records())),
         }
     )
-    nodes = connected_nodes(grid, expected_sites)
-    messages = [
-        Message(
-            content=RecordDict({"arrays": ArrayRecord(model.network_.state_dict()), "config": config}),
-            dst_node_id=node,
-            message_type=MessageType.QUERY,
-        )
-        for node in nodes
-    ]
-    replies = list(grid.send_and_receive(messages, timeout=timeout))
-    destinations = {m.metadata.message_id: m.metadata.dst_node_id for m in messages if m.metadata.message_id}
+    accepted, failures = gather_releases(
+        grid, run, config, record=HEAD_SLOPE_RECORD, release_round=release_round, check=_check(digest),
+        timeout=timeout, expected_sites=expected_sites, arrays=ArrayRecord(model.network_.state_dict()),
+    )  # fmt: skip
     now = datetime.now(UTC).isoformat()
-    sites: list[dict[str, Any]] = []
-    budget: list[dict[str, Any]] = []
-    for reply in replies:
-        node_id = destinations.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
-        base = {"round": release_round, "mechanism": MECHANISM, "node_id": node_id, "time": now}
-        problem, result = _problem(reply, digest)
-        if problem is not None or result is None:
-            log(WARNING, "Slope release of node %s not used: %s", node_id, problem)
-            budget.append({**base, "status": "error", "reason": problem})
-            continue
-        sites.append({**result, "node_id": node_id})
-        budget.append(
-            {
-                **base, "status": "ok", "site": result["site"], "epsilon": float(result["epsilon"]),
-                "epsilon-step": float(result["epsilon_step"]), "target-epsilon": float(result["target_epsilon"]),
-                "delta": float(result["delta"]), "noise-multiplier": float(result["noise_multiplier"]),
-                "sample-rate": 1.0, "steps": 1, "num-examples": int(result["num_examples"]),
-            }
-        )  # fmt: skip
-    answered = {reply.metadata.reply_to_message_id for reply in replies}
-    for message_id, node_id in destinations.items():
-        if message_id not in answered:
-            budget.append({"round": release_round, "mechanism": MECHANISM, "node_id": node_id, "time": now,
-                           "status": "error", "reason": "no reply within the head-slope timeout"})  # fmt: skip
-    run.append_budget(budget)
-    failures = [{"node_id": r["node_id"], "reason": r["reason"]} for r in budget if r["status"] != "ok"]
-    if len(nodes) < expected_sites:
-        failures.append({"node_id": None, "reason": f"{len(nodes)} of {expected_sites} expected sites connected"})
+    sites = [{**result, "node_id": node_id} for node_id, result in accepted]
     # Every site whose update is in the final model must answer: a sum over fewer sites would
     # describe part of the population the model learnt from.
     missing = sorted(set((model.training_info_ or {}).get("sites") or []) - {s["site"] for s in sites})

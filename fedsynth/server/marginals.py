@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from logging import INFO, WARNING
+from logging import INFO
 from typing import Any
 
-import numpy as np
-from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import ConfigRecord, Message
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
@@ -33,28 +32,14 @@ from fedsynth.marginals.consistency import make_consistent
 from fedsynth.marginals.tables import DEFAULT_NUMERIC_BINS, DEFAULT_TIME_BINS, MarginalSpec, tables_to_json
 from fedsynth.server.budget import site_epsilon_floors
 from fedsynth.server.run import MARGINALS_FILE, RunDirectory
-from fedsynth.server.site_queries import connected_nodes
+from fedsynth.server.site_releases import gather_releases, release_problem
 
 MECHANISM = "marginals"
 
 
 def _problem(reply: Message, spec: MarginalSpec) -> tuple[str | None, dict[str, Any] | None]:
     """(why the reply cannot be used, None) or (None, its result)."""
-    if reply.has_error():
-        return reply.error.reason, None
-    if set(reply.content.keys()) != {MARGINALS_RECORD}:
-        return f"reply outside the {MARGINALS_RECORD} contract", None
-    record = reply.content[MARGINALS_RECORD]
-    try:
-        if set(record.keys()) != {"site", "result"}:
-            raise ValueError(f"unexpected fields {sorted(record.keys())}")
-        result = json.loads(str(record["result"]))
-        check_marginals_result(result, spec)
-        if result["site"] != str(record["site"]):
-            raise ValueError("the result names another site")
-    except (KeyError, TypeError, ValueError) as exc:
-        return f"reply outside the {MARGINALS_RECORD} contract: {exc}", None
-    return None, result
+    return release_problem(reply, MARGINALS_RECORD, lambda result: check_marginals_result(result, spec))
 
 
 def request_marginals(
@@ -85,47 +70,17 @@ def request_marginals(
             **({HEAD_SLOPE: True} if head_slope else {}),
         }
     )
-    nodes = connected_nodes(grid, expected_sites)
-    messages = [
-        Message(content=RecordDict({"config": config}), dst_node_id=node, message_type=MessageType.QUERY)
-        for node in nodes
-    ]
-    replies = list(grid.send_and_receive(messages, timeout=timeout))
-    destinations = {m.metadata.message_id: m.metadata.dst_node_id for m in messages if m.metadata.message_id}
+    accepted, failures = gather_releases(
+        grid, run, config, record=MARGINALS_RECORD, release_round=MARGINALS_ROUND,
+        check=lambda result: check_marginals_result(result, spec), timeout=timeout, expected_sites=expected_sites,
+    )  # fmt: skip
     now = datetime.now(UTC).isoformat()
-    sites: list[dict[str, Any]] = []
-    tables: list[dict[str, np.ndarray]] = []
-    budget: list[dict[str, Any]] = []
-    for reply in replies:
-        node_id = destinations.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
-        base = {"round": MARGINALS_ROUND, "mechanism": MECHANISM, "node_id": node_id, "time": now}
-        problem, result = _problem(reply, spec)
-        if problem is not None or result is None:
-            log(WARNING, "Marginals of node %s not used: %s", node_id, problem)
-            budget.append({**base, "status": "error", "reason": problem})
-            continue
-        tables.append(check_marginals_result(result, spec))
-        figures = {k: float(result[k]) for k in ("noise_multiplier", "epsilon_step", "epsilon")}
-        sites.append({"site": result["site"], "node_id": node_id, **figures})
-        # The scalars of a training reply, so the budget report composes this step with the rounds.
-        budget.append(
-            {
-                **base, "status": "ok", "site": result["site"], "epsilon": figures["epsilon"],
-                "epsilon-step": figures["epsilon_step"], "target-epsilon": float(result["target_epsilon"]),
-                "delta": float(result["delta"]), "noise-multiplier": figures["noise_multiplier"],
-                "sample-rate": 1.0, "steps": 1,
-            }
-        )  # fmt: skip
-    answered = {reply.metadata.reply_to_message_id for reply in replies}
-    for message_id, node_id in destinations.items():
-        if message_id not in answered:
-            reason = "no reply within the marginals timeout"
-            budget.append({"round": MARGINALS_ROUND, "mechanism": MECHANISM, "node_id": node_id, "time": now,
-                           "status": "error", "reason": reason})  # fmt: skip
-    run.append_budget(budget)
-    failures = [{"node_id": r["node_id"], "reason": r["reason"]} for r in budget if r["status"] != "ok"]
-    if len(nodes) < expected_sites:
-        failures.append({"node_id": None, "reason": f"{len(nodes)} of {expected_sites} expected sites connected"})
+    tables = [check_marginals_result(result, spec) for _, result in accepted]
+    sites = [
+        {"site": result["site"], "node_id": node_id,
+         **{k: float(result[k]) for k in ("noise_multiplier", "epsilon_step", "epsilon")}}
+        for node_id, result in accepted
+    ]  # fmt: skip
     summed = {t.name: sum(s[t.name] for s in tables) for t in spec.tables} if tables else None
     document = {
         "time": now,
