@@ -40,15 +40,25 @@ def event_linear_predictor(network: MCMNetwork, encoded: torch.Tensor) -> torch.
     return (centred @ head.effects.weight[1]) * head.effect_scale
 
 
-def slope_scores(network: MCMNetwork, codes: torch.Tensor) -> torch.Tensor:
-    """(n,) each record's score d log-likelihood / ds at s = 1 under the hazard head.
+def event_logits(network: MCMNetwork, encoded: torch.Tensor, event_offset: float = 0.0) -> torch.Tensor:
+    """The head's (censoring, event) logits with every event logit shifted by ``event_offset``:
+    the head as calibrated samples draw from it (its event share set to the DP tables')."""
+    logits = network.survival_logits(encoded)
+    if event_offset:
+        logits = torch.cat([logits[:, : network.layout.n_bins], logits[:, network.layout.n_bins :] + event_offset], 1)
+    return logits
+
+
+def slope_scores(network: MCMNetwork, codes: torch.Tensor, event_offset: float = 0.0) -> torch.Tensor:
+    """(n,) each record's score d log-likelihood / ds at s = 1 under the hazard head, its event
+    logits shifted by ``event_offset`` (so that a lagging level is not read as a slope).
 
     The slope adds ``(s - 1) * eta`` to every event logit of a row, so the score is ``eta`` times
     the derivative of the row's log-likelihood in a shift of its event logits."""
     layout = network.layout
     with torch.no_grad():
         encoded = layout.encode_codes(codes)
-        logits = network.survival_logits(encoded)
+        logits = event_logits(network, encoded, event_offset)
         eta = event_linear_predictor(network, encoded)
     n_bins = layout.n_bins
     shift = torch.zeros(len(codes), dtype=logits.dtype, requires_grad=True)
@@ -58,14 +68,14 @@ def slope_scores(network: MCMNetwork, codes: torch.Tensor) -> torch.Tensor:
     return eta * gradient.detach()
 
 
-def slope_information(network: MCMNetwork, encoded: torch.Tensor) -> torch.Tensor:
+def slope_information(network: MCMNetwork, encoded: torch.Tensor, event_offset: float = 0.0) -> torch.Tensor:
     """(n,) each row's expected information about s at s = 1 under the head (no outcome needed).
 
     In each bin a row reaches, the event indicator is a Bernoulli of the bin's event probability
     p (given the row got there), whose information in a shift of the event logit is p (1 - p);
     the row's is their sum weighted by the probability of reaching each bin, times ``eta`` squared."""
     with torch.no_grad():
-        logits = network.survival_logits(encoded)
+        logits = event_logits(network, encoded, event_offset)
         eta = event_linear_predictor(network, encoded)
         log_nothing, log_cause = hazard_log_probs(logits)
         reached = torch.cat([torch.zeros_like(log_nothing[:, :1]), log_nothing[:, :-1].cumsum(dim=1)], dim=1)
@@ -73,14 +83,16 @@ def slope_information(network: MCMNetwork, encoded: torch.Tensor) -> torch.Tenso
         return eta**2 * (torch.exp(reached) * event * (1.0 - event)).sum(dim=1)
 
 
-def expected_scores(network: MCMNetwork, encoded: torch.Tensor, slope: float) -> torch.Tensor:
+def expected_scores(
+    network: MCMNetwork, encoded: torch.Tensor, slope: float, event_offset: float = 0.0
+) -> torch.Tensor:
     """(n,) each row's expected score at s = 1 if its outcome came from the head with slope ``slope``.
 
     A row's score is ``eta`` times the sum, over the bins it reaches, of (event in the bin) minus
     the head's event probability there; its expectation under slope ``slope`` is ``eta`` times
     the sum of P_slope(reach the bin) (p_slope - p_1) over the bins: 0 at slope 1."""
     with torch.no_grad():
-        logits = network.survival_logits(encoded)
+        logits = event_logits(network, encoded, event_offset)
         eta = event_linear_predictor(network, encoded)
         n_bins = logits.shape[1] // 2
         scaled = logits.clone()
@@ -92,7 +104,14 @@ def expected_scores(network: MCMNetwork, encoded: torch.Tensor, slope: float) ->
         return eta * (torch.exp(reached) * difference).sum(dim=1)
 
 
-def solve_slope(score_sum: float, network: MCMNetwork, encoded: torch.Tensor, n_rows: int, steps: int = 40) -> float:
+def solve_slope(
+    score_sum: float,
+    network: MCMNetwork,
+    encoded: torch.Tensor,
+    n_rows: int,
+    event_offset: float = 0.0,
+    steps: int = 40,
+) -> float:
     """The slope whose expected score over ``n_rows`` records like ``encoded``'s rows is
     ``score_sum`` (bisection within ``SLOPE_BOUNDS``, where the expected score rises with the slope).
 
@@ -101,7 +120,7 @@ def solve_slope(score_sum: float, network: MCMNetwork, encoded: torch.Tensor, n_
     low, high = SLOPE_BOUNDS
 
     def total(slope: float) -> float:
-        return float(expected_scores(network, encoded, slope).double().mean()) * n_rows
+        return float(expected_scores(network, encoded, slope, event_offset).double().mean()) * n_rows
 
     if total(low) >= score_sum:
         return low

@@ -61,18 +61,18 @@ def model_rows(model: AnyGenerator) -> torch.Tensor:
         return model.network_.layout.encode_codes(model.codes_tensor(rows))
 
 
-def _check(digest: str) -> Callable[[dict[str, Any]], None]:
+def _check(digest: str, event_offset: float) -> Callable[[dict[str, Any]], None]:
     def check(result: dict[str, Any]) -> None:
         check_head_slope_result(result)
-        if result["weights_sha256"] != digest:
-            raise ValueError("the release is of other weights than the run's final model")
+        if result["weights_sha256"] != digest or result["event_offset"] != event_offset:
+            raise ValueError("the release is of other weights or offset than the run's final model")
 
     return check
 
 
-def _problem(reply: Message, digest: str) -> tuple[str | None, dict[str, Any] | None]:
+def _problem(reply: Message, digest: str, event_offset: float = 0.0) -> tuple[str | None, dict[str, Any] | None]:
     """(why the reply cannot be used, None) or (None, its result)."""
-    return release_problem(reply, HEAD_SLOPE_RECORD, _check(digest))
+    return release_problem(reply, HEAD_SLOPE_RECORD, _check(digest, event_offset))
 
 
 def request_head_slope(
@@ -92,9 +92,13 @@ def request_head_slope(
     ``RUN_DIR/head_slope.json`` and the budget lines."""
     digest = weights_digest(model)
     release_round = head_slope_round(planned_rounds)
+    # The head's event level as calibrated samples use it: without it, a level that DP-SGD left
+    # behind would be read as a slope (rows of high risk carry most events).
+    offset = model.event_offset()
     config = ConfigRecord(
         {
             "task": MECHANISM,
+            "event-offset": offset,
             "run-id": run_id,
             "planned-rounds": planned_rounds,
             "model-config": json.dumps(config_to_dict(model.config)),
@@ -102,7 +106,7 @@ def request_head_slope(
         }
     )
     accepted, failures = gather_releases(
-        grid, run, config, record=HEAD_SLOPE_RECORD, release_round=release_round, check=_check(digest),
+        grid, run, config, record=HEAD_SLOPE_RECORD, release_round=release_round, check=_check(digest, offset),
         timeout=timeout, expected_sites=expected_sites, arrays=ArrayRecord(model.network_.state_dict()),
     )  # fmt: skip
     now = datetime.now(UTC).isoformat()
@@ -118,6 +122,7 @@ def request_head_slope(
         "run_id": run_id,
         "round": release_round,
         "weights_sha256": digest,
+        "event_offset": offset,
         "sites": sorted(sites, key=lambda s: s["site"]),
         "failures": failures,
         "complete": complete,
@@ -127,8 +132,8 @@ def request_head_slope(
         n_rows = sum(int(s["num_examples"]) for s in sites)
         score = sum(float(s["score"]) for s in sites)
         encoded = model_rows(model)
-        information = float(slope_information(model.network_, encoded).double().mean()) * n_rows
-        slope = solve_slope(score, model.network_, encoded, n_rows)
+        information = float(slope_information(model.network_, encoded, offset).double().mean()) * n_rows
+        slope = solve_slope(score, model.network_, encoded, n_rows, offset)
         noise = math.sqrt(sum((float(s["noise_multiplier"]) * float(s["clip"])) ** 2 for s in sites))
         document.update(
             score=score, num_examples=n_rows, information=information, slope=slope,

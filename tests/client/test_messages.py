@@ -280,8 +280,8 @@ def test_head_slope_reply_holds_only_one_noisy_sum_the_weights_digest_and_scalar
     assert isinstance(record, ConfigRecord) and set(record.keys()) == {"site", "result"}
     result = json.loads(str(record["result"]))
     assert set(result) == RESULT_KEYS == {
-        "site", "weights_sha256", "score", "num_examples", "clip", "noise_multiplier", "epsilon_step", "epsilon",
-        "target_epsilon", "delta",
+        "site", "weights_sha256", "event_offset", "score", "num_examples", "clip", "noise_multiplier",
+        "epsilon_step", "epsilon", "target_epsilon", "delta",
     }  # fmt: skip
     # One number about the rows (the noisy sum), a count and figures: nothing per record.
     assert all(isinstance(v, int | float | str) for v in result.values())
@@ -289,6 +289,7 @@ def test_head_slope_reply_holds_only_one_noisy_sum_the_weights_digest_and_scalar
     digest = weights_digest(model)
     assert _problem(reply, digest) == (None, result)
     assert "other weights" in _problem(reply, "0" * 64)[0]
+    assert "other weights or offset" in _problem(reply, digest, event_offset=0.5)[0]
     extra = RecordDict(
         {HEAD_SLOPE_RECORD: ConfigRecord({"site": "hospital-a", "result": json.dumps({**result, "scores": [1.0]})})}
     )

@@ -93,8 +93,12 @@ def test_a_second_request_returns_the_stored_release_and_other_weights_are_refus
     first = _release(site, _state(site))
     entries = site.ledger.entries()
     assert _release(site, _state(site)) == first and site.ledger.entries() == entries
-    with pytest.raises(HeadSlopeRefusedError, match="at other weights already"):
+    with pytest.raises(HeadSlopeRefusedError, match="at other weights or offset already"):
         _release(site, _state(site, seed=1))
+    with pytest.raises(HeadSlopeRefusedError, match="at other weights or offset already"):
+        release_head_slope(site, _state(site), HEAD, run_id="r", planned_rounds=2, event_offset=0.3)
+    with pytest.raises(HeadSlopeRefusedError, match="not within"):
+        release_head_slope(site, _state(site), HEAD, run_id="r", planned_rounds=2, event_offset=float("nan"))
     (tmp_path / "runs" / "r" / "head_slope.json").unlink()  # as if killed between reserve and store
     with pytest.raises(HeadSlopeRefusedError, match="never stored it"):
         _release(site, _state(site))
