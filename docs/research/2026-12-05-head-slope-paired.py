@@ -18,7 +18,7 @@ for run in sys.argv[2:]:
     target = RunDirectory(run).marginal_target()
     trained = doc["round"] - 10000 if doc["round"] > 10000 else doc["round"] - 1
     base = load_generator(run / "checkpoints" / f"round-{trained:04d}").calibrate_to(target)
-    moment = solve_slope(doc["score"], base.network_, model_rows(base), doc["num_examples"])
+    moment = solve_slope(doc["score"], base.network_, model_rows(base), doc["num_examples"], doc.get("event_offset", 0.0))
     out = {"run": run.name, "published": doc["slope"], "moment": moment}
     for label, s in (("one", 1.0), ("published", doc["slope"]), ("moment", moment)):
         if label == "moment" and abs(moment - doc["slope"]) < 1e-9:

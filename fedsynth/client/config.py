@@ -74,14 +74,12 @@ class PrivacyConfig(BaseModel):
     marginals_share: float = Field(0.5, ge=0, lt=1, description="epsilon share of the DP marginal tables")
     # At the end of a run whose model has a hazard head, the site releases once the sum of its
     # records' scores for the head's calibration slope (fedsynth.model.head_slope), each clipped to
-    # head_slope_clip, with Gaussian noise of this multiplier: one step at sample rate 1, planned
-    # with DP-SGD and the marginals. 3.0 raises DP-SGD's noise by about 6% (ACTG320 and FLChain
-    # sites at epsilon 4) and leaves the slope's noise near 0.2 on ACTG320's three sites
-    # (docs/research/2026-12-05-head-slope.md). 0: no release, the slope stays 1.
+    # the bound the coordinator sends (chosen from the model alone), with Gaussian noise of this
+    # multiplier times that bound: one step at sample rate 1, planned with DP-SGD and the
+    # marginals, whose epsilon does not depend on the bound. 3.0 raises DP-SGD's noise by about 6%
+    # (ACTG320 and FLChain sites at epsilon 4) (docs/research/2026-12-05-head-slope.md).
+    # 0: no release, the slope stays 1.
     head_slope_noise_multiplier: float = Field(3.0, ge=0, le=1000, description="noise of the slope release; 0: none")
-    # A record's score is about 0.02 at the median and 1-1.4 at the 99th percentile (ACTG320):
-    # clipping at 1 touches about 1% of records and pulls the step toward no change.
-    head_slope_clip: float = Field(1.0, gt=0, le=100, description="bound on one record's slope score")
     # The site's DP holds whatever the coordinator does; SecAgg+ also keeps the coordinator from
     # seeing this site's own update. True: a training round without it is refused, before any spend.
     require_secure_aggregation: bool = False

@@ -2,7 +2,7 @@
 
 The coordinator sends the run's final global weights; the site computes each training record's
 score for the head's calibration slope (:func:`fedsynth.model.head_slope.slope_scores`), clips
-each to [-C, C] (``privacy.head_slope_clip``) and releases their sum plus Gaussian noise of std
+each to [-C, C] (C from the coordinator, chosen from the model alone) and releases their sum plus Gaussian noise of std
 ``z * C`` (``z`` = ``privacy.head_slope_noise_multiplier``, fixed in the run's plan): one record
 moves the sum by at most C, so this is one Gaussian step at sample rate 1 in the site's RDP
 ledger, planned with DP-SGD and the marginals from the run's start.
@@ -36,6 +36,7 @@ HEAD_SLOPE_FILE = "head_slope.json"
 # that a run extended by more rounds never meets its earlier slope release's number.
 SLOPE_ROUNDS_FROM = 10_000
 MAX_EVENT_OFFSET = 8.0  # the bisection's bound (fedsynth.model.draws.solve_event_offset)
+MAX_CLIP = 1000.0
 
 
 def head_slope_round(planned_rounds: int) -> int:
@@ -82,17 +83,21 @@ def release_head_slope(
     *,
     run_id: str,
     planned_rounds: int,
+    clip: float,
     event_offset: float = 0.0,
     coordinator_floor: float = 0.0,
 ) -> HeadSlopeRelease:
     """The run's noisy slope score of ``site``'s training rows under the weights ``state``, the
     head's event logits shifted by ``event_offset`` (the coordinator's, from the run's DP tables:
-    public post-processing, bounded here)."""
+    public post-processing, bounded here), each record's score clipped to [-``clip``, ``clip``]
+    (any bound keeps the same epsilon: the noise is ``clip`` times the multiplier)."""
     name = site.config.name
     if coordinator_floor > 0:
         site.ledger.require_at_least(coordinator_floor, f"site '{name}': the coordinator of run '{run_id}'")
     if not (np.isfinite(event_offset) and abs(event_offset) <= MAX_EVENT_OFFSET):
         raise HeadSlopeRefusedError(f"site '{name}': event offset {event_offset} is not within +-{MAX_EVENT_OFFSET:g}")
+    if not (np.isfinite(clip) and 0 < clip <= MAX_CLIP):
+        raise HeadSlopeRefusedError(f"site '{name}': score clip {clip} is not within (0, {MAX_CLIP:g}]")
     model = new_generator(model_config).build(site.schema)
     network = model._network()
     try:
@@ -105,9 +110,9 @@ def release_head_slope(
     path = site.dir / RUNS_DIR / run_id / HEAD_SLOPE_FILE
     if path.exists():
         stored = json.loads(path.read_text(encoding="utf-8"))
-        if stored["weights_sha256"] != digest or stored.get("event_offset") != event_offset:
+        if (stored["weights_sha256"], stored["event_offset"], stored["clip"]) != (digest, event_offset, clip):
             raise HeadSlopeRefusedError(
-                f"site '{name}' released its slope score for run '{run_id}' at other weights or offset already; "
+                f"site '{name}' released its slope score for run '{run_id}' at other settings already; "
                 "a second release would be a second spend, which its plan has no room for"
             )
         return HeadSlopeRelease(**stored)
@@ -130,7 +135,6 @@ def release_head_slope(
         )
     except BudgetExceededError as exc:
         raise BudgetExceededError(f"site '{name}' {exc}") from exc
-    clip = site.config.privacy.head_slope_clip
     scores = slope_scores(network, model.codes_tensor(site.train), event_offset).double().clamp(-clip, clip)
     # The noise must be unpredictable to anyone else: fresh OS randomness, never a known seed.
     rng = np.random.default_rng(secrets.randbits(128))

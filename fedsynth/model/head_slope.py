@@ -9,15 +9,18 @@ a weak effect also leaves the fit's ranking noisier. Scaling every event effect 
 slope of a prognostic model, and one number is cheap to measure with DP.
 
 The measurement (``docs/research/2026-12-05-head-slope.md``): each site releases the sum of its
-records' scores d log-likelihood / ds at s = 1, each clipped to [-C, C], plus Gaussian noise of
-std ``sigma * C`` (one step at sample rate 1 in its RDP ledger); the coordinator finds the slope
-at which the expected score of rows like the model's own (calibrated) rows, scaled to the sites'
-record count, equals the released sum (:func:`solve_slope`, within ``SLOPE_BOUNDS``): computed from
-the model alone, post-processing of the DP release. The information (:func:`slope_information`)
-gives the slope's noise: about sqrt(sites) * sigma * C / information.
+records' scores d log-likelihood / ds at s = 1 (at the event level calibrated samples use), each
+clipped to [-C, C], plus Gaussian noise of std ``sigma * C`` (one step at sample rate 1 in its
+RDP ledger). The coordinator finds the slope at which rows like the model's own (calibrated)
+rows, as many as the sites' records and clipped as theirs, expect the released sum (:func:`solve_slope`, within
+``SLOPE_BOUNDS``): computed from the model alone, post-processing of the DP release. The
+information (:func:`slope_information`) gives the slope's noise: about sqrt(sites) * sigma * C /
+information.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -83,44 +86,72 @@ def slope_information(network: MCMNetwork, encoded: torch.Tensor, event_offset: 
         return eta**2 * (torch.exp(reached) * event * (1.0 - event)).sum(dim=1)
 
 
-def expected_scores(
-    network: MCMNetwork, encoded: torch.Tensor, slope: float, event_offset: float = 0.0
-) -> torch.Tensor:
-    """(n,) each row's expected score at s = 1 if its outcome came from the head with slope ``slope``.
+def _outcome_scores(
+    network: MCMNetwork, encoded: torch.Tensor, slope: float, event_offset: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every row's possible outcomes (ending in each bin by censoring or the event): their
+    probabilities under slope ``slope`` and their scores at s = 1, each (n, 2, n_bins)."""
+    logits = event_logits(network, encoded, event_offset)
+    eta = event_linear_predictor(network, encoded).unsqueeze(1)
+    n_bins = logits.shape[1] // 2
+    _, log_cause = hazard_log_probs(logits)
+    scored = -torch.exp(log_cause[:, 1]).cumsum(dim=1)  # the event probabilities up to and including each bin
+    scaled = logits.clone()
+    scaled[:, n_bins:] += (slope - 1.0) * eta
+    log_nothing, log_cause_scaled = hazard_log_probs(scaled)
+    reached = torch.exp(torch.cat([torch.zeros_like(log_nothing[:, :1]), log_nothing[:, :-1].cumsum(dim=1)], dim=1))
+    probabilities = reached.unsqueeze(1) * torch.exp(log_cause_scaled)
+    return probabilities, torch.stack([eta * scored, eta * (scored + 1.0)], dim=1)
 
-    A row's score is ``eta`` times the sum, over the bins it reaches, of (event in the bin) minus
-    the head's event probability there; its expectation under slope ``slope`` is ``eta`` times
-    the sum of P_slope(reach the bin) (p_slope - p_1) over the bins: 0 at slope 1."""
+
+def expected_scores(
+    network: MCMNetwork, encoded: torch.Tensor, slope: float, event_offset: float = 0.0, clip: float = math.inf
+) -> torch.Tensor:
+    """(n,) each row's expected score at s = 1, clipped to [-``clip``, ``clip``] as sites clip it,
+    if its outcome came from the head with slope ``slope``.
+
+    A row that ends in bin b scores ``eta`` times (event in b) minus the head's event probabilities
+    (at s = 1) summed over the bins up to b; the expectation runs over every (bin, cause) under
+    slope ``slope``, exactly, clipping included."""
     with torch.no_grad():
-        logits = event_logits(network, encoded, event_offset)
-        eta = event_linear_predictor(network, encoded)
-        n_bins = logits.shape[1] // 2
-        scaled = logits.clone()
-        scaled[:, n_bins:] += (slope - 1.0) * eta.unsqueeze(1)
-        _, log_cause = hazard_log_probs(logits)
-        log_nothing, log_cause_scaled = hazard_log_probs(scaled)
-        reached = torch.cat([torch.zeros_like(log_nothing[:, :1]), log_nothing[:, :-1].cumsum(dim=1)], dim=1)
-        difference = torch.exp(log_cause_scaled[:, 1]) - torch.exp(log_cause[:, 1])
-        return eta * (torch.exp(reached) * difference).sum(dim=1)
+        probabilities, scores = _outcome_scores(network, encoded, slope, event_offset)
+        return (probabilities * scores.clamp(-clip, clip)).sum(dim=(1, 2))
+
+
+def score_clip(network: MCMNetwork, encoded: torch.Tensor, event_offset: float = 0.0, quantile: float = 0.99) -> float:
+    """The ``quantile`` of |score| over rows like ``encoded``'s with outcomes from the head: the
+    clip sent to the sites. Why from the model: a fixed clip cut a fifth of WHAS500's scores (its
+    effects spread wider than ACTG320's), and clipping that often depends on the real covariates'
+    joint, which the model's rows do not share, so no expectation could undo it."""
+    with torch.no_grad():
+        probabilities, scores = _outcome_scores(network, encoded, 1.0, event_offset)
+        values, order = scores.abs().flatten().double().sort()
+        weights = probabilities.flatten().double()[order].cumsum(0)
+        index = int(torch.searchsorted(weights, quantile * weights[-1]))
+        return float(values[min(index, len(values) - 1)])
 
 
 def solve_slope(
     score_sum: float,
     network: MCMNetwork,
     encoded: torch.Tensor,
-    n_rows: int,
+    releases: list[tuple[int, float]],
     event_offset: float = 0.0,
     steps: int = 40,
 ) -> float:
-    """The slope whose expected score over ``n_rows`` records like ``encoded``'s rows is
-    ``score_sum`` (bisection within ``SLOPE_BOUNDS``, where the expected score rises with the slope).
+    """The slope at which the released sum is expected: the sum over ``releases`` (each site's
+    record count and clip) of that many rows like ``encoded``'s expected clipped score
+    (bisection within ``SLOPE_BOUNDS``, where the expected score rises with the slope).
 
-    A moment estimate, not one Newton step from 1: the expected score is exact at every slope,
-    so a head whose effects are a third too weak or too strong is put right in one release."""
+    A moment estimate, not one Newton step from 1: the expected score is exact at every slope and
+    clip, so a head whose effects are a third too weak or too strong is put right in one release."""
     low, high = SLOPE_BOUNDS
 
     def total(slope: float) -> float:
-        return float(expected_scores(network, encoded, slope, event_offset).double().mean()) * n_rows
+        return sum(
+            float(expected_scores(network, encoded, slope, event_offset, clip).double().mean()) * n_rows
+            for n_rows, clip in releases
+        )
 
     if total(low) >= score_sum:
         return low

@@ -34,7 +34,13 @@ from fedsynth.client.app import HEAD_SLOPE_RECORD, LEDGER_FLOORS
 from fedsynth.client.slope_release import check_head_slope_result, head_slope_round
 from fedsynth.data.io import write_text
 from fedsynth.model.generators import AnyGenerator, config_to_dict, weights_digest
-from fedsynth.model.head_slope import has_hazard_head, scale_event_effects, slope_information, solve_slope
+from fedsynth.model.head_slope import (
+    has_hazard_head,
+    scale_event_effects,
+    score_clip,
+    slope_information,
+    solve_slope,
+)
 from fedsynth.server.budget import site_epsilon_floors
 from fedsynth.server.run import Checkpoint, RunDirectory
 from fedsynth.server.site_releases import gather_releases, release_problem
@@ -61,18 +67,20 @@ def model_rows(model: AnyGenerator) -> torch.Tensor:
         return model.network_.layout.encode_codes(model.codes_tensor(rows))
 
 
-def _check(digest: str, event_offset: float) -> Callable[[dict[str, Any]], None]:
+def _check(digest: str, event_offset: float, clip: float) -> Callable[[dict[str, Any]], None]:
     def check(result: dict[str, Any]) -> None:
         check_head_slope_result(result)
-        if result["weights_sha256"] != digest or result["event_offset"] != event_offset:
-            raise ValueError("the release is of other weights or offset than the run's final model")
+        if (result["weights_sha256"], result["event_offset"], result["clip"]) != (digest, event_offset, clip):
+            raise ValueError("the release is of other weights, offset or clip than the coordinator asked for")
 
     return check
 
 
-def _problem(reply: Message, digest: str, event_offset: float = 0.0) -> tuple[str | None, dict[str, Any] | None]:
+def _problem(
+    reply: Message, digest: str, event_offset: float = 0.0, clip: float = 1.0
+) -> tuple[str | None, dict[str, Any] | None]:
     """(why the reply cannot be used, None) or (None, its result)."""
-    return release_problem(reply, HEAD_SLOPE_RECORD, _check(digest, event_offset))
+    return release_problem(reply, HEAD_SLOPE_RECORD, _check(digest, event_offset, clip))
 
 
 def request_head_slope(
@@ -95,10 +103,13 @@ def request_head_slope(
     # The head's event level as calibrated samples use it: without it, a level that DP-SGD left
     # behind would be read as a slope (rows of high risk carry most events).
     offset = model.event_offset()
+    encoded = model_rows(model)
+    clip = score_clip(model.network_, encoded, offset)
     config = ConfigRecord(
         {
             "task": MECHANISM,
             "event-offset": offset,
+            "score-clip": clip,
             "run-id": run_id,
             "planned-rounds": planned_rounds,
             "model-config": json.dumps(config_to_dict(model.config)),
@@ -106,7 +117,7 @@ def request_head_slope(
         }
     )
     accepted, failures = gather_releases(
-        grid, run, config, record=HEAD_SLOPE_RECORD, release_round=release_round, check=_check(digest, offset),
+        grid, run, config, record=HEAD_SLOPE_RECORD, release_round=release_round, check=_check(digest, offset, clip),
         timeout=timeout, expected_sites=expected_sites, arrays=ArrayRecord(model.network_.state_dict()),
     )  # fmt: skip
     now = datetime.now(UTC).isoformat()
@@ -123,6 +134,7 @@ def request_head_slope(
         "round": release_round,
         "weights_sha256": digest,
         "event_offset": offset,
+        "score_clip": clip,
         "sites": sorted(sites, key=lambda s: s["site"]),
         "failures": failures,
         "complete": complete,
@@ -131,9 +143,9 @@ def request_head_slope(
     if complete:
         n_rows = sum(int(s["num_examples"]) for s in sites)
         score = sum(float(s["score"]) for s in sites)
-        encoded = model_rows(model)
         information = float(slope_information(model.network_, encoded, offset).double().mean()) * n_rows
-        slope = solve_slope(score, model.network_, encoded, n_rows, offset)
+        releases = [(int(s["num_examples"]), float(s["clip"])) for s in sites]
+        slope = solve_slope(score, model.network_, encoded, releases, offset)
         noise = math.sqrt(sum((float(s["noise_multiplier"]) * float(s["clip"])) ** 2 for s in sites))
         document.update(
             score=score, num_examples=n_rows, information=information, slope=slope,

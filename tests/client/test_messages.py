@@ -262,8 +262,8 @@ def test_head_slope_reply_holds_only_one_noisy_sum_the_weights_digest_and_scalar
 
     config = MCMConfig(hidden=16, n_bins=16, survival_head=True, survival_form="hazard")
     model = new_generator(config).build(whas500[1])
-    settings = {"task": HEAD_SLOPE_RECORD, "run-id": "test-run", "planned-rounds": 2,
-                "model-config": json.dumps(config_to_dict(config))}  # fmt: skip
+    settings = {"task": HEAD_SLOPE_RECORD, "run-id": "test-run", "planned-rounds": 2, "score-clip": 1.5,
+                "event-offset": 0.25, "model-config": json.dumps(config_to_dict(config))}  # fmt: skip
     # The run asked for the release when the site planned it (its marginals request says so).
     handle_query(_marginals_query(**{HEAD_SLOPE: True}), _context(site_dir))
 
@@ -287,13 +287,13 @@ def test_head_slope_reply_holds_only_one_noisy_sum_the_weights_digest_and_scalar
     assert all(isinstance(v, int | float | str) for v in result.values())
     assert len(reply.content.array_records) == 0 and len(reply.content.metric_records) == 0
     digest = weights_digest(model)
-    assert _problem(reply, digest) == (None, result)
-    assert "other weights" in _problem(reply, "0" * 64)[0]
-    assert "other weights or offset" in _problem(reply, digest, event_offset=0.5)[0]
+    assert _problem(reply, digest, 0.25, 1.5) == (None, result)
+    for other in (("0" * 64, 0.25, 1.5), (digest, 0.5, 1.5), (digest, 0.25, 1.0)):
+        assert "other weights, offset or clip" in _problem(reply, *other)[0]
     extra = RecordDict(
         {HEAD_SLOPE_RECORD: ConfigRecord({"site": "hospital-a", "result": json.dumps({**result, "scores": [1.0]})})}
     )
-    assert "unexpected fields" in _problem(Message(content=extra, reply_to=sent), digest)[0]
+    assert "unexpected fields" in _problem(Message(content=extra, reply_to=sent), digest, 0.25, 1.5)[0]
     handle_query(_marginals_query(**{"run-id": "other"}), _context(site_dir))  # planned without the slope
     with pytest.raises(HeadSlopeRefusedError, match="releases no slope score"):
         handle_query(query(**{"run-id": "other"}), _context(site_dir))

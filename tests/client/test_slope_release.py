@@ -44,8 +44,8 @@ def _state(site: Site, seed: int = 0) -> dict[str, torch.Tensor]:
     return network.state_dict()
 
 
-def _release(site: Site, state: dict[str, torch.Tensor]):  # type: ignore[no-untyped-def]
-    return release_head_slope(site, state, HEAD, run_id="r", planned_rounds=2)
+def _release(site: Site, state: dict[str, torch.Tensor], clip: float = 1.0):  # type: ignore[no-untyped-def]
+    return release_head_slope(site, state, HEAD, run_id="r", planned_rounds=2, clip=clip)
 
 
 def test_marginals_rounds_and_slope_compose_to_opacus_rdp_within_the_target(whas500, tmp_path) -> None:
@@ -73,10 +73,10 @@ def test_marginals_rounds_and_slope_compose_to_opacus_rdp_within_the_target(whas
 def test_the_release_is_the_clipped_score_sum_plus_noise_of_its_multiplier(whas500, tmp_path) -> None:
     residuals = []
     for seed in range(40):
-        site = _site(whas500, tmp_path / str(seed), head_slope_clip=0.5)
+        site = _site(whas500, tmp_path / str(seed))
         state = _state(site)
         site.plan("r", 2, head_slope=True)
-        release = _release(site, state)
+        release = _release(site, state, clip=0.5)
         model = MCM(HEAD).build(site.schema)
         model.network_.load_state_dict(state)
         exact = float(slope_scores(model.network_, model.codes_tensor(site.train)).clamp(-0.5, 0.5).sum())
@@ -93,12 +93,13 @@ def test_a_second_request_returns_the_stored_release_and_other_weights_are_refus
     first = _release(site, _state(site))
     entries = site.ledger.entries()
     assert _release(site, _state(site)) == first and site.ledger.entries() == entries
-    with pytest.raises(HeadSlopeRefusedError, match="at other weights or offset already"):
-        _release(site, _state(site, seed=1))
-    with pytest.raises(HeadSlopeRefusedError, match="at other weights or offset already"):
-        release_head_slope(site, _state(site), HEAD, run_id="r", planned_rounds=2, event_offset=0.3)
-    with pytest.raises(HeadSlopeRefusedError, match="not within"):
-        release_head_slope(site, _state(site), HEAD, run_id="r", planned_rounds=2, event_offset=float("nan"))
+    for other in ({"state": _state(site, seed=1)}, {"event_offset": 0.3}, {"clip": 2.0}):
+        with pytest.raises(HeadSlopeRefusedError, match="at other settings already"):
+            release_head_slope(site, other.get("state", _state(site)), HEAD, run_id="r", planned_rounds=2,
+                               clip=other.get("clip", 1.0), event_offset=other.get("event_offset", 0.0))  # fmt: skip
+    for bad in ({"event_offset": float("nan")}, {"clip": 0.0}, {"clip": float("inf")}):
+        with pytest.raises(HeadSlopeRefusedError, match="not within"):
+            release_head_slope(site, _state(site), HEAD, run_id="r", planned_rounds=2, **{"clip": 1.0, **bad})
     (tmp_path / "runs" / "r" / "head_slope.json").unlink()  # as if killed between reserve and store
     with pytest.raises(HeadSlopeRefusedError, match="never stored it"):
         _release(site, _state(site))
@@ -123,7 +124,7 @@ def test_a_model_without_a_hazard_head_or_unfitting_weights_is_refused(whas500, 
     plain = MCMConfig(hidden=16, n_bins=16)
     with pytest.raises(HeadSlopeRefusedError, match="no hazard survival head"):
         release_head_slope(site, MCM(plain).build(site.schema).network_.state_dict(), plain, run_id="r",
-                           planned_rounds=2)  # fmt: skip
+                           planned_rounds=2, clip=1.0)  # fmt: skip
     with pytest.raises(HeadSlopeRefusedError, match="do not fit the model"):
         _release(site, {"survival_head.effects.weight": torch.zeros(1)})
     assert site.ledger.entries() == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from fedsynth.model.head_slope import (
     event_linear_predictor,
     expected_scores,
     scale_event_effects,
+    score_clip,
     slope_information,
     slope_scores,
     solve_slope,
@@ -74,8 +76,14 @@ def test_the_solved_slope_is_the_one_the_records_were_drawn_with(head_model, wha
     network = head_model.network_
     codes = _with_outcomes_drawn(head_model, whas_split[0], true_slope, repeats=40, seed=1)
     model_rows = network.layout.encode_codes(head_model.codes_tensor(whas_split[1]))
-    solved = solve_slope(float(slope_scores(network, codes).sum()), network, model_rows, len(codes))
+    solved = solve_slope(float(slope_scores(network, codes).sum()), network, model_rows, [(len(codes), math.inf)])
     assert solved == pytest.approx(true_slope, abs=0.08)
+    # Clipped hard at the sites (most records' scores are cut), the clipped expectation still finds it.
+    clipped = float(slope_scores(network, codes).clamp(-0.1, 0.1).sum())
+    assert solve_slope(clipped, network, model_rows, [(len(codes), 0.1)]) == pytest.approx(true_slope, abs=0.1)
+    assert (
+        abs(solve_slope(clipped, network, model_rows, [(len(codes), math.inf)]) - true_slope) > 0.1 or true_slope == 1.0
+    )
 
 
 def test_a_level_the_head_lags_is_not_read_as_a_slope_once_its_offset_is_given(head_model, whas_split) -> None:
@@ -84,8 +92,9 @@ def test_a_level_the_head_lags_is_not_read_as_a_slope_once_its_offset_is_given(h
     network = head_model.network_
     codes = _with_outcomes_drawn(head_model, whas_split[0], 1.0, repeats=40, seed=3, level=0.8)
     model_rows = network.layout.encode_codes(head_model.codes_tensor(whas_split[1]))
-    with_offset = solve_slope(float(slope_scores(network, codes, 0.8).sum()), network, model_rows, len(codes), 0.8)
-    without = solve_slope(float(slope_scores(network, codes).sum()), network, model_rows, len(codes))
+    rows = [(len(codes), math.inf)]
+    with_offset = solve_slope(float(slope_scores(network, codes, 0.8).sum()), network, model_rows, rows, 0.8)
+    without = solve_slope(float(slope_scores(network, codes).sum()), network, model_rows, rows)
     assert with_offset == pytest.approx(1.0, abs=0.08)
     assert abs(without - 1.0) > 0.1
 
@@ -98,20 +107,24 @@ def test_the_expected_score_is_zero_at_slope_one_and_rises_with_it(head_model, w
     assert totals == sorted(totals) and totals[0] < 0 < totals[-1]
 
 
-def test_the_information_is_the_scores_variance_under_the_head(head_model, whas_split) -> None:
+def test_the_information_and_the_expected_clipped_score_are_what_draws_give(head_model, whas_split) -> None:
     network = head_model.network_
     codes = _with_outcomes_drawn(head_model, whas_split[0].head(20), 1.0, repeats=5000, seed=2)
     scores = slope_scores(network, codes).reshape(5000, 20)
-    expected = slope_information(network, network.layout.encode_codes(codes[:20]))
-    torch.testing.assert_close(scores.var(dim=0), expected, atol=0.02, rtol=0.1)
+    encoded = network.layout.encode_codes(codes[:20])
+    torch.testing.assert_close(scores.var(dim=0), slope_information(network, encoded), atol=0.02, rtol=0.1)
+    # Drawn at slope 1.5, scored at 1 and clipped at 0.2: the exact expectation is the draws' mean.
+    drawn = _with_outcomes_drawn(head_model, whas_split[0].head(20), 1.5, repeats=5000, seed=4)
+    clipped = slope_scores(network, drawn).clamp(-0.2, 0.2).reshape(5000, 20).mean(dim=0)
+    torch.testing.assert_close(clipped, expected_scores(network, encoded, 1.5, clip=0.2), atol=0.008, rtol=0)
 
 
 def test_the_slope_stays_within_its_bounds(head_model, whas_split) -> None:
     network = head_model.network_
     encoded = network.layout.encode_codes(head_model.codes_tensor(whas_split[0]))
-    assert solve_slope(1e6, network, encoded, 100) == SLOPE_BOUNDS[1]
-    assert solve_slope(-1e6, network, encoded, 100) == SLOPE_BOUNDS[0]
-    assert solve_slope(0.0, network, encoded, 100) == pytest.approx(1.0, abs=1e-6)
+    assert solve_slope(1e6, network, encoded, [(100, 1.0)]) == SLOPE_BOUNDS[1]
+    assert solve_slope(-1e6, network, encoded, [(100, 1.0)]) == SLOPE_BOUNDS[0]
+    assert solve_slope(0.0, network, encoded, [(100, math.inf)]) == pytest.approx(1.0, abs=1e-6)
 
 
 def test_scaling_touches_only_the_event_effects(head_model, whas_split) -> None:
@@ -126,3 +139,10 @@ def test_scaling_touches_only_the_event_effects(head_model, whas_split) -> None:
     assert changed == ["survival_head.effects.weight"]
     torch.testing.assert_close(head.effects.weight[0], before["survival_head.effects.weight"][0])
     torch.testing.assert_close(event_linear_predictor(network, encoded), 1.5 * eta)
+
+
+def test_the_clip_is_the_quantile_of_the_scores_the_head_gives(head_model, whas_split) -> None:
+    network = head_model.network_
+    codes = _with_outcomes_drawn(head_model, whas_split[0], 1.0, repeats=40, seed=5)
+    clip = score_clip(network, network.layout.encode_codes(head_model.codes_tensor(whas_split[0])), quantile=0.9)
+    assert float((slope_scores(network, codes).abs() > clip).float().mean()) == pytest.approx(0.1, abs=0.01)
