@@ -279,7 +279,6 @@ def head_slope_reply(message: Message, site: Site) -> Message:
         run_id=str(config["run-id"]),
         planned_rounds=int(config["planned-rounds"]),
         clip=float(config["score-clip"]),
-        event_offset=float(config["event-offset"]) if "event-offset" in config else 0.0,
         coordinator_floor=ledger_floor(config, site.config.name),
     )
     result = json.dumps(release.to_result())

@@ -35,7 +35,6 @@ HEAD_SLOPE_FILE = "head_slope.json"
 # Release rounds are numbered past every training round (a federation plans at most 10,000), so
 # that a run extended by more rounds never meets its earlier slope release's number.
 SLOPE_ROUNDS_FROM = 10_000
-MAX_EVENT_OFFSET = 8.0  # the bisection's bound (fedsynth.model.draws.solve_event_offset)
 MAX_CLIP = 1000.0
 
 
@@ -59,7 +58,6 @@ class HeadSlopeRelease:
 
     site: str
     weights_sha256: str
-    event_offset: float  # the coordinator's shift of the head's event logits (from the DP tables)
     score: float
     num_examples: int  # the count a training reply carries anyway
     clip: float
@@ -84,18 +82,14 @@ def release_head_slope(
     run_id: str,
     planned_rounds: int,
     clip: float,
-    event_offset: float = 0.0,
     coordinator_floor: float = 0.0,
 ) -> HeadSlopeRelease:
-    """The run's noisy slope score of ``site``'s training rows under the weights ``state``, the
-    head's event logits shifted by ``event_offset`` (the coordinator's, from the run's DP tables:
-    public post-processing, bounded here), each record's score clipped to [-``clip``, ``clip``]
-    (any bound keeps the same epsilon: the noise is ``clip`` times the multiplier)."""
+    """The run's noisy slope score of ``site``'s training rows under the weights ``state``, each
+    record's score clipped to [-``clip``, ``clip``] (the coordinator's, chosen from the model; any
+    bound keeps the same epsilon: the noise is ``clip`` times the multiplier)."""
     name = site.config.name
     if coordinator_floor > 0:
         site.ledger.require_at_least(coordinator_floor, f"site '{name}': the coordinator of run '{run_id}'")
-    if not (np.isfinite(event_offset) and abs(event_offset) <= MAX_EVENT_OFFSET):
-        raise HeadSlopeRefusedError(f"site '{name}': event offset {event_offset} is not within +-{MAX_EVENT_OFFSET:g}")
     if not (np.isfinite(clip) and 0 < clip <= MAX_CLIP):
         raise HeadSlopeRefusedError(f"site '{name}': score clip {clip} is not within (0, {MAX_CLIP:g}]")
     model = new_generator(model_config).build(site.schema)
@@ -110,7 +104,7 @@ def release_head_slope(
     path = site.dir / RUNS_DIR / run_id / HEAD_SLOPE_FILE
     if path.exists():
         stored = json.loads(path.read_text(encoding="utf-8"))
-        if (stored["weights_sha256"], stored["event_offset"], stored["clip"]) != (digest, event_offset, clip):
+        if (stored["weights_sha256"], stored["clip"]) != (digest, clip):
             raise HeadSlopeRefusedError(
                 f"site '{name}' released its slope score for run '{run_id}' at other settings already; "
                 "a second release would be a second spend, which its plan has no room for"
@@ -135,13 +129,12 @@ def release_head_slope(
         )
     except BudgetExceededError as exc:
         raise BudgetExceededError(f"site '{name}' {exc}") from exc
-    scores = slope_scores(network, model.codes_tensor(site.train), event_offset).double().clamp(-clip, clip)
+    scores = slope_scores(network, model.codes_tensor(site.train)).double().clamp(-clip, clip)
     # The noise must be unpredictable to anyone else: fresh OS randomness, never a known seed.
     rng = np.random.default_rng(secrets.randbits(128))
     release = HeadSlopeRelease(
         site=name,
         weights_sha256=digest,
-        event_offset=event_offset,
         score=float(scores.sum()) + float(rng.normal(0.0, noise * clip)),
         num_examples=len(site.train),
         clip=clip,
@@ -168,5 +161,5 @@ def check_head_slope_result(result: dict[str, Any]) -> None:
         value = result[key]
         if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
             raise ValueError(f"{key} must be a finite number")
-        if key not in ("score", "event_offset") and value <= 0:
+        if key != "score" and value <= 0:
             raise ValueError(f"{key} must be positive")

@@ -9,8 +9,8 @@ a weak effect also leaves the fit's ranking noisier. Scaling every event effect 
 slope of a prognostic model, and one number is cheap to measure with DP.
 
 The measurement (``docs/research/2026-12-05-head-slope.md``): each site releases the sum of its
-records' scores d log-likelihood / ds at s = 1 (at the event level calibrated samples use), each
-clipped to [-C, C], plus Gaussian noise of std ``sigma * C`` (one step at sample rate 1 in its
+records' scores d log-likelihood / ds at s = 1, each clipped to [-C, C] (C the 99th percentile of
+the model's own scores: :func:`score_clip`), plus Gaussian noise of std ``sigma * C`` (one step at sample rate 1 in its
 RDP ledger). The coordinator finds the slope at which rows like the model's own (calibrated)
 rows, as many as the sites' records and clipped as theirs, expect the released sum (:func:`solve_slope`, within
 ``SLOPE_BOUNDS``): computed from the model alone, post-processing of the DP release. The
@@ -43,25 +43,15 @@ def event_linear_predictor(network: MCMNetwork, encoded: torch.Tensor) -> torch.
     return (centred @ head.effects.weight[1]) * head.effect_scale
 
 
-def event_logits(network: MCMNetwork, encoded: torch.Tensor, event_offset: float = 0.0) -> torch.Tensor:
-    """The head's (censoring, event) logits with every event logit shifted by ``event_offset``:
-    the head as calibrated samples draw from it (its event share set to the DP tables')."""
-    logits = network.survival_logits(encoded)
-    if event_offset:
-        logits = torch.cat([logits[:, : network.layout.n_bins], logits[:, network.layout.n_bins :] + event_offset], 1)
-    return logits
-
-
-def slope_scores(network: MCMNetwork, codes: torch.Tensor, event_offset: float = 0.0) -> torch.Tensor:
-    """(n,) each record's score d log-likelihood / ds at s = 1 under the hazard head, its event
-    logits shifted by ``event_offset`` (so that a lagging level is not read as a slope).
+def slope_scores(network: MCMNetwork, codes: torch.Tensor) -> torch.Tensor:
+    """(n,) each record's score d log-likelihood / ds at s = 1 under the hazard head.
 
     The slope adds ``(s - 1) * eta`` to every event logit of a row, so the score is ``eta`` times
     the derivative of the row's log-likelihood in a shift of its event logits."""
     layout = network.layout
     with torch.no_grad():
         encoded = layout.encode_codes(codes)
-        logits = event_logits(network, encoded, event_offset)
+        logits = network.survival_logits(encoded)
         eta = event_linear_predictor(network, encoded)
     n_bins = layout.n_bins
     shift = torch.zeros(len(codes), dtype=logits.dtype, requires_grad=True)
@@ -71,14 +61,14 @@ def slope_scores(network: MCMNetwork, codes: torch.Tensor, event_offset: float =
     return eta * gradient.detach()
 
 
-def slope_information(network: MCMNetwork, encoded: torch.Tensor, event_offset: float = 0.0) -> torch.Tensor:
+def slope_information(network: MCMNetwork, encoded: torch.Tensor) -> torch.Tensor:
     """(n,) each row's expected information about s at s = 1 under the head (no outcome needed).
 
     In each bin a row reaches, the event indicator is a Bernoulli of the bin's event probability
     p (given the row got there), whose information in a shift of the event logit is p (1 - p);
     the row's is their sum weighted by the probability of reaching each bin, times ``eta`` squared."""
     with torch.no_grad():
-        logits = event_logits(network, encoded, event_offset)
+        logits = network.survival_logits(encoded)
         eta = event_linear_predictor(network, encoded)
         log_nothing, log_cause = hazard_log_probs(logits)
         reached = torch.cat([torch.zeros_like(log_nothing[:, :1]), log_nothing[:, :-1].cumsum(dim=1)], dim=1)
@@ -86,12 +76,10 @@ def slope_information(network: MCMNetwork, encoded: torch.Tensor, event_offset: 
         return eta**2 * (torch.exp(reached) * event * (1.0 - event)).sum(dim=1)
 
 
-def _outcome_scores(
-    network: MCMNetwork, encoded: torch.Tensor, slope: float, event_offset: float
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _outcome_scores(network: MCMNetwork, encoded: torch.Tensor, slope: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Every row's possible outcomes (ending in each bin by censoring or the event): their
     probabilities under slope ``slope`` and their scores at s = 1, each (n, 2, n_bins)."""
-    logits = event_logits(network, encoded, event_offset)
+    logits = network.survival_logits(encoded)
     eta = event_linear_predictor(network, encoded).unsqueeze(1)
     n_bins = logits.shape[1] // 2
     _, log_cause = hazard_log_probs(logits)
@@ -104,9 +92,7 @@ def _outcome_scores(
     return probabilities, torch.stack([eta * scored, eta * (scored + 1.0)], dim=1)
 
 
-def expected_scores(
-    network: MCMNetwork, encoded: torch.Tensor, slope: float, event_offset: float = 0.0, clip: float = math.inf
-) -> torch.Tensor:
+def expected_scores(network: MCMNetwork, encoded: torch.Tensor, slope: float, clip: float = math.inf) -> torch.Tensor:
     """(n,) each row's expected score at s = 1, clipped to [-``clip``, ``clip``] as sites clip it,
     if its outcome came from the head with slope ``slope``.
 
@@ -114,17 +100,17 @@ def expected_scores(
     (at s = 1) summed over the bins up to b; the expectation runs over every (bin, cause) under
     slope ``slope``, exactly, clipping included."""
     with torch.no_grad():
-        probabilities, scores = _outcome_scores(network, encoded, slope, event_offset)
+        probabilities, scores = _outcome_scores(network, encoded, slope)
         return (probabilities * scores.clamp(-clip, clip)).sum(dim=(1, 2))
 
 
-def score_clip(network: MCMNetwork, encoded: torch.Tensor, event_offset: float = 0.0, quantile: float = 0.99) -> float:
+def score_clip(network: MCMNetwork, encoded: torch.Tensor, quantile: float = 0.99) -> float:
     """The ``quantile`` of |score| over rows like ``encoded``'s with outcomes from the head: the
     clip sent to the sites. Why from the model: a fixed clip cut a fifth of WHAS500's scores (its
     effects spread wider than ACTG320's), and clipping that often depends on the real covariates'
     joint, which the model's rows do not share, so no expectation could undo it."""
     with torch.no_grad():
-        probabilities, scores = _outcome_scores(network, encoded, 1.0, event_offset)
+        probabilities, scores = _outcome_scores(network, encoded, 1.0)
         values, order = scores.abs().flatten().double().sort()
         weights = probabilities.flatten().double()[order].cumsum(0)
         index = int(torch.searchsorted(weights, quantile * weights[-1]))
@@ -136,7 +122,6 @@ def solve_slope(
     network: MCMNetwork,
     encoded: torch.Tensor,
     releases: list[tuple[int, float]],
-    event_offset: float = 0.0,
     steps: int = 40,
 ) -> float:
     """The slope at which the released sum is expected: the sum over ``releases`` (each site's
@@ -149,8 +134,7 @@ def solve_slope(
 
     def total(slope: float) -> float:
         return sum(
-            float(expected_scores(network, encoded, slope, event_offset, clip).double().mean()) * n_rows
-            for n_rows, clip in releases
+            float(expected_scores(network, encoded, slope, clip).double().mean()) * n_rows for n_rows, clip in releases
         )
 
     if total(low) >= score_sum:

@@ -213,11 +213,6 @@ class MCM(NetworkGenerator[MCMNetwork]):
             return calibrated_frames(sampler, self.calibration_, int(n), resolved, seed, workers, offset)
         return sampler.iter_frames(int(n), resolved, seed, workers)
 
-    def event_offset(self) -> float:
-        """The shift of the survival head's event log-hazards its calibrated samples use (0 without
-        DP tables or a hazard head): :func:`~fedsynth.model.calibrated.event_offset_of`."""
-        return self._event_offset(self._sampler(0)) if self.calibration_ is not None else 0.0
-
     def _event_offset(self, sampler: ConditionalSampler) -> float:
         """:func:`event_offset_of` the current tables, computed once per tables (its own draw)."""
         assert self.calibration_ is not None

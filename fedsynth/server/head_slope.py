@@ -67,20 +67,18 @@ def model_rows(model: AnyGenerator) -> torch.Tensor:
         return model.network_.layout.encode_codes(model.codes_tensor(rows))
 
 
-def _check(digest: str, event_offset: float, clip: float) -> Callable[[dict[str, Any]], None]:
+def _check(digest: str, clip: float) -> Callable[[dict[str, Any]], None]:
     def check(result: dict[str, Any]) -> None:
         check_head_slope_result(result)
-        if (result["weights_sha256"], result["event_offset"], result["clip"]) != (digest, event_offset, clip):
-            raise ValueError("the release is of other weights, offset or clip than the coordinator asked for")
+        if (result["weights_sha256"], result["clip"]) != (digest, clip):
+            raise ValueError("the release is of other weights or clip than the coordinator asked for")
 
     return check
 
 
-def _problem(
-    reply: Message, digest: str, event_offset: float = 0.0, clip: float = 1.0
-) -> tuple[str | None, dict[str, Any] | None]:
+def _problem(reply: Message, digest: str, clip: float) -> tuple[str | None, dict[str, Any] | None]:
     """(why the reply cannot be used, None) or (None, its result)."""
-    return release_problem(reply, HEAD_SLOPE_RECORD, _check(digest, event_offset, clip))
+    return release_problem(reply, HEAD_SLOPE_RECORD, _check(digest, clip))
 
 
 def request_head_slope(
@@ -100,15 +98,11 @@ def request_head_slope(
     ``RUN_DIR/head_slope.json`` and the budget lines."""
     digest = weights_digest(model)
     release_round = head_slope_round(planned_rounds)
-    # The head's event level as calibrated samples use it: without it, a level that DP-SGD left
-    # behind would be read as a slope (rows of high risk carry most events).
-    offset = model.event_offset()
     encoded = model_rows(model)
-    clip = score_clip(model.network_, encoded, offset)
+    clip = score_clip(model.network_, encoded)
     config = ConfigRecord(
         {
             "task": MECHANISM,
-            "event-offset": offset,
             "score-clip": clip,
             "run-id": run_id,
             "planned-rounds": planned_rounds,
@@ -117,7 +111,7 @@ def request_head_slope(
         }
     )
     accepted, failures = gather_releases(
-        grid, run, config, record=HEAD_SLOPE_RECORD, release_round=release_round, check=_check(digest, offset, clip),
+        grid, run, config, record=HEAD_SLOPE_RECORD, release_round=release_round, check=_check(digest, clip),
         timeout=timeout, expected_sites=expected_sites, arrays=ArrayRecord(model.network_.state_dict()),
     )  # fmt: skip
     now = datetime.now(UTC).isoformat()
@@ -133,7 +127,6 @@ def request_head_slope(
         "run_id": run_id,
         "round": release_round,
         "weights_sha256": digest,
-        "event_offset": offset,
         "score_clip": clip,
         "sites": sorted(sites, key=lambda s: s["site"]),
         "failures": failures,
@@ -143,9 +136,9 @@ def request_head_slope(
     if complete:
         n_rows = sum(int(s["num_examples"]) for s in sites)
         score = sum(float(s["score"]) for s in sites)
-        information = float(slope_information(model.network_, encoded, offset).double().mean()) * n_rows
+        information = float(slope_information(model.network_, encoded).double().mean()) * n_rows
         releases = [(int(s["num_examples"]), float(s["clip"])) for s in sites]
-        slope = solve_slope(score, model.network_, encoded, releases, offset)
+        slope = solve_slope(score, model.network_, encoded, releases)
         noise = math.sqrt(sum((float(s["noise_multiplier"]) * float(s["clip"])) ** 2 for s in sites))
         document.update(
             score=score, num_examples=n_rows, information=information, slope=slope,

@@ -263,7 +263,7 @@ def test_head_slope_reply_holds_only_one_noisy_sum_the_weights_digest_and_scalar
     config = MCMConfig(hidden=16, n_bins=16, survival_head=True, survival_form="hazard")
     model = new_generator(config).build(whas500[1])
     settings = {"task": HEAD_SLOPE_RECORD, "run-id": "test-run", "planned-rounds": 2, "score-clip": 1.5,
-                "event-offset": 0.25, "model-config": json.dumps(config_to_dict(config))}  # fmt: skip
+                "model-config": json.dumps(config_to_dict(config))}  # fmt: skip
     # The run asked for the release when the site planned it (its marginals request says so).
     handle_query(_marginals_query(**{HEAD_SLOPE: True}), _context(site_dir))
 
@@ -280,20 +280,20 @@ def test_head_slope_reply_holds_only_one_noisy_sum_the_weights_digest_and_scalar
     assert isinstance(record, ConfigRecord) and set(record.keys()) == {"site", "result"}
     result = json.loads(str(record["result"]))
     assert set(result) == RESULT_KEYS == {
-        "site", "weights_sha256", "event_offset", "score", "num_examples", "clip", "noise_multiplier",
-        "epsilon_step", "epsilon", "target_epsilon", "delta",
+        "site", "weights_sha256", "score", "num_examples", "clip", "noise_multiplier", "epsilon_step",
+        "epsilon", "target_epsilon", "delta",
     }  # fmt: skip
     # One number about the rows (the noisy sum), a count and figures: nothing per record.
     assert all(isinstance(v, int | float | str) for v in result.values())
     assert len(reply.content.array_records) == 0 and len(reply.content.metric_records) == 0
     digest = weights_digest(model)
-    assert _problem(reply, digest, 0.25, 1.5) == (None, result)
-    for other in (("0" * 64, 0.25, 1.5), (digest, 0.5, 1.5), (digest, 0.25, 1.0)):
-        assert "other weights, offset or clip" in _problem(reply, *other)[0]
+    assert _problem(reply, digest, 1.5) == (None, result)
+    for other in (("0" * 64, 1.5), (digest, 1.0)):
+        assert "other weights or clip" in _problem(reply, *other)[0]
     extra = RecordDict(
         {HEAD_SLOPE_RECORD: ConfigRecord({"site": "hospital-a", "result": json.dumps({**result, "scores": [1.0]})})}
     )
-    assert "unexpected fields" in _problem(Message(content=extra, reply_to=sent), digest, 0.25, 1.5)[0]
+    assert "unexpected fields" in _problem(Message(content=extra, reply_to=sent), digest, 1.5)[0]
     handle_query(_marginals_query(**{"run-id": "other"}), _context(site_dir))  # planned without the slope
     with pytest.raises(HeadSlopeRefusedError, match="releases no slope score"):
         handle_query(query(**{"run-id": "other"}), _context(site_dir))

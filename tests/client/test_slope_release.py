@@ -93,13 +93,12 @@ def test_a_second_request_returns_the_stored_release_and_other_weights_are_refus
     first = _release(site, _state(site))
     entries = site.ledger.entries()
     assert _release(site, _state(site)) == first and site.ledger.entries() == entries
-    for other in ({"state": _state(site, seed=1)}, {"event_offset": 0.3}, {"clip": 2.0}):
+    for state, clip in ((_state(site, seed=1), 1.0), (_state(site), 2.0)):
         with pytest.raises(HeadSlopeRefusedError, match="at other settings already"):
-            release_head_slope(site, other.get("state", _state(site)), HEAD, run_id="r", planned_rounds=2,
-                               clip=other.get("clip", 1.0), event_offset=other.get("event_offset", 0.0))  # fmt: skip
-    for bad in ({"event_offset": float("nan")}, {"clip": 0.0}, {"clip": float("inf")}):
+            _release(site, state, clip)
+    for clip in (0.0, float("inf"), float("nan")):
         with pytest.raises(HeadSlopeRefusedError, match="not within"):
-            release_head_slope(site, _state(site), HEAD, run_id="r", planned_rounds=2, **{"clip": 1.0, **bad})
+            _release(site, _state(site), clip)
     (tmp_path / "runs" / "r" / "head_slope.json").unlink()  # as if killed between reserve and store
     with pytest.raises(HeadSlopeRefusedError, match="never stored it"):
         _release(site, _state(site))

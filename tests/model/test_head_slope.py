@@ -50,17 +50,15 @@ def test_each_records_score_is_the_derivative_of_its_log_likelihood_in_the_slope
     torch.testing.assert_close(scores, numeric, atol=1e-6, rtol=1e-5)
 
 
-def _with_outcomes_drawn(model: MCM, frame, slope: float, repeats: int, seed: int, level: float = 0.0) -> torch.Tensor:
+def _with_outcomes_drawn(model: MCM, frame, slope: float, repeats: int, seed: int) -> torch.Tensor:
     """The frame's covariates ``repeats`` times, with (event, time bin) drawn from the head whose
-    event effects are scaled by ``slope`` (event logits shifted by ``level``): records whose true
-    slope is known."""
+    event effects are scaled by ``slope``: records whose true slope is known."""
     network = copy.deepcopy(model.network_)
     scale_event_effects(network, slope)
     layout = network.layout
     codes = model.codes_tensor(frame).repeat(repeats, 1)
     with torch.no_grad():
         logits = network.survival_logits(layout.encode_codes(codes))
-        logits[:, layout.n_bins :] += level
     cause, time_bin = draw_competing_hazards(logits, torch.Generator().manual_seed(seed))
     time = next(h for h in layout.heads if h.column.role == "time")
     event = next(h for h in layout.heads if h.column.role == "event")
@@ -84,19 +82,6 @@ def test_the_solved_slope_is_the_one_the_records_were_drawn_with(head_model, wha
     assert (
         abs(solve_slope(clipped, network, model_rows, [(len(codes), math.inf)]) - true_slope) > 0.1 or true_slope == 1.0
     )
-
-
-def test_a_level_the_head_lags_is_not_read_as_a_slope_once_its_offset_is_given(head_model, whas_split) -> None:
-    # Records drawn with events more frequent than the head says (its level 0.8 behind, as DP-SGD
-    # leaves it) and the head's own slope: given the offset the tables give, the slope stays 1.
-    network = head_model.network_
-    codes = _with_outcomes_drawn(head_model, whas_split[0], 1.0, repeats=40, seed=3, level=0.8)
-    model_rows = network.layout.encode_codes(head_model.codes_tensor(whas_split[1]))
-    rows = [(len(codes), math.inf)]
-    with_offset = solve_slope(float(slope_scores(network, codes, 0.8).sum()), network, model_rows, rows, 0.8)
-    without = solve_slope(float(slope_scores(network, codes).sum()), network, model_rows, rows)
-    assert with_offset == pytest.approx(1.0, abs=0.08)
-    assert abs(without - 1.0) > 0.1
 
 
 def test_the_expected_score_is_zero_at_slope_one_and_rises_with_it(head_model, whas_split) -> None:
