@@ -2,15 +2,15 @@
 
 The coordinator sends the run's final global weights; the site computes each training record's
 score for the head's calibration slope (:func:`fedsynth.model.head_slope.slope_scores`), clips
-each to [-C, C] (C from the coordinator, chosen from the model alone) and releases their sum plus Gaussian noise of std
-``z * C`` (``z`` = ``privacy.head_slope_noise_multiplier``, fixed in the run's plan): one record
-moves the sum by at most C, so this is one Gaussian step at sample rate 1 in the site's RDP
-ledger, planned with DP-SGD and the marginals from the run's start.
+each to [-C, C] (C from the coordinator, chosen from the model alone) and releases their sum
+plus Gaussian noise of std ``z * C`` (``z`` = ``privacy.head_slope_noise_multiplier``, fixed in
+the run's plan): one record moves the sum by at most C, so this is one Gaussian step at sample
+rate 1 in the site's RDP ledger, planned with DP-SGD and the marginals from the run's start.
 
 Order, as for the marginals: reserve in the ledger (synced), draw the noise, store the release in
 ``runs/<run id>/head_slope.json``, send. A second request for the same weights gets the stored
-release; a request for other weights, or after a reservation whose release was never stored, is
-refused: the plan left room for one release.
+release; a request for other weights or another clip, or after a reservation whose release was
+never stored, is refused: the plan left room for one release.
 """
 
 from __future__ import annotations
