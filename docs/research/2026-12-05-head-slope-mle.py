@@ -1,5 +1,9 @@
 """Diagnostic: the MLE of the event-effect slope s (and event offset a) of each kept model's
-hazard head on the pooled real training rows; Fisher info; per-record score magnitudes."""
+hazard head on the pooled real training rows (a grid), and per-record score magnitudes. Its "info"
+is a float32 finite difference and unreliable: the information came from the dp-sim script.
+
+    OMP_NUM_THREADS=1 PYTHONPATH=. python docs/research/2026-12-05-head-slope-mle.py DIR/actg320-*
+"""
 import sys, json
 from pathlib import Path
 import numpy as np, pandas as pd, torch

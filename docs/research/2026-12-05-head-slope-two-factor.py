@@ -1,5 +1,9 @@
 """Oracle (not private): one factor vs a factor per kind of covariate (numeric / discrete effects), each
-fitted by likelihood on the pooled real training rows; protocol scores on 3 draws each."""
+fitted by likelihood (with a free event level) on the pooled real training rows; protocol scores
+(TSTR - TRTR, HR-in-CI) on 3 draws each at slope 1 ("s1"), the one factor ("one") and the two ("two").
+
+    OMP_NUM_THREADS=1 PYTHONPATH=. python docs/research/2026-12-05-head-slope-two-factor.py DIR/whas500-*
+"""
 import sys, json, copy
 from pathlib import Path
 import numpy as np, torch
@@ -36,7 +40,8 @@ for run in sys.argv[1:]:
         return float(survival_hazard_nll(layout, L, codes).sum())
     one = minimize(lambda p: nll([p[0], p[1], p[1]]), [0, 1], method="Nelder-Mead").x
     two = minimize(nll, [0, 1, 1], method="Nelder-Mead").x
-    out = {"run": run.name, "one": round(float(one[1]), 3), "num": round(float(two[1]), 3), "disc": round(float(two[2]), 3)}
+    out = {"run": run.name, "factor": round(float(one[1]), 3), "level": round(float(one[0]), 3),
+           "num": round(float(two[1]), 3), "disc": round(float(two[2]), 3)}
     for label, (sn, sd) in (("s1", (1, 1)), ("one", (one[1], one[1])), ("two", (two[1], two[2]))):
         model = copy.deepcopy(base)
         with torch.no_grad():
