@@ -32,12 +32,15 @@ def inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return torch.clamp(index, max=probs.shape[1] - 1)
 
 
+def log_reached(log_nothing: torch.Tensor) -> torch.Tensor:
+    """(n, n_bins) log P(the row reaches each bin): the sum of log P(nothing) over the bins before it."""
+    return torch.cat([torch.zeros_like(log_nothing[:, :1]), log_nothing[:, :-1].cumsum(dim=1)], dim=1)
+
+
 def event_probability(logits: torch.Tensor) -> torch.Tensor:
     """(n,) P(the row ends in the event, not censoring) under discrete-time competing hazards."""
     log_nothing, log_cause = hazard_log_probs(logits)
-    # Survival to the start of each bin: the product of "nothing" over the bins before it.
-    reached = torch.cat([torch.zeros_like(log_nothing[:, :1]), log_nothing[:, :-1].cumsum(dim=1)], dim=1)
-    return torch.exp(reached + log_cause[:, 1]).sum(dim=1)
+    return torch.exp(log_reached(log_nothing) + log_cause[:, 1]).sum(dim=1)
 
 
 def solve_event_offset(logits: torch.Tensor, share: float, bound: float = 8.0, steps: int = 60) -> float:

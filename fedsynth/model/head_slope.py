@@ -24,6 +24,7 @@ import math
 
 import torch
 
+from fedsynth.model.draws import log_reached
 from fedsynth.model.loss import hazard_log_probs, survival_hazard_nll
 from fedsynth.model.network import HazardHead, MCMNetwork
 
@@ -62,18 +63,11 @@ def slope_scores(network: MCMNetwork, codes: torch.Tensor) -> torch.Tensor:
 
 
 def slope_information(network: MCMNetwork, encoded: torch.Tensor) -> torch.Tensor:
-    """(n,) each row's expected information about s at s = 1 under the head (no outcome needed).
-
-    In each bin a row reaches, the event indicator is a Bernoulli of the bin's event probability
-    p (given the row got there), whose information in a shift of the event logit is p (1 - p);
-    the row's is their sum weighted by the probability of reaching each bin, times ``eta`` squared."""
+    """(n,) each row's expected information about s at s = 1 under the head (no outcome needed):
+    the variance of its score over its possible outcomes, whose mean there is 0."""
     with torch.no_grad():
-        logits = network.survival_logits(encoded)
-        eta = event_linear_predictor(network, encoded)
-        log_nothing, log_cause = hazard_log_probs(logits)
-        reached = torch.cat([torch.zeros_like(log_nothing[:, :1]), log_nothing[:, :-1].cumsum(dim=1)], dim=1)
-        event = torch.exp(log_cause[:, 1])
-        return eta**2 * (torch.exp(reached) * event * (1.0 - event)).sum(dim=1)
+        probabilities, scores = _outcome_scores(network, encoded, 1.0)
+        return (probabilities * scores**2).sum(dim=(1, 2))
 
 
 def _outcome_scores(network: MCMNetwork, encoded: torch.Tensor, slope: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,8 +81,7 @@ def _outcome_scores(network: MCMNetwork, encoded: torch.Tensor, slope: float) ->
     scaled = logits.clone()
     scaled[:, n_bins:] += (slope - 1.0) * eta
     log_nothing, log_cause_scaled = hazard_log_probs(scaled)
-    reached = torch.exp(torch.cat([torch.zeros_like(log_nothing[:, :1]), log_nothing[:, :-1].cumsum(dim=1)], dim=1))
-    probabilities = reached.unsqueeze(1) * torch.exp(log_cause_scaled)
+    probabilities = torch.exp(log_reached(log_nothing).unsqueeze(1) + log_cause_scaled)
     return probabilities, torch.stack([eta * scored, eta * (scored + 1.0)], dim=1)
 
 

@@ -54,6 +54,22 @@ def connected_nodes(grid: Grid, expected: int, wait: float = CONNECT_WAIT) -> li
     return nodes
 
 
+def ask_sites(
+    grid: Grid, content: RecordDict, expected_sites: int, timeout: float
+) -> tuple[list[tuple[int, Message]], list[int], int]:
+    """Send ``content`` as a QUERY to every connected site (waiting for ``expected_sites`` as
+    :func:`connected_nodes` does); return the replies with the node each was sent to, the nodes
+    that never answered, and how many were connected."""
+    nodes = connected_nodes(grid, expected_sites)
+    messages = [Message(content=content, dst_node_id=node_id, message_type=MessageType.QUERY) for node_id in nodes]
+    replies = list(grid.send_and_receive(messages, timeout=timeout))
+    destinations = {m.metadata.message_id: m.metadata.dst_node_id for m in messages if m.metadata.message_id}
+    answered = {reply.metadata.reply_to_message_id for reply in replies}
+    sent = [(destinations.get(r.metadata.reply_to_message_id, r.metadata.src_node_id), r) for r in replies]
+    silent = [node_id for message_id, node_id in destinations.items() if message_id not in answered]
+    return sent, silent, len(nodes)
+
+
 def query_sites(
     grid: Grid,
     model: AnyGenerator,
@@ -79,34 +95,19 @@ def query_sites(
             **{k: json.dumps(v) for k, v in (extra or {}).items()},
         }
     )
-    nodes = connected_nodes(grid, expected_sites)
-    messages = [
-        Message(
-            content=RecordDict({"arrays": ArrayRecord(model.network_.state_dict()), "config": config}),
-            dst_node_id=node_id,
-            message_type=MessageType.QUERY,
-        )
-        for node_id in nodes
-    ]
-    replies = list(grid.send_and_receive(messages, timeout=timeout))
-    destinations = {m.metadata.message_id: m.metadata.dst_node_id for m in messages if m.metadata.message_id}
+    content = RecordDict({"arrays": ArrayRecord(model.network_.state_dict()), "config": config})
+    replies, silent, connected = ask_sites(grid, content, expected_sites, timeout)
     results, failures = [], []
-    for reply in replies:
-        node_id = destinations.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
+    for node_id, reply in replies:
         problem = _reply_problem(reply, record, check)
         if problem is not None:
             failures.append({"node_id": node_id, "reason": problem})
             continue
         results.append(json.loads(str(reply.content[record]["result"])))
-    answered = {reply.metadata.reply_to_message_id for reply in replies}
-    failures += [
-        {"node_id": node_id, "reason": f"no reply within the {task} timeout"}
-        for message_id, node_id in destinations.items()
-        if message_id not in answered
-    ]
-    if len(nodes) < expected_sites:
+    failures += [{"node_id": node_id, "reason": f"no reply within the {task} timeout"} for node_id in silent]
+    if connected < expected_sites:
         failures.append(
-            {"node_id": None, "reason": f"{len(nodes)} of {expected_sites} expected sites connected within a minute"}
+            {"node_id": None, "reason": f"{connected} of {expected_sites} expected sites connected within a minute"}
         )
     results.sort(key=lambda r: r["site"])
     return results, failures

@@ -14,12 +14,12 @@ from datetime import UTC, datetime
 from logging import WARNING
 from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
 from fedsynth.server.run import RunDirectory
-from fedsynth.server.site_queries import connected_nodes
+from fedsynth.server.site_queries import ask_sites
 
 ResultCheck = Callable[[dict[str, Any]], None]
 
@@ -58,18 +58,12 @@ def gather_releases(
     """Ask every connected site for the release ``record``; return the accepted (node id, result)
     pairs and the failures (refusals, silences, sites that never connected). Every reply and
     silence is appended to ``budget.jsonl`` at ``release_round`` first."""
-    nodes = connected_nodes(grid, expected_sites)
     content = {"config": config} if arrays is None else {"arrays": arrays, "config": config}
-    messages = [
-        Message(content=RecordDict(content), dst_node_id=node, message_type=MessageType.QUERY) for node in nodes
-    ]
-    replies = list(grid.send_and_receive(messages, timeout=timeout))
-    destinations = {m.metadata.message_id: m.metadata.dst_node_id for m in messages if m.metadata.message_id}
+    replies, silent, connected = ask_sites(grid, RecordDict(content), expected_sites, timeout)
     now = datetime.now(UTC).isoformat()
     accepted: list[tuple[int, dict[str, Any]]] = []
     budget: list[dict[str, Any]] = []
-    for reply in replies:
-        node_id = destinations.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
+    for node_id, reply in replies:
         base = {"round": release_round, "mechanism": record, "node_id": node_id, "time": now}
         problem, result = release_problem(reply, record, check)
         if problem is not None or result is None:
@@ -78,15 +72,13 @@ def gather_releases(
             continue
         accepted.append((node_id, result))
         budget.append({**base, "status": "ok", **release_figures(result)})
-    answered = {reply.metadata.reply_to_message_id for reply in replies}
-    for message_id, node_id in destinations.items():
-        if message_id not in answered:
-            budget.append({"round": release_round, "mechanism": record, "node_id": node_id, "time": now,
-                           "status": "error", "reason": f"no reply within the {record} timeout"})  # fmt: skip
+    for node_id in silent:
+        budget.append({"round": release_round, "mechanism": record, "node_id": node_id, "time": now,
+                       "status": "error", "reason": f"no reply within the {record} timeout"})  # fmt: skip
     run.append_budget(budget)
     failures = [{"node_id": r["node_id"], "reason": r["reason"]} for r in budget if r["status"] != "ok"]
-    if len(nodes) < expected_sites:
-        failures.append({"node_id": None, "reason": f"{len(nodes)} of {expected_sites} expected sites connected"})
+    if connected < expected_sites:
+        failures.append({"node_id": None, "reason": f"{connected} of {expected_sites} expected sites connected"})
     return accepted, failures
 
 
